@@ -1,0 +1,1 @@
+"""Per-region fusion of tabular and imagery landslide probabilities (no torch needed)."""

@@ -1,0 +1,1 @@
+"""Sentinel-2 (Landslide4Sense) patch segmentation with the RAU-Net family."""

@@ -1,0 +1,1 @@
+"""Tabular landslide classifier: LightGBM on per-region features, explained with SHAP."""

@@ -1,0 +1,112 @@
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+
+import mlflow
+import pandas as pd
+import pytest
+
+from common.atomic import atomic_path, atomic_write
+from common.cli import EXIT_USER_ERROR, run_main
+from common.fingerprint import fingerprint_dataframe, fingerprint_files
+from common.tracking import flatten_params, resolve_tracking_uri, tracked_run
+
+
+def test_atomic_write_leaves_no_file_on_error(tmp_path):
+    target = tmp_path / "out.csv"
+    with pytest.raises(RuntimeError):
+        with atomic_write(target) as fh:
+            fh.write("half")
+            raise RuntimeError("boom")
+    assert not target.exists()
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_atomic_path_replaces_existing_only_on_success(tmp_path):
+    target = tmp_path / "x.txt"
+    target.write_text("old")
+    with pytest.raises(ValueError):
+        with atomic_path(target) as tmp:
+            tmp.write_text("new")
+            raise ValueError
+    assert target.read_text() == "old"
+    with atomic_path(target) as tmp:
+        assert tmp.suffix == ".txt"
+        tmp.write_text("new")
+    assert target.read_text() == "new"
+
+
+def test_run_main_maps_user_errors_to_one_line(capsys):
+    def main(argv):
+        raise FileNotFoundError("data file not found: /nope.csv (expected a CSV or Parquet table)")
+
+    assert run_main(main, []) == EXIT_USER_ERROR
+    err = capsys.readouterr().err
+    assert err.strip() == "error: data file not found: /nope.csv (expected a CSV or Parquet table)"
+    assert "Traceback" not in err
+
+
+def test_run_main_keeps_tracebacks_for_bugs():
+    def main(argv):
+        raise ZeroDivisionError
+
+    with pytest.raises(ZeroDivisionError):
+        run_main(main, [])
+
+
+def test_fingerprint_changes_with_content(tmp_path):
+    a = pd.DataFrame({"x": [1, 2, 3], "y": ["a", "b", "c"]})
+    b = a.copy()
+    b.loc[2, "x"] = 4
+    fa, fb = fingerprint_dataframe(a), fingerprint_dataframe(b)
+    assert fa.sha256 != fb.sha256
+    assert (fa.rows, fa.columns) == (3, 2)
+    assert fingerprint_dataframe(a.copy()).sha256 == fa.sha256
+    (tmp_path / "f1").write_bytes(b"abc")
+    f1 = fingerprint_files([tmp_path / "f1"])
+    (tmp_path / "f1").write_bytes(b"abd")
+    assert fingerprint_files([tmp_path / "f1"]).sha256 != f1.sha256
+
+
+def test_tracking_uri_precedence(monkeypatch):
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    assert resolve_tracking_uri() == "sqlite:///mlruns/mlflow.db"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "sqlite:////tmp/other.db")
+    assert resolve_tracking_uri() == "sqlite:////tmp/other.db"
+    assert resolve_tracking_uri("sqlite:////tmp/flag.db") == "sqlite:////tmp/flag.db"
+
+
+@dataclasses.dataclass
+class _Inner:
+    lr: float = 0.001
+
+
+@dataclasses.dataclass
+class _Config:
+    name: str = "demo"
+    folds: int = 5
+    inner: _Inner = dataclasses.field(default_factory=_Inner)
+    cols: tuple[str, ...] = ("a", "b")
+
+
+def test_flatten_params_nested():
+    flat = flatten_params(dataclasses.asdict(_Config()))
+    assert flat == {"name": "demo", "folds": "5", "inner.lr": "0.001", "cols": '["a", "b"]'}
+
+
+def test_tracked_run_logs_config_and_marks_failed(tracking_uri):
+    with tracked_run("unit-test", _Config()) as ok:
+        mlflow.log_metric("m", 1.0)
+    with pytest.raises(ValueError):
+        with tracked_run("unit-test", _Config()) as bad:
+            raise ValueError("bad input")
+    client = mlflow.tracking.MlflowClient(tracking_uri)
+    ok_run = client.get_run(ok.info.run_id)
+    assert ok_run.info.status == "FINISHED"
+    assert ok_run.data.params["inner.lr"] == "0.001"
+    assert "git_commit" in ok_run.data.tags
+    assert client.get_run(bad.info.run_id).info.status == "FAILED"
+    cfg_path = mlflow.artifacts.download_artifacts(run_id=ok.info.run_id, artifact_path="config.json")
+    assert json.loads(open(cfg_path).read())["inner"] == {"lr": 0.001}

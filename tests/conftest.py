@@ -1,0 +1,40 @@
+"""Shared fixtures: an isolated MLflow store per test and the optional real data folder."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+SHARED_DATA = Path(os.environ.get("LANDSLIDE_SHARED_DATA", ROOT.parent / "shared" / "data"))
+
+
+@pytest.fixture
+def tracking_uri(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+    """A fresh SQLite MLflow store in the test's temp folder, exported as MLFLOW_TRACKING_URI."""
+    import mlflow
+
+    uri = f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}"
+    (tmp_path / "mlruns").mkdir(exist_ok=True)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    mlflow.set_tracking_uri(uri)
+    yield uri
+    while mlflow.active_run() is not None:
+        mlflow.end_run()
+
+
+def shared_dataset(name: str) -> Path:
+    """Path of ``../shared/data/<name>``; skips the test cleanly where it is absent."""
+    path = SHARED_DATA / name
+    if not path.exists():
+        pytest.skip(f"real data not available: {path}")
+    return path
+
+
+@pytest.fixture
+def shared_data() -> Path:
+    if not SHARED_DATA.exists():
+        pytest.skip(f"real data not available: {SHARED_DATA}")
+    return SHARED_DATA
