@@ -1,0 +1,224 @@
+"""Typed configuration of RAU-Net training, evaluation and prediction.
+
+Every ``python -m pipelines.*_imagery`` command parses its flags into one of these dataclasses and
+logs it whole to MLflow (``common.tracking.tracked_run``). Defaults reproduce the seed study
+(``../shared/design/rau-net.md`` sections 7-10): RAU-Net 1, 23 channels, multi-resolution head, SE
+attention, Focal+IoU loss, Adam at 1e-4 with the step schedule, batch 12, 65 epochs, rotation
+augmentation switched off for the last 4 epochs, no extra normalisation.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+OPTIMIZERS: tuple[str, ...] = ("sgd", "adagrad", "rmsprop", "adam", "adamw", "nadam")
+SCHEDULES: tuple[str, ...] = ("step", "cosine", "constant")
+HEADS: tuple[str, ...] = ("multires", "mono", "dual")
+ATTENTIONS: tuple[str, ...] = ("se", "triple_mha", "cbam", "none")
+TTA_MODES: tuple[str, ...] = ("none", "rot4", "rot4flip")
+MORPHOLOGY: tuple[str, ...] = ("none", "open", "close")
+
+#: Epoch boundaries (0-based, first epoch of each step) and learning-rate multipliers of the seed's
+#: 65-epoch step schedule (spec section 9: 1e-4, 5e-5, 2e-5, 1e-5, 5e-6, 2e-6, 1e-6, 5e-7, 1e-7).
+STEP_BOUNDARIES: tuple[int, ...] = (8, 15, 20, 25, 30, 35, 42, 50)
+STEP_FACTORS: tuple[float, ...] = (1.0, 0.5, 0.2, 0.1, 0.05, 0.02, 0.01, 0.005, 0.001)
+SPEC_EPOCHS = 65
+#: The seed switches augmentation off for its last 4 of 65 epochs (epochs 61-64).
+SPEC_AUGMENT_OFF_EPOCHS = 4
+
+
+@dataclass
+class ModelConfig:
+    """Which network to build (``imagery.models.create_model``).
+
+    ``width`` overrides the base width F (128 for RAU-Net 1, 40 for the small one); tiny widths
+    (4-8) are for tests. ``channel_set`` is the number of input channels produced by
+    ``imagery.features.compute_features`` (14, 17, 21, 23, 25 or 26).
+    """
+
+    name: str = "rau_net1"
+    channel_set: int = 23
+    head: str = "multires"
+    attention: str | None = None
+    use_bottleneck: bool | None = None
+    width: int | None = None
+
+    def create_kwargs(self) -> dict[str, object]:
+        """Keyword arguments of ``imagery.models.create_model`` (``attention``/``use_bottleneck`` ``None``:
+        the model's own default, SE and no bottleneck for the RAU-Nets)."""
+        kw: dict[str, object] = {"in_channels": self.channel_set, "num_classes": 2, "head": self.head}
+        if self.attention is not None:
+            kw["attention"] = self.attention
+        if self.use_bottleneck is not None:
+            kw["use_bottleneck"] = self.use_bottleneck
+        if self.width is not None:
+            kw["base_width"] = self.width
+        return kw
+
+
+@dataclass
+class LossConfig:
+    """Loss name for ``imagery.losses`` and its mixing weight ``alpha`` (alpha*Focal + (1-alpha)*IoU)."""
+
+    name: str = "focal_iou"
+    alpha: float = 0.5
+
+
+@dataclass
+class OptimConfig:
+    """Optimiser and learning-rate schedule.
+
+    ``schedule="step"`` is the seed's step schedule (``STEP_BOUNDARIES`` x ``STEP_FACTORS`` times
+    ``lr``), with the boundaries scaled by ``epochs / 65`` when a run is shorter than 65 epochs.
+    ``"cosine"`` warms up linearly over ``warmup_epochs`` then decays to 0 by a half cosine; both
+    are applied per optimisation step. ``eps`` 1e-7 is the Keras default the seed trained with.
+    """
+
+    optimizer: str = "adam"
+    lr: float = 1e-4
+    weight_decay: float = 0.0
+    momentum: float = 0.9
+    eps: float = 1e-7
+    schedule: str = "step"
+    warmup_epochs: float = 1.0
+
+
+@dataclass
+class AugmentConfig:
+    """Training augmentation (``imagery.augment.augment_batch``), applied to the engineered channels.
+
+    ``off_last_epochs``: augmentation is switched off for this many final epochs (the seed: 4 of 65;
+    scaled with the run length and at least 0).
+    """
+
+    enabled: bool = True
+    rot90: bool = True
+    flip: bool = False
+    rotate_any: bool = False
+    cutmix: bool = False
+    off_last_epochs: int = SPEC_AUGMENT_OFF_EPOCHS
+
+
+@dataclass
+class DataConfig:
+    """Where the patches come from and how they are split.
+
+    ``path=None`` means the built-in synthetic patches (``n_synthetic`` of ``synthetic_size`` px,
+    written to a temporary L4S folder and read back through the same reader). ``val_fraction`` of
+    the training patches (never the test fold) is held out for model selection and threshold tuning.
+    ``folds`` > 1 runs k-fold cross-validation; ``fold`` selects a single fold (0-based) of it.
+    ``normalize`` is a ``imagery.normalize.Normalizer`` mode (``"none"`` reproduces the seed).
+    """
+
+    path: str | None = None
+    layout: str | None = None
+    split: str = "train"
+    n_synthetic: int = 64
+    synthetic_size: int = 128
+    val_fraction: float = 0.2
+    folds: int = 1
+    fold: int | None = None
+    normalize: str = "none"
+
+
+@dataclass
+class TrainConfig:
+    """Everything one training run (or one k-fold experiment) needs; logged whole to MLflow."""
+
+    model: ModelConfig = field(default_factory=ModelConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    epochs: int = SPEC_EPOCHS
+    batch_size: int = 12
+    eval_batch_size: int = 32
+    seed: int = 42
+    device: str = "auto"
+    compile: bool = False
+    precision: str = "auto"
+    checkpoint_dir: str | None = None
+    resume: bool = False
+    tta: str = "none"
+    vote: bool = False
+    n_overlays: int = 4
+    progress: bool = True
+
+    def validate(self) -> TrainConfig:
+        """Raise ``ValueError`` naming the first bad field; return ``self`` when all are valid."""
+        _choice("--optimizer", self.optim.optimizer, OPTIMIZERS)
+        _choice("--schedule", self.optim.schedule, SCHEDULES)
+        _choice("--head", self.model.head, HEADS)
+        if self.model.attention is not None:
+            _choice("--attention", self.model.attention, ATTENTIONS)
+        _choice("--tta", self.tta, TTA_MODES)
+        _choice("--precision", self.precision, ("auto", "fp32", "bf16"))
+        if self.epochs < 1:
+            raise ValueError(f"--epochs must be >= 1, got {self.epochs}")
+        if self.batch_size < 1:
+            raise ValueError(f"--batch-size must be >= 1, got {self.batch_size}")
+        if not self.optim.lr > 0:
+            raise ValueError(f"--lr must be > 0, got {self.optim.lr}")
+        if not 0.0 <= self.loss.alpha <= 1.0:
+            raise ValueError(f"--alpha must be in [0, 1], got {self.loss.alpha}")
+        if not 0.0 < self.data.val_fraction < 1.0:
+            raise ValueError(f"--val-fraction must be in (0, 1), got {self.data.val_fraction}")
+        if self.data.folds < 1:
+            raise ValueError(f"--folds must be >= 1, got {self.data.folds}")
+        if self.data.fold is not None and not 0 <= self.data.fold < max(self.data.folds, 1):
+            raise ValueError(f"--fold must be in [0, {self.data.folds - 1}] for --folds {self.data.folds}, got {self.data.fold}")
+        if self.data.fold is not None and self.data.folds < 2:
+            raise ValueError("--fold needs --folds >= 2")
+        if self.model.width is not None and self.model.width < 1:
+            raise ValueError(f"--width must be >= 1, got {self.model.width}")
+        if self.resume and not self.checkpoint_dir:
+            raise ValueError("--resume needs --checkpoint-dir (the folder holding the checkpoint to continue)")
+        return self
+
+
+@dataclass
+class EvalConfig:
+    """``python -m pipelines.evaluate_imagery``: a logged model evaluated on a labelled split.
+
+    ``tta``/``vote``/``morphology``/``threshold`` of ``None`` mean: use what is stored with the model.
+    """
+
+    model_uri: str = ""
+    data: str = ""
+    split: str = "test"
+    layout: str | None = None
+    tta: str | None = None
+    vote: bool | None = None
+    morphology: str | None = None
+    threshold: float | None = None
+    batch_size: int = 16
+    device: str = "auto"
+    seed: int = 42
+
+
+@dataclass
+class PredictConfig:
+    """``python -m pipelines.predict_imagery``: masks, probability maps and overlays for patches or a scene.
+
+    A scene (H, W, 14) larger than ``tile`` is cut into ``tile`` x ``tile`` tiles overlapping by
+    ``overlap`` pixels and stitched with weights that fall off towards each tile's border.
+    """
+
+    model_uri: str = ""
+    input: str = ""
+    out: str = ""
+    tta: str | None = None
+    vote: bool | None = None
+    morphology: str | None = None
+    threshold: float | None = None
+    batch_size: int = 16
+    tile: int = 128
+    overlap: int = 32
+    overlays: bool = True
+    device: str = "auto"
+    seed: int = 42
+
+
+def _choice(flag: str, value: str, allowed: tuple[str, ...]) -> None:
+    if value not in allowed:
+        raise ValueError(f"{flag} must be one of {', '.join(allowed)}; got {value!r}")

@@ -1,0 +1,528 @@
+"""The RAU-Net training loop: shuffled mini-batches, augmentation, model selection, checkpoint/resume.
+
+Data flow (one code path on CPU and CUDA):
+
+1. Raw L4S patches ``(N, 14, H, W)`` are cleaned, turned into the model's ``C`` input channels by
+   ``imagery.features.compute_features`` and normalised (``Preprocessor``), **once per run**, in
+   chunks on the training device (the GPU when present). The engineered channels are per image and
+   deterministic, and the seed augments *after* feature engineering (spec section 7), so computing them
+   once is both faithful and the fast path. The training set stays resident on the device when it fits.
+2. Every epoch the patches are shuffled with a seeded ``torch.Generator``; each batch is augmented
+   on the device (``imagery.augment.augment_batch``) unless augmentation is off for that epoch.
+3. On CUDA the forward/backward runs under bf16 autocast with channels-last tensors and, with
+   ``compile=True``, a ``torch.compile``d model; on CPU in fp32.
+4. After every epoch the validation split (carved from the training data, never the test fold) is
+   scored at p > 0.5; the epoch with the best landslide-class F1 is kept. The state is checkpointed
+   atomically, so ``resume=True`` continues a killed run to the same result as an uninterrupted one.
+5. After the last epoch the best weights are restored and the decision threshold is swept on the
+   validation probabilities (``imagery.postprocess.sweep_thresholds``).
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from common.atomic import atomic_path
+from imagery.config import (
+    SPEC_AUGMENT_OFF_EPOCHS,
+    SPEC_EPOCHS,
+    STEP_BOUNDARIES,
+    STEP_FACTORS,
+    TrainConfig,
+)
+
+CHECKPOINT_NAME = "checkpoint.pt"
+MetricLogger = Callable[[dict[str, float], int], None]
+
+
+# --------------------------------------------------------------------------------------- devices
+def resolve_device(name: str = "auto") -> torch.device:
+    """``"auto"``: CUDA when present, else CPU. Otherwise the named device (``ValueError`` if absent)."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(name)
+    except RuntimeError as exc:
+        raise ValueError(f"--device: expected auto, cpu or cuda[:N], got {name!r}") from exc
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"--device {name}: CUDA is not available on this machine (use --device cpu)")
+    return dev
+
+
+def use_bf16(cfg_precision: str, device: torch.device) -> bool:
+    """bf16 autocast on CUDA by default (``precision="auto"``); always fp32 on CPU unless forced."""
+    if cfg_precision == "bf16":
+        return True
+    return cfg_precision == "auto" and device.type == "cuda"
+
+
+# ------------------------------------------------------------------------------ preprocessing
+class Preprocessor:
+    """Raw L4S values ``(B, 14, H, W)`` -> model input ``(B, C, H, W)`` float32, on the input's device.
+
+    Steps: ``imagery.normalize.clean_image`` (NaN/Inf replaced, outliers clipped), then
+    ``imagery.features.compute_features(x, channel_set)`` (band order of ``imagery.bands.BANDS`` then the
+    engineered channels), then the fitted ``Normalizer`` (mode ``"none"`` is the identity).
+    """
+
+    def __init__(self, channel_set: int = 23, normalizer: Any | None = None) -> None:
+        self.channel_set = int(channel_set)
+        self.normalizer = normalizer
+
+    def features(self, raw: torch.Tensor) -> torch.Tensor:
+        """Cleaned, engineered but not normalised channels ``(B, C, H, W)``."""
+        from imagery import features as feat
+        from imagery import normalize as norm
+
+        x = _clean(norm, raw)
+        return feat.compute_features(x, channel_set=self.channel_set).float()
+
+    def __call__(self, raw: torch.Tensor) -> torch.Tensor:
+        x = self.features(raw)
+        if self.normalizer is not None:
+            x = _as_tensor(self.normalizer(x), x)
+        return x
+
+    def transform_all(self, raw: np.ndarray | torch.Tensor, device: torch.device, chunk: int = 64) -> torch.Tensor:
+        """Preprocess a whole set in chunks of ``chunk`` patches on ``device``; returns a tensor on ``device``."""
+        n = int(raw.shape[0])
+        out: list[torch.Tensor] = []
+        for start in range(0, n, chunk):
+            part = torch.as_tensor(np.asarray(raw[start : start + chunk], dtype=np.float32)) if isinstance(
+                raw, np.ndarray
+            ) else raw[start : start + chunk].float()
+            out.append(self(part.to(device)))
+        if not out:
+            raise ValueError("no patches to preprocess (the data set is empty)")
+        return torch.cat(out)
+
+
+def _clean(norm_module: Any, x: torch.Tensor) -> torch.Tensor:
+    """Adapter over ``imagery.normalize.clean_image`` (which may also return counts)."""
+    cleaned = norm_module.clean_image(x)
+    if isinstance(cleaned, tuple):
+        cleaned = cleaned[0]
+    return _as_tensor(cleaned, x)
+
+
+def _as_tensor(value: Any, like: torch.Tensor) -> torch.Tensor:
+    if isinstance(value, torch.Tensor):
+        return value.to(like.device, torch.float32)
+    return torch.as_tensor(np.asarray(value, dtype=np.float32), device=like.device)
+
+
+def fit_normalizer(mode: str, raw_train: np.ndarray, channel_set: int, chunk: int = 64) -> Any | None:
+    """A ``Normalizer(mode)`` fitted on the engineered channels of the training patches (``None`` for mode ``none``)."""
+    if mode in ("none", "", None):
+        return None
+    from imagery.normalize import Normalizer
+
+    pre = Preprocessor(channel_set)
+    feats = pre.transform_all(raw_train, torch.device("cpu"), chunk).numpy()
+    normalizer = Normalizer(mode=mode)
+    normalizer.fit(feats)
+    return normalizer
+
+
+# ------------------------------------------------------------------------------- optimisation
+def build_optimizer(params: Any, cfg: TrainConfig) -> torch.optim.Optimizer:
+    """The optimiser named by ``cfg.optim.optimizer`` (Adam eps 1e-7 as in Keras by default)."""
+    o = cfg.optim
+    name = o.optimizer
+    if name == "sgd":
+        return torch.optim.SGD(params, lr=o.lr, momentum=o.momentum, weight_decay=o.weight_decay)
+    if name == "adagrad":
+        return torch.optim.Adagrad(params, lr=o.lr, eps=o.eps, weight_decay=o.weight_decay)
+    if name == "rmsprop":
+        return torch.optim.RMSprop(params, lr=o.lr, eps=o.eps, momentum=0.0, weight_decay=o.weight_decay)
+    if name == "adam":
+        return torch.optim.Adam(params, lr=o.lr, eps=o.eps, weight_decay=o.weight_decay)
+    if name == "adamw":
+        return torch.optim.AdamW(params, lr=o.lr, eps=o.eps, weight_decay=o.weight_decay or 1e-2)
+    if name == "nadam":
+        return torch.optim.NAdam(params, lr=o.lr, eps=o.eps, weight_decay=o.weight_decay)
+    raise ValueError(f"--optimizer must be one of sgd, adagrad, rmsprop, adam, adamw, nadam; got {name!r}")
+
+
+def step_factor(epoch: float, epochs: int) -> float:
+    """Multiplier of the seed's step schedule at (fractional) ``epoch``; boundaries scaled by ``epochs/65`` when shorter."""
+    scale = min(1.0, epochs / SPEC_EPOCHS)
+    factor = STEP_FACTORS[0]
+    for boundary, f in zip(STEP_BOUNDARIES, STEP_FACTORS[1:], strict=True):
+        if epoch >= boundary * scale:
+            factor = f
+    return factor
+
+
+def cosine_factor(step: int, total_steps: int, warmup_steps: int) -> float:
+    """Linear warm-up from ``1/warmup_steps`` to 1, then a half cosine from 1 to 0 over the remaining steps."""
+    if warmup_steps > 0 and step < warmup_steps:
+        return (step + 1) / warmup_steps
+    rest = max(1, total_steps - warmup_steps)
+    progress = min(1.0, (step - warmup_steps) / rest)
+    return 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+def build_scheduler(
+    optimizer: torch.optim.Optimizer, cfg: TrainConfig, steps_per_epoch: int
+) -> torch.optim.lr_scheduler.LambdaLR:
+    """A per-step ``LambdaLR`` for ``cfg.optim.schedule`` (``step``, ``cosine`` or ``constant``)."""
+    spe = max(1, steps_per_epoch)
+    total = cfg.epochs * spe
+    kind = cfg.optim.schedule
+    if kind == "step":
+        fn: Callable[[int], float] = lambda s: step_factor(s / spe, cfg.epochs)  # noqa: E731
+    elif kind == "cosine":
+        warm = int(round(cfg.optim.warmup_epochs * spe))
+        fn = lambda s: cosine_factor(s, total, warm)  # noqa: E731
+    elif kind == "constant":
+        fn = lambda s: 1.0  # noqa: E731
+    else:
+        raise ValueError(f"--schedule must be one of step, cosine, constant; got {kind!r}")
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, fn)
+
+
+def augment_off_epochs(cfg: TrainConfig) -> int:
+    """Final epochs without augmentation: ``cfg.augment.off_last_epochs`` scaled by ``epochs/65`` (floor)."""
+    off = cfg.augment.off_last_epochs
+    if cfg.epochs < SPEC_EPOCHS and off == SPEC_AUGMENT_OFF_EPOCHS:
+        off = int(off * cfg.epochs / SPEC_EPOCHS)
+    return max(0, min(off, cfg.epochs - 1))
+
+
+# ---------------------------------------------------------------------------------- inference
+@torch.no_grad()
+def infer_probs(
+    model: nn.Module,
+    x: torch.Tensor,
+    *,
+    batch_size: int = 32,
+    device: torch.device | None = None,
+    bf16: bool = False,
+    channels_last: bool = False,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Landslide probability of the 128-px output ``(N, H, W)`` float32 and patch probability ``(N,)``.
+
+    ``x`` holds preprocessed model inputs ``(N, C, H, W)`` (any device); ``model`` is put in eval mode.
+    """
+    from imagery.models import patch_probability
+
+    device = device or next(model.parameters()).device
+    model.eval()
+    probs, patch = [], []
+    for start in range(0, int(x.shape[0]), batch_size):
+        xb = x[start : start + batch_size].to(device, non_blocking=True)
+        if channels_last:
+            xb = xb.contiguous(memory_format=torch.channels_last)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+            out = model(xb)
+        out = {k: v.float() for k, v in out.items()}
+        probs.append(torch.softmax(out["out"], dim=1)[:, 1].cpu())
+        patch.append(patch_probability(out).float().reshape(-1).cpu())
+    return torch.cat(probs).numpy().astype(np.float32), torch.cat(patch).numpy().astype(np.float32)
+
+
+def segmentation_scores(probs: np.ndarray, masks: np.ndarray, threshold: float = 0.5) -> dict[str, float]:
+    """Landslide-class and 2-class metrics of ``probs > threshold`` against ``masks`` (``SegmentationCounts``)."""
+    from imagery.metrics import SegmentationCounts
+
+    counts = SegmentationCounts()
+    counts.update((probs > threshold).astype(np.uint8), masks.astype(np.uint8))
+    return {k: float(v) for k, v in counts.compute().items()}
+
+
+# --------------------------------------------------------------------------------- results
+@dataclass
+class TrainResult:
+    """What a finished run returns.
+
+    ``val_probs`` ``(Nv, H, W)`` and ``val_patch_probs`` ``(Nv,)`` come from the best epoch's weights;
+    ``val_metrics`` are scored at the tuned ``threshold``; ``history`` has one dict per epoch.
+    """
+
+    model: nn.Module
+    best_epoch: int
+    best_score: float
+    threshold: float
+    threshold_table: Any
+    val_probs: np.ndarray
+    val_patch_probs: np.ndarray
+    val_metrics: dict[str, float]
+    history: list[dict[str, float]] = field(default_factory=list)
+
+
+# ---------------------------------------------------------------------------------- trainer
+class Trainer:
+    """Train ``model`` on preprocessed tensors with ``criterion``; see the module docstring.
+
+    Args:
+        cfg: the run's configuration (epochs, batch size, optimiser, schedule, augmentation, seed, ...).
+        model: a network returning a dict of logits (``imagery.models`` contract).
+        criterion: ``loss(outputs_dict, target (B, H, W) long) -> scalar``.
+        train_x: model inputs ``(N, C, H, W)`` float32; train_y: masks ``(N, H, W)`` uint8 0/1.
+        val_x, val_y: the validation split, same layout.
+        device: where to train (``resolve_device(cfg.device)`` when ``None``).
+        log_metrics: called as ``log_metrics(metrics, epoch)`` after every epoch (e.g. MLflow).
+    """
+
+    def __init__(
+        self,
+        cfg: TrainConfig,
+        model: nn.Module,
+        criterion: nn.Module | Callable[..., torch.Tensor],
+        train_x: torch.Tensor,
+        train_y: torch.Tensor | np.ndarray,
+        val_x: torch.Tensor,
+        val_y: torch.Tensor | np.ndarray,
+        *,
+        device: torch.device | None = None,
+        log_metrics: MetricLogger | None = None,
+    ) -> None:
+        if int(train_x.shape[0]) == 0:
+            raise ValueError("the training split is empty")
+        if int(val_x.shape[0]) == 0:
+            raise ValueError("the validation split is empty (raise --val-fraction or give more patches)")
+        self.cfg = cfg
+        self.device = device or resolve_device(cfg.device)
+        self.bf16 = use_bf16(cfg.precision, self.device)
+        self.channels_last = self.device.type == "cuda"
+        self.model = model.to(self.device)
+        if self.channels_last:
+            self.model = self.model.to(memory_format=torch.channels_last)
+        self.forward_model: nn.Module = torch.compile(self.model) if cfg.compile else self.model  # type: ignore[assignment]
+        self.criterion = criterion
+        self.train_x = _place(train_x, self.device)
+        self.train_y = _place(torch.as_tensor(np.asarray(train_y, dtype=np.uint8)), self.train_x.device)
+        self.val_x = _place(val_x, self.device)
+        self.val_y = np.asarray(val_y, dtype=np.uint8)
+        self.log_metrics = log_metrics
+        self.steps_per_epoch = math.ceil(int(self.train_x.shape[0]) / cfg.batch_size)
+        self.optimizer = build_optimizer(self.model.parameters(), cfg)
+        self.scheduler = build_scheduler(self.optimizer, cfg, self.steps_per_epoch)
+        self.shuffle_gen = torch.Generator().manual_seed(cfg.seed)
+        self.aug_gen = torch.Generator(device=self.train_x.device).manual_seed(cfg.seed + 1)
+        torch.manual_seed(cfg.seed)  # dropout and initialisation-independent randomness
+        self.start_epoch = 0
+        self.best_score = -1.0
+        self.best_epoch = -1
+        self.best_state: dict[str, torch.Tensor] = {}
+        self.history: list[dict[str, float]] = []
+
+    # ----------------------------------------------------------- checkpointing
+    @property
+    def checkpoint_path(self) -> Path | None:
+        return Path(self.cfg.checkpoint_dir) / CHECKPOINT_NAME if self.cfg.checkpoint_dir else None
+
+    def state(self, epoch_done: int) -> dict[str, Any]:
+        """Everything needed to continue after ``epoch_done`` epochs (tensors and builtins only)."""
+        return {
+            "epoch_done": epoch_done,
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": {"last_epoch": self.scheduler.last_epoch, "base_lrs": list(self.scheduler.base_lrs)},
+            "shuffle_gen": self.shuffle_gen.get_state(),
+            "aug_gen": self.aug_gen.get_state(),
+            "torch_rng": torch.get_rng_state(),
+            "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+            "best_score": self.best_score,
+            "best_epoch": self.best_epoch,
+            "best_state": self.best_state,
+            "history": self.history,
+            "n_train": int(self.train_x.shape[0]),
+            "n_val": int(self.val_x.shape[0]),
+        }
+
+    def save_checkpoint(self, epoch_done: int) -> None:
+        """Atomically write the checkpoint (a crash mid-write leaves the previous one intact)."""
+        path = self.checkpoint_path
+        if path is None:
+            return
+        with atomic_path(path) as tmp:
+            torch.save(self.state(epoch_done), tmp)
+
+    def load_checkpoint(self, path: Path | None = None) -> int:
+        """Restore a checkpoint written by :meth:`save_checkpoint`; returns the epochs already done."""
+        path = path or self.checkpoint_path
+        if path is None or not path.is_file():
+            raise FileNotFoundError(f"--resume: no checkpoint at {path} (expected {CHECKPOINT_NAME} in --checkpoint-dir)")
+        try:
+            ck = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as exc:  # noqa: BLE001 - corrupt or foreign file
+            raise ValueError(f"--resume: {path} is not a readable training checkpoint ({exc.__class__.__name__})") from None
+        if ck.get("n_train") != int(self.train_x.shape[0]) or ck.get("n_val") != int(self.val_x.shape[0]):
+            raise ValueError(
+                f"--resume: {path} was written for {ck.get('n_train')} training / {ck.get('n_val')} validation patches,"
+                f" this run has {int(self.train_x.shape[0])} / {int(self.val_x.shape[0])}"
+            )
+        self.model.load_state_dict(ck["model"])
+        self.optimizer.load_state_dict(ck["optimizer"])
+        self.scheduler.last_epoch = int(ck["scheduler"]["last_epoch"])
+        self.scheduler._last_lr = [g["lr"] for g in self.optimizer.param_groups]  # type: ignore[attr-defined]
+        self.shuffle_gen.set_state(ck["shuffle_gen"])
+        self.aug_gen.set_state(ck["aug_gen"])
+        torch.set_rng_state(ck["torch_rng"])
+        if ck["cuda_rng"] and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(ck["cuda_rng"])
+        self.best_score = float(ck["best_score"])
+        self.best_epoch = int(ck["best_epoch"])
+        self.best_state = ck["best_state"]
+        self.history = list(ck["history"])
+        self.start_epoch = int(ck["epoch_done"])
+        return self.start_epoch
+
+    # ---------------------------------------------------------------- training
+    def _augment(self, xb: torch.Tensor, yb: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        from imagery.augment import augment_batch
+
+        a = self.cfg.augment
+        return augment_batch(
+            xb, yb, self.aug_gen, rot90=a.rot90, flip=a.flip, rotate_any=a.rotate_any, cutmix=a.cutmix
+        )
+
+    def train_epoch(self, epoch: int) -> float:
+        """One pass over the shuffled training set; returns the mean training loss."""
+        cfg = self.cfg
+        self.model.train()
+        n = int(self.train_x.shape[0])
+        order = torch.randperm(n, generator=self.shuffle_gen)
+        augment = cfg.augment.enabled and epoch < cfg.epochs - augment_off_epochs(cfg)
+        total, count = 0.0, 0
+        bar = _progress(self.steps_per_epoch, f"epoch {epoch + 1}/{cfg.epochs}", cfg.progress)
+        for b in range(self.steps_per_epoch):
+            idx = order[b * cfg.batch_size : (b + 1) * cfg.batch_size].to(self.train_x.device)
+            xb = self.train_x.index_select(0, idx)
+            yb = self.train_y.index_select(0, idx)
+            if augment:
+                xb, yb = self._augment(xb, yb)
+            xb = xb.to(self.device, non_blocking=True)
+            yb = yb.to(self.device, non_blocking=True).long()
+            if self.channels_last:
+                xb = xb.contiguous(memory_format=torch.channels_last)
+            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
+                out = self.forward_model(xb)
+            out = {k: v.float() for k, v in out.items()}
+            loss = self.criterion(out, yb)
+            if not torch.isfinite(loss):
+                raise FloatingPointError(f"training loss became {loss.item()} at epoch {epoch + 1}, batch {b + 1}")
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            self.optimizer.step()
+            self.scheduler.step()
+            total += float(loss.detach()) * int(xb.shape[0])
+            count += int(xb.shape[0])
+            if bar is not None:
+                bar.set_postfix(loss=f"{total / count:.4f}")
+                bar.update(1)
+        if bar is not None:
+            bar.close()
+        return total / max(count, 1)
+
+    def validate(self) -> tuple[dict[str, float], np.ndarray, np.ndarray]:
+        """Scores of the current weights on the validation split at p > 0.5, plus its probabilities."""
+        probs, patch = infer_probs(
+            self.forward_model,
+            self.val_x,
+            batch_size=self.cfg.eval_batch_size,
+            device=self.device,
+            bf16=self.bf16,
+            channels_last=self.channels_last,
+        )
+        return segmentation_scores(probs, self.val_y, 0.5), probs, patch
+
+    def fit(self) -> TrainResult:
+        """Train (or continue, when ``cfg.resume``) to ``cfg.epochs`` and return the best model."""
+        cfg = self.cfg
+        if cfg.resume:
+            self.load_checkpoint()
+        for epoch in range(self.start_epoch, cfg.epochs):
+            lr = float(self.optimizer.param_groups[0]["lr"])
+            train_loss = self.train_epoch(epoch)
+            scores, _, _ = self.validate()
+            record = {"train_loss": train_loss, "lr": lr}
+            record.update({f"val_{k}": v for k, v in scores.items()})
+            self.history.append(record)
+            score = scores["ls_f1"]
+            if score > self.best_score:
+                self.best_score, self.best_epoch = score, epoch
+                self.best_state = {k: v.detach().cpu().clone() for k, v in self.model.state_dict().items()}
+            if cfg.progress:
+                _write(f"epoch {epoch + 1}/{cfg.epochs}: loss {train_loss:.4f}  val ls_f1 {score:.4f}"
+                       f"  (best {self.best_score:.4f} @ {self.best_epoch + 1})")
+            self.save_checkpoint(epoch + 1)
+            if self.log_metrics is not None:
+                self.log_metrics({**record, "best_val_ls_f1": self.best_score}, epoch)
+        return self.finish()
+
+    def finish(self) -> TrainResult:
+        """Restore the best weights and tune the threshold on the validation split."""
+        from imagery.postprocess import sweep_thresholds
+
+        if self.best_state:
+            self.model.load_state_dict(self.best_state)
+        _, probs, patch = self.validate()
+        threshold, table = sweep_thresholds(probs, self.val_y)
+        threshold = float(threshold)
+        metrics = segmentation_scores(probs, self.val_y, threshold)
+        return TrainResult(
+            model=self.model,
+            best_epoch=self.best_epoch,
+            best_score=self.best_score,
+            threshold=threshold,
+            threshold_table=table,
+            val_probs=probs,
+            val_patch_probs=patch,
+            val_metrics=metrics,
+            history=copy.deepcopy(self.history),
+        )
+
+
+def _place(x: torch.Tensor, device: torch.device, headroom: float = 0.5) -> torch.Tensor:
+    """Move ``x`` to ``device`` when it fits in ``headroom`` of the free GPU memory; else keep it on the CPU."""
+    if device.type != "cuda":
+        return x.cpu()
+    if x.device.type == "cuda":
+        return x
+    free, _ = torch.cuda.mem_get_info(device)
+    if x.numel() * x.element_size() < headroom * free:
+        return x.to(device)
+    return x.pin_memory()
+
+
+def _progress(total: int, desc: str, enabled: bool) -> Any:
+    if not enabled:
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=desc, leave=False, dynamic_ncols=True)
+
+
+def _write(msg: str) -> None:
+    from tqdm.auto import tqdm
+
+    tqdm.write(msg)
+
+
+__all__ = [
+    "CHECKPOINT_NAME",
+    "Preprocessor",
+    "TrainResult",
+    "Trainer",
+    "augment_off_epochs",
+    "build_optimizer",
+    "build_scheduler",
+    "cosine_factor",
+    "fit_normalizer",
+    "infer_probs",
+    "resolve_device",
+    "segmentation_scores",
+    "step_factor",
+]
