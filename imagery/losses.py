@@ -1,0 +1,411 @@
+"""Segmentation losses selectable by name (spec ``rau-net.md`` section 8).
+
+Every loss is an ``nn.Module`` with ``forward(logits (B, K, H, W) float, target (B, H, W) long) -> scalar``
+(K = 2: background 0, landslide 1). Notation: ``p = softmax(logits)`` per pixel, ``y`` the one-hot target,
+``t`` the true class, N = B*H*W pixels, sums run over all pixels of the batch (the authors' "whole batch"
+convention, not per image). Formulas:
+
+* ``ce``: ``mean_i -log p_{i,t_i}`` (optional per-class ``weight``, as ``F.cross_entropy``).
+* ``focal`` (authors' code): ``sum_i (1 - p_t)^gamma * (-log p_t) / (N * K)`` with p clipped to
+  [1e-7, 1 - 1e-7], gamma 2, no alpha_t (optional ``alpha`` per-class weights). The division by N*K
+  (the Keras mean over all B*H*W*K elements) makes it half the per-pixel mean for K = 2.
+* ``iou`` (soft Jaccard, authors' code): ``I_c = sum y_c p_c``, ``U_c = sum (y_c + p_c) - I_c``,
+  ``L = mean_c -log((I_c + 1e-7) / (U_c + 1e-7))`` over both classes (``classes="landslide"``: c = 1 only).
+* ``dice``: ``L = 1 - mean_c (2 I_c + s) / (sum y_c + sum p_c + s)``, s = ``smooth`` (default 1).
+* ``log_cosh`` (Jadon 2020, log-cosh dice): ``L = log(cosh(L_dice))``.
+* ``tversky`` (Salehi 2017): ``TI_c = (TP_c + s) / (TP_c + a FP_c + b FN_c + s)`` with soft
+  ``TP_c = sum y_c p_c``, ``FP_c = sum (1-y_c) p_c``, ``FN_c = sum y_c (1-p_c)``; ``L = 1 - mean_c TI_c``;
+  defaults a 0.3, b 0.7 (false negatives cost more), s 1e-7, landslide class only.
+* ``lovasz`` (Lovasz-softmax, Berman et al. 2018): for each class c (default: the classes present in
+  the target), errors ``e_i = |y_ic - p_ic|`` sorted in decreasing order (permutation pi),
+  ``L_c = sum_k e_{pi(k)} * g_k`` with ``g`` the gradient of the Lovasz extension of the Jaccard loss,
+  ``J_k = 1 - (G - cumsum(y_pi)_k) / (G + cumsum(1 - y_pi)_k)``, ``g_1 = J_1``, ``g_k = J_k - J_{k-1}``,
+  G = sum_i y_ic; ``L = mean_c L_c``.
+* ``boundary`` (boundary-weighted focal/CE): boundary map ``b_i = dilate(y1) - erode(y1)`` (morphological
+  gradient of the landslide mask with a ``kernel`` x ``kernel`` square, max-pool on the tensor's device),
+  ``w_i = 1 + lam * b_i``, ``L = sum_i w_i l_i / sum_i w_i`` with ``l_i = (1 - p_t)^gamma (-log p_t)``
+  (gamma 0 = CE; defaults lam 4, kernel 3).
+* ``center`` (centre-weighted CE): ``d_i`` = Euclidean distance of a landslide pixel to the nearest
+  background pixel (OpenCV distance transform), divided by the maximum of d over its 8-connected blob,
+  so every blob's centre has weight 1 + lam and its rim about 1 + lam/dmax; background ``d_i = 0``;
+  ``w_i = 1 + lam * d_i``, ``L = sum_i w_i l_i / sum_i w_i`` (default lam 4, gamma 0).
+* ``focal_iou``: ``alpha * Focal + (1 - alpha) * IoU``, alpha 0.5: the authors' code (Focal + IoU, 1:1)
+  up to a factor 2 (the deck's alpha form). ``ce_iou``: ``alpha * CE + (1 - alpha) * IoU``.
+  ``focal_iou_center``: ``alpha * Focal + (1 - alpha) * IoU + center_weight * Center`` (0.5, 0.5).
+
+Wrappers for model output dicts: :class:`MultiResLoss` (0.25/0.5/0.25 over the 256/128/64 outputs;
+targets resized by nearest neighbour), :class:`OutLoss` (``"out"`` only), :class:`DualLoss` (adds BCE on
+``patch_logit`` vs "mask has a landslide pixel"); :func:`build_criterion` picks the one for a head.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import cv2
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+EPS = 1e-7
+
+
+def _check(logits: torch.Tensor, target: torch.Tensor) -> None:
+    if logits.ndim != 4 or target.ndim != 3 or logits.shape[0] != target.shape[0] \
+            or logits.shape[2:] != target.shape[1:]:
+        raise ValueError(f"logits {tuple(logits.shape)} / target {tuple(target.shape)}: expected "
+                         "(B, K, H, W) logits and a (B, H, W) target of the same B, H, W")
+
+
+def _onehot(target: torch.Tensor, k: int) -> torch.Tensor:
+    """(B, H, W) long -> (B, K, H, W) float one-hot."""
+    return F.one_hot(target.long(), k).permute(0, 3, 1, 2).to(torch.float32)
+
+
+def _class_index(classes: str, k: int) -> list[int]:
+    if classes == "both" or classes == "all":
+        return list(range(k))
+    if classes == "landslide":
+        return [1]
+    raise ValueError(f"classes={classes!r}: expected 'both' or 'landslide'")
+
+
+def _focal_terms(logits: torch.Tensor, target: torch.Tensor, gamma: float,
+                 alpha: tuple[float, ...] | None = None) -> torch.Tensor:
+    """Per-pixel ``(1 - p_t)^gamma * (-log p_t)`` (B, H, W), p clipped to [1e-7, 1 - 1e-7]."""
+    logp = F.log_softmax(logits.float(), dim=1)
+    logp_t = logp.gather(1, target.long()[:, None]).squeeze(1)
+    logp_t = logp_t.clamp(float(np.log(EPS)), float(np.log1p(-EPS)))
+    terms = -logp_t
+    if gamma:
+        terms = terms * (1.0 - logp_t.exp()) ** gamma
+    if alpha is not None:
+        terms = terms * torch.as_tensor(alpha, dtype=terms.dtype, device=terms.device)[target.long()]
+    return terms
+
+
+class CrossEntropyLoss(nn.Module):
+    """Pixel-mean cross-entropy (optional per-class ``weight``)."""
+
+    def __init__(self, weight: tuple[float, ...] | None = None) -> None:
+        super().__init__()
+        self.weight = weight
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        _check(logits, target)
+        w = None if self.weight is None else torch.as_tensor(self.weight, dtype=torch.float32,
+                                                             device=logits.device)
+        return F.cross_entropy(logits.float(), target.long(), weight=w)
+
+
+class FocalLoss(nn.Module):
+    """Authors' focal loss: ``sum (1-p_t)^gamma (-log p_t) / (B*H*W*K)``, p clipped at 1e-7."""
+
+    def __init__(self, gamma: float = 2.0, alpha: tuple[float, ...] | None = None) -> None:
+        super().__init__()
+        self.gamma, self.alpha = gamma, alpha
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        _check(logits, target)
+        return _focal_terms(logits, target, self.gamma, self.alpha).sum() / (target.numel() * logits.shape[1])
+
+
+class _Region(nn.Module):
+    """Soft per-class sums over the batch: returns (p, y) as (K, N) for the selected classes."""
+
+    def __init__(self, classes: str) -> None:
+        super().__init__()
+        self.classes = classes
+
+    def _py(self, logits: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        _check(logits, target)
+        k = logits.shape[1]
+        idx = _class_index(self.classes, k)
+        p = torch.softmax(logits.float(), dim=1)[:, idx].transpose(0, 1).flatten(1)
+        y = _onehot(target, k)[:, idx].transpose(0, 1).flatten(1)
+        return p, y
+
+
+class SoftIoULoss(_Region):
+    """``mean_c -log((I_c + eps) / (U_c + eps))`` (authors' code; eps 1e-7, both classes)."""
+
+    def __init__(self, classes: str = "both", eps: float = EPS) -> None:
+        super().__init__(classes)
+        self.eps = eps
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        p, y = self._py(logits, target)
+        inter = (p * y).sum(1)
+        union = (p + y).sum(1) - inter
+        return (-torch.log((inter + self.eps) / (union + self.eps))).mean()
+
+
+class DiceLoss(_Region):
+    """``1 - mean_c (2 I_c + s) / (sum y_c + sum p_c + s)`` (soft dice, smooth s)."""
+
+    def __init__(self, classes: str = "both", smooth: float = 1.0) -> None:
+        super().__init__(classes)
+        self.smooth = smooth
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        p, y = self._py(logits, target)
+        dice = (2 * (p * y).sum(1) + self.smooth) / (y.sum(1) + p.sum(1) + self.smooth)
+        return 1.0 - dice.mean()
+
+
+class LogCoshDiceLoss(DiceLoss):
+    """``log(cosh(L_dice))`` (Jadon 2020)."""
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return torch.log(torch.cosh(super().forward(logits, target)))
+
+
+class TverskyLoss(_Region):
+    """``1 - mean_c (TP + s) / (TP + a FP + b FN + s)`` (soft counts; a 0.3, b 0.7, landslide class)."""
+
+    def __init__(self, a: float = 0.3, b: float = 0.7, classes: str = "landslide", smooth: float = EPS) -> None:
+        super().__init__(classes)
+        self.a, self.b, self.smooth = a, b, smooth
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        p, y = self._py(logits, target)
+        tp = (p * y).sum(1)
+        fp = (p * (1 - y)).sum(1)
+        fn = (y * (1 - p)).sum(1)
+        ti = (tp + self.smooth) / (tp + self.a * fp + self.b * fn + self.smooth)
+        return 1.0 - ti.mean()
+
+
+def lovasz_grad(gt_sorted: torch.Tensor) -> torch.Tensor:
+    """Gradient of the Lovasz extension of the Jaccard loss w.r.t. errors sorted decreasingly."""
+    gts = gt_sorted.sum()
+    intersection = gts - gt_sorted.cumsum(0)
+    union = gts + (1.0 - gt_sorted).cumsum(0)
+    jaccard = 1.0 - intersection / union
+    if gt_sorted.numel() > 1:
+        jaccard = torch.cat([jaccard[:1], jaccard[1:] - jaccard[:-1]])
+    return jaccard
+
+
+class LovaszSoftmaxLoss(_Region):
+    """Lovasz-softmax over all pixels of the batch (Berman et al. 2018), see module docstring.
+
+    ``classes="present"`` (default) averages over the classes present in the target, ``"both"`` over all.
+    """
+
+    def __init__(self, classes: str = "present") -> None:
+        super().__init__("both")
+        if classes not in ("present", "both"):
+            raise ValueError(f"classes={classes!r}: expected 'present' or 'both'")
+        self.only_present = classes == "present"
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        p, y = self._py(logits, target)
+        losses = []
+        for c in range(p.shape[0]):
+            if self.only_present and y[c].sum() == 0:
+                continue
+            errors = (y[c] - p[c]).abs()
+            errors_sorted, perm = torch.sort(errors, descending=True)
+            losses.append(torch.dot(errors_sorted, lovasz_grad(y[c][perm])))
+        if not losses:
+            return p.sum() * 0.0
+        return torch.stack(losses).mean()
+
+
+def boundary_map(target: torch.Tensor, kernel: int = 3) -> torch.Tensor:
+    """Morphological gradient (dilation - erosion) of the landslide mask: (B, H, W) float 0/1."""
+    y = (target == 1).float()[:, None]
+    pad = kernel // 2
+    dil = F.max_pool2d(F.pad(y, (pad, kernel - 1 - pad, pad, kernel - 1 - pad), mode="replicate"), kernel, 1)
+    ero = -F.max_pool2d(F.pad(-y, (pad, kernel - 1 - pad, pad, kernel - 1 - pad), mode="replicate"), kernel, 1)
+    return (dil - ero)[:, 0]
+
+
+def center_map(target: torch.Tensor) -> torch.Tensor:
+    """Per-blob normalised distance to background, (B, H, W) float in [0, 1] (1 at each blob's centre).
+
+    Computed with OpenCV on the CPU (L2 distance transform, 5x5 mask; 8-connected components).
+    """
+    masks = (target == 1).detach().to("cpu", torch.uint8).numpy()
+    out = np.zeros(masks.shape, dtype=np.float32)
+    for b, m in enumerate(masks):
+        if not m.any():
+            continue
+        padded = cv2.copyMakeBorder(m, 1, 1, 1, 1, cv2.BORDER_CONSTANT, value=0)  # image edge = background
+        dist = cv2.distanceTransform(padded, cv2.DIST_L2, 5)[1:-1, 1:-1]
+        n, labels = cv2.connectedComponents(m, connectivity=8)
+        peak = np.zeros(n, dtype=np.float32)
+        np.maximum.at(peak, labels.ravel(), dist.ravel())
+        peak[0] = 1.0
+        out[b] = dist / np.maximum(peak[labels], 1e-12)
+    return torch.from_numpy(out).to(target.device)
+
+
+class _WeightedPixelLoss(nn.Module):
+    """``sum_i w_i (1 - p_t)^gamma (-log p_t) / sum_i w_i`` with ``w = 1 + lam * weight_map(target)``."""
+
+    def __init__(self, lam: float = 4.0, gamma: float = 0.0) -> None:
+        super().__init__()
+        self.lam, self.gamma = lam, gamma
+
+    def weight_map(self, target: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        _check(logits, target)
+        w = 1.0 + self.lam * self.weight_map(target)
+        return (w * _focal_terms(logits, target, self.gamma)).sum() / w.sum()
+
+
+class BoundaryWeightedLoss(_WeightedPixelLoss):
+    """Boundary-weighted CE/focal: ``w = 1 + lam * (dilate(y) - erode(y))`` (kernel x kernel square)."""
+
+    def __init__(self, lam: float = 4.0, gamma: float = 0.0, kernel: int = 3) -> None:
+        super().__init__(lam, gamma)
+        self.kernel = kernel
+
+    def weight_map(self, target: torch.Tensor) -> torch.Tensor:
+        return boundary_map(target, self.kernel)
+
+
+class CenterWeightedLoss(_WeightedPixelLoss):
+    """Centre-weighted CE/focal: ``w = 1 + lam * d / max_blob(d)`` on landslide pixels, 1 elsewhere."""
+
+    def weight_map(self, target: torch.Tensor) -> torch.Tensor:
+        return center_map(target)
+
+
+class WeightedSum(nn.Module):
+    """``sum_j w_j L_j(logits, target)``."""
+
+    def __init__(self, terms: list[tuple[float, nn.Module]]) -> None:
+        super().__init__()
+        self.weights = [float(w) for w, _ in terms]
+        self.terms = nn.ModuleList(m for _, m in terms)
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return sum(w * m(logits, target) for w, m in zip(self.weights, self.terms))  # type: ignore[return-value]
+
+
+def _focal_iou(alpha: float = 0.5, gamma: float = 2.0) -> nn.Module:
+    return WeightedSum([(alpha, FocalLoss(gamma)), (1.0 - alpha, SoftIoULoss())])
+
+
+def _ce_iou(alpha: float = 0.5) -> nn.Module:
+    return WeightedSum([(alpha, CrossEntropyLoss()), (1.0 - alpha, SoftIoULoss())])
+
+
+def _focal_iou_center(alpha: float = 0.5, center_weight: float = 0.5, gamma: float = 2.0,
+                      lam: float = 4.0) -> nn.Module:
+    return WeightedSum([(alpha, FocalLoss(gamma)), (1.0 - alpha, SoftIoULoss()),
+                        (center_weight, CenterWeightedLoss(lam))])
+
+
+LOSSES: dict[str, Callable[..., nn.Module]] = {
+    "ce": CrossEntropyLoss,
+    "focal": FocalLoss,
+    "iou": SoftIoULoss,
+    "dice": DiceLoss,
+    "log_cosh": LogCoshDiceLoss,
+    "tversky": TverskyLoss,
+    "lovasz": LovaszSoftmaxLoss,
+    "boundary": BoundaryWeightedLoss,
+    "center": CenterWeightedLoss,
+    "focal_iou": _focal_iou,
+    "ce_iou": _ce_iou,
+    "focal_iou_center": _focal_iou_center,
+}
+DEFAULT_LOSS = "focal_iou"
+
+
+def list_losses() -> list[str]:
+    """Names accepted by :func:`create_loss`."""
+    return list(LOSSES)
+
+
+def create_loss(name: str = DEFAULT_LOSS, **params: Any) -> nn.Module:
+    """Loss module by name with its parameters; ValueError naming the bad name/parameter."""
+    if name not in LOSSES:
+        raise ValueError(f"loss {name!r}: expected one of {', '.join(LOSSES)}")
+    try:
+        return LOSSES[name](**params)
+    except TypeError as exc:
+        raise ValueError(f"loss {name!r}: bad parameter(s) {sorted(params)} ({exc})") from None
+
+
+def resize_target(target: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Nearest-neighbour resize of a (B, H, W) target: 2x up copies each pixel into 2x2, 2x down keeps
+    every second pixel (OpenCV INTER_NEAREST), other sizes use ``F.interpolate(mode="nearest")``."""
+    h, w = target.shape[-2:]
+    if (h, w) == tuple(size):
+        return target
+    if size == (2 * h, 2 * w):
+        return target.repeat_interleave(2, dim=-2).repeat_interleave(2, dim=-1)
+    if size == (-(-h // 2), -(-w // 2)):
+        return target[..., ::2, ::2]
+    return F.interpolate(target[:, None].float(), size=size, mode="nearest")[:, 0].to(target.dtype)
+
+
+class OutLoss(nn.Module):
+    """Apply a pixel loss to ``outputs["out"]`` of a model output dict."""
+
+    def __init__(self, base: nn.Module) -> None:
+        super().__init__()
+        self.base = base
+
+    def forward(self, outputs: dict[str, torch.Tensor], target: torch.Tensor) -> torch.Tensor:
+        return self.base(outputs["out"], target)
+
+
+class MultiResLoss(nn.Module):
+    """``w256 L(out_256, up(y)) + w128 L(out, y) + w64 L(out_64, down(y))`` (default 0.25/0.5/0.25).
+
+    Falls back to ``L(out, y)`` when the dict has no ``out_256``/``out_64`` (mono/dual heads).
+    """
+
+    def __init__(self, base: nn.Module, weights: tuple[float, float, float] = (0.25, 0.5, 0.25)) -> None:
+        super().__init__()
+        if len(weights) != 3:
+            raise ValueError(f"multires weights {weights!r}: expected 3 values (256, 128, 64)")
+        self.base, self.weights = base, tuple(float(w) for w in weights)
+
+    def forward(self, outputs: dict[str, torch.Tensor], target: torch.Tensor) -> torch.Tensor:
+        if "out_256" not in outputs or "out_64" not in outputs:
+            return self.base(outputs["out"], target)
+        total = self.weights[1] * self.base(outputs["out"], target)
+        for w, key in ((self.weights[0], "out_256"), (self.weights[2], "out_64")):
+            total = total + w * self.base(outputs[key], resize_target(target, tuple(outputs[key].shape[-2:])))
+        return total
+
+
+class DualLoss(nn.Module):
+    """``seg_loss(outputs, y) + bce_weight * BCE(patch_logit, any(y == 1))``."""
+
+    def __init__(self, seg_loss: nn.Module, bce_weight: float = 1.0) -> None:
+        super().__init__()
+        self.seg_loss, self.bce_weight = seg_loss, float(bce_weight)
+
+    def forward(self, outputs: dict[str, torch.Tensor], target: torch.Tensor) -> torch.Tensor:
+        loss = self.seg_loss(outputs, target)
+        if "patch_logit" in outputs:
+            label = (target == 1).flatten(1).any(dim=1).float()
+            loss = loss + self.bce_weight * F.binary_cross_entropy_with_logits(
+                outputs["patch_logit"].float(), label)
+        return loss
+
+
+def build_criterion(loss_name: str = DEFAULT_LOSS, head: str = "multires",
+                    multires_weights: tuple[float, float, float] = (0.25, 0.5, 0.25),
+                    bce_weight: float = 1.0, **params: Any) -> nn.Module:
+    """Criterion ``(outputs dict, target (B, H, W)) -> scalar`` for a head: MultiResLoss for
+    ``multires``, OutLoss for ``mono``, DualLoss(OutLoss) for ``dual``."""
+    base = create_loss(loss_name, **params)
+    if head == "multires":
+        return MultiResLoss(base, multires_weights)
+    if head == "mono":
+        return OutLoss(base)
+    if head == "dual":
+        return DualLoss(OutLoss(base), bce_weight)
+    raise ValueError(f"head={head!r}: expected one of multires, mono, dual")
