@@ -1,0 +1,162 @@
+"""Region tables for scoring: loading, validation and the image reference of each region.
+
+A region table (CSV or Parquet) has
+
+* ``region_id``: unique, non-empty (int or string);
+* optional ``lon``/``lat`` (WGS84 degrees) or bbox columns (``min_lon, min_lat, max_lon, max_lat``),
+  carried through but never used as features;
+* the tabular model's feature columns (checked against the model with :func:`require_columns`);
+* an optional image reference column ``image``: a patch file path, absolute or relative to the
+  images folder (empty = no image). Without that column a region's patch is looked up by id in an
+  L4S folder: ``<images>/img/image_<region_id>.h5`` or ``<images>/image_<region_id>.h5``;
+* an optional label column (``landslide``) for training and evaluation.
+
+Image problems are not fatal by default (documented fallback): a region whose image file is
+missing or unreadable is scored by the tabular model alone and its output row says so
+(``evidence=tabular_only`` and a ``note``). With ``strict=True`` they are one-line errors naming the
+region and file.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+ID_COLUMN = "region_id"
+IMAGE_COLUMN = "image"
+LABEL_COLUMN = "landslide"
+NON_FEATURE_COLUMNS: tuple[str, ...] = (
+    ID_COLUMN,
+    IMAGE_COLUMN,
+    LABEL_COLUMN,
+    "lon",
+    "lat",
+    "min_lon",
+    "min_lat",
+    "max_lon",
+    "max_lat",
+)
+
+
+def read_region_table(path: str | os.PathLike[str]) -> pd.DataFrame:
+    """Read and validate a region table (``.csv``, ``.parquet``/``.pq``); see :func:`validate_region_table`."""
+    p = Path(path)
+    if not p.exists():
+        raise FileNotFoundError(f"region table not found: {p}")
+    if p.is_dir():
+        raise ValueError(f"region table {p} is a folder, expected a .csv or .parquet file")
+    suffix = p.suffix.lower()
+    try:
+        if suffix == ".csv":
+            df = pd.read_csv(p)
+        elif suffix in {".parquet", ".pq"}:
+            df = pd.read_parquet(p)
+        else:
+            raise ValueError(f"region table {p} has suffix {suffix!r}, expected .csv or .parquet")
+    except pd.errors.EmptyDataError:
+        raise ValueError(f"region table {p} is empty, expected a header and at least one region") from None
+    except pd.errors.ParserError as exc:
+        raise ValueError(f"region table {p} is not valid CSV: {' '.join(str(exc).split())}") from None
+    return validate_region_table(df, str(p))
+
+
+def validate_region_table(df: pd.DataFrame, source: str = "region table") -> pd.DataFrame:
+    """Check ``region_id`` (present, no missing values, unique) and that the table is not empty."""
+    if ID_COLUMN not in df.columns:
+        raise ValueError(f"{source} has no {ID_COLUMN!r} column; expected one unique id per region")
+    if df.empty:
+        raise ValueError(f"{source} has no rows; expected at least one region")
+    ids = df[ID_COLUMN]
+    if ids.isna().any():
+        row = int(np.flatnonzero(ids.isna().to_numpy())[0])
+        raise ValueError(f"{source}: {ID_COLUMN} is empty in row {row + 1}; expected an id for every region")
+    dup = ids[ids.astype(str).duplicated()]
+    if len(dup):
+        raise ValueError(f"{source}: duplicate {ID_COLUMN} {dup.iloc[0]!r}; expected unique region ids")
+    return df.reset_index(drop=True)
+
+
+def require_columns(df: pd.DataFrame, columns: list[str] | tuple[str, ...], needed_by: str, source: str = "region table") -> None:
+    """Raise ValueError naming the columns of ``columns`` missing from ``df`` (``needed_by`` says who needs them)."""
+    missing = [c for c in columns if c not in df.columns]
+    if missing:
+        shown = ", ".join(missing[:10]) + (f" (+{len(missing) - 10} more)" if len(missing) > 10 else "")
+        raise ValueError(f"{source} is missing column(s) {shown} needed by {needed_by}")
+
+
+@dataclass(frozen=True)
+class ImageRef:
+    """Where a region's patch is: ``path`` (None = no image given) and why it is unusable (``problem``)."""
+
+    path: Path | None
+    problem: str = ""
+
+
+def resolve_image_refs(df: pd.DataFrame, images_dir: str | os.PathLike[str] | None) -> list[ImageRef]:
+    """One :class:`ImageRef` per row: from the ``image`` column if present, else by id in an L4S folder.
+
+    A referenced file that does not exist gets ``problem="image not found: <path>"``; a region
+    without a reference (no ``image`` value, or no file for its id) gets ``path=None``.
+    """
+    base = Path(images_dir) if images_dir is not None else None
+    if base is not None and not base.is_dir():
+        raise FileNotFoundError(f"--images folder not found: {base}")
+    refs: list[ImageRef] = []
+    if IMAGE_COLUMN in df.columns:
+        for value in df[IMAGE_COLUMN].tolist():
+            if value is None or (isinstance(value, float) and np.isnan(value)) or str(value).strip() == "":
+                refs.append(ImageRef(None))
+                continue
+            p = Path(str(value))
+            if not p.is_absolute() and base is not None:
+                p = base / p
+            refs.append(ImageRef(p) if p.is_file() else ImageRef(p, f"image not found: {p}"))
+        return refs
+    if base is None:
+        return [ImageRef(None) for _ in range(len(df))]
+    sub = base / "img" if (base / "img").is_dir() else base
+    for rid in df[ID_COLUMN].tolist():
+        p = sub / f"image_{rid}.h5"
+        refs.append(ImageRef(p) if p.is_file() else ImageRef(None, f"no image_{rid}.h5 in {sub}"))
+    return refs
+
+
+def load_images(
+    refs: list[ImageRef], region_ids: list[object], strict: bool = False
+) -> tuple[np.ndarray | None, np.ndarray, list[str]]:
+    """Read the patches of ``refs``: ``(images (k, 14, H, W) float32 | None, has_image (n,) bool, notes (n,))``.
+
+    ``images`` holds only the readable patches, in row order (``has_image`` marks which rows).
+    A missing/unreadable file or one whose ``(H, W)`` differs from the first patch is a note (the
+    region falls back to the tabular model) or, with ``strict``, a ValueError naming region and file.
+    """
+    from imagery.dataset import read_image  # h5py only; no torch
+
+    n = len(refs)
+    has = np.zeros(n, dtype=bool)
+    notes = [""] * n
+    arrays: list[np.ndarray] = []
+    shape: tuple[int, ...] | None = None
+    for i, (ref, rid) in enumerate(zip(refs, region_ids, strict=True)):
+        problem = ref.problem
+        if ref.path is not None and not problem:
+            try:
+                img = read_image(ref.path)
+                if shape is not None and img.shape != shape:
+                    raise ValueError(f"{ref.path}: shape {img.shape}, expected {shape} like the other patches")
+                shape = img.shape
+                arrays.append(img)
+                has[i] = True
+                continue
+            except (ValueError, OSError) as exc:
+                problem = "image unreadable: " + " ".join(str(exc).split())
+        if problem:
+            if strict and ref.path is not None:
+                raise ValueError(f"region {rid}: {problem}")
+            notes[i] = problem
+    images = np.stack(arrays) if arrays else None
+    return images, has, notes
