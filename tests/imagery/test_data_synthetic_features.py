@@ -1,0 +1,132 @@
+"""Synthetic L4S-like patches and the seed's feature channels (NumPy/OpenCV vs torch)."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+
+from imagery.bands import band_index
+from imagery.dataset import load_patches
+from imagery.features import CHANNEL_SETS, channel_names, compute_features, n_channels
+from imagery.synthetic import synth_patch, write_synthetic_l4s
+
+
+def _ndvi(img: np.ndarray) -> np.ndarray:
+    nir, red = img[band_index("NIR")], img[band_index("red")]
+    return (nir - red) / (nir + red)
+
+
+def test_synth_patch_is_seeded_and_labelled() -> None:
+    a, ma = synth_patch(np.random.default_rng(5), has_landslide=True)
+    b, mb = synth_patch(np.random.default_rng(5), has_landslide=True)
+    np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(ma, mb)
+    assert a.shape == (14, 128, 128) and a.dtype == np.float32 and ma.dtype == np.uint8
+    assert 0.005 <= ma.mean() <= 0.08
+    assert np.isfinite(a).all()
+    _, m0 = synth_patch(np.random.default_rng(5), has_landslide=False)
+    assert m0.sum() == 0
+
+
+def test_scars_have_lower_ndvi_and_prefer_steep_slopes() -> None:
+    rng = np.random.default_rng(11)
+    ins, outs, slope_in, slope_out = [], [], [], []
+    for _ in range(12):
+        img, m = synth_patch(rng, has_landslide=True, cloud_fraction=0.0)
+        nd = _ndvi(img)
+        ins.append(nd[m > 0].mean())
+        outs.append(nd[m == 0].mean())
+        slope_in.append(img[band_index("slope")][m > 0].mean())
+        slope_out.append(img[band_index("slope")][m == 0].mean())
+    assert all(i < o for i, o in zip(ins, outs, strict=True))
+    assert np.mean(slope_in) > np.mean(slope_out)
+
+
+def test_clouds_and_steepness_controls() -> None:
+    clear, _ = synth_patch(np.random.default_rng(3), has_landslide=False, cloud_fraction=0.0)
+    cloudy, _ = synth_patch(np.random.default_rng(3), has_landslide=False, cloud_fraction=0.5)
+    cirrus = band_index("B10")
+    assert cloudy[cirrus].mean() > 2 * clear[cirrus].mean()
+    flat, _ = synth_patch(np.random.default_rng(4), has_landslide=False, steepness=0.3)
+    steep, _ = synth_patch(np.random.default_rng(4), has_landslide=False, steepness=2.0)
+    assert steep[band_index("slope")].mean() > 2 * flat[band_index("slope")].mean()
+    with pytest.raises(ValueError, match="cloud_fraction"):
+        synth_patch(np.random.default_rng(0), has_landslide=False, cloud_fraction=1.5)
+
+
+def test_write_synthetic_l4s_fast_and_readable(tmp_path: Path) -> None:
+    t0 = time.perf_counter()
+    root = write_synthetic_l4s(tmp_path / "syn", n_patches=64, seed=0, positive_fraction=0.6)
+    elapsed = time.perf_counter() - t0
+    assert elapsed < 15.0, f"64 synthetic patches took {elapsed:.1f}s"
+    ps = load_patches(root, require_masks=True)
+    assert len(ps) == 64 and list(ps.ids) == list(range(1, 65))
+    labels = ps.patch_labels()
+    assert labels.sum() == round(0.6 * 64)
+    frac = ps.masks.mean()
+    assert 0.005 < frac < 0.05  # L4S: ~2% landslide pixels overall
+    a32 = load_patches(write_synthetic_l4s(tmp_path / "a", n_patches=4, seed=3))
+    a64 = load_patches(write_synthetic_l4s(tmp_path / "b", n_patches=4, seed=3, dtype=np.float64))
+    np.testing.assert_array_equal(a32.images, a64.images)
+    with h5py.File(tmp_path / "b" / "img" / "image_1.h5") as fh:
+        assert fh["img"].dtype == np.float64 and fh["img"].shape == (128, 128, 14)
+
+
+def test_channel_sets_match_design_note() -> None:
+    assert {k: n_channels(k) for k in CHANNEL_SETS} == {14: 14, 17: 17, 21: 21, 23: 23, 25: 25, 26: 26}
+    names = channel_names(23)
+    assert names[14:] == ("R_mm", "G_mm", "B_mm", "NDVI", "NBR", "VI", "gray", "blur_box", "blur_median")
+    assert "slope" not in channel_names(21) and "DEM" not in channel_names(21)
+    assert channel_names(26)[23:] == ("canny", "sobel_x", "sobel_y")
+    with pytest.raises(ValueError, match="unknown channel set 22"):
+        n_channels(22)
+
+
+def test_feature_values_hand_checked() -> None:
+    x = np.ones((14, 32, 32), dtype=np.float32)
+    x[band_index("B8")] = 3.0
+    x[band_index("B4")] = np.linspace(0, 2, 32 * 32, dtype=np.float32).reshape(32, 32)
+    f = compute_features(x, 23)
+    assert f.shape == (23, 32, 32) and f.dtype == np.float32
+    names = channel_names(23)
+    red = x[band_index("B4")]
+    np.testing.assert_allclose(f[names.index("NDVI")], (3 - red) / (3 + red), rtol=1e-5)
+    np.testing.assert_allclose(f[names.index("R_mm")], red / 2.0, atol=1e-6)
+    np.testing.assert_allclose(f[names.index("gray")], (1 + 1 + red) / 3, rtol=1e-6)
+    np.testing.assert_array_equal(f[:14], x)
+    # constant bands and zero denominators: finite, no division by zero
+    z = compute_features(np.zeros((2, 14, 16, 16), dtype=np.float32), 26)
+    assert np.isfinite(z).all() and z.shape == (2, 26, 16, 16)
+
+
+@pytest.mark.parametrize("channel_set", [21, 23, 26])
+def test_torch_path_agrees_with_opencv(channel_set: int) -> None:
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(0)
+    x = np.stack([synth_patch(rng, has_landslide=True, size=64)[0] for _ in range(3)])
+    ref = compute_features(x, channel_set)
+    got = compute_features(torch.from_numpy(x), channel_set)
+    assert isinstance(got, torch.Tensor) and got.dtype == torch.float32
+    assert tuple(got.shape) == (3, n_channels(channel_set), 64, 64)
+    got = got.numpy()
+    names = channel_names(channel_set)
+    for c, name in enumerate(names):
+        if name == "blur_median":
+            # the uint8 gray may differ by one level at rare pixels (float32 vs float64 rounding)
+            diff = np.abs(got[:, c] - ref[:, c])
+            assert diff.max() <= 1 / 255 + 1e-6 and (diff > 1e-6).mean() < 1e-3, name
+        else:
+            np.testing.assert_allclose(got[:, c], ref[:, c], atol=2e-4, err_msg=name)
+    single = compute_features(torch.from_numpy(x[0]), channel_set)
+    assert tuple(single.shape) == (n_channels(channel_set), 64, 64)
+
+
+def test_features_reject_bad_shapes() -> None:
+    with pytest.raises(ValueError, match="13 channels, expected 14"):
+        compute_features(np.zeros((1, 13, 8, 8)))
+    with pytest.raises(ValueError, match=r"must be \(B, 14, H, W\)"):
+        compute_features(np.zeros((8, 8)))  # 2-D
