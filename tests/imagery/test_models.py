@@ -148,3 +148,29 @@ def test_deterministic_init_with_seed() -> None:
     b = create_model("small_rau_net1", in_channels=4, base_width=4)
     for pa, pb in zip(a.state_dict().values(), b.state_dict().values()):
         assert torch.equal(pa, pb)
+
+
+# torchvision's ImageNet feature extractors, minus their final 1x1 conv (160->960 + BN for
+# MobileNetV3-Large, 320->1280 + BN for EfficientNet-B0), plus the stem's extra input channels:
+# MobileNetV3-Large features 2,971,952 - 155,520 + (23-3)*16*9 = 2,819,312;
+# EfficientNet-B0 features 4,007,548 - 412,160 + (23-3)*32*9 = 3,601,148.
+@pytest.mark.parametrize(("name", "expected"), [("deeplabv3_mobilenetv3", 2_819_312),
+                                                ("deeplabv3_efficientnet", 3_601_148)])
+def test_backbone_encoders_match_reference_architectures(name: str, expected: int) -> None:
+    with torch.device("meta"):
+        model = create_model(name, in_channels=23)
+    assert count_parameters(model.encoder) == expected
+
+
+@pytest.mark.parametrize("name", ["deeplabv3_mobilenetv3", "deeplabv3_efficientnet"])
+@pytest.mark.parametrize("head", ["multires", "mono", "dual"])
+def test_backbone_heads(name: str, head: str) -> None:
+    torch.manual_seed(0)
+    model = create_model(name, in_channels=6, head=head, width_mult=0.25, aspp_channels=16)
+    out = model(torch.randn(2, 6, 32, 32))
+    assert out["out"].shape == (2, 2, 32, 32)
+    assert ("out_256" in out) == (head == "multires") and ("patch_logit" in out) == (head == "dual")
+    out["out"].mean().backward()
+    assert model.encoder[0][0].weight.grad.abs().sum() > 0  # gradients reach the stem
+    with pytest.raises(ValueError, match="attention='cbam'"):
+        create_model(name, attention="cbam")
