@@ -1,0 +1,119 @@
+"""Segmentation and patch-detection metrics (spec ``rau-net.md`` section 11).
+
+Definitions (README-ready). Pixel counts are accumulated over **all pixels of the evaluated set**
+(micro average, as the official Landslide4Sense evaluation does), with landslide = positive class:
+TP, FP, FN, TN.
+
+* ``ls_precision`` = TP / (TP + FP); ``ls_recall`` = TP / (TP + FN);
+  ``ls_f1`` = 2TP / (2TP + FP + FN); ``ls_iou`` = TP / (TP + FP + FN). These are the primary numbers.
+* ``bg_f1`` = 2TN / (2TN + FN + FP); ``bg_iou`` = TN / (TN + FN + FP) (background as the positive class).
+* ``f1_2class_mean`` = (bg_f1 + ls_f1) / 2 and ``miou_2class`` = (bg_iou + ls_iou) / 2: the seed study's
+  reported "F1" and "mIoU" (macro over the 2 classes, micro over pixels); only for comparison with its
+  tables, they are much higher than the landslide-class scores.
+* ``pixel_accuracy`` = (TP + TN) / all pixels.
+* Empty denominators: every score is 1.0 when its denominator is 0, exactly as the authors' code does
+  for the 2-class scores. For the landslide scores this means: no predicted landslide pixel gives
+  precision 1.0 (no false alarm); no true landslide pixel gives recall 1.0; F1 and IoU are 1.0 only
+  when there is no landslide pixel in either the prediction or the truth.
+* Patch detection (:func:`patch_detection_metrics`): a patch is positive when its mask has at least
+  one landslide pixel; ``patch_auc`` = ROC AUC of the patch probabilities (NaN when only one class is
+  present), ``patch_precision`` / ``patch_recall`` / ``patch_f1`` at ``threshold`` (prob >= threshold;
+  0 when undefined, scikit-learn ``zero_division=0``).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from sklearn.metrics import f1_score, precision_score, recall_score, roc_auc_score
+
+
+def _ratio(num: float, den: float) -> float:
+    return 1.0 if den == 0 else float(num) / float(den)
+
+
+def _as_bool(x: torch.Tensor | np.ndarray, name: str) -> torch.Tensor | np.ndarray:
+    if isinstance(x, torch.Tensor):
+        return x.detach() != 0
+    return np.asarray(x) != 0
+
+
+@dataclass
+class SegmentationCounts:
+    """Accumulator of landslide-vs-background pixel counts over an evaluated set.
+
+    ``update(pred, target)`` takes ``(B, H, W)`` (or any equal shapes) 0/1 int/bool tensors or arrays
+    (nonzero = landslide); torch tensors are counted on their own device. ``compute()`` returns the
+    dict of scores defined in the module docstring plus the raw counts ``tp, fp, fn, tn``.
+    """
+
+    tp: int = 0
+    fp: int = 0
+    fn: int = 0
+    tn: int = 0
+
+    def update(self, pred: torch.Tensor | np.ndarray, target: torch.Tensor | np.ndarray) -> None:
+        if tuple(pred.shape) != tuple(target.shape):
+            raise ValueError(f"prediction shape {tuple(pred.shape)} != target shape {tuple(target.shape)}")
+        p, t = _as_bool(pred, "pred"), _as_bool(target, "target")
+        if isinstance(p, torch.Tensor) != isinstance(t, torch.Tensor):
+            p = p.cpu().numpy() if isinstance(p, torch.Tensor) else p
+            t = t.cpu().numpy() if isinstance(t, torch.Tensor) else t
+        if isinstance(p, torch.Tensor):
+            t = t.to(p.device)
+            counts = torch.stack([(p & t).sum(), (p & ~t).sum(), (~p & t).sum()]).cpu().tolist()
+        else:
+            counts = [int(np.count_nonzero(p & t)), int(np.count_nonzero(p & ~t)), int(np.count_nonzero(~p & t))]
+        tp, fp, fn = (int(c) for c in counts)
+        self.tp += tp
+        self.fp += fp
+        self.fn += fn
+        self.tn += int(np.prod(pred.shape)) - tp - fp - fn
+
+    def reset(self) -> None:
+        """Zero all counts."""
+        self.tp = self.fp = self.fn = self.tn = 0
+
+    def compute(self) -> dict[str, float]:
+        tp, fp, fn, tn = self.tp, self.fp, self.fn, self.tn
+        scores = {
+            "ls_precision": _ratio(tp, tp + fp),
+            "ls_recall": _ratio(tp, tp + fn),
+            "ls_f1": _ratio(2 * tp, 2 * tp + fp + fn),
+            "ls_iou": _ratio(tp, tp + fp + fn),
+            "bg_f1": _ratio(2 * tn, 2 * tn + fp + fn),
+            "bg_iou": _ratio(tn, tn + fp + fn),
+            "pixel_accuracy": _ratio(tp + tn, tp + fp + fn + tn),
+        }
+        scores["f1_2class_mean"] = (scores["bg_f1"] + scores["ls_f1"]) / 2
+        scores["miou_2class"] = (scores["bg_iou"] + scores["ls_iou"]) / 2
+        scores.update(tp=float(tp), fp=float(fp), fn=float(fn), tn=float(tn))
+        return scores
+
+
+def patch_detection_metrics(patch_prob: np.ndarray | torch.Tensor, patch_label: np.ndarray | torch.Tensor,
+                            threshold: float = 0.5) -> dict[str, float]:
+    """Patch-level detection scores from probabilities ``(N,)`` and 0/1 labels ``(N,)``.
+
+    Returns ``patch_auc`` (NaN when the labels hold one class only), ``patch_f1``, ``patch_precision``,
+    ``patch_recall`` at ``prob >= threshold``.
+    """
+    prob = np.asarray(patch_prob.detach().cpu() if isinstance(patch_prob, torch.Tensor) else patch_prob,
+                      dtype=np.float64).ravel()
+    label = np.asarray(patch_label.detach().cpu() if isinstance(patch_label, torch.Tensor) else patch_label).ravel()
+    if prob.shape != label.shape:
+        raise ValueError(f"patch_prob has {prob.size} values but patch_label has {label.size}; expected equal")
+    if prob.size and (not np.all(np.isfinite(prob)) or prob.min() < 0 or prob.max() > 1):
+        raise ValueError("patch_prob: expected finite probabilities in [0, 1]")
+    label = (label != 0).astype(int)
+    pred = (prob >= threshold).astype(int)
+    auc = float(roc_auc_score(label, prob)) if np.unique(label).size == 2 else math.nan
+    return {
+        "patch_auc": auc,
+        "patch_f1": float(f1_score(label, pred, zero_division=0)),
+        "patch_precision": float(precision_score(label, pred, zero_division=0)),
+        "patch_recall": float(recall_score(label, pred, zero_division=0)),
+    }
