@@ -1,0 +1,104 @@
+"""Typed configuration for the tabular landslide classifier.
+
+All fields have units or meanings stated; the dataclasses are logged whole to MLflow by
+``common.tracking.tracked_run``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+
+@dataclass
+class LGBMParams:
+    """LightGBM booster settings (passed to ``lightgbm.train``).
+
+    ``learning_rate`` is the shrinkage per round; ``num_leaves`` the maximum leaves per tree;
+    ``num_boost_round`` the maximum number of rounds (early stopping may stop sooner);
+    ``early_stopping_rounds`` the patience on the inner validation split (0 disables early stopping);
+    ``valid_fraction`` the share of each training fold held out for early stopping;
+    ``class_balance``: ``"scale_pos_weight"`` weights positives by n_neg/n_pos, ``"none"`` leaves them.
+    ``num_threads`` 0 means LightGBM's default (all cores).
+    """
+
+    learning_rate: float = 0.05
+    num_leaves: int = 15
+    min_data_in_leaf: int = 40
+    feature_fraction: float = 0.9
+    bagging_fraction: float = 0.9
+    bagging_freq: int = 1
+    lambda_l2: float = 1.0
+    max_bin: int = 255
+    num_boost_round: int = 1000
+    early_stopping_rounds: int = 50
+    valid_fraction: float = 0.15
+    class_balance: Literal["scale_pos_weight", "none"] = "scale_pos_weight"
+    num_threads: int = 0
+
+    def booster_params(self, seed: int) -> dict[str, object]:
+        """The dict handed to ``lightgbm.train`` (without the class weight, set in ``fit``)."""
+        return {
+            "objective": "binary",
+            "metric": ["auc", "binary_logloss"],
+            "learning_rate": self.learning_rate,
+            "num_leaves": self.num_leaves,
+            "min_data_in_leaf": self.min_data_in_leaf,
+            "feature_fraction": self.feature_fraction,
+            "bagging_fraction": self.bagging_fraction,
+            "bagging_freq": self.bagging_freq,
+            "lambda_l2": self.lambda_l2,
+            "max_bin": self.max_bin,
+            "num_threads": self.num_threads,
+            "seed": seed,
+            "deterministic": True,
+            "force_col_wise": True,
+            "verbosity": -1,
+        }
+
+
+@dataclass
+class CVConfig:
+    """Cross-validation: ``n_folds`` folds, stratified, or grouped when a group column is given."""
+
+    n_folds: int = 5
+    shuffle: bool = True
+
+
+@dataclass
+class TrainTabularConfig:
+    """Everything ``python -m pipelines.train_tabular`` was asked to do.
+
+    ``data`` None means the built-in synthetic region table with ``n_regions`` rows.
+    """
+
+    data: str | None = None
+    target: str = "landslide"
+    positive: str | None = None
+    drop: list[str] = field(default_factory=list)
+    categorical: list[str] | None = None
+    group: str | None = None
+    id_column: str | None = None
+    n_regions: int = 4000
+    top_k: int = 3
+    seed: int = 42
+    experiment: str = "train_tabular"
+    run_name: str | None = None
+    tracking_uri: str | None = None
+    cv: CVConfig = field(default_factory=CVConfig)
+    lgbm: LGBMParams = field(default_factory=LGBMParams)
+
+
+@dataclass
+class PredictTabularConfig:
+    """Everything ``python -m pipelines.predict_tabular`` was asked to do."""
+
+    model: str
+    data: str
+    out: str
+    top_k: int = 3
+    id_column: str | None = None
+    seed: int = 42
+    experiment: str = "predict_tabular"
+    run_name: str | None = None
+    tracking_uri: str | None = None
