@@ -80,34 +80,32 @@ def evaluate_segmenter(
 
 
 # ------------------------------------------------------------------------------- splits
-def holdout_positions(ids: np.ndarray, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Positions ``(train, val)`` of a seeded hold-out split (adapter over ``imagery.splits.holdout_split``)."""
+def holdout_positions(ids: np.ndarray, val_fraction: float, seed: int,
+                      labels: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Positions ``(train, val)`` of ``imagery.splits.holdout_split`` (stratified by patch label when possible)."""
     from imagery.splits import holdout_split
 
-    tr, va = holdout_split(ids, val_fraction, seed)
-    return _as_positions(ids, tr), _as_positions(ids, va)
+    strat = None
+    if labels is not None:
+        _, counts = np.unique(labels, return_counts=True)
+        n_val = int(np.ceil(val_fraction * len(ids)))
+        if len(counts) == 2 and counts.min() >= 2 and n_val >= 2 and len(ids) - n_val >= 2:
+            strat = labels
+    tr, va = holdout_split(ids, val_fraction, seed, stratify=strat)
+    return _positions(ids, tr), _positions(ids, va)
 
 
 def kfold_positions(ids: np.ndarray, k: int, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
-    """Positions ``(train, test)`` per fold (adapter over ``imagery.splits.kfold_splits``)."""
+    """Positions ``(train, test)`` per fold of ``imagery.splits.kfold_splits`` (which returns ids)."""
     from imagery.splits import kfold_splits
 
-    return [(_as_positions(ids, tr), _as_positions(ids, te)) for tr, te in kfold_splits(ids, k, seed)]
+    return [(_positions(ids, tr), _positions(ids, te)) for tr, te in kfold_splits(ids, k, seed)]
 
 
-def _as_positions(ids: np.ndarray, sel: Any) -> np.ndarray:
-    """``sel`` given as positions or as ids -> sorted positions into ``ids``."""
-    sel = np.asarray(sel)
-    if sel.dtype == bool:
-        return np.flatnonzero(sel)
-    sel = sel.astype(np.int64)
-    as_ids = np.flatnonzero(np.isin(ids, sel))
-    if len(as_ids) == len(sel) and not np.array_equal(np.sort(sel), np.arange(len(sel))):
-        # ids and positions could coincide; ids are what splits.py documents
-        return as_ids
-    if sel.size and (sel.min() < 0 or sel.max() >= len(ids)):
-        return as_ids
-    return np.sort(sel) if len(as_ids) != len(sel) else as_ids
+def _positions(ids: np.ndarray, sel_ids: Any) -> np.ndarray:
+    """Positions in ``ids`` of the patch ids ``sel_ids`` (in that order)."""
+    pos = {int(v): i for i, v in enumerate(np.asarray(ids))}
+    return np.array([pos[int(v)] for v in np.asarray(sel_ids)], dtype=np.int64)
 
 
 # ------------------------------------------------------------------------------- data
@@ -158,7 +156,7 @@ def train_fold(cfg: TrainConfig, train_set: Any, test_set: Any | None, fold: int
     from imagery.train import Preprocessor, Trainer, fit_normalizer, resolve_device
 
     device = resolve_device(cfg.device)
-    tr_pos, va_pos = holdout_positions(train_set.ids, cfg.data.val_fraction, cfg.seed + fold)
+    tr_pos, va_pos = holdout_positions(train_set.ids, cfg.data.val_fraction, cfg.seed + fold, train_set.patch_labels())
     if len(va_pos) == 0 or len(tr_pos) == 0:
         raise ValueError(f"--val-fraction {cfg.data.val_fraction} leaves an empty split of {len(train_set)} patches")
     tr, va = train_set.subset(tr_pos), train_set.subset(va_pos)

@@ -133,7 +133,7 @@ class Segmenter:
         t = self.threshold if threshold is None else float(threshold)
         probs, patch = [], []
         for start in range(0, int(x.shape[0]), batch_size):
-            xb = self.preprocess(x[start : start + batch_size].float().to(self.device))
+            xb = self.preprocess(x[start : start + batch_size], self.device)
             p, pp = predict_batch(self.model, xb, tta=tta, vote=vote)
             probs.append(p)
             patch.append(pp)

@@ -78,16 +78,24 @@ class Preprocessor:
         self.channel_set = int(channel_set)
         self.normalizer = normalizer
 
-    def features(self, raw: torch.Tensor) -> torch.Tensor:
-        """Cleaned, engineered but not normalised channels ``(B, C, H, W)``."""
-        from imagery import features as feat
-        from imagery import normalize as norm
+    def features(self, raw: np.ndarray | torch.Tensor, device: torch.device | None = None) -> torch.Tensor:
+        """Cleaned, engineered but not normalised channels ``(B, C, H, W)`` float32 on ``device``.
 
-        x = _clean(norm, raw)
-        return feat.compute_features(x, channel_set=self.channel_set).float()
+        Cleaning runs in NumPy on the CPU (``clean_image``); the feature engineering runs on ``device``
+        (default: the input's device), i.e. on the GPU when the run has one.
+        """
+        from imagery.features import compute_features
+        from imagery.normalize import clean_image
 
-    def __call__(self, raw: torch.Tensor) -> torch.Tensor:
-        x = self.features(raw)
+        if device is None:
+            device = raw.device if isinstance(raw, torch.Tensor) else torch.device("cpu")
+        arr = raw.detach().cpu().numpy() if isinstance(raw, torch.Tensor) else np.asarray(raw)
+        cleaned, _ = clean_image(arr)
+        x = torch.from_numpy(np.ascontiguousarray(cleaned, dtype=np.float32)).to(device)
+        return compute_features(x, channel_set=self.channel_set).float()
+
+    def __call__(self, raw: np.ndarray | torch.Tensor, device: torch.device | None = None) -> torch.Tensor:
+        x = self.features(raw, device)
         if self.normalizer is not None:
             x = _as_tensor(self.normalizer(x), x)
         return x
@@ -95,23 +103,9 @@ class Preprocessor:
     def transform_all(self, raw: np.ndarray | torch.Tensor, device: torch.device, chunk: int = 64) -> torch.Tensor:
         """Preprocess a whole set in chunks of ``chunk`` patches on ``device``; returns a tensor on ``device``."""
         n = int(raw.shape[0])
-        out: list[torch.Tensor] = []
-        for start in range(0, n, chunk):
-            part = torch.as_tensor(np.asarray(raw[start : start + chunk], dtype=np.float32)) if isinstance(
-                raw, np.ndarray
-            ) else raw[start : start + chunk].float()
-            out.append(self(part.to(device)))
-        if not out:
+        if n == 0:
             raise ValueError("no patches to preprocess (the data set is empty)")
-        return torch.cat(out)
-
-
-def _clean(norm_module: Any, x: torch.Tensor) -> torch.Tensor:
-    """Adapter over ``imagery.normalize.clean_image`` (which may also return counts)."""
-    cleaned = norm_module.clean_image(x)
-    if isinstance(cleaned, tuple):
-        cleaned = cleaned[0]
-    return _as_tensor(cleaned, x)
+        return torch.cat([self(raw[start : start + chunk], device) for start in range(0, n, chunk)])
 
 
 def _as_tensor(value: Any, like: torch.Tensor) -> torch.Tensor:
@@ -385,7 +379,8 @@ class Trainer:
 
         a = self.cfg.augment
         return augment_batch(
-            xb, yb, self.aug_gen, rot90=a.rot90, flip=a.flip, rotate_any=a.rotate_any, cutmix=a.cutmix
+            xb, yb, self.aug_gen, rot90=a.rot90, flip=a.flip, rotate_any=a.rotate_any, cutmix=a.cutmix,
+            cutmix_mode="mask",
         )
 
     def train_epoch(self, epoch: int) -> float:

@@ -1,0 +1,73 @@
+"""``python -m pipelines.evaluate_imagery``: score a logged segmenter on a labelled L4S split.
+
+Prints and logs (MLflow) the landslide-class precision/recall/F1/IoU accumulated over all pixels
+(``ls_*``, the primary numbers), the seed's 2-class means (``*_2class``, for comparison with its
+tables only) and patch-level detection scores (``patch_*``).
+
+Example::
+
+    python -m pipelines.evaluate_imagery --model runs:/<run_id> --data ../L4S --split test --tta rot4
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections.abc import Sequence
+
+import numpy as np
+
+from common.cli import add_common_args, positive_int, run_main, unit_float
+from imagery.config import MORPHOLOGY, TTA_MODES, EvalConfig
+
+EXPERIMENT = "imagery-evaluate"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m pipelines.evaluate_imagery", description=__doc__.split("\n\n")[0])
+    p.add_argument("--model", required=True, help="segmenter URI: runs:/<run_id>[/segmenter], models:/... or a folder")
+    p.add_argument("--data", required=True, help="L4S folder (official/hf/plain layout) or prepare_imagery cache")
+    p.add_argument("--split", default="test", help="train, validation or test (default test)")
+    p.add_argument("--layout", default=None, help="force the layout: official, hf, plain or cache")
+    p.add_argument("--tta", choices=TTA_MODES, default=None, help="test-time augmentation (default: stored with the model)")
+    p.add_argument("--vote", action=argparse.BooleanOptionalAction, default=None, help="vote over the multi-resolution outputs")
+    p.add_argument("--morphology", choices=MORPHOLOGY, default=None, help="opening/closing of the mask")
+    p.add_argument("--threshold", type=unit_float, default=None, help="override the stored threshold")
+    p.add_argument("--batch-size", type=positive_int, default=16)
+    p.add_argument("--device", default="auto")
+    add_common_args(p)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    import mlflow
+
+    from common.fingerprint import fingerprint_array
+    from common.seed import seed_everything
+    from common.tracking import log_fingerprint, setup_tracking, tracked_run
+    from imagery.dataset import load_patches
+    from imagery.evaluate import evaluate_segmenter
+    from imagery.serving import load_segmenter
+
+    args = build_parser().parse_args(argv)
+    cfg = EvalConfig(model_uri=args.model, data=args.data, split=args.split, layout=args.layout, tta=args.tta,
+                     vote=args.vote, morphology=args.morphology, threshold=args.threshold,
+                     batch_size=args.batch_size, device=args.device, seed=args.seed)
+    seed_everything(cfg.seed)
+    setup_tracking(args.tracking_uri)
+    patches = load_patches(cfg.data, cfg.split, layout=cfg.layout, require_masks=True)
+    if len(patches) == 0:
+        raise ValueError(f"{cfg.data}: split {cfg.split!r} has no patches")
+    segmenter = load_segmenter(cfg.model_uri, device=cfg.device)
+    with tracked_run(args.experiment or EXPERIMENT, cfg, run_name=args.run_name, tracking_uri=args.tracking_uri):
+        log_fingerprint(fingerprint_array(np.asarray(patches.images), source=f"{cfg.data}:{cfg.split}"))
+        metrics, _ = evaluate_segmenter(segmenter, np.asarray(patches.images), patches.masks,
+                                        batch_size=cfg.batch_size, tta=cfg.tta, vote=cfg.vote,
+                                        morphology=cfg.morphology, threshold=cfg.threshold)
+        mlflow.log_metrics({k: float(v) for k, v in metrics.items() if np.isfinite(v)})
+    print(json.dumps({"n_patches": len(patches), **{k: round(float(v), 6) for k, v in metrics.items()}}, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(run_main(main))
