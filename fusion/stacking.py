@@ -220,6 +220,12 @@ class StackingFuser(ClassifierMixin, BaseEstimator):
             self.threshold_ = 0.5
             self.metrics_ = {"stacker_cv_rows": 0}
         self.oof_proba_ = oof
+        # each base model's own F1-best threshold on the same OOF rows (used by the cross-check)
+        self.base_thresholds_ = {}
+        for name, p in (("tabular", pt), ("imagery", pi)):
+            okb = ~np.isnan(p)
+            if okb.sum() >= 2 and len(np.unique(y_arr[okb])) == 2:
+                self.base_thresholds_[name] = _best_f1_threshold(y_arr[okb], p[okb])
         self.n_train_ = int(pt.shape[0])
         self.meta_: dict[str, Any] = getattr(self, "meta_", {})
         return self
@@ -268,6 +274,7 @@ class StackingFuser(ClassifierMixin, BaseEstimator):
             "input_columns": list(INPUT_COLUMNS),
             "params": {"C": self.C, "calibration": self.calibration, "cv": self.cv, "random_state": self.random_state},
             "threshold": self.threshold_,
+            "base_thresholds": getattr(self, "base_thresholds_", {}),
             "models": {k: m.to_dict() for k, m in self.models_.items()},
             "metrics": self.metrics_,
             "n_train": self.n_train_,
@@ -291,6 +298,7 @@ class StackingFuser(ClassifierMixin, BaseEstimator):
             raise ValueError(f"{source} has no 'both' sub-model")
         fuser.classes_ = np.array([0, 1])
         fuser.metrics_ = dict(d.get("metrics", {}))
+        fuser.base_thresholds_ = {k: float(v) for k, v in d.get("base_thresholds", {}).items()}
         fuser.n_train_ = int(d.get("n_train", 0))
         fuser.meta_ = dict(d.get("meta", {}))
         return fuser

@@ -1,0 +1,360 @@
+"""Fused per-region scoring: tabular model + segmenter + stacker -> one output row per region.
+
+The models are passed in as objects (duck-typed), so this module never imports torch:
+
+* tabular model: ``feature_names_`` (list of columns), ``predict_proba(X) -> (n, 2) or (n,)``,
+  ``threshold_`` and optionally ``explain(X, top_k)`` (:class:`tabular.model.LandslideClassifier`);
+* segmenter: ``predict(images (N, 14, H, W), batch_size=...) -> {"prob", "mask", "patch_prob"}``,
+  ``threshold``, ``channel_set`` (:class:`imagery.serving.Segmenter`);
+* fuser: :class:`fusion.stacking.StackingFuser`.
+
+Output columns (:data:`OUTPUT_COLUMNS`, then the ``img_*`` region features of
+:mod:`fusion.region_features`): ``region_id``, ``p_tabular``, ``p_imagery``, ``p_fused``,
+``decision``, ``agree``, ``evidence``, ``reason``, ``top_features`` (the tabular model's top SHAP
+features, ``;``-separated ``name(+0.12)``), ``mask_path`` (PNG, 0/255, of the segmenter's mask),
+``note`` (why a modality is missing, e.g. an unreadable image).
+
+Large tables are scored in batches and appended to ``<out>.partial``; the finished file is renamed
+onto ``<out>`` (so ``<out>`` is never half-written). ``resume=True`` keeps the rows already in
+``<out>.partial`` and skips their region ids.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from fusion.crosscheck import POLICIES, CrosscheckConfig, crosscheck
+from fusion.region_features import IMAGERY_FEATURES, imagery_region_features
+from fusion.regions import ID_COLUMN, load_images, require_columns, resolve_image_refs
+
+OUTPUT_COLUMNS: tuple[str, ...] = (
+    "region_id",
+    "p_tabular",
+    "p_imagery",
+    "p_fused",
+    "decision",
+    "agree",
+    "evidence",
+    "reason",
+    "top_features",
+    "mask_path",
+    "note",
+)
+ALL_COLUMNS: tuple[str, ...] = OUTPUT_COLUMNS + IMAGERY_FEATURES
+
+
+@dataclass(frozen=True)
+class ScoringConfig:
+    """How to score: decision ``policy`` (one of :data:`fusion.crosscheck.POLICIES`), regions per
+    batch, patches per segmenter forward pass, SHAP ``top_k`` (0 = no explanations), mask writing,
+    ``strict_images`` (image problems are errors instead of a tabular-only fallback), and the
+    ``weighted`` policy's imagery weight and threshold."""
+
+    policy: str = "stacked"
+    batch_size: int = 512
+    imagery_batch_size: int = 16
+    top_k: int = 3
+    write_masks: bool = True
+    strict_images: bool = False
+    imagery_weight: float = 0.5
+    weighted_threshold: float = 0.5
+
+    def __post_init__(self) -> None:
+        if self.policy not in POLICIES:
+            raise ValueError(f"policy must be one of {', '.join(POLICIES)}, got {self.policy!r}")
+        if self.batch_size < 1 or self.imagery_batch_size < 1:
+            raise ValueError("batch sizes must be >= 1")
+        if self.top_k < 0:
+            raise ValueError(f"top_k must be >= 0, got {self.top_k}")
+
+
+# ---------------------------------------------------------------------------- model adapters
+def tabular_feature_names(model: Any) -> list[str]:
+    """The feature columns a tabular model was trained with (``feature_names_``)."""
+    names = getattr(model, "feature_names_", None)
+    if names is None:
+        raise ValueError("tabular model has no feature_names_; expected a fitted LandslideClassifier")
+    return [str(n) for n in names]
+
+
+def tabular_proba(model: Any, X: pd.DataFrame) -> np.ndarray:
+    """P(landslide) ``(n,)`` from ``model.predict_proba`` (accepts ``(n, 2)`` or ``(n,)`` output)."""
+    p = np.asarray(model.predict_proba(X), dtype=np.float64)
+    return p[:, 1] if p.ndim == 2 else p.reshape(-1)
+
+
+def format_top_features(explanations: Any, n: int) -> list[str]:
+    """``;``-joined top features per row from what ``explain`` returned.
+
+    Accepts a DataFrame with ``feature``/``shap`` style columns per row rank, a list (per row) of
+    ``(name, value)`` pairs / dicts / strings, or a DataFrame with one string column.
+    """
+    if explanations is None:
+        return [""] * n
+    if isinstance(explanations, pd.DataFrame):
+        df = explanations
+        ranks = sorted(
+            int(c.split("_")[1]) for c in df.columns if str(c).startswith("reason_") and str(c).endswith("_feature")
+        )
+        if ranks:  # LandslideClassifier.explain: reason_{i}_feature / reason_{i}_shap
+            names = [df[f"reason_{i}_feature"].astype(str).to_numpy() for i in ranks]
+            shaps = [df[f"reason_{i}_shap"].to_numpy(dtype=np.float64) if f"reason_{i}_shap" in df else None for i in ranks]
+            return [
+                ";".join(
+                    f"{names[j][r]}({shaps[j][r]:+.2f})" if shaps[j] is not None else str(names[j][r])
+                    for j in range(len(ranks))
+                )
+                for r in range(len(df))
+            ]
+        if "top_features" in df.columns:
+            return [str(v) for v in df["top_features"].tolist()]
+        feat_cols = [c for c in df.columns if str(c).startswith("feature") or str(c).startswith("top")]
+        val_cols = [c for c in df.columns if "shap" in str(c) or str(c).startswith("value") or str(c).startswith("contrib")]
+        if feat_cols:
+            out = []
+            for _, row in df.iterrows():
+                parts = []
+                for j, fc in enumerate(feat_cols):
+                    if pd.isna(row[fc]):
+                        continue
+                    v = row[val_cols[j]] if j < len(val_cols) else None
+                    parts.append(f"{row[fc]}({float(v):+.2f})" if v is not None and not pd.isna(v) else str(row[fc]))
+                out.append(";".join(parts))
+            return out
+        return [";".join(map(str, r)) for r in df.astype(str).to_numpy().tolist()]
+    out = []
+    for row in explanations:
+        parts = []
+        for item in row if not isinstance(row, str) else [row]:
+            if isinstance(item, dict):
+                name = item.get("feature", item.get("name", ""))
+                val = item.get("shap", item.get("value", item.get("contribution")))
+                parts.append(f"{name}({float(val):+.2f})" if val is not None else str(name))
+            elif isinstance(item, tuple | list) and len(item) >= 2:
+                parts.append(f"{item[0]}({float(item[1]):+.2f})")
+            else:
+                parts.append(str(item))
+        out.append(";".join(parts))
+    return out
+
+
+def check_compatible(tabular_model: Any | None, segmenter: Any | None, fuser: Any | None) -> None:
+    """Refuse models from incompatible runs: the fuser records the tabular feature columns and the
+    imagery channel set of the runs it was fitted on (``meta_``); the models given must match."""
+    meta = getattr(fuser, "meta_", {}) if fuser is not None else {}
+    want_feats = meta.get("tabular_features")
+    if tabular_model is not None and want_feats:
+        have = tabular_feature_names(tabular_model)
+        if list(want_feats) != have:
+            extra = sorted(set(have) - set(want_feats))
+            missing = sorted(set(want_feats) - set(have))
+            raise ValueError(
+                f"incompatible models: the fusion model was fitted on tabular run {meta.get('tabular_run_id', '?')} "
+                f"whose feature columns differ from --tabular-model (missing {missing[:5]}, extra {extra[:5]})"
+            )
+    want_cs = meta.get("imagery_channel_set")
+    if segmenter is not None and want_cs is not None:
+        have_cs = int(getattr(segmenter, "channel_set", want_cs))
+        if int(want_cs) != have_cs:
+            raise ValueError(
+                f"incompatible models: the fusion model was fitted on imagery run {meta.get('imagery_run_id', '?')} "
+                f"with channel set {want_cs}; --imagery-model uses channel set {have_cs}"
+            )
+
+
+class RegionScorer:
+    """Score batches of regions with whichever models are given (at least one base model)."""
+
+    def __init__(
+        self,
+        tabular_model: Any | None = None,
+        segmenter: Any | None = None,
+        fuser: Any | None = None,
+        config: ScoringConfig = ScoringConfig(),
+    ) -> None:
+        if tabular_model is None and segmenter is None:
+            raise ValueError("scoring needs a tabular model, an imagery model, or both")
+        if config.policy == "stacked" and fuser is None:
+            raise ValueError("policy 'stacked' needs a fusion model (--fusion-model); or pick another --policy")
+        check_compatible(tabular_model, segmenter, fuser)
+        self.tabular_model, self.segmenter, self.fuser, self.config = tabular_model, segmenter, fuser, config
+        self.features = tabular_feature_names(tabular_model) if tabular_model is not None else []
+        base = getattr(fuser, "base_thresholds_", {}) if fuser is not None else {}
+        tab_thr = float(base.get("tabular", getattr(tabular_model, "threshold_", 0.5) or 0.5))
+        self.crosscheck_config = CrosscheckConfig(
+            policy=config.policy,
+            tabular_threshold=tab_thr,
+            imagery_threshold=float(base.get("imagery", 0.5)),
+            fused_threshold=float(getattr(fuser, "threshold_", 0.5)) if fuser is not None else 0.5,
+            imagery_weight=config.imagery_weight,
+            weighted_threshold=config.weighted_threshold,
+        )
+
+    def check_table(self, table: pd.DataFrame, source: str = "region table") -> None:
+        """Raise if ``table`` lacks a column the tabular model was trained with."""
+        if self.tabular_model is not None:
+            require_columns(table, self.features, "the tabular model", source)
+
+    def score_batch(
+        self,
+        table: pd.DataFrame,
+        images: np.ndarray | None = None,
+        has_image: np.ndarray | None = None,
+        notes: list[str] | None = None,
+        masks_dir: Path | None = None,
+    ) -> pd.DataFrame:
+        """Score the regions of ``table`` (rows) with ``images`` ``(k, 14, H, W)`` for the rows where
+        ``has_image`` is True (k = has_image.sum()); returns :data:`ALL_COLUMNS`."""
+        n = len(table)
+        has_image = np.zeros(n, bool) if has_image is None else np.asarray(has_image, bool)
+        notes = list(notes) if notes is not None else [""] * n
+        ids = table[ID_COLUMN].to_numpy()
+        p_tab = np.full(n, np.nan)
+        top = [""] * n
+        if self.tabular_model is not None:
+            X = table.loc[:, self.features]
+            p_tab = tabular_proba(self.tabular_model, X)
+            if self.config.top_k > 0 and hasattr(self.tabular_model, "explain"):
+                top = format_top_features(self.tabular_model.explain(X, top_k=self.config.top_k), n)
+        p_img = np.full(n, np.nan)
+        feats = pd.DataFrame(np.nan, index=range(n), columns=list(IMAGERY_FEATURES))
+        mask_paths = [""] * n
+        if self.segmenter is not None and images is not None and has_image.any():
+            pred = self.segmenter.predict(images, batch_size=self.config.imagery_batch_size)
+            rf = imagery_region_features(pred["prob"], self.segmenter.threshold, pred.get("patch_prob"), masks=pred["mask"])
+            rows = np.flatnonzero(has_image)
+            feats.iloc[rows] = rf.to_numpy()
+            p_img[rows] = rf["img_patch_prob"].to_numpy()
+            if self.config.write_masks and masks_dir is not None:
+                for j, r in enumerate(rows):
+                    mask_paths[r] = str(write_mask_png(masks_dir / f"region_{ids[r]}.png", pred["mask"][j]))
+        elif self.segmenter is not None:
+            for r in range(n):
+                if not notes[r]:
+                    notes[r] = "no image for this region"
+        p_fused = None
+        if self.fuser is not None:
+            p_fused = self.fuser.predict_proba(pd.DataFrame({"p_tabular": p_tab, "p_imagery": p_img}))[:, 1]
+        cc = crosscheck(p_tab, p_img, self.crosscheck_config, p_fused=p_fused, scar_area_m2=feats["img_largest_cc_m2"])
+        out = pd.DataFrame({"region_id": ids})
+        for c in ("p_tabular", "p_imagery", "p_fused", "decision", "agree", "evidence", "reason"):
+            out[c] = cc[c].to_numpy()
+        out["top_features"] = top
+        out["mask_path"] = mask_paths
+        out["note"] = notes
+        for c in IMAGERY_FEATURES:
+            out[c] = feats[c].to_numpy()
+        return out
+
+
+def write_mask_png(path: Path, mask: np.ndarray) -> Path:
+    """Write a ``(H, W)`` 0/1 mask as an 8-bit PNG (0/255), atomically."""
+    import cv2
+
+    from common.atomic import atomic_path
+
+    ok, buf = cv2.imencode(".png", (np.asarray(mask) > 0).astype(np.uint8) * 255)
+    if not ok:
+        raise ValueError(f"cannot encode mask for {path}")
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(buf.tobytes())
+    return path
+
+
+# ---------------------------------------------------------------------------- resumable output
+def partial_path(out: Path) -> Path:
+    """Where batches are appended before the final rename: ``<out>.partial``."""
+    return out.with_name(out.name + ".partial")
+
+
+def _done_ids(partial: Path) -> set[str]:
+    """Region ids (as strings) fully written in ``partial``; a torn last line is cut off first."""
+    data = partial.read_bytes()
+    cut = data.rfind(b"\n")
+    if cut + 1 != len(data):  # the last line was torn by a crash: drop it
+        with open(partial, "r+b") as fh:
+            fh.truncate(cut + 1)
+    if cut < 0:
+        return set()
+    try:
+        df = pd.read_csv(partial, usecols=[ID_COLUMN], dtype={ID_COLUMN: str})
+    except (pd.errors.EmptyDataError, ValueError):
+        return set()
+    return set(df[ID_COLUMN].astype(str))
+
+
+def score_table(
+    table: pd.DataFrame,
+    scorer: RegionScorer,
+    out: str | os.PathLike[str],
+    images_dir: str | os.PathLike[str] | None = None,
+    masks_dir: str | os.PathLike[str] | None = None,
+    resume: bool = False,
+    progress: bool = True,
+    on_batch: Callable[[int, int], None] | None = None,
+) -> dict[str, Any]:
+    """Score every region of ``table`` into the CSV ``out`` (see the module docstring).
+
+    Returns counts: ``regions``, ``scored`` (this call), ``skipped`` (already in the partial file),
+    ``evidence`` counts, and the output path. ``on_batch(done, total)`` is called after each batch.
+    """
+    from tqdm.auto import tqdm
+
+    out_path = Path(out)
+    if out_path.is_dir():
+        raise ValueError(f"--out {out_path} is a folder, expected a CSV file path")
+    scorer.check_table(table)
+    refs = resolve_image_refs(table, images_dir) if scorer.segmenter is not None else None
+    if refs is not None and scorer.config.strict_images:
+        for rid, ref in zip(table[ID_COLUMN].tolist(), refs, strict=True):
+            if ref.problem and ref.path is not None:
+                raise ValueError(f"region {rid}: {ref.problem}")
+    mdir = Path(masks_dir) if masks_dir is not None else out_path.with_name(out_path.stem + "_masks")
+    partial = partial_path(out_path)
+    partial.parent.mkdir(parents=True, exist_ok=True)
+    done: set[str] = set()
+    if resume and partial.exists():
+        done = _done_ids(partial)
+    elif partial.exists():
+        partial.unlink()
+    todo = np.flatnonzero(~table[ID_COLUMN].astype(str).isin(done).to_numpy())
+    header = not (partial.exists() and partial.stat().st_size > 0)
+    bs = scorer.config.batch_size
+    bar = tqdm(total=len(todo), desc="scoring regions", unit="region", disable=not progress)
+    for start in range(0, len(todo), bs):
+        idx = todo[start : start + bs]
+        batch = table.iloc[idx].reset_index(drop=True)
+        images, has, notes = None, None, None
+        if refs is not None:
+            images, has, notes = load_images(
+                [refs[i] for i in idx], batch[ID_COLUMN].tolist(), strict=scorer.config.strict_images
+            )
+        scored = scorer.score_batch(batch, images, has, notes, mdir if scorer.config.write_masks else None)
+        text = scored.to_csv(index=False, header=header)
+        with open(partial, "a", encoding="utf-8", newline="") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        header = False
+        bar.update(len(idx))
+        if on_batch is not None:
+            on_batch(start + len(idx), len(todo))
+    bar.close()
+    if not partial.exists():  # nothing to score and nothing resumed: still write a valid (header-only) file
+        pd.DataFrame(columns=list(ALL_COLUMNS)).to_csv(partial, index=False)
+    result = pd.read_csv(partial, usecols=["evidence"])
+    os.replace(partial, out_path)
+    return {
+        "regions": int(len(table)),
+        "scored": int(len(todo)),
+        "skipped": int(len(table) - len(todo)),
+        "evidence": {str(k): int(v) for k, v in result["evidence"].value_counts().items()},
+        "out": str(out_path),
+    }
