@@ -76,7 +76,7 @@ def validate_region_table(df: pd.DataFrame, source: str = "region table") -> pd.
         raise ValueError(f"{source}: {ID_COLUMN} is empty in row {row + 1}; expected an id for every region")
     dup = ids[ids.astype(str).duplicated()]
     if len(dup):
-        raise ValueError(f"{source}: duplicate {ID_COLUMN} {dup.iloc[0]!r}; expected unique region ids")
+        raise ValueError(f"{source}: duplicate {ID_COLUMN} {dup.iloc[0]}; expected unique region ids")
     return df.reset_index(drop=True)
 
 

@@ -328,14 +328,14 @@ def validate_oof(df: pd.DataFrame, name: str) -> pd.DataFrame:
         raise ValueError(f"{name} is empty; expected one row per region")
     dup = df["region_id"][df["region_id"].duplicated()]
     if len(dup):
-        raise ValueError(f"{name} has duplicate region_id {dup.iloc[0]!r}; expected one out-of-fold row per region")
+        raise ValueError(f"{name} has duplicate region_id {dup.iloc[0]}; expected one out-of-fold row per region")
     p = pd.to_numeric(df["p_oof"], errors="coerce")
     bad = df["region_id"][p.isna() | (p < 0) | (p > 1)]
     if len(bad):
-        raise ValueError(f"{name}: p_oof of region_id {bad.iloc[0]!r} is not a probability in [0, 1]")
+        raise ValueError(f"{name}: p_oof of region_id {bad.iloc[0]} is not a probability in [0, 1]")
     if not df["y_true"].isin([0, 1]).all():
         bad_id = df["region_id"][~df["y_true"].isin([0, 1])].iloc[0]
-        raise ValueError(f"{name}: y_true of region_id {bad_id!r} is not 0/1")
+        raise ValueError(f"{name}: y_true of region_id {bad_id} is not 0/1")
     return df
 
 
