@@ -162,13 +162,13 @@ def test_backbone_encoders_match_reference_architectures(name: str, expected: in
     assert count_parameters(model.encoder) == expected
 
 
-@pytest.mark.parametrize("name", ["deeplabv3_mobilenetv3", "deeplabv3_efficientnet"])
-@pytest.mark.parametrize("head", ["multires", "mono", "dual"])
+@pytest.mark.parametrize(("name", "head"), [("deeplabv3_mobilenetv3", "multires"),
+                                             ("deeplabv3_efficientnet", "dual")])
 def test_backbone_heads(name: str, head: str) -> None:
     torch.manual_seed(0)
-    model = create_model(name, in_channels=6, head=head, width_mult=0.25, aspp_channels=16)
-    out = model(torch.randn(2, 6, 32, 32))
-    assert out["out"].shape == (2, 2, 32, 32)
+    model = create_model(name, in_channels=6, head=head, width_mult=0.25, aspp_channels=8)
+    out = model(torch.randn(2, 6, 16, 16))
+    assert out["out"].shape == (2, 2, 16, 16)
     assert ("out_256" in out) == (head == "multires") and ("patch_logit" in out) == (head == "dual")
     out["out"].mean().backward()
     assert model.encoder[0][0].weight.grad.abs().sum() > 0  # gradients reach the stem
