@@ -120,20 +120,30 @@ class TrainingTable:
 
 
 def infer_categorical(X: pd.DataFrame, categorical: list[str] | None = None) -> list[str]:
-    """Categorical feature names: the explicit list, else object/string/category/bool columns."""
+    """Categorical feature names: the explicit list, else category/bool columns and text columns
+    whose values are mostly not numbers (a mostly-numeric text column is numeric with bad values)."""
     if categorical is not None:
         missing = [c for c in categorical if c not in X.columns]
         if missing:
             raise ValueError(f"--categorical columns not found among the features: {missing}")
         return list(categorical)
-    return [
-        c
-        for c in X.columns
-        if isinstance(X[c].dtype, pd.CategoricalDtype)
-        or pd.api.types.is_object_dtype(X[c])
-        or pd.api.types.is_string_dtype(X[c])
-        or pd.api.types.is_bool_dtype(X[c])
-    ]
+    cats = []
+    for c in X.columns:
+        s = X[c]
+        if isinstance(s.dtype, pd.CategoricalDtype) or pd.api.types.is_bool_dtype(s):
+            cats.append(c)
+        elif (pd.api.types.is_object_dtype(s) or pd.api.types.is_string_dtype(s)) and not _mostly_numeric(s):
+            cats.append(c)
+    return cats
+
+
+def _mostly_numeric(s: pd.Series) -> bool:
+    """True when at least ``NUMERIC_SHARE`` of the non-missing values parse as numbers (a numeric
+    column with typos, not a categorical one)."""
+    nonnull = s.dropna()
+    if len(nonnull) == 0:
+        return False
+    return float(pd.to_numeric(nonnull, errors="coerce").notna().mean()) >= NUMERIC_SHARE
 
 
 def validate_features(X: pd.DataFrame, categorical: list[str], source: str = "table") -> None:
