@@ -1,0 +1,327 @@
+"""``python -m pipelines.quickstart``: the main job, end to end on built-in paired synthetic regions.
+
+1. Generate paired regions (:mod:`fusion.paired`): a tabular row and a Sentinel-2-like patch per region
+   sharing one ground truth; split them into training regions and held-out test regions (stratified).
+2. Tabular model (``pipelines.train_tabular``): k-fold CV on the training regions gives out-of-fold
+   probabilities; the model refitted on all training regions is the one that scores the test regions.
+3. Imagery model (``pipelines.train_imagery --folds 2``): a tiny RAU-Net trained for a few epochs.
+   Imagery OOF is obtained by 2-fold cross-fitting on the training regions: the model of fold A
+   (trained on half B, with its own validation split carved from B) predicts half A, and vice versa,
+   so every training region gets exactly one out-of-fold patch probability. Full 5-fold imagery
+   training does not fit the 5-minute CPU budget; 2 folds is the cheapest honest scheme. The test
+   regions are scored by the fold-0 model (trained on half the training regions), i.e. the same kind
+   of model whose OOF predictions the stacker was fitted on; no model ever sees a test region.
+4. Stacker (``pipelines.train_fusion``) on the two OOF tables only.
+5. Score the test regions (``pipelines.score_regions``) and print ROC-AUC, PR-AUC and F1 of the
+   tabular, imagery and fused probabilities with paired bootstrap 95% intervals.
+
+Every step is an MLflow run in the experiment ``quickstart``; compare them with the printed
+``mlflow ui`` command. Outputs (scores, masks, metrics) go to ``--out-dir``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from common.atomic import atomic_write
+from common.cli import add_common_args, positive_int, run_main
+from common.fingerprint import fingerprint_dataframe
+from common.tracking import DEFAULT_TRACKING_URI, log_fingerprint, setup_tracking, tracked_run
+
+EXPERIMENT = "quickstart"
+MODALITIES: tuple[str, ...] = ("tabular", "imagery", "fused")
+
+
+@dataclass
+class QuickstartConfig:
+    """Sizes of the end-to-end job (defaults fit the 5-minute, 2-core CPU budget).
+
+    ``n_regions`` paired regions of ``patch_size`` px (10 m pixels); ``test_fraction`` held out;
+    ``tabular_folds`` CV folds; imagery: ``imagery_model`` at ``imagery_width`` base width, ``imagery_head``,
+    ``imagery_epochs`` epochs at ``imagery_lr`` (2-fold cross-fitting, see the module docstring);
+    ``n_bootstrap`` resamples for the 95% intervals.
+    """
+
+    n_regions: int = 800
+    patch_size: int = 64
+    test_fraction: float = 0.3
+    tabular_folds: int = 5
+    imagery_model: str = "small_rau_net1"
+    imagery_width: int = 8
+    imagery_head: str = "dual"
+    imagery_channels: int = 14
+    imagery_epochs: int = 4
+    imagery_lr: float = 2e-3
+    imagery_batch_size: int = 16
+    n_bootstrap: int = 1000
+    out_dir: str = "quickstart_out"
+    seed: int = 42
+    experiment: str = EXPERIMENT
+    tracking_uri: str | None = None
+    progress: bool = False
+
+    def __post_init__(self) -> None:
+        if not 0.05 <= self.test_fraction <= 0.8:
+            raise ValueError(f"--test-fraction must be in [0.05, 0.8], got {self.test_fraction}")
+        if self.n_regions < 40:
+            raise ValueError(f"--n-regions must be >= 40 (CV folds need both classes), got {self.n_regions}")
+        if self.patch_size < 16:
+            raise ValueError(f"--patch-size must be >= 16, got {self.patch_size}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    d = QuickstartConfig()
+    p = argparse.ArgumentParser(prog="python -m pipelines.quickstart", description=__doc__.split("\n\n")[0])
+    p.add_argument("--n-regions", type=positive_int, default=d.n_regions, help="paired regions to generate")
+    p.add_argument("--patch-size", type=positive_int, default=d.patch_size, help="patch side in pixels")
+    p.add_argument("--test-fraction", type=float, default=d.test_fraction, help="share of regions held out for the final scores")
+    p.add_argument("--tabular-folds", type=positive_int, default=d.tabular_folds)
+    p.add_argument("--imagery-model", default=d.imagery_model)
+    p.add_argument("--imagery-width", type=positive_int, default=d.imagery_width)
+    p.add_argument("--imagery-head", default=d.imagery_head)
+    p.add_argument("--imagery-channels", type=int, default=d.imagery_channels)
+    p.add_argument("--imagery-epochs", type=positive_int, default=d.imagery_epochs)
+    p.add_argument("--imagery-lr", type=float, default=d.imagery_lr)
+    p.add_argument("--n-bootstrap", type=positive_int, default=d.n_bootstrap)
+    p.add_argument("--out-dir", default=d.out_dir, help="where scores.csv, masks and metrics.csv go")
+    p.add_argument("--progress", action="store_true", help="show progress bars")
+    add_common_args(p)
+    return p
+
+
+def config_from_args(args: argparse.Namespace) -> QuickstartConfig:
+    return QuickstartConfig(
+        n_regions=args.n_regions, patch_size=args.patch_size, test_fraction=args.test_fraction,
+        tabular_folds=args.tabular_folds, imagery_model=args.imagery_model, imagery_width=args.imagery_width,
+        imagery_head=args.imagery_head, imagery_channels=args.imagery_channels, imagery_epochs=args.imagery_epochs,
+        imagery_lr=args.imagery_lr, n_bootstrap=args.n_bootstrap, out_dir=args.out_dir, seed=args.seed,
+        experiment=args.experiment or EXPERIMENT, tracking_uri=args.tracking_uri, progress=args.progress,
+    )
+
+
+# ------------------------------------------------------------------------------ evaluation
+def _metrics(y: np.ndarray, p: np.ndarray, threshold: float) -> dict[str, float]:
+    from sklearn.metrics import average_precision_score, f1_score, roc_auc_score
+
+    if len(np.unique(y)) < 2:
+        return {"roc_auc": np.nan, "pr_auc": np.nan, "f1": np.nan}
+    return {
+        "roc_auc": float(roc_auc_score(y, p)),
+        "pr_auc": float(average_precision_score(y, p)),
+        "f1": float(f1_score(y, (p >= threshold).astype(int), zero_division=0)),
+    }
+
+
+def bootstrap_table(
+    y: np.ndarray, probs: dict[str, np.ndarray], thresholds: dict[str, float], n_boot: int, seed: int
+) -> pd.DataFrame:
+    """Point estimate and paired-bootstrap 95% percentile interval of ROC-AUC, PR-AUC and F1 per model.
+
+    The same resampled regions are used for every model in a replicate, so the rows ``fused - tabular``
+    and ``fused - imagery`` give intervals of the paired differences.
+    """
+    rng = np.random.default_rng(seed)
+    n = len(y)
+    names = list(probs)
+    point = {m: _metrics(y, probs[m], thresholds[m]) for m in names}
+    boots: dict[str, list[dict[str, float]]] = {m: [] for m in names}
+    for _ in range(n_boot):
+        idx = rng.integers(0, n, n)
+        if len(np.unique(y[idx])) < 2:
+            continue
+        for m in names:
+            boots[m].append(_metrics(y[idx], probs[m][idx], thresholds[m]))
+    rows = []
+    for m in names:
+        row: dict[str, Any] = {"model": m, "threshold": thresholds[m]}
+        for k in ("roc_auc", "pr_auc", "f1"):
+            vals = np.array([b[k] for b in boots[m]])
+            row[k] = point[m][k]
+            row[f"{k}_lo"], row[f"{k}_hi"] = (np.percentile(vals, [2.5, 97.5]) if len(vals) else (np.nan, np.nan))
+        rows.append(row)
+    if "fused" in names:
+        for other in [m for m in names if m != "fused"]:
+            row = {"model": f"fused - {other}", "threshold": np.nan}
+            for k in ("roc_auc", "pr_auc", "f1"):
+                d = np.array([a[k] - b[k] for a, b in zip(boots["fused"], boots[other], strict=True)])
+                row[k] = point["fused"][k] - point[other][k]
+                row[f"{k}_lo"], row[f"{k}_hi"] = (np.percentile(d, [2.5, 97.5]) if len(d) else (np.nan, np.nan))
+            rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def format_table(table: pd.DataFrame, n_test: int, n_pos: int) -> str:
+    """The printed results table."""
+    lines = [
+        f"held-out test regions: {n_test} ({n_pos} with a landslide); 95% paired bootstrap intervals",
+        f"{'model':<17}{'ROC-AUC':>24}{'PR-AUC':>24}{'F1':>24}",
+    ]
+    for r in table.itertuples(index=False):
+        cells = [f"{getattr(r, k):+.3f} [{getattr(r, k + '_lo'):+.3f}, {getattr(r, k + '_hi'):+.3f}]"
+                 if str(r.model).startswith("fused -") else
+                 f"{getattr(r, k):.3f} [{getattr(r, k + '_lo'):.3f}, {getattr(r, k + '_hi'):.3f}]"
+                 for k in ("roc_auc", "pr_auc", "f1")]
+        lines.append(f"{r.model:<17}" + "".join(f"{c:>24}" for c in cells))
+    return "\n".join(lines)
+
+
+# ------------------------------------------------------------------------------ the job
+def _write_l4s(folder: Path, ids: np.ndarray, images: np.ndarray, masks: np.ndarray | None) -> Path:
+    from imagery.dataset import write_image, write_mask
+
+    for j, rid in enumerate(ids):
+        write_image(folder / "img" / f"image_{int(rid)}.h5", images[j])
+        if masks is not None:
+            write_mask(folder / "mask" / f"mask_{int(rid)}.h5", masks[j])
+    return folder
+
+
+def run(cfg: QuickstartConfig, log: Callable[[str], None] = print) -> dict[str, Any]:
+    """Run the whole job; returns run ids, the metrics table and timings."""
+    import mlflow
+    from sklearn.model_selection import train_test_split
+
+    from fusion.paired import PairedConfig, make_paired_regions
+    from pipelines import score_regions, train_fusion, train_imagery, train_tabular
+    from tabular.config import CVConfig, TrainTabularConfig
+
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    uri = setup_tracking(cfg.tracking_uri)
+    timings: dict[str, float] = {}
+    t_all = time.perf_counter()
+    out_dir = Path(cfg.out_dir)
+    quiet = (lambda _line: None) if not cfg.progress else log
+
+    with tempfile.TemporaryDirectory() as tmp_name:
+        tmp = Path(tmp_name)
+        t0 = time.perf_counter()
+        pairs = make_paired_regions(PairedConfig(n_regions=cfg.n_regions, seed=cfg.seed, size=cfg.patch_size))
+        pos = np.arange(cfg.n_regions)
+        tr_pos, te_pos = train_test_split(pos, test_size=cfg.test_fraction, stratify=pairs.labels, random_state=cfg.seed)
+        train, test = pairs.subset(np.sort(tr_pos)), pairs.subset(np.sort(te_pos))
+        train_csv, test_csv = tmp / "train_regions.csv", tmp / "test_regions.csv"
+        train.table.to_csv(train_csv, index=False)
+        test.table.to_csv(test_csv, index=False)
+        train_dir = _write_l4s(tmp / "l4s_train", train.region_ids, train.images, train.masks)
+        test_dir = _write_l4s(tmp / "l4s_test", test.region_ids, test.images, None)
+        timings["generate_s"] = time.perf_counter() - t0
+        clouded = float((pairs.latent["cloud_fraction"] > 0).mean())
+        log(f"[1/5] {cfg.n_regions} paired regions ({pairs.labels.mean():.0%} landslide, {clouded:.0%} clouded), "
+            f"{len(train.labels)} train / {len(test.labels)} test, {cfg.patch_size}px patches "
+            f"({timings['generate_s']:.0f}s)")
+
+        t0 = time.perf_counter()
+        tab = train_tabular.train(
+            TrainTabularConfig(data=str(train_csv), id_column="region_id", drop=["lon", "lat"], seed=cfg.seed,
+                               experiment=cfg.experiment, run_name="tabular", tracking_uri=uri,
+                               cv=CVConfig(n_folds=cfg.tabular_folds)),
+            log=quiet,
+        )
+        timings["tabular_s"] = time.perf_counter() - t0
+        log(f"[2/5] tabular model: OOF ROC-AUC {tab['summary'].get('roc_auc_mean', float('nan')):.3f} "
+            f"(run {tab['run_id']}, {timings['tabular_s']:.0f}s)")
+
+        t0 = time.perf_counter()
+        img = train_imagery.run([
+            "--data", str(train_dir), "--layout", "plain", "--folds", "2",
+            "--model", cfg.imagery_model, "--width", str(cfg.imagery_width), "--head", cfg.imagery_head,
+            "--channels", str(cfg.imagery_channels), "--epochs", str(cfg.imagery_epochs),
+            "--lr", str(cfg.imagery_lr), "--schedule", "constant", "--batch-size", str(cfg.imagery_batch_size),
+            "--device", "cpu", "--overlays", "0", "--seed", str(cfg.seed),
+            "--experiment", cfg.experiment, "--run-name", "imagery", "--tracking-uri", uri,
+            *([] if cfg.progress else ["--no-progress"]),
+        ])
+        timings["imagery_s"] = time.perf_counter() - t0
+        from sklearn.metrics import roc_auc_score
+
+        img_auc = roc_auc_score(img.oof["y_true"], img.oof["p_oof"]) if img.oof["y_true"].nunique() == 2 else float("nan")
+        log(f"[3/5] imagery model ({cfg.imagery_model}, width {cfg.imagery_width}, {cfg.imagery_epochs} epochs, 2-fold "
+            f"cross-fitting): OOF ROC-AUC {img_auc:.3f} (run {img.run_id}, {timings['imagery_s']:.0f}s)")
+
+        t0 = time.perf_counter()
+        fus = train_fusion.train(
+            train_fusion.TrainFusionConfig(tabular_run=tab["run_id"], imagery_run=img.run_id, seed=cfg.seed,
+                                           experiment=cfg.experiment, run_name="fusion", tracking_uri=uri),
+            log=quiet,
+        )
+        timings["fusion_s"] = time.perf_counter() - t0
+        log(f"[4/5] stacker on OOF predictions: CV ROC-AUC {fus['metrics'].get('stacker_cv_roc_auc', float('nan')):.3f}, "
+            f"Brier {fus['metrics'].get('stacker_cv_brier', float('nan')):.3f} (run {fus['run_id']}, {timings['fusion_s']:.0f}s)")
+
+        t0 = time.perf_counter()
+        scores_csv = out_dir / "scores.csv"
+        sc = score_regions.score(
+            score_regions.ScoreRegionsConfig(
+                regions=str(test_csv), out=str(scores_csv), images=str(test_dir), tabular_model=tab["model_uri"],
+                imagery_model=img.model_uris[0], fusion_model=fus["fuser_uri"], masks_dir=str(out_dir / "masks"),
+                progress=cfg.progress, seed=cfg.seed, experiment=cfg.experiment, run_name="score", tracking_uri=uri,
+            ),
+            log=quiet,
+        )
+        timings["score_s"] = time.perf_counter() - t0
+
+    scores = pd.read_csv(scores_csv)
+    truth = test.table[["region_id", "landslide"]]
+    merged = truth.merge(scores, on="region_id", how="left", validate="one_to_one")
+    y = merged["landslide"].to_numpy()
+    from fusion.stacking import load_fuser
+
+    fuser = load_fuser(fus["fuser_uri"])
+    probs = {"tabular": merged["p_tabular"].to_numpy(), "imagery": merged["p_imagery"].to_numpy(),
+             "fused": merged["p_fused"].to_numpy()}
+    thresholds = {"tabular": float(fuser.base_thresholds_.get("tabular", 0.5)),
+                  "imagery": float(fuser.base_thresholds_.get("imagery", 0.5)), "fused": float(fuser.threshold_)}
+    table = bootstrap_table(y, probs, thresholds, cfg.n_bootstrap, cfg.seed)
+    agree = merged["agree"].astype(str).str.lower().eq("true").mean()
+    timings["total_s"] = time.perf_counter() - t_all
+    text = format_table(table, len(y), int(y.sum()))
+    log(f"[5/5] scored {sc['scored']} held-out regions ({timings['score_s']:.0f}s); models agree on {agree:.0%}\n")
+    log(text)
+
+    with tracked_run(cfg.experiment, cfg, run_name="evaluation", tracking_uri=uri,
+                     tags={"tabular_run_id": tab["run_id"], "imagery_run_id": img.run_id,
+                           "fusion_run_id": fus["run_id"], "score_run_id": sc["run_id"]}) as run:
+        log_fingerprint(fingerprint_dataframe(pairs.table, source=f"paired(n={cfg.n_regions},seed={cfg.seed})"))
+        metrics = {}
+        for r in table.itertuples(index=False):
+            key = str(r.model).replace("fused - ", "delta_fused_minus_")
+            for k in ("roc_auc", "pr_auc", "f1"):
+                for suffix in ("", "_lo", "_hi"):
+                    v = getattr(r, k + suffix)
+                    if np.isfinite(v):
+                        metrics[f"test_{key}_{k}{suffix}"] = float(v)
+        metrics.update(timings)
+        metrics["agreement_rate"] = float(agree)
+        mlflow.log_metrics(metrics)
+        with atomic_write(out_dir / "metrics.csv") as fh:
+            table.to_csv(fh, index=False)
+        mlflow.log_artifact(str(out_dir / "metrics.csv"))
+        mlflow.log_artifact(str(scores_csv))
+        eval_run = run.info.run_id
+    store = uri if uri != DEFAULT_TRACKING_URI else DEFAULT_TRACKING_URI
+    log(f"\ntotal {timings['total_s']:.0f}s; scores: {scores_csv}")
+    log(f"compare the runs: mlflow ui --backend-store-uri {store}")
+    return {"table": table, "timings": timings, "scores": str(scores_csv), "evaluation_run_id": eval_run,
+            "tabular_run_id": tab["run_id"], "imagery_run_id": img.run_id, "fusion_run_id": fus["run_id"],
+            "score_run_id": sc["run_id"], "tracking_uri": uri}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    cfg = config_from_args(build_parser().parse_args(argv))
+    run(cfg, log=lambda line: print(line, flush=True))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(run_main(main, sys.argv[1:]))
