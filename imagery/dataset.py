@@ -425,8 +425,8 @@ class L4SDataset:
 
     def _raw(self, index: int) -> tuple[np.ndarray, np.ndarray | None]:
         if self._patches is not None:
-            img = np.asarray(self._patches.images[index], dtype=np.float32)
-            m = None if self._patches.masks is None else np.asarray(self._patches.masks[index])
+            img = np.array(self._patches.images[index], dtype=np.float32, copy=True)  # writable, off the memmap
+            m = None if self._patches.masks is None else np.array(self._patches.masks[index], copy=True)
             return img, m
         f = self._files[index]
         return read_image(f.image), (read_mask(f.mask) if f.mask is not None else None)
