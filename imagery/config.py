@@ -137,6 +137,9 @@ class TrainConfig:
     device: str = "auto"
     compile: bool = False
     precision: str = "auto"
+    #: Override the BatchNorm momentum (PyTorch convention) of every BN layer; ``None`` keeps the model's
+    #: Keras-faithful 0.01, whose running statistics need hundreds of steps to settle (short runs: 0.1).
+    bn_momentum: float | None = None
     checkpoint_dir: str | None = None
     resume: bool = False
     tta: str = "none"

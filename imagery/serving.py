@@ -147,23 +147,17 @@ class Segmenter:
 def predict_batch(model: nn.Module, x: torch.Tensor, *, tta: str = "none", vote: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """Landslide probability ``(B, H, W)`` and patch probability ``(B,)`` for preprocessed ``x`` ``(B, C, H, W)``.
 
-    The probability map comes from ``imagery.postprocess.predict_probs`` (TTA over rotations, voting
-    over the multi-resolution outputs); the patch probability from ``imagery.models.patch_probability``
-    on the un-augmented forward pass.
+    Uses ``imagery.postprocess.predict_probs`` (TTA over rotations/flips, voting over the
+    multi-resolution outputs; the patch probability of ``imagery.models.patch_probability`` averaged
+    over the TTA views).
     """
-    from imagery.models import patch_probability
     from imagery.postprocess import predict_probs
 
     model.eval()
     with torch.no_grad():
-        out = model(x)
-        patch = patch_probability(out).float().reshape(-1).cpu().numpy()
-        if tta in (None, "none") and not vote:
-            prob = torch.softmax(out["out"].float(), dim=1)[:, 1].cpu().numpy()
-        else:
-            prob = predict_probs(model, x, tta=tta, vote=vote)
-            prob = prob.float().cpu().numpy() if isinstance(prob, torch.Tensor) else np.asarray(prob, np.float32)
-    return prob.astype(np.float32), patch.astype(np.float32)
+        out = predict_probs(model, x, tta=tta or "none", vote=bool(vote))
+    return (out["prob"].float().cpu().numpy().astype(np.float32),
+            out["patch_prob"].float().reshape(-1).cpu().numpy().astype(np.float32))
 
 
 class _ProbabilityExport(nn.Module):

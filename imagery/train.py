@@ -290,6 +290,10 @@ class Trainer:
         self.bf16 = use_bf16(cfg.precision, self.device)
         self.channels_last = self.device.type == "cuda"
         self.model = model.to(self.device)
+        if cfg.bn_momentum is not None:
+            for mod in self.model.modules():
+                if isinstance(mod, nn.modules.batchnorm._BatchNorm):
+                    mod.momentum = cfg.bn_momentum
         if self.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
         self.forward_model: nn.Module = torch.compile(self.model) if cfg.compile else self.model  # type: ignore[assignment]

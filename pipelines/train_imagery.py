@@ -77,6 +77,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda[:N]")
     r.add_argument("--compile", action="store_true", help="torch.compile the model")
     r.add_argument("--precision", default="auto", help="auto (bf16 on CUDA, fp32 on CPU), fp32 or bf16")
+    r.add_argument("--bn-momentum", type=float, default=None,
+                   help="BatchNorm momentum override (default: the model's Keras-faithful 0.01; 0.1 for short runs)")
     r.add_argument("--checkpoint-dir", default=None, help="checkpoint every epoch here (atomically)")
     r.add_argument("--resume", action="store_true", help="continue from --checkpoint-dir")
     r.add_argument("--tta", default="none", help="TTA stored with the model and used on test folds: none, rot4, rot4flip")
@@ -104,6 +106,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         device=args.device,
         compile=args.compile,
         precision=args.precision,
+        bn_momentum=args.bn_momentum,
         checkpoint_dir=args.checkpoint_dir,
         resume=args.resume,
         tta=args.tta,
