@@ -425,6 +425,7 @@ def load_fuser(uri: str | os.PathLike[str]) -> StackingFuser:
         from common.tracking import setup_tracking
 
         setup_tracking()
+        os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
         import mlflow
 
         if not text.startswith("runs:/"):

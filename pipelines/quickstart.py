@@ -187,13 +187,55 @@ def _write_l4s(folder: Path, ids: np.ndarray, images: np.ndarray, masks: np.ndar
     return folder
 
 
+def train_imagery_crossfit(cfg: QuickstartConfig, train: Any, uri: str) -> dict[str, Any]:
+    """2-fold cross-fitted imagery training on the training regions (see the module docstring).
+
+    Uses ``imagery.evaluate.train_fold`` per fold (one nested MLflow run each) like
+    ``pipelines.train_imagery --folds 2``, but without the PyTorch flavour export (``log_flavour=False``,
+    the slowest step on CPU); each fold still logs ``segmenter/`` (state dict + JSON metadata), which is
+    what ``imagery.serving.load_segmenter`` reads. The parent run logs ``oof_predictions.csv``.
+    Returns ``run_id``, ``model_uris`` (one per fold) and ``oof``.
+    """
+    import mlflow
+
+    from common.fingerprint import fingerprint_array
+    from imagery.config import DataConfig, ModelConfig, OptimConfig, TrainConfig
+    from imagery.dataset import PatchSet
+    from imagery.evaluate import kfold_positions, train_fold
+
+    tcfg = TrainConfig(
+        model=ModelConfig(cfg.imagery_model, cfg.imagery_channels, cfg.imagery_head, None, None, cfg.imagery_width),
+        optim=OptimConfig(lr=cfg.imagery_lr, schedule="constant"),
+        data=DataConfig(path="paired-synthetic", folds=2),
+        epochs=cfg.imagery_epochs, batch_size=cfg.imagery_batch_size, seed=cfg.seed, device="cpu",
+        n_overlays=0, progress=cfg.progress,
+    ).validate()
+    patches = PatchSet(train.images, train.masks, train.region_ids)
+    with tracked_run(cfg.experiment, tcfg, run_name="imagery", tracking_uri=uri) as parent:
+        log_fingerprint(fingerprint_array(train.images, source=f"paired(n={cfg.n_regions},seed={cfg.seed}) train patches"))
+        uris, oofs = [], []
+        for i, (tr, te) in enumerate(kfold_positions(patches.ids, 2, cfg.seed)):
+            with tracked_run(cfg.experiment, tcfg, run_name=f"imagery-fold{i}", nested=True, tags={"fold": str(i)}):
+                mlflow.log_params({"fold_index": i, "n_train": len(tr), "n_test": len(te)})
+                res = train_fold(tcfg, patches.subset(tr), patches.subset(te), i, log_flavour=False)
+            uris.append(res.model_uri)
+            oofs.append(res.oof)
+        oof = pd.concat(oofs, ignore_index=True)[["region_id", "y_true", "p_oof", "fold"]]
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / "oof_predictions.csv"
+            with atomic_write(path) as fh:
+                oof.to_csv(fh, index=False)
+            mlflow.log_artifact(str(path))
+        return {"run_id": parent.info.run_id, "model_uris": uris, "oof": oof}
+
+
 def run(cfg: QuickstartConfig, log: Callable[[str], None] = print) -> dict[str, Any]:
     """Run the whole job; returns run ids, the metrics table and timings."""
     import mlflow
     from sklearn.model_selection import train_test_split
 
     from fusion.paired import PairedConfig, make_paired_regions
-    from pipelines import score_regions, train_fusion, train_imagery, train_tabular
+    from pipelines import score_regions, train_fusion, train_tabular
     from tabular.config import CVConfig, TrainTabularConfig
 
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
@@ -233,25 +275,17 @@ def run(cfg: QuickstartConfig, log: Callable[[str], None] = print) -> dict[str, 
             f"(run {tab['run_id']}, {timings['tabular_s']:.0f}s)")
 
         t0 = time.perf_counter()
-        img = train_imagery.run([
-            "--data", str(train_dir), "--layout", "plain", "--folds", "2",
-            "--model", cfg.imagery_model, "--width", str(cfg.imagery_width), "--head", cfg.imagery_head,
-            "--channels", str(cfg.imagery_channels), "--epochs", str(cfg.imagery_epochs),
-            "--lr", str(cfg.imagery_lr), "--schedule", "constant", "--batch-size", str(cfg.imagery_batch_size),
-            "--device", "cpu", "--overlays", "0", "--seed", str(cfg.seed),
-            "--experiment", cfg.experiment, "--run-name", "imagery", "--tracking-uri", uri,
-            *([] if cfg.progress else ["--no-progress"]),
-        ])
+        img = train_imagery_crossfit(cfg, train, uri)
         timings["imagery_s"] = time.perf_counter() - t0
         from sklearn.metrics import roc_auc_score
 
-        img_auc = roc_auc_score(img.oof["y_true"], img.oof["p_oof"]) if img.oof["y_true"].nunique() == 2 else float("nan")
+        img_auc = roc_auc_score(img['oof']['y_true'], img['oof']['p_oof']) if img['oof']['y_true'].nunique() == 2 else float("nan")
         log(f"[3/5] imagery model ({cfg.imagery_model}, width {cfg.imagery_width}, {cfg.imagery_epochs} epochs, 2-fold "
-            f"cross-fitting): OOF ROC-AUC {img_auc:.3f} (run {img.run_id}, {timings['imagery_s']:.0f}s)")
+            f"cross-fitting): OOF ROC-AUC {img_auc:.3f} (run {img['run_id']}, {timings['imagery_s']:.0f}s)")
 
         t0 = time.perf_counter()
         fus = train_fusion.train(
-            train_fusion.TrainFusionConfig(tabular_run=tab["run_id"], imagery_run=img.run_id, seed=cfg.seed,
+            train_fusion.TrainFusionConfig(tabular_run=tab["run_id"], imagery_run=img['run_id'], seed=cfg.seed,
                                            experiment=cfg.experiment, run_name="fusion", tracking_uri=uri),
             log=quiet,
         )
@@ -264,7 +298,7 @@ def run(cfg: QuickstartConfig, log: Callable[[str], None] = print) -> dict[str, 
         sc = score_regions.score(
             score_regions.ScoreRegionsConfig(
                 regions=str(test_csv), out=str(scores_csv), images=str(test_dir), tabular_model=tab["model_uri"],
-                imagery_model=img.model_uris[0], fusion_model=fus["fuser_uri"], masks_dir=str(out_dir / "masks"),
+                imagery_model=img['model_uris'][0], fusion_model=fus["fuser_uri"], masks_dir=str(out_dir / "masks"),
                 progress=cfg.progress, seed=cfg.seed, experiment=cfg.experiment, run_name="score", tracking_uri=uri,
             ),
             log=quiet,
@@ -290,7 +324,7 @@ def run(cfg: QuickstartConfig, log: Callable[[str], None] = print) -> dict[str, 
     log(text)
 
     with tracked_run(cfg.experiment, cfg, run_name="evaluation", tracking_uri=uri,
-                     tags={"tabular_run_id": tab["run_id"], "imagery_run_id": img.run_id,
+                     tags={"tabular_run_id": tab["run_id"], "imagery_run_id": img['run_id'],
                            "fusion_run_id": fus["run_id"], "score_run_id": sc["run_id"]}) as run:
         log_fingerprint(fingerprint_dataframe(pairs.table, source=f"paired(n={cfg.n_regions},seed={cfg.seed})"))
         metrics = {}
@@ -313,7 +347,7 @@ def run(cfg: QuickstartConfig, log: Callable[[str], None] = print) -> dict[str, 
     log(f"\ntotal {timings['total_s']:.0f}s; scores: {scores_csv}")
     log(f"compare the runs: mlflow ui --backend-store-uri {store}")
     return {"table": table, "timings": timings, "scores": str(scores_csv), "evaluation_run_id": eval_run,
-            "tabular_run_id": tab["run_id"], "imagery_run_id": img.run_id, "fusion_run_id": fus["run_id"],
+            "tabular_run_id": tab["run_id"], "imagery_run_id": img['run_id'], "fusion_run_id": fus["run_id"],
             "score_run_id": sc["run_id"], "tracking_uri": uri}
 
 

@@ -134,6 +134,9 @@ def score(cfg: ScoreRegionsConfig, log: Any = print) -> dict[str, Any]:
         raise ValueError(f"--out {out} is a folder, expected a CSV file path")
     if cfg.images is not None and not Path(cfg.images).is_dir():
         raise FileNotFoundError(f"--images folder not found: {cfg.images}")
+    import os
+
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     uri = setup_tracking(cfg.tracking_uri)
     with tracked_run(cfg.experiment, cfg, run_name=cfg.run_name, tracking_uri=uri) as run:
         table = read_region_table(cfg.regions)

@@ -129,6 +129,9 @@ def train(cfg: TrainFusionConfig, log: Any = print) -> dict[str, Any]:
 
     from fusion.stacking import FUSER_ARTIFACT, StackingFuser, read_oof, reliability_plot
 
+    import os
+
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     uri = setup_tracking(cfg.tracking_uri)
     tags = {"tabular_run_id": cfg.tabular_run, "imagery_run_id": cfg.imagery_run}
     with tracked_run(cfg.experiment, cfg, run_name=cfg.run_name, tracking_uri=uri, tags=tags) as run, \

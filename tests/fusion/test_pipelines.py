@@ -1,0 +1,159 @@
+"""train_fusion and score_regions CLIs: happy path, bad input (one-line errors, exit 2, FAILED runs)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pandas as pd
+import pytest
+
+from common.cli import run_main
+from fusion.paired import PairedConfig, make_paired_regions
+from fusion.scoring import ALL_COLUMNS
+from imagery.dataset import write_image
+from pipelines import score_regions, train_fusion
+from tests.fusion.helpers import log_oof_run, oof_pair, segmenter_folder, tabular_model_folder
+
+FEATURES = ["slope_deg", "relief_m", "rain_7d_mm", "soil_moisture", "ndvi"]
+
+
+def _fusion_runs(tracking_uri: str) -> tuple[str, str]:
+    t, i = oof_pair()
+    tab = log_oof_run("t", t, extra={"tabular_model.json": {"feature_names": FEATURES}})
+    img = log_oof_run("i", i, params={"model.channel_set": "14"})
+    return tab, img
+
+
+def _last_run(experiment: str) -> mlflow.entities.Run:
+    exp = mlflow.get_experiment_by_name(experiment)
+    return mlflow.search_runs([exp.experiment_id], output_format="list", order_by=["start_time DESC"])[0]
+
+
+def test_train_fusion_logs_fuser_with_input_runs(tracking_uri: str, capsys: pytest.CaptureFixture[str]) -> None:
+    tab, img = _fusion_runs(tracking_uri)
+    assert run_main(train_fusion.main, ["--tabular-run", tab, "--imagery-run", img, "--seed", "1"]) == 0
+    run = _last_run("train_fusion")
+    assert run.info.status == "FINISHED"
+    assert run.data.tags["tabular_run_id"] == tab and run.data.tags["imagery_run_id"] == img
+    assert {"stacker_cv_brier", "oof_brier_tabular", "oof_brier_imagery"} <= set(run.data.metrics)
+    local = mlflow.artifacts.download_artifacts(run_id=run.info.run_id, artifact_path="fuser.json")
+    meta = json.loads(Path(local).read_text())["meta"]
+    assert meta["tabular_features"] == FEATURES and meta["imagery_channel_set"] == 14
+    assert meta["tabular_run_id"] == tab
+    assert "fusion model: runs:/" in capsys.readouterr().out
+
+
+def test_train_fusion_bad_runs(tracking_uri: str, capsys: pytest.CaptureFixture[str]) -> None:
+    tab, img = _fusion_runs(tracking_uri)
+    assert run_main(train_fusion.main, ["--tabular-run", "0" * 32, "--imagery-run", img]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: tabular run") and err.count("\n") == 1
+    t, _ = oof_pair()
+    short = log_oof_run("i", t.iloc[5:])  # regions 0-4 missing
+    assert run_main(train_fusion.main, ["--tabular-run", tab, "--imagery-run", short]) == 2
+    err = capsys.readouterr().err
+    assert "missing from the imagery OOF: 0, 1, 2, 3, 4" in err and err.count("\n") == 1
+    assert _last_run("train_fusion").info.status == "FAILED"
+    with mlflow.start_run() as empty:
+        pass
+    assert run_main(train_fusion.main, ["--tabular-run", tab, "--imagery-run", empty.info.run_id]) == 2
+    assert "has no oof_predictions.csv" in capsys.readouterr().err
+
+
+@pytest.fixture
+def scoring_inputs(tmp_path: Path, tracking_uri: str) -> dict[str, Path | str]:
+    pairs = make_paired_regions(PairedConfig(n_regions=60, size=16, seed=0))
+    tab = tabular_model_folder(pairs.table, FEATURES, tmp_path / "tab")
+    seg = segmenter_folder(tmp_path / "seg")
+    for rid, img in zip(pairs.region_ids, pairs.images, strict=True):
+        write_image(tmp_path / "l4s" / "img" / f"image_{rid}.h5", img)
+    regions = tmp_path / "regions.csv"
+    pairs.table.to_csv(regions, index=False)
+    t, i = oof_pair()
+    from fusion.stacking import StackingFuser
+
+    fuser = StackingFuser().fit_oof(t, i)
+    fuser.meta_ = {"tabular_features": FEATURES, "imagery_channel_set": 14, "tabular_run_id": "tabrun"}
+    fpath = fuser.save(tmp_path / "fuser.json")
+    return {"regions": regions, "images": tmp_path / "l4s", "tab": tab, "seg": seg, "fuser": fpath, "tmp": tmp_path}
+
+
+def _argv(inp: dict[str, Path | str], out: Path, **over: str) -> list[str]:
+    args = {"--regions": inp["regions"], "--images": inp["images"], "--tabular-model": inp["tab"],
+            "--imagery-model": inp["seg"], "--fusion-model": inp["fuser"], "--out": out}
+    args.update(over)
+    argv = [x for k, v in args.items() for x in (k, str(v))]
+    return [*argv, "--no-progress", "--batch-size", "16"]
+
+
+def test_score_regions_end_to_end(scoring_inputs: dict[str, Path | str], capsys: pytest.CaptureFixture[str]) -> None:
+    out = Path(scoring_inputs["tmp"]) / "scores.csv"
+    (Path(scoring_inputs["images"]) / "img" / "image_7.h5").unlink()  # documented fallback
+    assert run_main(score_regions.main, _argv(scoring_inputs, out)) == 0
+    df = pd.read_csv(out)
+    assert list(df.columns) == list(ALL_COLUMNS) and len(df) == 60
+    assert df["p_fused"].between(0, 1).all() and df["p_tabular"].between(0, 1).all()
+    row = df.set_index("region_id").loc[7]
+    assert row["evidence"] == "tabular_only" and "image_7.h5" in row["note"] and np.isnan(row["p_imagery"])
+    assert (df["evidence"] == "both").sum() == 59
+    assert df["top_features"].str.count(";").eq(2).all()
+    assert df.loc[df.evidence == "both", "mask_path"].map(lambda p: Path(p).is_file()).all()
+    run = _last_run("score_regions")
+    assert run.info.status == "FINISHED" and run.data.metrics["evidence_tabular_only"] == 1
+    assert "scored 60 region(s)" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("mutate", "message"),
+    [
+        (lambda t: pd.concat([t, t.iloc[[3]]]), "duplicate region_id 3"),
+        (lambda t: t.drop(columns=["rain_7d_mm"]), "missing column(s) rain_7d_mm needed by the tabular model"),
+        (lambda t: t.iloc[:0], "has no rows"),
+    ],
+)
+def test_score_regions_bad_tables(scoring_inputs: dict[str, Path | str], capsys: pytest.CaptureFixture[str],
+                                  mutate: object, message: str) -> None:
+    regions = Path(scoring_inputs["tmp"]) / "bad.csv"
+    mutate(pd.read_csv(scoring_inputs["regions"])).to_csv(regions, index=False)  # type: ignore[operator]
+    out = Path(scoring_inputs["tmp"]) / "scores.csv"
+    assert run_main(score_regions.main, _argv(scoring_inputs, out, **{"--regions": str(regions)})) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.startswith("error: ") and err.count("\n") == 1
+    assert not out.exists()
+    assert _last_run("score_regions").info.status == "FAILED"
+
+
+def test_score_regions_incompatible_models(scoring_inputs: dict[str, Path | str], capsys: pytest.CaptureFixture[str]) -> None:
+    tmp = Path(scoring_inputs["tmp"])
+    other = segmenter_folder(tmp / "seg23", channel_set=23)
+    out = tmp / "scores.csv"
+    assert run_main(score_regions.main, _argv(scoring_inputs, out, **{"--imagery-model": str(other)})) == 2
+    assert "channel set 14" in capsys.readouterr().err
+    pairs_table = pd.read_csv(scoring_inputs["regions"])
+    tab2 = tabular_model_folder(pairs_table, ["slope_deg", "ndvi"], tmp / "tab2")
+    assert run_main(score_regions.main, _argv(scoring_inputs, out, **{"--tabular-model": str(tab2)})) == 2
+    assert "incompatible models" in capsys.readouterr().err
+    assert run_main(score_regions.main, _argv(scoring_inputs, out, **{"--fusion-model": str(tmp / "nope.json")})) == 2
+    assert "fusion model not found" in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_score_regions_strict_images_and_missing_folder(scoring_inputs: dict[str, Path | str],
+                                                        capsys: pytest.CaptureFixture[str]) -> None:
+    tmp = Path(scoring_inputs["tmp"])
+    table = pd.read_csv(scoring_inputs["regions"])
+    table["image"] = [f"img/image_{r}.h5" for r in table.region_id]
+    regions = tmp / "with_images.csv"
+    table.to_csv(regions, index=False)
+    (Path(scoring_inputs["images"]) / "img" / "image_11.h5").write_bytes(b"garbage")
+    out = tmp / "scores.csv"
+    argv = _argv(scoring_inputs, out, **{"--regions": str(regions)})
+    assert run_main(score_regions.main, [*argv, "--strict-images"]) == 2
+    err = capsys.readouterr().err
+    assert "region 11: image unreadable" in err and "image_11.h5" in err
+    assert not out.exists()
+    assert run_main(score_regions.main, _argv(scoring_inputs, out, **{"--images": str(tmp / "nowhere")})) == 2
+    assert "--images folder not found" in capsys.readouterr().err
