@@ -54,15 +54,15 @@ class QuickstartConfig:
     """
 
     n_regions: int = 800
-    patch_size: int = 64
+    patch_size: int = 32
     test_fraction: float = 0.3
     tabular_folds: int = 5
-    imagery_model: str = "small_rau_net1"
+    imagery_model: str = "unet"
     imagery_width: int = 8
-    imagery_head: str = "dual"
+    imagery_head: str = "mono"
     imagery_channels: int = 14
-    imagery_epochs: int = 4
-    imagery_lr: float = 2e-3
+    imagery_epochs: int = 10
+    imagery_lr: float = 1e-2
     imagery_batch_size: int = 16
     n_bootstrap: int = 1000
     out_dir: str = "quickstart_out"
@@ -187,8 +187,10 @@ def _write_l4s(folder: Path, ids: np.ndarray, images: np.ndarray, masks: np.ndar
     return folder
 
 
-def train_imagery_crossfit(cfg: QuickstartConfig, train: Any, uri: str) -> dict[str, Any]:
-    """2-fold cross-fitted imagery training on the training regions (see the module docstring).
+def train_imagery_crossfit(
+    cfg: QuickstartConfig, images: np.ndarray, masks: np.ndarray, region_ids: np.ndarray, uri: str
+) -> dict[str, Any]:
+    """2-fold cross-fitted imagery training on ``images`` ``(N, 14, H, W)`` / ``masks`` ``(N, H, W)`` (see the module docstring).
 
     Uses ``imagery.evaluate.train_fold`` per fold (one nested MLflow run each) like
     ``pipelines.train_imagery --folds 2``, but without the PyTorch flavour export (``log_flavour=False``,
@@ -210,9 +212,9 @@ def train_imagery_crossfit(cfg: QuickstartConfig, train: Any, uri: str) -> dict[
         epochs=cfg.imagery_epochs, batch_size=cfg.imagery_batch_size, seed=cfg.seed, device="cpu",
         n_overlays=0, progress=cfg.progress,
     ).validate()
-    patches = PatchSet(train.images, train.masks, train.region_ids)
+    patches = PatchSet(images, masks, region_ids)
     with tracked_run(cfg.experiment, tcfg, run_name="imagery", tracking_uri=uri) as parent:
-        log_fingerprint(fingerprint_array(train.images, source=f"paired(n={cfg.n_regions},seed={cfg.seed}) train patches"))
+        log_fingerprint(fingerprint_array(images, source=f"{len(images)} training patches, seed {cfg.seed}"))
         uris, oofs = [], []
         for i, (tr, te) in enumerate(kfold_positions(patches.ids, 2, cfg.seed)):
             with tracked_run(cfg.experiment, tcfg, run_name=f"imagery-fold{i}", nested=True, tags={"fold": str(i)}):
@@ -275,7 +277,7 @@ def run(cfg: QuickstartConfig, log: Callable[[str], None] = print) -> dict[str, 
             f"(run {tab['run_id']}, {timings['tabular_s']:.0f}s)")
 
         t0 = time.perf_counter()
-        img = train_imagery_crossfit(cfg, train, uri)
+        img = train_imagery_crossfit(cfg, train.images, train.masks, train.region_ids, uri)
         timings["imagery_s"] = time.perf_counter() - t0
         from sklearn.metrics import roc_auc_score
 
