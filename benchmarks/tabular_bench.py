@@ -53,6 +53,8 @@ def _child(task: str, data_dir: str, args: dict, queue: mp.Queue) -> None:
     if task == "hgb":
         from sklearn.ensemble import HistGradientBoostingClassifier
 
+        from threadpoolctl import threadpool_limits
+
         Xa = np.asarray(X)
         base = _rss_mb()
         clf = HistGradientBoostingClassifier(
@@ -66,7 +68,8 @@ def _child(task: str, data_dir: str, args: dict, queue: mp.Queue) -> None:
             random_state=0,
         )
         t = time.perf_counter()
-        clf.fit(Xa, y)
+        with threadpool_limits(args["threads"]):  # the same OpenMP thread count as LightGBM
+            clf.fit(Xa, y)
         queue.put({"task": task, "seconds": time.perf_counter() - t, "peak_mb": _rss_mb(), "base_mb": base})
         return
     from tabular.config import LGBMParams
@@ -83,6 +86,7 @@ def _child(task: str, data_dir: str, args: dict, queue: mp.Queue) -> None:
         max_bin=255,
         early_stopping_rounds=0,
         class_balance="none",
+        num_threads=args["threads"],
     )
     df = pd.DataFrame(np.asarray(X), columns=names, copy=False)
     base = _rss_mb()
@@ -100,6 +104,7 @@ def _child(task: str, data_dir: str, args: dict, queue: mp.Queue) -> None:
 
     meta = json.loads((Path(data_dir) / "meta.json").read_text())
     clf = LandslideClassifier.from_booster(lgb.Booster(model_file=str(model_file)), meta)
+    clf.params = params
     if task == "predict":
         clf.predict_proba(df.iloc[:1000])
         t = time.perf_counter()
@@ -145,8 +150,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--leaves", type=int, default=31)
     ap.add_argument("--lr", type=float, default=0.1)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="OpenMP threads for both libraries")
     a = ap.parse_args(argv)
-    args = {"rounds": a.rounds, "leaves": a.leaves, "lr": a.lr, "shap_rows": min(a.shap_rows, a.rows)}
+    args = {"rounds": a.rounds, "leaves": a.leaves, "lr": a.lr, "shap_rows": min(a.shap_rows, a.rows), "threads": a.threads}
     with tempfile.TemporaryDirectory() as tmp:
         X, y = make_data(a.rows, a.features, a.seed)
         np.save(Path(tmp) / "X.npy", X)
@@ -155,7 +161,7 @@ def main(argv: list[str] | None = None) -> int:
         res = {t: run_task(t, tmp, args) for t in ("lgbm", "hgb", "shap", "predict")}
     cpu = platform.processor() or platform.machine()
     print(f"# tabular benchmark: {a.rows} rows x {a.features} features, {a.rounds} rounds, {a.leaves} leaves, "
-          f"lr {a.lr}; {os.cpu_count()} CPUs ({cpu}), Python {platform.python_version()}")
+          f"lr {a.lr}, {a.threads} threads each; {os.cpu_count()} CPUs ({cpu}), Python {platform.python_version()}")
     print("| measurement | time (s) | peak RSS (MB) | extra RSS (MB) | note |")
     print("|---|---|---|---|---|")
     for name, key in (("LightGBM fit (LandslideClassifier)", "lgbm"), ("HistGradientBoosting fit", "hgb")):

@@ -6,8 +6,11 @@ All fields have units or meanings stated; the dataclasses are logged whole to ML
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from typing import Literal
+
+SMALL_DATA_ROWS = 100_000
 
 
 @dataclass
@@ -19,7 +22,9 @@ class LGBMParams:
     ``early_stopping_rounds`` the patience on the inner validation split (0 disables early stopping);
     ``valid_fraction`` the share of each training fold held out for early stopping;
     ``class_balance``: ``"scale_pos_weight"`` weights positives by n_neg/n_pos, ``"none"`` leaves them.
-    ``num_threads`` 0 means LightGBM's default (all cores).
+    ``num_threads`` 0 means automatic: one thread below ``SMALL_DATA_ROWS`` rows (OpenMP start-up and
+    barrier costs exceed the gain there, and on a shared 2-core machine a 2-thread team stalls
+    whenever one core is busy: measured 14x slower on a 1k-row table), else all cores.
     """
 
     learning_rate: float = 0.05
@@ -36,7 +41,13 @@ class LGBMParams:
     class_balance: Literal["scale_pos_weight", "none"] = "scale_pos_weight"
     num_threads: int = 0
 
-    def booster_params(self, seed: int) -> dict[str, object]:
+    def threads_for(self, n_rows: int) -> int:
+        """OpenMP threads for a job on ``n_rows`` rows (see ``num_threads``)."""
+        if self.num_threads > 0:
+            return self.num_threads
+        return 1 if n_rows < SMALL_DATA_ROWS else (os.cpu_count() or 1)
+
+    def booster_params(self, seed: int, n_rows: int = 0) -> dict[str, object]:
         """The dict handed to ``lightgbm.train`` (without the class weight, set in ``fit``)."""
         return {
             "objective": "binary",
@@ -49,7 +60,7 @@ class LGBMParams:
             "bagging_freq": self.bagging_freq,
             "lambda_l2": self.lambda_l2,
             "max_bin": self.max_bin,
-            "num_threads": self.num_threads,
+            "num_threads": self.threads_for(n_rows),
             "seed": seed,
             "deterministic": True,
             "force_col_wise": True,

@@ -92,7 +92,9 @@ def cross_validate(
         t0 = time.perf_counter()
         clf = LandslideClassifier(params, seed=seed, categorical=categorical)
         clf.fit(X.iloc[tr], y[tr])
-        oof[va] = clf.booster_.predict(clf.encode(X.iloc[va], warn=False), num_iteration=clf.best_iteration_)
+        oof[va] = clf.booster_.predict(
+            clf.encode(X.iloc[va], warn=False), num_iteration=clf.best_iteration_, num_threads=clf.params.threads_for(len(va))
+        )
         n_unseen += sum(clf.last_unseen_counts_.values())
         fold_of[va] = i
         best.append(clf.best_iteration_)

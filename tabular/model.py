@@ -163,7 +163,7 @@ class LandslideClassifier:
         n_pos = int(y_arr.sum())
         n_neg = len(y_arr) - n_pos
         self.scale_pos_weight_ = n_neg / n_pos if self.params.class_balance == "scale_pos_weight" else 1.0
-        booster_params = self.params.booster_params(self.seed)
+        booster_params = self.params.booster_params(self.seed, n_rows=len(y_arr))
         booster_params["scale_pos_weight"] = self.scale_pos_weight_
         early = num_boost_round is None and self.params.early_stopping_rounds > 0
         if early:
@@ -195,7 +195,9 @@ class LandslideClassifier:
 
     def predict_proba(self, X: pd.DataFrame) -> np.ndarray:
         """``(n_rows, 2)`` array: P(no landslide), P(landslide)."""
-        p = self._booster().predict(self.encode(X), num_iteration=self.best_iteration_ or None)
+        p = self._booster().predict(
+            self.encode(X), num_iteration=self.best_iteration_ or None, num_threads=self.params.threads_for(len(X))
+        )
         return np.column_stack([1.0 - p, p])
 
     def predict(self, X: pd.DataFrame) -> np.ndarray:
@@ -206,7 +208,12 @@ class LandslideClassifier:
         """SHAP values from LightGBM's TreeSHAP (``pred_contrib=True``): ``(n_rows, n_features + 1)``
         in log-odds; the last column is the expected value (bias)."""
         return np.asarray(
-            self._booster().predict(self.encode(X), num_iteration=self.best_iteration_ or None, pred_contrib=True)
+            self._booster().predict(
+                self.encode(X),
+                num_iteration=self.best_iteration_ or None,
+                pred_contrib=True,
+                num_threads=self.params.threads_for(len(X)),
+            )
         )
 
     def explain(self, X: pd.DataFrame, top_k: int = 3) -> pd.DataFrame:
