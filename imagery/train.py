@@ -307,7 +307,8 @@ class Trainer:
         self.optimizer = build_optimizer(self.model.parameters(), cfg)
         self.scheduler = build_scheduler(self.optimizer, cfg, self.steps_per_epoch)
         self.shuffle_gen = torch.Generator().manual_seed(cfg.seed)
-        self.aug_gen = torch.Generator(device=self.train_x.device).manual_seed(cfg.seed + 1)
+        # augment_batch draws small per-sample tensors from a CPU generator and moves them to the batch's device
+        self.aug_gen = torch.Generator().manual_seed(cfg.seed + 1)
         torch.manual_seed(cfg.seed)  # dropout and initialisation-independent randomness
         self.start_epoch = 0
         self.best_score = -1.0
@@ -419,7 +420,8 @@ class Trainer:
             total += float(loss.detach()) * int(xb.shape[0])
             count += int(xb.shape[0])
             if bar is not None:
-                bar.set_postfix(loss=f"{total / count:.4f}")
+                last_f1 = self.history[-1]["val_ls_f1"] if self.history else float("nan")
+                bar.set_postfix(loss=f"{total / count:.4f}", val_f1=f"{last_f1:.3f}")
                 bar.update(1)
         if bar is not None:
             bar.close()
