@@ -185,6 +185,7 @@ def train(cfg: TrainTabularConfig, log: Callable[[str], None] = print) -> dict[s
             "threshold": res.threshold,
             "top_features": importance["feature"].head(5).tolist(),
             "seconds": elapsed,
+            "n_folds": cfg.cv.n_folds,
         }
 
 
@@ -192,7 +193,7 @@ def format_result(result: dict[str, object]) -> str:
     """The short result table printed at the end of a run."""
     summary = result["summary"]
     assert isinstance(summary, dict)
-    lines = ["", "metric      mean ± std (out-of-fold, per fold)", "---------   ----------------"]
+    lines = ["", f"metric      mean ± std over {result['n_folds']} folds (out-of-fold)", "---------   ----------------"]
     for m in METRIC_NAMES:
         lines.append(f"{m:<11} {summary[f'{m}_mean']:.3f} ± {summary[f'{m}_std']:.3f}")
     lines += [
