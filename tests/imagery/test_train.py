@@ -68,7 +68,7 @@ def test_short_training_beats_all_background_baseline() -> None:
     assert result.val_metrics["ls_f1"] >= 0.3, result.history
     assert 0.3 <= result.threshold <= 0.99
     assert result.best_score == max(h["val_ls_f1"] for h in result.history)
-    assert len(result.history) == 8 and result.val_probs.shape == data[3].shape
+    assert len(result.history) == 6 and result.val_probs.shape == data[3].shape
 
 
 def test_resume_gives_the_same_result_as_an_uninterrupted_run(tmp_path: Path) -> None:
