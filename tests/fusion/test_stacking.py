@@ -47,8 +47,8 @@ def test_fused_beats_each_base_model_on_new_data() -> None:
 
 @pytest.mark.parametrize("calibration", ["none", "sigmoid", "isotonic"])
 def test_json_round_trip_is_exact(tmp_path: Path, calibration: str) -> None:
-    t, i = _oof(400)
-    fuser = StackingFuser(calibration=calibration).fit_oof(t, i)
+    t, i = _oof(240)
+    fuser = StackingFuser(calibration=calibration, cv=2).fit_oof(t, i)
     fuser.meta_ = {"tabular_run_id": "abc"}
     path = fuser.save(tmp_path / "fuser.json")
     loaded = load_fuser(path)
@@ -69,8 +69,8 @@ def test_serialised_calibrator_matches_sklearn(method: str) -> None:
 
 
 def test_missing_modality_uses_single_modality_submodels() -> None:
-    t, i = _oof(600)
-    fuser = StackingFuser().fit_oof(t, i)
+    t, i = _oof(300)
+    fuser = StackingFuser(cv=2).fit_oof(t, i)
     X = pd.DataFrame({"p_tabular": [0.2, 0.8, np.nan, np.nan], "p_imagery": [np.nan, np.nan, 0.2, np.nan]})
     p = fuser.predict_proba(X)[:, 1]
     tab = fuser.models_["tabular_only"].predict(logit(np.array([[0.2], [0.8]])))
