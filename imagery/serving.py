@@ -5,7 +5,7 @@ What one training run stores (``log_segmenter``):
 * ``mlflow.pytorch.log_model(...)`` under the name ``model``: the PyTorch flavour (signature, input
   example, explicit ``pip_requirements``) for the MLflow UI and pyfunc users. Its pyfunc takes the
   *preprocessed* input ``(N, C, 128, 128)`` float32 and returns the landslide probability ``(N, 128, 128)``.
-  That flavour pickles the module, so this project never loads it.
+  This project never loads that copy (it may hold pickled or exported code).
 * Run artifacts ``segmenter/state_dict.pt`` (tensors only) and ``segmenter/model_meta.json`` (model
   name and constructor kwargs, channel set, band order, normaliser statistics, decision threshold,
   head, TTA/vote/morphology defaults). The same two files also travel inside the logged model
