@@ -20,7 +20,7 @@ from pathlib import Path
 import pandas as pd
 
 from common.atomic import atomic_write
-from common.cli import add_common_args, positive_int, run_main
+from common.cli import add_common_args, run_main
 from common.fingerprint import fingerprint_dataframe
 from common.tracking import log_fingerprint, setup_tracking, tracked_run
 from tabular.config import PredictTabularConfig
@@ -28,12 +28,24 @@ from tabular.config import PredictTabularConfig
 OUTPUT_SUFFIXES = (".csv",)
 
 
+def _non_negative(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m pipelines.predict_tabular", description=__doc__.splitlines()[0])
     p.add_argument("--model", required=True, help="runs:/<run_id>/model, a run id, models:/... or a model folder")
     p.add_argument("--data", required=True, help="CSV or Parquet region table with the training feature columns")
     p.add_argument("--out", required=True, help="output CSV")
-    p.add_argument("--top-k", type=positive_int, default=3, help="SHAP reasons per region (default %(default)s)")
+    p.add_argument(
+        "--top-k", type=_non_negative, default=3, help="SHAP reasons per region; 0 skips SHAP (large tables) (default %(default)s)"
+    )
     p.add_argument("--id-column", default=None, help="region id column (default: region_id if present, else the row number)")
     add_common_args(p)
     return p
@@ -67,7 +79,7 @@ def predict(cfg: PredictTabularConfig) -> dict[str, object]:
             warnings.simplefilter("ignore", UserWarning)  # unseen levels are reported below
             p = model.predict_proba(df)[:, 1]
             unseen = dict(model.last_unseen_counts_)
-            reasons = model.explain(df, top_k=cfg.top_k)
+            reasons = model.explain(df, top_k=cfg.top_k) if cfg.top_k > 0 else pd.DataFrame(index=df.index)
         result = pd.DataFrame({id_col or "region_id": ids, "p_landslide": p, "label": (p >= model.threshold_).astype(int)})
         result = pd.concat([result, reasons.reset_index(drop=True)], axis=1)
         with atomic_write(out) as fh:

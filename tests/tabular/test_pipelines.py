@@ -108,6 +108,13 @@ def test_predict_cli_writes_reasons(trained, tmp_path, capsys):
     assert preds["label"].tolist() == (preds["p_landslide"] >= model.threshold_).astype(int).tolist()
     assert np.allclose(preds["p_landslide"], model.predict_proba(new)[:, 1])
     assert "lithology': 2" in capsys.readouterr().err
+    # --top-k 0: probabilities and labels only (no SHAP, for large tables)
+    out0 = tmp_path / "p0.csv"
+    assert run_main(predict_tabular.main, ["--model", trained["result"]["model_uri"], "--data", str(data),
+                                           "--out", str(out0), "--top-k", "0", "--tracking-uri", trained["uri"]]) == 0
+    p0 = pd.read_csv(out0)
+    assert list(p0.columns) == ["region_id", "p_landslide", "label"]
+    assert np.allclose(p0["p_landslide"], preds["p_landslide"])
 
 
 # ----------------------------------------------------------------------------- bad input
