@@ -26,6 +26,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from tabular.data import load_table
+
 ID_COLUMN = "region_id"
 IMAGE_COLUMN = "image"
 LABEL_COLUMN = "landslide"
@@ -43,25 +45,12 @@ NON_FEATURE_COLUMNS: tuple[str, ...] = (
 
 
 def read_region_table(path: str | os.PathLike[str]) -> pd.DataFrame:
-    """Read and validate a region table (``.csv``, ``.parquet``/``.pq``); see :func:`validate_region_table`."""
-    p = Path(path)
-    if not p.exists():
-        raise FileNotFoundError(f"region table not found: {p}")
-    if p.is_dir():
-        raise ValueError(f"region table {p} is a folder, expected a .csv or .parquet file")
-    suffix = p.suffix.lower()
-    try:
-        if suffix == ".csv":
-            df = pd.read_csv(p)
-        elif suffix in {".parquet", ".pq"}:
-            df = pd.read_parquet(p)
-        else:
-            raise ValueError(f"region table {p} has suffix {suffix!r}, expected .csv or .parquet")
-    except pd.errors.EmptyDataError:
-        raise ValueError(f"region table {p} is empty, expected a header and at least one region") from None
-    except pd.errors.ParserError as exc:
-        raise ValueError(f"region table {p} is not valid CSV: {' '.join(str(exc).split())}") from None
-    return validate_region_table(df, str(p))
+    """Read (``.csv``, ``.parquet``/``.pq``, via :func:`tabular.data.load_table`) and validate a region table.
+
+    The reader's checks apply (missing or unreadable file, unsupported format, no rows, duplicate
+    column names), then :func:`validate_region_table`'s.
+    """
+    return validate_region_table(load_table(path), str(path))
 
 
 def validate_region_table(df: pd.DataFrame, source: str = "region table") -> pd.DataFrame:

@@ -111,7 +111,7 @@ def test_score_regions_end_to_end(scoring_inputs: dict[str, Path | str], capsys:
     [
         (lambda t: pd.concat([t, t.iloc[[3]]]), "duplicate region_id 3"),
         (lambda t: t.drop(columns=["rain_7d_mm"]), "missing column(s) rain_7d_mm needed by the tabular model"),
-        (lambda t: t.iloc[:0], "has no rows"),
+        (lambda t: t.iloc[:0], "has no data rows"),
     ],
 )
 def test_score_regions_bad_tables(scoring_inputs: dict[str, Path | str], capsys: pytest.CaptureFixture[str],
