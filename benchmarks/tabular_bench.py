@@ -1,6 +1,6 @@
 """Benchmark the tabular pipeline's LightGBM against scikit-learn's HistGradientBoostingClassifier.
 
-``python benchmarks/tabular_bench.py [--rows 1000000] [--features 40] [--shap-rows 100000]``
+``python benchmarks/tabular_bench.py [--rows 1000000] [--features 40] [--shap-rows 100000] [--only-predict]``
 
 Synthetic data: ``rows`` x ``features`` float64, label from a noisy logistic model with
 interactions. Settings are matched: the same rounds, leaves, learning rate, min leaf size, bins,
@@ -8,6 +8,12 @@ no L2, no bagging/feature subsampling, no class weight, no early stopping. Each 
 its own child process (spawn) so its peak RSS (``resource.getrusage``, which, unlike tracemalloc,
 sees LightGBM's and OpenMP's C allocations) is its own; "extra" is peak RSS minus the RSS after
 imports and loading the data (memory-mapped .npy).
+
+Prediction is measured twice on the same fitted model: ``predict_proba`` through LightGBM's Booster,
+and after ``LandslideClassifier.compile()`` (lleaves/LLVM native code; compile time reported on its
+own row, then rows/s on all rows, checked equal to the Booster's probabilities to 1e-9).
+``--only-predict`` fits the LightGBM model and measures only the two prediction rows (skips the
+HistGradientBoosting fit and SHAP, the slow parts).
 """
 
 from __future__ import annotations
@@ -112,6 +118,27 @@ def _child(task: str, data_dir: str, args: dict, queue: mp.Queue) -> None:
         s = time.perf_counter() - t
         queue.put({"task": task, "seconds": s, "rows_per_s": len(df) / s, "peak_mb": _rss_mb(), "base_mb": base})
         return
+    if task == "compiled":
+        ref = clf.predict_proba(df)[:, 1]
+        t = time.perf_counter()
+        clf.compile(num_threads=args["threads"])
+        compile_s = time.perf_counter() - t
+        clf.predict_proba(df.iloc[:1000])
+        t = time.perf_counter()
+        p = clf.predict_proba(df)[:, 1]
+        s = time.perf_counter() - t
+        queue.put(
+            {
+                "task": task,
+                "seconds": s,
+                "compile_seconds": compile_s,
+                "rows_per_s": len(df) / s,
+                "max_abs_diff": float(np.max(np.abs(p - ref))),
+                "peak_mb": _rss_mb(),
+                "base_mb": base,
+            }
+        )
+        return
     if task == "shap":
         import warnings
 
@@ -151,6 +178,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--lr", type=float, default=0.1)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="OpenMP threads for both libraries")
+    ap.add_argument(
+        "--only-predict", action="store_true", help="fit LightGBM, then measure prediction only (no HGB fit, no SHAP)"
+    )
     a = ap.parse_args(argv)
     args = {"rounds": a.rounds, "leaves": a.leaves, "lr": a.lr, "shap_rows": min(a.shap_rows, a.rows), "threads": a.threads}
     with tempfile.TemporaryDirectory() as tmp:
@@ -158,22 +188,33 @@ def main(argv: list[str] | None = None) -> int:
         np.save(Path(tmp) / "X.npy", X)
         np.save(Path(tmp) / "y.npy", y)
         del X
-        res = {t: run_task(t, tmp, args) for t in ("lgbm", "hgb", "shap", "predict")}
+        tasks = ("lgbm", "predict", "compiled") if a.only_predict else ("lgbm", "hgb", "shap", "predict", "compiled")
+        res = {t: run_task(t, tmp, args) for t in tasks}
     cpu = platform.processor() or platform.machine()
     print(f"# tabular benchmark: {a.rows} rows x {a.features} features, {a.rounds} rounds, {a.leaves} leaves, "
           f"lr {a.lr}, {a.threads} threads each; {os.cpu_count()} CPUs ({cpu}), Python {platform.python_version()}")
     print("| measurement | time (s) | peak RSS (MB) | extra RSS (MB) | note |")
     print("|---|---|---|---|---|")
     for name, key in (("LightGBM fit (LandslideClassifier)", "lgbm"), ("HistGradientBoosting fit", "hgb")):
+        if key not in res:
+            continue
         r = res[key]
         print(f"| {name} | {r['seconds']:.1f} | {r['peak_mb']:.0f} | {r['peak_mb'] - r['base_mb']:.0f} | |")
-    ratio = res["lgbm"]["seconds"] / res["hgb"]["seconds"]
-    print(f"| fit time ratio LightGBM / HGB | {ratio:.2f} | | | target <= 0.8 |")
-    s = res["shap"]
-    print(f"| SHAP TreeExplainer, {args['shap_rows']} rows | {s['seconds']:.1f} | {s['peak_mb']:.0f} | {s['peak_mb'] - s['base_mb']:.0f} | |")
-    print(f"| LightGBM pred_contrib, {args['shap_rows']} rows | {s['contrib_seconds']:.1f} | | | |")
+    if "hgb" in res:
+        ratio = res["lgbm"]["seconds"] / res["hgb"]["seconds"]
+        print(f"| fit time ratio LightGBM / HGB | {ratio:.2f} | | | target <= 0.8 |")
+    if "shap" in res:
+        s = res["shap"]
+        print(f"| SHAP TreeExplainer, {args['shap_rows']} rows | {s['seconds']:.1f} | {s['peak_mb']:.0f} | {s['peak_mb'] - s['base_mb']:.0f} | |")
+        print(f"| LightGBM pred_contrib, {args['shap_rows']} rows | {s['contrib_seconds']:.1f} | | | |")
     pr = res["predict"]
     print(f"| predict_proba, {a.rows} rows | {pr['seconds']:.2f} | {pr['peak_mb']:.0f} | {pr['peak_mb'] - pr['base_mb']:.0f} | {pr['rows_per_s']:,.0f} rows/s (target >= 500,000) |")
+    c = res["compiled"]
+    print(f"| compile (lleaves), {a.rounds} trees | {c['compile_seconds']:.2f} | | | one-off |")
+    print(
+        f"| compiled predict_proba, {a.rows} rows | {c['seconds']:.2f} | {c['peak_mb']:.0f} | {c['peak_mb'] - c['base_mb']:.0f} | "
+        f"{c['rows_per_s']:,.0f} rows/s (target >= 500,000); max |p - Booster p| = {c['max_abs_diff']:.1e} |"
+    )
     return 0
 
 

@@ -8,13 +8,25 @@ feature). At predict time a level never seen in training, like a missing value, 
 column is kept in ``last_unseen_counts_`` and reported with a ``UserWarning``.
 
 Probabilities are P(landslide) in [0, 1]; SHAP contributions are in log-odds (raw score) units.
+
+Optional compiled prediction (:meth:`LandslideClassifier.compile`): the Booster's text model, cut at
+``best_iteration_``, is compiled to native code with lleaves (LLVM). ``predict_proba`` then uses it
+with the same column matching and encoding (a float64 matrix in ``feature_names_`` order; categorical
+columns as integer level codes, missing / unseen levels as NaN). lleaves applies the same rules as
+LightGBM's categorical splits (NaN and negative codes go right, a code is "left" when its bit is set
+in the split's bitset) and the binary objective's sigmoid, so its output equals ``Booster.predict``
+to floating-point rounding. ``contributions`` / ``explain`` always use the Booster.
 """
 
 from __future__ import annotations
 
+import hashlib
 import math
+import os
+import tempfile
 import warnings
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import lightgbm as lgb
@@ -25,6 +37,7 @@ from sklearn.model_selection import train_test_split
 from tabular.config import LGBMParams
 
 METADATA_VERSION = 1
+_COMPILE_OPTIONS = "lleaves fp64 blocksize=34 O3 inline codemodel=large"  # part of the compile cache key
 
 
 def level_strings(series: pd.Series) -> pd.Series:
@@ -38,6 +51,62 @@ def level_strings(series: pd.Series) -> pd.Series:
         return str(v).strip()
 
     return out.where(~mask, out[mask].map(fmt)) if mask.any() else out
+
+
+def _compile_lleaves(model: Any, cache: Path | None) -> None:
+    """Compile an uncompiled ``lleaves.Model`` in place (what ``Model.compile()`` does).
+
+    lleaves 1.3.0's ``Model.compile`` optimizes with llvmlite's legacy ``PassManagerBuilder``, which
+    llvmlite 0.45+ removed (``AttributeError`` with the pinned llvmlite 0.50). This builds the same
+    LLVM module with lleaves' own parser and code generator (fp64, cache block size 34, binary
+    objective applied, i.e. probabilities), optimizes it with llvmlite's new pass manager at O3
+    with inlining, and JIT-links it for the host CPU with MCJIT as lleaves does (``cache``:
+    object-code file to load if it exists, else written after compiling). No fast-math flags: the
+    trees are summed in order, as LightGBM does.
+    """
+    import llvmlite.binding as llvm
+    import llvmlite.ir
+    from lleaves.compiler.ast import parse_to_ast
+    from lleaves.compiler.codegen import gen_forest
+    from lleaves.lleaves import get_entry_func_type
+
+    llvm.initialize_native_target()  # llvm.initialize() (called by lleaves) now raises
+    llvm.initialize_native_asmprinter()
+    try:
+        features = llvm.get_host_cpu_features().flatten()
+    except RuntimeError:
+        features = ""
+    tm = llvm.Target.from_triple(llvm.get_process_triple()).create_target_machine(
+        cpu=llvm.get_host_cpu_name(), features=features, reloc="pic", codemodel="large"
+    )
+    root = "forest_root"
+    cached = cache is not None and cache.exists()
+    if cached:
+        module = llvm.parse_assembly("")  # the object code comes from the cache
+    else:
+        forest = parse_to_ast(model.model_file)
+        forest.raw_score = False
+        ir_module = llvmlite.ir.Module(name="forest")
+        gen_forest(forest, ir_module, 34, root, True)
+        ir_module.triple = llvm.get_process_triple()
+        module = llvm.parse_assembly(str(ir_module))
+        module.verify()
+        pto = llvm.create_pipeline_tuning_options(speed_level=3)
+        pto.inlining_threshold = 1
+        pb = llvm.create_pass_builder(tm, pto)
+        pb.getModulePassManager().run(module, pb)
+    engine = llvm.create_mcjit_compiler(module, tm)
+    if cache is not None:
+        if cached:
+            engine.set_object_cache(getbuffer_func=lambda _m: cache.read_bytes())
+        else:
+            engine.set_object_cache(notify_func=lambda _m, buf: cache.write_bytes(buf))
+    engine.finalize_object()
+    engine.run_static_constructors()
+    model.use_fp64 = True
+    model._execution_engine = engine  # keeps the code alive
+    model._c_entry_func = get_entry_func_type(True)(engine.get_function_address(root))
+    model.is_compiled = True
 
 
 class LandslideClassifier:
@@ -71,6 +140,9 @@ class LandslideClassifier:
         self.best_iteration_: int = 0
         self.scale_pos_weight_: float = 1.0
         self.last_unseen_counts_: dict[str, int] = {}
+        self.compiled_: Any | None = None  # lleaves.Model after compile()
+        self.compiled_threads_: int | None = None
+        self._compiled_for: tuple[lgb.Booster, int] | None = None  # (booster_, best_iteration_) compiled
 
     # ------------------------------------------------------------------ encoding
     def _learn_schema(self, X: pd.DataFrame) -> None:
@@ -185,6 +257,8 @@ class LandslideClassifier:
             booster = lgb.train(booster_params, self._dataset(Xe, y_arr), num_boost_round=rounds)
             self.best_iteration_ = rounds
         self.booster_ = booster
+        self.compiled_ = None
+        self._compiled_for = None
         return self
 
     # ------------------------------------------------------------------ inference
@@ -193,11 +267,92 @@ class LandslideClassifier:
             raise ValueError("model is not fitted")
         return self.booster_
 
-    def predict_proba(self, X: pd.DataFrame) -> np.ndarray:
-        """``(n_rows, 2)`` array: P(no landslide), P(landslide)."""
-        p = self._booster().predict(
-            self.encode(X), num_iteration=self.best_iteration_ or None, num_threads=self.params.threads_for(len(X))
+    def compile(self, cache_dir: str | Path | None = None, *, num_threads: int | None = None) -> LandslideClassifier:
+        """Compile the trees to native code with lleaves; afterwards ``predict_proba`` uses it.
+
+        Opt-in: compiling costs seconds (roughly proportional to the number of trees). The model text
+        is cut at ``best_iteration_`` so the compiled forest holds exactly the trees
+        ``Booster.predict(num_iteration=best_iteration_)`` uses.
+
+        ``cache_dir``: folder for the compiled object code, keyed by a hash of the model text, the
+        lleaves / llvmlite versions and the host CPU (name and features), so a later call on the
+        same model and machine loads it instead of compiling. ``num_threads``: prediction threads
+        (None: ``params.threads_for(n_rows)``, i.e. 1 below 100k rows, all cores above).
+        Returns ``self``. Raises ValueError when the model is not fitted or ``num_threads < 1``.
+        """
+        import llvmlite
+        import llvmlite.binding as llvm_binding
+        import lleaves
+        from importlib.metadata import version
+
+        if num_threads is not None and num_threads < 1:
+            raise ValueError(f"num_threads must be >= 1 or None, got {num_threads}")
+        booster = self._booster()
+        text = booster.model_to_string(num_iteration=self.best_iteration_ or None)
+        try:
+            cpu_features = llvm_binding.get_host_cpu_features().flatten()
+        except RuntimeError:
+            cpu_features = ""
+        key_src = "\n".join(
+            [text, _COMPILE_OPTIONS, version("lleaves"), llvmlite.__version__, llvm_binding.get_host_cpu_name(), cpu_features]
         )
+        key = hashlib.sha256(key_src.encode("utf-8")).hexdigest()[:24]
+        with tempfile.TemporaryDirectory(prefix="lleaves_") as tmp:
+            model_file = Path(tmp) / "model.txt"
+            model_file.write_text(text, encoding="utf-8")
+            model = lleaves.Model(model_file=str(model_file))
+            if cache_dir is None:
+                _compile_lleaves(model, None)
+            else:
+                cache = Path(cache_dir)
+                cache.mkdir(parents=True, exist_ok=True)
+                target = cache / f"lleaves_{key}.o"
+                if target.exists():
+                    _compile_lleaves(model, target)
+                else:
+                    obj = Path(tmp) / "model.o"  # lleaves writes it once compiled; publish atomically
+                    _compile_lleaves(model, obj)
+                    fd, part = tempfile.mkstemp(dir=cache, prefix=f".{target.name}.", suffix=".part")
+                    try:
+                        with os.fdopen(fd, "wb") as fh:
+                            fh.write(obj.read_bytes())
+                        os.replace(part, target)
+                    except BaseException:
+                        Path(part).unlink(missing_ok=True)
+                        raise
+        n_iter = booster.current_iteration()
+        expected_trees = booster.num_model_per_iteration() * (min(self.best_iteration_, n_iter) if self.best_iteration_ else n_iter)
+        if model.num_trees() != expected_trees or model.num_feature() != len(self.feature_names_):
+            raise ValueError(
+                f"compiled model has {model.num_trees()} trees / {model.num_feature()} features, expected "
+                f"{expected_trees} / {len(self.feature_names_)}"
+            )
+        self.compiled_ = model
+        self.compiled_threads_ = num_threads
+        self._compiled_for = (booster, self.best_iteration_)
+        return self
+
+    @property
+    def is_compiled(self) -> bool:
+        """True when ``predict_proba`` uses the compiled (lleaves) forest."""
+        return self.compiled_ is not None
+
+    def _predict_positive(self, Xe: np.ndarray) -> np.ndarray:
+        """P(landslide) for an encoded matrix, compiled when available, else ``Booster.predict``."""
+        n = len(Xe)
+        if self.compiled_ is not None:
+            done = self._compiled_for
+            if done is None or done[0] is not self.booster_ or done[1] != self.best_iteration_:
+                raise ValueError("the compiled model is stale (booster or best_iteration_ changed); call compile() again")
+            if n == 0:
+                return np.empty(0, dtype=np.float64)
+            threads = self.compiled_threads_ or self.params.threads_for(n)
+            return np.asarray(self.compiled_.predict(np.ascontiguousarray(Xe, dtype=np.float64), n_jobs=threads))
+        return self._booster().predict(Xe, num_iteration=self.best_iteration_ or None, num_threads=self.params.threads_for(n))
+
+    def predict_proba(self, X: pd.DataFrame) -> np.ndarray:
+        """``(n_rows, 2)`` array: P(no landslide), P(landslide) (compiled forest after :meth:`compile`)."""
+        p = self._predict_positive(self.encode(X))
         return np.column_stack([1.0 - p, p])
 
     def predict(self, X: pd.DataFrame) -> np.ndarray:
