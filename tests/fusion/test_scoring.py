@@ -102,7 +102,7 @@ def test_region_table_errors(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="duplicate region_id 2"):
         read_region_table(p)
     pd.DataFrame({"region_id": [], "slope_deg": []}).to_csv(p, index=False)
-    with pytest.raises(ValueError, match="no rows"):
+    with pytest.raises(ValueError, match="no data rows"):
         read_region_table(p)
     p.write_text("")
     with pytest.raises(ValueError, match="empty"):
