@@ -203,7 +203,7 @@ def train_imagery_crossfit(
 ) -> dict[str, Any]:
     """2-fold cross-fitted imagery training on ``images`` ``(N, 14, H, W)`` / ``masks`` ``(N, H, W)`` (see the module docstring).
 
-    Uses ``imagery.evaluate.train_fold`` per fold (one nested MLflow run each) like
+    Uses ``imagery.experiment.train_fold`` per fold (one nested MLflow run each) like
     ``pipelines.train_imagery --folds 2``, but without the PyTorch flavour export (``log_flavour=False``,
     the slowest step on CPU); each fold still logs ``segmenter/`` (state dict + JSON metadata), which is
     what ``imagery.serving.load_segmenter`` reads. The parent run logs ``oof_predictions.csv``.
@@ -214,7 +214,7 @@ def train_imagery_crossfit(
     from common.fingerprint import fingerprint_array
     from imagery.config import DataConfig, ModelConfig, OptimConfig, TrainConfig
     from imagery.dataset import PatchSet
-    from imagery.evaluate import kfold_positions, train_fold
+    from imagery.experiment import kfold_positions, train_fold
 
     tcfg = TrainConfig(
         model=ModelConfig(cfg.imagery_model, cfg.imagery_channels, cfg.imagery_head, None, None, cfg.imagery_width),
@@ -268,7 +268,6 @@ def run(cfg: QuickstartConfig, log: Callable[[str], None] = print) -> dict[str, 
         train_csv, test_csv = tmp / "train_regions.csv", tmp / "test_regions.csv"
         train.table.to_csv(train_csv, index=False)
         test.table.to_csv(test_csv, index=False)
-        train_dir = _write_l4s(tmp / "l4s_train", train.region_ids, train.images, train.masks)
         test_dir = _write_l4s(tmp / "l4s_test", test.region_ids, test.images, None)
         timings["generate_s"] = time.perf_counter() - t0
         clouded = float((pairs.latent["cloud_fraction"] > 0).mean())

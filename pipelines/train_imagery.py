@@ -137,7 +137,7 @@ def run(argv: Sequence[str] | None = None) -> Outcome:
 
     from common.seed import seed_everything
     from common.tracking import setup_tracking, tracked_run
-    from imagery.evaluate import run_folds
+    from imagery.experiment import run_folds
 
     args = build_parser().parse_args(argv)
     cfg = config_from_args(args)
