@@ -171,6 +171,17 @@ class LandslideClassifier:
         missing = [c for c in self.feature_names_ if c not in X.columns]
         if missing:
             raise ValueError(f"input is missing feature columns {missing} (the model was trained on {self.feature_names_})")
+        if not self.categorical_levels_:
+            sub = X[self.feature_names_]
+            if sub.shape[1] == len(self.feature_names_) and all(dt == np.float64 for dt in sub.dtypes):
+                # all-float64 numeric table: the frame's own C-ordered block when it has one (no copy;
+                # returned read-only so the caller's table cannot be changed through it), else one copy
+                block = np.ascontiguousarray(sub.to_numpy(dtype=np.float64))
+                if len(sub.columns) and np.may_share_memory(block, sub.iloc[:, 0].to_numpy()):
+                    block = block.view()
+                    block.flags.writeable = False
+                self.last_unseen_counts_ = {}
+                return block
         out = np.empty((len(X), len(self.feature_names_)), dtype=np.float64)
         unseen: dict[str, int] = {}
         for j, col in enumerate(self.feature_names_):
@@ -186,6 +197,9 @@ class LandslideClassifier:
                     unseen[col] = n_unseen
                 out[:, j] = codes.to_numpy(dtype=float)
             else:
+                if s.dtype == np.float64:  # no copy (na_value= would copy the column first; NaN stays NaN)
+                    out[:, j] = s.to_numpy()
+                    continue
                 if pd.api.types.is_bool_dtype(s) or pd.api.types.is_numeric_dtype(s):
                     out[:, j] = s.to_numpy(dtype=float, na_value=np.nan)
                     continue

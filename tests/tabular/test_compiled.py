@@ -153,3 +153,20 @@ def test_predict_cli_compiled_matches_default(data: tuple[pd.DataFrame, np.ndarr
     assert runs["metrics.compile_seconds"].notna().sum() == 1
     assert "--compiled" in predict_tabular.build_parser().format_help()
     assert run_main(predict_tabular.main, [*argv, "--compile-cache", str(tmp_path / "cc")]) == 2
+
+
+def test_all_float_table_encodes_without_copy_and_read_only() -> None:
+    rng = np.random.default_rng(1)
+    X = rng.standard_normal((3000, 6))
+    X[rng.uniform(size=X.shape) < 0.05] = np.nan
+    y = (np.nan_to_num(X[:, 0]) + rng.normal(0, 0.5, 3000) > 0).astype(int)
+    df = pd.DataFrame(X, columns=[f"f{i}" for i in range(6)], copy=False)
+    clf = LandslideClassifier(SMALL, seed=2, categorical=[]).fit(df, y)
+    Xe = clf.encode(df)
+    np.testing.assert_array_equal(Xe, X)
+    assert not Xe.flags.writeable  # a view of the caller's data must not be writable
+    shuffled = df[df.columns[::-1]].assign(extra="x")  # reordered + extra column: a fresh matrix
+    np.testing.assert_array_equal(clf.encode(shuffled), X)
+    expected = clf.predict_proba(shuffled)
+    clf.compile()
+    np.testing.assert_allclose(clf.predict_proba(df), expected, rtol=0, atol=1e-9)
