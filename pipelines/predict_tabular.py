@@ -20,7 +20,6 @@ import os
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
@@ -32,14 +31,6 @@ from common.tracking import log_fingerprint, setup_tracking, tracked_run
 from tabular.config import PredictTabularConfig
 
 OUTPUT_SUFFIXES = (".csv",)
-
-
-@dataclass
-class PredictTabularRunConfig(PredictTabularConfig):
-    """:class:`PredictTabularConfig` plus the compiled-prediction options of this CLI."""
-
-    compiled: bool = False
-    compile_cache: str | None = None
 
 
 def _non_negative(text: str) -> int:
@@ -144,7 +135,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.compile_cache is not None and not args.compiled:
         raise ValueError("--compile-cache needs --compiled")
-    cfg = PredictTabularRunConfig(
+    cfg = PredictTabularConfig(
         model=args.model,
         data=args.data,
         out=args.out,

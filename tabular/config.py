@@ -113,3 +113,5 @@ class PredictTabularConfig:
     experiment: str = "predict_tabular"
     run_name: str | None = None
     tracking_uri: str | None = None
+    compiled: bool = False  # compile the trees to native code (lleaves) before predicting
+    compile_cache: str | None = None  # folder reusing compiled object code across runs
