@@ -10,7 +10,7 @@ Measured (best of ``--repeats`` runs, after one warm-up):
   segmenter batch size; the target is fused >= 90% of the bare speed.
 
 ``python benchmarks/scoring_bench.py [--n-tabular 100000] [--n-patches 64] [--patch-size 128]``
-prints a Markdown table (paste into ``benchmarks/RESULTS_scoring.md``).
+prints a Markdown table (paste into ``benchmarks/RESULTS.md``).
 """
 
 from __future__ import annotations

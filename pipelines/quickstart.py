@@ -57,7 +57,7 @@ class QuickstartConfig:
     U-Net width 8, 32 px, lr 1e-2, shared 2-core CPU): 6 epochs at batch 16 stayed at chance (OOF
     ROC-AUC 0.53); 8 epochs at batch 8 reached OOF 0.70 (44 s total on the idle VM); 10 epochs at batch
     16 reached OOF 0.97 (38 s total on the idle VM, 329 s when the VM was loaded about 4x). These runs
-    also printed the held-out table, so the choice was not blind to it (see benchmarks/RESULTS_scoring.md).
+    also printed the held-out table, so the choice was not blind to it (see benchmarks/RESULTS.md).
     The paired generator was not changed. The model was then switched to the project's own design
     (small RAU-Net 1 at width 8, multi-resolution head, the 23 engineered channels) so that the main job
     demonstrates the product; on the idle VM that costs 80 s in all (held-out numbers in the README).
