@@ -60,7 +60,7 @@ class QuickstartConfig:
     also printed the held-out table, so the choice was not blind to it (see benchmarks/RESULTS.md).
     The paired generator was not changed. The model was then switched to the project's own design
     (small RAU-Net 1 at width 8, multi-resolution head, the 23 engineered channels) so that the main job
-    demonstrates the product; on the idle VM that costs 80 s in all (held-out numbers in the README).
+    demonstrates the product; on the idle VM that costs 85 s in all (held-out numbers in the README).
     """
 
     n_regions: int = 800
