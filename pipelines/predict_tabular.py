@@ -25,22 +25,12 @@ from pathlib import Path
 import pandas as pd
 
 from common.atomic import atomic_write
-from common.cli import add_common_args, run_main
+from common.cli import add_common_args, non_negative_int, run_main
 from common.fingerprint import fingerprint_dataframe
 from common.tracking import log_fingerprint, setup_tracking, tracked_run
 from tabular.config import PredictTabularConfig
 
 OUTPUT_SUFFIXES = (".csv",)
-
-
-def _non_negative(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}")
-    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -49,7 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", required=True, help="CSV or Parquet region table with the training feature columns")
     p.add_argument("--out", required=True, help="output CSV")
     p.add_argument(
-        "--top-k", type=_non_negative, default=3, help="SHAP reasons per region; 0 skips SHAP (large tables) (default %(default)s)"
+        "--top-k", type=non_negative_int, default=3, help="SHAP reasons per region; 0 skips SHAP (large tables) (default %(default)s)"
     )
     p.add_argument("--id-column", default=None, help="region id column (default: region_id if present, else the row number)")
     p.add_argument(
