@@ -23,8 +23,9 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +33,7 @@ from common.cli import add_common_args, positive_int, run_main, unit_float
 from common.fingerprint import fingerprint_dataframe
 from common.tracking import log_fingerprint, setup_tracking, tracked_run
 from fusion.crosscheck import POLICIES
+from fusion.scoring import ScoringConfig
 
 EXPERIMENT = "score_regions"
 
@@ -47,14 +49,7 @@ class ScoreRegionsConfig:
     imagery_model: str | None = None
     fusion_model: str | None = None
     masks_dir: str | None = None
-    policy: str = "stacked"
-    batch_size: int = 512
-    imagery_batch_size: int = 16
-    top_k: int = 3
-    write_masks: bool = True
-    strict_images: bool = False
-    imagery_weight: float = 0.5
-    weighted_threshold: float = 0.5
+    scoring: ScoringConfig = field(default_factory=ScoringConfig)
     resume: bool = False
     progress: bool = True
     device: str = "cpu"
@@ -96,9 +91,12 @@ def config_from_args(args: argparse.Namespace) -> ScoreRegionsConfig:
     return ScoreRegionsConfig(
         regions=args.regions, out=args.out, images=args.images, tabular_model=args.tabular_model,
         imagery_model=args.imagery_model, fusion_model=args.fusion_model, masks_dir=args.masks_dir,
-        policy=args.policy, batch_size=args.batch_size, imagery_batch_size=args.imagery_batch_size,
-        top_k=args.top_k, write_masks=not args.no_masks, strict_images=args.strict_images,
-        imagery_weight=args.imagery_weight, weighted_threshold=args.weighted_threshold, resume=args.resume,
+        scoring=ScoringConfig(
+            policy=args.policy, batch_size=args.batch_size, imagery_batch_size=args.imagery_batch_size,
+            top_k=args.top_k, write_masks=not args.no_masks, strict_images=args.strict_images,
+            imagery_weight=args.imagery_weight, weighted_threshold=args.weighted_threshold,
+        ),
+        resume=args.resume,
         progress=not args.no_progress, device=args.device, seed=args.seed,
         experiment=args.experiment or EXPERIMENT, run_name=args.run_name, tracking_uri=args.tracking_uri,
     )
@@ -127,7 +125,7 @@ def score(cfg: ScoreRegionsConfig, log: Any = print) -> dict[str, Any]:
     import mlflow
 
     from fusion.regions import read_region_table
-    from fusion.scoring import RegionScorer, ScoringConfig, score_table
+    from fusion.scoring import RegionScorer, score_table
 
     out = Path(cfg.out)
     if out.is_dir():
@@ -144,15 +142,7 @@ def score(cfg: ScoreRegionsConfig, log: Any = print) -> dict[str, Any]:
         tab, seg, fus = load_models(cfg)
         if fus is not None:
             mlflow.set_tags({f"input_{k}": str(v) for k, v in fus.meta_.items() if k.endswith("run_id")})
-        scorer = RegionScorer(
-            tab, seg, fus,
-            ScoringConfig(
-                policy=cfg.policy, batch_size=cfg.batch_size, imagery_batch_size=cfg.imagery_batch_size,
-                top_k=cfg.top_k, write_masks=cfg.write_masks, strict_images=cfg.strict_images,
-                imagery_weight=cfg.imagery_weight, weighted_threshold=cfg.weighted_threshold,
-            ),
-        )
-        import time
+        scorer = RegionScorer(tab, seg, fus, cfg.scoring)
 
         t0 = time.perf_counter()
         info = score_table(table, scorer, out, cfg.images, cfg.masks_dir, resume=cfg.resume, progress=cfg.progress)
