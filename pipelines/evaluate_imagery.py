@@ -17,24 +17,19 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from common.cli import add_common_args, positive_int, run_main, unit_float
-from imagery.config import MORPHOLOGY, TTA_MODES, EvalConfig
+from common.cli import add_common_args, run_main
+from imagery.config import EvalConfig
+from pipelines._segmenter_args import add_segmenter_args
 
 EXPERIMENT = "imagery-evaluate"
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m pipelines.evaluate_imagery", description=__doc__.split("\n\n")[0])
-    p.add_argument("--model", required=True, help="segmenter URI: runs:/<run_id>[/segmenter], models:/... or a folder")
     p.add_argument("--data", required=True, help="L4S folder (official/hf/plain layout) or prepare_imagery cache")
     p.add_argument("--split", default="test", help="train, validation or test (default test)")
     p.add_argument("--layout", default=None, help="force the layout: official, hf, plain or cache")
-    p.add_argument("--tta", choices=TTA_MODES, default=None, help="test-time augmentation (default: stored with the model)")
-    p.add_argument("--vote", action=argparse.BooleanOptionalAction, default=None, help="vote over the multi-resolution outputs")
-    p.add_argument("--morphology", choices=MORPHOLOGY, default=None, help="opening/closing of the mask")
-    p.add_argument("--threshold", type=unit_float, default=None, help="override the stored threshold")
-    p.add_argument("--batch-size", type=positive_int, default=16)
-    p.add_argument("--device", default="auto")
+    add_segmenter_args(p)
     add_common_args(p)
     return p
 

@@ -21,25 +21,20 @@ import numpy as np
 import pandas as pd
 
 from common.atomic import atomic_write
-from common.cli import add_common_args, positive_int, run_main, unit_float
-from imagery.config import MORPHOLOGY, TTA_MODES, PredictConfig
+from common.cli import add_common_args, run_main
+from imagery.config import PredictConfig
+from pipelines._segmenter_args import add_segmenter_args
 
 EXPERIMENT = "imagery-predict"
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m pipelines.predict_imagery", description=__doc__.split("\n\n")[0])
-    p.add_argument("--model", required=True, help="segmenter URI: runs:/<run_id>[/segmenter], models:/... or a folder")
     p.add_argument("--input", required=True, help="image_N.h5, a folder of them, or a scene .npy/.h5 (H, W, 14)")
     p.add_argument("--out", required=True, help="output folder")
-    p.add_argument("--tta", choices=TTA_MODES, default=None, help="test-time augmentation (default: stored with the model)")
-    p.add_argument("--vote", action=argparse.BooleanOptionalAction, default=None)
-    p.add_argument("--morphology", choices=MORPHOLOGY, default=None)
-    p.add_argument("--threshold", type=unit_float, default=None, help="override the stored threshold")
-    p.add_argument("--batch-size", type=positive_int, default=16)
     p.add_argument("--overlap", type=int, default=32, help="tile overlap for scenes, px (0 <= overlap < 128)")
     p.add_argument("--no-overlays", action="store_true", help="skip the overlay PNGs")
-    p.add_argument("--device", default="auto")
+    add_segmenter_args(p)
     add_common_args(p)
     return p
 
