@@ -62,6 +62,13 @@ def fingerprint_array(arr: np.ndarray, source: str = "") -> Fingerprint:
     """Hash the bytes, dtype and shape of an array; ``rows`` = first dimension."""
     h = hashlib.sha256()
     h.update(str(arr.dtype).encode() + str(arr.shape).encode())
-    h.update(np.ascontiguousarray(arr).tobytes())
+    if arr.ndim == 0:
+        h.update(arr.tobytes())
+    else:
+        # Slice by slice, so a large (memory-mapped) array is never copied whole into memory.
+        row_bytes = max(1, arr[0:1].nbytes)
+        step = max(1, (64 << 20) // row_bytes)
+        for start in range(0, arr.shape[0], step):
+            h.update(memoryview(np.ascontiguousarray(arr[start : start + step])).cast("B"))
     cols = int(np.prod(arr.shape[1:])) if arr.ndim > 1 else 1
     return Fingerprint(h.hexdigest(), int(arr.shape[0]) if arr.ndim else 1, cols, source)
