@@ -103,11 +103,13 @@ def train_fold(cfg: TrainConfig, train_set: Any, test_set: Any | None, fold: int
     if len(va_pos) == 0 or len(tr_pos) == 0:
         raise ValueError(f"--val-fraction {cfg.data.val_fraction} leaves an empty split of {len(train_set)} patches")
     tr, va = train_set.subset(tr_pos), train_set.subset(va_pos)
-    normalizer = fit_normalizer(cfg.data.normalize, np.asarray(tr.images), cfg.model.channel_set)
-    pre = Preprocessor(cfg.model.channel_set, normalizer)
+    pre = Preprocessor(cfg.model.channel_set)
     with torch.no_grad():
-        tx = pre.transform_all(np.asarray(tr.images), device)
+        tx = pre.transform_all(np.asarray(tr.images), device)  # engineered once, normalised in place below
+        pre.normalizer = fit_normalizer(cfg.data.normalize, tx)
+        tx = pre.normalize(tx)
         vx = pre.transform_all(np.asarray(va.images), device)
+    normalizer = pre.normalizer
     torch.manual_seed(cfg.seed + fold)
     model = create_model(cfg.model.name, **cfg.model.create_kwargs())
     loss_params = {"alpha": cfg.loss.alpha} if cfg.loss.name in LOSSES_WITH_ALPHA else {}

@@ -99,11 +99,12 @@ class Preprocessor:
         x = torch.from_numpy(cleaned).to(device)
         return compute_features(x, channel_set=self.channel_set).float()
 
+    def normalize(self, x: torch.Tensor) -> torch.Tensor:
+        """Apply the fitted ``Normalizer`` to engineered channels (identity without one)."""
+        return x if self.normalizer is None else _as_tensor(self.normalizer(x), x)
+
     def __call__(self, raw: np.ndarray | torch.Tensor, device: torch.device | None = None) -> torch.Tensor:
-        x = self.features(raw, device)
-        if self.normalizer is not None:
-            x = _as_tensor(self.normalizer(x), x)
-        return x
+        return self.normalize(self.features(raw, device))
 
     def transform_all(self, raw: np.ndarray | torch.Tensor, device: torch.device, chunk: int = 64) -> torch.Tensor:
         """Preprocess a whole set in chunks of ``chunk`` patches on ``device``; returns a tensor on ``device``."""
@@ -119,14 +120,14 @@ def _as_tensor(value: Any, like: torch.Tensor) -> torch.Tensor:
     return torch.as_tensor(np.asarray(value, dtype=np.float32), device=like.device)
 
 
-def fit_normalizer(mode: str, raw_train: np.ndarray, channel_set: int, chunk: int = 64) -> Any | None:
-    """A ``Normalizer(mode)`` fitted on the engineered channels of the training patches (``None`` for mode ``none``)."""
+def fit_normalizer(mode: str, train_features: torch.Tensor | np.ndarray) -> Any | None:
+    """A ``Normalizer(mode)`` fitted on the engineered channels ``(N, C, H, W)`` of the training patches
+    (``None`` for mode ``none``)."""
     if mode in ("none", "", None):
         return None
     from imagery.normalize import Normalizer
 
-    pre = Preprocessor(channel_set)
-    feats = pre.transform_all(raw_train, torch.device("cpu"), chunk).numpy()
+    feats = train_features.detach().cpu().numpy() if isinstance(train_features, torch.Tensor) else train_features
     normalizer = Normalizer(mode=mode)
     normalizer.fit(feats)
     return normalizer
