@@ -5,7 +5,7 @@ Run side by side in the same process, on the same synthetic L4S patches (written
 * **plain loop** (what a straightforward port does): per sample, read ``image_N.h5``, clean it and
   compute the engineered channels in NumPy/OpenCV, stack the batch, eager fp32 NCHW forward
   (and backward for training) under ``torch.no_grad`` for inference.
-* **fast path** (``imagery.train.Trainer`` / ``imagery.serving.Segmenter``): patches resident in
+* **fast path** (``imagery.training.trainer.Trainer`` / ``imagery.inference.serving.Segmenter``): patches resident in
   memory (on the GPU when present); the engineered channels computed batched in torch on the device
   (for training once per run, as the trainer does, for inference per batch, as ``Segmenter.predict``
   does); augmentation on the device; channels-last tensors; ``torch.inference_mode``; on CUDA bf16
@@ -38,14 +38,15 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from imagery.augment import augment_batch  # noqa: E402
-from imagery.dataset import load_patches, read_image  # noqa: E402
-from imagery.features import compute_features  # noqa: E402
-from imagery.losses import build_criterion  # noqa: E402
+from imagery.transforms.augment import augment_batch  # noqa: E402
+from imagery.data import load_patches, read_image  # noqa: E402
+from imagery.transforms.features import compute_features  # noqa: E402
+from imagery.training.losses import build_criterion  # noqa: E402
 from imagery.models import create_model  # noqa: E402
-from imagery.normalize import clean_image  # noqa: E402
-from imagery.synthetic import write_synthetic_l4s  # noqa: E402
-from imagery.train import Preprocessor, resolve_device  # noqa: E402
+from imagery.transforms.normalize import clean_image  # noqa: E402
+from imagery.data.synthetic import write_synthetic_l4s  # noqa: E402
+from imagery.device import resolve_device  # noqa: E402
+from imagery.transforms import Preprocessor  # noqa: E402
 
 
 def _sync(device: torch.device) -> None:

@@ -25,9 +25,9 @@ from pathlib import Path
 
 import numpy as np
 
-from imagery.cache import build_cache, open_cache
-from imagery.dataset import read_image, read_mask, write_image, write_mask
-from imagery.synthetic import synth_patch
+from imagery.data.cache import build_cache, open_cache
+from imagery.data import read_image, read_mask, write_image, write_mask
+from imagery.data.synthetic import synth_patch
 
 
 def write_files(root: Path, n: int, distinct: int, seed: int) -> None:

@@ -99,10 +99,10 @@ def bench_imagery(n: int, size: int, width: int, batch_sizes: list[int], repeats
     import torch
 
     from fusion.scoring import RegionScorer, ScoringConfig
-    from imagery.bands import BANDS
+    from imagery.data.bands import BANDS
     from imagery.models import create_model
-    from imagery.serving import Segmenter, SegmenterMeta
-    from imagery.synthetic import synth_patch
+    from imagery.inference import Segmenter, SegmenterMeta
+    from imagery.data.synthetic import synth_patch
     from tabular.synthetic import make_region_table
 
     torch.manual_seed(seed)

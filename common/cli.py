@@ -1,63 +1,96 @@
 """Command-line conventions shared by every ``python -m pipelines.*`` entry point.
 
-User mistakes (bad paths, bad columns, bad values) are raised by the libraries as
-``FileNotFoundError``, ``IsADirectoryError``, ``PermissionError`` or ``ValueError`` (or
-:class:`UserError`) with a message naming the file, column or value. :func:`run_main`
-turns them into one line on stderr and exit status 2, without a traceback. Anything
-else is a bug and keeps its traceback. Set ``LANDSLIDE_DEBUG=1`` to see tracebacks for
-user errors too.
+Errors, by who can fix them:
+
+* **User mistakes** (a bad path, column, band or value) are raised at the input boundaries as
+  :class:`UserError` (or :class:`InputNotFoundError`, which is also a ``FileNotFoundError``) with a
+  message naming the file, column or value and what was expected. :func:`run_main` prints them as
+  one line, ``error: ...``, and returns exit status 2, without a traceback.
+* **The machine** refusing a path (a missing, unreadable or read-only file or folder, a full disk)
+  surfaces as an ``OSError`` that names the path; :func:`run_main` treats it like a user error.
+* **Anything else** is a bug in this project or a library: it keeps its traceback and exit status 1,
+  even when it is a ``ValueError``.
+
+Set ``LANDSLIDE_DEBUG=1`` to see the traceback of user errors too.
+
+:func:`one_line` and :func:`errors_message` are the single helpers that format messages: one
+line per problem, and many problems (for example every bad file of a folder) joined into one.
 """
 
 from __future__ import annotations
 
 import argparse
+import errno
+import logging
 import os
 import sys
+import warnings
 from collections.abc import Callable, Sequence
 
-USER_ERRORS: tuple[type[BaseException], ...] = (
-    FileNotFoundError,
-    IsADirectoryError,
-    NotADirectoryError,
-    PermissionError,
-    ValueError,
-)
-
 EXIT_USER_ERROR = 2
+EXIT_BUG = 1
+ENV_DEBUG = "LANDSLIDE_DEBUG"
+MAX_ERRORS_SHOWN = 20
+
+#: ``OSError`` numbers that describe the user's paths or machine, not a bug.
+PATH_ERRNOS = frozenset(
+    {errno.ENOENT, errno.EACCES, errno.EPERM, errno.EISDIR, errno.ENOTDIR, errno.EROFS, errno.ENOSPC, errno.EEXIST}
+)
 
 
 class UserError(ValueError):
     """An input problem the user can fix; its message names what was wrong and what was expected."""
 
 
+class InputNotFoundError(UserError, FileNotFoundError):
+    """A file or folder the user named does not exist (also a ``FileNotFoundError``)."""
+
+
+def one_line(text: object) -> str:
+    """``text`` with every run of whitespace (newlines included) collapsed to one space."""
+    return " ".join(str(text).split())
+
+
+def errors_message(errors: Sequence[str], where: str) -> str:
+    """Many problems as one line: ``N bad file(s) in WHERE: e1; e2; ... and K more``."""
+    shown = "; ".join(one_line(e) for e in errors[:MAX_ERRORS_SHOWN])
+    more = f"; ... and {len(errors) - MAX_ERRORS_SHOWN} more" if len(errors) > MAX_ERRORS_SHOWN else ""
+    return f"{len(errors)} bad file(s) in {where}: {shown}{more}"
+
+
+def is_user_error(exc: BaseException) -> bool:
+    """True for :class:`UserError` and for ``OSError``s about a named path (see the module docstring)."""
+    if isinstance(exc, UserError):
+        return True
+    return isinstance(exc, OSError) and bool(exc.filename) and exc.errno in PATH_ERRNOS
+
+
 def format_user_error(exc: BaseException) -> str:
     """One line describing ``exc`` for the terminal."""
-    if isinstance(exc, OSError) and exc.filename and exc.strerror:
+    if isinstance(exc, OSError) and not isinstance(exc, UserError) and exc.filename and exc.strerror:
         msg = f"{exc.strerror}: {exc.filename}"
     else:
         msg = str(exc) or exc.__class__.__name__
-        if isinstance(exc, KeyError) and msg.startswith("'"):
-            msg = msg.strip("'")
-    return " ".join(msg.split())
+    return one_line(msg)
 
 
 def run_main(main: Callable[[Sequence[str] | None], int | None], argv: Sequence[str] | None = None) -> int:
-    """Run ``main(argv)`` and map user errors to ``error: ...`` and exit status 2."""
+    """Run ``main(argv)``: user errors become ``error: ...`` and exit status 2; bugs keep their traceback."""
     try:
         code = main(argv)
-    except USER_ERRORS as exc:
-        if os.environ.get("LANDSLIDE_DEBUG"):
-            raise
-        print(f"error: {format_user_error(exc)}", file=sys.stderr)
-        return EXIT_USER_ERROR
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except Exception as exc:
+        if not is_user_error(exc) or os.environ.get(ENV_DEBUG):
+            raise
+        print(f"error: {format_user_error(exc)}", file=sys.stderr)
+        return EXIT_USER_ERROR
     return int(code or 0)
 
 
 def add_common_args(parser: argparse.ArgumentParser, *, default_seed: int = 42) -> None:
-    """Flags every command takes: ``--seed``, ``--experiment``, ``--run-name``, ``--tracking-uri``."""
+    """Flags every command takes: ``--seed``, ``--experiment``, ``--run-name``, ``--tracking-uri``, ``--verbose``."""
     parser.add_argument("--seed", type=int, default=default_seed, help="random seed (default %(default)s)")
     parser.add_argument("--experiment", default=None, help="MLflow experiment name")
     parser.add_argument("--run-name", default=None, help="MLflow run name")
@@ -66,6 +99,29 @@ def add_common_args(parser: argparse.ArgumentParser, *, default_seed: int = 42) 
         default=None,
         help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else sqlite:///mlruns/mlflow.db)",
     )
+    parser.add_argument(
+        "--verbose",
+        action="store_true",
+        help=f"show third-party progress bars and warnings (also ${ENV_DEBUG}=1)",
+    )
+
+
+def quiet_third_party(verbose: bool = False) -> None:
+    """Keep the command's output its own: no third-party warnings, log lines or progress bars.
+
+    Called once by each command (never by library code) unless ``--verbose`` or ``LANDSLIDE_DEBUG``
+    asks for them. Warnings the project raises itself (``UserWarning`` from ``common``,
+    ``tabular``, ``imagery``, ``fusion``) still print.
+    """
+    if verbose or os.environ.get(ENV_DEBUG):
+        return
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    os.environ.setdefault("GIT_PYTHON_REFRESH", "quiet")
+    warnings.filterwarnings("ignore")
+    for pkg in ("common", "tabular", "imagery", "fusion", "pipelines"):
+        warnings.filterwarnings("default", category=UserWarning, module=rf"{pkg}(\.|$)")
+    for name in ("mlflow", "alembic", "alembic.runtime.migration", "torch", "lightgbm", "shap", "urllib3"):
+        logging.getLogger(name).setLevel(logging.ERROR)
 
 
 def _int_at_least(text: str, minimum: int) -> int:
@@ -97,3 +153,8 @@ def unit_float(text: str) -> float:
     if not 0.0 <= value <= 1.0:
         raise argparse.ArgumentTypeError(f"expected a number in [0, 1], got {text!r}")
     return value
+
+
+def csv_list(text: str) -> list[str]:
+    """argparse type: a comma-separated list (empty items dropped)."""
+    return [t.strip() for t in text.split(",") if t.strip()]

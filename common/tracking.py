@@ -1,11 +1,18 @@
 """MLflow tracking shared by every pipeline.
 
-* Store: ``$MLFLOW_TRACKING_URI`` when set, else the SQLite backend ``sqlite:///mlruns/mlflow.db``
-  with artifacts under ``mlruns/artifacts`` (relative to the working directory). Open it with
-  ``mlflow ui --backend-store-uri sqlite:///mlruns/mlflow.db``.
-* :func:`tracked_run` starts a run, logs the whole typed config (flattened params and
-  ``config.json``), the git commit and code version, and marks the run ``FAILED`` when the
-  block raises (``KILLED`` on Ctrl-C).
+* Store: ``--tracking-uri`` when given, else ``$MLFLOW_TRACKING_URI``, else the SQLite backend
+  ``sqlite:///mlruns/mlflow.db`` with artifacts under ``mlruns/artifacts`` (relative to the working
+  directory). Open it with ``mlflow ui --backend-store-uri sqlite:///mlruns/mlflow.db``.
+* **Who touches MLflow's global state:** only a command (``pipelines/*``), once, through
+  :func:`setup_tracking`. Library code logs into the run the command opened and never calls
+  ``mlflow.set_tracking_uri`` or ``mlflow.set_experiment``; loaders take the store they need as an
+  argument (:func:`download_model`).
+* :func:`tracked_run` starts a run in the store the command set up, logs the whole typed config
+  (flattened params and ``config.json``), the git commit and code version, and marks the run
+  ``FAILED`` when the block raises (``KILLED`` on Ctrl-C). Experiments it creates carry MLflow's
+  ``mlflow.experimentKind`` tag for model training, so the UI opens on their runs table.
+* :func:`log_fingerprint` logs a data set's fingerprint as params and as an MLflow dataset input
+  (name, digest, source, rows), which the UI's Dataset column shows.
 """
 
 from __future__ import annotations
@@ -14,30 +21,27 @@ import contextlib
 import dataclasses
 import json
 import os
+import re
 import subprocess
-import warnings
+import tempfile
+import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
+from common.cli import InputNotFoundError, UserError, one_line, quiet_third_party
 from common.fingerprint import Fingerprint
 
 DEFAULT_STORE_DIR = "mlruns"
 DEFAULT_TRACKING_URI = f"sqlite:///{DEFAULT_STORE_DIR}/mlflow.db"
 ENV_TRACKING_URI = "MLFLOW_TRACKING_URI"
 MAX_PARAM_LEN = 6000
+#: MLflow 3's experiment-kind tag; this value makes the UI open an experiment on its runs table.
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+EXPERIMENT_KIND = "custom_model_development"
+RUN_ID_PATTERN = re.compile(r"^[0-9a-f]{32}$")
 
 _PROJECT_ROOT = Path(__file__).resolve().parent.parent
-
-
-def _quiet_mlflow() -> None:
-    os.environ.setdefault("MLFLOW_ENABLE_ASYNC_LOGGING", "false")
-    os.environ.setdefault("GIT_PYTHON_REFRESH", "quiet")
-    warnings.filterwarnings("ignore", module="mlflow")
-    import logging
-
-    for name in ("mlflow", "alembic", "alembic.runtime.migration"):
-        logging.getLogger(name).setLevel(logging.WARNING)
 
 
 def resolve_tracking_uri(uri: str | None = None) -> str:
@@ -50,15 +54,23 @@ def resolve_tracking_uri(uri: str | None = None) -> str:
     return DEFAULT_TRACKING_URI
 
 
-def setup_tracking(uri: str | None = None) -> str:
-    """Point MLflow at the store and return its URI; creates ``mlruns/`` for the default store."""
-    _quiet_mlflow()
+def _prepare_store(uri: str) -> None:
+    """Create the folder of a SQLite store (MLflow creates the file, not its folder)."""
+    if uri.startswith("sqlite:///"):
+        Path(uri[len("sqlite:///") :]).parent.mkdir(parents=True, exist_ok=True)
+
+
+def setup_tracking(uri: str | None = None, *, verbose: bool = False) -> str:
+    """Point MLflow at the store (for the whole process) and return its URI. Commands only.
+
+    Also quiets third-party output (:func:`common.cli.quiet_third_party`: MLflow's artifact progress
+    bars, warnings and log lines) unless ``verbose``.
+    """
+    quiet_third_party(verbose)
     import mlflow
 
     resolved = resolve_tracking_uri(uri)
-    if resolved.startswith("sqlite:///"):
-        db_path = Path(resolved[len("sqlite:///") :])
-        db_path.parent.mkdir(parents=True, exist_ok=True)
+    _prepare_store(resolved)
     mlflow.set_tracking_uri(resolved)
     return resolved
 
@@ -71,18 +83,29 @@ def _default_artifact_root(uri: str) -> str | None:
     return None
 
 
-def ensure_experiment(name: str, uri: str | None = None) -> str:
-    """Create the experiment if needed (artifacts beside the SQLite db) and return its id."""
+def ensure_experiment(name: str, tracking_uri: str | None = None) -> str:
+    """Id of experiment ``name`` in the store (created if needed, artifacts beside a SQLite db).
+
+    The experiment carries :data:`EXPERIMENT_KIND_TAG`; a store's global state is not changed.
+    """
+    from mlflow.tracking import MlflowClient
+
+    uri = resolve_tracking_uri(tracking_uri) if tracking_uri else _current_uri()
+    client = MlflowClient(uri)
+    exp = client.get_experiment_by_name(name)
+    if exp is None:
+        return client.create_experiment(
+            name, artifact_location=_default_artifact_root(uri), tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND}
+        )
+    if EXPERIMENT_KIND_TAG not in exp.tags:
+        client.set_experiment_tag(exp.experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
+    return exp.experiment_id
+
+
+def _current_uri() -> str:
     import mlflow
 
-    resolved = setup_tracking(uri)
-    exp = mlflow.get_experiment_by_name(name)
-    if exp is None:
-        exp_id = mlflow.create_experiment(name, artifact_location=_default_artifact_root(resolved))
-    else:
-        exp_id = exp.experiment_id
-    mlflow.set_experiment(experiment_id=exp_id)
-    return exp_id
+    return mlflow.get_tracking_uri()
 
 
 def git_commit() -> str:
@@ -106,11 +129,11 @@ def git_commit() -> str:
 
 def code_version() -> str:
     """The installed package version of this project."""
-    try:
-        from importlib.metadata import version
+    from importlib.metadata import PackageNotFoundError, version
 
+    try:
         return version("landslide-detect")
-    except Exception:  # noqa: BLE001 - not installed (running from a source tree)
+    except PackageNotFoundError:  # running from a source tree that is not installed
         return "0+source"
 
 
@@ -148,11 +171,39 @@ def log_config(config: Any, artifact_name: str = "config.json") -> dict[str, Any
     return data
 
 
-def log_fingerprint(fp: Fingerprint, prefix: str = "data") -> None:
-    """Log a data fingerprint as params ``<prefix>_sha256``, ``_rows``, ``_columns``, ``_source``."""
+def _dataset(fp: Fingerprint, name: str) -> Any:
+    """An MLflow dataset that records a fingerprint without the data: name, digest, source and size."""
+    from mlflow.data.code_dataset_source import CodeDatasetSource
+    from mlflow.data.meta_dataset import MetaDataset
+
+    class FingerprintDataset(MetaDataset):
+        """MetaDataset whose profile holds the row and column counts of the fingerprint."""
+
+        @property
+        def profile(self) -> Any:
+            return {"num_rows": fp.rows, "num_elements_per_row": fp.columns}
+
+        def to_dict(self) -> dict[str, str]:
+            out = super().to_dict()
+            out["profile"] = json.dumps(self.profile)
+            return out
+
+    source = CodeDatasetSource(tags={"source": fp.source or "unknown"})
+    return FingerprintDataset(source=source, name=name, digest=fp.sha256[:16])
+
+
+def log_fingerprint(fp: Fingerprint, prefix: str = "data", *, context: str = "training") -> None:
+    """Log a data fingerprint: params ``<prefix>_sha256``/``_rows``/``_columns``/``_source`` and an
+    MLflow dataset input (name ``prefix``, digest, source, rows) shown in the UI's Dataset column."""
     import mlflow
 
     mlflow.log_params({k: str(v) for k, v in fp.as_params(prefix).items()})
+    mlflow.log_input(_dataset(fp, prefix), context=context)
+
+
+def default_run_name(experiment: str) -> str:
+    """``<experiment>-<YYYYmmdd-HHMMSS>``: readable, and never the seeded random name MLflow draws."""
+    return f"{experiment}-{time.strftime('%Y%m%d-%H%M%S')}"
 
 
 @contextlib.contextmanager
@@ -161,22 +212,23 @@ def tracked_run(
     config: Any | None = None,
     *,
     run_name: str | None = None,
-    tracking_uri: str | None = None,
     nested: bool = False,
     tags: Mapping[str, str] | None = None,
 ) -> Iterator[Any]:
-    """Start an MLflow run that logs ``config``, the git commit and code version.
+    """Start an MLflow run in the store the command set up; log ``config``, git commit and code version.
 
     The run ends ``FINISHED`` when the block completes, ``FAILED`` when it raises and
     ``KILLED`` on ``KeyboardInterrupt``; the exception propagates. Yields the active run.
+    A nested run goes into its parent's experiment.
     """
     import mlflow
 
-    if not nested:
-        ensure_experiment(experiment, tracking_uri)
     all_tags = {"git_commit": git_commit(), "code_version": code_version(), "entry_point": experiment}
     all_tags.update(tags or {})
-    run = mlflow.start_run(run_name=run_name, nested=nested, tags=all_tags)
+    kwargs: dict[str, Any] = {"run_name": run_name or default_run_name(experiment), "nested": nested, "tags": all_tags}
+    parent = mlflow.active_run() if nested else None
+    kwargs["experiment_id"] = parent.info.experiment_id if parent is not None else ensure_experiment(experiment)
+    run = mlflow.start_run(**kwargs)
     try:
         if config is not None:
             log_config(config)
@@ -189,3 +241,62 @@ def tracked_run(
         raise
     else:
         mlflow.end_run(status="FINISHED")
+
+
+def log_artifact_file(path: str | os.PathLike[str], artifact_path: str | None = None) -> None:
+    """Log one local file to the active run."""
+    import mlflow
+
+    mlflow.log_artifact(str(path), artifact_path=artifact_path)
+
+
+def normalize_model_uri(uri: str, default_artifact: str) -> str:
+    """The MLflow URI for ``uri``: a bare run id or ``runs:/<id>`` gains ``/<default_artifact>``.
+
+    ``runs:/<id>/<path>``, ``models:/...`` and other scheme URIs pass through unchanged.
+    """
+    text = str(uri).strip()
+    if RUN_ID_PATTERN.match(text):
+        return f"runs:/{text}/{default_artifact}"
+    if text.startswith("runs:/") and text.rstrip("/").count("/") == 1:
+        return f"{text.rstrip('/')}/{default_artifact}"
+    return text
+
+
+def download_model(
+    uri: str | os.PathLike[str],
+    *,
+    tracking_uri: str | None = None,
+    default_artifact: str,
+    flag: str = "--model",
+    what: str = "model",
+    dst_path: str | os.PathLike[str] | None = None,
+) -> Path:
+    """A local path for a model reference, downloading it from MLflow when needed.
+
+    ``uri`` is a local file or folder, a bare run id, ``runs:/<run_id>[/<path>]`` (the bare forms
+    gain ``/<default_artifact>``), ``models:/<name>/<version>`` or any MLflow artifact URI. MLflow
+    URIs are resolved against ``tracking_uri`` (default: the command's store) without changing
+    MLflow's global state. Errors name ``flag``, the URI and ``what`` was looked for, on one line.
+    """
+    text = str(uri).strip()
+    local = Path(text)
+    if local.exists():
+        return local
+    norm = normalize_model_uri(text, default_artifact)
+    if ":/" not in norm:
+        raise InputNotFoundError(
+            f"{flag} {text}: {what} not found (no such folder or file, and not an MLflow URI: "
+            "expected runs:/<run_id>, a run id or models:/...)"
+        )
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    store = resolve_tracking_uri(tracking_uri) if tracking_uri else _current_uri()
+    dst = str(dst_path) if dst_path is not None else tempfile.mkdtemp(prefix="landslide-model-")
+    try:
+        return Path(
+            mlflow.artifacts.download_artifacts(artifact_uri=norm, dst_path=dst, tracking_uri=store, registry_uri=store)
+        )
+    except (MlflowException, OSError) as exc:
+        raise UserError(f"{flag} {text}: cannot download the {what} {norm} from {store} ({one_line(exc)[:200]})") from None

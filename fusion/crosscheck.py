@@ -25,12 +25,17 @@ probability as ``p_fused``), and ``evidence``/``reason`` say so.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal, get_args
 
 import numpy as np
 import pandas as pd
 
-POLICIES: tuple[str, ...] = ("stacked", "tabular", "imagery", "any", "both", "weighted")
-EVIDENCE_LEVELS: tuple[str, ...] = ("both", "tabular_only", "imagery_only", "none")
+from common.cli import UserError
+
+Policy = Literal["stacked", "tabular", "imagery", "any", "both", "weighted"]
+Evidence = Literal["both", "tabular_only", "imagery_only", "none"]
+POLICIES: tuple[str, ...] = get_args(Policy)
+EVIDENCE_LEVELS: tuple[str, ...] = get_args(Evidence)
 
 
 @dataclass(frozen=True)
@@ -46,11 +51,11 @@ class CrosscheckConfig:
 
     def __post_init__(self) -> None:
         if self.policy not in POLICIES:
-            raise ValueError(f"policy must be one of {', '.join(POLICIES)}, got {self.policy!r}")
+            raise UserError(f"policy must be one of {', '.join(POLICIES)}, got {self.policy!r}")
         for name in ("tabular_threshold", "imagery_threshold", "fused_threshold", "imagery_weight", "weighted_threshold"):
             value = getattr(self, name)
             if not 0.0 <= float(value) <= 1.0:
-                raise ValueError(f"{name} must be in [0, 1], got {value!r}")
+                raise UserError(f"{name} must be in [0, 1], got {value!r}")
 
 
 def _as_prob(name: str, values: np.ndarray | pd.Series | list[float], n: int | None = None) -> np.ndarray:

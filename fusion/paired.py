@@ -6,7 +6,7 @@ Design (fixed before any fusion result was looked at; not tuned to flatter fusio
   Its ``landslide`` label is the ground truth of the region: ``Bernoulli(latent_p)`` where
   ``latent_p`` depends on slope stability *and* the 7-day rainfall trigger. So the table sees the
   causes (terrain, soil, rain) but not whether this particular slope failed.
-* The patch comes from :func:`imagery.synthetic.synth_patch` with ``has_landslide = landslide``:
+* The patch comes from :func:`imagery.data.synthetic.synth_patch` with ``has_landslide = landslide``:
   a landslide region always gets a scar in its mask. The patch terrain is consistent with the
   table: ``steepness = clip(slope_deg / 20, 0.3, 2.0)`` (20 degrees is the table's typical slope,
   steepness 1.0 is the patch generator's typical relief).
@@ -23,6 +23,8 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+
+from common.cli import UserError
 
 LATENT_PREFIX = "latent_"
 
@@ -41,11 +43,11 @@ class PairedConfig:
 
     def __post_init__(self) -> None:
         if self.n_regions < 1:
-            raise ValueError(f"n_regions must be >= 1, got {self.n_regions}")
+            raise UserError(f"n_regions must be >= 1, got {self.n_regions}")
         if not 0.0 <= self.cloud_prob <= 1.0:
-            raise ValueError(f"cloud_prob must be in [0, 1], got {self.cloud_prob}")
+            raise UserError(f"cloud_prob must be in [0, 1], got {self.cloud_prob}")
         if not 0.0 <= self.cloud_min <= self.cloud_max <= 1.0:
-            raise ValueError(f"need 0 <= cloud_min <= cloud_max <= 1, got {self.cloud_min}, {self.cloud_max}")
+            raise UserError(f"need 0 <= cloud_min <= cloud_max <= 1, got {self.cloud_min}, {self.cloud_max}")
 
 
 @dataclass
@@ -80,7 +82,7 @@ class PairedRegions:
 
 def make_paired_regions(config: PairedConfig = PairedConfig()) -> PairedRegions:
     """Generate ``config.n_regions`` paired regions (see the module docstring). Deterministic per config."""
-    from imagery.synthetic import synth_patch
+    from imagery.data.synthetic import synth_patch
     from tabular.synthetic import make_region_table
 
     full = make_region_table(config.n_regions, seed=config.seed, return_latent=True)

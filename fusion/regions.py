@@ -26,6 +26,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from common.cli import InputNotFoundError, UserError
+
 from tabular.data import load_table
 
 ID_COLUMN = "region_id"
@@ -56,16 +58,16 @@ def read_region_table(path: str | os.PathLike[str]) -> pd.DataFrame:
 def validate_region_table(df: pd.DataFrame, source: str = "region table") -> pd.DataFrame:
     """Check ``region_id`` (present, no missing values, unique) and that the table is not empty."""
     if ID_COLUMN not in df.columns:
-        raise ValueError(f"{source} has no {ID_COLUMN!r} column; expected one unique id per region")
+        raise UserError(f"{source} has no {ID_COLUMN!r} column; expected one unique id per region")
     if df.empty:
-        raise ValueError(f"{source} has no rows; expected at least one region")
+        raise UserError(f"{source} has no rows; expected at least one region")
     ids = df[ID_COLUMN]
     if ids.isna().any():
         row = int(np.flatnonzero(ids.isna().to_numpy())[0])
-        raise ValueError(f"{source}: {ID_COLUMN} is empty in row {row + 1}; expected an id for every region")
+        raise UserError(f"{source}: {ID_COLUMN} is empty in row {row + 1}; expected an id for every region")
     dup = ids[ids.astype(str).duplicated()]
     if len(dup):
-        raise ValueError(f"{source}: duplicate {ID_COLUMN} {dup.iloc[0]}; expected unique region ids")
+        raise UserError(f"{source}: duplicate {ID_COLUMN} {dup.iloc[0]}; expected unique region ids")
     return df.reset_index(drop=True)
 
 
@@ -74,7 +76,7 @@ def require_columns(df: pd.DataFrame, columns: list[str] | tuple[str, ...], need
     missing = [c for c in columns if c not in df.columns]
     if missing:
         shown = ", ".join(missing[:10]) + (f" (+{len(missing) - 10} more)" if len(missing) > 10 else "")
-        raise ValueError(f"{source} is missing column(s) {shown} needed by {needed_by}")
+        raise UserError(f"{source} is missing column(s) {shown} needed by {needed_by}")
 
 
 @dataclass(frozen=True)
@@ -93,7 +95,7 @@ def resolve_image_refs(df: pd.DataFrame, images_dir: str | os.PathLike[str] | No
     """
     base = Path(images_dir) if images_dir is not None else None
     if base is not None and not base.is_dir():
-        raise FileNotFoundError(f"--images folder not found: {base}")
+        raise InputNotFoundError(f"--images folder not found: {base}")
     refs: list[ImageRef] = []
     if IMAGE_COLUMN in df.columns:
         for value in df[IMAGE_COLUMN].tolist():
@@ -123,7 +125,7 @@ def load_images(
     A missing/unreadable file or one whose ``(H, W)`` differs from the first patch is a note (the
     region falls back to the tabular model) or, with ``strict``, a ValueError naming region and file.
     """
-    from imagery.dataset import read_image  # h5py only; no torch
+    from imagery.data import read_image  # h5py only; no torch
 
     n = len(refs)
     has = np.zeros(n, dtype=bool)
@@ -136,7 +138,7 @@ def load_images(
             try:
                 img = read_image(ref.path)
                 if shape is not None and img.shape != shape:
-                    raise ValueError(f"{ref.path}: shape {img.shape}, expected {shape} like the other patches")
+                    raise UserError(f"{ref.path}: shape {img.shape}, expected {shape} like the other patches")
                 shape = img.shape
                 arrays.append(img)
                 has[i] = True
@@ -145,7 +147,7 @@ def load_images(
                 problem = "image unreadable: " + " ".join(str(exc).split())
         if problem:
             if strict and ref.path is not None:
-                raise ValueError(f"region {rid}: {problem}")
+                raise UserError(f"region {rid}: {problem}")
             notes[i] = problem
     images = np.stack(arrays) if arrays else None
     return images, has, notes

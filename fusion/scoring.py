@@ -5,7 +5,7 @@ The models are passed in as objects (duck-typed), so this module never imports t
 * tabular model: ``feature_names_`` (list of columns), ``predict_proba(X) -> (n, 2) or (n,)``,
   ``threshold_`` and optionally ``explain(X, top_k)`` (:class:`tabular.model.LandslideClassifier`);
 * segmenter: ``predict(images (N, 14, H, W), batch_size=...) -> {"prob", "mask", "patch_prob"}``,
-  ``threshold``, ``channel_set`` (:class:`imagery.serving.Segmenter`);
+  ``threshold``, ``channel_set`` (:class:`imagery.inference.serving.Segmenter`);
 * fuser: :class:`fusion.stacking.StackingFuser`.
 
 Output columns (:data:`OUTPUT_COLUMNS`, then the ``img_*`` region features of
@@ -29,6 +29,8 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+
+from common.cli import UserError
 
 from fusion.crosscheck import POLICIES, CrosscheckConfig, crosscheck
 from fusion.region_features import IMAGERY_FEATURES, imagery_region_features
@@ -68,11 +70,11 @@ class ScoringConfig:
 
     def __post_init__(self) -> None:
         if self.policy not in POLICIES:
-            raise ValueError(f"policy must be one of {', '.join(POLICIES)}, got {self.policy!r}")
+            raise UserError(f"policy must be one of {', '.join(POLICIES)}, got {self.policy!r}")
         if self.batch_size < 1 or self.imagery_batch_size < 1:
-            raise ValueError("batch sizes must be >= 1")
+            raise UserError("batch sizes must be >= 1")
         if self.top_k < 0:
-            raise ValueError(f"top_k must be >= 0, got {self.top_k}")
+            raise UserError(f"top_k must be >= 0, got {self.top_k}")
 
 
 # ---------------------------------------------------------------------------- model adapters
@@ -155,7 +157,7 @@ def check_compatible(tabular_model: Any | None, segmenter: Any | None, fuser: An
         if list(want_feats) != have:
             extra = sorted(set(have) - set(want_feats))
             missing = sorted(set(want_feats) - set(have))
-            raise ValueError(
+            raise UserError(
                 f"incompatible models: the fusion model was fitted on tabular run {meta.get('tabular_run_id', '?')} "
                 f"whose feature columns differ from --tabular-model (missing {missing[:5]}, extra {extra[:5]})"
             )
@@ -163,7 +165,7 @@ def check_compatible(tabular_model: Any | None, segmenter: Any | None, fuser: An
     if segmenter is not None and want_cs is not None:
         have_cs = int(getattr(segmenter, "channel_set", want_cs))
         if int(want_cs) != have_cs:
-            raise ValueError(
+            raise UserError(
                 f"incompatible models: the fusion model was fitted on imagery run {meta.get('imagery_run_id', '?')} "
                 f"with channel set {want_cs}; --imagery-model uses channel set {have_cs}"
             )
@@ -180,9 +182,9 @@ class RegionScorer:
         config: ScoringConfig = ScoringConfig(),
     ) -> None:
         if tabular_model is None and segmenter is None:
-            raise ValueError("scoring needs a tabular model, an imagery model, or both")
+            raise UserError("scoring needs a tabular model, an imagery model, or both")
         if config.policy == "stacked" and fuser is None:
-            raise ValueError("policy 'stacked' needs a fusion model (--fusion-model); or pick another --policy")
+            raise UserError("policy 'stacked' needs a fusion model (--fusion-model); or pick another --policy")
         check_compatible(tabular_model, segmenter, fuser)
         self.tabular_model, self.segmenter, self.fuser, self.config = tabular_model, segmenter, fuser, config
         self.features = tabular_feature_names(tabular_model) if tabular_model is not None else []
@@ -309,13 +311,13 @@ def score_table(
 
     out_path = Path(out)
     if out_path.is_dir():
-        raise ValueError(f"--out {out_path} is a folder, expected a CSV file path")
+        raise UserError(f"--out {out_path} is a folder, expected a CSV file path")
     scorer.check_table(table)
     refs = resolve_image_refs(table, images_dir) if scorer.segmenter is not None else None
     if refs is not None and scorer.config.strict_images:
         for rid, ref in zip(table[ID_COLUMN].tolist(), refs, strict=True):
             if ref.problem and ref.path is not None:
-                raise ValueError(f"region {rid}: {ref.problem}")
+                raise UserError(f"region {rid}: {ref.problem}")
     mdir = Path(masks_dir) if masks_dir is not None else out_path.with_name(out_path.stem + "_masks")
     partial = partial_path(out_path)
     partial.parent.mkdir(parents=True, exist_ok=True)

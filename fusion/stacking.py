@@ -27,19 +27,25 @@ from __future__ import annotations
 
 import json
 import os
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, get_args
 
 import numpy as np
 import pandas as pd
 from sklearn.base import BaseEstimator, ClassifierMixin
-from sklearn.calibration import CalibratedClassifierCV
+from matplotlib.figure import Figure
+from sklearn.calibration import CalibratedClassifierCV, calibration_curve
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import brier_score_loss, f1_score, roc_auc_score
 from sklearn.model_selection import StratifiedKFold
 
 from common.atomic import atomic_path, atomic_write
+from common.cli import InputNotFoundError, UserError, one_line
+from common.metrics import best_f1_threshold
+from common.oof import validate_oof
+from common.tracking import download_model
 
 FORMAT = "landslide-stacking-fuser"
 FORMAT_VERSION = 1
@@ -50,7 +56,6 @@ SUBMODELS: dict[str, tuple[str, ...]] = {
     "tabular_only": ("logit_p_tabular",),
     "imagery_only": ("logit_p_imagery",),
 }
-OOF_COLUMNS: tuple[str, ...] = ("region_id", "y_true", "p_oof")
 _EPS = 1e-6
 
 
@@ -85,7 +90,7 @@ class _LinearCalibrated:
             return 1.0 / (1.0 + np.exp(self.calibration["a"] * f + self.calibration["b"]))
         if method == "isotonic":  # IsotonicRegression(out_of_bounds="clip")
             return np.interp(f, self.calibration["x"], self.calibration["y"])
-        raise ValueError(f"unknown calibration method {method!r} in fuser JSON")
+        raise UserError(f"unknown calibration method {method!r} in fuser JSON")
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -99,7 +104,7 @@ class _LinearCalibrated:
     def from_dict(cls, d: dict[str, Any]) -> _LinearCalibrated:
         coef = np.asarray(d["coef"], dtype=np.float64)
         if coef.shape != (len(d["features"]),):
-            raise ValueError(f"fuser JSON: {len(d['coef'])} coefficients for {len(d['features'])} features")
+            raise UserError(f"fuser JSON: {len(d['coef'])} coefficients for {len(d['features'])} features")
         return cls(tuple(d["features"]), coef, float(d["intercept"]), dict(d.get("calibration", {"method": "none"})))
 
 
@@ -139,11 +144,8 @@ def _check_X(X: Any) -> tuple[np.ndarray, np.ndarray]:
     return arr[:, 0], arr[:, 1]
 
 
-def _best_f1_threshold(y: np.ndarray, p: np.ndarray) -> float:
-    """Threshold in a 0.01 grid that maximises F1 (ties: the lowest)."""
-    grid = np.round(np.arange(0.05, 0.96, 0.01), 2)
-    scores = [f1_score(y, (p >= t).astype(int), zero_division=0) for t in grid]
-    return float(grid[int(np.argmax(scores))])
+Calibration = Literal["none", "sigmoid", "isotonic"]
+CALIBRATIONS: tuple[str, ...] = get_args(Calibration)
 
 
 class StackingFuser(ClassifierMixin, BaseEstimator):
@@ -163,8 +165,8 @@ class StackingFuser(ClassifierMixin, BaseEstimator):
 
     # -- fitting -------------------------------------------------------------------------------
     def _fit_submodels(self, pt: np.ndarray, pi: np.ndarray, y: np.ndarray) -> dict[str, _LinearCalibrated]:
-        if self.calibration not in {"none", "sigmoid", "isotonic"}:
-            raise ValueError(f"calibration must be none, sigmoid or isotonic, got {self.calibration!r}")
+        if self.calibration not in CALIBRATIONS:
+            raise UserError(f"calibration must be one of {', '.join(CALIBRATIONS)}, got {self.calibration!r}")
         has_t, has_i = ~np.isnan(pt), ~np.isnan(pi)
         zt, zi = logit(np.nan_to_num(pt, nan=0.5)), logit(np.nan_to_num(pi, nan=0.5))
         models: dict[str, _LinearCalibrated] = {}
@@ -176,7 +178,7 @@ class StackingFuser(ClassifierMixin, BaseEstimator):
             yr = y[rows]
             if rows.sum() < 4 or len(np.unique(yr)) < 2:
                 if name == "both":
-                    raise ValueError(
+                    raise UserError(
                         f"the stacker needs out-of-fold rows with both modalities and both classes; got {int(rows.sum())} rows"
                     )
                 continue
@@ -209,7 +211,7 @@ class StackingFuser(ClassifierMixin, BaseEstimator):
                     continue  # a fold too small for a sub-model: leave its rows out of the metrics
         ok = ~np.isnan(oof)
         if ok.sum() >= 2 and len(np.unique(y_arr[ok])) == 2:
-            self.threshold_ = _best_f1_threshold(y_arr[ok], oof[ok])
+            self.threshold_ = best_f1_threshold(y_arr[ok], oof[ok])
             self.metrics_ = {
                 "stacker_cv_brier": float(brier_score_loss(y_arr[ok], oof[ok])),
                 "stacker_cv_roc_auc": float(roc_auc_score(y_arr[ok], oof[ok])),
@@ -225,7 +227,7 @@ class StackingFuser(ClassifierMixin, BaseEstimator):
         for name, p in (("tabular", pt), ("imagery", pi)):
             okb = ~np.isnan(p)
             if okb.sum() >= 2 and len(np.unique(y_arr[okb])) == 2:
-                self.base_thresholds_[name] = _best_f1_threshold(y_arr[okb], p[okb])
+                self.base_thresholds_[name] = best_f1_threshold(y_arr[okb], p[okb])
         self.n_train_ = int(pt.shape[0])
         self.meta_: dict[str, Any] = getattr(self, "meta_", {})
         return self
@@ -285,17 +287,17 @@ class StackingFuser(ClassifierMixin, BaseEstimator):
     def from_dict(cls, d: dict[str, Any], source: str = "fuser JSON") -> StackingFuser:
         """Rebuild a fitted fuser from :meth:`to_dict` output (no pickle)."""
         if not isinstance(d, dict) or d.get("format") != FORMAT:
-            raise ValueError(f"{source} is not a stacking-fuser JSON (expected format {FORMAT!r})")
+            raise UserError(f"{source} is not a stacking-fuser JSON (expected format {FORMAT!r})")
         if int(d.get("format_version", 0)) > FORMAT_VERSION:
-            raise ValueError(f"{source} has format_version {d['format_version']}; this code reads <= {FORMAT_VERSION}")
+            raise UserError(f"{source} has format_version {d['format_version']}; this code reads <= {FORMAT_VERSION}")
         try:
             fuser = cls(**d["params"])
             fuser.models_ = {k: _LinearCalibrated.from_dict(v) for k, v in d["models"].items()}
             fuser.threshold_ = float(d["threshold"])
         except (KeyError, TypeError) as exc:
-            raise ValueError(f"{source} is missing or has a malformed field: {exc}") from None
+            raise UserError(f"{source} is missing or has a malformed field: {exc}") from None
         if "both" not in fuser.models_:
-            raise ValueError(f"{source} has no 'both' sub-model")
+            raise UserError(f"{source} has no 'both' sub-model")
         fuser.classes_ = np.array([0, 1])
         fuser.metrics_ = dict(d.get("metrics", {}))
         fuser.base_thresholds_ = {k: float(v) for k, v in d.get("base_thresholds", {}).items()}
@@ -308,35 +310,6 @@ class StackingFuser(ClassifierMixin, BaseEstimator):
         with atomic_write(path) as fh:
             json.dump(self.to_dict(), fh, indent=2)
         return Path(path)
-
-
-def read_oof(path: str | os.PathLike[str], name: str = "oof predictions") -> pd.DataFrame:
-    """Read an ``oof_predictions.csv`` and check its columns (``region_id, y_true, p_oof``; ``fold`` optional)."""
-    p = Path(path)
-    if not p.is_file():
-        raise FileNotFoundError(f"{name}: file not found: {p}")
-    df = pd.read_csv(p)
-    return validate_oof(df, f"{name} ({p})")
-
-
-def validate_oof(df: pd.DataFrame, name: str) -> pd.DataFrame:
-    """Check an OOF table: required columns, unique ids, 0/1 labels, probabilities in [0, 1] without NaN."""
-    missing = [c for c in OOF_COLUMNS if c not in df.columns]
-    if missing:
-        raise ValueError(f"{name} is missing column(s) {', '.join(missing)}; expected {', '.join(OOF_COLUMNS)}")
-    if df.empty:
-        raise ValueError(f"{name} is empty; expected one row per region")
-    dup = df["region_id"][df["region_id"].duplicated()]
-    if len(dup):
-        raise ValueError(f"{name} has duplicate region_id {dup.iloc[0]}; expected one out-of-fold row per region")
-    p = pd.to_numeric(df["p_oof"], errors="coerce")
-    bad = df["region_id"][p.isna() | (p < 0) | (p > 1)]
-    if len(bad):
-        raise ValueError(f"{name}: p_oof of region_id {bad.iloc[0]} is not a probability in [0, 1]")
-    if not df["y_true"].isin([0, 1]).all():
-        bad_id = df["region_id"][~df["y_true"].isin([0, 1])].iloc[0]
-        raise ValueError(f"{name}: y_true of region_id {bad_id} is not 0/1")
-    return df
 
 
 def _ids_text(ids: pd.Series | list[Any], limit: int = 5) -> str:
@@ -364,14 +337,14 @@ def join_oof(tabular_oof: pd.DataFrame, imagery_oof: pd.DataFrame, allow_partial
             parts.append(f"{len(only_t)} region_id(s) missing from the imagery OOF: {_ids_text(only_t)}")
         if len(only_i):
             parts.append(f"{len(only_i)} region_id(s) missing from the tabular OOF: {_ids_text(only_i)}")
-        raise ValueError("out-of-fold tables do not cover the same regions: " + "; ".join(parts))
+        raise UserError("out-of-fold tables do not cover the same regions: " + "; ".join(parts))
     m = t[["_key", "region_id", "y_true", "p_oof"]].merge(
         i[["_key", "region_id", "y_true", "p_oof"]], on="_key", how="outer", suffixes=("_t", "_i")
     )
     both = m["y_true_t"].notna() & m["y_true_i"].notna()
     clash = m.loc[both & (m["y_true_t"] != m["y_true_i"]), "_key"]
     if len(clash):
-        raise ValueError(f"y_true differs between the tabular and imagery OOF for region_id {_ids_text(clash)}")
+        raise UserError(f"y_true differs between the tabular and imagery OOF for region_id {_ids_text(clash)}")
     out = pd.DataFrame(
         {
             "region_id": m["region_id_t"].where(m["region_id_t"].notna(), m["region_id_i"]),
@@ -381,7 +354,7 @@ def join_oof(tabular_oof: pd.DataFrame, imagery_oof: pd.DataFrame, allow_partial
         }
     )
     if not (out["p_tabular"].notna() & out["p_imagery"].notna()).any():
-        raise ValueError("out-of-fold tables share no region_id; expected the same regions in both runs")
+        raise UserError("out-of-fold tables share no region_id; expected the same regions in both runs")
     return out.reset_index(drop=True)
 
 
@@ -390,14 +363,9 @@ def reliability_plot(y: np.ndarray, probs: dict[str, np.ndarray], path: str | os
 
     Returns the Brier score of each (rows where the probability is NaN are left out).
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from sklearn.calibration import calibration_curve
-
     y = np.asarray(y).astype(int)
-    fig, ax = plt.subplots(figsize=(5, 5))
+    fig = Figure(figsize=(5, 5))
+    ax = fig.subplots()
     ax.plot([0, 1], [0, 1], "k:", label="perfectly calibrated")
     briers: dict[str, float] = {}
     for name, p in probs.items():
@@ -414,37 +382,21 @@ def reliability_plot(y: np.ndarray, probs: dict[str, np.ndarray], path: str | os
     ax.legend(loc="upper left", fontsize=8)
     with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=100)
-    plt.close(fig)
     return briers
 
 
-def load_fuser(uri: str | os.PathLike[str]) -> StackingFuser:
-    """Load a fuser from a JSON path, an MLflow ``runs:/<run_id>[/fuser.json]`` URI or a bare run id."""
-    text = str(uri)
-    if text.startswith("runs:/") or (len(text) == 32 and all(c in "0123456789abcdef" for c in text)):
-        from common.tracking import setup_tracking
-
-        setup_tracking()
-        os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-        import mlflow
-
-        if not text.startswith("runs:/"):
-            text = f"runs:/{text}"
-        if not text.rstrip("/").endswith(".json"):
-            text = text.rstrip("/") + f"/{FUSER_ARTIFACT}"
-        try:
-            local = mlflow.artifacts.download_artifacts(artifact_uri=text)
-        except Exception as exc:  # noqa: BLE001 - MLflow raises several types for a bad run/path
-            raise FileNotFoundError(f"fusion model not found: {text} ({type(exc).__name__})") from None
-        path = Path(local)
-    else:
-        path = Path(text)
+def load_fuser(uri: str | os.PathLike[str], *, tracking_uri: str | None = None) -> StackingFuser:
+    """Load a fuser from a JSON path or folder, ``runs:/<run_id>[/fuser.json]``, a bare run id or any
+    MLflow artifact URI (:func:`common.tracking.download_model`, resolved against ``tracking_uri``)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        path = download_model(uri, tracking_uri=tracking_uri, default_artifact=FUSER_ARTIFACT, flag="--fusion-model",
+                              what="fusion model", dst_path=tmp)
         if path.is_dir():
             path = path / FUSER_ARTIFACT
-    if not path.is_file():
-        raise FileNotFoundError(f"fusion model not found: {path}")
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ValueError(f"fusion model {path} is not valid JSON: {exc.msg if hasattr(exc, 'msg') else exc}") from None
-    return StackingFuser.from_dict(data, source=str(path))
+        if not path.is_file():
+            raise InputNotFoundError(f"--fusion-model {uri}: no {FUSER_ARTIFACT} at {path}")
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise UserError(f"fusion model {path} is not valid JSON: {one_line(exc)}") from None
+    return StackingFuser.from_dict(data, source=str(uri))

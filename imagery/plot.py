@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from imagery.bands import band_index
+from imagery.data.bands import band_index
 
 RGB_BANDS = ("B4", "B3", "B2")
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from common.cli import positive_int, unit_float
-from imagery.config import MORPHOLOGY, TTA_MODES
+from imagery.inference import MORPHOLOGY, TTA_MODES
 
 
 def add_segmenter_args(p: argparse.ArgumentParser) -> None:

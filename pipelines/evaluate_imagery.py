@@ -13,12 +13,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from collections.abc import Sequence
 
-import numpy as np
-
 from common.cli import add_common_args, run_main
-from imagery.config import EvalConfig
+from common.seed import seed_everything
+from common.tracking import setup_tracking, tracked_run
+from imagery.inference import EvalConfig
+from imagery.inference.evaluate import evaluate_split
 from pipelines._segmenter_args import add_segmenter_args
 
 EXPERIMENT = "imagery-evaluate"
@@ -35,34 +37,18 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    import mlflow
-
-    from common.fingerprint import fingerprint_array
-    from common.seed import seed_everything
-    from common.tracking import log_fingerprint, setup_tracking, tracked_run
-    from imagery.dataset import load_patches
-    from imagery.evaluate import evaluate_segmenter
-    from imagery.serving import load_segmenter
-
     args = build_parser().parse_args(argv)
     cfg = EvalConfig(model_uri=args.model, data=args.data, split=args.split, layout=args.layout, tta=args.tta,
                      vote=args.vote, morphology=args.morphology, threshold=args.threshold,
                      batch_size=args.batch_size, device=args.device, seed=args.seed)
     seed_everything(cfg.seed)
-    setup_tracking(args.tracking_uri)
-    patches = load_patches(cfg.data, cfg.split, layout=cfg.layout, require_masks=True)
-    if len(patches) == 0:
-        raise ValueError(f"{cfg.data}: split {cfg.split!r} has no patches")
-    segmenter = load_segmenter(cfg.model_uri, device=cfg.device)
-    with tracked_run(args.experiment or EXPERIMENT, cfg, run_name=args.run_name, tracking_uri=args.tracking_uri):
-        log_fingerprint(fingerprint_array(np.asarray(patches.images), source=f"{cfg.data}:{cfg.split}"))
-        metrics, _ = evaluate_segmenter(segmenter, np.asarray(patches.images), patches.masks,
-                                        batch_size=cfg.batch_size, tta=cfg.tta, vote=cfg.vote,
-                                        morphology=cfg.morphology, threshold=cfg.threshold)
-        mlflow.log_metrics({k: float(v) for k, v in metrics.items() if np.isfinite(v)})
-    print(json.dumps({"n_patches": len(patches), **{k: round(float(v), 6) for k, v in metrics.items()}}, indent=2))
+    uri = setup_tracking(args.tracking_uri, verbose=args.verbose)
+    with tracked_run(args.experiment or EXPERIMENT, cfg, run_name=args.run_name) as run:
+        result = evaluate_split(cfg, tracking_uri=uri)
+    print(json.dumps({"run_id": run.info.run_id, "n_patches": result.n_patches,
+                      **{k: round(float(v), 6) for k, v in result.metrics.items()}}, indent=2))
     return 0
 
 
 if __name__ == "__main__":
-    raise SystemExit(run_main(main))
+    raise SystemExit(run_main(main, sys.argv[1:]))

@@ -16,21 +16,13 @@ faster on large tables. SHAP reasons still come from LightGBM (use ``--top-k 0``
 from __future__ import annotations
 
 import argparse
-import os
 import sys
-import time
 from collections.abc import Sequence
-from pathlib import Path
 
-import pandas as pd
-
-from common.atomic import atomic_write
-from common.cli import add_common_args, non_negative_int, run_main
-from common.fingerprint import fingerprint_dataframe
-from common.tracking import log_fingerprint, setup_tracking, tracked_run
+from common.cli import UserError, add_common_args, non_negative_int, run_main
+from common.tracking import setup_tracking, tracked_run
 from tabular.config import PredictTabularConfig
-
-OUTPUT_SUFFIXES = (".csv",)
+from tabular.experiment import predict_table
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -58,73 +50,10 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def predict(cfg: PredictTabularConfig) -> dict[str, object]:
-    """Load the model, score ``cfg.data`` and write ``cfg.out`` inside an MLflow run; returns a summary."""
-    import warnings
-
-    import mlflow
-
-    from tabular.data import load_table
-    from tabular.serving import load_tabular_model
-
-    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-    out = Path(cfg.out)
-    if out.suffix.lower() not in OUTPUT_SUFFIXES:
-        raise ValueError(f"--out {out}: unsupported output format {out.suffix or '(no suffix)'!r} (expected .csv)")
-    uri = setup_tracking(cfg.tracking_uri)
-    with tracked_run(cfg.experiment, cfg, run_name=cfg.run_name, tracking_uri=uri) as run:
-        model = load_tabular_model(cfg.model, tracking_uri=uri)
-        compile_s = None
-        if getattr(cfg, "compiled", False):
-            t0 = time.perf_counter()
-            model.compile(getattr(cfg, "compile_cache", None))
-            compile_s = time.perf_counter() - t0
-        df = load_table(cfg.data)
-        log_fingerprint(fingerprint_dataframe(df, source=str(cfg.data)))
-        id_col = cfg.id_column
-        if id_col is None and "region_id" in df.columns:
-            id_col = "region_id"
-        if id_col is not None and id_col not in df.columns:
-            raise ValueError(f"{cfg.data}: id column {id_col!r} not found")
-        ids = df[id_col].to_numpy() if id_col is not None else df.index.to_numpy()
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", UserWarning)  # unseen levels are reported below
-            t0 = time.perf_counter()
-            p = model.predict_proba(df)[:, 1]
-            predict_s = time.perf_counter() - t0
-            unseen = dict(model.last_unseen_counts_)
-            reasons = model.explain(df, top_k=cfg.top_k) if cfg.top_k > 0 else pd.DataFrame(index=df.index)
-        result = pd.DataFrame({id_col or "region_id": ids, "p_landslide": p, "label": (p >= model.threshold_).astype(int)})
-        result = pd.concat([result, reasons.reset_index(drop=True)], axis=1)
-        with atomic_write(out) as fh:
-            result.to_csv(fh, index=False)
-        n_unseen = sum(unseen.values())
-        metrics = {
-            "n_rows": float(len(result)),
-            "positive_rate": float(result["label"].mean()),
-            "mean_p": float(p.mean()),
-            "unseen_category_values": float(n_unseen),
-            "predict_proba_seconds": float(predict_s),
-        }
-        if compile_s is not None:
-            metrics["compile_seconds"] = float(compile_s)
-        mlflow.log_metrics(metrics)
-        mlflow.log_params({"threshold": model.threshold_, "model_uri": cfg.model})
-        return {
-            "run_id": run.info.run_id,
-            "rows": len(result),
-            "positives": int(result["label"].sum()),
-            "threshold": model.threshold_,
-            "unseen": unseen,
-            "out": str(out),
-            "compiled": model.is_compiled,
-        }
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.compile_cache is not None and not args.compiled:
-        raise ValueError("--compile-cache needs --compiled")
+        raise UserError("--compile-cache needs --compiled")
     cfg = PredictTabularConfig(
         model=args.model,
         data=args.data,
@@ -138,15 +67,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         compiled=args.compiled,
         compile_cache=args.compile_cache,
     )
-    res = predict(cfg)
-    if res["unseen"]:
-        print(
-            f"warning: categorical levels not seen in training were treated as missing: {res['unseen']}",
-            file=sys.stderr,
-        )
+    uri = setup_tracking(cfg.tracking_uri, verbose=args.verbose)
+    with tracked_run(cfg.experiment, cfg, run_name=cfg.run_name):
+        res = predict_table(cfg, tracking_uri=uri)
+    if res.unseen:
+        print(f"warning: categorical levels not seen in training were treated as missing: {res.unseen}", file=sys.stderr)
     print(
-        f"wrote {res['out']}: {res['rows']} regions, {res['positives']} predicted landslides "
-        f"(threshold {res['threshold']:.3f}{', compiled' if res['compiled'] else ''}); run {res['run_id']}"
+        f"wrote {res.out}: {res.rows} regions, {res.positives} predicted landslides "
+        f"(threshold {res.threshold:.3f}{', compiled' if res.compiled else ''}); run {res.run_id}"
     )
     return 0
 

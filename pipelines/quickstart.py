@@ -23,7 +23,6 @@ Every step is an MLflow run in the experiment ``quickstart``; compare them with 
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import tempfile
 import time
@@ -32,13 +31,26 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import mlflow
 import numpy as np
 import pandas as pd
+from sklearn.metrics import roc_auc_score
+from sklearn.model_selection import train_test_split
 
 from common.atomic import atomic_write
-from common.cli import add_common_args, positive_int, run_main
-from common.fingerprint import fingerprint_dataframe
+from common.cli import UserError, add_common_args, positive_int, run_main
+from common.fingerprint import fingerprint_array, fingerprint_dataframe
 from common.tracking import log_fingerprint, setup_tracking, tracked_run
+from fusion.config import ScoreRegionsConfig, TrainFusionConfig
+from fusion.evaluation import bootstrap_table, format_table
+from fusion.experiment import score_regions, train_fuser
+from fusion.paired import PairedConfig, make_paired_regions
+from fusion.scoring import ScoringConfig
+from fusion.stacking import load_fuser
+from imagery.data import PatchSet, write_image
+from imagery.training import DataConfig, FoldsResult, ModelConfig, OptimConfig, TrainConfig, run_folds
+from tabular.config import CVConfig, TrainTabularConfig
+from tabular.experiment import train_tabular_model
 
 EXPERIMENT = "quickstart"
 MODALITIES: tuple[str, ...] = ("tabular", "imagery", "fused")
@@ -83,11 +95,11 @@ class QuickstartConfig:
 
     def __post_init__(self) -> None:
         if not 0.05 <= self.test_fraction <= 0.8:
-            raise ValueError(f"--test-fraction must be in [0.05, 0.8], got {self.test_fraction}")
+            raise UserError(f"--test-fraction must be in [0.05, 0.8], got {self.test_fraction}")
         if self.n_regions < 40:
-            raise ValueError(f"--n-regions must be >= 40 (CV folds need both classes), got {self.n_regions}")
+            raise UserError(f"--n-regions must be >= 40 (CV folds need both classes), got {self.n_regions}")
         if self.patch_size < 16:
-            raise ValueError(f"--patch-size must be >= 16, got {self.patch_size}")
+            raise UserError(f"--patch-size must be >= 16, got {self.patch_size}")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -121,138 +133,41 @@ def config_from_args(args: argparse.Namespace) -> QuickstartConfig:
     )
 
 
-# ------------------------------------------------------------------------------ evaluation
-def _metrics(y: np.ndarray, p: np.ndarray, threshold: float) -> dict[str, float]:
-    from sklearn.metrics import average_precision_score, f1_score, roc_auc_score
-
-    if len(np.unique(y)) < 2:
-        return {"roc_auc": np.nan, "pr_auc": np.nan, "f1": np.nan}
-    return {
-        "roc_auc": float(roc_auc_score(y, p)),
-        "pr_auc": float(average_precision_score(y, p)),
-        "f1": float(f1_score(y, (p >= threshold).astype(int), zero_division=0)),
-    }
-
-
-def bootstrap_table(
-    y: np.ndarray, probs: dict[str, np.ndarray], thresholds: dict[str, float], n_boot: int, seed: int
-) -> pd.DataFrame:
-    """Point estimate and paired-bootstrap 95% percentile interval of ROC-AUC, PR-AUC and F1 per model.
-
-    The same resampled regions are used for every model in a replicate, so the rows ``fused - tabular``
-    and ``fused - imagery`` give intervals of the paired differences.
-    """
-    rng = np.random.default_rng(seed)
-    n = len(y)
-    names = list(probs)
-    point = {m: _metrics(y, probs[m], thresholds[m]) for m in names}
-    boots: dict[str, list[dict[str, float]]] = {m: [] for m in names}
-    for _ in range(n_boot):
-        idx = rng.integers(0, n, n)
-        if len(np.unique(y[idx])) < 2:
-            continue
-        for m in names:
-            boots[m].append(_metrics(y[idx], probs[m][idx], thresholds[m]))
-    rows = []
-    for m in names:
-        row: dict[str, Any] = {"model": m, "threshold": thresholds[m]}
-        for k in ("roc_auc", "pr_auc", "f1"):
-            vals = np.array([b[k] for b in boots[m]])
-            row[k] = point[m][k]
-            row[f"{k}_lo"], row[f"{k}_hi"] = (np.percentile(vals, [2.5, 97.5]) if len(vals) else (np.nan, np.nan))
-        rows.append(row)
-    if "fused" in names:
-        for other in [m for m in names if m != "fused"]:
-            row = {"model": f"fused - {other}", "threshold": np.nan}
-            for k in ("roc_auc", "pr_auc", "f1"):
-                d = np.array([a[k] - b[k] for a, b in zip(boots["fused"], boots[other], strict=True)])
-                row[k] = point["fused"][k] - point[other][k]
-                row[f"{k}_lo"], row[f"{k}_hi"] = (np.percentile(d, [2.5, 97.5]) if len(d) else (np.nan, np.nan))
-            rows.append(row)
-    return pd.DataFrame(rows)
-
-
-def format_table(table: pd.DataFrame, n_test: int, n_pos: int) -> str:
-    """The printed results table."""
-    lines = [
-        f"held-out test regions: {n_test} ({n_pos} with a landslide); 95% paired bootstrap intervals",
-        f"{'model':<17}{'ROC-AUC':>24}{'PR-AUC':>24}{'F1':>24}",
-    ]
-    for r in table.itertuples(index=False):
-        cells = [f"{getattr(r, k):+.3f} [{getattr(r, k + '_lo'):+.3f}, {getattr(r, k + '_hi'):+.3f}]"
-                 if str(r.model).startswith("fused -") else
-                 f"{getattr(r, k):.3f} [{getattr(r, k + '_lo'):.3f}, {getattr(r, k + '_hi'):.3f}]"
-                 for k in ("roc_auc", "pr_auc", "f1")]
-        lines.append(f"{r.model:<17}" + "".join(f"{c:>24}" for c in cells))
-    return "\n".join(lines)
-
-
 # ------------------------------------------------------------------------------ the job
-def _write_l4s(folder: Path, ids: np.ndarray, images: np.ndarray, masks: np.ndarray | None) -> Path:
-    from imagery.dataset import write_image, write_mask
-
+def _write_l4s(folder: Path, ids: np.ndarray, images: np.ndarray) -> Path:
+    """The test patches as an L4S folder (``img/image_<region_id>.h5``), as an analyst would hand them over."""
     for j, rid in enumerate(ids):
         write_image(folder / "img" / f"image_{int(rid)}.h5", images[j])
-        if masks is not None:
-            write_mask(folder / "mask" / f"mask_{int(rid)}.h5", masks[j])
     return folder
 
 
-def train_imagery_crossfit(
-    cfg: QuickstartConfig, images: np.ndarray, masks: np.ndarray, region_ids: np.ndarray, uri: str
-) -> dict[str, Any]:
-    """2-fold cross-fitted imagery training on ``images`` ``(N, 14, H, W)`` / ``masks`` ``(N, H, W)`` (see the module docstring).
-
-    Uses ``imagery.experiment.train_fold`` per fold (one nested MLflow run each) like
-    ``pipelines.train_imagery --folds 2``, but without the PyTorch flavour export (``log_flavour=False``,
-    the slowest step on CPU); each fold still logs ``segmenter/`` (state dict + JSON metadata), which is
-    what ``imagery.serving.load_segmenter`` reads. The parent run logs ``oof_predictions.csv``.
-    Returns ``run_id``, ``model_uris`` (one per fold) and ``oof``.
-    """
-    import mlflow
-
-    from common.fingerprint import fingerprint_array
-    from imagery.config import DataConfig, ModelConfig, OptimConfig, TrainConfig
-    from imagery.dataset import PatchSet
-    from imagery.experiment import kfold_positions, train_fold
-
-    tcfg = TrainConfig(
+def imagery_config(cfg: QuickstartConfig) -> TrainConfig:
+    """The imagery model's training configuration (2-fold cross-fitting, see the module docstring)."""
+    return TrainConfig(
         model=ModelConfig(cfg.imagery_model, cfg.imagery_channels, cfg.imagery_head, None, None, cfg.imagery_width),
         optim=OptimConfig(lr=cfg.imagery_lr, schedule="constant"),
         data=DataConfig(path="paired-synthetic", folds=2),
         epochs=cfg.imagery_epochs, batch_size=cfg.imagery_batch_size, seed=cfg.seed, device="cpu",
         n_overlays=0, progress=cfg.progress,
     ).validate()
-    patches = PatchSet(images, masks, region_ids)
-    with tracked_run(cfg.experiment, tcfg, run_name="imagery", tracking_uri=uri) as parent:
-        log_fingerprint(fingerprint_array(images, source=f"{len(images)} training patches, seed {cfg.seed}"))
-        uris, oofs = [], []
-        for i, (tr, te) in enumerate(kfold_positions(patches.ids, 2, cfg.seed)):
-            with tracked_run(cfg.experiment, tcfg, run_name=f"imagery-fold{i}", nested=True, tags={"fold": str(i)}):
-                mlflow.log_params({"fold_index": i, "n_train": len(tr), "n_test": len(te)})
-                res = train_fold(tcfg, patches.subset(tr), patches.subset(te), i, log_flavour=False)
-            uris.append(res.model_uri)
-            oofs.append(res.oof)
-        oof = pd.concat(oofs, ignore_index=True)[["region_id", "y_true", "p_oof", "fold"]]
-        with tempfile.TemporaryDirectory() as tmp:
-            path = Path(tmp) / "oof_predictions.csv"
-            with atomic_write(path) as fh:
-                oof.to_csv(fh, index=False)
-            mlflow.log_artifact(str(path))
-        return {"run_id": parent.info.run_id, "model_uris": uris, "oof": oof}
+
+
+def train_imagery_crossfit(cfg: QuickstartConfig, patches: PatchSet) -> FoldsResult:
+    """2-fold cross-fitted imagery training on the training regions, as ``train_imagery --folds 2``.
+
+    :func:`imagery.training.run_folds` on the patches in memory, without the PyTorch flavour export
+    (``log_flavour=False``, the slowest step on a CPU); each fold still logs ``segmenter/`` (state
+    dict + JSON metadata), which ``load_segmenter`` reads. The parent run logs ``oof_predictions.csv``.
+    """
+    tcfg = imagery_config(cfg)
+    fp = fingerprint_array(np.asarray(patches.images), source=f"{len(patches)} training patches, seed {cfg.seed}")
+    with tracked_run(cfg.experiment, tcfg, run_name="imagery"):
+        return run_folds(tcfg, cfg.experiment, patches=patches, fingerprint=fp, log_flavour=False, fold_prefix="imagery-")
 
 
 def run(cfg: QuickstartConfig, log: Callable[[str], None] = print) -> dict[str, Any]:
-    """Run the whole job; returns run ids, the metrics table and timings."""
-    import mlflow
-    from sklearn.model_selection import train_test_split
-
-    from fusion.paired import PairedConfig, make_paired_regions
-    from pipelines import score_regions, train_fusion, train_tabular
-    from tabular.config import CVConfig, TrainTabularConfig
-
-    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-    uri = setup_tracking(cfg.tracking_uri)
+    """Run the whole job in the store the command set up; returns run ids, the metrics table and timings."""
+    uri = mlflow.get_tracking_uri()
     timings: dict[str, float] = {}
     t_all = time.perf_counter()
     out_dir = Path(cfg.out_dir)
@@ -268,7 +183,7 @@ def run(cfg: QuickstartConfig, log: Callable[[str], None] = print) -> dict[str, 
         train_csv, test_csv = tmp / "train_regions.csv", tmp / "test_regions.csv"
         train.table.to_csv(train_csv, index=False)
         test.table.to_csv(test_csv, index=False)
-        test_dir = _write_l4s(tmp / "l4s_test", test.region_ids, test.images, None)
+        test_dir = _write_l4s(tmp / "l4s_test", test.region_ids, test.images)
         timings["generate_s"] = time.perf_counter() - t0
         clouded = float((pairs.latent["cloud_fraction"] > 0).mean())
         log(f"[1/5] {cfg.n_regions} paired regions ({pairs.labels.mean():.0%} landslide, {clouded:.0%} clouded), "
@@ -276,54 +191,46 @@ def run(cfg: QuickstartConfig, log: Callable[[str], None] = print) -> dict[str, 
             f"({timings['generate_s']:.0f}s)")
 
         t0 = time.perf_counter()
-        tab = train_tabular.train(
-            TrainTabularConfig(data=str(train_csv), id_column="region_id", drop=["lon", "lat"], seed=cfg.seed,
-                               experiment=cfg.experiment, run_name="tabular", tracking_uri=uri,
-                               cv=CVConfig(n_folds=cfg.tabular_folds)),
-            log=quiet,
-        )
+        tab_cfg = TrainTabularConfig(data=str(train_csv), id_column="region_id", drop=["lon", "lat"], seed=cfg.seed,
+                                     experiment=cfg.experiment, run_name="tabular", cv=CVConfig(n_folds=cfg.tabular_folds))
+        with tracked_run(cfg.experiment, tab_cfg, run_name="tabular"):
+            tab = train_tabular_model(tab_cfg, log=quiet)
         timings["tabular_s"] = time.perf_counter() - t0
-        log(f"[2/5] tabular model: OOF ROC-AUC {tab['summary'].get('roc_auc_mean', float('nan')):.3f} "
-            f"(run {tab['run_id']}, {timings['tabular_s']:.0f}s)")
+        log(f"[2/5] tabular model: OOF ROC-AUC {tab.summary.get('roc_auc_mean', float('nan')):.3f} "
+            f"(run {tab.run_id}, {timings['tabular_s']:.0f}s)")
 
         t0 = time.perf_counter()
-        img = train_imagery_crossfit(cfg, train.images, train.masks, train.region_ids, uri)
+        img = train_imagery_crossfit(cfg, PatchSet(train.images, train.masks, train.region_ids))
         timings["imagery_s"] = time.perf_counter() - t0
-        from sklearn.metrics import roc_auc_score
-
-        img_auc = roc_auc_score(img['oof']['y_true'], img['oof']['p_oof']) if img['oof']['y_true'].nunique() == 2 else float("nan")
+        img_auc = roc_auc_score(img.oof["y_true"], img.oof["p_oof"]) if img.oof["y_true"].nunique() == 2 else float("nan")
         log(f"[3/5] imagery model ({cfg.imagery_model}, width {cfg.imagery_width}, {cfg.imagery_epochs} epochs, 2-fold "
-            f"cross-fitting): OOF ROC-AUC {img_auc:.3f} (run {img['run_id']}, {timings['imagery_s']:.0f}s)")
+            f"cross-fitting): OOF ROC-AUC {img_auc:.3f} (run {img.run_id}, {timings['imagery_s']:.0f}s)")
 
         t0 = time.perf_counter()
-        fus = train_fusion.train(
-            train_fusion.TrainFusionConfig(tabular_run=tab["run_id"], imagery_run=img['run_id'], seed=cfg.seed,
-                                           experiment=cfg.experiment, run_name="fusion", tracking_uri=uri),
-            log=quiet,
-        )
+        fus_cfg = TrainFusionConfig(tabular_run=tab.run_id, imagery_run=img.run_id, seed=cfg.seed,
+                                    experiment=cfg.experiment, run_name="fusion")
+        with tracked_run(cfg.experiment, fus_cfg, run_name="fusion"):
+            fus = train_fuser(fus_cfg, tracking_uri=uri, log=quiet)
         timings["fusion_s"] = time.perf_counter() - t0
-        log(f"[4/5] stacker on OOF predictions: CV ROC-AUC {fus['metrics'].get('stacker_cv_roc_auc', float('nan')):.3f}, "
-            f"Brier {fus['metrics'].get('stacker_cv_brier', float('nan')):.3f} (run {fus['run_id']}, {timings['fusion_s']:.0f}s)")
+        log(f"[4/5] stacker on OOF predictions: CV ROC-AUC {fus.metrics.get('stacker_cv_roc_auc', float('nan')):.3f}, "
+            f"Brier {fus.metrics.get('stacker_cv_brier', float('nan')):.3f} (run {fus.run_id}, {timings['fusion_s']:.0f}s)")
 
         t0 = time.perf_counter()
         scores_csv = out_dir / "scores.csv"
-        sc = score_regions.score(
-            score_regions.ScoreRegionsConfig(
-                regions=str(test_csv), out=str(scores_csv), images=str(test_dir), tabular_model=tab["model_uri"],
-                imagery_model=img['model_uris'][0], fusion_model=fus["fuser_uri"], masks_dir=str(out_dir / "masks"),
-                progress=cfg.progress, seed=cfg.seed, experiment=cfg.experiment, run_name="score", tracking_uri=uri,
-            ),
-            log=quiet,
+        sc_cfg = ScoreRegionsConfig(
+            regions=str(test_csv), out=str(scores_csv), images=str(test_dir), tabular_model=tab.model_uri,
+            imagery_model=img.model_uris[0], fusion_model=fus.fuser_uri, masks_dir=str(out_dir / "masks"),
+            scoring=ScoringConfig(), progress=cfg.progress, seed=cfg.seed, experiment=cfg.experiment, run_name="score",
         )
+        with tracked_run(cfg.experiment, sc_cfg, run_name="score"):
+            sc = score_regions(sc_cfg, tracking_uri=uri, log=quiet)
         timings["score_s"] = time.perf_counter() - t0
 
     scores = pd.read_csv(scores_csv)
     truth = test.table[["region_id", "landslide"]]
     merged = truth.merge(scores, on="region_id", how="left", validate="one_to_one")
     y = merged["landslide"].to_numpy()
-    from fusion.stacking import load_fuser
-
-    fuser = load_fuser(fus["fuser_uri"])
+    fuser = load_fuser(fus.fuser_uri, tracking_uri=uri)
     probs = {"tabular": merged["p_tabular"].to_numpy(), "imagery": merged["p_imagery"].to_numpy(),
              "fused": merged["p_fused"].to_numpy()}
     thresholds = {"tabular": float(fuser.base_thresholds_.get("tabular", 0.5)),
@@ -331,14 +238,14 @@ def run(cfg: QuickstartConfig, log: Callable[[str], None] = print) -> dict[str, 
     table = bootstrap_table(y, probs, thresholds, cfg.n_bootstrap, cfg.seed)
     agree = merged["agree"].astype(str).str.lower().eq("true").mean()
     timings["total_s"] = time.perf_counter() - t_all
-    text = format_table(table, len(y), int(y.sum()))
-    log(f"[5/5] scored {sc['scored']} held-out regions ({timings['score_s']:.0f}s); models agree on {agree:.0%}\n")
-    log(text)
+    log(f"[5/5] scored {sc.scored} held-out regions ({timings['score_s']:.0f}s); models agree on {agree:.0%}\n")
+    log(format_table(table, len(y), int(y.sum())))
 
-    with tracked_run(cfg.experiment, cfg, run_name="evaluation", tracking_uri=uri,
-                     tags={"tabular_run_id": tab["run_id"], "imagery_run_id": img['run_id'],
-                           "fusion_run_id": fus["run_id"], "score_run_id": sc["run_id"]}) as run:
-        log_fingerprint(fingerprint_dataframe(pairs.table, source=f"paired(n={cfg.n_regions},seed={cfg.seed})"))
+    with tracked_run(cfg.experiment, cfg, run_name="evaluation",
+                     tags={"tabular_run_id": tab.run_id, "imagery_run_id": img.run_id,
+                           "fusion_run_id": fus.run_id, "score_run_id": sc.run_id}) as run:
+        log_fingerprint(fingerprint_dataframe(pairs.table, source=f"paired(n={cfg.n_regions},seed={cfg.seed})"),
+                        context="evaluation")
         metrics = {}
         for r in table.itertuples(index=False):
             key = str(r.model).replace("fused - ", "delta_fused_minus_")
@@ -358,12 +265,14 @@ def run(cfg: QuickstartConfig, log: Callable[[str], None] = print) -> dict[str, 
     log(f"\ntotal {timings['total_s']:.0f}s; scores: {scores_csv}")
     log(f"compare the runs: mlflow ui --backend-store-uri {uri}")
     return {"table": table, "timings": timings, "scores": str(scores_csv), "evaluation_run_id": eval_run,
-            "tabular_run_id": tab["run_id"], "imagery_run_id": img['run_id'], "fusion_run_id": fus["run_id"],
-            "score_run_id": sc["run_id"], "tracking_uri": uri}
+            "tabular_run_id": tab.run_id, "imagery_run_id": img.run_id, "fusion_run_id": fus.run_id,
+            "score_run_id": sc.run_id, "tracking_uri": uri}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    cfg = config_from_args(build_parser().parse_args(argv))
+    args = build_parser().parse_args(argv)
+    cfg = config_from_args(args)
+    setup_tracking(cfg.tracking_uri, verbose=args.verbose)
     run(cfg, log=lambda line: print(line, flush=True))
     return 0
 

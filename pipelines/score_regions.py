@@ -23,40 +23,17 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
-from common.cli import add_common_args, positive_int, run_main, unit_float
-from common.fingerprint import fingerprint_dataframe
-from common.tracking import log_fingerprint, setup_tracking, tracked_run
+from common.cli import UserError, add_common_args, positive_int, run_main, unit_float
+from common.tracking import setup_tracking, tracked_run
+from fusion.config import ScoreRegionsConfig
 from fusion.crosscheck import POLICIES
+from fusion.experiment import ScoreResult, score_regions
 from fusion.scoring import ScoringConfig
 
 EXPERIMENT = "score_regions"
-
-
-@dataclass
-class ScoreRegionsConfig:
-    """Inputs, models (URIs or paths; None = that model is not used), output and scoring options."""
-
-    regions: str
-    out: str
-    images: str | None = None
-    tabular_model: str | None = None
-    imagery_model: str | None = None
-    fusion_model: str | None = None
-    masks_dir: str | None = None
-    scoring: ScoringConfig = field(default_factory=ScoringConfig)
-    resume: bool = False
-    progress: bool = True
-    device: str = "cpu"
-    seed: int = 42
-    experiment: str = EXPERIMENT
-    run_name: str | None = None
-    tracking_uri: str | None = None
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -85,9 +62,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def config_from_args(args: argparse.Namespace) -> ScoreRegionsConfig:
     if args.top_k < 0:
-        raise ValueError(f"--top-k must be >= 0, got {args.top_k}")
+        raise UserError(f"--top-k must be >= 0, got {args.top_k}")
     if args.tabular_model is None and args.imagery_model is None:
-        raise ValueError("give --tabular-model, --imagery-model or both")
+        raise UserError("give --tabular-model, --imagery-model or both")
     return ScoreRegionsConfig(
         regions=args.regions, out=args.out, images=args.images, tabular_model=args.tabular_model,
         imagery_model=args.imagery_model, fusion_model=args.fusion_model, masks_dir=args.masks_dir,
@@ -102,67 +79,18 @@ def config_from_args(args: argparse.Namespace) -> ScoreRegionsConfig:
     )
 
 
-def load_models(cfg: ScoreRegionsConfig) -> tuple[Any, Any, Any]:
-    """(tabular model | None, segmenter | None, fuser | None) from the configured URIs."""
-    from fusion.stacking import load_fuser
-
-    tab = seg = fus = None
-    if cfg.tabular_model:
-        from tabular.serving import load_tabular_model
-
-        tab = load_tabular_model(cfg.tabular_model, cfg.tracking_uri)
-    if cfg.imagery_model:
-        from imagery.serving import load_segmenter  # torch is needed only here
-
-        seg = load_segmenter(cfg.imagery_model, device=cfg.device)
-    if cfg.fusion_model:
-        fus = load_fuser(cfg.fusion_model)
-    return tab, seg, fus
-
-
-def score(cfg: ScoreRegionsConfig, log: Any = print) -> dict[str, Any]:
-    """Run the scoring job in an MLflow run; returns the counts of :func:`fusion.scoring.score_table` + run id."""
-    import mlflow
-
-    from fusion.regions import read_region_table
-    from fusion.scoring import RegionScorer, score_table
-
-    out = Path(cfg.out)
-    if out.is_dir():
-        raise ValueError(f"--out {out} is a folder, expected a CSV file path")
-    if cfg.images is not None and not Path(cfg.images).is_dir():
-        raise FileNotFoundError(f"--images folder not found: {cfg.images}")
-    import os
-
-    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-    uri = setup_tracking(cfg.tracking_uri)
-    with tracked_run(cfg.experiment, cfg, run_name=cfg.run_name, tracking_uri=uri) as run:
-        table = read_region_table(cfg.regions)
-        log_fingerprint(fingerprint_dataframe(table, source=str(cfg.regions)))
-        tab, seg, fus = load_models(cfg)
-        if fus is not None:
-            mlflow.set_tags({f"input_{k}": str(v) for k, v in fus.meta_.items() if k.endswith("run_id")})
-        scorer = RegionScorer(tab, seg, fus, cfg.scoring)
-
-        t0 = time.perf_counter()
-        info = score_table(table, scorer, out, cfg.images, cfg.masks_dir, resume=cfg.resume, progress=cfg.progress)
-        seconds = time.perf_counter() - t0
-        mlflow.log_metrics({
-            "regions": info["regions"], "scored": info["scored"], "skipped": info["skipped"],
-            "score_seconds": seconds, "regions_per_second": info["scored"] / max(seconds, 1e-9),
-            **{f"evidence_{k}": v for k, v in info["evidence"].items()},
-        })
-        log(
-            f"scored {info['scored']} region(s) ({info['skipped']} already done) in {seconds:.1f}s -> {out}; "
-            f"evidence: {', '.join(f'{k}={v}' for k, v in info['evidence'].items())}"
-        )
-        info["run_id"] = run.info.run_id
-        return info
+def score(cfg: ScoreRegionsConfig, log: Any = print, *, verbose: bool = False) -> ScoreResult:
+    """Set up the store, open the run and score (:func:`fusion.experiment.score_regions`)."""
+    uri = setup_tracking(cfg.tracking_uri, verbose=verbose)
+    with tracked_run(cfg.experiment, cfg, run_name=cfg.run_name):
+        return score_regions(cfg, tracking_uri=uri, log=log)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    cfg = config_from_args(build_parser().parse_args(argv))
-    score(cfg, log=lambda line: print(line, flush=True))
+    args = build_parser().parse_args(argv)
+    cfg = config_from_args(args)
+    result = score(cfg, log=lambda line: print(line, flush=True), verbose=args.verbose)
+    print(f"run {result.run_id}; scores: {result.out}", flush=True)
     return 0
 
 

@@ -9,27 +9,29 @@ Examples::
 
     python -m pipelines.train_imagery --width 8 --epochs 3              # quick synthetic run
     python -m pipelines.train_imagery --data ../L4S --epochs 65         # the seed's recipe
-    python -m pipelines.train_imagery --data ../L4S --folds 5 --loss focal_iou --alpha 0.5
+    python -m pipelines.train_imagery --data ../L4S --folds 5 --loss focal_iou --loss-mix 0.5
 """
 
 from __future__ import annotations
 
 import argparse
-import tempfile
+import sys
 from collections.abc import Sequence
-from dataclasses import dataclass
-from pathlib import Path
 
-import pandas as pd
+import mlflow
 
 from common.cli import add_common_args, positive_int, run_main, unit_float
-from imagery.config import (
+from common.seed import seed_everything
+from common.tracking import setup_tracking, tracked_run
+from imagery.training import (
     AugmentConfig,
     DataConfig,
+    FoldsResult,
     LossConfig,
     ModelConfig,
     OptimConfig,
     TrainConfig,
+    run_folds,
 )
 
 EXPERIMENT = "imagery-train"
@@ -56,8 +58,9 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--bottleneck", action=argparse.BooleanOptionalAction, default=None, help="use the bottleneck block")
     m.add_argument("--width", type=positive_int, default=None, help="base width F override (tiny models for tests)")
     o = p.add_argument_group("optimisation")
-    o.add_argument("--loss", default=d.loss.name, help="loss name (imagery.losses)")
-    o.add_argument("--alpha", type=unit_float, default=d.loss.alpha, help="alpha of alpha*Focal + (1-alpha)*IoU")
+    o.add_argument("--loss", default=d.loss.name, help="loss name (imagery.training.losses)")
+    o.add_argument("--loss-mix", "--alpha", dest="loss_mix", type=unit_float, default=d.loss.mix,
+                   help="mixing weight of the mixture losses: mix*Focal + (1-mix)*IoU for focal_iou (the deck's alpha)")
     o.add_argument("--optimizer", default=d.optim.optimizer, help="sgd, adagrad, rmsprop, adam, adamw or nadam")
     o.add_argument("--lr", type=float, default=d.optim.lr, help="base learning rate")
     o.add_argument("--weight-decay", type=float, default=0.0)
@@ -91,7 +94,7 @@ def build_parser() -> argparse.ArgumentParser:
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
     cfg = TrainConfig(
         model=ModelConfig(args.model, args.channels, args.head, args.attention, args.bottleneck, args.width),
-        loss=LossConfig(args.loss, args.alpha),
+        loss=LossConfig(args.loss, args.loss_mix),
         optim=OptimConfig(optimizer=args.optimizer, lr=args.lr, weight_decay=args.weight_decay,
                           schedule=args.schedule, warmup_epochs=args.warmup_epochs),
         augment=AugmentConfig(enabled=not args.no_augment, rot90=not args.no_rot90, flip=args.flip,
@@ -116,40 +119,33 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
     return cfg.validate()
 
 
-@dataclass
-class Outcome:
-    """What ``main`` returns to tests: the MLflow run id, the segmenter URI(s) and the summary metrics."""
-
-    run_id: str
-    model_uris: list[str]
-    metrics: dict[str, float]
-    oof: pd.DataFrame
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     run(argv)
     return 0
 
 
-def run(argv: Sequence[str] | None = None) -> Outcome:
-    """Parse ``argv``, train, log; returns the outcome (``main`` is the CLI wrapper)."""
-    import mlflow
-
-    from common.seed import seed_everything
-    from common.tracking import setup_tracking, tracked_run
-    from imagery.experiment import run_folds
-
+def run(argv: Sequence[str] | None = None) -> FoldsResult:
+    """Parse ``argv``, train and log; returns the result with ``run_id`` set (``main`` is the CLI wrapper)."""
     args = build_parser().parse_args(argv)
     cfg = config_from_args(args)
     seed_everything(cfg.seed)
-    setup_tracking(args.tracking_uri)
-    with tempfile.TemporaryDirectory() as tmp, tracked_run(
-        args.experiment or EXPERIMENT, cfg, run_name=args.run_name, tracking_uri=args.tracking_uri
-    ) as parent:
-        result = run_folds(cfg, Path(tmp), experiment=args.experiment or EXPERIMENT)
+    setup_tracking(args.tracking_uri, verbose=args.verbose)
+    experiment = args.experiment or EXPERIMENT
+    with tracked_run(experiment, cfg, run_name=args.run_name):
+        result = run_folds(cfg, experiment)
         mlflow.log_metrics(result.metrics)
-        return Outcome(parent.info.run_id, result.model_uris, result.metrics, result.oof)
+    print(format_result(result), flush=True)
+    return result
+
+
+def format_result(result: FoldsResult) -> str:
+    """The summary printed at the end of a run: run id, model URI(s) and the key metrics."""
+    keys = [k for k in result.metrics if k.endswith("_mean") and any(m in k for m in ("ls_f1", "ls_iou", "patch_auc"))]
+    lines = [f"run {result.run_id}"]
+    lines += [f"model: {uri}" for uri in result.model_uris]
+    lines += [f"{k} {result.metrics[k]:.4f}" for k in sorted(keys)]
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":
-    raise SystemExit(run_main(main))
+    raise SystemExit(run_main(main, sys.argv[1:]))

@@ -15,12 +15,13 @@ import numpy as np
 import pandas as pd
 from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
 
+from common.cli import UserError
+from common.metrics import METRIC_NAMES, best_f1_threshold, binary_metrics
 from tabular.config import LGBMParams
-from tabular.metrics import METRIC_NAMES, best_f1_threshold, binary_metrics
 from tabular.model import LandslideClassifier
 
 
-@dataclass
+@dataclass(frozen=True)
 class CVResult:
     """Out-of-fold results: ``oof`` P(landslide) per row, ``fold`` index (0-based) per row,
     ``fold_metrics`` (one row per fold: fold, n_train, n_valid, best_iteration, metrics), the
@@ -47,17 +48,17 @@ def make_folds(
     of a class or too few groups for ``n_folds``."""
     y = np.asarray(y)
     if n_folds < 2:
-        raise ValueError(f"--folds must be >= 2, got {n_folds}")
+        raise UserError(f"--folds must be >= 2, got {n_folds}")
     counts = np.bincount(y.astype(int), minlength=2)
     if counts.min() < n_folds:
-        raise ValueError(
+        raise UserError(
             f"the smaller class has {int(counts.min())} rows, fewer than the {n_folds} CV folds (expected >= {n_folds})"
         )
     idx = np.zeros(len(y))
     if groups is not None:
         n_groups = len(pd.unique(groups))
         if n_groups < n_folds:
-            raise ValueError(f"--group column has {n_groups} groups, fewer than the {n_folds} CV folds")
+            raise UserError(f"--group column has {n_groups} groups, fewer than the {n_folds} CV folds")
         splitter = StratifiedGroupKFold(n_splits=n_folds, shuffle=shuffle, random_state=seed if shuffle else None)
         splits = splitter.split(idx, y, groups)
     else:
@@ -93,7 +94,7 @@ def cross_validate(
         clf = LandslideClassifier(params, seed=seed, categorical=categorical)
         clf.fit(X.iloc[tr], y[tr])
         oof[va] = clf.booster_.predict(
-            clf.encode(X.iloc[va], warn=False), num_iteration=clf.best_iteration_, num_threads=clf.params.threads_for(len(va))
+            clf.encode(X.iloc[va], warn=False), num_iteration=clf.best_iteration_, num_threads=clf.params_.threads_for(len(va))
         )
         n_unseen += sum(clf.last_unseen_counts_.values())
         fold_of[va] = i

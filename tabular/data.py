@@ -1,6 +1,6 @@
 """Load and validate region tables (CSV or Parquet) and split them into features and a 0/1 target.
 
-Every problem a user can fix raises ``FileNotFoundError`` or ``ValueError`` with a one-line
+Every problem a user can fix raises :class:`common.cli.UserError` (``InputNotFoundError`` for a missing file) with a one-line
 message naming the file, column or value and what was expected.
 """
 
@@ -14,6 +14,10 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow.lib
+import pyarrow.parquet as pq
+
+from common.cli import InputNotFoundError, UserError
 
 CSV_SUFFIXES = (".csv", ".txt")
 PARQUET_SUFFIXES = (".parquet", ".pq")
@@ -26,7 +30,7 @@ NUMERIC_SHARE = 0.8
 def _check_duplicates(names: list[str], path: Path) -> None:
     dup = sorted(name for name, count in Counter(names).items() if count > 1)
     if dup:
-        raise ValueError(f"{path}: duplicate column names {dup} (expected unique column names)")
+        raise UserError(f"{path}: duplicate column names {dup} (expected unique column names)")
 
 
 def load_table(path: str | os.PathLike[str]) -> pd.DataFrame:
@@ -37,38 +41,35 @@ def load_table(path: str | os.PathLike[str]) -> pd.DataFrame:
     """
     p = Path(path)
     if not p.exists():
-        raise FileNotFoundError(f"data file not found: {p} (expected a CSV or Parquet table)")
+        raise InputNotFoundError(f"data file not found: {p} (expected a CSV or Parquet table)")
     if p.is_dir():
-        raise ValueError(f"{p} is a directory (expected a CSV or Parquet file)")
+        raise UserError(f"{p} is a directory (expected a CSV or Parquet file)")
     suffix = p.suffix.lower()
     if suffix in CSV_SUFFIXES:
         try:
             with open(p, newline="", encoding="utf-8") as fh:
                 header = next(csv.reader(fh), None)
         except UnicodeDecodeError:
-            raise ValueError(f"{p}: not a UTF-8 text CSV file") from None
+            raise UserError(f"{p}: not a UTF-8 text CSV file") from None
         if not header:
-            raise ValueError(f"{p}: empty file (expected a header row and at least one data row)")
+            raise UserError(f"{p}: empty file (expected a header row and at least one data row)")
         _check_duplicates([h.strip() for h in header], p)
         try:
             df = pd.read_csv(p)
         except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
-            raise ValueError(f"{p}: unreadable CSV ({' '.join(str(exc).split())})") from None
+            raise UserError(f"{p}: unreadable CSV ({' '.join(str(exc).split())})") from None
         df.columns = [str(c).strip() for c in df.columns]
     elif suffix in PARQUET_SUFFIXES:
-        import pyarrow.lib
-        import pyarrow.parquet as pq
-
         try:
             names = list(pq.read_schema(p).names)
             _check_duplicates(names, p)
             df = pd.read_parquet(p)
         except (pyarrow.lib.ArrowException, OSError) as exc:
-            raise ValueError(f"{p}: unreadable Parquet file ({' '.join(str(exc).split())})") from None
+            raise UserError(f"{p}: unreadable Parquet file ({' '.join(str(exc).split())})") from None
     else:
-        raise ValueError(f"{p}: unsupported format {suffix or '(no suffix)'!r} (expected .csv or .parquet)")
+        raise UserError(f"{p}: unsupported format {suffix or '(no suffix)'!r} (expected .csv or .parquet)")
     if df.shape[0] == 0:
-        raise ValueError(f"{p}: table has no data rows (expected at least one)")
+        raise UserError(f"{p}: table has no data rows (expected at least one)")
     return df
 
 
@@ -81,21 +82,21 @@ def encode_target(series: pd.Series, positive: str | None = None) -> np.ndarray:
     """
     name = series.name
     if series.isna().any():
-        raise ValueError(f"target column {name!r} has {int(series.isna().sum())} missing values (expected 0/1 for every row)")
+        raise UserError(f"target column {name!r} has {int(series.isna().sum())} missing values (expected 0/1 for every row)")
     values = series.astype(str).str.strip()
     levels = sorted(values.unique())
     if len(levels) > 2:
         shown = levels[:5] + (["..."] if len(levels) > 5 else [])
-        raise ValueError(f"target column {name!r} has {len(levels)} classes {shown} (expected exactly two)")
+        raise UserError(f"target column {name!r} has {len(levels)} classes {shown} (expected exactly two)")
     if positive is not None:
         pos = str(positive).strip()
         if pos not in levels:
-            raise ValueError(f"--positive value {pos!r} not found in target column {name!r} (values: {levels})")
+            raise UserError(f"--positive value {pos!r} not found in target column {name!r} (values: {levels})")
         if len(levels) < 2:
-            raise ValueError(f"target column {name!r} has a single class {levels} (expected two classes)")
+            raise UserError(f"target column {name!r} has a single class {levels} (expected two classes)")
         return (values == pos).to_numpy(dtype=np.int64)
     if len(levels) < 2:
-        raise ValueError(f"target column {name!r} has a single class {levels} (expected two classes)")
+        raise UserError(f"target column {name!r} has a single class {levels} (expected two classes)")
     numeric = pd.to_numeric(series, errors="coerce")
     if numeric.notna().all() and set(np.unique(numeric.to_numpy(dtype=float))) <= {0.0, 1.0}:
         return numeric.to_numpy(dtype=np.int64)
@@ -103,7 +104,7 @@ def encode_target(series: pd.Series, positive: str | None = None) -> np.ndarray:
     neg = [lv for lv in levels if lv.lower() in FALSE_WORDS]
     if len(pos) == 1 and len(neg) == 1:
         return (values == pos[0]).to_numpy(dtype=np.int64)
-    raise ValueError(f"target column {name!r} has labels {levels}: pass --positive to say which is the positive class")
+    raise UserError(f"target column {name!r} has labels {levels}: pass --positive to say which is the positive class")
 
 
 @dataclass
@@ -125,7 +126,7 @@ def infer_categorical(X: pd.DataFrame, categorical: list[str] | None = None) -> 
     if categorical is not None:
         missing = [c for c in categorical if c not in X.columns]
         if missing:
-            raise ValueError(f"--categorical columns not found among the features: {missing}")
+            raise UserError(f"--categorical columns not found among the features: {missing}")
         return list(categorical)
     cats = []
     for c in X.columns:
@@ -153,13 +154,13 @@ def validate_features(X: pd.DataFrame, categorical: list[str], source: str = "ta
     values in a column that is otherwise numeric (at least 80 % of its values parse as numbers).
     """
     if X.shape[1] == 0:
-        raise ValueError(f"{source}: no feature columns left after dropping target, id and --drop columns")
+        raise UserError(f"{source}: no feature columns left after dropping target, id and --drop columns")
     for col in X.columns:
         s = X[col]
         if s.isna().all():
-            raise ValueError(f"{source}: column {col!r} is all NaN (drop it with --drop)")
+            raise UserError(f"{source}: column {col!r} is all NaN (drop it with --drop)")
         if s.nunique(dropna=True) < 2 and not s.isna().any():
-            raise ValueError(f"{source}: column {col!r} is constant ({s.dropna().iloc[0]!r}); drop it with --drop")
+            raise UserError(f"{source}: column {col!r} is constant ({s.dropna().iloc[0]!r}); drop it with --drop")
         if col in categorical or pd.api.types.is_numeric_dtype(s) or pd.api.types.is_bool_dtype(s):
             continue
         if isinstance(s.dtype, pd.CategoricalDtype):
@@ -169,7 +170,7 @@ def validate_features(X: pd.DataFrame, categorical: list[str], source: str = "ta
         share = float(parsed.notna().mean()) if len(nonnull) else 0.0
         if share >= NUMERIC_SHARE:
             bad_idx = parsed.index[parsed.isna()]
-            raise ValueError(
+            raise UserError(
                 f"{source}: column {col!r} has non-numeric value {nonnull.loc[bad_idx[0]]!r} at row {bad_idx[0]} "
                 f"({len(bad_idx)} such values; expected numbers)"
             )
@@ -192,17 +193,17 @@ def prepare_training_table(
     features. Columns are referred to by name; every named column must exist.
     """
     if target not in df.columns:
-        raise ValueError(f"{source}: target column {target!r} not found (columns: {list(df.columns)[:20]})")
+        raise UserError(f"{source}: target column {target!r} not found (columns: {list(df.columns)[:20]})")
     drop = list(drop or [])
     missing = [c for c in drop if c not in df.columns]
     if missing:
-        raise ValueError(f"{source}: --drop columns not found: {missing}")
+        raise UserError(f"{source}: --drop columns not found: {missing}")
     if group is not None and group not in df.columns:
-        raise ValueError(f"{source}: --group column {group!r} not found")
+        raise UserError(f"{source}: --group column {group!r} not found")
     if id_column is None and "region_id" in df.columns:
         id_column = "region_id"
     if id_column is not None and id_column not in df.columns:
-        raise ValueError(f"{source}: id column {id_column!r} not found")
+        raise UserError(f"{source}: id column {id_column!r} not found")
     y = encode_target(df[target], positive)
     non_features = {target, *drop}
     if group is not None:
@@ -215,5 +216,5 @@ def prepare_training_table(
     ids = df[id_column].to_numpy() if id_column is not None else df.index.to_numpy()
     groups = df[group].to_numpy() if group is not None else None
     if groups is not None and pd.isna(groups).any():
-        raise ValueError(f"{source}: --group column {group!r} has missing values (expected a group for every row)")
+        raise UserError(f"{source}: --group column {group!r} has missing values (expected a group for every row)")
     return TrainingTable(X=X.reset_index(drop=True), y=y, ids=ids, groups=groups, categorical=cats, id_column=id_column)

@@ -10,21 +10,23 @@ JSON is also logged to the run as ``tabular_model.json``.
 from __future__ import annotations
 
 import json
-import os
-import re
 import tempfile
 from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
 import lightgbm as lgb
+import mlflow
+import mlflow.lightgbm
 import pandas as pd
+from mlflow.models import infer_signature
 
+from common.cli import UserError
+from common.tracking import download_model
 from tabular.model import LandslideClassifier
 
 METADATA_FILE = "tabular_model.json"
 BOOSTER_FILE = "model.lgb"
-_RUN_ID = re.compile(r"^[0-9a-f]{32}$")
 
 
 def pip_requirements() -> list[str]:
@@ -37,10 +39,6 @@ def log_tabular_model(model: LandslideClassifier, X_example: pd.DataFrame, name:
 
     ``X_example``: a few raw input rows (used for the signature and the input example).
     """
-    import mlflow
-    import mlflow.lightgbm
-    from mlflow.models import infer_signature
-
     meta = model.metadata()
     Xe = pd.DataFrame(model.encode(X_example.head(5), warn=False), columns=model.feature_names_)
     signature = infer_signature(Xe, model._booster().predict(Xe.to_numpy(), num_iteration=model.best_iteration_ or None))
@@ -60,15 +58,6 @@ def log_tabular_model(model: LandslideClassifier, X_example: pd.DataFrame, name:
     return info
 
 
-def normalize_model_uri(uri: str) -> str:
-    """``runs:/<id>/model``, ``models:/...`` and local paths pass through; a bare run id becomes
-    ``runs:/<id>/model``."""
-    uri = uri.strip()
-    if _RUN_ID.match(uri) and not Path(uri).exists():
-        return f"runs:/{uri}/model"
-    return uri
-
-
 def _find_file(root: Path, name: str) -> Path | None:
     direct = root / name
     if direct.exists():
@@ -77,40 +66,32 @@ def _find_file(root: Path, name: str) -> Path | None:
     return hits[0] if hits else None
 
 
-def load_tabular_model(uri: str, tracking_uri: str | None = None) -> LandslideClassifier:
-    """Rebuild a :class:`LandslideClassifier` from ``runs:/<id>/model``, a run id, a ``models:/``
-    URI or a local model folder. Reads the native Booster text and ``tabular_model.json``.
+def load_tabular_model(uri: str, tracking_uri: str | None = None, *, flag: str = "--model") -> LandslideClassifier:
+    """Rebuild a :class:`LandslideClassifier` from ``runs:/<id>/model``, a run id, a ``models:/`` URI
+    or a local model folder (:func:`common.tracking.download_model`, MLflow URIs resolved against
+    ``tracking_uri``). Reads the native Booster text and ``tabular_model.json``; nothing is unpickled.
+    ``flag`` is the command-line flag that named the model, for the error messages.
 
-    Raises FileNotFoundError / ValueError naming the URI when it cannot be resolved or is incomplete.
+    Raises :class:`common.cli.UserError` naming the URI when it cannot be resolved or is incomplete.
     """
-    norm = normalize_model_uri(uri)
-    local = Path(norm)
-    if local.exists():
-        root = local
-    elif "://" in norm or norm.startswith(("runs:/", "models:/")):
-        import mlflow
-        from mlflow.exceptions import MlflowException
-
-        from common.tracking import setup_tracking
-
-        setup_tracking(tracking_uri)
-        os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    with tempfile.TemporaryDirectory() as tmp:
+        root = download_model(uri, tracking_uri=tracking_uri, default_artifact="model", flag=flag,
+                              dst_path=tmp)
+        if root.is_file():
+            root = root.parent
+        booster_path = _find_file(root, BOOSTER_FILE)
+        meta_path = _find_file(root, METADATA_FILE)
+        if booster_path is None or meta_path is None:
+            raise UserError(
+                f"{flag} {uri} has no {BOOSTER_FILE} and {METADATA_FILE} "
+                "(expected a tabular model logged by train_tabular)"
+            )
         try:
-            root = Path(mlflow.artifacts.download_artifacts(artifact_uri=norm))
-        except (MlflowException, OSError) as exc:
-            msg = " ".join(str(exc).split())[:200]
-            raise ValueError(f"cannot load model {uri!r}: {msg}") from None
-    else:
-        raise FileNotFoundError(f"model not found: {uri} (expected runs:/<run_id>/model, a run id or a model folder)")
-    if root.is_file():
-        root = root.parent
-    booster_path = _find_file(root, BOOSTER_FILE)
-    meta_path = _find_file(root, METADATA_FILE)
-    if booster_path is None or meta_path is None:
-        raise ValueError(f"model {uri!r} has no {BOOSTER_FILE} and {METADATA_FILE} (expected a tabular model logged by train_tabular)")
-    try:
-        meta = json.loads(meta_path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"{meta_path}: invalid JSON ({exc})") from None
-    booster = lgb.Booster(model_file=str(booster_path))
+            meta = json.loads(meta_path.read_text(encoding="utf-8"))
+        except json.JSONDecodeError as exc:
+            raise UserError(f"{meta_path}: invalid JSON ({exc})") from None
+        try:
+            booster = lgb.Booster(model_file=str(booster_path))
+        except lgb.basic.LightGBMError as exc:
+            raise UserError(f"{booster_path}: not a LightGBM model ({' '.join(str(exc).split())[:200]})") from None
     return LandslideClassifier.from_booster(booster, meta)

@@ -48,7 +48,7 @@ def _mlflow_cmd() -> list[str]:
 
 
 def test_mlflow_ui_lists_the_logged_run(tracking_uri, tmp_path):
-    with tracked_run("ui_check", {"alpha": 0.5}, tracking_uri=tracking_uri) as run:
+    with tracked_run("ui_check", {"alpha": 0.5}) as run:
         mlflow.log_metric("roc_auc_mean", 0.875)
     run_id = run.info.run_id
     exp_id = mlflow.get_experiment_by_name("ui_check").experiment_id

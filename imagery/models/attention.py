@@ -19,12 +19,15 @@ Inputs/outputs are ``(B, C, H, W)``; every module returns a tensor of the input'
 
 from __future__ import annotations
 
+from typing import Literal, get_args
+
 import torch
 from torch import nn
 
 from imagery.models.blocks import SameConv2d
 
-ATTENTIONS = ("se", "triple_mha", "cbam", "none")
+Attention = Literal["se", "triple_mha", "cbam", "none"]
+ATTENTIONS: tuple[str, ...] = get_args(Attention)
 
 
 class SEAttention(nn.Module):

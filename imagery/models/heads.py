@@ -15,12 +15,15 @@ A head maps the final full-resolution feature map ``(B, C_in, H, W)`` to a dict 
 
 from __future__ import annotations
 
+from typing import Literal, get_args
+
 import torch
 from torch import nn
 
 from imagery.models.blocks import SameConv2d, output_conv
 
-HEADS = ("multires", "mono", "dual")
+Head = Literal["multires", "mono", "dual"]
+HEADS: tuple[str, ...] = get_args(Head)
 
 
 class SegHead(nn.Module):

@@ -3,14 +3,18 @@ from __future__ import annotations
 import dataclasses
 import json
 
+from pathlib import Path
+
 import mlflow
 import pandas as pd
 import pytest
 
 from common.atomic import atomic_path, atomic_write
-from common.cli import EXIT_USER_ERROR, run_main
+from common.cli import EXIT_USER_ERROR, InputNotFoundError, UserError, run_main
 from common.fingerprint import fingerprint_dataframe, fingerprint_files
 from common.tracking import flatten_params, resolve_tracking_uri, tracked_run
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_atomic_write_leaves_no_file_on_error(tmp_path):
@@ -39,20 +43,52 @@ def test_atomic_path_replaces_existing_only_on_success(tmp_path):
 
 def test_run_main_maps_user_errors_to_one_line(capsys):
     def main(argv):
-        raise FileNotFoundError("data file not found: /nope.csv (expected a CSV or Parquet table)")
+        raise InputNotFoundError("data file not found: /nope.csv (expected a CSV or Parquet table)")
 
     assert run_main(main, []) == EXIT_USER_ERROR
     err = capsys.readouterr().err
     assert err.strip() == "error: data file not found: /nope.csv (expected a CSV or Parquet table)"
     assert "Traceback" not in err
 
+    def bad_value(argv):
+        raise UserError("column 'slope' has non-numeric value 'x'\n(expected numbers)")
 
-def test_run_main_keeps_tracebacks_for_bugs():
+    assert run_main(bad_value, []) == EXIT_USER_ERROR
+    assert capsys.readouterr().err == "error: column 'slope' has non-numeric value 'x' (expected numbers)\n"
+
+
+def test_run_main_maps_path_errors_from_the_machine(tmp_path, capsys):
     def main(argv):
-        raise ZeroDivisionError
+        open(tmp_path / "missing" / "x.csv")  # noqa: SIM115 - the OSError is the point
 
-    with pytest.raises(ZeroDivisionError):
+    assert run_main(main, []) == EXIT_USER_ERROR
+    assert capsys.readouterr().err.startswith("error: No such file or directory: ")
+
+
+@pytest.mark.parametrize("exc", [ZeroDivisionError(), ValueError("shapes (3,) and (4,) not aligned"), KeyError("x"),
+                                 FileNotFoundError("no filename: a bug, not a user's path")])
+def test_run_main_keeps_tracebacks_for_bugs(exc):
+    def main(argv):
+        raise exc
+
+    with pytest.raises(type(exc)):
         run_main(main, [])
+
+
+def test_cli_bug_exits_1_with_traceback_and_user_error_exits_2(tmp_path):
+    """In a real process: a bug keeps its traceback (exit 1), a user error is one line (exit 2)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\nfrom common.cli import run_main, UserError\n"
+        "def main(argv):\n    if argv[0] == 'bug':\n        return [][1]\n    raise UserError('--data x.csv: not found')\n"
+        "raise SystemExit(run_main(main, sys.argv[1:]))\n"
+    )
+    bug = subprocess.run([sys.executable, "-c", code, "bug"], capture_output=True, text=True, cwd=ROOT)
+    assert bug.returncode == 1 and "Traceback" in bug.stderr and "IndexError" in bug.stderr
+    user = subprocess.run([sys.executable, "-c", code, "user"], capture_output=True, text=True, cwd=ROOT)
+    assert user.returncode == 2 and user.stderr == "error: --data x.csv: not found\n"
 
 
 def test_fingerprint_changes_with_content(tmp_path):

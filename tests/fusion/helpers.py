@@ -27,9 +27,9 @@ def segmenter_folder(folder: Path, channel_set: int = 14, width: int = 2, seed: 
     """An untrained tiny segmenter (dual head) saved as state dict + metadata (what load_segmenter reads)."""
     import torch
 
-    from imagery.bands import BANDS
+    from imagery.data.bands import BANDS
     from imagery.models import create_model
-    from imagery.serving import SegmenterMeta, save_segmenter_files
+    from imagery.inference import SegmenterMeta, save_segmenter_files
 
     torch.manual_seed(seed)
     kwargs = {"in_channels": channel_set, "num_classes": 2, "head": "dual", "base_width": width}

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from fusion.patch_features import LEAKING_FEATURES, PATCH_FEATURES, patch_region_table, patch_tabular_features
-from imagery.synthetic import synth_patch
+from imagery.data.synthetic import synth_patch
 
 
 def _patches(n: int = 6, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:

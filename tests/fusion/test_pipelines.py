@@ -13,7 +13,7 @@ import pytest
 from common.cli import run_main
 from fusion.paired import PairedConfig, make_paired_regions
 from fusion.scoring import ALL_COLUMNS
-from imagery.dataset import write_image
+from imagery.data import write_image
 from pipelines import score_regions, train_fusion
 from tests.fusion.helpers import log_oof_run, oof_pair, segmenter_folder, tabular_model_folder
 

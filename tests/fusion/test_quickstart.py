@@ -11,6 +11,7 @@ import pandas as pd
 import pytest
 
 from common.cli import run_main
+from fusion.evaluation import bootstrap_table
 from pipelines import quickstart
 
 TINY = ["--n-regions", "80", "--patch-size", "16", "--tabular-folds", "2", "--imagery-epochs", "1",
@@ -22,7 +23,7 @@ def test_bootstrap_table_intervals_cover_point_and_pair() -> None:
     y = rng.integers(0, 2, 300)
     good = np.clip(0.5 * y + rng.random(300) * 0.6, 0, 1)
     noise = rng.random(300)
-    t = quickstart.bootstrap_table(y, {"tabular": noise, "imagery": good, "fused": good}, {"tabular": 0.5, "imagery": 0.5, "fused": 0.5}, 60, 0)
+    t = bootstrap_table(y, {"tabular": noise, "imagery": good, "fused": good}, {"tabular": 0.5, "imagery": 0.5, "fused": 0.5}, 60, 0)
     by = t.set_index("model")
     for m in ("tabular", "imagery", "fused"):
         for k in ("roc_auc", "pr_auc", "f1"):

@@ -21,9 +21,10 @@ from tests.conftest import shared_dataset
 
 @pytest.mark.real_data
 def test_real_l4s_regions_train_score_fuse(tmp_path: Path, tracking_uri: str) -> None:
-    from imagery.dataset import load_patches
+    from imagery.data import load_patches
     from pipelines import score_regions, train_fusion, train_tabular
     from pipelines.quickstart import QuickstartConfig, train_imagery_crossfit
+    from fusion.config import ScoreRegionsConfig, TrainFusionConfig
     from tabular.config import CVConfig, LGBMParams, TrainTabularConfig
 
     root = shared_dataset("landslide4sense_camduc")
@@ -42,19 +43,19 @@ def test_real_l4s_regions_train_score_fuse(tmp_path: Path, tracking_uri: str) ->
     )
     cfg = QuickstartConfig(imagery_width=2, imagery_epochs=1, imagery_channels=14, imagery_batch_size=4,
                            experiment="real", seed=0)
-    img = train_imagery_crossfit(cfg, np.asarray(patches.images), patches.masks, patches.ids, tracking_uri)
-    fus = train_fusion.train(train_fusion.TrainFusionConfig(tab["run_id"], img["run_id"], cv=2, experiment="real",
-                                                            tracking_uri=tracking_uri), log=lambda _l: None)
+    img = train_imagery_crossfit(cfg, patches)
+    fus = train_fusion.train(TrainFusionConfig(tab.run_id, img.run_id, cv=2, experiment="real",
+                                               tracking_uri=tracking_uri), log=lambda _l: None)
     out = tmp_path / "scores.csv"
     info = score_regions.score(
-        score_regions.ScoreRegionsConfig(
-            regions=str(regions), out=str(out), images=str(root), tabular_model=tab["model_uri"],
-            imagery_model=img["model_uris"][0], fusion_model=fus["fuser_uri"], progress=False,
+        ScoreRegionsConfig(
+            regions=str(regions), out=str(out), images=str(root), tabular_model=tab.model_uri,
+            imagery_model=img.model_uris[0], fusion_model=fus.fuser_uri, progress=False,
             masks_dir=str(tmp_path / "masks"), experiment="real", tracking_uri=tracking_uri,
         ),
         log=lambda _l: None,
     )
-    assert info["scored"] == 11
+    assert info.scored == 11
     df = pd.read_csv(out)
     assert list(df.columns) == list(ALL_COLUMNS)
     assert sorted(df["region_id"]) == sorted(patches.ids.tolist())

@@ -11,7 +11,7 @@ import pytest
 from fusion.regions import read_region_table
 from fusion.scoring import ALL_COLUMNS, RegionScorer, ScoringConfig, partial_path, score_table
 from fusion.stacking import StackingFuser
-from imagery.dataset import write_image
+from imagery.data import write_image
 from tests.fusion.fakes import FakeSegmenter, FakeTabular
 
 

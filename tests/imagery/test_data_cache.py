@@ -10,10 +10,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from imagery.cache import build_cache, open_cache
-from imagery.dataset import L4SDataset, load_patches
+from imagery.data.cache import build_cache, open_cache
+from imagery.data import L4SDataset, load_patches
 from imagery.plot import plot_patch, save_figure
-from imagery.synthetic import write_synthetic_l4s
+from imagery.data.synthetic import write_synthetic_l4s
 from pipelines.prepare_imagery import main
 
 ROOT = Path(__file__).resolve().parents[2]

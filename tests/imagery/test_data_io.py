@@ -9,8 +9,8 @@ import h5py
 import numpy as np
 import pytest
 
-from imagery.bands import BANDS, L4S_MEAN, L4S_STD, band_index
-from imagery.dataset import (
+from imagery.data.bands import BANDS, L4S_MEAN, L4S_STD, band_index
+from imagery.data import (
     L4SDataset,
     PatchSet,
     detect_layout,

@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 import torch
 
-from imagery.augment import augment_batch
-from imagery.bands import L4S_CLIP_MAX, L4S_MEAN, L4S_STD, band_index
-from imagery.normalize import Normalizer, clean_image
-from imagery.splits import (
+from imagery.transforms.augment import augment_batch
+from imagery.data.bands import L4S_CLIP_MAX, L4S_MEAN, L4S_STD, band_index
+from imagery.transforms.normalize import Normalizer, clean_image
+from imagery.data.splits import (
     contiguous_folds,
     holdout_split,
     kfold_splits,

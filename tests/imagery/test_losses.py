@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from imagery.losses import (DualLoss, MultiResLoss, OutLoss, boundary_map, build_criterion, center_map,
+from imagery.training.losses import (DualLoss, MultiResLoss, OutLoss, boundary_map, build_criterion, center_map,
                             create_loss, list_losses, resize_target)
 
 LOGITS = np.array([[[[2.0, -1.0], [0.5, 0.0]],
@@ -139,7 +139,7 @@ def test_combinations_by_hand() -> None:
     w = np.where(TARGET == 1, 5.0, 1.0)
     center = float((w * -np.log(PT)).sum() / w.sum())
     assert _loss("focal_iou") == pytest.approx(0.5 * _focal() + 0.5 * _iou_loss(), rel=1e-5)
-    assert _loss("focal_iou", alpha=0.8) == pytest.approx(0.8 * _focal() + 0.2 * _iou_loss(), rel=1e-5)
+    assert _loss("focal_iou", mix=0.8) == pytest.approx(0.8 * _focal() + 0.2 * _iou_loss(), rel=1e-5)
     assert _loss("ce_iou") == pytest.approx(0.5 * ce + 0.5 * _iou_loss(), rel=1e-5)
     assert _loss("focal_iou_center") == pytest.approx(0.5 * _focal() + 0.5 * _iou_loss() + 0.5 * center,
                                                        rel=1e-5)

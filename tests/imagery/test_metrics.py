@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from imagery.metrics import SegmentationCounts, patch_detection_metrics
+from imagery.inference.metrics import SegmentationCounts, patch_detection_metrics
 
 
 def test_scores_by_hand() -> None:

@@ -8,9 +8,9 @@ import pytest
 import torch
 from torch import nn
 
-from imagery.metrics import SegmentationCounts
+from imagery.inference.metrics import SegmentationCounts
 from imagery.models import create_model
-from imagery.postprocess import ThresholdSweep, apply_threshold, morphology, predict_probs, sweep_thresholds
+from imagery.inference.postprocess import ThresholdSweep, apply_threshold, morphology, predict_probs, sweep_thresholds
 
 
 class RampModel(nn.Module):

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from imagery.predict import blend_weights, predict_scene, read_inputs, tile_starts
+from imagery.inference.predict import blend_weights, predict_scene, read_inputs, tile_starts
 from tests.conftest import shared_dataset
 
 
@@ -64,7 +64,7 @@ def test_blending_averages_overlapping_tiles() -> None:
 
 
 def test_read_inputs_patch_folder_and_scene(tmp_path: Path) -> None:
-    from imagery.dataset import write_image
+    from imagery.data import write_image
 
     rng = np.random.default_rng(1)
     write_image(tmp_path / "in" / "image_7.h5", rng.random((14, 128, 128)).astype(np.float32))
@@ -94,7 +94,7 @@ def test_read_inputs_bad_input_one_line(tmp_path: Path, make, expect: str) -> No
 # ------------------------------------------------------------------ CLI with a tiny saved segmenter
 def _tiny_segmenter_dir(folder: Path, threshold: float = 0.5) -> Path:
     from imagery.models import create_model
-    from imagery.serving import SegmenterMeta, save_segmenter_files
+    from imagery.inference import SegmenterMeta, save_segmenter_files
 
     torch.manual_seed(0)
     kw = {"in_channels": 23, "num_classes": 2, "head": "multires", "base_width": 4}
@@ -127,7 +127,7 @@ def test_predict_cli_on_real_unlabelled_patches(tmp_path: Path, tracking_uri: st
 def test_predict_cli_scene(tmp_path: Path, tracking_uri: str) -> None:
     from pipelines.predict_imagery import main
 
-    from imagery.synthetic import synth_patch
+    from imagery.data.synthetic import synth_patch
 
     rng = np.random.default_rng(3)
     tiles = [synth_patch(rng, has_landslide=True, size=128)[0] for _ in range(4)]

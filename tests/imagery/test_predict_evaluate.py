@@ -20,10 +20,10 @@ def _metrics_from_stdout(text: str) -> dict:
 def test_evaluate_cli_synthetic_matches_direct_computation(tmp_path: Path, tracking_uri: str, capsys) -> None:
     from pipelines.evaluate_imagery import main
 
-    from imagery.dataset import load_patches
-    from imagery.metrics import SegmentationCounts
-    from imagery.serving import load_segmenter
-    from imagery.synthetic import write_synthetic_l4s
+    from imagery.data import load_patches
+    from imagery.inference.metrics import SegmentationCounts
+    from imagery.inference.serving import load_segmenter
+    from imagery.data.synthetic import write_synthetic_l4s
 
     root = write_synthetic_l4s(tmp_path / "data", n_patches=6, seed=1, size=64)
     model_dir = _tiny_segmenter_dir(tmp_path / "m", threshold=0.45)
@@ -60,7 +60,7 @@ def test_evaluate_cli_bad_input(tmp_path: Path, tracking_uri: str, capsys) -> No
     from pipelines.evaluate_imagery import main
 
     from common.cli import run_main
-    from imagery.synthetic import write_synthetic_l4s
+    from imagery.data.synthetic import write_synthetic_l4s
 
     model_dir = _tiny_segmenter_dir(tmp_path / "m")
     assert run_main(main, ["--model", str(model_dir), "--data", str(tmp_path / "nope")]) == 2

@@ -11,7 +11,8 @@ import pytest
 import torch
 
 from imagery.models import create_model
-from imagery.serving import META_NAME, Segmenter, SegmenterMeta, load_segmenter, log_segmenter, save_segmenter_files
+from imagery.inference import Segmenter, SegmenterMeta, load_segmenter, log_segmenter, save_segmenter_files
+from imagery.inference.serving import META_NAME
 
 
 def _tiny(seed: int = 0, channel_set: int = 17, head: str = "dual") -> tuple[torch.nn.Module, dict]:
@@ -21,7 +22,7 @@ def _tiny(seed: int = 0, channel_set: int = 17, head: str = "dual") -> tuple[tor
 
 
 def _patches(n: int = 3, size: int = 64) -> np.ndarray:
-    from imagery.synthetic import synth_patch
+    from imagery.data.synthetic import synth_patch
 
     rng = np.random.default_rng(5)
     return np.stack([synth_patch(rng, has_landslide=True, size=size)[0] for _ in range(n)])
@@ -51,8 +52,8 @@ def test_threshold_normaliser_channel_set_round_trip_through_mlflow(tracking_uri
 
 
 def test_normaliser_travels_with_the_model(tmp_path: Path) -> None:
-    normalize = pytest.importorskip("imagery.normalize")
-    from imagery.train import Preprocessor
+    normalize = pytest.importorskip("imagery.transforms.normalize")
+    from imagery.transforms import Preprocessor
 
     raw = _patches()
     feats = Preprocessor(17).transform_all(raw, torch.device("cpu")).numpy()
@@ -70,7 +71,7 @@ def test_normaliser_travels_with_the_model(tmp_path: Path) -> None:
 
 
 def test_segmenter_predict_matches_manual_pipeline(tmp_path: Path) -> None:
-    from imagery.features import compute_features
+    from imagery.transforms.features import compute_features
 
     model, kw = _tiny(head="multires")
     seg = Segmenter(model, SegmenterMeta("rau_net1", kw, 17, threshold=0.6), device="cpu")

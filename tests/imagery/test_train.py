@@ -9,8 +9,10 @@ import numpy as np
 import pytest
 import torch
 
-from imagery.config import TrainConfig
-from imagery.train import Preprocessor, Trainer, cosine_factor, step_factor
+from imagery.training.config import TrainConfig
+from imagery.training import Trainer
+from imagery.training.optim import cosine_factor, step_factor
+from imagery.transforms import Preprocessor
 
 
 def test_step_schedule_matches_spec_and_scales() -> None:
@@ -30,7 +32,7 @@ def test_cosine_with_warmup() -> None:
 
 
 def _data(n: int = 40, size: int = 64, seed: int = 0) -> tuple[torch.Tensor, np.ndarray, torch.Tensor, np.ndarray]:
-    from imagery.synthetic import synth_patch
+    from imagery.data.synthetic import synth_patch
 
     rng = np.random.default_rng(seed)
     pairs = [synth_patch(rng, has_landslide=i % 4 != 0, size=size, cloud_fraction=0.0, n_scars=3) for i in range(n)]
@@ -52,7 +54,7 @@ def _cfg(tmp: Path | None = None, **kw: object) -> TrainConfig:
 
 
 def _trainer(cfg: TrainConfig, data) -> Trainer:
-    from imagery.losses import build_criterion
+    from imagery.training.losses import build_criterion
     from imagery.models import create_model
 
     torch.manual_seed(cfg.seed)
@@ -100,7 +102,7 @@ def _cli(tmp: Path, *extra: str) -> list[str]:
 def test_train_cli_logs_model_artifacts_and_oof(tmp_path: Path, tracking_uri: str) -> None:
     from pipelines.train_imagery import run
 
-    from imagery.serving import load_segmenter
+    from imagery.inference.serving import load_segmenter
 
     out = run(_cli(tmp_path, "--checkpoint-dir", str(tmp_path / "ck"), "--no-augment"))
     client = mlflow.MlflowClient()

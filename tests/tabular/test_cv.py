@@ -8,7 +8,7 @@ from sklearn.metrics import f1_score
 
 from tabular.config import LGBMParams
 from tabular.cv import cross_validate, make_folds
-from tabular.metrics import best_f1_threshold, binary_metrics
+from common.metrics import best_f1_threshold, binary_metrics
 from tabular.synthetic import make_region_table
 
 

@@ -38,7 +38,7 @@ def _client(uri: str) -> mlflow.MlflowClient:
 
 def test_train_logs_metrics_params_and_artifacts(trained):
     uri, result = trained["uri"], trained["result"]
-    run = _client(uri).get_run(result["run_id"])
+    run = _client(uri).get_run(result.run_id)
     assert run.info.status == "FINISHED"
     for m in ("roc_auc", "pr_auc", "f1", "precision", "recall", "brier"):
         assert f"{m}_mean" in run.data.metrics and f"{m}_std" in run.data.metrics
@@ -47,16 +47,16 @@ def test_train_logs_metrics_params_and_artifacts(trained):
     assert run.data.params["data_rows"] == "600"
     assert "git_commit" in run.data.tags
     assert run.data.params["cv.n_folds"] == "3"
-    history = _client(uri).get_metric_history(result["run_id"], "fold_roc_auc")
+    history = _client(uri).get_metric_history(result.run_id, "fold_roc_auc")
     assert sorted(h.step for h in history) == [0, 1, 2]
-    names = {a.path for a in _client(uri).list_artifacts(result["run_id"])}
+    names = {a.path for a in _client(uri).list_artifacts(result.run_id)}
     assert {"oof_predictions.csv", "shap_importance.csv", "shap_summary.png", "explanations.csv", "tabular_model.json"} <= names
     assert any(line.startswith("fold 3/3") for line in trained["lines"])
 
 
 def test_oof_artifact_matches_data(trained):
     path = mlflow.artifacts.download_artifacts(
-        run_id=trained["result"]["run_id"], artifact_path="oof_predictions.csv", tracking_uri=trained["uri"]
+        run_id=trained["result"].run_id, artifact_path="oof_predictions.csv", tracking_uri=trained["uri"]
     )
     oof = pd.read_csv(path)
     df = make_region_table(600, seed=42)
@@ -71,15 +71,15 @@ def test_load_tabular_model_forms(trained, form, tmp_path):
     uri, result = trained["uri"], trained["result"]
     mlflow.set_tracking_uri(uri)
     if form == "runs":
-        model_uri = result["model_uri"]
+        model_uri = result.model_uri
     elif form == "run_id":
-        model_uri = result["run_id"]
+        model_uri = result.run_id
     elif form == "logged":
-        model_uri = result["logged_model_uri"]
+        model_uri = result.logged_model_uri
     else:
-        model_uri = mlflow.artifacts.download_artifacts(artifact_uri=result["model_uri"], dst_path=str(tmp_path))
+        model_uri = mlflow.artifacts.download_artifacts(artifact_uri=result.model_uri, dst_path=str(tmp_path))
     model = load_tabular_model(model_uri, tracking_uri=uri)
-    assert model.threshold_ == pytest.approx(result["threshold"])
+    assert model.threshold_ == pytest.approx(result.threshold)
     assert "lithology" in model.categorical_levels_
     X = make_region_table(30, seed=7).drop(columns=["landslide"])
     p = model.predict_proba(X)[:, 1]
@@ -95,7 +95,7 @@ def test_predict_cli_writes_reasons(trained, tmp_path, capsys):
     out = tmp_path / "preds.csv"
     code = run_main(
         predict_tabular.main,
-        ["--model", trained["result"]["model_uri"], "--data", str(data), "--out", str(out), "--top-k", "2",
+        ["--model", trained["result"].model_uri, "--data", str(data), "--out", str(out), "--top-k", "2",
          "--tracking-uri", trained["uri"]],
     )
     assert code == 0
@@ -104,13 +104,13 @@ def test_predict_cli_writes_reasons(trained, tmp_path, capsys):
         f"reason_{i}_{k}" for i in (1, 2) for k in ("feature", "value", "shap")
     ]
     assert preds["region_id"].tolist() == list(range(40))
-    model = load_tabular_model(trained["result"]["model_uri"], tracking_uri=trained["uri"])
+    model = load_tabular_model(trained["result"].model_uri, tracking_uri=trained["uri"])
     assert preds["label"].tolist() == (preds["p_landslide"] >= model.threshold_).astype(int).tolist()
     assert np.allclose(preds["p_landslide"], model.predict_proba(new)[:, 1])
     assert "lithology': 2" in capsys.readouterr().err
     # --top-k 0: probabilities and labels only (no SHAP, for large tables)
     out0 = tmp_path / "p0.csv"
-    assert run_main(predict_tabular.main, ["--model", trained["result"]["model_uri"], "--data", str(data),
+    assert run_main(predict_tabular.main, ["--model", trained["result"].model_uri, "--data", str(data),
                                            "--out", str(out0), "--top-k", "0", "--tracking-uri", trained["uri"]]) == 0
     p0 = pd.read_csv(out0)
     assert list(p0.columns) == ["region_id", "p_landslide", "label"]
@@ -170,7 +170,7 @@ def test_predict_missing_columns(trained, tmp_path, tracking_uri, capsys):
     mlflow.set_tracking_uri(trained["uri"])  # runs:/ resolves against the global store
     try:
         model_dir = mlflow.artifacts.download_artifacts(
-            artifact_uri=trained["result"]["model_uri"], dst_path=str(tmp_path / "model")
+            artifact_uri=trained["result"].model_uri, dst_path=str(tmp_path / "model")
         )
     finally:
         mlflow.set_tracking_uri(tracking_uri)

@@ -23,12 +23,12 @@ TP, FP, FN, TN.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import numpy as np
 import torch
-from sklearn.metrics import f1_score, precision_score, recall_score, roc_auc_score
+
+from common.metrics import binary_metrics
 
 
 def _ratio(num: float, den: float) -> float:
@@ -99,21 +99,37 @@ def patch_detection_metrics(patch_prob: np.ndarray | torch.Tensor, patch_label: 
     """Patch-level detection scores from probabilities ``(N,)`` and 0/1 labels ``(N,)``.
 
     Returns ``patch_auc`` (NaN when the labels hold one class only), ``patch_f1``, ``patch_precision``,
-    ``patch_recall`` at ``prob >= threshold``.
+    ``patch_recall`` at ``prob >= threshold``, plus ``patch_pr_auc`` and ``patch_brier``
+    (:func:`common.metrics.binary_metrics`).
     """
-    prob = np.asarray(patch_prob.detach().cpu() if isinstance(patch_prob, torch.Tensor) else patch_prob,
-                      dtype=np.float64).ravel()
-    label = np.asarray(patch_label.detach().cpu() if isinstance(patch_label, torch.Tensor) else patch_label).ravel()
-    if prob.shape != label.shape:
+    prob = patch_prob.detach().cpu().numpy() if isinstance(patch_prob, torch.Tensor) else np.asarray(patch_prob)
+    label = patch_label.detach().cpu().numpy() if isinstance(patch_label, torch.Tensor) else np.asarray(patch_label)
+    if prob.size != label.size:
         raise ValueError(f"patch_prob has {prob.size} values but patch_label has {label.size}; expected equal")
-    if prob.size and (not np.all(np.isfinite(prob)) or prob.min() < 0 or prob.max() > 1):
-        raise ValueError("patch_prob: expected finite probabilities in [0, 1]")
-    label = (label != 0).astype(int)
-    pred = (prob >= threshold).astype(int)
-    auc = float(roc_auc_score(label, prob)) if np.unique(label).size == 2 else math.nan
-    return {
-        "patch_auc": auc,
-        "patch_f1": float(f1_score(label, pred, zero_division=0)),
-        "patch_precision": float(precision_score(label, pred, zero_division=0)),
-        "patch_recall": float(recall_score(label, pred, zero_division=0)),
-    }
+    scores = binary_metrics((label.ravel() != 0).astype(int), prob.ravel().astype(np.float64), threshold, prefix="patch_")
+    scores["patch_auc"] = scores.pop("patch_roc_auc")
+    return scores
+
+
+def segmentation_metrics(
+    probs: np.ndarray, masks: np.ndarray, threshold: float, patch_probs: np.ndarray | None = None,
+    pred: np.ndarray | None = None,
+) -> dict[str, float]:
+    """All metrics of one labelled set.
+
+    Args:
+        probs: ``(N, H, W)`` landslide probabilities; masks: ``(N, H, W)`` uint8 0/1 ground truth.
+        threshold: landslide iff ``prob > threshold`` (ignored when ``pred`` is given).
+        patch_probs: ``(N,)`` patch probabilities for the patch-level scores (``patch_*``).
+        pred: ``(N, H, W)`` uint8 final masks (e.g. after morphology).
+    """
+    masks = np.asarray(masks, dtype=np.uint8)
+    pred = (np.asarray(probs) > threshold).astype(np.uint8) if pred is None else np.asarray(pred, np.uint8)
+    counts = SegmentationCounts()
+    counts.update(pred, masks)
+    out = {k: float(v) for k, v in counts.compute().items()}
+    if patch_probs is not None:
+        labels = (masks.reshape(len(masks), -1).max(axis=1) > 0).astype(np.int64)
+        patch = patch_detection_metrics(np.asarray(patch_probs, dtype=np.float64), labels, 0.5)
+        out.update(patch)
+    return out

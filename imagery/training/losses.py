@@ -29,9 +29,10 @@ convention, not per image). Formulas:
   background pixel (OpenCV distance transform), divided by the maximum of d over its 8-connected blob,
   so every blob's centre has weight 1 + lam and its rim about 1 + lam/dmax; background ``d_i = 0``;
   ``w_i = 1 + lam * d_i``, ``L = sum_i w_i l_i / sum_i w_i`` (default lam 4, gamma 0).
-* ``focal_iou``: ``alpha * Focal + (1 - alpha) * IoU``, alpha 0.5: the authors' code (Focal + IoU, 1:1)
-  up to a factor 2 (the deck's alpha form). ``ce_iou``: ``alpha * CE + (1 - alpha) * IoU``.
-  ``focal_iou_center``: ``alpha * Focal + (1 - alpha) * IoU + center_weight * Center`` (0.5, 0.5).
+* Mixtures (:data:`MIXTURE_LOSSES`; ``mix`` is their mixing weight, the deck's alpha, not the focal
+  loss's per-class ``alpha``): ``focal_iou``: ``mix * Focal + (1 - mix) * IoU``, mix 0.5: the
+  authors' code (Focal + IoU, 1:1) up to a factor 2. ``ce_iou``: ``mix * CE + (1 - mix) * IoU``.
+  ``focal_iou_center``: ``mix * Focal + (1 - mix) * IoU + center_weight * Center`` (0.5, 0.5).
 
 Wrappers for model output dicts: :class:`MultiResLoss` (0.25/0.5/0.25 over the 256/128/64 outputs;
 targets resized by nearest neighbour), :class:`OutLoss` (``"out"`` only), :class:`DualLoss` (adds BCE on
@@ -47,6 +48,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from common.cli import UserError
 
 EPS = 1e-7
 
@@ -289,17 +292,17 @@ class WeightedSum(nn.Module):
         return sum(w * m(logits, target) for w, m in zip(self.weights, self.terms))  # type: ignore[return-value]
 
 
-def _focal_iou(alpha: float = 0.5, gamma: float = 2.0) -> nn.Module:
-    return WeightedSum([(alpha, FocalLoss(gamma)), (1.0 - alpha, SoftIoULoss())])
+def _focal_iou(mix: float = 0.5, gamma: float = 2.0) -> nn.Module:
+    return WeightedSum([(mix, FocalLoss(gamma)), (1.0 - mix, SoftIoULoss())])
 
 
-def _ce_iou(alpha: float = 0.5) -> nn.Module:
-    return WeightedSum([(alpha, CrossEntropyLoss()), (1.0 - alpha, SoftIoULoss())])
+def _ce_iou(mix: float = 0.5) -> nn.Module:
+    return WeightedSum([(mix, CrossEntropyLoss()), (1.0 - mix, SoftIoULoss())])
 
 
-def _focal_iou_center(alpha: float = 0.5, center_weight: float = 0.5, gamma: float = 2.0,
+def _focal_iou_center(mix: float = 0.5, center_weight: float = 0.5, gamma: float = 2.0,
                       lam: float = 4.0) -> nn.Module:
-    return WeightedSum([(alpha, FocalLoss(gamma)), (1.0 - alpha, SoftIoULoss()),
+    return WeightedSum([(mix, FocalLoss(gamma)), (1.0 - mix, SoftIoULoss()),
                         (center_weight, CenterWeightedLoss(lam))])
 
 
@@ -318,6 +321,8 @@ LOSSES: dict[str, Callable[..., nn.Module]] = {
     "focal_iou_center": _focal_iou_center,
 }
 DEFAULT_LOSS = "focal_iou"
+#: The losses that mix terms with a weight ``mix``; only these take it (``create_loss(name, mix=...)``).
+MIXTURE_LOSSES: tuple[str, ...] = ("focal_iou", "ce_iou", "focal_iou_center")
 
 
 def list_losses() -> list[str]:
@@ -328,11 +333,13 @@ def list_losses() -> list[str]:
 def create_loss(name: str = DEFAULT_LOSS, **params: Any) -> nn.Module:
     """Loss module by name with its parameters; ValueError naming the bad name/parameter."""
     if name not in LOSSES:
-        raise ValueError(f"loss {name!r}: expected one of {', '.join(LOSSES)}")
+        raise UserError(f"loss {name!r}: expected one of {', '.join(LOSSES)}")
+    if "mix" in params and name not in MIXTURE_LOSSES:
+        raise UserError(f"loss {name!r} is not a mixture: mix applies to {', '.join(MIXTURE_LOSSES)}")
     try:
         return LOSSES[name](**params)
     except TypeError as exc:
-        raise ValueError(f"loss {name!r}: bad parameter(s) {sorted(params)} ({exc})") from None
+        raise UserError(f"loss {name!r}: bad parameter(s) {sorted(params)} ({exc})") from None
 
 
 def resize_target(target: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:

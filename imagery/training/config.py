@@ -11,20 +11,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-OPTIMIZERS: tuple[str, ...] = ("sgd", "adagrad", "rmsprop", "adam", "adamw", "nadam")
-SCHEDULES: tuple[str, ...] = ("step", "cosine", "constant")
-HEADS: tuple[str, ...] = ("multires", "mono", "dual")
-ATTENTIONS: tuple[str, ...] = ("se", "triple_mha", "cbam", "none")
-TTA_MODES: tuple[str, ...] = ("none", "rot4", "rot4flip")
-MORPHOLOGY: tuple[str, ...] = ("none", "open", "close")
-
-#: Epoch boundaries (0-based, first epoch of each step) and learning-rate multipliers of the seed's
-#: 65-epoch step schedule (spec section 9: 1e-4, 5e-5, 2e-5, 1e-5, 5e-6, 2e-6, 1e-6, 5e-7, 1e-7).
-STEP_BOUNDARIES: tuple[int, ...] = (8, 15, 20, 25, 30, 35, 42, 50)
-STEP_FACTORS: tuple[float, ...] = (1.0, 0.5, 0.2, 0.1, 0.05, 0.02, 0.01, 0.005, 0.001)
-SPEC_EPOCHS = 65
-#: The seed switches augmentation off for its last 4 of 65 epochs (epochs 61-64).
-SPEC_AUGMENT_OFF_EPOCHS = 4
+from common.cli import UserError
+from imagery.device import PRECISIONS
+from imagery.inference.postprocess import TTA_MODES
+from imagery.models import ATTENTIONS, HEADS, list_models
+from imagery.training.losses import LOSSES, MIXTURE_LOSSES
+from imagery.training.optim import OPTIMIZERS, SCHEDULES, SPEC_AUGMENT_OFF_EPOCHS, SPEC_EPOCHS
+from imagery.transforms.features import CHANNEL_SETS
+from imagery.transforms.normalize import MODES as NORMALIZE_MODES
 
 
 @dataclass
@@ -33,7 +27,7 @@ class ModelConfig:
 
     ``width`` overrides the base width F (128 for RAU-Net 1, 40 for the small one); tiny widths
     (4-8) are for tests. ``channel_set`` is the number of input channels produced by
-    ``imagery.features.compute_features`` (14, 17, 21, 23, 25 or 26).
+    ``imagery.transforms.features.compute_features`` (14, 17, 21, 23, 25 or 26).
     """
 
     name: str = "rau_net1"
@@ -58,10 +52,16 @@ class ModelConfig:
 
 @dataclass
 class LossConfig:
-    """Loss name for ``imagery.losses`` and its mixing weight ``alpha`` (alpha*Focal + (1-alpha)*IoU)."""
+    """Loss name (``imagery.training.losses.LOSSES``) and, for the mixtures in ``MIXTURE_LOSSES``, the
+    mixing weight ``mix`` of their first term: ``mix * Focal + (1 - mix) * IoU`` for ``focal_iou``
+    (the deck's alpha; not the focal loss's per-class weights)."""
 
     name: str = "focal_iou"
-    alpha: float = 0.5
+    mix: float = 0.5
+
+    def params(self) -> dict[str, float]:
+        """Keyword arguments of ``create_loss(name, ...)``: ``mix`` for a mixture, nothing otherwise."""
+        return {"mix": self.mix} if self.name in MIXTURE_LOSSES else {}
 
 
 @dataclass
@@ -85,7 +85,7 @@ class OptimConfig:
 
 @dataclass
 class AugmentConfig:
-    """Training augmentation (``imagery.augment.augment_batch``), applied to the engineered channels.
+    """Training augmentation (``imagery.transforms.augment.augment_batch``), applied to the engineered channels.
 
     ``off_last_epochs``: augmentation is switched off for this many final epochs (the seed: 4 of 65;
     scaled with the run length and at least 0).
@@ -107,7 +107,7 @@ class DataConfig:
     written to a temporary L4S folder and read back through the same reader). ``val_fraction`` of
     the training patches (never the test fold) is held out for model selection and threshold tuning.
     ``folds`` > 1 runs k-fold cross-validation; ``fold`` selects a single fold (0-based) of it.
-    ``normalize`` is a ``imagery.normalize.Normalizer`` mode (``"none"`` reproduces the seed).
+    ``normalize`` is a ``imagery.transforms.normalize.Normalizer`` mode (``"none"`` reproduces the seed).
     """
 
     path: str | None = None
@@ -148,80 +148,41 @@ class TrainConfig:
     progress: bool = True
 
     def validate(self) -> TrainConfig:
-        """Raise ``ValueError`` naming the first bad field; return ``self`` when all are valid."""
+        """Raise :class:`common.cli.UserError` naming the first bad field; return ``self`` when all are valid."""
+        _choice("--model", self.model.name, tuple(list_models()))
         _choice("--optimizer", self.optim.optimizer, OPTIMIZERS)
         _choice("--schedule", self.optim.schedule, SCHEDULES)
         _choice("--head", self.model.head, HEADS)
         if self.model.attention is not None:
             _choice("--attention", self.model.attention, ATTENTIONS)
+        _choice("--loss", self.loss.name, tuple(LOSSES))
+        _choice("--channels", str(self.model.channel_set), tuple(str(c) for c in CHANNEL_SETS))
+        _choice("--normalize", self.data.normalize, NORMALIZE_MODES)
         _choice("--tta", self.tta, TTA_MODES)
-        _choice("--precision", self.precision, ("auto", "fp32", "bf16"))
+        _choice("--precision", self.precision, PRECISIONS)
         if self.epochs < 1:
-            raise ValueError(f"--epochs must be >= 1, got {self.epochs}")
+            raise UserError(f"--epochs must be >= 1, got {self.epochs}")
         if self.batch_size < 1:
-            raise ValueError(f"--batch-size must be >= 1, got {self.batch_size}")
+            raise UserError(f"--batch-size must be >= 1, got {self.batch_size}")
         if not self.optim.lr > 0:
-            raise ValueError(f"--lr must be > 0, got {self.optim.lr}")
-        if not 0.0 <= self.loss.alpha <= 1.0:
-            raise ValueError(f"--alpha must be in [0, 1], got {self.loss.alpha}")
+            raise UserError(f"--lr must be > 0, got {self.optim.lr}")
+        if not 0.0 <= self.loss.mix <= 1.0:
+            raise UserError(f"--loss-mix must be in [0, 1], got {self.loss.mix}")
         if not 0.0 < self.data.val_fraction < 1.0:
-            raise ValueError(f"--val-fraction must be in (0, 1), got {self.data.val_fraction}")
+            raise UserError(f"--val-fraction must be in (0, 1), got {self.data.val_fraction}")
         if self.data.folds < 1:
-            raise ValueError(f"--folds must be >= 1, got {self.data.folds}")
-        if self.data.fold is not None and not 0 <= self.data.fold < max(self.data.folds, 1):
-            raise ValueError(f"--fold must be in [0, {self.data.folds - 1}] for --folds {self.data.folds}, got {self.data.fold}")
+            raise UserError(f"--folds must be >= 1, got {self.data.folds}")
         if self.data.fold is not None and self.data.folds < 2:
-            raise ValueError("--fold needs --folds >= 2")
+            raise UserError("--fold needs --folds >= 2")
+        if self.data.fold is not None and not 0 <= self.data.fold < self.data.folds:
+            raise UserError(f"--fold must be in [0, {self.data.folds - 1}] for --folds {self.data.folds}, got {self.data.fold}")
         if self.model.width is not None and self.model.width < 1:
-            raise ValueError(f"--width must be >= 1, got {self.model.width}")
+            raise UserError(f"--width must be >= 1, got {self.model.width}")
         if self.resume and not self.checkpoint_dir:
-            raise ValueError("--resume needs --checkpoint-dir (the folder holding the checkpoint to continue)")
+            raise UserError("--resume needs --checkpoint-dir (the folder holding the checkpoint to continue)")
         return self
-
-
-@dataclass
-class EvalConfig:
-    """``python -m pipelines.evaluate_imagery``: a logged model evaluated on a labelled split.
-
-    ``tta``/``vote``/``morphology``/``threshold`` of ``None`` mean: use what is stored with the model.
-    """
-
-    model_uri: str = ""
-    data: str = ""
-    split: str = "test"
-    layout: str | None = None
-    tta: str | None = None
-    vote: bool | None = None
-    morphology: str | None = None
-    threshold: float | None = None
-    batch_size: int = 16
-    device: str = "auto"
-    seed: int = 42
-
-
-@dataclass
-class PredictConfig:
-    """``python -m pipelines.predict_imagery``: masks, probability maps and overlays for patches or a scene.
-
-    A scene (H, W, 14) larger than ``tile`` is cut into ``tile`` x ``tile`` tiles overlapping by
-    ``overlap`` pixels and stitched with weights that fall off towards each tile's border.
-    """
-
-    model_uri: str = ""
-    input: str = ""
-    out: str = ""
-    tta: str | None = None
-    vote: bool | None = None
-    morphology: str | None = None
-    threshold: float | None = None
-    batch_size: int = 16
-    tile: int = 128
-    overlap: int = 32
-    overlays: bool = True
-    device: str = "auto"
-    seed: int = 42
 
 
 def _choice(flag: str, value: str, allowed: tuple[str, ...]) -> None:
     if value not in allowed:
-        raise ValueError(f"{flag} must be one of {', '.join(allowed)}; got {value!r}")
+        raise UserError(f"{flag} must be one of {', '.join(allowed)}; got {value!r}")

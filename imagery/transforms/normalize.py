@@ -4,7 +4,7 @@ Cleaning rule (:func:`clean_image`, applied to the 14 L4S bands as stored):
 
 1. NaN and +/-Inf are replaced by the median of the finite values of the same band in the
    same patch (0 when a band has none) and counted.
-2. Each band is clipped to ``[0, L4S_CLIP_MAX[band]]`` (:data:`imagery.bands.L4S_CLIP_MAX`,
+2. Each band is clipped to ``[0, L4S_CLIP_MAX[band]]`` (:data:`imagery.data.bands.L4S_CLIP_MAX`,
    about 2x the largest 99.9th percentile of the real patches in ../shared/data). Pre-scaled
    L4S values are never negative; the cirrus band B10 spike of ~50 seen in real unlabelled
    patches is clipped to 20, while ordinary cloud values (up to ~13) pass unchanged.
@@ -22,15 +22,18 @@ Normalisation modes (:class:`Normalizer`):
 
 from __future__ import annotations
 
+from typing import Literal, get_args
+
 import json
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-from imagery.bands import L4S_CLIP_MAX, L4S_MEAN, L4S_STD, N_BANDS
+from imagery.data.bands import L4S_CLIP_MAX, L4S_MEAN, L4S_STD, N_BANDS
 
-MODES = ("none", "l4s", "fold", "band_mean")
+NormalizeMode = Literal["none", "l4s", "fold", "band_mean"]
+MODES: tuple[str, ...] = get_args(NormalizeMode)
 STD_FLOOR = 1e-6
 
 

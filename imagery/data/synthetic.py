@@ -4,7 +4,7 @@ Each patch is built from physical pieces, then scaled to L4S's pre-scaled units:
 
 * terrain: a fractal DEM (spectral synthesis, power ~ 1/f^beta) in metres; slope in degrees
   from its gradient at 10 m pixels; both divided by the seed's band means
-  (:data:`imagery.bands.L4S_BAND_MEANS`) like L4S does;
+  (:data:`imagery.data.bands.L4S_BAND_MEANS`) like L4S does;
 * land cover: vegetation and bare soil mixed by a smooth fractal field (more bare soil
   on steep slopes), water in the lowest valley cells, per-patch illumination gain and
   ~4% multiplicative pixel noise; spectra per class over B1..B12 in pre-scaled units,
@@ -25,8 +25,8 @@ from pathlib import Path
 
 import numpy as np
 
-from imagery.bands import L4S_BAND_MEANS, N_BANDS
-from imagery.dataset import write_image, write_mask
+from imagery.data.bands import L4S_BAND_MEANS, N_BANDS
+from imagery.data import write_image, write_mask
 
 #: Class spectra over B1..B12 in L4S pre-scaled units (band value / band mean).
 SPECTRA: dict[str, np.ndarray] = {
@@ -110,7 +110,7 @@ def synth_patch(
         n_scars: number of scars for a positive patch; ``None`` draws 1-3.
         steepness: multiplies the DEM relief (1.0 typical); ``None`` draws U(0.6, 1.6).
 
-    Bands follow :data:`imagery.bands.BANDS`, in L4S pre-scaled units.
+    Bands follow :data:`imagery.data.bands.BANDS`, in L4S pre-scaled units.
     """
     if size < 16:
         raise ValueError(f"size must be >= 16 pixels, got {size}")

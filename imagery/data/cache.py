@@ -18,17 +18,19 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from common.atomic import atomic_path, atomic_write
-from common.fingerprint import fingerprint_files
-from imagery.dataset import (
-    PatchSet,
-    _errors_message,
-    _one_line,
+from common.fingerprint import Fingerprint, fingerprint_files
+from common.tracking import log_fingerprint
+from common.cli import InputNotFoundError, UserError, errors_message, one_line
+from imagery.data.l4s import (
     detect_layout,
     list_patch_files,
     normalize_split,
@@ -36,6 +38,7 @@ from imagery.dataset import (
     read_mask,
     split_dirs,
 )
+from imagery.data.patches import PatchSet
 
 FORMAT = "l4s-cache/1"
 INDEX = "index.json"
@@ -45,13 +48,13 @@ CACHE_DTYPES = ("float32", "float16")
 def _read_index(root: Path) -> dict[str, Any]:
     path = root / INDEX
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: cache index not found (build it with python -m pipelines.prepare_imagery)")
+        raise InputNotFoundError(f"{path}: cache index not found (build it with python -m pipelines.prepare_imagery)")
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ValueError(f"{path}: cache index is not valid JSON ({_one_line(exc)})") from None
+        raise UserError(f"{path}: cache index is not valid JSON ({one_line(exc)})") from None
     if not isinstance(data, dict) or data.get("format") != FORMAT or not isinstance(data.get("splits"), dict):
-        raise ValueError(f"{path}: expected a cache index with format {FORMAT!r} and a 'splits' dict")
+        raise UserError(f"{path}: expected a cache index with format {FORMAT!r} and a 'splits' dict")
     return data
 
 
@@ -68,11 +71,11 @@ def build_cache(
     Raises ``ValueError`` listing every bad source file, before anything is written.
     """
     if dtype not in CACHE_DTYPES:
-        raise ValueError(f"cache dtype must be one of {', '.join(CACHE_DTYPES)}, got {dtype!r}")
+        raise UserError(f"cache dtype must be one of {', '.join(CACHE_DTYPES)}, got {dtype!r}")
     src = Path(data_dir)
     lay = layout or detect_layout(src)
     if lay == "cache":
-        raise ValueError(f"{src}: is already a cache; expected a folder of L4S HDF5 files")
+        raise UserError(f"{src}: is already a cache; expected a folder of L4S HDF5 files")
     s = normalize_split(split)
     files = list_patch_files(src, s, lay)
     img_dir = split_dirs(src, s, lay)[0]
@@ -86,10 +89,10 @@ def build_cache(
         try:
             first = read_image(f.image)
             break
-        except (ValueError, FileNotFoundError) as exc:
-            early.append(_one_line(exc))
+        except UserError as exc:
+            early.append(one_line(exc))
     if first is None:
-        raise ValueError(_errors_message(early, str(img_dir)))
+        raise UserError(errors_message(early, str(img_dir)))
     shape = (len(files), *first.shape)
     img_name, mask_name = f"{s}_images.npy", f"{s}_masks.npy"
     errors: list[str] = []
@@ -105,21 +108,21 @@ def build_cache(
             try:
                 img = read_image(f.image)
                 if img.shape != first.shape:
-                    raise ValueError(f"{f.image}: shape {img.shape}, expected {first.shape} like the other patches")
+                    raise UserError(f"{f.image}: shape {img.shape}, expected {first.shape} like the other patches")
                 n_nonfinite += int(np.count_nonzero(~np.isfinite(img)))
                 images[i] = img
-            except (ValueError, FileNotFoundError) as exc:
-                errors.append(_one_line(exc))
+            except UserError as exc:
+                errors.append(one_line(exc))
             if masks is not None and f.mask is not None:
                 try:
                     m = read_mask(f.mask)
                     if m.shape != first.shape[1:]:
-                        raise ValueError(f"{f.mask}: mask shape {m.shape}, expected {first.shape[1:]}")
+                        raise UserError(f"{f.mask}: mask shape {m.shape}, expected {first.shape[1:]}")
                     masks[i] = m
-                except (ValueError, FileNotFoundError) as exc:
-                    errors.append(_one_line(exc))
+                except UserError as exc:
+                    errors.append(one_line(exc))
         if errors:  # the atomic paths remove their temporary files; nothing is written
-            raise ValueError(_errors_message(errors, str(img_dir)))
+            raise UserError(errors_message(errors, str(img_dir)))
         images.flush()
         del images
         if masks is not None:
@@ -154,19 +157,55 @@ def open_cache(root: str | os.PathLike[str], split: str = "train") -> PatchSet:
     index = _read_index(r)
     s = normalize_split(split)
     if s not in index["splits"]:
-        raise ValueError(f"{r / INDEX}: no split {s!r} in the cache (has {sorted(index['splits'])})")
+        raise UserError(f"{r / INDEX}: no split {s!r} in the cache (has {sorted(index['splits'])})")
     e = index["splits"][s]
     img_path = r / e["images"]
     if not img_path.is_file():
-        raise FileNotFoundError(f"{img_path}: cached image array not found")
+        raise InputNotFoundError(f"{img_path}: cached image array not found")
     try:
         images = np.load(img_path, mmap_mode="r", allow_pickle=False)
         masks = np.load(r / e["masks"], mmap_mode="r", allow_pickle=False) if e.get("masks") else None
     except (ValueError, OSError) as exc:
-        raise ValueError(f"{r}: cannot open cached arrays for split {s!r}: {_one_line(exc)}") from None
+        raise UserError(f"{r}: cannot open cached arrays for split {s!r}: {one_line(exc)}") from None
     if list(images.shape) != list(e["shape"]):
-        raise ValueError(f"{img_path}: shape {images.shape}, expected {tuple(e['shape'])} from {INDEX}")
+        raise UserError(f"{img_path}: shape {images.shape}, expected {tuple(e['shape'])} from {INDEX}")
     return PatchSet(images=images, masks=masks, ids=np.asarray(e["ids"], dtype=np.int64), paths=list(e["paths"]))
+
+
+@dataclass
+class PrepareImageryConfig:
+    """``python -m pipelines.prepare_imagery``: source folder, cache folder, splits, layout, cache dtype."""
+
+    data: str
+    out: str
+    splits: list[str] = field(default_factory=lambda: ["train"])
+    layout: str | None = None
+    dtype: str = "float32"
+    seed: int = 42
+
+
+def prepare_cache(cfg: PrepareImageryConfig, log: Callable[[str], None] = print) -> list[dict[str, Any]]:
+    """Build the cache of every split of ``cfg`` (:func:`build_cache`); logs fingerprints, counts and the
+    index to the active MLflow run and returns the index entries."""
+    import mlflow
+
+    if not Path(cfg.data).exists():
+        raise InputNotFoundError(f"{cfg.data}: data folder not found")
+    if detect_layout(cfg.data) == "cache":
+        raise UserError(f"{cfg.data}: is already a prepare_imagery cache; expected a folder of L4S HDF5 files")
+    entries = []
+    for split in cfg.splits:
+        t0 = time.perf_counter()
+        entry = build_cache(cfg.data, cfg.out, split=split, layout=cfg.layout, dtype=cfg.dtype)
+        secs = time.perf_counter() - t0
+        n = int(entry["shape"][0])
+        log_fingerprint(Fingerprint(entry["fingerprint"], n, 0, str(cfg.data)), prefix=f"data_{split}")
+        mlflow.log_metrics({f"{split}_patches": n, f"{split}_seconds": secs, f"{split}_nonfinite": entry["n_nonfinite"]})
+        labelled = "with masks" if entry["masks"] else "no masks"
+        log(f"{split}: {n} patches ({labelled}) -> {Path(cfg.out) / entry['images']} in {secs:.1f}s")
+        entries.append(entry)
+    mlflow.log_artifact(str(Path(cfg.out) / INDEX))
+    return entries
 
 
 def cache_info(root: str | os.PathLike[str]) -> dict[str, Any]:

@@ -22,9 +22,20 @@ from pathlib import Path
 
 import numpy as np
 
-from common.atomic import atomic_path
+import h5py
+import pandas as pd
 
-N_BANDS = 14
+from common.atomic import atomic_path, atomic_write
+from common.cli import InputNotFoundError, UserError
+from common.fingerprint import fingerprint_files
+from common.tracking import log_fingerprint
+from imagery.data import N_BANDS, write_mask
+from imagery.inference.config import PredictConfig
+from imagery.inference.postprocess import apply_threshold
+from imagery.inference.postprocess import morphology as morph
+from imagery.inference.serving import load_segmenter
+from imagery.plot import plot_patch, save_figure
+
 _ID_RE = re.compile(r"(\d+)$")
 ProbFn = Callable[[np.ndarray], np.ndarray]
 
@@ -50,22 +61,20 @@ def _read_array_file(path: Path) -> np.ndarray:
         try:
             arr = np.load(path, allow_pickle=False)
         except (ValueError, OSError) as exc:
-            raise ValueError(f"{path}: not a readable .npy array ({' '.join(str(exc).split())})") from None
+            raise UserError(f"{path}: not a readable .npy array ({' '.join(str(exc).split())})") from None
     else:
-        import h5py
-
         if not h5py.is_hdf5(path):
-            raise ValueError(f"{path}: not an HDF5 file, expected an L4S image or a scene array")
+            raise UserError(f"{path}: not an HDF5 file, expected an L4S image or a scene array")
         with h5py.File(path, "r") as fh:
             keys = list(fh.keys())
             key = "img" if "img" in fh else (keys[0] if len(keys) == 1 else None)
             if key is None or not isinstance(fh[key], h5py.Dataset):
-                raise ValueError(f"{path}: expected dataset 'img' of shape (H, W, 14), found {keys}")
+                raise UserError(f"{path}: expected dataset 'img' of shape (H, W, 14), found {keys}")
             arr = fh[key][()]
     if arr.ndim != 3 or arr.shape[2] != N_BANDS:
-        raise ValueError(f"{path}: array has shape {arr.shape}, expected (H, W, {N_BANDS}) (L4S band order)")
+        raise UserError(f"{path}: array has shape {arr.shape}, expected (H, W, {N_BANDS}) (L4S band order)")
     if not np.issubdtype(arr.dtype, np.number):
-        raise ValueError(f"{path}: array has dtype {arr.dtype}, expected a float array")
+        raise UserError(f"{path}: array has dtype {arr.dtype}, expected a float array")
     return np.ascontiguousarray(np.moveaxis(arr, -1, 0), dtype=np.float32)
 
 
@@ -73,23 +82,23 @@ def read_inputs(path: str | Path, patch_size: int = 128) -> list[InputItem]:
     """Read a patch file, a folder of patch/scene files, or a scene file (see the module docstring)."""
     p = Path(path)
     if not p.exists():
-        raise FileNotFoundError(f"--input {p}: file or folder not found")
+        raise InputNotFoundError(f"--input {p}: file or folder not found")
     if p.is_dir():
         files = sorted(q for q in p.iterdir() if q.suffix in (".h5", ".npy") and q.is_file())
         if not files:
             img = p / "img"
             if img.is_dir():
                 return read_inputs(img, patch_size)
-            raise ValueError(f"--input {p}: no .h5 or .npy files in this folder (expected image_N.h5 patches)")
+            raise UserError(f"--input {p}: no .h5 or .npy files in this folder (expected image_N.h5 patches)")
     else:
         if p.suffix not in (".h5", ".npy"):
-            raise ValueError(f"--input {p}: expected an .h5 patch/scene or a .npy scene, got {p.suffix or 'no suffix'}")
+            raise UserError(f"--input {p}: expected an .h5 patch/scene or a .npy scene, got {p.suffix or 'no suffix'}")
         files = [p]
     items = []
     for f in files:
         image = _read_array_file(f)
         if not np.isfinite(image).any():
-            raise ValueError(f"{f}: every value is NaN/Inf")
+            raise UserError(f"{f}: every value is NaN/Inf")
         scene = image.shape[1] != patch_size or image.shape[2] != patch_size
         items.append(InputItem(_output_name(f), image, str(f), scene))
     return items
@@ -98,7 +107,7 @@ def read_inputs(path: str | Path, patch_size: int = 128) -> list[InputItem]:
 def tile_starts(length: int, tile: int, overlap: int) -> list[int]:
     """Start offsets of windows of ``tile`` px covering ``length`` px with at least ``overlap`` px overlap."""
     if tile <= 0 or not 0 <= overlap < tile:
-        raise ValueError(f"tile must be > 0 and 0 <= overlap < tile; got tile={tile}, overlap={overlap}")
+        raise UserError(f"tile must be > 0 and 0 <= overlap < tile; got tile={tile}, overlap={overlap}")
     if length <= tile:
         return [0]
     stride = tile - overlap
@@ -159,8 +168,6 @@ def write_outputs(
     overlay: bool = True,
 ) -> list[Path]:
     """Write ``mask_<name>.h5`` (L4S uint8), ``prob_<name>.npy`` (float32) and ``overlay_<name>.png`` atomically."""
-    from imagery.dataset import write_mask
-
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     paths = [write_mask(out / f"mask_{name}.h5", np.asarray(mask, dtype=np.uint8))]
@@ -176,23 +183,66 @@ def write_outputs(
 def save_overlay(path: str | Path, image: np.ndarray, *, mask: np.ndarray | None = None,
                  prob: np.ndarray | None = None, pred: np.ndarray | None = None) -> Path:
     """PNG of the RGB patch with the ground truth / probability / prediction (``imagery.plot``), atomically."""
-    import matplotlib
+    return save_figure(plot_patch(image, mask=mask, prob=prob, pred=pred), path)
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
-    from imagery.plot import plot_patch, save_figure
+@dataclass(frozen=True)
+class PredictResult:
+    """What ``pipelines.predict_imagery`` wrote: the output folder and one summary row per input item."""
 
-    fig = plot_patch(image, mask=mask, prob=prob, pred=pred)
-    try:
-        save_figure(fig, path)
-    finally:
-        plt.close(fig)
-    return Path(path)
+    out: Path
+    rows: list[dict[str, object]]
+
+
+def finish_mask(prob: np.ndarray, threshold: float, morphology: str | None) -> np.ndarray:
+    """``(H, W)`` uint8 mask: ``prob > threshold``, then the morphology (``None``/``"none"``: as is)."""
+    mask = np.asarray(apply_threshold(prob, threshold), dtype=np.uint8)
+    if morphology and morphology != "none":
+        mask = np.asarray(morph(mask[None], morphology), dtype=np.uint8)[0]
+    return mask
+
+
+def predict_inputs(cfg: PredictConfig, *, tracking_uri: str | None = None) -> PredictResult:
+    """Predict every patch or scene of ``cfg.input`` with the segmenter ``cfg.model_uri`` into ``cfg.out``.
+
+    Every input is read and checked before anything is written. Per item: ``mask_<N>.h5``,
+    ``prob_<N>.npy`` and ``overlay_<N>.png``; for all items ``predictions.csv``. Logs the input
+    fingerprint to the active MLflow run.
+    """
+    if not 0 <= cfg.overlap < cfg.tile:
+        raise UserError(f"--overlap must be in [0, {cfg.tile - 1}], got {cfg.overlap}")
+    items = read_inputs(cfg.input, cfg.tile)
+    out = Path(cfg.out)
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out}: exists and is not a folder")
+    segmenter = load_segmenter(cfg.model_uri, device=cfg.device, tracking_uri=tracking_uri)
+    log_fingerprint(fingerprint_files([it.source for it in items], source=cfg.input), context="inference")
+    opts = {"tta": cfg.tta, "vote": cfg.vote, "morphology": None, "threshold": cfg.threshold}
+    t = segmenter.threshold if cfg.threshold is None else cfg.threshold
+    rows: list[dict[str, object]] = []
+    for item in items:
+        if item.is_scene:
+            prob = predict_scene(lambda b: segmenter.predict(b, batch_size=cfg.batch_size, **opts)["prob"],
+                                 item.image, tile=cfg.tile, overlap=cfg.overlap, batch_size=cfg.batch_size)
+            mask = finish_mask(prob, t, cfg.morphology or segmenter.meta.morphology)
+            patch_prob = float("nan")
+        else:
+            res = segmenter.predict(item.image[None], batch_size=1, tta=cfg.tta, vote=cfg.vote,
+                                    morphology=cfg.morphology, threshold=cfg.threshold)
+            prob, mask, patch_prob = res["prob"][0], res["mask"][0], float(res["patch_prob"][0])
+        write_outputs(out, item.name, item.image, prob, mask, overlay=cfg.overlays)
+        rows.append({"name": item.name, "source": item.source, "height": prob.shape[0], "width": prob.shape[1],
+                     "patch_prob": patch_prob, "landslide_pixels": int(mask.sum()), "scene": item.is_scene})
+    with atomic_write(out / "predictions.csv") as fh:
+        pd.DataFrame(rows).to_csv(fh, index=False)
+    return PredictResult(out, rows)
 
 
 __all__ = [
     "InputItem",
+    "PredictResult",
+    "finish_mask",
+    "predict_inputs",
     "blend_weights",
     "predict_scene",
     "read_inputs",

@@ -3,19 +3,19 @@
 Data flow (one code path on CPU and CUDA):
 
 1. Raw L4S patches ``(N, 14, H, W)`` are cleaned, turned into the model's ``C`` input channels by
-   ``imagery.features.compute_features`` and normalised (``Preprocessor``), **once per run**, in
+   ``imagery.transforms.features.compute_features`` and normalised (``Preprocessor``), **once per run**, in
    chunks on the training device (the GPU when present). The engineered channels are per image and
    deterministic, and the seed augments *after* feature engineering (spec section 7), so computing them
    once is both faithful and the fast path. The training set stays resident on the device when it fits.
 2. Every epoch the patches are shuffled with a seeded ``torch.Generator``; each batch is augmented
-   on the device (``imagery.augment.augment_batch``) unless augmentation is off for that epoch.
+   on the device (``imagery.transforms.augment.augment_batch``) unless augmentation is off for that epoch.
 3. Tensors are channels-last (faster on CPU and GPU). On CUDA the forward/backward runs under bf16 autocast and, with
    ``compile=True``, a ``torch.compile``d model; on CPU in fp32.
 4. After every epoch the validation split (carved from the training data, never the test fold) is
    scored at p > 0.5; the epoch with the best landslide-class F1 is kept. The state is checkpointed
    atomically, so ``resume=True`` continues a killed run to the same result as an uninterrupted one.
 5. After the last epoch the best weights are restored and the decision threshold is swept on the
-   validation probabilities (``imagery.postprocess.sweep_thresholds``).
+   validation probabilities (``imagery.inference.postprocess.sweep_thresholds``).
 """
 
 from __future__ import annotations
@@ -30,214 +30,20 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
+from tqdm.auto import tqdm
 
 from common.atomic import atomic_path
-from imagery.config import (
-    SPEC_AUGMENT_OFF_EPOCHS,
-    SPEC_EPOCHS,
-    STEP_BOUNDARIES,
-    STEP_FACTORS,
-    TrainConfig,
-)
+from common.cli import InputNotFoundError, UserError
+from imagery.device import resolve_device, use_bf16
+from imagery.inference.metrics import segmentation_metrics
+from imagery.inference.postprocess import sweep_thresholds
+from imagery.inference.segmenter import infer_probs
+from imagery.training.config import TrainConfig
+from imagery.training.optim import augment_off_epochs, build_optimizer, build_scheduler
+from imagery.transforms.augment import augment_batch
 
 CHECKPOINT_NAME = "checkpoint.pt"
 MetricLogger = Callable[[dict[str, float], int], None]
-
-
-# --------------------------------------------------------------------------------------- devices
-def resolve_device(name: str = "auto") -> torch.device:
-    """``"auto"``: CUDA when present, else CPU. Otherwise the named device (``ValueError`` if absent)."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(name)
-    except RuntimeError as exc:
-        raise ValueError(f"--device: expected auto, cpu or cuda[:N], got {name!r}") from exc
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"--device {name}: CUDA is not available on this machine (use --device cpu)")
-    return dev
-
-
-def use_bf16(cfg_precision: str, device: torch.device) -> bool:
-    """bf16 autocast on CUDA by default (``precision="auto"``); always fp32 on CPU unless forced."""
-    if cfg_precision == "bf16":
-        return True
-    return cfg_precision == "auto" and device.type == "cuda"
-
-
-# ------------------------------------------------------------------------------ preprocessing
-class Preprocessor:
-    """Raw L4S values ``(B, 14, H, W)`` -> model input ``(B, C, H, W)`` float32, on the input's device.
-
-    Steps: ``imagery.normalize.clean_image`` (NaN/Inf replaced, outliers clipped), then
-    ``imagery.features.compute_features(x, channel_set)`` (band order of ``imagery.bands.BANDS`` then the
-    engineered channels), then the fitted ``Normalizer`` (mode ``"none"`` is the identity).
-    """
-
-    def __init__(self, channel_set: int = 23, normalizer: Any | None = None) -> None:
-        self.channel_set = int(channel_set)
-        self.normalizer = normalizer
-
-    def features(self, raw: np.ndarray | torch.Tensor, device: torch.device | None = None) -> torch.Tensor:
-        """Cleaned, engineered but not normalised channels ``(B, C, H, W)`` float32 on ``device``.
-
-        Cleaning runs in NumPy on the CPU (``clean_image``). The feature engineering runs on ``device``
-        (default: the input's device): batched torch on a GPU; on the CPU the NumPy/OpenCV path, which
-        is faster there (its 15x15 median filter especially; the two paths agree, see the data tests).
-        """
-        from imagery.features import compute_features
-        from imagery.normalize import clean_image
-
-        if device is None:
-            device = raw.device if isinstance(raw, torch.Tensor) else torch.device("cpu")
-        arr = raw.detach().cpu().numpy() if isinstance(raw, torch.Tensor) else np.asarray(raw)
-        cleaned, _ = clean_image(arr)
-        cleaned = np.ascontiguousarray(cleaned, dtype=np.float32)
-        if torch.device(device).type == "cpu":
-            feats = compute_features(cleaned, channel_set=self.channel_set)
-            return torch.from_numpy(np.ascontiguousarray(feats, dtype=np.float32))
-        x = torch.from_numpy(cleaned).to(device)
-        return compute_features(x, channel_set=self.channel_set).float()
-
-    def normalize(self, x: torch.Tensor) -> torch.Tensor:
-        """Apply the fitted ``Normalizer`` to engineered channels (identity without one)."""
-        return x if self.normalizer is None else _as_tensor(self.normalizer(x), x)
-
-    def __call__(self, raw: np.ndarray | torch.Tensor, device: torch.device | None = None) -> torch.Tensor:
-        return self.normalize(self.features(raw, device))
-
-    def transform_all(self, raw: np.ndarray | torch.Tensor, device: torch.device, chunk: int = 64) -> torch.Tensor:
-        """Preprocess a whole set in chunks of ``chunk`` patches on ``device``; returns a tensor on ``device``."""
-        n = int(raw.shape[0])
-        if n == 0:
-            raise ValueError("no patches to preprocess (the data set is empty)")
-        return torch.cat([self(raw[start : start + chunk], device) for start in range(0, n, chunk)])
-
-
-def _as_tensor(value: Any, like: torch.Tensor) -> torch.Tensor:
-    if isinstance(value, torch.Tensor):
-        return value.to(like.device, torch.float32)
-    return torch.as_tensor(np.asarray(value, dtype=np.float32), device=like.device)
-
-
-def fit_normalizer(mode: str, train_features: torch.Tensor | np.ndarray) -> Any | None:
-    """A ``Normalizer(mode)`` fitted on the engineered channels ``(N, C, H, W)`` of the training patches
-    (``None`` for mode ``none``)."""
-    if mode in ("none", "", None):
-        return None
-    from imagery.normalize import Normalizer
-
-    feats = train_features.detach().cpu().numpy() if isinstance(train_features, torch.Tensor) else train_features
-    normalizer = Normalizer(mode=mode)
-    normalizer.fit(feats)
-    return normalizer
-
-
-# ------------------------------------------------------------------------------- optimisation
-def build_optimizer(params: Any, cfg: TrainConfig) -> torch.optim.Optimizer:
-    """The optimiser named by ``cfg.optim.optimizer`` (Adam eps 1e-7 as in Keras by default)."""
-    o = cfg.optim
-    name = o.optimizer
-    if name == "sgd":
-        return torch.optim.SGD(params, lr=o.lr, momentum=o.momentum, weight_decay=o.weight_decay)
-    if name == "adagrad":
-        return torch.optim.Adagrad(params, lr=o.lr, eps=o.eps, weight_decay=o.weight_decay)
-    if name == "rmsprop":
-        return torch.optim.RMSprop(params, lr=o.lr, eps=o.eps, momentum=0.0, weight_decay=o.weight_decay)
-    if name == "adam":
-        return torch.optim.Adam(params, lr=o.lr, eps=o.eps, weight_decay=o.weight_decay)
-    if name == "adamw":
-        return torch.optim.AdamW(params, lr=o.lr, eps=o.eps, weight_decay=o.weight_decay or 1e-2)
-    if name == "nadam":
-        return torch.optim.NAdam(params, lr=o.lr, eps=o.eps, weight_decay=o.weight_decay)
-    raise ValueError(f"--optimizer must be one of sgd, adagrad, rmsprop, adam, adamw, nadam; got {name!r}")
-
-
-def step_factor(epoch: float, epochs: int) -> float:
-    """Multiplier of the seed's step schedule at (fractional) ``epoch``; boundaries scaled by ``epochs/65`` when shorter."""
-    scale = min(1.0, epochs / SPEC_EPOCHS)
-    factor = STEP_FACTORS[0]
-    for boundary, f in zip(STEP_BOUNDARIES, STEP_FACTORS[1:], strict=True):
-        if epoch >= boundary * scale:
-            factor = f
-    return factor
-
-
-def cosine_factor(step: int, total_steps: int, warmup_steps: int) -> float:
-    """Linear warm-up from ``1/warmup_steps`` to 1, then a half cosine from 1 to 0 over the remaining steps."""
-    if warmup_steps > 0 and step < warmup_steps:
-        return (step + 1) / warmup_steps
-    rest = max(1, total_steps - warmup_steps)
-    progress = min(1.0, (step - warmup_steps) / rest)
-    return 0.5 * (1.0 + math.cos(math.pi * progress))
-
-
-def build_scheduler(
-    optimizer: torch.optim.Optimizer, cfg: TrainConfig, steps_per_epoch: int
-) -> torch.optim.lr_scheduler.LambdaLR:
-    """A per-step ``LambdaLR`` for ``cfg.optim.schedule`` (``step``, ``cosine`` or ``constant``)."""
-    spe = max(1, steps_per_epoch)
-    total = cfg.epochs * spe
-    kind = cfg.optim.schedule
-    if kind == "step":
-        fn: Callable[[int], float] = lambda s: step_factor(s / spe, cfg.epochs)  # noqa: E731
-    elif kind == "cosine":
-        warm = int(round(cfg.optim.warmup_epochs * spe))
-        fn = lambda s: cosine_factor(s, total, warm)  # noqa: E731
-    elif kind == "constant":
-        fn = lambda s: 1.0  # noqa: E731
-    else:
-        raise ValueError(f"--schedule must be one of step, cosine, constant; got {kind!r}")
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, fn)
-
-
-def augment_off_epochs(cfg: TrainConfig) -> int:
-    """Final epochs without augmentation: ``cfg.augment.off_last_epochs`` scaled by ``epochs/65`` (floor)."""
-    off = cfg.augment.off_last_epochs
-    if cfg.epochs < SPEC_EPOCHS and off == SPEC_AUGMENT_OFF_EPOCHS:
-        off = int(off * cfg.epochs / SPEC_EPOCHS)
-    return max(0, min(off, cfg.epochs - 1))
-
-
-# ---------------------------------------------------------------------------------- inference
-@torch.no_grad()
-def infer_probs(
-    model: nn.Module,
-    x: torch.Tensor,
-    *,
-    batch_size: int = 32,
-    device: torch.device | None = None,
-    bf16: bool = False,
-    channels_last: bool = False,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Landslide probability of the 128-px output ``(N, H, W)`` float32 and patch probability ``(N,)``.
-
-    ``x`` holds preprocessed model inputs ``(N, C, H, W)`` (any device); ``model`` is put in eval mode.
-    """
-    from imagery.models import patch_probability
-
-    device = device or next(model.parameters()).device
-    model.eval()
-    probs, patch = [], []
-    for start in range(0, int(x.shape[0]), batch_size):
-        xb = x[start : start + batch_size].to(device, non_blocking=True)
-        if channels_last:
-            xb = xb.contiguous(memory_format=torch.channels_last)
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
-            out = model(xb)
-        out = {k: v.float() for k, v in out.items()}
-        probs.append(torch.softmax(out["out"], dim=1)[:, 1].cpu())
-        patch.append(patch_probability(out).float().reshape(-1).cpu())
-    return torch.cat(probs).numpy().astype(np.float32), torch.cat(patch).numpy().astype(np.float32)
-
-
-def segmentation_scores(probs: np.ndarray, masks: np.ndarray, threshold: float = 0.5) -> dict[str, float]:
-    """Landslide-class and 2-class metrics of ``probs > threshold`` against ``masks`` (``SegmentationCounts``)."""
-    from imagery.metrics import SegmentationCounts
-
-    counts = SegmentationCounts()
-    counts.update((probs > threshold).astype(np.uint8), masks.astype(np.uint8))
-    return {k: float(v) for k, v in counts.compute().items()}
 
 
 # --------------------------------------------------------------------------------- results
@@ -288,9 +94,9 @@ class Trainer:
         log_metrics: MetricLogger | None = None,
     ) -> None:
         if int(train_x.shape[0]) == 0:
-            raise ValueError("the training split is empty")
+            raise UserError("the training split is empty")
         if int(val_x.shape[0]) == 0:
-            raise ValueError("the validation split is empty (raise --val-fraction or give more patches)")
+            raise UserError("the validation split is empty (raise --val-fraction or give more patches)")
         self.cfg = cfg
         self.device = device or resolve_device(cfg.device)
         self.bf16 = use_bf16(cfg.precision, self.device)
@@ -358,13 +164,13 @@ class Trainer:
         """Restore a checkpoint written by :meth:`save_checkpoint`; returns the epochs already done."""
         path = path or self.checkpoint_path
         if path is None or not path.is_file():
-            raise FileNotFoundError(f"--resume: no checkpoint at {path} (expected {CHECKPOINT_NAME} in --checkpoint-dir)")
+            raise InputNotFoundError(f"--resume: no checkpoint at {path} (expected {CHECKPOINT_NAME} in --checkpoint-dir)")
         try:
             ck = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as exc:  # noqa: BLE001 - corrupt or foreign file
-            raise ValueError(f"--resume: {path} is not a readable training checkpoint ({exc.__class__.__name__})") from None
+            raise UserError(f"--resume: {path} is not a readable training checkpoint ({exc.__class__.__name__})") from None
         if ck.get("n_train") != int(self.train_x.shape[0]) or ck.get("n_val") != int(self.val_x.shape[0]):
-            raise ValueError(
+            raise UserError(
                 f"--resume: {path} was written for {ck.get('n_train')} training / {ck.get('n_val')} validation patches,"
                 f" this run has {int(self.train_x.shape[0])} / {int(self.val_x.shape[0])}"
             )
@@ -386,8 +192,6 @@ class Trainer:
 
     # ---------------------------------------------------------------- training
     def _augment(self, xb: torch.Tensor, yb: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        from imagery.augment import augment_batch
-
         a = self.cfg.augment
         return augment_batch(
             xb, yb, self.aug_gen, rot90=a.rot90, flip=a.flip, rotate_any=a.rotate_any, cutmix=a.cutmix,
@@ -443,7 +247,7 @@ class Trainer:
             bf16=self.bf16,
             channels_last=self.channels_last,
         )
-        return segmentation_scores(probs, self.val_y, 0.5), probs, patch
+        return segmentation_metrics(probs, self.val_y, 0.5), probs, patch
 
     def fit(self) -> TrainResult:
         """Train (or continue, when ``cfg.resume``) to ``cfg.epochs`` and return the best model."""
@@ -471,14 +275,12 @@ class Trainer:
 
     def finish(self) -> TrainResult:
         """Restore the best weights and tune the threshold on the validation split."""
-        from imagery.postprocess import sweep_thresholds
-
         if self.best_state:
             self.model.load_state_dict(self.best_state)
         _, probs, patch = self.validate()
         threshold, table = sweep_thresholds(probs, self.val_y)
         threshold = float(threshold)
-        metrics = segmentation_scores(probs, self.val_y, threshold)
+        metrics = segmentation_metrics(probs, self.val_y, threshold)
         return TrainResult(
             model=self.model,
             best_epoch=self.best_epoch,
@@ -507,29 +309,11 @@ def _place(x: torch.Tensor, device: torch.device, headroom: float = 0.5) -> torc
 def _progress(total: int, desc: str, enabled: bool) -> Any:
     if not enabled:
         return None
-    from tqdm.auto import tqdm
-
     return tqdm(total=total, desc=desc, leave=False, dynamic_ncols=True)
 
 
 def _write(msg: str) -> None:
-    from tqdm.auto import tqdm
-
     tqdm.write(msg)
 
 
-__all__ = [
-    "CHECKPOINT_NAME",
-    "Preprocessor",
-    "TrainResult",
-    "Trainer",
-    "augment_off_epochs",
-    "build_optimizer",
-    "build_scheduler",
-    "cosine_factor",
-    "fit_normalizer",
-    "infer_probs",
-    "resolve_device",
-    "segmentation_scores",
-    "step_factor",
-]
+__all__ = ["CHECKPOINT_NAME", "TrainResult", "Trainer"]

@@ -1,33 +1,53 @@
 """The train/validate/test protocol behind ``python -m pipelines.train_imagery`` (single run or k-fold).
 
 :func:`run_folds`, per fold: carve a validation split from the training patches
-(``imagery.splits.holdout_split``), fit the normaliser on the training part, train
-(``imagery.train.Trainer``), tune the threshold on the validation split, log the segmenter
-(``imagery.serving.log_segmenter``), overlays and a precision-recall curve, then score the held-out
-test fold. Out-of-fold patch probabilities come from the test folds (k-fold) or from the validation
-split (single run, fold 0).
+(``imagery.data.splits.holdout_split``), fit the normaliser on the training part, train
+(``imagery.training.trainer.Trainer``), tune the threshold on the validation split, log the segmenter
+(``imagery.inference.serving.log_segmenter``), overlays and a precision-recall curve, then score the
+held-out test fold. Out-of-fold patch probabilities (:mod:`common.oof`) come from the test folds
+(k-fold) or from the validation split (single run, fold 0).
+
+Every function here logs into the MLflow run the command opened; none changes MLflow's global state.
 """
 
 from __future__ import annotations
 
+import copy
 import math
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import mlflow
 import numpy as np
 import pandas as pd
+import torch
 
-from imagery.config import TrainConfig
-from imagery.evaluate import LOSSES_WITH_ALPHA, OOF_COLUMNS, evaluate_segmenter, save_pr_curve, segmentation_metrics
+from common.cli import UserError
+from common.fingerprint import Fingerprint, fingerprint_array
+from common.oof import OOF_COLUMNS, log_oof, oof_frame
+from common.tracking import log_fingerprint, tracked_run
+from imagery.data import BANDS, PatchSet, load_patches
+from imagery.data.splits import holdout_split, kfold_splits
+from imagery.data.synthetic import write_synthetic_l4s
+from imagery.device import resolve_device
+from imagery.inference.evaluate import evaluate_segmenter, save_pr_curve
+from imagery.inference.metrics import segmentation_metrics
+from imagery.inference.predict import save_overlay
+from imagery.inference.segmenter import Segmenter, SegmenterMeta
+from imagery.inference.serving import log_segmenter
+from imagery.models import create_model
+from imagery.training.config import TrainConfig
+from imagery.training.losses import build_criterion
+from imagery.training.trainer import Trainer
+from imagery.transforms.preprocess import Preprocessor, fit_normalizer
 
 
 # ------------------------------------------------------------------------------- splits
 def holdout_positions(ids: np.ndarray, val_fraction: float, seed: int,
                       labels: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Positions ``(train, val)`` of ``imagery.splits.holdout_split`` (stratified by patch label when possible)."""
-    from imagery.splits import holdout_split
-
+    """Positions ``(train, val)`` of ``imagery.data.splits.holdout_split`` (stratified by patch label when possible)."""
     strat = None
     if labels is not None:
         _, counts = np.unique(labels, return_counts=True)
@@ -39,9 +59,7 @@ def holdout_positions(ids: np.ndarray, val_fraction: float, seed: int,
 
 
 def kfold_positions(ids: np.ndarray, k: int, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
-    """Positions ``(train, test)`` per fold of ``imagery.splits.kfold_splits`` (which returns ids)."""
-    from imagery.splits import kfold_splits
-
+    """Positions ``(train, test)`` per fold of ``imagery.data.splits.kfold_splits`` (which returns ids)."""
     return [(_positions(ids, tr), _positions(ids, te)) for tr, te in kfold_splits(ids, k, seed)]
 
 
@@ -52,15 +70,10 @@ def _positions(ids: np.ndarray, sel_ids: Any) -> np.ndarray:
 
 
 # ------------------------------------------------------------------------------- data
-def load_training_data(cfg: TrainConfig, tmp: Path) -> tuple[Any, Any]:
+def load_training_data(cfg: TrainConfig, tmp: Path) -> tuple[PatchSet, Fingerprint]:
     """The labelled patches to train on and their fingerprint (synthetic ones without ``--data``)."""
-    from common.fingerprint import fingerprint_array
-    from imagery.dataset import load_patches
-
     d = cfg.data
     if d.path is None:
-        from imagery.synthetic import write_synthetic_l4s
-
         root = write_synthetic_l4s(tmp / "synthetic", n_patches=d.n_synthetic, seed=cfg.seed, size=d.synthetic_size)
         patches = load_patches(root, "train", layout="plain", require_masks=True)
         source = f"synthetic(n={d.n_synthetic}, size={d.synthetic_size}, seed={cfg.seed})"
@@ -68,13 +81,12 @@ def load_training_data(cfg: TrainConfig, tmp: Path) -> tuple[Any, Any]:
         patches = load_patches(d.path, d.split, layout=d.layout, require_masks=True)
         source = str(d.path)
     if len(patches) < 2:
-        raise ValueError(f"{d.path or 'synthetic data'}: {len(patches)} labelled patch(es); need at least 2 to train and validate")
-    fp = fingerprint_array(np.asarray(patches.images), source=source)
-    return patches, fp
+        raise UserError(f"{d.path or 'synthetic data'}: {len(patches)} labelled patch(es); need at least 2 to train and validate")
+    return patches, fingerprint_array(np.asarray(patches.images), source=source)
 
 
 # ------------------------------------------------------------------------------- one fold
-@dataclass
+@dataclass(frozen=True)
 class FoldResult:
     """One trained fold: its segmenter URI, validation/test metrics and out-of-fold rows."""
 
@@ -87,21 +99,13 @@ class FoldResult:
     history: list[dict[str, float]] = field(default_factory=list)
 
 
-def train_fold(cfg: TrainConfig, train_set: Any, test_set: Any | None, fold: int, *, log_flavour: bool = True) -> FoldResult:
+def train_fold(cfg: TrainConfig, train_set: PatchSet, test_set: PatchSet | None, fold: int, *,
+               log_flavour: bool = True) -> FoldResult:
     """Train on ``train_set`` (validation carved from it), evaluate on ``test_set``; logs to the active MLflow run."""
-    import mlflow
-    import torch
-
-    from imagery.bands import BANDS
-    from imagery.losses import build_criterion
-    from imagery.models import create_model
-    from imagery.serving import Segmenter, SegmenterMeta, log_segmenter
-    from imagery.train import Preprocessor, Trainer, fit_normalizer, resolve_device
-
     device = resolve_device(cfg.device)
     tr_pos, va_pos = holdout_positions(train_set.ids, cfg.data.val_fraction, cfg.seed + fold, train_set.patch_labels())
     if len(va_pos) == 0 or len(tr_pos) == 0:
-        raise ValueError(f"--val-fraction {cfg.data.val_fraction} leaves an empty split of {len(train_set)} patches")
+        raise UserError(f"--val-fraction {cfg.data.val_fraction} leaves an empty split of {len(train_set)} patches")
     tr, va = train_set.subset(tr_pos), train_set.subset(va_pos)
     pre = Preprocessor(cfg.model.channel_set)
     with torch.no_grad():
@@ -112,8 +116,7 @@ def train_fold(cfg: TrainConfig, train_set: Any, test_set: Any | None, fold: int
     normalizer = pre.normalizer
     torch.manual_seed(cfg.seed + fold)
     model = create_model(cfg.model.name, **cfg.model.create_kwargs())
-    loss_params = {"alpha": cfg.loss.alpha} if cfg.loss.name in LOSSES_WITH_ALPHA else {}
-    criterion = build_criterion(cfg.loss.name, cfg.model.head, **loss_params)
+    criterion = build_criterion(cfg.loss.name, cfg.model.head, **cfg.loss.params())
 
     def log_epoch(metrics: dict[str, float], epoch: int) -> None:
         mlflow.log_metrics({k: float(v) for k, v in metrics.items() if _finite(v)}, step=epoch)
@@ -135,7 +138,7 @@ def train_fold(cfg: TrainConfig, train_set: Any, test_set: Any | None, fold: int
     val_metrics = segmentation_metrics(result.val_probs, va.masks, result.threshold, result.val_patch_probs)
     mlflow.log_metrics({f"val_{k}": v for k, v in val_metrics.items() if _finite(v)})
     mlflow.log_metrics({"threshold": result.threshold, "best_epoch": float(result.best_epoch + 1)})
-    _log_threshold_table(result.threshold_table)
+    _log_table(result.threshold_table, "threshold_sweep.csv")
     _log_plots(cfg, va, result.val_probs, result.threshold)
 
     test_metrics: dict[str, float] = {}
@@ -144,57 +147,58 @@ def train_fold(cfg: TrainConfig, train_set: Any, test_set: Any | None, fold: int
         test_metrics, pred = evaluate_segmenter(seg, np.asarray(test_set.images), test_set.masks,
                                                 batch_size=cfg.eval_batch_size)
         mlflow.log_metrics({f"test_{k}": v for k, v in test_metrics.items() if _finite(v)})
-        oof = oof_frame(test_set.ids, test_set.masks, pred["patch_prob"], fold)
+        oof = oof_frame(test_set.ids, test_set.patch_labels(), pred["patch_prob"], fold)
     else:
-        oof = oof_frame(va.ids, va.masks, result.val_patch_probs, fold)
+        oof = oof_frame(va.ids, va.patch_labels(), result.val_patch_probs, fold)
     return FoldResult(fold, uri, result.threshold, val_metrics, test_metrics, oof, result.history)
 
 
-def oof_frame(ids: np.ndarray, masks: np.ndarray, patch_probs: np.ndarray, fold: int) -> pd.DataFrame:
-    """``oof_predictions.csv`` rows: region_id (patch id), y_true (any landslide pixel), p_oof, fold."""
-    y = (np.asarray(masks).reshape(len(ids), -1).max(axis=1) > 0).astype(np.int64)
-    return pd.DataFrame({"region_id": np.asarray(ids, dtype=np.int64), "y_true": y,
-                         "p_oof": np.asarray(patch_probs, dtype=np.float64), "fold": int(fold)})
-
-
 # ------------------------------------------------------------------------------- all folds
-@dataclass
+@dataclass(frozen=True)
 class FoldsResult:
-    """A whole experiment: segmenter URIs (one per fold), summary metrics and the out-of-fold table."""
+    """A whole experiment: the (parent) run it logged to, segmenter URIs (one per fold), summary metrics
+    and the out-of-fold table."""
 
+    run_id: str
     model_uris: list[str]
     metrics: dict[str, float]
     oof: pd.DataFrame
     folds: list[FoldResult]
 
 
-def run_folds(cfg: TrainConfig, tmp: Path, experiment: str) -> FoldsResult:
-    """Run the experiment of ``cfg`` inside the active (parent) MLflow run; see the module docstring."""
-    import mlflow
+def run_folds(cfg: TrainConfig, experiment: str, *, patches: PatchSet | None = None,
+              fingerprint: Fingerprint | None = None, log_flavour: bool = True, fold_prefix: str = "") -> FoldsResult:
+    """Run the experiment of ``cfg`` inside the active (parent) MLflow run; see the module docstring.
 
-    from common.tracking import log_fingerprint, tracked_run
-
-    patches, fp = load_training_data(cfg, tmp)
-    log_fingerprint(fp)
-    k = cfg.data.folds
-    results: list[FoldResult] = []
-    if k == 1:
-        results.append(train_fold(cfg, patches, None, 0))
-    else:
-        if len(patches) < k:
-            raise ValueError(f"--folds {k}: only {len(patches)} labelled patches")
-        splits = kfold_positions(patches.ids, k, cfg.seed)
-        wanted = range(k) if cfg.data.fold is None else [cfg.data.fold]
-        for i in wanted:
-            tr_pos, te_pos = splits[i]
-            fold_cfg = _fold_config(cfg, i)
-            with tracked_run(experiment, fold_cfg, run_name=f"fold{i}", nested=True, tags={"fold": str(i)}):
-                mlflow.log_params({"fold_index": i, "n_train": len(tr_pos), "n_test": len(te_pos)})
-                results.append(train_fold(fold_cfg, patches.subset(tr_pos), patches.subset(te_pos), i))
+    ``patches`` (with its ``fingerprint``) trains on patches already in memory instead of ``cfg.data``;
+    ``log_flavour=False`` skips the MLflow PyTorch flavour export (the slowest step on a CPU); the
+    nested run of fold ``i`` is named ``<fold_prefix>fold<i>``.
+    """
+    with tempfile.TemporaryDirectory() as tmp:
+        if patches is None:
+            patches, fingerprint = load_training_data(cfg, Path(tmp))
+        if fingerprint is not None:
+            log_fingerprint(fingerprint)
+        k = cfg.data.folds
+        results: list[FoldResult] = []
+        if k == 1:
+            results.append(train_fold(cfg, patches, None, 0, log_flavour=log_flavour))
+        else:
+            if len(patches) < k:
+                raise UserError(f"--folds {k}: only {len(patches)} labelled patches")
+            splits = kfold_positions(patches.ids, k, cfg.seed)
+            wanted = range(k) if cfg.data.fold is None else [cfg.data.fold]
+            for i in wanted:
+                tr_pos, te_pos = splits[i]
+                fold_cfg = _fold_config(cfg, i)
+                with tracked_run(experiment, fold_cfg, run_name=f"{fold_prefix}fold{i}", nested=True, tags={"fold": str(i)}):
+                    mlflow.log_params({"fold_index": i, "n_train": len(tr_pos), "n_test": len(te_pos)})
+                    results.append(train_fold(fold_cfg, patches.subset(tr_pos), patches.subset(te_pos), i,
+                                              log_flavour=log_flavour))
     oof = pd.concat([r.oof for r in results], ignore_index=True)[list(OOF_COLUMNS)]
-    _log_csv(oof, "oof_predictions.csv")
-    metrics = summarise(results)
-    return FoldsResult([r.model_uri for r in results], metrics, oof, results)
+    log_oof(oof)
+    run = mlflow.active_run()
+    return FoldsResult(run.info.run_id if run else "", [r.model_uri for r in results], summarise(results), oof, results)
 
 
 def summarise(results: list[FoldResult]) -> dict[str, float]:
@@ -211,8 +215,6 @@ def summarise(results: list[FoldResult]) -> dict[str, float]:
 
 
 def _fold_config(cfg: TrainConfig, fold: int) -> TrainConfig:
-    import copy
-
     c = copy.deepcopy(cfg)
     if c.checkpoint_dir:
         c.checkpoint_dir = str(Path(c.checkpoint_dir) / f"fold_{fold}")
@@ -224,38 +226,21 @@ def _finite(v: Any) -> bool:
 
 
 # ------------------------------------------------------------------------------- artifacts
-def _log_csv(df: pd.DataFrame, name: str) -> None:
-    import tempfile
-
-    import mlflow
-
+def _log_table(table: Any, name: str) -> None:
+    if table is None:
+        return
+    df = table if isinstance(table, pd.DataFrame) else pd.DataFrame(table)
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / name
         df.to_csv(path, index=False)
         mlflow.log_artifact(str(path))
 
 
-def _log_threshold_table(table: Any) -> None:
-    if table is None:
-        return
-    try:
-        df = table if isinstance(table, pd.DataFrame) else pd.DataFrame(table)
-    except (ValueError, TypeError):
-        return
-    _log_csv(df, "threshold_sweep.csv")
-
-
-def _log_plots(cfg: TrainConfig, va: Any, probs: np.ndarray, threshold: float) -> None:
+def _log_plots(cfg: TrainConfig, va: PatchSet, probs: np.ndarray, threshold: float) -> None:
     """Overlay PNGs for up to ``cfg.n_overlays`` validation patches (positives first) and a PR curve."""
-    import tempfile
-
-    import mlflow
-
-    from imagery.predict import save_overlay
-
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
-        labels = np.asarray(va.masks).reshape(len(va), -1).max(axis=1)
+        labels = va.patch_labels()
         order = np.argsort(-labels, kind="stable")[: cfg.n_overlays]
         for i in order:
             pred = (probs[i] > threshold).astype(np.uint8)

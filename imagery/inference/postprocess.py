@@ -14,6 +14,8 @@
 
 from __future__ import annotations
 
+from typing import Literal, get_args
+
 import cv2
 import numpy as np
 import pandas as pd
@@ -21,9 +23,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from common.cli import UserError
 from imagery.models.heads import patch_probability
 
-TTA_MODES = ("none", "rot4", "rot4flip")
+TtaMode = Literal["none", "rot4", "rot4flip"]
+Morphology = Literal["none", "open", "close"]
+TTA_MODES: tuple[str, ...] = get_args(TtaMode)
+MORPHOLOGY: tuple[str, ...] = get_args(Morphology)
 DEFAULT_THRESHOLDS = np.round(np.arange(0.30, 0.995, 0.01), 2)
 
 
@@ -32,7 +38,7 @@ def _landslide_prob(outputs: dict[str, torch.Tensor], size: tuple[int, int], vot
     if not vote:
         return prob
     if "out_256" not in outputs or "out_64" not in outputs:
-        raise ValueError("vote=True needs a model with head='multires' (outputs out_256 and out_64)")
+        raise UserError("vote=True needs a model with head='multires' (outputs out_256 and out_64)")
     maps = [prob]
     for key in ("out_256", "out_64"):
         p = torch.softmax(outputs[key].float(), dim=1)[:, 1:2]
@@ -51,12 +57,12 @@ def predict_probs(model: nn.Module, x: torch.Tensor, tta: str = "none",
     train/eval mode is left as it is: call ``model.eval()`` first. TTA rotations need H == W.
     """
     if tta not in TTA_MODES:
-        raise ValueError(f"tta={tta!r}: expected one of {', '.join(TTA_MODES)}")
+        raise UserError(f"tta={tta!r}: expected one of {', '.join(TTA_MODES)}")
     if x.ndim != 4:
         raise ValueError(f"input shape {tuple(x.shape)}: expected (B, C, H, W)")
     size = (x.shape[-2], x.shape[-1])
     if tta != "none" and size[0] != size[1]:
-        raise ValueError(f"tta={tta!r} rotates the patch: expected a square input, got {size[0]}x{size[1]}")
+        raise UserError(f"tta={tta!r} rotates the patch: expected a square input, got {size[0]}x{size[1]}")
     views = [(k, False) for k in (range(4) if tta != "none" else [0])]
     if tta == "rot4flip":
         views += [(k, True) for k in range(4)]
@@ -75,7 +81,7 @@ def predict_probs(model: nn.Module, x: torch.Tensor, tta: str = "none",
 def apply_threshold(prob: torch.Tensor | np.ndarray, t: float) -> torch.Tensor | np.ndarray:
     """Binary landslide mask ``prob > t`` as uint8 0/1 (same container type and shape as ``prob``)."""
     if not 0.0 <= float(t) <= 1.0:
-        raise ValueError(f"threshold {t}: expected a value in [0, 1]")
+        raise UserError(f"threshold {t}: expected a value in [0, 1]")
     if isinstance(prob, torch.Tensor):
         return (prob > t).to(torch.uint8)
     return (np.asarray(prob) > t).astype(np.uint8)
@@ -94,7 +100,7 @@ def morphology(mask: torch.Tensor | np.ndarray, op: str | None, kernel: int = 4)
     if op is None:
         return mask
     if op not in ("open", "close"):
-        raise ValueError(f"morphology op={op!r}: expected 'open', 'close' or None")
+        raise UserError(f"morphology op={op!r}: expected 'open', 'close' or None")
     if kernel < 1:
         raise ValueError(f"morphology kernel={kernel}: expected a positive size")
     device = mask.device if isinstance(mask, torch.Tensor) else None
@@ -140,7 +146,7 @@ class ThresholdSweep:
 
     def table(self) -> pd.DataFrame:
         """Per threshold: ``threshold, ls_precision, ls_recall, ls_f1, ls_iou, tp, fp, fn`` (1.0 for an
-        empty denominator, as in :mod:`imagery.metrics`)."""
+        empty denominator, as in :mod:`imagery.inference.metrics`)."""
         # pixels with bucket index i are > thresholds[j] for every j < i
         tp = np.cumsum(self.pos[::-1])[::-1][1:]
         fp = np.cumsum(self.neg[::-1])[::-1][1:]

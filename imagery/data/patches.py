@@ -1,0 +1,78 @@
+"""``PatchSet``: a set of image patches (and optional masks) in memory or memory-mapped.
+
+The in-memory form every reader returns (L4S folders, the cache, synthetic patches) and every
+training, evaluation and scoring step takes. Images are channel-first ``(N, C, H, W)``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from common.cli import UserError
+
+
+@dataclass
+class PatchSet:
+    """A set of L4S patches in memory (or memory-mapped).
+
+    Attributes:
+        images: ``(N, 14, H, W)`` float32 (or float16 from a float16 cache), bands in
+            :data:`imagery.data.bands.BANDS` order, pre-scaled L4S values.
+        masks: ``(N, H, W)`` uint8 0/1, or ``None`` for unlabelled data.
+        ids: ``(N,)`` int64 patch ids (the ``N`` of ``image_N.h5``).
+        paths: the N source image paths (strings).
+    """
+
+    images: np.ndarray
+    masks: np.ndarray | None
+    ids: np.ndarray
+    paths: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if self.images.ndim != 4:
+            raise ValueError(f"PatchSet.images must be (N, C, H, W), got shape {self.images.shape}")
+        n = self.images.shape[0]
+        self.ids = np.asarray(self.ids, dtype=np.int64)
+        if self.ids.shape != (n,):
+            raise ValueError(f"PatchSet.ids must have shape ({n},), got {self.ids.shape}")
+        if self.masks is not None and self.masks.shape != (n, *self.images.shape[2:]):
+            raise ValueError(f"PatchSet.masks must have shape {(n, *self.images.shape[2:])}, got {self.masks.shape}")
+        if self.paths and len(self.paths) != n:
+            raise ValueError(f"PatchSet.paths must have {n} entries, got {len(self.paths)}")
+
+    def __len__(self) -> int:
+        return int(self.images.shape[0])
+
+    @property
+    def has_masks(self) -> bool:
+        return self.masks is not None
+
+    def subset(self, idx: Sequence[int] | np.ndarray) -> PatchSet:
+        """The patches at positions ``idx`` (integer positions or a boolean mask), loaded into memory."""
+        sel = np.asarray(idx)
+        if sel.dtype == bool:
+            sel = np.flatnonzero(sel)
+        sel = sel.astype(np.int64)
+        return PatchSet(
+            images=np.asarray(self.images[sel]),
+            masks=None if self.masks is None else np.asarray(self.masks[sel]),
+            ids=self.ids[sel],
+            paths=[self.paths[i] for i in sel] if self.paths else [],
+        )
+
+    def select_ids(self, ids: Sequence[int] | np.ndarray) -> PatchSet:
+        """The patches with the given ids (in that order); ``ValueError`` naming unknown ids."""
+        pos = {int(v): i for i, v in enumerate(self.ids)}
+        missing = [int(v) for v in ids if int(v) not in pos]
+        if missing:
+            raise UserError(f"patch ids not in this set: {missing[:10]}{' ...' if len(missing) > 10 else ''}")
+        return self.subset([pos[int(v)] for v in ids])
+
+    def patch_labels(self) -> np.ndarray:
+        """``(N,)`` int64: 1 where the patch's mask has any landslide pixel."""
+        if self.masks is None:
+            raise UserError("this PatchSet has no masks, so it has no patch labels")
+        return (np.asarray(self.masks).reshape(len(self), -1).max(axis=1) > 0).astype(np.int64)

@@ -1,0 +1,110 @@
+"""Evaluation of segmenters on labelled patches.
+
+* :func:`evaluate_segmenter`: landslide-class precision/recall/F1/IoU accumulated over all pixels of
+  a labelled set (``ls_*``), the seed's 2-class means (``*_2class``) and patch-level detection
+  AUC/F1 (``patch_*``) for a :class:`imagery.inference.serving.Segmenter`.
+* :func:`save_pr_curve`: the pixel-level precision-recall curve as a PNG.
+
+The train/validate/test protocol (single run or k-fold) is in :mod:`imagery.training.experiment`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from dataclasses import dataclass
+
+import mlflow
+from matplotlib.figure import Figure
+from sklearn.metrics import average_precision_score, precision_recall_curve
+
+from common.atomic import atomic_path
+from common.cli import UserError
+from common.fingerprint import fingerprint_array
+from common.tracking import log_fingerprint
+from imagery.data import load_patches
+from imagery.inference.config import EvalConfig
+from imagery.inference.metrics import segmentation_metrics
+from imagery.inference.serving import load_segmenter
+
+
+def evaluate_segmenter(
+    segmenter: Any,
+    images: np.ndarray,
+    masks: np.ndarray,
+    *,
+    batch_size: int = 16,
+    tta: str | None = None,
+    vote: bool | None = None,
+    morphology: str | None = None,
+    threshold: float | None = None,
+) -> tuple[dict[str, float], dict[str, np.ndarray]]:
+    """Metrics of ``segmenter`` on raw patches ``(N, 14, H, W)`` with masks ``(N, H, W)``; also returns its predictions."""
+    if masks is None:
+        raise UserError("evaluation needs masks, but the split has none (use pipelines.predict_imagery for unlabelled data)")
+    pred = segmenter.predict(images, batch_size=batch_size, tta=tta, vote=vote, morphology=morphology,
+                             threshold=threshold)
+    t = segmenter.threshold if threshold is None else float(threshold)
+    metrics = segmentation_metrics(pred["prob"], masks, t, pred["patch_prob"], pred=pred["mask"])
+    metrics["threshold"] = t
+    return metrics, pred
+
+
+@dataclass(frozen=True)
+class EvalResult:
+    """What ``pipelines.evaluate_imagery`` reports: the patch count and every metric (``ls_*`` first)."""
+
+    n_patches: int
+    metrics: dict[str, float]
+
+
+def evaluate_split(cfg: EvalConfig, *, tracking_uri: str | None = None) -> EvalResult:
+    """Evaluate the segmenter ``cfg.model_uri`` on the labelled split ``cfg.split`` of ``cfg.data``.
+
+    Logs the data fingerprint and the metrics to the active MLflow run.
+    """
+    patches = load_patches(cfg.data, cfg.split, layout=cfg.layout, require_masks=True)
+    if len(patches) == 0:
+        raise UserError(f"{cfg.data}: split {cfg.split!r} has no patches")
+    segmenter = load_segmenter(cfg.model_uri, device=cfg.device, tracking_uri=tracking_uri)
+    log_fingerprint(fingerprint_array(np.asarray(patches.images), source=f"{cfg.data}:{cfg.split}"), context="evaluation")
+    metrics, _ = evaluate_segmenter(segmenter, np.asarray(patches.images), patches.masks, batch_size=cfg.batch_size,
+                                    tta=cfg.tta, vote=cfg.vote, morphology=cfg.morphology, threshold=cfg.threshold)
+    mlflow.log_metrics({k: float(v) for k, v in metrics.items() if np.isfinite(v)})
+    return EvalResult(len(patches), metrics)
+
+
+def save_pr_curve(path: Path, probs: np.ndarray, masks: np.ndarray, threshold: float, max_pixels: int = 2_000_000) -> Path:
+    """Pixel-level precision-recall curve of the landslide class (PNG, atomic), marking ``threshold``."""
+    y = np.asarray(masks).reshape(-1).astype(np.int64)
+    p = np.asarray(probs).reshape(-1).astype(np.float64)
+    if y.size > max_pixels:
+        sel = np.random.default_rng(0).choice(y.size, max_pixels, replace=False)
+        y, p = y[sel], p[sel]
+    fig = Figure(figsize=(4.5, 4))
+    ax = fig.subplots()
+    if y.any():
+        prec, rec, thr = precision_recall_curve(y, p)
+        ax.plot(rec, prec, label=f"AP {average_precision_score(y, p):.3f}")
+        j = int(np.searchsorted(thr, threshold)) if len(thr) else 0
+        j = min(j, len(thr) - 1) if len(thr) else 0
+        if len(thr):
+            ax.scatter([rec[j]], [prec[j]], color="red", zorder=3, label=f"t = {threshold:.2f}")
+        ax.legend(loc="lower left")
+    else:
+        ax.text(0.5, 0.5, "no landslide pixels", ha="center")
+    ax.set_xlabel("recall (landslide pixels)")
+    ax.set_ylabel("precision")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1.02)
+    fig.tight_layout()
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=100)
+    return Path(path)
+
+
+__all__ = ["EvalResult", "evaluate_segmenter", "evaluate_split", "save_pr_curve"]

@@ -1,0 +1,178 @@
+"""A trained segmenter with its pre- and post-processing: raw patches in, probabilities and masks out.
+
+* :class:`SegmenterMeta`: everything besides the weights that is needed to use a trained network
+  (stored as ``model_meta.json`` beside ``state_dict.pt``, see :mod:`imagery.inference.serving`).
+* :class:`Segmenter`: ``predict(raw (N, 14, H, W)) -> {"prob", "mask", "patch_prob"}``.
+* :func:`predict_batch` / :func:`infer_probs`: probabilities of *preprocessed* inputs (the training
+  loop's validation uses :func:`infer_probs`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from common.cli import UserError
+from imagery.device import resolve_device
+from imagery.inference.postprocess import apply_threshold, predict_probs
+from imagery.inference.postprocess import morphology as morph
+from imagery.models import patch_probability
+from imagery.transforms.normalize import Normalizer
+from imagery.transforms.preprocess import Preprocessor
+
+META_FORMAT = 1
+
+
+@dataclass
+class SegmenterMeta:
+    """Everything besides the weights that is needed to use a trained segmenter.
+
+    ``model_kwargs`` are passed to ``imagery.models.create_model(model_name, **model_kwargs)``;
+    ``normalizer`` is ``Normalizer.to_dict()`` or ``None`` (no normalisation); ``threshold`` is the
+    landslide-probability cut (landslide iff p > threshold); ``band_order`` the 14 raw input bands.
+    """
+
+    model_name: str
+    model_kwargs: dict[str, Any]
+    channel_set: int
+    threshold: float = 0.5
+    normalizer: dict[str, Any] | None = None
+    band_order: list[str] = field(default_factory=list)
+    head: str = "multires"
+    tta: str = "none"
+    vote: bool = False
+    morphology: str = "none"
+    patch_size: int = 128
+    format_version: int = META_FORMAT
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], source: str = "model_meta.json") -> SegmenterMeta:
+        required = ("model_name", "model_kwargs", "channel_set")
+        missing = [k for k in required if k not in data]
+        if missing:
+            raise UserError(f"{source}: missing keys {missing}; expected a segmenter model_meta.json")
+        known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
+        return cls(**known)
+
+
+class Segmenter:
+    """A trained network plus its preprocessing and post-processing.
+
+    Attributes: ``model`` (eval mode, on ``device``), ``meta``, ``threshold``, ``channel_set``.
+    """
+
+    def __init__(self, model: nn.Module, meta: SegmenterMeta, device: str | torch.device = "auto",
+                 channels_last: bool = True) -> None:
+        self.device = resolve_device(device) if isinstance(device, str) else device
+        self.model = model.to(self.device).eval()
+        # channels-last convolutions are the fast path on CPU (oneDNN) and GPU alike (benchmarks/)
+        self.channels_last = channels_last
+        if channels_last:
+            self.model = self.model.to(memory_format=torch.channels_last)
+        self.meta = meta
+        normalizer = None
+        if meta.normalizer:
+            normalizer = Normalizer.from_dict(meta.normalizer)
+        self.preprocess = Preprocessor(meta.channel_set, normalizer)
+
+    @property
+    def threshold(self) -> float:
+        return float(self.meta.threshold)
+
+    @property
+    def channel_set(self) -> int:
+        return int(self.meta.channel_set)
+
+    @torch.inference_mode()
+    def predict(
+        self,
+        images: np.ndarray | torch.Tensor,
+        batch_size: int = 16,
+        tta: str | None = None,
+        vote: bool | None = None,
+        morphology: str | None = None,
+        threshold: float | None = None,
+    ) -> dict[str, np.ndarray]:
+        """Segment raw L4S patches.
+
+        Args:
+            images: ``(N, 14, H, W)`` (or one ``(14, H, W)``) raw L4S values, bands in ``meta.band_order``.
+            batch_size: patches per forward pass.
+            tta, vote, morphology, threshold: override the stored defaults (``None`` = stored).
+
+        Returns:
+            ``prob`` ``(N, H, W)`` float32 landslide probability, ``mask`` ``(N, H, W)`` uint8
+            (``prob > threshold``, then the morphology), ``patch_prob`` ``(N,)`` float32.
+        """
+        x = images if isinstance(images, torch.Tensor) else torch.as_tensor(np.asarray(images, dtype=np.float32))
+        if x.ndim == 3:
+            x = x.unsqueeze(0)
+        if x.ndim != 4 or x.shape[1] != 14:
+            raise UserError(f"Segmenter.predict: images have shape {tuple(x.shape)}, expected (N, 14, H, W) raw L4S bands")
+        tta = self.meta.tta if tta is None else tta
+        vote = self.meta.vote if vote is None else vote
+        morphology = self.meta.morphology if morphology is None else morphology
+        t = self.threshold if threshold is None else float(threshold)
+        probs, patch = [], []
+        for start in range(0, int(x.shape[0]), batch_size):
+            xb = self.preprocess(x[start : start + batch_size], self.device)
+            if self.channels_last:
+                xb = xb.contiguous(memory_format=torch.channels_last)
+            p, pp = predict_batch(self.model, xb, tta=tta, vote=vote)
+            probs.append(p)
+            patch.append(pp)
+        prob = np.concatenate(probs).astype(np.float32) if probs else np.zeros((0, *x.shape[2:]), np.float32)
+        mask = np.asarray(apply_threshold(prob, t), dtype=np.uint8)
+        if morphology and morphology != "none":
+            mask = np.asarray(morph(mask, morphology), dtype=np.uint8)
+        return {"prob": prob, "mask": mask, "patch_prob": np.concatenate(patch).astype(np.float32) if patch else np.zeros(0, np.float32)}
+
+
+def predict_batch(model: nn.Module, x: torch.Tensor, *, tta: str = "none", vote: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """Landslide probability ``(B, H, W)`` and patch probability ``(B,)`` for preprocessed ``x`` ``(B, C, H, W)``.
+
+    Uses ``imagery.inference.postprocess.predict_probs`` (TTA over rotations/flips, voting over the
+    multi-resolution outputs; the patch probability of ``imagery.models.patch_probability`` averaged
+    over the TTA views).
+    """
+    model.eval()
+    with torch.inference_mode():
+        out = predict_probs(model, x, tta=tta or "none", vote=bool(vote))
+    return (out["prob"].float().cpu().numpy().astype(np.float32),
+            out["patch_prob"].float().reshape(-1).cpu().numpy().astype(np.float32))
+
+
+@torch.no_grad()
+def infer_probs(
+    model: nn.Module,
+    x: torch.Tensor,
+    *,
+    batch_size: int = 32,
+    device: torch.device | None = None,
+    bf16: bool = False,
+    channels_last: bool = False,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Landslide probability of the 128-px output ``(N, H, W)`` float32 and patch probability ``(N,)``.
+
+    ``x`` holds preprocessed model inputs ``(N, C, H, W)`` (any device); ``model`` is put in eval mode.
+    """
+    device = device or next(model.parameters()).device
+    model.eval()
+    probs, patch = [], []
+    for start in range(0, int(x.shape[0]), batch_size):
+        xb = x[start : start + batch_size].to(device, non_blocking=True)
+        if channels_last:
+            xb = xb.contiguous(memory_format=torch.channels_last)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+            out = model(xb)
+        out = {k: v.float() for k, v in out.items()}
+        probs.append(torch.softmax(out["out"], dim=1)[:, 1].cpu())
+        patch.append(patch_probability(out).float().reshape(-1).cpu())
+    return torch.cat(probs).numpy().astype(np.float32), torch.cat(patch).numpy().astype(np.float32)
