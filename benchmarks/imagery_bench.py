@@ -38,15 +38,15 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from imagery.transforms.augment import augment_batch  # noqa: E402
 from imagery.data import load_patches, read_image  # noqa: E402
-from imagery.transforms.features import compute_features  # noqa: E402
-from imagery.training.losses import build_criterion  # noqa: E402
-from imagery.models import create_model  # noqa: E402
-from imagery.transforms.normalize import clean_image  # noqa: E402
 from imagery.data.synthetic import write_synthetic_l4s  # noqa: E402
 from imagery.device import resolve_device  # noqa: E402
+from imagery.models import create_model  # noqa: E402
+from imagery.training.losses import build_criterion  # noqa: E402
 from imagery.transforms import Preprocessor  # noqa: E402
+from imagery.transforms.augment import augment_batch  # noqa: E402
+from imagery.transforms.features import compute_features  # noqa: E402
+from imagery.transforms.normalize import clean_image  # noqa: E402
 
 
 def _sync(device: torch.device) -> None:
@@ -65,7 +65,9 @@ def _reset_peak(device: torch.device) -> None:
         torch.cuda.reset_peak_memory_stats(device)
 
 
-def plain_batch(paths: list[str], masks: np.ndarray, idx: np.ndarray, channel_set: int) -> tuple[torch.Tensor, torch.Tensor]:
+def plain_batch(
+    paths: list[str], masks: np.ndarray, idx: np.ndarray, channel_set: int
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-sample loading and NumPy feature engineering, stacked to an NCHW fp32 batch (CPU)."""
     xs = []
     for i in idx:
@@ -74,8 +76,16 @@ def plain_batch(paths: list[str], masks: np.ndarray, idx: np.ndarray, channel_se
     return torch.from_numpy(np.stack(xs)), torch.from_numpy(masks[idx].astype(np.int64))
 
 
-def bench_model(name: str, batch: int, iters: int, warmup: int, root: Path, channel_set: int,
-                device: torch.device, compile_model: bool) -> dict[str, float | str | int]:
+def bench_model(
+    name: str,
+    batch: int,
+    iters: int,
+    warmup: int,
+    root: Path,
+    channel_set: int,
+    device: torch.device,
+    compile_model: bool,
+) -> dict[str, float | str | int]:
     ps = load_patches(root, "train", layout="plain", require_masks=True)
     n = len(ps)
     rng = np.random.default_rng(0)
@@ -226,13 +236,17 @@ def main(argv: list[str] | None = None) -> int:
             s = epoch_time(name, args.epoch, args.batch_sizes[0], device, args.channels, args.compile)
             rows.append({"model": name, "epoch_patches": args.epoch, "epoch_s": s})
             print(f"{name}: one epoch of {args.epoch} patches in {s:.1f} s", flush=True)
-    print("| model | batch | plain train img/s | fast train img/s | ratio | plain infer img/s | fast infer img/s | ratio | peak MB plain/fast |")
+    print(
+        "| model | batch | plain train img/s | fast train img/s | ratio | plain infer img/s | fast infer img/s | ratio | peak MB plain/fast |"
+    )
     print("|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         if "batch" in r:
-            print(f"| {r['model']} | {r['batch']} | {r['plain_train_img_s']:.2f} | {r['fast_train_img_s']:.2f} | "
-                  f"{r['train_ratio']:.2f}x | {r['plain_infer_img_s']:.2f} | {r['fast_infer_img_s']:.2f} | "
-                  f"{r['infer_ratio']:.2f}x | {r['plain_peak_mb']:.0f} / {r['fast_peak_mb']:.0f} |")
+            print(
+                f"| {r['model']} | {r['batch']} | {r['plain_train_img_s']:.2f} | {r['fast_train_img_s']:.2f} | "
+                f"{r['train_ratio']:.2f}x | {r['plain_infer_img_s']:.2f} | {r['fast_infer_img_s']:.2f} | "
+                f"{r['infer_ratio']:.2f}x | {r['plain_peak_mb']:.0f} / {r['fast_peak_mb']:.0f} |"
+            )
     if args.json:
         Path(args.json).write_text(json.dumps({"machine": machine(device), "rows": rows}, indent=2))
     return 0

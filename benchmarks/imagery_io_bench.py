@@ -25,8 +25,8 @@ from pathlib import Path
 
 import numpy as np
 
-from imagery.data.cache import build_cache, open_cache
 from imagery.data import read_image, read_mask, write_image, write_mask
+from imagery.data.cache import build_cache, open_cache
 from imagery.data.synthetic import synth_patch
 
 
@@ -87,7 +87,9 @@ def main() -> None:
     size_gb = sum(f.stat().st_size for f in data.rglob("*.h5")) / 1e9
     cache_gb = sum(f.stat().st_size for f in cache.glob("*.npy")) / 1e9
     print(f"machine: {platform.processor() or platform.machine()}, {platform.system()} {platform.release()}")
-    print(f"N={args.n} patches, batch {args.batch}, HDF5 files {size_gb:.2f} GB (float64), cache {cache_gb:.2f} GB (float32)")
+    print(
+        f"N={args.n} patches, batch {args.batch}, HDF5 files {size_gb:.2f} GB (float64), cache {cache_gb:.2f} GB (float32)"
+    )
     print(f"write files {t_write:.1f}s, build cache (read + check + write + fingerprint) {t_build:.1f}s")
     print("| method | seconds/epoch | patches/s |")
     print("|---|---|---|")

@@ -63,8 +63,12 @@ def build_models(n_train: int, seed: int) -> tuple[object, object, pd.DataFrame]
     clf.fit(table[list(FEATURE_COLUMNS)], table["landslide"].to_numpy())
     rng = np.random.default_rng(seed)
     y = rng.integers(0, 2, 2000)
-    X = pd.DataFrame({"p_tabular": np.clip(0.3 + 0.4 * y + rng.normal(0, 0.2, 2000), 0.01, 0.99),
-                      "p_imagery": np.clip(0.2 + 0.6 * y + rng.normal(0, 0.25, 2000), 0.01, 0.99)})
+    X = pd.DataFrame(
+        {
+            "p_tabular": np.clip(0.3 + 0.4 * y + rng.normal(0, 0.2, 2000), 0.01, 0.99),
+            "p_imagery": np.clip(0.2 + 0.6 * y + rng.normal(0, 0.25, 2000), 0.01, 0.99),
+        }
+    )
     return clf, StackingFuser().fit(X, y), table
 
 
@@ -84,30 +88,48 @@ def bench_tabular(n: int, batch_sizes: list[int], repeats: int, seed: int) -> li
                     scorer.score_batch(regions.iloc[s : s + bs])
 
             t = best_time(run, repeats)
-            rows.append({"what": f"tabular+fusion, in memory{', top-3 SHAP' if top_k else ''}", "batch": bs,
-                         "regions": n, "seconds": t, "regions_per_s": n / t})
+            rows.append(
+                {
+                    "what": f"tabular+fusion, in memory{', top-3 SHAP' if top_k else ''}",
+                    "batch": bs,
+                    "regions": n,
+                    "seconds": t,
+                    "regions_per_s": n / t,
+                }
+            )
     with tempfile.TemporaryDirectory() as tmp:
         bs = max(batch_sizes)
         scorer = RegionScorer(clf, None, fuser, ScoringConfig(batch_size=bs, top_k=0, write_masks=False))
         t = best_time(lambda: score_table(regions, scorer, Path(tmp) / "s.csv", progress=False), repeats)
-        rows.append({"what": "tabular+fusion, score_table to CSV", "batch": bs, "regions": n, "seconds": t,
-                     "regions_per_s": n / t})
+        rows.append(
+            {
+                "what": "tabular+fusion, score_table to CSV",
+                "batch": bs,
+                "regions": n,
+                "seconds": t,
+                "regions_per_s": n / t,
+            }
+        )
     return rows
 
 
-def bench_imagery(n: int, size: int, width: int, batch_sizes: list[int], repeats: int, seed: int) -> list[dict[str, object]]:
+def bench_imagery(
+    n: int, size: int, width: int, batch_sizes: list[int], repeats: int, seed: int
+) -> list[dict[str, object]]:
     import torch
 
     from fusion.scoring import RegionScorer, ScoringConfig
     from imagery.data.bands import BANDS
-    from imagery.models import create_model
-    from imagery.inference import Segmenter, SegmenterMeta
     from imagery.data.synthetic import synth_patch
+    from imagery.inference import Segmenter, SegmenterMeta
+    from imagery.models import create_model
     from tabular.synthetic import make_region_table
 
     torch.manual_seed(seed)
     kwargs = {"in_channels": 14, "num_classes": 2, "head": "mono", "base_width": width}
-    seg = Segmenter(create_model("unet", **kwargs), SegmenterMeta("unet", kwargs, 14, band_order=list(BANDS), head="mono"), "cpu")
+    seg = Segmenter(
+        create_model("unet", **kwargs), SegmenterMeta("unet", kwargs, 14, band_order=list(BANDS), head="mono"), "cpu"
+    )
     rng = np.random.default_rng(seed)
     images = np.stack([synth_patch(rng, has_landslide=i % 2 == 0, size=size)[0] for i in range(n)])
     clf, fuser, _ = build_models(2000, seed)
@@ -116,13 +138,29 @@ def bench_imagery(n: int, size: int, width: int, batch_sizes: list[int], repeats
     rows = []
     for bs in batch_sizes:
         bare = best_time(lambda bs=bs: seg.predict(images, batch_size=bs), repeats)
-        scorer = RegionScorer(clf, seg, fuser, ScoringConfig(batch_size=n, imagery_batch_size=bs, top_k=0, write_masks=False))
+        scorer = RegionScorer(
+            clf, seg, fuser, ScoringConfig(batch_size=n, imagery_batch_size=bs, top_k=0, write_masks=False)
+        )
         fused = best_time(lambda scorer=scorer: scorer.score_batch(regions, images, has, None, None), repeats)
-        rows.append({"what": f"imagery bare Segmenter.predict ({size}px, unet width {width})", "batch": bs,
-                     "regions": n, "seconds": bare, "regions_per_s": n / bare})
-        rows.append({"what": "imagery fused scoring (segmenter + features + tabular + stacker)", "batch": bs,
-                     "regions": n, "seconds": fused, "regions_per_s": n / fused,
-                     "fused_vs_bare": bare / fused})
+        rows.append(
+            {
+                "what": f"imagery bare Segmenter.predict ({size}px, unet width {width})",
+                "batch": bs,
+                "regions": n,
+                "seconds": bare,
+                "regions_per_s": n / bare,
+            }
+        )
+        rows.append(
+            {
+                "what": "imagery fused scoring (segmenter + features + tabular + stacker)",
+                "batch": bs,
+                "regions": n,
+                "seconds": fused,
+                "regions_per_s": n / fused,
+                "fused_vs_bare": bare / fused,
+            }
+        )
     return rows
 
 
@@ -138,16 +176,24 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args()
     rows = bench_tabular(args.n_tabular, [int(b) for b in args.tab_batches.split(",")], args.repeats, args.seed)
-    rows += bench_imagery(args.n_patches, args.patch_size, args.width, [int(b) for b in args.img_batches.split(",")],
-                          args.repeats, args.seed)
+    rows += bench_imagery(
+        args.n_patches,
+        args.patch_size,
+        args.width,
+        [int(b) for b in args.img_batches.split(",")],
+        args.repeats,
+        args.seed,
+    )
     df = pd.DataFrame(rows)
     print(f"machine: {machine()}\n")
     print("| what | batch | regions | seconds | regions/s | fused/bare |")
     print("|---|---:|---:|---:|---:|---:|")
     for r in df.itertuples(index=False):
         ratio = getattr(r, "fused_vs_bare", np.nan)
-        print(f"| {r.what} | {r.batch} | {r.regions} | {r.seconds:.3f} | {r.regions_per_s:,.0f} | "
-              f"{'' if pd.isna(ratio) else f'{ratio:.2f}'} |")
+        print(
+            f"| {r.what} | {r.batch} | {r.regions} | {r.seconds:.3f} | {r.regions_per_s:,.0f} | "
+            f"{'' if pd.isna(ratio) else f'{ratio:.2f}'} |"
+        )
 
 
 if __name__ == "__main__":

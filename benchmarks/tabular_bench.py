@@ -58,7 +58,6 @@ def _child(task: str, data_dir: str, args: dict, queue: mp.Queue) -> None:
     names = [f"f{i}" for i in range(X.shape[1])]
     if task == "hgb":
         from sklearn.ensemble import HistGradientBoostingClassifier
-
         from threadpoolctl import threadpool_limits
 
         Xa = np.asarray(X)
@@ -153,7 +152,9 @@ def _child(task: str, data_dir: str, args: dict, queue: mp.Queue) -> None:
         t = time.perf_counter()
         clf.contributions(sub)
         s_contrib = time.perf_counter() - t
-        queue.put({"task": task, "seconds": s_shap, "contrib_seconds": s_contrib, "peak_mb": _rss_mb(), "base_mb": base})
+        queue.put(
+            {"task": task, "seconds": s_shap, "contrib_seconds": s_contrib, "peak_mb": _rss_mb(), "base_mb": base}
+        )
         return
     raise ValueError(f"unknown task {task!r}")
 
@@ -182,7 +183,13 @@ def main(argv: list[str] | None = None) -> int:
         "--only-predict", action="store_true", help="fit LightGBM, then measure prediction only (no HGB fit, no SHAP)"
     )
     a = ap.parse_args(argv)
-    args = {"rounds": a.rounds, "leaves": a.leaves, "lr": a.lr, "shap_rows": min(a.shap_rows, a.rows), "threads": a.threads}
+    args = {
+        "rounds": a.rounds,
+        "leaves": a.leaves,
+        "lr": a.lr,
+        "shap_rows": min(a.shap_rows, a.rows),
+        "threads": a.threads,
+    }
     with tempfile.TemporaryDirectory() as tmp:
         X, y = make_data(a.rows, a.features, a.seed)
         np.save(Path(tmp) / "X.npy", X)
@@ -191,8 +198,10 @@ def main(argv: list[str] | None = None) -> int:
         tasks = ("lgbm", "predict", "compiled") if a.only_predict else ("lgbm", "hgb", "shap", "predict", "compiled")
         res = {t: run_task(t, tmp, args) for t in tasks}
     cpu = platform.processor() or platform.machine()
-    print(f"# tabular benchmark: {a.rows} rows x {a.features} features, {a.rounds} rounds, {a.leaves} leaves, "
-          f"lr {a.lr}, {a.threads} threads each; {os.cpu_count()} CPUs ({cpu}), Python {platform.python_version()}")
+    print(
+        f"# tabular benchmark: {a.rows} rows x {a.features} features, {a.rounds} rounds, {a.leaves} leaves, "
+        f"lr {a.lr}, {a.threads} threads each; {os.cpu_count()} CPUs ({cpu}), Python {platform.python_version()}"
+    )
     print("| measurement | time (s) | peak RSS (MB) | extra RSS (MB) | note |")
     print("|---|---|---|---|---|")
     for name, key in (("LightGBM fit (LandslideClassifier)", "lgbm"), ("HistGradientBoosting fit", "hgb")):
@@ -205,10 +214,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"| fit time ratio LightGBM / HGB | {ratio:.2f} | | | target <= 0.8 |")
     if "shap" in res:
         s = res["shap"]
-        print(f"| SHAP TreeExplainer, {args['shap_rows']} rows | {s['seconds']:.1f} | {s['peak_mb']:.0f} | {s['peak_mb'] - s['base_mb']:.0f} | |")
+        print(
+            f"| SHAP TreeExplainer, {args['shap_rows']} rows | {s['seconds']:.1f} | {s['peak_mb']:.0f} | {s['peak_mb'] - s['base_mb']:.0f} | |"
+        )
         print(f"| LightGBM pred_contrib, {args['shap_rows']} rows | {s['contrib_seconds']:.1f} | | | |")
     pr = res["predict"]
-    print(f"| predict_proba, {a.rows} rows | {pr['seconds']:.2f} | {pr['peak_mb']:.0f} | {pr['peak_mb'] - pr['base_mb']:.0f} | {pr['rows_per_s']:,.0f} rows/s (target >= 500,000) |")
+    print(
+        f"| predict_proba, {a.rows} rows | {pr['seconds']:.2f} | {pr['peak_mb']:.0f} | {pr['peak_mb'] - pr['base_mb']:.0f} | {pr['rows_per_s']:,.0f} rows/s (target >= 500,000) |"
+    )
     c = res["compiled"]
     print(f"| compile (lleaves), {a.rounds} trees | {c['compile_seconds']:.2f} | | | one-off |")
     print(

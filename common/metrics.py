@@ -36,8 +36,9 @@ def best_f1_threshold(y_true: np.ndarray, p: np.ndarray) -> float:
     return float(thresholds[int(np.argmax(f1))])
 
 
-def binary_metrics(y_true: np.ndarray, p: np.ndarray, threshold: float, *, prefix: str = "",
-                   names: tuple[str, ...] = METRIC_NAMES) -> dict[str, float]:
+def binary_metrics(
+    y_true: np.ndarray, p: np.ndarray, threshold: float, *, prefix: str = "", names: tuple[str, ...] = METRIC_NAMES
+) -> dict[str, float]:
     """ROC-AUC, PR-AUC (average precision), F1/precision/recall at ``threshold`` and the Brier score.
 
     ``y_true`` 0/1 ``(n,)``, ``p`` probabilities ``(n,)``. ROC-AUC and PR-AUC are NaN when only one

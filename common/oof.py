@@ -19,6 +19,7 @@ import os
 import tempfile
 from pathlib import Path
 
+import mlflow
 import numpy as np
 import pandas as pd
 
@@ -88,7 +89,5 @@ def write_oof(df: pd.DataFrame, path: str | os.PathLike[str]) -> Path:
 
 def log_oof(df: pd.DataFrame) -> None:
     """Log an OOF table to the active MLflow run as :data:`OOF_ARTIFACT`."""
-    import mlflow
-
     with tempfile.TemporaryDirectory() as tmp:
         mlflow.log_artifact(str(write_oof(df, Path(tmp) / OOF_ARTIFACT)))

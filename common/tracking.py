@@ -26,8 +26,15 @@ import subprocess
 import tempfile
 import time
 from collections.abc import Iterator, Mapping
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
+
+import mlflow
+from mlflow.data.code_dataset_source import CodeDatasetSource
+from mlflow.data.meta_dataset import MetaDataset
+from mlflow.exceptions import MlflowException
+from mlflow.tracking import MlflowClient
 
 from common.cli import InputNotFoundError, UserError, one_line, quiet_third_party
 from common.fingerprint import Fingerprint
@@ -67,8 +74,6 @@ def setup_tracking(uri: str | None = None, *, verbose: bool = False) -> str:
     bars, warnings and log lines) unless ``verbose``.
     """
     quiet_third_party(verbose)
-    import mlflow
-
     resolved = resolve_tracking_uri(uri)
     _prepare_store(resolved)
     mlflow.set_tracking_uri(resolved)
@@ -88,8 +93,6 @@ def ensure_experiment(name: str, tracking_uri: str | None = None) -> str:
 
     The experiment carries :data:`EXPERIMENT_KIND_TAG`; a store's global state is not changed.
     """
-    from mlflow.tracking import MlflowClient
-
     uri = resolve_tracking_uri(tracking_uri) if tracking_uri else _current_uri()
     client = MlflowClient(uri)
     exp = client.get_experiment_by_name(name)
@@ -103,8 +106,6 @@ def ensure_experiment(name: str, tracking_uri: str | None = None) -> str:
 
 
 def _current_uri() -> str:
-    import mlflow
-
     return mlflow.get_tracking_uri()
 
 
@@ -129,8 +130,6 @@ def git_commit() -> str:
 
 def code_version() -> str:
     """The installed package version of this project."""
-    from importlib.metadata import PackageNotFoundError, version
-
     try:
         return version("landslide-detect")
     except PackageNotFoundError:  # running from a source tree that is not installed
@@ -163,8 +162,6 @@ def flatten_params(data: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
 
 def log_config(config: Any, artifact_name: str = "config.json") -> dict[str, Any]:
     """Log a typed config whole: every field as a param and the JSON as an artifact."""
-    import mlflow
-
     data = config_to_dict(config)
     mlflow.log_params(flatten_params(data))
     mlflow.log_dict(data, artifact_name)
@@ -173,8 +170,6 @@ def log_config(config: Any, artifact_name: str = "config.json") -> dict[str, Any
 
 def _dataset(fp: Fingerprint, name: str) -> Any:
     """An MLflow dataset that records a fingerprint without the data: name, digest, source and size."""
-    from mlflow.data.code_dataset_source import CodeDatasetSource
-    from mlflow.data.meta_dataset import MetaDataset
 
     class FingerprintDataset(MetaDataset):
         """MetaDataset whose profile holds the row and column counts of the fingerprint."""
@@ -195,8 +190,6 @@ def _dataset(fp: Fingerprint, name: str) -> Any:
 def log_fingerprint(fp: Fingerprint, prefix: str = "data", *, context: str = "training") -> None:
     """Log a data fingerprint: params ``<prefix>_sha256``/``_rows``/``_columns``/``_source`` and an
     MLflow dataset input (name ``prefix``, digest, source, rows) shown in the UI's Dataset column."""
-    import mlflow
-
     mlflow.log_params({k: str(v) for k, v in fp.as_params(prefix).items()})
     mlflow.log_input(_dataset(fp, prefix), context=context)
 
@@ -221,8 +214,6 @@ def tracked_run(
     ``KILLED`` on ``KeyboardInterrupt``; the exception propagates. Yields the active run.
     A nested run goes into its parent's experiment.
     """
-    import mlflow
-
     all_tags = {"git_commit": git_commit(), "code_version": code_version(), "entry_point": experiment}
     all_tags.update(tags or {})
     kwargs: dict[str, Any] = {"run_name": run_name or default_run_name(experiment), "nested": nested, "tags": all_tags}
@@ -245,8 +236,6 @@ def tracked_run(
 
 def log_artifact_file(path: str | os.PathLike[str], artifact_path: str | None = None) -> None:
     """Log one local file to the active run."""
-    import mlflow
-
     mlflow.log_artifact(str(path), artifact_path=artifact_path)
 
 
@@ -289,9 +278,6 @@ def download_model(
             f"{flag} {text}: {what} not found (no such folder or file, and not an MLflow URI: "
             "expected runs:/<run_id>, a run id or models:/...)"
         )
-    import mlflow
-    from mlflow.exceptions import MlflowException
-
     store = resolve_tracking_uri(tracking_uri) if tracking_uri else _current_uri()
     dst = str(dst_path) if dst_path is not None else tempfile.mkdtemp(prefix="landslide-model-")
     try:
@@ -299,4 +285,6 @@ def download_model(
             mlflow.artifacts.download_artifacts(artifact_uri=norm, dst_path=dst, tracking_uri=store, registry_uri=store)
         )
     except (MlflowException, OSError) as exc:
-        raise UserError(f"{flag} {text}: cannot download the {what} {norm} from {store} ({one_line(exc)[:200]})") from None
+        raise UserError(
+            f"{flag} {text}: cannot download the {what} {norm} from {store} ({one_line(exc)[:200]})"
+        ) from None

@@ -52,7 +52,13 @@ class CrosscheckConfig:
     def __post_init__(self) -> None:
         if self.policy not in POLICIES:
             raise UserError(f"policy must be one of {', '.join(POLICIES)}, got {self.policy!r}")
-        for name in ("tabular_threshold", "imagery_threshold", "fused_threshold", "imagery_weight", "weighted_threshold"):
+        for name in (
+            "tabular_threshold",
+            "imagery_threshold",
+            "fused_threshold",
+            "imagery_weight",
+            "weighted_threshold",
+        ):
             value = getattr(self, name)
             if not 0.0 <= float(value) <= 1.0:
                 raise UserError(f"{name} must be in [0, 1], got {value!r}")

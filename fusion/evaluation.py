@@ -71,6 +71,9 @@ def format_table(table: pd.DataFrame, n_test: int, n_pos: int) -> str:
     ]
     for r in table.itertuples(index=False):
         fmt = "+.3f" if str(r.model).startswith("fused -") else ".3f"
-        cells = [f"{getattr(r, k):{fmt}} [{getattr(r, k + '_lo'):{fmt}}, {getattr(r, k + '_hi'):{fmt}}]" for k in EVAL_METRICS]
+        cells = [
+            f"{getattr(r, k):{fmt}} [{getattr(r, k + '_lo'):{fmt}}, {getattr(r, k + '_hi'):{fmt}}]"
+            for k in EVAL_METRICS
+        ]
         lines.append(f"{r.model:<17}" + "".join(f"{c:>24}" for c in cells))
     return "\n".join(lines)

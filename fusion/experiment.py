@@ -34,6 +34,7 @@ from fusion.config import ScoreRegionsConfig, TrainFusionConfig
 from fusion.regions import read_region_table
 from fusion.scoring import RegionScorer, score_table
 from fusion.stacking import FUSER_ARTIFACT, StackingFuser, load_fuser, reliability_plot
+from tabular.serving import load_tabular_model
 
 TABULAR_META_ARTIFACT = "tabular_model.json"  # written by tabular.serving.log_tabular_model
 
@@ -68,18 +69,24 @@ def _run_artifact(client: Any, run_id: str, path: str, what: str, dst: str) -> P
     except MlflowException:
         raise UserError(f"{what} run {run_id!r} not found in the tracking store {client.tracking_uri}") from None
     try:
-        return Path(mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=path, dst_path=dst,
-                                                        tracking_uri=client.tracking_uri))
+        return Path(
+            mlflow.artifacts.download_artifacts(
+                run_id=run_id, artifact_path=path, dst_path=dst, tracking_uri=client.tracking_uri
+            )
+        )
     except (MlflowException, OSError):
         raise InputNotFoundError(
-            f"{what} run {run_id} has no {path} artifact (expected one from pipelines.train_{what} with cross-validation)"
+            f"{what} run {run_id} has no {path} artifact "
+            f"(expected one from pipelines.train_{what} with cross-validation)"
         ) from None
 
 
 def tabular_features_of_run(client: Any, run_id: str, dst: str) -> list[str] | None:
     """The feature columns of a tabular run (``tabular_model.json``), or None when not logged."""
     try:
-        meta = json.loads(_run_artifact(client, run_id, TABULAR_META_ARTIFACT, "tabular", dst).read_text(encoding="utf-8"))
+        meta = json.loads(
+            _run_artifact(client, run_id, TABULAR_META_ARTIFACT, "tabular", dst).read_text(encoding="utf-8")
+        )
     except UserError:
         return None
     names = meta.get("feature_names")
@@ -98,8 +105,9 @@ def imagery_channel_set_of_run(client: Any, run_id: str) -> int | None:
     return None
 
 
-def train_fuser(cfg: TrainFusionConfig, *, tracking_uri: str | None = None,
-                log: Callable[[str], None] = print) -> FusionTrainResult:
+def train_fuser(
+    cfg: TrainFusionConfig, *, tracking_uri: str | None = None, log: Callable[[str], None] = print
+) -> FusionTrainResult:
     """Fit and log the fuser of ``cfg`` inside the active MLflow run (see the module docstring)."""
     run = mlflow.active_run()
     if run is None:
@@ -108,10 +116,12 @@ def train_fuser(cfg: TrainFusionConfig, *, tracking_uri: str | None = None,
     mlflow.set_tags({"tabular_run_id": cfg.tabular_run, "imagery_run_id": cfg.imagery_run})
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
-        t_oof = read_oof(_run_artifact(client, cfg.tabular_run, OOF_ARTIFACT, "tabular", str(tmp / "t")),
-                         "tabular oof_predictions")
-        i_oof = read_oof(_run_artifact(client, cfg.imagery_run, OOF_ARTIFACT, "imagery", str(tmp / "i")),
-                         "imagery oof_predictions")
+        t_oof = read_oof(
+            _run_artifact(client, cfg.tabular_run, OOF_ARTIFACT, "tabular", str(tmp / "t")), "tabular oof_predictions"
+        )
+        i_oof = read_oof(
+            _run_artifact(client, cfg.imagery_run, OOF_ARTIFACT, "imagery", str(tmp / "i")), "imagery oof_predictions"
+        )
         fuser = StackingFuser(C=cfg.C, calibration=cfg.calibration, cv=cfg.cv, random_state=cfg.seed)
         fuser.fit_oof(t_oof, i_oof, allow_partial=cfg.allow_partial)
         joined = fuser.joined_oof_
@@ -124,8 +134,11 @@ def train_fuser(cfg: TrainFusionConfig, *, tracking_uri: str | None = None,
             "n_regions": int(len(joined)),
         }
         y = joined["y_true"].to_numpy()
-        probs = {"tabular": joined["p_tabular"].to_numpy(), "imagery": joined["p_imagery"].to_numpy(),
-                 "fused (stacker CV)": fuser.oof_proba_}
+        probs = {
+            "tabular": joined["p_tabular"].to_numpy(),
+            "imagery": joined["p_imagery"].to_numpy(),
+            "fused (stacker CV)": fuser.oof_proba_,
+        }
         briers = reliability_plot(y, probs, tmp / "reliability.png")
         metrics: dict[str, float] = dict(fuser.metrics_)
         for name, key in (("tabular", "p_tabular"), ("imagery", "p_imagery")):
@@ -156,11 +169,9 @@ def load_models(cfg: ScoreRegionsConfig, *, tracking_uri: str | None = None) -> 
     """(tabular model | None, segmenter | None, fuser | None) from the configured URIs."""
     tab = seg = fus = None
     if cfg.tabular_model:
-        from tabular.serving import load_tabular_model  # LightGBM and the MLflow flavour: only when used
-
         tab = load_tabular_model(cfg.tabular_model, tracking_uri=tracking_uri, flag="--tabular-model")
     if cfg.imagery_model:
-        from imagery.inference.serving import load_segmenter  # torch: only when an imagery model is given
+        from imagery.inference.serving import load_segmenter  # noqa: PLC0415 - torch only with an imagery model (fusion stays torch-free)
 
         seg = load_segmenter(cfg.imagery_model, device=cfg.device, tracking_uri=tracking_uri, flag="--imagery-model")
     if cfg.fusion_model:
@@ -168,8 +179,9 @@ def load_models(cfg: ScoreRegionsConfig, *, tracking_uri: str | None = None) -> 
     return tab, seg, fus
 
 
-def score_regions(cfg: ScoreRegionsConfig, *, tracking_uri: str | None = None,
-                  log: Callable[[str], None] = print) -> ScoreResult:
+def score_regions(
+    cfg: ScoreRegionsConfig, *, tracking_uri: str | None = None, log: Callable[[str], None] = print
+) -> ScoreResult:
     """Score the region table of ``cfg`` into ``cfg.out`` inside the active MLflow run."""
     run = mlflow.active_run()
     if run is None:
@@ -188,14 +200,20 @@ def score_regions(cfg: ScoreRegionsConfig, *, tracking_uri: str | None = None,
     t0 = time.perf_counter()
     info = score_table(table, scorer, out, cfg.images, cfg.masks_dir, resume=cfg.resume, progress=cfg.progress)
     seconds = time.perf_counter() - t0
-    mlflow.log_metrics({
-        "regions": info["regions"], "scored": info["scored"], "skipped": info["skipped"],
-        "score_seconds": seconds, "regions_per_second": info["scored"] / max(seconds, 1e-9),
-        **{f"evidence_{k}": v for k, v in info["evidence"].items()},
-    })
+    mlflow.log_metrics(
+        {
+            "regions": info["regions"],
+            "scored": info["scored"],
+            "skipped": info["skipped"],
+            "score_seconds": seconds,
+            "regions_per_second": info["scored"] / max(seconds, 1e-9),
+            **{f"evidence_{k}": v for k, v in info["evidence"].items()},
+        }
+    )
     log(
         f"scored {info['scored']} region(s) ({info['skipped']} already done) in {seconds:.1f}s -> {out}; "
         f"evidence: {', '.join(f'{k}={v}' for k, v in info['evidence'].items())}"
     )
-    return ScoreResult(run.info.run_id, str(out), info["regions"], info["scored"], info["skipped"], info["evidence"],
-                       seconds)
+    return ScoreResult(
+        run.info.run_id, str(out), info["regions"], info["scored"], info["skipped"], info["evidence"], seconds
+    )

@@ -25,6 +25,8 @@ import numpy as np
 import pandas as pd
 
 from common.cli import UserError
+from imagery.data.synthetic import synth_patch
+from tabular.synthetic import make_region_table
 
 LATENT_PREFIX = "latent_"
 
@@ -82,9 +84,6 @@ class PairedRegions:
 
 def make_paired_regions(config: PairedConfig = PairedConfig()) -> PairedRegions:
     """Generate ``config.n_regions`` paired regions (see the module docstring). Deterministic per config."""
-    from imagery.data.synthetic import synth_patch
-    from tabular.synthetic import make_region_table
-
     full = make_region_table(config.n_regions, seed=config.seed, return_latent=True)
     latent_cols = [c for c in full.columns if c.startswith(LATENT_PREFIX)]
     table = full.drop(columns=latent_cols)

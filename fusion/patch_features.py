@@ -27,6 +27,8 @@ the label itself, the patch id or file name, and coordinates (which encode the s
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pandas as pd
 
@@ -100,8 +102,6 @@ def patch_tabular_features(images: np.ndarray) -> pd.DataFrame:
     ndwi = _index(x[:, B3], x[:, B8])
     slope = x[:, SLOPE]
     dem = x[:, DEM]
-    import warnings
-
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN slices -> NaN features
         dem_p = np.nanpercentile(dem, [2, 98], axis=1) if n else np.zeros((2, 0))

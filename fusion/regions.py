@@ -27,7 +27,7 @@ import numpy as np
 import pandas as pd
 
 from common.cli import InputNotFoundError, UserError
-
+from imagery.data import read_image
 from tabular.data import load_table
 
 ID_COLUMN = "region_id"
@@ -71,7 +71,9 @@ def validate_region_table(df: pd.DataFrame, source: str = "region table") -> pd.
     return df.reset_index(drop=True)
 
 
-def require_columns(df: pd.DataFrame, columns: list[str] | tuple[str, ...], needed_by: str, source: str = "region table") -> None:
+def require_columns(
+    df: pd.DataFrame, columns: list[str] | tuple[str, ...], needed_by: str, source: str = "region table"
+) -> None:
     """Raise ValueError naming the columns of ``columns`` missing from ``df`` (``needed_by`` says who needs them)."""
     missing = [c for c in columns if c not in df.columns]
     if missing:
@@ -125,8 +127,6 @@ def load_images(
     A missing/unreadable file or one whose ``(H, W)`` differs from the first patch is a note (the
     region falls back to the tabular model) or, with ``strict``, a ValueError naming region and file.
     """
-    from imagery.data import read_image  # h5py only; no torch
-
     n = len(refs)
     has = np.zeros(n, dtype=bool)
     notes = [""] * n

@@ -27,11 +27,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import cv2
 import numpy as np
 import pandas as pd
+from tqdm.auto import tqdm
 
+from common.atomic import atomic_path
 from common.cli import UserError
-
 from fusion.crosscheck import POLICIES, CrosscheckConfig, crosscheck
 from fusion.region_features import IMAGERY_FEATURES, imagery_region_features
 from fusion.regions import ID_COLUMN, load_images, require_columns, resolve_image_refs
@@ -107,7 +109,9 @@ def format_top_features(explanations: Any, n: int) -> list[str]:
         )
         if ranks:  # LandslideClassifier.explain: reason_{i}_feature / reason_{i}_shap
             names = [df[f"reason_{i}_feature"].astype(str).to_numpy() for i in ranks]
-            shaps = [df[f"reason_{i}_shap"].to_numpy(dtype=np.float64) if f"reason_{i}_shap" in df else None for i in ranks]
+            shaps = [
+                df[f"reason_{i}_shap"].to_numpy(dtype=np.float64) if f"reason_{i}_shap" in df else None for i in ranks
+            ]
             return [
                 ";".join(
                     f"{names[j][r]}({shaps[j][r]:+.2f})" if shaps[j] is not None else str(names[j][r])
@@ -118,7 +122,9 @@ def format_top_features(explanations: Any, n: int) -> list[str]:
         if "top_features" in df.columns:
             return [str(v) for v in df["top_features"].tolist()]
         feat_cols = [c for c in df.columns if str(c).startswith("feature") or str(c).startswith("top")]
-        val_cols = [c for c in df.columns if "shap" in str(c) or str(c).startswith("value") or str(c).startswith("contrib")]
+        val_cols = [
+            c for c in df.columns if "shap" in str(c) or str(c).startswith("value") or str(c).startswith("contrib")
+        ]
         if feat_cols:
             out = []
             for _, row in df.iterrows():
@@ -230,7 +236,9 @@ class RegionScorer:
         mask_paths = [""] * n
         if self.segmenter is not None and images is not None and has_image.any():
             pred = self.segmenter.predict(images, batch_size=self.config.imagery_batch_size)
-            rf = imagery_region_features(pred["prob"], self.segmenter.threshold, pred.get("patch_prob"), masks=pred["mask"])
+            rf = imagery_region_features(
+                pred["prob"], self.segmenter.threshold, pred.get("patch_prob"), masks=pred["mask"]
+            )
             rows = np.flatnonzero(has_image)
             feats.iloc[rows] = rf.to_numpy()
             p_img[rows] = rf["img_patch_prob"].to_numpy()
@@ -258,10 +266,6 @@ class RegionScorer:
 
 def write_mask_png(path: Path, mask: np.ndarray) -> Path:
     """Write a ``(H, W)`` 0/1 mask as an 8-bit PNG (0/255), atomically."""
-    import cv2
-
-    from common.atomic import atomic_path
-
     ok, buf = cv2.imencode(".png", (np.asarray(mask) > 0).astype(np.uint8) * 255)
     if not ok:
         raise ValueError(f"cannot encode mask for {path}")
@@ -307,8 +311,6 @@ def score_table(
     Returns counts: ``regions``, ``scored`` (this call), ``skipped`` (already in the partial file),
     ``evidence`` counts, and the output path. ``on_batch(done, total)`` is called after each batch.
     """
-    from tqdm.auto import tqdm
-
     out_path = Path(out)
     if out_path.is_dir():
         raise UserError(f"--out {out_path} is a folder, expected a CSV file path")

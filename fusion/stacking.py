@@ -34,8 +34,8 @@ from typing import Any, Literal, get_args
 
 import numpy as np
 import pandas as pd
-from sklearn.base import BaseEstimator, ClassifierMixin
 from matplotlib.figure import Figure
+from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.calibration import CalibratedClassifierCV, calibration_curve
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import brier_score_loss, f1_score, roc_auc_score
@@ -108,7 +108,9 @@ class _LinearCalibrated:
         return cls(tuple(d["features"]), coef, float(d["intercept"]), dict(d.get("calibration", {"method": "none"})))
 
 
-def _fit_linear(z: np.ndarray, y: np.ndarray, features: tuple[str, ...], C: float, calibration: str, cv: int, seed: int) -> _LinearCalibrated:
+def _fit_linear(
+    z: np.ndarray, y: np.ndarray, features: tuple[str, ...], C: float, calibration: str, cv: int, seed: int
+) -> _LinearCalibrated:
     lr = LogisticRegression(C=C, max_iter=1000)
     if calibration == "none":
         lr.fit(z, y)
@@ -132,7 +134,9 @@ def _check_X(X: Any) -> tuple[np.ndarray, np.ndarray]:
     if isinstance(X, pd.DataFrame):
         missing = [c for c in INPUT_COLUMNS if c not in X.columns]
         if missing:
-            raise ValueError(f"fuser input is missing column(s) {', '.join(missing)}; expected {', '.join(INPUT_COLUMNS)}")
+            raise ValueError(
+                f"fuser input is missing column(s) {', '.join(missing)}; expected {', '.join(INPUT_COLUMNS)}"
+            )
         arr = X.loc[:, list(INPUT_COLUMNS)].to_numpy(dtype=np.float64)
     else:
         arr = np.asarray(X, dtype=np.float64)
@@ -179,10 +183,13 @@ class StackingFuser(ClassifierMixin, BaseEstimator):
             if rows.sum() < 4 or len(np.unique(yr)) < 2:
                 if name == "both":
                     raise UserError(
-                        f"the stacker needs out-of-fold rows with both modalities and both classes; got {int(rows.sum())} rows"
+                        "the stacker needs out-of-fold rows with both modalities and both classes; "
+                        f"got {int(rows.sum())} rows"
                     )
                 continue
-            models[name] = _fit_linear(z[rows], yr, SUBMODELS[name], self.C, self.calibration, self.cv, self.random_state)
+            models[name] = _fit_linear(
+                z[rows], yr, SUBMODELS[name], self.C, self.calibration, self.cv, self.random_state
+            )
         return models
 
     def fit(self, X: Any, y: Any) -> StackingFuser:
@@ -232,7 +239,9 @@ class StackingFuser(ClassifierMixin, BaseEstimator):
         self.meta_: dict[str, Any] = getattr(self, "meta_", {})
         return self
 
-    def fit_oof(self, tabular_oof: pd.DataFrame, imagery_oof: pd.DataFrame, allow_partial: bool = False) -> StackingFuser:
+    def fit_oof(
+        self, tabular_oof: pd.DataFrame, imagery_oof: pd.DataFrame, allow_partial: bool = False
+    ) -> StackingFuser:
         """Fit on two ``oof_predictions.csv`` tables joined by ``region_id`` (see :func:`join_oof`)."""
         joined = join_oof(tabular_oof, imagery_oof, allow_partial=allow_partial)
         self.fit(joined[list(INPUT_COLUMNS)], joined["y_true"])
@@ -358,7 +367,9 @@ def join_oof(tabular_oof: pd.DataFrame, imagery_oof: pd.DataFrame, allow_partial
     return out.reset_index(drop=True)
 
 
-def reliability_plot(y: np.ndarray, probs: dict[str, np.ndarray], path: str | os.PathLike[str], n_bins: int = 10) -> dict[str, float]:
+def reliability_plot(
+    y: np.ndarray, probs: dict[str, np.ndarray], path: str | os.PathLike[str], n_bins: int = 10
+) -> dict[str, float]:
     """Save a reliability diagram of each named probability vector to ``path`` (PNG, atomic).
 
     Returns the Brier score of each (rows where the probability is NaN are left out).
@@ -389,8 +400,14 @@ def load_fuser(uri: str | os.PathLike[str], *, tracking_uri: str | None = None) 
     """Load a fuser from a JSON path or folder, ``runs:/<run_id>[/fuser.json]``, a bare run id or any
     MLflow artifact URI (:func:`common.tracking.download_model`, resolved against ``tracking_uri``)."""
     with tempfile.TemporaryDirectory() as tmp:
-        path = download_model(uri, tracking_uri=tracking_uri, default_artifact=FUSER_ARTIFACT, flag="--fusion-model",
-                              what="fusion model", dst_path=tmp)
+        path = download_model(
+            uri,
+            tracking_uri=tracking_uri,
+            default_artifact=FUSER_ARTIFACT,
+            flag="--fusion-model",
+            what="fusion model",
+            dst_path=tmp,
+        )
         if path.is_dir():
             path = path / FUSER_ARTIFACT
         if not path.is_file():

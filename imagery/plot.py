@@ -1,4 +1,5 @@
-"""Pictures of L4S patches for MLflow artifacts and reports (matplotlib, Agg backend).
+"""Pictures of L4S patches for MLflow artifacts and reports (matplotlib ``Figure`` objects: no pyplot,
+no global backend state).
 
 :func:`plot_patch` draws side by side: the RGB composite (B4, B3, B2, each band stretched
 between its own 2nd and 98th percentile), the ground-truth mask, an optional landslide
@@ -13,7 +14,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from matplotlib.figure import Figure
 
+from common.atomic import atomic_path
 from imagery.data.bands import band_index
 
 RGB_BANDS = ("B4", "B3", "B2")
@@ -48,10 +51,6 @@ def plot_patch(
         pred: ``(H, W)`` predicted 0/1 mask, drawn as an overlay on the RGB, optional.
         title: figure title.
     """
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    from matplotlib.figure import Figure
 
     def arr(a: Any) -> np.ndarray | None:
         if a is None:
@@ -98,8 +97,6 @@ def plot_patch(
 
 def save_figure(fig: Any, path: str | os.PathLike[str], dpi: int = 100) -> Path:
     """Write ``fig`` as a PNG atomically and return the path."""
-    from common.atomic import atomic_path
-
     target = Path(path)
     with atomic_path(target, suffix=".png") as tmp:
         fig.savefig(tmp, format="png", dpi=dpi)

@@ -11,8 +11,12 @@ from imagery.inference import MORPHOLOGY, TTA_MODES
 def add_segmenter_args(p: argparse.ArgumentParser) -> None:
     """``--model`` and the post-processing, batching and device flags; ``None`` = as stored with the model."""
     p.add_argument("--model", required=True, help="segmenter URI: runs:/<run_id>[/segmenter], models:/... or a folder")
-    p.add_argument("--tta", choices=TTA_MODES, default=None, help="test-time augmentation (default: stored with the model)")
-    p.add_argument("--vote", action=argparse.BooleanOptionalAction, default=None, help="vote over the multi-resolution outputs")
+    p.add_argument(
+        "--tta", choices=TTA_MODES, default=None, help="test-time augmentation (default: stored with the model)"
+    )
+    p.add_argument(
+        "--vote", action=argparse.BooleanOptionalAction, default=None, help="vote over the multi-resolution outputs"
+    )
     p.add_argument("--morphology", choices=MORPHOLOGY, default=None, help="opening/closing of the mask")
     p.add_argument("--threshold", type=unit_float, default=None, help="override the stored threshold")
     p.add_argument("--batch-size", type=positive_int, default=16, help="patches per forward pass (default %(default)s)")

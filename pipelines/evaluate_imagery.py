@@ -38,15 +38,33 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    cfg = EvalConfig(model_uri=args.model, data=args.data, split=args.split, layout=args.layout, tta=args.tta,
-                     vote=args.vote, morphology=args.morphology, threshold=args.threshold,
-                     batch_size=args.batch_size, device=args.device, seed=args.seed)
+    cfg = EvalConfig(
+        model_uri=args.model,
+        data=args.data,
+        split=args.split,
+        layout=args.layout,
+        tta=args.tta,
+        vote=args.vote,
+        morphology=args.morphology,
+        threshold=args.threshold,
+        batch_size=args.batch_size,
+        device=args.device,
+        seed=args.seed,
+    )
     seed_everything(cfg.seed)
     uri = setup_tracking(args.tracking_uri, verbose=args.verbose)
     with tracked_run(args.experiment or EXPERIMENT, cfg, run_name=args.run_name) as run:
         result = evaluate_split(cfg, tracking_uri=uri)
-    print(json.dumps({"run_id": run.info.run_id, "n_patches": result.n_patches,
-                      **{k: round(float(v), 6) for k, v in result.metrics.items()}}, indent=2))
+    print(
+        json.dumps(
+            {
+                "run_id": run.info.run_id,
+                "n_patches": result.n_patches,
+                **{k: round(float(v), 6) for k, v in result.metrics.items()},
+            },
+            indent=2,
+        )
+    )
     return 0
 
 

@@ -8,7 +8,8 @@ pixels, flagged) for all items.
 
 Example::
 
-    python -m pipelines.predict_imagery --model runs:/<run_id> --input ../shared/data/landslide4sense_unlabeled_suraj/img --out preds/
+    python -m pipelines.predict_imagery --model runs:/<run_id> \\
+        --input ../shared/data/landslide4sense_unlabeled_suraj/img --out preds/
 """
 
 from __future__ import annotations
@@ -40,15 +41,29 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    cfg = PredictConfig(model_uri=args.model, input=args.input, out=args.out, tta=args.tta, vote=args.vote,
-                        morphology=args.morphology, threshold=args.threshold, batch_size=args.batch_size,
-                        overlap=args.overlap, overlays=not args.no_overlays, device=args.device, seed=args.seed)
+    cfg = PredictConfig(
+        model_uri=args.model,
+        input=args.input,
+        out=args.out,
+        tta=args.tta,
+        vote=args.vote,
+        morphology=args.morphology,
+        threshold=args.threshold,
+        batch_size=args.batch_size,
+        overlap=args.overlap,
+        overlays=not args.no_overlays,
+        device=args.device,
+        seed=args.seed,
+    )
     seed_everything(cfg.seed)
     uri = setup_tracking(args.tracking_uri, verbose=args.verbose)
     with tracked_run(args.experiment or EXPERIMENT, cfg, run_name=args.run_name) as run:
         result = predict_inputs(cfg, tracking_uri=uri)
     flagged = sum(1 for r in result.rows if int(r["landslide_pixels"]) > 0)
-    print(f"wrote {len(result.rows)} prediction(s) to {result.out} ({flagged} with landslide pixels); run {run.info.run_id}")
+    print(
+        f"wrote {len(result.rows)} prediction(s) to {result.out} ({flagged} with landslide pixels); "
+        f"run {run.info.run_id}"
+    )
     return 0
 
 

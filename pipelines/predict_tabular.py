@@ -31,9 +31,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", required=True, help="CSV or Parquet region table with the training feature columns")
     p.add_argument("--out", required=True, help="output CSV")
     p.add_argument(
-        "--top-k", type=non_negative_int, default=3, help="SHAP reasons per region; 0 skips SHAP (large tables) (default %(default)s)"
+        "--top-k",
+        type=non_negative_int,
+        default=3,
+        help="SHAP reasons per region; 0 skips SHAP (large tables) (default %(default)s)",
     )
-    p.add_argument("--id-column", default=None, help="region id column (default: region_id if present, else the row number)")
+    p.add_argument(
+        "--id-column", default=None, help="region id column (default: region_id if present, else the row number)"
+    )
     p.add_argument(
         "--compiled",
         action="store_true",
@@ -71,7 +76,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     with tracked_run(cfg.experiment, cfg, run_name=cfg.run_name):
         res = predict_table(cfg, tracking_uri=uri)
     if res.unseen:
-        print(f"warning: categorical levels not seen in training were treated as missing: {res.unseen}", file=sys.stderr)
+        print(
+            f"warning: categorical levels not seen in training were treated as missing: {res.unseen}", file=sys.stderr
+        )
     print(
         f"wrote {res.out}: {res.rows} regions, {res.positives} predicted landslides "
         f"(threshold {res.threshold:.3f}{', compiled' if res.compiled else ''}); run {res.run_id}"

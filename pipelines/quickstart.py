@@ -107,7 +107,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m pipelines.quickstart", description=__doc__.split("\n\n")[0])
     p.add_argument("--n-regions", type=positive_int, default=d.n_regions, help="paired regions to generate")
     p.add_argument("--patch-size", type=positive_int, default=d.patch_size, help="patch side in pixels")
-    p.add_argument("--test-fraction", type=float, default=d.test_fraction, help="share of regions held out for the final scores")
+    p.add_argument(
+        "--test-fraction", type=float, default=d.test_fraction, help="share of regions held out for the final scores"
+    )
     p.add_argument("--tabular-folds", type=positive_int, default=d.tabular_folds)
     p.add_argument("--imagery-model", default=d.imagery_model)
     p.add_argument("--imagery-width", type=positive_int, default=d.imagery_width)
@@ -125,11 +127,23 @@ def build_parser() -> argparse.ArgumentParser:
 
 def config_from_args(args: argparse.Namespace) -> QuickstartConfig:
     return QuickstartConfig(
-        n_regions=args.n_regions, patch_size=args.patch_size, test_fraction=args.test_fraction,
-        tabular_folds=args.tabular_folds, imagery_model=args.imagery_model, imagery_width=args.imagery_width,
-        imagery_head=args.imagery_head, imagery_channels=args.imagery_channels, imagery_epochs=args.imagery_epochs,
-        imagery_lr=args.imagery_lr, imagery_batch_size=args.imagery_batch_size, n_bootstrap=args.n_bootstrap, out_dir=args.out_dir, seed=args.seed,
-        experiment=args.experiment or EXPERIMENT, tracking_uri=args.tracking_uri, progress=args.progress,
+        n_regions=args.n_regions,
+        patch_size=args.patch_size,
+        test_fraction=args.test_fraction,
+        tabular_folds=args.tabular_folds,
+        imagery_model=args.imagery_model,
+        imagery_width=args.imagery_width,
+        imagery_head=args.imagery_head,
+        imagery_channels=args.imagery_channels,
+        imagery_epochs=args.imagery_epochs,
+        imagery_lr=args.imagery_lr,
+        imagery_batch_size=args.imagery_batch_size,
+        n_bootstrap=args.n_bootstrap,
+        out_dir=args.out_dir,
+        seed=args.seed,
+        experiment=args.experiment or EXPERIMENT,
+        tracking_uri=args.tracking_uri,
+        progress=args.progress,
     )
 
 
@@ -147,8 +161,12 @@ def imagery_config(cfg: QuickstartConfig) -> TrainConfig:
         model=ModelConfig(cfg.imagery_model, cfg.imagery_channels, cfg.imagery_head, None, None, cfg.imagery_width),
         optim=OptimConfig(lr=cfg.imagery_lr, schedule="constant"),
         data=DataConfig(path="paired-synthetic", folds=2),
-        epochs=cfg.imagery_epochs, batch_size=cfg.imagery_batch_size, seed=cfg.seed, device="cpu",
-        n_overlays=0, progress=cfg.progress,
+        epochs=cfg.imagery_epochs,
+        batch_size=cfg.imagery_batch_size,
+        seed=cfg.seed,
+        device="cpu",
+        n_overlays=0,
+        progress=cfg.progress,
     ).validate()
 
 
@@ -162,7 +180,9 @@ def train_imagery_crossfit(cfg: QuickstartConfig, patches: PatchSet) -> FoldsRes
     tcfg = imagery_config(cfg)
     fp = fingerprint_array(np.asarray(patches.images), source=f"{len(patches)} training patches, seed {cfg.seed}")
     with tracked_run(cfg.experiment, tcfg, run_name="imagery"):
-        return run_folds(tcfg, cfg.experiment, patches=patches, fingerprint=fp, log_flavour=False, fold_prefix="imagery-")
+        return run_folds(
+            tcfg, cfg.experiment, patches=patches, fingerprint=fp, log_flavour=False, fold_prefix="imagery-"
+        )
 
 
 def run(cfg: QuickstartConfig, log: Callable[[str], None] = print) -> dict[str, Any]:
@@ -178,7 +198,9 @@ def run(cfg: QuickstartConfig, log: Callable[[str], None] = print) -> dict[str, 
         t0 = time.perf_counter()
         pairs = make_paired_regions(PairedConfig(n_regions=cfg.n_regions, seed=cfg.seed, size=cfg.patch_size))
         pos = np.arange(cfg.n_regions)
-        tr_pos, te_pos = train_test_split(pos, test_size=cfg.test_fraction, stratify=pairs.labels, random_state=cfg.seed)
+        tr_pos, te_pos = train_test_split(
+            pos, test_size=cfg.test_fraction, stratify=pairs.labels, random_state=cfg.seed
+        )
         train, test = pairs.subset(np.sort(tr_pos)), pairs.subset(np.sort(te_pos))
         train_csv, test_csv = tmp / "train_regions.csv", tmp / "test_regions.csv"
         train.table.to_csv(train_csv, index=False)
@@ -186,41 +208,69 @@ def run(cfg: QuickstartConfig, log: Callable[[str], None] = print) -> dict[str, 
         test_dir = _write_l4s(tmp / "l4s_test", test.region_ids, test.images)
         timings["generate_s"] = time.perf_counter() - t0
         clouded = float((pairs.latent["cloud_fraction"] > 0).mean())
-        log(f"[1/5] {cfg.n_regions} paired regions ({pairs.labels.mean():.0%} landslide, {clouded:.0%} clouded), "
+        log(
+            f"[1/5] {cfg.n_regions} paired regions ({pairs.labels.mean():.0%} landslide, {clouded:.0%} clouded), "
             f"{len(train.labels)} train / {len(test.labels)} test, {cfg.patch_size}px patches "
-            f"({timings['generate_s']:.0f}s)")
+            f"({timings['generate_s']:.0f}s)"
+        )
 
         t0 = time.perf_counter()
-        tab_cfg = TrainTabularConfig(data=str(train_csv), id_column="region_id", drop=["lon", "lat"], seed=cfg.seed,
-                                     experiment=cfg.experiment, run_name="tabular", cv=CVConfig(n_folds=cfg.tabular_folds))
+        tab_cfg = TrainTabularConfig(
+            data=str(train_csv),
+            id_column="region_id",
+            drop=["lon", "lat"],
+            seed=cfg.seed,
+            experiment=cfg.experiment,
+            run_name="tabular",
+            cv=CVConfig(n_folds=cfg.tabular_folds),
+        )
         with tracked_run(cfg.experiment, tab_cfg, run_name="tabular"):
             tab = train_tabular_model(tab_cfg, log=quiet)
         timings["tabular_s"] = time.perf_counter() - t0
-        log(f"[2/5] tabular model: OOF ROC-AUC {tab.summary.get('roc_auc_mean', float('nan')):.3f} "
-            f"(run {tab.run_id}, {timings['tabular_s']:.0f}s)")
+        log(
+            f"[2/5] tabular model: OOF ROC-AUC {tab.summary.get('roc_auc_mean', float('nan')):.3f} "
+            f"(run {tab.run_id}, {timings['tabular_s']:.0f}s)"
+        )
 
         t0 = time.perf_counter()
         img = train_imagery_crossfit(cfg, PatchSet(train.images, train.masks, train.region_ids))
         timings["imagery_s"] = time.perf_counter() - t0
-        img_auc = roc_auc_score(img.oof["y_true"], img.oof["p_oof"]) if img.oof["y_true"].nunique() == 2 else float("nan")
-        log(f"[3/5] imagery model ({cfg.imagery_model}, width {cfg.imagery_width}, {cfg.imagery_epochs} epochs, 2-fold "
-            f"cross-fitting): OOF ROC-AUC {img_auc:.3f} (run {img.run_id}, {timings['imagery_s']:.0f}s)")
+        img_auc = (
+            roc_auc_score(img.oof["y_true"], img.oof["p_oof"]) if img.oof["y_true"].nunique() == 2 else float("nan")
+        )
+        log(
+            f"[3/5] imagery model ({cfg.imagery_model}, width {cfg.imagery_width}, {cfg.imagery_epochs} epochs, 2-fold "
+            f"cross-fitting): OOF ROC-AUC {img_auc:.3f} (run {img.run_id}, {timings['imagery_s']:.0f}s)"
+        )
 
         t0 = time.perf_counter()
-        fus_cfg = TrainFusionConfig(tabular_run=tab.run_id, imagery_run=img.run_id, seed=cfg.seed,
-                                    experiment=cfg.experiment, run_name="fusion")
+        fus_cfg = TrainFusionConfig(
+            tabular_run=tab.run_id, imagery_run=img.run_id, seed=cfg.seed, experiment=cfg.experiment, run_name="fusion"
+        )
         with tracked_run(cfg.experiment, fus_cfg, run_name="fusion"):
             fus = train_fuser(fus_cfg, tracking_uri=uri, log=quiet)
         timings["fusion_s"] = time.perf_counter() - t0
-        log(f"[4/5] stacker on OOF predictions: CV ROC-AUC {fus.metrics.get('stacker_cv_roc_auc', float('nan')):.3f}, "
-            f"Brier {fus.metrics.get('stacker_cv_brier', float('nan')):.3f} (run {fus.run_id}, {timings['fusion_s']:.0f}s)")
+        log(
+            f"[4/5] stacker on OOF predictions: CV ROC-AUC {fus.metrics.get('stacker_cv_roc_auc', float('nan')):.3f}, "
+            f"Brier {fus.metrics.get('stacker_cv_brier', float('nan')):.3f} "
+            f"(run {fus.run_id}, {timings['fusion_s']:.0f}s)"
+        )
 
         t0 = time.perf_counter()
         scores_csv = out_dir / "scores.csv"
         sc_cfg = ScoreRegionsConfig(
-            regions=str(test_csv), out=str(scores_csv), images=str(test_dir), tabular_model=tab.model_uri,
-            imagery_model=img.model_uris[0], fusion_model=fus.fuser_uri, masks_dir=str(out_dir / "masks"),
-            scoring=ScoringConfig(), progress=cfg.progress, seed=cfg.seed, experiment=cfg.experiment, run_name="score",
+            regions=str(test_csv),
+            out=str(scores_csv),
+            images=str(test_dir),
+            tabular_model=tab.model_uri,
+            imagery_model=img.model_uris[0],
+            fusion_model=fus.fuser_uri,
+            masks_dir=str(out_dir / "masks"),
+            scoring=ScoringConfig(),
+            progress=cfg.progress,
+            seed=cfg.seed,
+            experiment=cfg.experiment,
+            run_name="score",
         )
         with tracked_run(cfg.experiment, sc_cfg, run_name="score"):
             sc = score_regions(sc_cfg, tracking_uri=uri, log=quiet)
@@ -231,21 +281,37 @@ def run(cfg: QuickstartConfig, log: Callable[[str], None] = print) -> dict[str, 
     merged = truth.merge(scores, on="region_id", how="left", validate="one_to_one")
     y = merged["landslide"].to_numpy()
     fuser = load_fuser(fus.fuser_uri, tracking_uri=uri)
-    probs = {"tabular": merged["p_tabular"].to_numpy(), "imagery": merged["p_imagery"].to_numpy(),
-             "fused": merged["p_fused"].to_numpy()}
-    thresholds = {"tabular": float(fuser.base_thresholds_.get("tabular", 0.5)),
-                  "imagery": float(fuser.base_thresholds_.get("imagery", 0.5)), "fused": float(fuser.threshold_)}
+    probs = {
+        "tabular": merged["p_tabular"].to_numpy(),
+        "imagery": merged["p_imagery"].to_numpy(),
+        "fused": merged["p_fused"].to_numpy(),
+    }
+    thresholds = {
+        "tabular": float(fuser.base_thresholds_.get("tabular", 0.5)),
+        "imagery": float(fuser.base_thresholds_.get("imagery", 0.5)),
+        "fused": float(fuser.threshold_),
+    }
     table = bootstrap_table(y, probs, thresholds, cfg.n_bootstrap, cfg.seed)
     agree = merged["agree"].astype(str).str.lower().eq("true").mean()
     timings["total_s"] = time.perf_counter() - t_all
     log(f"[5/5] scored {sc.scored} held-out regions ({timings['score_s']:.0f}s); models agree on {agree:.0%}\n")
     log(format_table(table, len(y), int(y.sum())))
 
-    with tracked_run(cfg.experiment, cfg, run_name="evaluation",
-                     tags={"tabular_run_id": tab.run_id, "imagery_run_id": img.run_id,
-                           "fusion_run_id": fus.run_id, "score_run_id": sc.run_id}) as run:
-        log_fingerprint(fingerprint_dataframe(pairs.table, source=f"paired(n={cfg.n_regions},seed={cfg.seed})"),
-                        context="evaluation")
+    with tracked_run(
+        cfg.experiment,
+        cfg,
+        run_name="evaluation",
+        tags={
+            "tabular_run_id": tab.run_id,
+            "imagery_run_id": img.run_id,
+            "fusion_run_id": fus.run_id,
+            "score_run_id": sc.run_id,
+        },
+    ) as run:
+        log_fingerprint(
+            fingerprint_dataframe(pairs.table, source=f"paired(n={cfg.n_regions},seed={cfg.seed})"),
+            context="evaluation",
+        )
         metrics = {}
         for r in table.itertuples(index=False):
             key = str(r.model).replace("fused - ", "delta_fused_minus_")
@@ -264,9 +330,17 @@ def run(cfg: QuickstartConfig, log: Callable[[str], None] = print) -> dict[str, 
         eval_run = run.info.run_id
     log(f"\ntotal {timings['total_s']:.0f}s; scores: {scores_csv}")
     log(f"compare the runs: mlflow ui --backend-store-uri {uri}")
-    return {"table": table, "timings": timings, "scores": str(scores_csv), "evaluation_run_id": eval_run,
-            "tabular_run_id": tab.run_id, "imagery_run_id": img.run_id, "fusion_run_id": fus.run_id,
-            "score_run_id": sc.run_id, "tracking_uri": uri}
+    return {
+        "table": table,
+        "timings": timings,
+        "scores": str(scores_csv),
+        "evaluation_run_id": eval_run,
+        "tabular_run_id": tab.run_id,
+        "imagery_run_id": img.run_id,
+        "fusion_run_id": fus.run_id,
+        "score_run_id": sc.run_id,
+        "tracking_uri": uri,
+    }
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -38,8 +38,12 @@ EXPERIMENT = "score_regions"
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m pipelines.score_regions", description=__doc__.split("\n\n")[0])
-    p.add_argument("--regions", required=True, help="region table (.csv or .parquet) with region_id and feature columns")
-    p.add_argument("--images", default=None, help="folder of patches: L4S img/image_<region_id>.h5, or paths in an 'image' column")
+    p.add_argument(
+        "--regions", required=True, help="region table (.csv or .parquet) with region_id and feature columns"
+    )
+    p.add_argument(
+        "--images", default=None, help="folder of patches: L4S img/image_<region_id>.h5, or paths in an 'image' column"
+    )
     p.add_argument("--tabular-model", default=None, help="tabular model URI (runs:/<id>/model, run id or folder)")
     p.add_argument("--imagery-model", default=None, help="segmenter URI (runs:/<id>/segmenter or folder)")
     p.add_argument("--fusion-model", default=None, help="fuser URI (runs:/<id>/fuser.json, run id or JSON path)")
@@ -52,7 +56,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=positive_int, default=512, help="regions per batch (default 512)")
     p.add_argument("--imagery-batch-size", type=positive_int, default=16, help="patches per segmenter forward pass")
     p.add_argument("--top-k", type=int, default=3, help="top SHAP features per region (0: none)")
-    p.add_argument("--strict-images", action="store_true", help="a missing/unreadable image is an error, not a fallback")
+    p.add_argument(
+        "--strict-images", action="store_true", help="a missing/unreadable image is an error, not a fallback"
+    )
     p.add_argument("--resume", action="store_true", help="continue from <out>.partial, skipping regions already scored")
     p.add_argument("--device", default="cpu", help="segmenter device: cpu, cuda or auto")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -66,16 +72,30 @@ def config_from_args(args: argparse.Namespace) -> ScoreRegionsConfig:
     if args.tabular_model is None and args.imagery_model is None:
         raise UserError("give --tabular-model, --imagery-model or both")
     return ScoreRegionsConfig(
-        regions=args.regions, out=args.out, images=args.images, tabular_model=args.tabular_model,
-        imagery_model=args.imagery_model, fusion_model=args.fusion_model, masks_dir=args.masks_dir,
+        regions=args.regions,
+        out=args.out,
+        images=args.images,
+        tabular_model=args.tabular_model,
+        imagery_model=args.imagery_model,
+        fusion_model=args.fusion_model,
+        masks_dir=args.masks_dir,
         scoring=ScoringConfig(
-            policy=args.policy, batch_size=args.batch_size, imagery_batch_size=args.imagery_batch_size,
-            top_k=args.top_k, write_masks=not args.no_masks, strict_images=args.strict_images,
-            imagery_weight=args.imagery_weight, weighted_threshold=args.weighted_threshold,
+            policy=args.policy,
+            batch_size=args.batch_size,
+            imagery_batch_size=args.imagery_batch_size,
+            top_k=args.top_k,
+            write_masks=not args.no_masks,
+            strict_images=args.strict_images,
+            imagery_weight=args.imagery_weight,
+            weighted_threshold=args.weighted_threshold,
         ),
         resume=args.resume,
-        progress=not args.no_progress, device=args.device, seed=args.seed,
-        experiment=args.experiment or EXPERIMENT, run_name=args.run_name, tracking_uri=args.tracking_uri,
+        progress=not args.no_progress,
+        device=args.device,
+        seed=args.seed,
+        experiment=args.experiment or EXPERIMENT,
+        run_name=args.run_name,
+        tracking_uri=args.tracking_uri,
     )
 
 

@@ -33,12 +33,22 @@ EXPERIMENT = "train_fusion"
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m pipelines.train_fusion", description=__doc__.split("\n\n")[0])
     p.add_argument("--tabular-run", required=True, help="MLflow run id of a pipelines.train_tabular run")
-    p.add_argument("--imagery-run", required=True, help="MLflow run id of a pipelines.train_imagery run (with OOF predictions)")
+    p.add_argument(
+        "--imagery-run", required=True, help="MLflow run id of a pipelines.train_imagery run (with OOF predictions)"
+    )
     p.add_argument("--C", type=float, default=1.0, help="inverse L2 strength of the logistic meta-model")
-    p.add_argument("--calibration", default="none", choices=CALIBRATIONS,
-                   help="extra calibration on top of the logistic meta-model (default none: the LR is itself calibrated)")
-    p.add_argument("--cv", type=positive_int, default=5, help="folds of the fuser's own CV (threshold and reported metrics)")
-    p.add_argument("--allow-partial", action="store_true", help="keep regions present in only one OOF table (fit fallbacks only)")
+    p.add_argument(
+        "--calibration",
+        default="none",
+        choices=CALIBRATIONS,
+        help="extra calibration on top of the logistic meta-model (default none: the LR is itself calibrated)",
+    )
+    p.add_argument(
+        "--cv", type=positive_int, default=5, help="folds of the fuser's own CV (threshold and reported metrics)"
+    )
+    p.add_argument(
+        "--allow-partial", action="store_true", help="keep regions present in only one OOF table (fit fallbacks only)"
+    )
     add_common_args(p)
     return p
 
@@ -47,9 +57,16 @@ def config_from_args(args: argparse.Namespace) -> TrainFusionConfig:
     if not args.C > 0:
         raise UserError(f"--C must be > 0, got {args.C}")
     return TrainFusionConfig(
-        tabular_run=args.tabular_run, imagery_run=args.imagery_run, C=args.C, calibration=args.calibration,
-        cv=args.cv, allow_partial=args.allow_partial, seed=args.seed,
-        experiment=args.experiment or EXPERIMENT, run_name=args.run_name, tracking_uri=args.tracking_uri,
+        tabular_run=args.tabular_run,
+        imagery_run=args.imagery_run,
+        C=args.C,
+        calibration=args.calibration,
+        cv=args.cv,
+        allow_partial=args.allow_partial,
+        seed=args.seed,
+        experiment=args.experiment or EXPERIMENT,
+        run_name=args.run_name,
+        tracking_uri=args.tracking_uri,
     )
 
 

@@ -41,15 +41,29 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m pipelines.train_imagery", description=__doc__.split("\n\n")[0])
     d = TrainConfig()
     g = p.add_argument_group("data")
-    g.add_argument("--data", default=None, help="L4S folder (official/hf/plain layout) or prepare_imagery cache; default: synthetic")
+    g.add_argument(
+        "--data",
+        default=None,
+        help="L4S folder (official/hf/plain layout) or prepare_imagery cache; default: synthetic",
+    )
     g.add_argument("--layout", default=None, help="force the layout: official, hf, plain or cache")
     g.add_argument("--split", default="train", help="split of --data to train on (default train)")
-    g.add_argument("--n-synthetic", type=positive_int, default=d.data.n_synthetic, help="synthetic patches without --data")
-    g.add_argument("--synthetic-size", type=positive_int, default=d.data.synthetic_size, help="synthetic patch side (px)")
-    g.add_argument("--val-fraction", type=float, default=d.data.val_fraction, help="validation share of the training patches")
-    g.add_argument("--folds", type=positive_int, default=1, help="k-fold cross-validation with k folds (1: a single run)")
+    g.add_argument(
+        "--n-synthetic", type=positive_int, default=d.data.n_synthetic, help="synthetic patches without --data"
+    )
+    g.add_argument(
+        "--synthetic-size", type=positive_int, default=d.data.synthetic_size, help="synthetic patch side (px)"
+    )
+    g.add_argument(
+        "--val-fraction", type=float, default=d.data.val_fraction, help="validation share of the training patches"
+    )
+    g.add_argument(
+        "--folds", type=positive_int, default=1, help="k-fold cross-validation with k folds (1: a single run)"
+    )
     g.add_argument("--fold", type=int, default=None, help="run only this fold (0-based) of --folds")
-    g.add_argument("--normalize", default="none", help="Normalizer mode for the input channels (none reproduces the seed)")
+    g.add_argument(
+        "--normalize", default="none", help="Normalizer mode for the input channels (none reproduces the seed)"
+    )
     m = p.add_argument_group("model")
     m.add_argument("--model", default=d.model.name, help="registry name (imagery.models.list_models())")
     m.add_argument("--channels", type=int, default=d.model.channel_set, help="channel set: 14, 17, 21, 23, 25 or 26")
@@ -59,13 +73,22 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--width", type=positive_int, default=None, help="base width F override (tiny models for tests)")
     o = p.add_argument_group("optimisation")
     o.add_argument("--loss", default=d.loss.name, help="loss name (imagery.training.losses)")
-    o.add_argument("--loss-mix", "--alpha", dest="loss_mix", type=unit_float, default=d.loss.mix,
-                   help="mixing weight of the mixture losses: mix*Focal + (1-mix)*IoU for focal_iou (the deck's alpha)")
+    o.add_argument(
+        "--loss-mix",
+        "--alpha",
+        dest="loss_mix",
+        type=unit_float,
+        default=d.loss.mix,
+        help="mixing weight of the mixture losses: mix*Focal + (1-mix)*IoU for focal_iou (the deck's alpha)",
+    )
     o.add_argument("--optimizer", default=d.optim.optimizer, help="sgd, adagrad, rmsprop, adam, adamw or nadam")
     o.add_argument("--lr", type=float, default=d.optim.lr, help="base learning rate")
     o.add_argument("--weight-decay", type=float, default=0.0)
-    o.add_argument("--schedule", default=d.optim.schedule,
-                   help="step (the seed's; boundaries scaled by epochs/65 when shorter), cosine (warm-up) or constant")
+    o.add_argument(
+        "--schedule",
+        default=d.optim.schedule,
+        help="step (the seed's; boundaries scaled by epochs/65 when shorter), cosine (warm-up) or constant",
+    )
     o.add_argument("--warmup-epochs", type=float, default=d.optim.warmup_epochs)
     o.add_argument("--epochs", type=positive_int, default=d.epochs)
     o.add_argument("--batch-size", type=positive_int, default=d.batch_size)
@@ -79,11 +102,17 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda[:N]")
     r.add_argument("--compile", action="store_true", help="torch.compile the model")
     r.add_argument("--precision", default="auto", help="auto (bf16 on CUDA, fp32 on CPU), fp32 or bf16")
-    r.add_argument("--bn-momentum", type=float, default=None,
-                   help="BatchNorm momentum override (default: the model's Keras-faithful 0.01; 0.1 for short runs)")
+    r.add_argument(
+        "--bn-momentum",
+        type=float,
+        default=None,
+        help="BatchNorm momentum override (default: the model's Keras-faithful 0.01; 0.1 for short runs)",
+    )
     r.add_argument("--checkpoint-dir", default=None, help="checkpoint every epoch here (atomically)")
     r.add_argument("--resume", action="store_true", help="continue from --checkpoint-dir")
-    r.add_argument("--tta", default="none", help="TTA stored with the model and used on test folds: none, rot4, rot4flip")
+    r.add_argument(
+        "--tta", default="none", help="TTA stored with the model and used on test folds: none, rot4, rot4flip"
+    )
     r.add_argument("--vote", action="store_true", help="vote over the multi-resolution outputs at evaluation")
     r.add_argument("--overlays", type=int, default=4, help="prediction overlay PNGs logged for validation patches")
     r.add_argument("--no-progress", action="store_true", help="no progress bars")
@@ -95,13 +124,31 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
     cfg = TrainConfig(
         model=ModelConfig(args.model, args.channels, args.head, args.attention, args.bottleneck, args.width),
         loss=LossConfig(args.loss, args.loss_mix),
-        optim=OptimConfig(optimizer=args.optimizer, lr=args.lr, weight_decay=args.weight_decay,
-                          schedule=args.schedule, warmup_epochs=args.warmup_epochs),
-        augment=AugmentConfig(enabled=not args.no_augment, rot90=not args.no_rot90, flip=args.flip,
-                              rotate_any=args.rotate_any, cutmix=args.cutmix),
-        data=DataConfig(path=args.data, layout=args.layout, split=args.split, n_synthetic=args.n_synthetic,
-                        synthetic_size=args.synthetic_size, val_fraction=args.val_fraction, folds=args.folds,
-                        fold=args.fold, normalize=args.normalize),
+        optim=OptimConfig(
+            optimizer=args.optimizer,
+            lr=args.lr,
+            weight_decay=args.weight_decay,
+            schedule=args.schedule,
+            warmup_epochs=args.warmup_epochs,
+        ),
+        augment=AugmentConfig(
+            enabled=not args.no_augment,
+            rot90=not args.no_rot90,
+            flip=args.flip,
+            rotate_any=args.rotate_any,
+            cutmix=args.cutmix,
+        ),
+        data=DataConfig(
+            path=args.data,
+            layout=args.layout,
+            split=args.split,
+            n_synthetic=args.n_synthetic,
+            synthetic_size=args.synthetic_size,
+            val_fraction=args.val_fraction,
+            folds=args.folds,
+            fold=args.fold,
+            normalize=args.normalize,
+        ),
         epochs=args.epochs,
         batch_size=args.batch_size,
         seed=args.seed,

@@ -24,19 +24,36 @@ from tabular.experiment import TabularTrainResult, train_tabular_model
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m pipelines.train_tabular", description=__doc__.splitlines()[0])
     p.add_argument("--data", default=None, help="CSV or Parquet region table (default: built-in synthetic table)")
-    p.add_argument("--target", default="landslide", help="label column: 0/1, true/false or two labels (default %(default)s)")
-    p.add_argument("--positive", default=None, help="value of --target that means landslide (when not 0/1 or true/false)")
+    p.add_argument(
+        "--target", default="landslide", help="label column: 0/1, true/false or two labels (default %(default)s)"
+    )
+    p.add_argument(
+        "--positive", default=None, help="value of --target that means landslide (when not 0/1 or true/false)"
+    )
     p.add_argument("--drop", type=csv_list, default=[], help="comma-separated id/coordinate columns to ignore")
-    p.add_argument("--categorical", type=csv_list, default=None, help="comma-separated categorical columns (default: text/category columns)")
-    p.add_argument("--group", default=None, help="column for grouped (spatial) CV: a group never sits on both sides of a split")
-    p.add_argument("--id-column", default=None, help="region id column (default: region_id if present, else the row number)")
+    p.add_argument(
+        "--categorical",
+        type=csv_list,
+        default=None,
+        help="comma-separated categorical columns (default: text/category columns)",
+    )
+    p.add_argument(
+        "--group", default=None, help="column for grouped (spatial) CV: a group never sits on both sides of a split"
+    )
+    p.add_argument(
+        "--id-column", default=None, help="region id column (default: region_id if present, else the row number)"
+    )
     p.add_argument("--folds", type=positive_int, default=5, help="CV folds (default %(default)s)")
-    p.add_argument("--n-regions", type=positive_int, default=4000, help="rows of the synthetic table when --data is omitted")
+    p.add_argument(
+        "--n-regions", type=positive_int, default=4000, help="rows of the synthetic table when --data is omitted"
+    )
     p.add_argument("--top-k", type=positive_int, default=3, help="SHAP reasons per region in explanations.csv")
     p.add_argument("--learning-rate", type=float, default=LGBMParams.learning_rate)
     p.add_argument("--num-leaves", type=positive_int, default=LGBMParams.num_leaves)
     p.add_argument("--max-rounds", type=positive_int, default=LGBMParams.num_boost_round, help="max boosting rounds")
-    p.add_argument("--early-stopping", type=int, default=LGBMParams.early_stopping_rounds, help="patience in rounds (0: off)")
+    p.add_argument(
+        "--early-stopping", type=int, default=LGBMParams.early_stopping_rounds, help="patience in rounds (0: off)"
+    )
     p.add_argument("--class-balance", choices=["scale_pos_weight", "none"], default=LGBMParams.class_balance)
     add_common_args(p)
     return p

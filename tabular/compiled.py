@@ -20,8 +20,8 @@ from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
-import lleaves
 import lightgbm as lgb
+import lleaves
 import llvmlite
 import llvmlite.binding as llvm
 import llvmlite.ir
@@ -94,8 +94,9 @@ def cache_key(model_text: str) -> str:
     return hashlib.sha256(src.encode("utf-8")).hexdigest()[:24]
 
 
-def compile_forest(booster: lgb.Booster, best_iteration: int, n_features: int,
-                   cache_dir: str | os.PathLike[str] | None = None) -> Any:
+def compile_forest(
+    booster: lgb.Booster, best_iteration: int, n_features: int, cache_dir: str | os.PathLike[str] | None = None
+) -> Any:
     """An ``lleaves.Model`` of ``booster``'s first ``best_iteration`` rounds (all when 0), compiled.
 
     ``cache_dir``: folder reusing compiled object code across calls (see the module docstring).

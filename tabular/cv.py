@@ -94,7 +94,9 @@ def cross_validate(
         clf = LandslideClassifier(params, seed=seed, categorical=categorical)
         clf.fit(X.iloc[tr], y[tr])
         oof[va] = clf.booster_.predict(
-            clf.encode(X.iloc[va], warn=False), num_iteration=clf.best_iteration_, num_threads=clf.params_.threads_for(len(va))
+            clf.encode(X.iloc[va], warn=False),
+            num_iteration=clf.best_iteration_,
+            num_threads=clf.params_.threads_for(len(va)),
         )
         n_unseen += sum(clf.last_unseen_counts_.values())
         fold_of[va] = i

@@ -1,7 +1,7 @@
 """Load and validate region tables (CSV or Parquet) and split them into features and a 0/1 target.
 
-Every problem a user can fix raises :class:`common.cli.UserError` (``InputNotFoundError`` for a missing file) with a one-line
-message naming the file, column or value and what was expected.
+Every problem a user can fix raises :class:`common.cli.UserError` (``InputNotFoundError`` for a missing
+file) with a one-line message naming the file, column or value and what was expected.
 """
 
 from __future__ import annotations
@@ -82,7 +82,9 @@ def encode_target(series: pd.Series, positive: str | None = None) -> np.ndarray:
     """
     name = series.name
     if series.isna().any():
-        raise UserError(f"target column {name!r} has {int(series.isna().sum())} missing values (expected 0/1 for every row)")
+        raise UserError(
+            f"target column {name!r} has {int(series.isna().sum())} missing values (expected 0/1 for every row)"
+        )
     values = series.astype(str).str.strip()
     levels = sorted(values.unique())
     if len(levels) > 2:

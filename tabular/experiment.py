@@ -71,7 +71,9 @@ class PredictTableResult:
 def load_training_table(cfg: TrainTabularConfig) -> tuple[pd.DataFrame, str]:
     """The table to train on and its source (the built-in synthetic table without ``cfg.data``)."""
     if cfg.data is None:
-        return make_region_table(cfg.n_regions, seed=cfg.seed), f"synthetic:make_region_table(n={cfg.n_regions},seed={cfg.seed})"
+        return make_region_table(
+            cfg.n_regions, seed=cfg.seed
+        ), f"synthetic:make_region_table(n={cfg.n_regions},seed={cfg.seed})"
     return load_table(cfg.data), str(cfg.data)
 
 
@@ -93,8 +95,14 @@ def train_tabular_model(cfg: TrainTabularConfig, log: Callable[[str], None] = pr
     if cfg.data is None:
         drop += [c for c in ("lon", "lat") if c not in drop]
     table = prepare_training_table(
-        df, cfg.target, positive=cfg.positive, drop=drop, categorical=cfg.categorical, group=cfg.group,
-        id_column=cfg.id_column, source=source,
+        df,
+        cfg.target,
+        positive=cfg.positive,
+        drop=drop,
+        categorical=cfg.categorical,
+        group=cfg.group,
+        id_column=cfg.id_column,
+        source=source,
     )
     n_pos = int(table.y.sum())
     log(
@@ -102,10 +110,18 @@ def train_tabular_model(cfg: TrainTabularConfig, log: Callable[[str], None] = pr
         f"{n_pos} positive ({n_pos / len(table.y):.1%}); {cfg.cv.n_folds}-fold "
         f"{'grouped by ' + cfg.group if cfg.group else 'stratified'} CV"
     )
-    mlflow.log_params({"n_features": table.X.shape[1], "n_positive": n_pos, "features": ",".join(table.X.columns)[:6000]})
+    mlflow.log_params(
+        {"n_features": table.X.shape[1], "n_positive": n_pos, "features": ",".join(table.X.columns)[:6000]}
+    )
     res = cross_validate(
-        table.X, table.y, params=cfg.lgbm, categorical=table.categorical, n_folds=cfg.cv.n_folds,
-        groups=table.groups, seed=cfg.seed, progress=log,
+        table.X,
+        table.y,
+        params=cfg.lgbm,
+        categorical=table.categorical,
+        n_folds=cfg.cv.n_folds,
+        groups=table.groups,
+        seed=cfg.seed,
+        progress=log,
     )
     for row in res.fold_metrics.itertuples(index=False):
         mlflow.log_metrics({f"fold_{m}": float(getattr(row, m)) for m in METRIC_NAMES}, step=int(row.fold))
@@ -117,7 +133,10 @@ def train_tabular_model(cfg: TrainTabularConfig, log: Callable[[str], None] = pr
 
     log(f"refit on all {len(table.y)} rows with {res.mean_best_iteration} rounds (mean best iteration)")
     model = LandslideClassifier(
-        cfg.lgbm, seed=cfg.seed, categorical=table.categorical, target=cfg.target,
+        cfg.lgbm,
+        seed=cfg.seed,
+        categorical=table.categorical,
+        target=cfg.target,
         positive_label=str(cfg.positive) if cfg.positive is not None else "1",
     )
     model.fit(table.X, table.y, num_boost_round=res.mean_best_iteration).set_threshold(res.threshold)
@@ -192,5 +211,6 @@ def predict_table(cfg: PredictTabularConfig, *, tracking_uri: str | None = None)
         metrics["compile_seconds"] = float(compile_s)
     mlflow.log_metrics(metrics)
     mlflow.log_params({"threshold": model.threshold_, "model_uri": cfg.model})
-    return PredictTableResult(run.info.run_id, str(out), len(result), int(result["label"].sum()), model.threshold_,
-                              unseen, model.is_compiled)
+    return PredictTableResult(
+        run.info.run_id, str(out), len(result), int(result["label"].sum()), model.threshold_, unseen, model.is_compiled
+    )

@@ -19,7 +19,7 @@ from tabular.model import LandslideClassifier
 
 def shap_values(model: LandslideClassifier, X: pd.DataFrame) -> tuple[np.ndarray, float]:
     """``(values (n_rows, n_features) in log-odds, expected value)`` from ``shap.TreeExplainer``."""
-    import shap
+    import shap  # noqa: PLC0415 - shap takes ~3 s to import; predict_tabular never needs it
 
     explainer = shap.TreeExplainer(model._booster())
     Xe = pd.DataFrame(model.encode(X, warn=False), columns=model.feature_names_)
@@ -55,11 +55,10 @@ def save_summary_plot(
 
     Categorical features are shown by their integer level codes (see ``categorical_levels_``).
     """
-    import matplotlib
+    import matplotlib.pyplot as plt  # noqa: PLC0415 - shap draws on pyplot's current figure; only here
+    import shap  # noqa: PLC0415 - shap takes ~3 s to import; predict_tabular never needs it
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import shap
+    plt.switch_backend("Agg")  # no display: render off-screen
 
     contrib = model.contributions(X)[:, :-1]
     Xe = pd.DataFrame(model.encode(X, warn=False), columns=model.feature_names_)

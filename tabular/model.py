@@ -111,7 +111,9 @@ class LandslideClassifier:
             raise TypeError(f"expected a pandas DataFrame with columns {self.feature_names_}, got {type(X).__name__}")
         missing = [c for c in self.feature_names_ if c not in X.columns]
         if missing:
-            raise UserError(f"input is missing feature columns {missing} (the model was trained on {self.feature_names_})")
+            raise UserError(
+                f"input is missing feature columns {missing} (the model was trained on {self.feature_names_})"
+            )
         if not self.categorical_levels_:
             sub = X[self.feature_names_]
             if sub.shape[1] == len(self.feature_names_) and all(dt == np.float64 for dt in sub.dtypes):
@@ -149,7 +151,8 @@ class LandslideClassifier:
                 if bad.any():
                     first = s[bad].iloc[0]
                     raise UserError(
-                        f"column {col!r} has non-numeric value {first!r} ({int(bad.sum())} such values; expected numbers)"
+                        f"column {col!r} has non-numeric value {first!r} "
+                        f"({int(bad.sum())} such values; expected numbers)"
                     )
                 out[:, j] = num.to_numpy(dtype=float)
         self.last_unseen_counts_ = unseen
@@ -172,7 +175,9 @@ class LandslideClassifier:
         )
 
     # ------------------------------------------------------------------ training
-    def fit(self, X: pd.DataFrame, y: np.ndarray | pd.Series, *, num_boost_round: int | None = None) -> LandslideClassifier:
+    def fit(
+        self, X: pd.DataFrame, y: np.ndarray | pd.Series, *, num_boost_round: int | None = None
+    ) -> LandslideClassifier:
         """Train on ``X`` (rows x features) and ``y`` (0/1).
 
         With ``num_boost_round`` None and ``params.early_stopping_rounds > 0`` a stratified
@@ -196,7 +201,9 @@ class LandslideClassifier:
         booster_params["scale_pos_weight"] = self.scale_pos_weight_
         if num_boost_round is None and self.params_.early_stopping_rounds > 0:
             idx = np.arange(len(y_arr))
-            tr, va = train_test_split(idx, test_size=self.params_.valid_fraction, stratify=y_arr, random_state=self.seed)
+            tr, va = train_test_split(
+                idx, test_size=self.params_.valid_fraction, stratify=y_arr, random_state=self.seed
+            )
             dtrain = self._dataset(Xe[tr], y_arr[tr])
             dvalid = self._dataset(Xe[va], y_arr[va], reference=dtrain)
             booster = lgb.train(
@@ -205,7 +212,9 @@ class LandslideClassifier:
                 num_boost_round=self.params_.num_boost_round,
                 valid_sets=[dvalid],
                 valid_names=["valid"],
-                callbacks=[lgb.early_stopping(self.params_.early_stopping_rounds, first_metric_only=True, verbose=False)],
+                callbacks=[
+                    lgb.early_stopping(self.params_.early_stopping_rounds, first_metric_only=True, verbose=False)
+                ],
             )
             self.best_iteration_ = int(booster.best_iteration or booster.current_iteration())
         else:
@@ -223,8 +232,10 @@ class LandslideClassifier:
         self._check_fitted()
         return self.booster_
 
-    def compile(self, cache_dir: str | os.PathLike[str] | None = None, *, num_threads: int | None = None) -> LandslideClassifier:
-        """Compile the trees to native code with lleaves (:mod:`tabular.compiled`); afterwards ``predict_proba`` uses it.
+    def compile(
+        self, cache_dir: str | os.PathLike[str] | None = None, *, num_threads: int | None = None
+    ) -> LandslideClassifier:
+        """Compile the trees to native code with lleaves (:mod:`tabular.compiled`); ``predict_proba`` then uses it.
 
         Opt-in: compiling costs seconds (roughly proportional to the number of trees). The compiled
         forest holds exactly the trees ``Booster.predict(num_iteration=best_iteration_)`` uses.
@@ -232,7 +243,7 @@ class LandslideClassifier:
         :mod:`tabular.compiled`). ``num_threads``: prediction threads (None: ``params_.threads_for(n_rows)``,
         i.e. 1 below 100k rows, all cores above). Returns ``self``.
         """
-        from tabular.compiled import compile_forest  # lleaves/LLVM: imported only when compiling
+        from tabular.compiled import compile_forest  # noqa: PLC0415 - lleaves/LLVM load only when compiling
 
         if num_threads is not None and num_threads < 1:
             raise ValueError(f"num_threads must be >= 1 or None, got {num_threads}")
@@ -253,12 +264,16 @@ class LandslideClassifier:
         if self.is_compiled:
             done = self._compiled_for
             if done is None or done[0] is not self.booster_ or done[1] != self.best_iteration_:
-                raise ValueError("the compiled model is stale (booster or best_iteration_ changed); call compile() again")
+                raise ValueError(
+                    "the compiled model is stale (booster or best_iteration_ changed); call compile() again"
+                )
             if n == 0:
                 return np.empty(0, dtype=np.float64)
             threads = self.compiled_threads_ or self.params_.threads_for(n)
             return np.asarray(self.compiled_.predict(np.ascontiguousarray(Xe, dtype=np.float64), n_jobs=threads))
-        return self._booster().predict(Xe, num_iteration=self.best_iteration_ or None, num_threads=self.params_.threads_for(n))
+        return self._booster().predict(
+            Xe, num_iteration=self.best_iteration_ or None, num_threads=self.params_.threads_for(n)
+        )
 
     def predict_proba(self, X: pd.DataFrame) -> np.ndarray:
         """``(n_rows, 2)`` array: P(no landslide), P(landslide) (compiled forest after :meth:`compile`)."""
@@ -320,7 +335,9 @@ class LandslideClassifier:
         }
 
     @classmethod
-    def from_booster(cls, booster: lgb.Booster, metadata: dict[str, Any], params: LGBMParams | None = None) -> LandslideClassifier:
+    def from_booster(
+        cls, booster: lgb.Booster, metadata: dict[str, Any], params: LGBMParams | None = None
+    ) -> LandslideClassifier:
         """Rebuild a fitted classifier from a native Booster and :meth:`metadata`; ``UserError`` on mismatches."""
         try:
             names = [str(c) for c in metadata["feature_names"]]

@@ -41,7 +41,9 @@ def log_tabular_model(model: LandslideClassifier, X_example: pd.DataFrame, name:
     """
     meta = model.metadata()
     Xe = pd.DataFrame(model.encode(X_example.head(5), warn=False), columns=model.feature_names_)
-    signature = infer_signature(Xe, model._booster().predict(Xe.to_numpy(), num_iteration=model.best_iteration_ or None))
+    signature = infer_signature(
+        Xe, model._booster().predict(Xe.to_numpy(), num_iteration=model.best_iteration_ or None)
+    )
     with tempfile.TemporaryDirectory() as tmp:
         meta_path = Path(tmp) / METADATA_FILE
         meta_path.write_text(json.dumps(meta, indent=2), encoding="utf-8")
@@ -75,8 +77,7 @@ def load_tabular_model(uri: str, tracking_uri: str | None = None, *, flag: str =
     Raises :class:`common.cli.UserError` naming the URI when it cannot be resolved or is incomplete.
     """
     with tempfile.TemporaryDirectory() as tmp:
-        root = download_model(uri, tracking_uri=tracking_uri, default_artifact="model", flag=flag,
-                              dst_path=tmp)
+        root = download_model(uri, tracking_uri=tracking_uri, default_artifact="model", flag=flag, dst_path=tmp)
         if root.is_file():
             root = root.parent
         booster_path = _find_file(root, BOOSTER_FILE)

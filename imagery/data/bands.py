@@ -57,7 +57,22 @@ BAND_ALIASES: dict[str, str] = {
 #: which computes ``(x - L4S_MEAN) / L4S_STD`` on the pre-scaled values. Values as
 #: published (copied into ../shared/data/landslide4sense_camduc/SOURCE.md).
 L4S_MEAN: np.ndarray = np.array(
-    [-0.4914, -0.3074, -0.1277, -0.0625, 0.0439, 0.0803, 0.0644, 0.0802, 0.3000, 0.4082, 0.0823, 0.0516, 0.3338, 0.7819],
+    [
+        -0.4914,
+        -0.3074,
+        -0.1277,
+        -0.0625,
+        0.0439,
+        0.0803,
+        0.0644,
+        0.0802,
+        0.3000,
+        0.4082,
+        0.0823,
+        0.0516,
+        0.3338,
+        0.7819,
+    ],
     dtype=np.float32,
 )
 #: Per-band std of the official L4S baseline loader (see :data:`L4S_MEAN`).
@@ -73,8 +88,20 @@ L4S_STD: np.ndarray = np.array(
 #: "un-scaling" flag, section 5) and ``raw / L4S_BAND_MEANS`` is the "divide by band mean" rule.
 L4S_BAND_MEANS: np.ndarray = np.array(
     [
-        1111.81236406, 824.63171476, 663.41636217, 445.17289745, 645.8582926, 1547.73508126, 1960.44401001,
-        1941.32229668, 674.07572865, 9.04787384, 1113.98338755, 519.90397929, 20.29228266, 772.83144788,
+        1111.81236406,
+        824.63171476,
+        663.41636217,
+        445.17289745,
+        645.8582926,
+        1547.73508126,
+        1960.44401001,
+        1941.32229668,
+        674.07572865,
+        9.04787384,
+        1113.98338755,
+        519.90397929,
+        20.29228266,
+        772.83144788,
     ],
     dtype=np.float32,
 )
@@ -106,7 +133,9 @@ def band_index(name: str) -> int:
     alias = BAND_ALIASES.get(key.lower().replace("_", "").replace("-", "").replace(" ", ""))
     if alias is not None:
         return BANDS.index(alias)
-    raise ValueError(f"unknown band {name!r}; expected one of {', '.join(BANDS)} or an alias ({', '.join(BAND_ALIASES)})")
+    raise ValueError(
+        f"unknown band {name!r}; expected one of {', '.join(BANDS)} or an alias ({', '.join(BAND_ALIASES)})"
+    )
 
 
 def band_indices(names: tuple[str, ...] | list[str]) -> list[int]:

@@ -24,12 +24,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import mlflow
 import numpy as np
 
 from common.atomic import atomic_path, atomic_write
+from common.cli import InputNotFoundError, UserError, errors_message, one_line
 from common.fingerprint import Fingerprint, fingerprint_files
 from common.tracking import log_fingerprint
-from common.cli import InputNotFoundError, UserError, errors_message, one_line
 from imagery.data.l4s import (
     detect_layout,
     list_patch_files,
@@ -187,8 +188,6 @@ class PrepareImageryConfig:
 def prepare_cache(cfg: PrepareImageryConfig, log: Callable[[str], None] = print) -> list[dict[str, Any]]:
     """Build the cache of every split of ``cfg`` (:func:`build_cache`); logs fingerprints, counts and the
     index to the active MLflow run and returns the index entries."""
-    import mlflow
-
     if not Path(cfg.data).exists():
         raise InputNotFoundError(f"{cfg.data}: data folder not found")
     if detect_layout(cfg.data) == "cache":
@@ -200,7 +199,9 @@ def prepare_cache(cfg: PrepareImageryConfig, log: Callable[[str], None] = print)
         secs = time.perf_counter() - t0
         n = int(entry["shape"][0])
         log_fingerprint(Fingerprint(entry["fingerprint"], n, 0, str(cfg.data)), prefix=f"data_{split}")
-        mlflow.log_metrics({f"{split}_patches": n, f"{split}_seconds": secs, f"{split}_nonfinite": entry["n_nonfinite"]})
+        mlflow.log_metrics(
+            {f"{split}_patches": n, f"{split}_seconds": secs, f"{split}_nonfinite": entry["n_nonfinite"]}
+        )
         labelled = "with masks" if entry["masks"] else "no masks"
         log(f"{split}: {n} patches ({labelled}) -> {Path(cfg.out) / entry['images']} in {secs:.1f}s")
         entries.append(entry)

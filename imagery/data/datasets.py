@@ -15,8 +15,18 @@ import numpy as np
 
 from common.cli import UserError
 from imagery.data.cache import open_cache
-from imagery.data.l4s import LAYOUTS, PatchFile, detect_layout, list_patch_files, read_image, read_mask, read_patch_files, split_dirs
+from imagery.data.l4s import (
+    LAYOUTS,
+    PatchFile,
+    detect_layout,
+    list_patch_files,
+    read_image,
+    read_mask,
+    read_patch_files,
+    split_dirs,
+)
 from imagery.data.patches import PatchSet
+from imagery.plot import plot_patch
 
 
 def load_patches(
@@ -86,7 +96,7 @@ class L4SDataset:
         return read_image(f.image), (read_mask(f.mask) if f.mask is not None else None)
 
     def __getitem__(self, index: int) -> dict[str, Any]:
-        import torch
+        import torch  # noqa: PLC0415 - imagery.data is read by fusion, which must not import torch
 
         if not -len(self) <= index < len(self):
             raise IndexError(f"index {index} out of range for {len(self)} patches")
@@ -101,7 +111,5 @@ class L4SDataset:
 
     def plot(self, index: int, title: str | None = None) -> Any:
         """A matplotlib Figure of patch ``index``: RGB composite and mask (see :mod:`imagery.plot`)."""
-        from imagery.plot import plot_patch  # matplotlib: imported only when plotting
-
         img, m = self._raw(index)
         return plot_patch(img, mask=m, title=title or f"{self.split} patch {int(self.ids[index])}")

@@ -77,7 +77,9 @@ def _read_dataset(path: Path, key: str) -> np.ndarray:
                 raise UserError(f"{path}: {key!r} is not a dataset")
             return obj[()]
     except (OSError, RuntimeError, KeyError) as exc:  # truncated / corrupt HDF5
-        raise UserError(f"{path}: cannot read HDF5 dataset {key!r} (truncated or corrupt file?): {one_line(exc)}") from None
+        raise UserError(
+            f"{path}: cannot read HDF5 dataset {key!r} (truncated or corrupt file?): {one_line(exc)}"
+        ) from None
 
 
 def read_image(path: str | os.PathLike[str], dtype: np.dtype | type = np.float32) -> np.ndarray:
@@ -282,5 +284,3 @@ def read_patch_files(
     images = np.stack(imgs).astype(dtype, copy=False)
     masks = np.stack(msks) if labelled and msks else None
     return images, masks
-
-

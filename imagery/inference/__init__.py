@@ -15,7 +15,14 @@ from imagery.inference.postprocess import (
     predict_probs,
     sweep_thresholds,
 )
-from imagery.inference.predict import blend_weights, predict_scene, read_inputs, save_overlay, tile_starts, write_outputs
+from imagery.inference.predict import (
+    blend_weights,
+    predict_scene,
+    read_inputs,
+    save_overlay,
+    tile_starts,
+    write_outputs,
+)
 from imagery.inference.segmenter import Segmenter, SegmenterMeta, infer_probs, predict_batch
 from imagery.inference.serving import load_segmenter, log_segmenter, save_segmenter_files
 

@@ -10,14 +10,12 @@ The train/validate/test protocol (single run or k-fold) is in :mod:`imagery.trai
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-from dataclasses import dataclass
-
 import mlflow
+import numpy as np
 from matplotlib.figure import Figure
 from sklearn.metrics import average_precision_score, precision_recall_curve
 
@@ -42,11 +40,14 @@ def evaluate_segmenter(
     morphology: str | None = None,
     threshold: float | None = None,
 ) -> tuple[dict[str, float], dict[str, np.ndarray]]:
-    """Metrics of ``segmenter`` on raw patches ``(N, 14, H, W)`` with masks ``(N, H, W)``; also returns its predictions."""
+    """Metrics of ``segmenter`` on raw patches ``(N, 14, H, W)`` with masks ``(N, H, W)``, and its predictions."""
     if masks is None:
-        raise UserError("evaluation needs masks, but the split has none (use pipelines.predict_imagery for unlabelled data)")
-    pred = segmenter.predict(images, batch_size=batch_size, tta=tta, vote=vote, morphology=morphology,
-                             threshold=threshold)
+        raise UserError(
+            "evaluation needs masks, but the split has none (use pipelines.predict_imagery for unlabelled data)"
+        )
+    pred = segmenter.predict(
+        images, batch_size=batch_size, tta=tta, vote=vote, morphology=morphology, threshold=threshold
+    )
     t = segmenter.threshold if threshold is None else float(threshold)
     metrics = segmentation_metrics(pred["prob"], masks, t, pred["patch_prob"], pred=pred["mask"])
     metrics["threshold"] = t
@@ -70,14 +71,26 @@ def evaluate_split(cfg: EvalConfig, *, tracking_uri: str | None = None) -> EvalR
     if len(patches) == 0:
         raise UserError(f"{cfg.data}: split {cfg.split!r} has no patches")
     segmenter = load_segmenter(cfg.model_uri, device=cfg.device, tracking_uri=tracking_uri)
-    log_fingerprint(fingerprint_array(np.asarray(patches.images), source=f"{cfg.data}:{cfg.split}"), context="evaluation")
-    metrics, _ = evaluate_segmenter(segmenter, np.asarray(patches.images), patches.masks, batch_size=cfg.batch_size,
-                                    tta=cfg.tta, vote=cfg.vote, morphology=cfg.morphology, threshold=cfg.threshold)
+    log_fingerprint(
+        fingerprint_array(np.asarray(patches.images), source=f"{cfg.data}:{cfg.split}"), context="evaluation"
+    )
+    metrics, _ = evaluate_segmenter(
+        segmenter,
+        np.asarray(patches.images),
+        patches.masks,
+        batch_size=cfg.batch_size,
+        tta=cfg.tta,
+        vote=cfg.vote,
+        morphology=cfg.morphology,
+        threshold=cfg.threshold,
+    )
     mlflow.log_metrics({k: float(v) for k, v in metrics.items() if np.isfinite(v)})
     return EvalResult(len(patches), metrics)
 
 
-def save_pr_curve(path: Path, probs: np.ndarray, masks: np.ndarray, threshold: float, max_pixels: int = 2_000_000) -> Path:
+def save_pr_curve(
+    path: Path, probs: np.ndarray, masks: np.ndarray, threshold: float, max_pixels: int = 2_000_000
+) -> Path:
     """Pixel-level precision-recall curve of the landslide class (PNG, atomic), marking ``threshold``."""
     y = np.asarray(masks).reshape(-1).astype(np.int64)
     p = np.asarray(probs).reshape(-1).astype(np.float64)

@@ -94,8 +94,9 @@ class SegmentationCounts:
         return scores
 
 
-def patch_detection_metrics(patch_prob: np.ndarray | torch.Tensor, patch_label: np.ndarray | torch.Tensor,
-                            threshold: float = 0.5) -> dict[str, float]:
+def patch_detection_metrics(
+    patch_prob: np.ndarray | torch.Tensor, patch_label: np.ndarray | torch.Tensor, threshold: float = 0.5
+) -> dict[str, float]:
     """Patch-level detection scores from probabilities ``(N,)`` and 0/1 labels ``(N,)``.
 
     Returns ``patch_auc`` (NaN when the labels hold one class only), ``patch_f1``, ``patch_precision``,
@@ -106,13 +107,18 @@ def patch_detection_metrics(patch_prob: np.ndarray | torch.Tensor, patch_label: 
     label = patch_label.detach().cpu().numpy() if isinstance(patch_label, torch.Tensor) else np.asarray(patch_label)
     if prob.size != label.size:
         raise ValueError(f"patch_prob has {prob.size} values but patch_label has {label.size}; expected equal")
-    scores = binary_metrics((label.ravel() != 0).astype(int), prob.ravel().astype(np.float64), threshold, prefix="patch_")
+    scores = binary_metrics(
+        (label.ravel() != 0).astype(int), prob.ravel().astype(np.float64), threshold, prefix="patch_"
+    )
     scores["patch_auc"] = scores.pop("patch_roc_auc")
     return scores
 
 
 def segmentation_metrics(
-    probs: np.ndarray, masks: np.ndarray, threshold: float, patch_probs: np.ndarray | None = None,
+    probs: np.ndarray,
+    masks: np.ndarray,
+    threshold: float,
+    patch_probs: np.ndarray | None = None,
     pred: np.ndarray | None = None,
 ) -> dict[str, float]:
     """All metrics of one labelled set.

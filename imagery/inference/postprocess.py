@@ -47,8 +47,7 @@ def _landslide_prob(outputs: dict[str, torch.Tensor], size: tuple[int, int], vot
 
 
 @torch.no_grad()
-def predict_probs(model: nn.Module, x: torch.Tensor, tta: str = "none",
-                  vote: bool = False) -> dict[str, torch.Tensor]:
+def predict_probs(model: nn.Module, x: torch.Tensor, tta: str = "none", vote: bool = False) -> dict[str, torch.Tensor]:
     """Landslide probabilities for a batch ``x`` ``(B, C, H, W)`` (on the model's device).
 
     Returns ``{"prob": (B, H, W) float32 in [0, 1], "patch_prob": (B,) float32}``. With TTA each view
@@ -114,7 +113,7 @@ def morphology(mask: torch.Tensor | np.ndarray, op: str | None, kernel: int = 4)
     pad = kernel if op == "close" else 0  # closing: outside the image is background, not foreground
     padded = [cv2.copyMakeBorder(m, pad, pad, pad, pad, cv2.BORDER_CONSTANT, value=0) for m in batch]
     res = [second(first(m, k, anchor=(a, a)), k, anchor=(kernel - 1 - a, kernel - 1 - a)) for m in padded]
-    out = np.stack([r[pad:r.shape[0] - pad, pad:r.shape[1] - pad] for r in res]).reshape(arr.shape)
+    out = np.stack([r[pad : r.shape[0] - pad, pad : r.shape[1] - pad] for r in res]).reshape(arr.shape)
     return torch.from_numpy(out).to(device) if device is not None else out
 
 
@@ -155,9 +154,18 @@ class ThresholdSweep:
         def ratio(num: np.ndarray, den: np.ndarray) -> np.ndarray:
             return np.where(den == 0, 1.0, num / np.maximum(den, 1))
 
-        return pd.DataFrame({"threshold": self.thresholds, "ls_precision": ratio(tp, tp + fp),
-                             "ls_recall": ratio(tp, tp + fn), "ls_f1": ratio(2 * tp, 2 * tp + fp + fn),
-                             "ls_iou": ratio(tp, tp + fp + fn), "tp": tp, "fp": fp, "fn": fn})
+        return pd.DataFrame(
+            {
+                "threshold": self.thresholds,
+                "ls_precision": ratio(tp, tp + fp),
+                "ls_recall": ratio(tp, tp + fn),
+                "ls_f1": ratio(2 * tp, 2 * tp + fp + fn),
+                "ls_iou": ratio(tp, tp + fp + fn),
+                "tp": tp,
+                "fp": fp,
+                "fn": fn,
+            }
+        )
 
     def best(self) -> tuple[float, pd.DataFrame]:
         """(threshold with the highest landslide F1, the smallest one on ties; the full table)."""
@@ -165,8 +173,11 @@ class ThresholdSweep:
         return float(table["threshold"].iloc[int(np.argmax(table["ls_f1"].to_numpy()))]), table
 
 
-def sweep_thresholds(probs: torch.Tensor | np.ndarray, masks: torch.Tensor | np.ndarray,
-                     thresholds: np.ndarray | list[float] = DEFAULT_THRESHOLDS) -> tuple[float, pd.DataFrame]:
+def sweep_thresholds(
+    probs: torch.Tensor | np.ndarray,
+    masks: torch.Tensor | np.ndarray,
+    thresholds: np.ndarray | list[float] = DEFAULT_THRESHOLDS,
+) -> tuple[float, pd.DataFrame]:
     """Best threshold for landslide-class F1 over all pixels of ``probs`` / ``masks`` (same shape,
     e.g. ``(N, H, W)``), and the table of :meth:`ThresholdSweep.table`."""
     sweep = ThresholdSweep(thresholds)

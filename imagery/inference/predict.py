@@ -20,9 +20,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-
 import h5py
+import numpy as np
 import pandas as pd
 
 from common.atomic import atomic_path, atomic_write
@@ -118,7 +117,8 @@ def tile_starts(length: int, tile: int, overlap: int) -> list[int]:
 
 
 def blend_weights(tile: int, overlap: int) -> np.ndarray:
-    """``(tile, tile)`` float32 stitching weights: 1 in the centre, ramping linearly to ``1/(overlap+1)`` at the border."""
+    """``(tile, tile)`` float32 stitching weights: 1 in the centre, ramping linearly to ``1/(overlap+1)`` at
+    the border."""
     ramp = np.ones(tile, dtype=np.float32)
     if overlap > 0:
         edge = np.arange(1, overlap + 1, dtype=np.float32) / (overlap + 1)
@@ -140,7 +140,11 @@ def predict_scene(
         raise ValueError(f"scene has shape {scene.shape}, expected (14, H, W)")
     _, h, w = scene.shape
     ph, pw = max(0, tile - h), max(0, tile - w)
-    padded = np.pad(scene, ((0, 0), (0, ph), (0, pw)), mode="reflect" if (ph < h and pw < w) else "edge") if ph or pw else scene
+    padded = (
+        np.pad(scene, ((0, 0), (0, ph), (0, pw)), mode="reflect" if (ph < h and pw < w) else "edge")
+        if ph or pw
+        else scene
+    )
     hh, ww = padded.shape[1:]
     weight = blend_weights(tile, overlap)
     acc = np.zeros((hh, ww), dtype=np.float64)
@@ -180,8 +184,14 @@ def write_outputs(
     return paths
 
 
-def save_overlay(path: str | Path, image: np.ndarray, *, mask: np.ndarray | None = None,
-                 prob: np.ndarray | None = None, pred: np.ndarray | None = None) -> Path:
+def save_overlay(
+    path: str | Path,
+    image: np.ndarray,
+    *,
+    mask: np.ndarray | None = None,
+    prob: np.ndarray | None = None,
+    pred: np.ndarray | None = None,
+) -> Path:
     """PNG of the RGB patch with the ground truth / probability / prediction (``imagery.plot``), atomically."""
     return save_figure(plot_patch(image, mask=mask, prob=prob, pred=pred), path)
 
@@ -222,17 +232,37 @@ def predict_inputs(cfg: PredictConfig, *, tracking_uri: str | None = None) -> Pr
     rows: list[dict[str, object]] = []
     for item in items:
         if item.is_scene:
-            prob = predict_scene(lambda b: segmenter.predict(b, batch_size=cfg.batch_size, **opts)["prob"],
-                                 item.image, tile=cfg.tile, overlap=cfg.overlap, batch_size=cfg.batch_size)
+            prob = predict_scene(
+                lambda b: segmenter.predict(b, batch_size=cfg.batch_size, **opts)["prob"],
+                item.image,
+                tile=cfg.tile,
+                overlap=cfg.overlap,
+                batch_size=cfg.batch_size,
+            )
             mask = finish_mask(prob, t, cfg.morphology or segmenter.meta.morphology)
             patch_prob = float("nan")
         else:
-            res = segmenter.predict(item.image[None], batch_size=1, tta=cfg.tta, vote=cfg.vote,
-                                    morphology=cfg.morphology, threshold=cfg.threshold)
+            res = segmenter.predict(
+                item.image[None],
+                batch_size=1,
+                tta=cfg.tta,
+                vote=cfg.vote,
+                morphology=cfg.morphology,
+                threshold=cfg.threshold,
+            )
             prob, mask, patch_prob = res["prob"][0], res["mask"][0], float(res["patch_prob"][0])
         write_outputs(out, item.name, item.image, prob, mask, overlay=cfg.overlays)
-        rows.append({"name": item.name, "source": item.source, "height": prob.shape[0], "width": prob.shape[1],
-                     "patch_prob": patch_prob, "landslide_pixels": int(mask.sum()), "scene": item.is_scene})
+        rows.append(
+            {
+                "name": item.name,
+                "source": item.source,
+                "height": prob.shape[0],
+                "width": prob.shape[1],
+                "patch_prob": patch_prob,
+                "landslide_pixels": int(mask.sum()),
+                "scene": item.is_scene,
+            }
+        )
     with atomic_write(out / "predictions.csv") as fh:
         pd.DataFrame(rows).to_csv(fh, index=False)
     return PredictResult(out, rows)

@@ -68,8 +68,9 @@ class Segmenter:
     Attributes: ``model`` (eval mode, on ``device``), ``meta``, ``threshold``, ``channel_set``.
     """
 
-    def __init__(self, model: nn.Module, meta: SegmenterMeta, device: str | torch.device = "auto",
-                 channels_last: bool = True) -> None:
+    def __init__(
+        self, model: nn.Module, meta: SegmenterMeta, device: str | torch.device = "auto", channels_last: bool = True
+    ) -> None:
         self.device = resolve_device(device) if isinstance(device, str) else device
         self.model = model.to(self.device).eval()
         # channels-last convolutions are the fast path on CPU (oneDNN) and GPU alike (benchmarks/)
@@ -115,7 +116,9 @@ class Segmenter:
         if x.ndim == 3:
             x = x.unsqueeze(0)
         if x.ndim != 4 or x.shape[1] != 14:
-            raise UserError(f"Segmenter.predict: images have shape {tuple(x.shape)}, expected (N, 14, H, W) raw L4S bands")
+            raise UserError(
+                f"Segmenter.predict: images have shape {tuple(x.shape)}, expected (N, 14, H, W) raw L4S bands"
+            )
         tta = self.meta.tta if tta is None else tta
         vote = self.meta.vote if vote is None else vote
         morphology = self.meta.morphology if morphology is None else morphology
@@ -132,10 +135,16 @@ class Segmenter:
         mask = np.asarray(apply_threshold(prob, t), dtype=np.uint8)
         if morphology and morphology != "none":
             mask = np.asarray(morph(mask, morphology), dtype=np.uint8)
-        return {"prob": prob, "mask": mask, "patch_prob": np.concatenate(patch).astype(np.float32) if patch else np.zeros(0, np.float32)}
+        return {
+            "prob": prob,
+            "mask": mask,
+            "patch_prob": np.concatenate(patch).astype(np.float32) if patch else np.zeros(0, np.float32),
+        }
 
 
-def predict_batch(model: nn.Module, x: torch.Tensor, *, tta: str = "none", vote: bool = False) -> tuple[np.ndarray, np.ndarray]:
+def predict_batch(
+    model: nn.Module, x: torch.Tensor, *, tta: str = "none", vote: bool = False
+) -> tuple[np.ndarray, np.ndarray]:
     """Landslide probability ``(B, H, W)`` and patch probability ``(B,)`` for preprocessed ``x`` ``(B, C, H, W)``.
 
     Uses ``imagery.inference.postprocess.predict_probs`` (TTA over rotations/flips, voting over the
@@ -145,8 +154,10 @@ def predict_batch(model: nn.Module, x: torch.Tensor, *, tta: str = "none", vote:
     model.eval()
     with torch.inference_mode():
         out = predict_probs(model, x, tta=tta or "none", vote=bool(vote))
-    return (out["prob"].float().cpu().numpy().astype(np.float32),
-            out["patch_prob"].float().reshape(-1).cpu().numpy().astype(np.float32))
+    return (
+        out["prob"].float().cpu().numpy().astype(np.float32),
+        out["patch_prob"].float().reshape(-1).cpu().numpy().astype(np.float32),
+    )
 
 
 @torch.no_grad()

@@ -24,8 +24,10 @@ import tempfile
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
+import mlflow
 import numpy as np
 import torch
+from mlflow.models import infer_signature
 from torch import nn
 
 from common.atomic import atomic_path, atomic_write
@@ -85,8 +87,6 @@ def log_segmenter(
     ``input_example``: one preprocessed input ``(1, C, H, W)`` float32 (zeros of the patch size when ``None``).
     ``log_flavour=False`` skips ``mlflow.pytorch.log_model`` (the state dict and metadata are always logged).
     """
-    import mlflow
-
     run = mlflow.active_run()
     if run is None:
         raise RuntimeError("log_segmenter needs an active MLflow run")
@@ -96,8 +96,6 @@ def log_segmenter(
         state_path, meta_path = save_segmenter_files(model, meta, tmp)
         mlflow.log_artifacts(tmp, artifact_path=SEGMENTER_ARTIFACT_DIR)
         if log_flavour:
-            from mlflow.models import infer_signature
-
             cpu_model = _ProbabilityExport(copy.deepcopy(model).cpu().float()).eval()
             if input_example is None:
                 input_example = np.zeros((1, meta.channel_set, meta.patch_size, meta.patch_size), np.float32)
@@ -118,8 +116,14 @@ def log_segmenter(
 
 def _segmenter_folder(uri: str, tracking_uri: str | None, dst: str, flag: str) -> Path:
     """A local folder holding ``model_meta.json`` for ``uri`` (see :func:`common.tracking.download_model`)."""
-    local = download_model(uri, tracking_uri=tracking_uri, default_artifact=SEGMENTER_ARTIFACT_DIR,
-                           flag=flag, what="segmenter", dst_path=dst)
+    local = download_model(
+        uri,
+        tracking_uri=tracking_uri,
+        default_artifact=SEGMENTER_ARTIFACT_DIR,
+        flag=flag,
+        what="segmenter",
+        dst_path=dst,
+    )
     folder = local if local.is_dir() else local.parent
     hits = [folder] if (folder / META_NAME).is_file() else sorted(p.parent for p in folder.rglob(META_NAME))
     if not hits:
@@ -127,8 +131,9 @@ def _segmenter_folder(uri: str, tracking_uri: str | None, dst: str, flag: str) -
     return hits[0]
 
 
-def load_segmenter(uri: str, device: str | torch.device = "auto", *, tracking_uri: str | None = None,
-                   flag: str = "--model") -> Segmenter:
+def load_segmenter(
+    uri: str, device: str | torch.device = "auto", *, tracking_uri: str | None = None, flag: str = "--model"
+) -> Segmenter:
     """Rebuild the segmenter logged at ``uri`` (``runs:/<run_id>[/segmenter]``, a run id, ``models:/...`` or a
     local folder), resolving MLflow URIs against ``tracking_uri`` (default: the command's store);
     ``flag`` names the command-line flag in error messages.

@@ -16,47 +16,70 @@ of ``create_model``) so that serving can rebuild it from the registry by name.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from torch import nn
 
 from imagery.models.attention import ATTENTIONS
+from imagery.models.backbones import DeepLabV3
 from imagery.models.heads import HEADS, SegHead, patch_probability
 from imagery.models.rau_net import PRESETS, ResAttUNet, build_res_att_unet
 from imagery.models.unet import UNet
 
-__all__ = ["create_model", "list_models", "patch_probability", "count_parameters", "ATTENTIONS", "HEADS",
-           "ResAttUNet", "UNet", "SegHead"]
+__all__ = [
+    "create_model",
+    "list_models",
+    "patch_probability",
+    "count_parameters",
+    "ATTENTIONS",
+    "HEADS",
+    "ResAttUNet",
+    "UNet",
+    "SegHead",
+]
 
 DEFAULT_MODEL = "rau_net1"
 
 
 def _res_att(preset: str) -> Callable[..., nn.Module]:
-    def build(in_channels: int, num_classes: int, head: str, attention: str | None,
-              use_bottleneck: bool | None, **kw: Any) -> nn.Module:
-        return build_res_att_unet(preset, in_channels=in_channels, num_classes=num_classes, head=head,
-                                  attention=attention, use_bottleneck=use_bottleneck, **kw)
+    def build(
+        in_channels: int, num_classes: int, head: str, attention: str | None, use_bottleneck: bool | None, **kw: Any
+    ) -> nn.Module:
+        return build_res_att_unet(
+            preset,
+            in_channels=in_channels,
+            num_classes=num_classes,
+            head=head,
+            attention=attention,
+            use_bottleneck=use_bottleneck,
+            **kw,
+        )
+
     return build
 
 
-def _unet(in_channels: int, num_classes: int, head: str, attention: str | None,
-          use_bottleneck: bool | None, **kw: Any) -> nn.Module:
+def _unet(
+    in_channels: int, num_classes: int, head: str, attention: str | None, use_bottleneck: bool | None, **kw: Any
+) -> nn.Module:
     if use_bottleneck:
         raise ValueError("model 'unet': use_bottleneck is not an option of the traditional U-Net")
     return UNet(in_channels, num_classes, head, attention or "none", **kw)
 
 
 def _backbone(kind: str) -> Callable[..., nn.Module]:
-    def build(in_channels: int, num_classes: int, head: str, attention: str | None,
-              use_bottleneck: bool | None, **kw: Any) -> nn.Module:
-        from imagery.models.backbones import DeepLabV3
-
+    def build(
+        in_channels: int, num_classes: int, head: str, attention: str | None, use_bottleneck: bool | None, **kw: Any
+    ) -> nn.Module:
         if use_bottleneck:
             raise ValueError(f"model 'deeplabv3_{kind}': use_bottleneck is not an option of DeepLabV3")
         if attention not in (None, "se"):
-            raise ValueError(f"model 'deeplabv3_{kind}': attention={attention!r} is not an option "
-                             "(the encoder's own squeeze-excitation is fixed by the paper)")
+            raise ValueError(
+                f"model 'deeplabv3_{kind}': attention={attention!r} is not an option "
+                "(the encoder's own squeeze-excitation is fixed by the paper)"
+            )
         return DeepLabV3(kind, in_channels, num_classes, head, **kw)
+
     return build
 
 
@@ -73,9 +96,15 @@ def list_models() -> list[str]:
     return list(_REGISTRY)
 
 
-def create_model(name: str = DEFAULT_MODEL, in_channels: int = 23, num_classes: int = 2,
-                 head: str = "multires", attention: str | None = None,
-                 use_bottleneck: bool | None = None, **kwargs: Any) -> nn.Module:
+def create_model(
+    name: str = DEFAULT_MODEL,
+    in_channels: int = 23,
+    num_classes: int = 2,
+    head: str = "multires",
+    attention: str | None = None,
+    use_bottleneck: bool | None = None,
+    **kwargs: Any,
+) -> nn.Module:
     """Build model ``name`` for ``(B, in_channels, H, W)`` inputs; see the module docstring.
 
     Raises ValueError naming the bad value for an unknown model, head, attention or option.
@@ -89,8 +118,15 @@ def create_model(name: str = DEFAULT_MODEL, in_channels: int = 23, num_classes: 
     if not isinstance(in_channels, int) or in_channels < 1:
         raise ValueError(f"in_channels={in_channels!r}: expected a positive integer")
     model = _REGISTRY[name](in_channels, num_classes, head, attention, use_bottleneck, **kwargs)
-    model.model_config = {"name": name, "in_channels": in_channels, "num_classes": num_classes,  # type: ignore[assignment]
-                          "head": head, "attention": attention, "use_bottleneck": use_bottleneck, **kwargs}
+    model.model_config = {
+        "name": name,
+        "in_channels": in_channels,
+        "num_classes": num_classes,  # type: ignore[assignment]
+        "head": head,
+        "attention": attention,
+        "use_bottleneck": use_bottleneck,
+        **kwargs,
+    }
     return model
 
 

@@ -68,7 +68,8 @@ class KerasMultiHeadSelfAttention(nn.Module):
             return z.view(b, t, self.num_heads, self.key_dim).transpose(1, 2)
 
         att = nn.functional.scaled_dot_product_attention(
-            split(self.q(tokens)), split(self.k(tokens)), split(self.v(tokens)))
+            split(self.q(tokens)), split(self.k(tokens)), split(self.v(tokens))
+        )
         return self.out(att.transpose(1, 2).reshape(b, t, self.num_heads * self.key_dim))
 
 
@@ -78,17 +79,19 @@ class TripleMHA(nn.Module):
     def __init__(self, channels: int, size: int, num_heads: int = 6, key_dim: int = 12) -> None:
         super().__init__()
         self.size = size
-        self.spatial = KerasMultiHeadSelfAttention(size, num_heads, key_dim)     # H tokens x W feats
+        self.spatial = KerasMultiHeadSelfAttention(size, num_heads, key_dim)  # H tokens x W feats
         self.height = KerasMultiHeadSelfAttention(channels, num_heads, key_dim)  # H tokens x C feats
-        self.width = KerasMultiHeadSelfAttention(channels, num_heads, key_dim)   # W tokens x C feats
+        self.width = KerasMultiHeadSelfAttention(channels, num_heads, key_dim)  # W tokens x C feats
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.shape[-1] != self.size:
-            raise ValueError(f"triple_mha attention was built for width {self.size}, got input width "
-                             f"{x.shape[-1]}; build the model with input_size={x.shape[-1]}")
-        g1 = torch.sigmoid(self.spatial(x.mean(dim=1)))[:, None]                        # (B,1,H,W)
+            raise ValueError(
+                f"triple_mha attention was built for width {self.size}, got input width "
+                f"{x.shape[-1]}; build the model with input_size={x.shape[-1]}"
+            )
+        g1 = torch.sigmoid(self.spatial(x.mean(dim=1)))[:, None]  # (B,1,H,W)
         g2 = torch.sigmoid(self.height(x.mean(dim=3).transpose(1, 2))).transpose(1, 2)  # (B,C,H)
-        g3 = torch.sigmoid(self.width(x.mean(dim=2).transpose(1, 2))).transpose(1, 2)   # (B,C,W)
+        g3 = torch.sigmoid(self.width(x.mean(dim=2).transpose(1, 2))).transpose(1, 2)  # (B,C,W)
         return (x * g1 + x * g2[..., None] + x * g3[:, :, None, :]) / 3.0
 
 
@@ -98,8 +101,7 @@ class CBAM(nn.Module):
     def __init__(self, channels: int, kernel_size: int = 4) -> None:
         super().__init__()
         hidden = max(channels // 2, 1)
-        self.mlp = nn.Sequential(nn.Linear(channels, hidden), nn.SELU(),
-                                 nn.Linear(hidden, channels), nn.ReLU())
+        self.mlp = nn.Sequential(nn.Linear(channels, hidden), nn.SELU(), nn.Linear(hidden, channels), nn.ReLU())
         self.spatial = SameConv2d(2, 1, kernel_size)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -37,15 +37,32 @@ from imagery.models.heads import SegHead
 
 # MobileNetV3-Large: (kernel, expand, out, se, activation, stride)
 MOBILENETV3_LARGE = [
-    (3, 16, 16, False, "relu", 1), (3, 64, 24, False, "relu", 2), (3, 72, 24, False, "relu", 1),
-    (5, 72, 40, True, "relu", 2), (5, 120, 40, True, "relu", 1), (5, 120, 40, True, "relu", 1),
-    (3, 240, 80, False, "hswish", 2), (3, 200, 80, False, "hswish", 1), (3, 184, 80, False, "hswish", 1),
-    (3, 184, 80, False, "hswish", 1), (3, 480, 112, True, "hswish", 1), (3, 672, 112, True, "hswish", 1),
-    (5, 672, 160, True, "hswish", 2), (5, 960, 160, True, "hswish", 1), (5, 960, 160, True, "hswish", 1),
+    (3, 16, 16, False, "relu", 1),
+    (3, 64, 24, False, "relu", 2),
+    (3, 72, 24, False, "relu", 1),
+    (5, 72, 40, True, "relu", 2),
+    (5, 120, 40, True, "relu", 1),
+    (5, 120, 40, True, "relu", 1),
+    (3, 240, 80, False, "hswish", 2),
+    (3, 200, 80, False, "hswish", 1),
+    (3, 184, 80, False, "hswish", 1),
+    (3, 184, 80, False, "hswish", 1),
+    (3, 480, 112, True, "hswish", 1),
+    (3, 672, 112, True, "hswish", 1),
+    (5, 672, 160, True, "hswish", 2),
+    (5, 960, 160, True, "hswish", 1),
+    (5, 960, 160, True, "hswish", 1),
 ]
 # EfficientNet-B0: (expand, kernel, stride, out, repeats)
-EFFICIENTNET_B0 = [(1, 3, 1, 16, 1), (6, 3, 2, 24, 2), (6, 5, 2, 40, 2), (6, 3, 2, 80, 3),
-                   (6, 5, 1, 112, 3), (6, 5, 2, 192, 4), (6, 3, 1, 320, 1)]
+EFFICIENTNET_B0 = [
+    (1, 3, 1, 16, 1),
+    (6, 3, 2, 24, 2),
+    (6, 5, 2, 40, 2),
+    (6, 3, 2, 80, 3),
+    (6, 5, 1, 112, 3),
+    (6, 5, 2, 192, 4),
+    (6, 3, 1, 320, 1),
+]
 
 
 def make_divisible(v: float, divisor: int = 8) -> int:
@@ -72,11 +89,14 @@ class SqueezeExcite(nn.Module):
         return x * self.gate(self.fc2(self.act(self.fc1(x.mean(dim=(2, 3), keepdim=True)))))
 
 
-def _cba(in_ch: int, out_ch: int, k: int, stride: int = 1, dilation: int = 1, groups: int = 1,
-         act: str | None = "relu") -> nn.Sequential:
+def _cba(
+    in_ch: int, out_ch: int, k: int, stride: int = 1, dilation: int = 1, groups: int = 1, act: str | None = "relu"
+) -> nn.Sequential:
     pad = (k - 1) // 2 * dilation
-    layers: list[nn.Module] = [nn.Conv2d(in_ch, out_ch, k, stride, pad, dilation, groups, bias=False),
-                               batch_norm(out_ch)]
+    layers: list[nn.Module] = [
+        nn.Conv2d(in_ch, out_ch, k, stride, pad, dilation, groups, bias=False),
+        batch_norm(out_ch),
+    ]
     if act:
         layers.append(_act(act))
     return nn.Sequential(*layers)
@@ -85,8 +105,19 @@ def _cba(in_ch: int, out_ch: int, k: int, stride: int = 1, dilation: int = 1, gr
 class InvertedResidual(nn.Module):
     """MobileNetV3 bneck / EfficientNet MBConv block (expand -> depthwise -> SE -> project)."""
 
-    def __init__(self, in_ch: int, exp: int, out_ch: int, k: int, stride: int, dilation: int, act: str,
-                 se_squeeze: int | None, se_act: str, se_gate: str) -> None:
+    def __init__(
+        self,
+        in_ch: int,
+        exp: int,
+        out_ch: int,
+        k: int,
+        stride: int,
+        dilation: int,
+        act: str,
+        se_squeeze: int | None,
+        se_act: str,
+        se_gate: str,
+    ) -> None:
         super().__init__()
         layers: list[nn.Module] = []
         if exp != in_ch:
@@ -125,8 +156,9 @@ def mobilenetv3_large(in_channels: int, width_mult: float = 1.0, output_stride: 
     for k, exp, out, se, act, stride in MOBILENETV3_LARGE:
         e, o = make_divisible(exp * width_mult), make_divisible(out * width_mult)
         s, d = dil(stride)
-        layers.append(InvertedResidual(prev, e, o, k, s, d, act, make_divisible(e / 4) if se else None,
-                                       "relu", "hsigmoid"))
+        layers.append(
+            InvertedResidual(prev, e, o, k, s, d, act, make_divisible(e / 4) if se else None, "relu", "hsigmoid")
+        )
         prev = o
     return nn.Sequential(*layers), prev
 
@@ -140,8 +172,7 @@ def efficientnet_b0(in_channels: int, width_mult: float = 1.0, output_stride: in
         o = make_divisible(out * width_mult)
         for r in range(repeats):
             s, d = dil(stride if r == 0 else 1)
-            layers.append(InvertedResidual(prev, prev * exp, o, k, s, d, "silu", max(1, prev // 4),
-                                           "silu", "sigmoid"))
+            layers.append(InvertedResidual(prev, prev * exp, o, k, s, d, "silu", max(1, prev // 4), "silu", "sigmoid"))
             prev = o
     return nn.Sequential(*layers), prev
 
@@ -151,8 +182,7 @@ class ASPP(nn.Module):
 
     def __init__(self, in_ch: int, out_ch: int, rates: tuple[int, ...] = (3, 6, 9)) -> None:
         super().__init__()
-        self.branches = nn.ModuleList([_cba(in_ch, out_ch, 1)] +
-                                      [_cba(in_ch, out_ch, 3, dilation=r) for r in rates])
+        self.branches = nn.ModuleList([_cba(in_ch, out_ch, 1)] + [_cba(in_ch, out_ch, 3, dilation=r) for r in rates])
         self.pool = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Conv2d(in_ch, out_ch, 1, bias=False), nn.ReLU())
         self.project = nn.Sequential(_cba(out_ch * (len(rates) + 2), out_ch, 1), nn.Dropout(0.5))
 
@@ -165,9 +195,18 @@ class ASPP(nn.Module):
 class DeepLabV3(nn.Module):
     """DeepLabV3 on a compact MobileNetV3-Large / EfficientNet-B0 encoder (see module docstring)."""
 
-    def __init__(self, encoder: str, in_channels: int = 23, num_classes: int = 2, head: str = "multires",
-                 width_mult: float = 1.0, aspp_channels: int = 256, dropout: float = 0.1,
-                 rates: tuple[int, ...] = (3, 6, 9), input_size: int | None = None) -> None:
+    def __init__(
+        self,
+        encoder: str,
+        in_channels: int = 23,
+        num_classes: int = 2,
+        head: str = "multires",
+        width_mult: float = 1.0,
+        aspp_channels: int = 256,
+        dropout: float = 0.1,
+        rates: tuple[int, ...] = (3, 6, 9),
+        input_size: int | None = None,
+    ) -> None:
         super().__init__()
         builders = {"mobilenetv3": mobilenetv3_large, "efficientnet": efficientnet_b0}
         if encoder not in builders:

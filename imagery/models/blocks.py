@@ -78,15 +78,29 @@ class SameConv2d(nn.Conv2d):
     """Conv2d with TensorFlow "same" padding: total pad ``max(k - s, 0)`` (or size-dependent for
     stride > 1), split with the smaller half before (top/left) and the larger after (bottom/right)."""
 
-    def __init__(self, in_ch: int, out_ch: int, kernel_size: int, stride: int = 1, dilation: int = 1,
-                 groups: int = 1, bias: bool = True) -> None:
-        super().__init__(in_ch, out_ch, kernel_size, stride=stride, padding=0, dilation=dilation,
-                         groups=groups, bias=bias)
+    def __init__(
+        self,
+        in_ch: int,
+        out_ch: int,
+        kernel_size: int,
+        stride: int = 1,
+        dilation: int = 1,
+        groups: int = 1,
+        bias: bool = True,
+    ) -> None:
+        super().__init__(
+            in_ch, out_ch, kernel_size, stride=stride, padding=0, dilation=dilation, groups=groups, bias=bias
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         pads = []
-        for size, k, s, d in zip(reversed(x.shape[-2:]), reversed(self.kernel_size),
-                                 reversed(self.stride), reversed(self.dilation)):
+        for size, k, s, d in zip(
+            reversed(x.shape[-2:]),
+            reversed(self.kernel_size),
+            reversed(self.stride),
+            reversed(self.dilation),
+            strict=False,
+        ):
             eff = (k - 1) * d + 1
             out = -(-size // s)
             total = max((out - 1) * s + eff - size, 0)
@@ -95,7 +109,7 @@ class SameConv2d(nn.Conv2d):
 
 
 def conv_bn_act(in_ch: int, out_ch: int, kernel_size: int = 3) -> nn.Sequential:
-    """"same" conv -> BN -> LeakyReLU(0.3)."""
+    """ "same" conv -> BN -> LeakyReLU(0.3)."""
     return nn.Sequential(SameConv2d(in_ch, out_ch, kernel_size), batch_norm(out_ch), leaky_relu())
 
 

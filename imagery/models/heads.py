@@ -29,8 +29,14 @@ HEADS: tuple[str, ...] = get_args(Head)
 class SegHead(nn.Module):
     """Mono / multi-resolution / dual head on a ``(B, in_channels, H, W)`` feature map."""
 
-    def __init__(self, in_channels: int, head: str = "multires", num_classes: int = 2,
-                 dropout: float = 0.25, mid_channels: int = 64) -> None:
+    def __init__(
+        self,
+        in_channels: int,
+        head: str = "multires",
+        num_classes: int = 2,
+        dropout: float = 0.25,
+        mid_channels: int = 64,
+    ) -> None:
         super().__init__()
         if head not in HEADS:
             raise ValueError(f"head={head!r}: expected one of {', '.join(HEADS)}")
@@ -40,12 +46,14 @@ class SegHead(nn.Module):
         if head == "multires":
             self.up = nn.Sequential(
                 nn.ConvTranspose2d(in_channels, mid_channels, 3, stride=2, padding=1, output_padding=1),
-                nn.ReLU(), output_conv(mid_channels, num_classes))
-            self.down = nn.Sequential(SameConv2d(in_channels, mid_channels, 3, stride=2), nn.ReLU(),
-                                      output_conv(mid_channels, num_classes))
+                nn.ReLU(),
+                output_conv(mid_channels, num_classes),
+            )
+            self.down = nn.Sequential(
+                SameConv2d(in_channels, mid_channels, 3, stride=2), nn.ReLU(), output_conv(mid_channels, num_classes)
+            )
         if head == "dual":
-            self.patch = nn.Sequential(nn.Linear(in_channels, mid_channels), nn.ReLU(),
-                                       nn.Linear(mid_channels, 1))
+            self.patch = nn.Sequential(nn.Linear(in_channels, mid_channels), nn.ReLU(), nn.Linear(mid_channels, 1))
 
     def forward(self, feats: torch.Tensor) -> dict[str, torch.Tensor]:
         x = self.dropout(feats)
@@ -74,6 +82,5 @@ def patch_probability(outputs: dict[str, torch.Tensor], pool: int = 3) -> torch.
         raise ValueError(f"outputs has keys {sorted(outputs)}; expected 'out' or 'patch_logit'")
     prob = torch.softmax(outputs["out"].float(), dim=1)[:, 1:2]
     if pool > 1:
-        prob = nn.functional.avg_pool2d(prob, pool, stride=1, padding=pool // 2,
-                                        count_include_pad=False)
+        prob = nn.functional.avg_pool2d(prob, pool, stride=1, padding=pool // 2, count_include_pad=False)
     return prob.flatten(1).amax(dim=1)

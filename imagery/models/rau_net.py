@@ -50,10 +50,12 @@ PRESETS: dict[str, ResAttUNetConfig] = {
     "rau_net1": ResAttUNetConfig(),
     "rau_net2": ResAttUNetConfig(attention_site="decoder_concat"),
     "small_rau_net1": ResAttUNetConfig(base_width=40),
-    "res_unet": ResAttUNetConfig(attention="none", use_bottleneck=True, stem="selu", dropout=0.2,
-                                 conv_init="glorot_uniform"),
-    "small_res_unet": ResAttUNetConfig(base_width=40, attention="none", use_bottleneck=True, stem="selu",
-                                       dropout=0.2, conv_init="glorot_uniform"),
+    "res_unet": ResAttUNetConfig(
+        attention="none", use_bottleneck=True, stem="selu", dropout=0.2, conv_init="glorot_uniform"
+    ),
+    "small_res_unet": ResAttUNetConfig(
+        base_width=40, attention="none", use_bottleneck=True, stem="selu", dropout=0.2, conv_init="glorot_uniform"
+    ),
 }
 
 
@@ -65,8 +67,10 @@ class ResAttUNet(nn.Module):
         if cfg.attention_site not in ("block", "decoder_concat"):
             raise ValueError(f"attention_site={cfg.attention_site!r}: expected 'block' or 'decoder_concat'")
         if cfg.in_channels < 1 or cfg.base_width < 2 or cfg.depth < 1:
-            raise ValueError(f"in_channels={cfg.in_channels}, base_width={cfg.base_width}, depth={cfg.depth}: "
-                             "expected in_channels >= 1, base_width >= 2, depth >= 1")
+            raise ValueError(
+                f"in_channels={cfg.in_channels}, base_width={cfg.base_width}, depth={cfg.depth}: "
+                "expected in_channels >= 1, base_width >= 2, depth >= 1"
+            )
         self.cfg = cfg
         f = cfg.base_width
         if cfg.stem == "bn_leaky":
@@ -93,8 +97,9 @@ class ResAttUNet(nn.Module):
             size = sizes[cfg.depth - 1 - j]
             self.ups.append(Up(c))
             c += f
-            self.concat_att.append(make_attention(cfg.attention, c, size)
-                                   if cfg.attention_site == "decoder_concat" else nn.Identity())
+            self.concat_att.append(
+                make_attention(cfg.attention, c, size) if cfg.attention_site == "decoder_concat" else nn.Identity()
+            )
             self.dec.append(ResConvBlock(c, block_att(c, size)))
         self.out_channels = c
         self.head = SegHead(c, cfg.head, cfg.num_classes, cfg.dropout)
@@ -105,12 +110,12 @@ class ResAttUNet(nn.Module):
             raise ValueError(f"input shape {tuple(x.shape)}: expected (B, {self.cfg.in_channels}, H, W)")
         x = self.stem(x)
         skips = []
-        for block, down in zip(self.enc, self.downs):
+        for block, down in zip(self.enc, self.downs, strict=False):
             x = block(x)
             skips.append(x)
             x = down(x)
         x = self.bottleneck(x)
-        for up, att, block, skip in zip(self.ups, self.concat_att, self.dec, reversed(skips)):
+        for up, att, block, skip in zip(self.ups, self.concat_att, self.dec, reversed(skips), strict=False):
             x = torch.cat([crop_to(up(x), skip), skip], dim=1)
             x = block(att(x))
         return self.head(x)
@@ -124,6 +129,7 @@ def build_res_att_unet(preset: str, **overrides: object) -> ResAttUNet:
     known = set(cfg.__dataclass_fields__)
     unknown = sorted(k for k in overrides if k not in known)
     if unknown:
-        raise ValueError(f"model {preset!r}: unknown option(s) {', '.join(unknown)}; expected some of "
-                         f"{', '.join(sorted(known))}")
+        raise ValueError(
+            f"model {preset!r}: unknown option(s) {', '.join(unknown)}; expected some of {', '.join(sorted(known))}"
+        )
     return ResAttUNet(replace(cfg, **{k: v for k, v in overrides.items() if v is not None}))

@@ -29,13 +29,22 @@ def _double(in_ch: int, out_ch: int) -> nn.Sequential:
 class UNet(nn.Module):
     """Traditional U-Net; ``forward(x (B,C,H,W)) -> dict`` of logits (see ``heads.py``)."""
 
-    def __init__(self, in_channels: int = 14, num_classes: int = 2, head: str = "mono",
-                 attention: str = "none", base_width: int = 64, depth: int = 4, dropout: float = 0.2,
-                 input_size: int = 128) -> None:
+    def __init__(
+        self,
+        in_channels: int = 14,
+        num_classes: int = 2,
+        head: str = "mono",
+        attention: str = "none",
+        base_width: int = 64,
+        depth: int = 4,
+        dropout: float = 0.2,
+        input_size: int = 128,
+    ) -> None:
         super().__init__()
         if in_channels < 1 or base_width < 1 or depth < 1:
-            raise ValueError(f"in_channels={in_channels}, base_width={base_width}, depth={depth}: "
-                             "expected positive values")
+            raise ValueError(
+                f"in_channels={in_channels}, base_width={base_width}, depth={depth}: expected positive values"
+            )
         self.in_channels = in_channels
         widths = [base_width * 2**i for i in range(depth + 1)]
         self.enc = nn.ModuleList()
@@ -62,7 +71,7 @@ class UNet(nn.Module):
             if i < len(self.enc) - 1:
                 skips.append(x)
                 x = F.max_pool2d(x, 2, ceil_mode=True)
-        for block, att, skip in zip(self.dec, self.att, reversed(skips)):
+        for block, att, skip in zip(self.dec, self.att, reversed(skips), strict=False):
             up = crop_to(F.interpolate(x, scale_factor=2.0, mode="nearest"), skip)
             x = att(block(torch.cat([up, skip], dim=1)))
         return self.head(x)

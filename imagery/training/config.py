@@ -175,7 +175,9 @@ class TrainConfig:
         if self.data.fold is not None and self.data.folds < 2:
             raise UserError("--fold needs --folds >= 2")
         if self.data.fold is not None and not 0 <= self.data.fold < self.data.folds:
-            raise UserError(f"--fold must be in [0, {self.data.folds - 1}] for --folds {self.data.folds}, got {self.data.fold}")
+            raise UserError(
+                f"--fold must be in [0, {self.data.folds - 1}] for --folds {self.data.folds}, got {self.data.fold}"
+            )
         if self.model.width is not None and self.model.width < 1:
             raise UserError(f"--width must be >= 1, got {self.model.width}")
         if self.resume and not self.checkpoint_dir:

@@ -45,8 +45,9 @@ from imagery.transforms.preprocess import Preprocessor, fit_normalizer
 
 
 # ------------------------------------------------------------------------------- splits
-def holdout_positions(ids: np.ndarray, val_fraction: float, seed: int,
-                      labels: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+def holdout_positions(
+    ids: np.ndarray, val_fraction: float, seed: int, labels: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """Positions ``(train, val)`` of ``imagery.data.splits.holdout_split`` (stratified by patch label when possible)."""
     strat = None
     if labels is not None:
@@ -81,7 +82,9 @@ def load_training_data(cfg: TrainConfig, tmp: Path) -> tuple[PatchSet, Fingerpri
         patches = load_patches(d.path, d.split, layout=d.layout, require_masks=True)
         source = str(d.path)
     if len(patches) < 2:
-        raise UserError(f"{d.path or 'synthetic data'}: {len(patches)} labelled patch(es); need at least 2 to train and validate")
+        raise UserError(
+            f"{d.path or 'synthetic data'}: {len(patches)} labelled patch(es); need at least 2 to train and validate"
+        )
     return patches, fingerprint_array(np.asarray(patches.images), source=source)
 
 
@@ -99,8 +102,9 @@ class FoldResult:
     history: list[dict[str, float]] = field(default_factory=list)
 
 
-def train_fold(cfg: TrainConfig, train_set: PatchSet, test_set: PatchSet | None, fold: int, *,
-               log_flavour: bool = True) -> FoldResult:
+def train_fold(
+    cfg: TrainConfig, train_set: PatchSet, test_set: PatchSet | None, fold: int, *, log_flavour: bool = True
+) -> FoldResult:
     """Train on ``train_set`` (validation carved from it), evaluate on ``test_set``; logs to the active MLflow run."""
     device = resolve_device(cfg.device)
     tr_pos, va_pos = holdout_positions(train_set.ids, cfg.data.val_fraction, cfg.seed + fold, train_set.patch_labels())
@@ -144,8 +148,9 @@ def train_fold(cfg: TrainConfig, train_set: PatchSet, test_set: PatchSet | None,
     test_metrics: dict[str, float] = {}
     if test_set is not None and len(test_set):
         seg = Segmenter(result.model, meta, device)
-        test_metrics, pred = evaluate_segmenter(seg, np.asarray(test_set.images), test_set.masks,
-                                                batch_size=cfg.eval_batch_size)
+        test_metrics, pred = evaluate_segmenter(
+            seg, np.asarray(test_set.images), test_set.masks, batch_size=cfg.eval_batch_size
+        )
         mlflow.log_metrics({f"test_{k}": v for k, v in test_metrics.items() if _finite(v)})
         oof = oof_frame(test_set.ids, test_set.patch_labels(), pred["patch_prob"], fold)
     else:
@@ -166,8 +171,15 @@ class FoldsResult:
     folds: list[FoldResult]
 
 
-def run_folds(cfg: TrainConfig, experiment: str, *, patches: PatchSet | None = None,
-              fingerprint: Fingerprint | None = None, log_flavour: bool = True, fold_prefix: str = "") -> FoldsResult:
+def run_folds(
+    cfg: TrainConfig,
+    experiment: str,
+    *,
+    patches: PatchSet | None = None,
+    fingerprint: Fingerprint | None = None,
+    log_flavour: bool = True,
+    fold_prefix: str = "",
+) -> FoldsResult:
     """Run the experiment of ``cfg`` inside the active (parent) MLflow run; see the module docstring.
 
     ``patches`` (with its ``fingerprint``) trains on patches already in memory instead of ``cfg.data``;
@@ -191,10 +203,13 @@ def run_folds(cfg: TrainConfig, experiment: str, *, patches: PatchSet | None = N
             for i in wanted:
                 tr_pos, te_pos = splits[i]
                 fold_cfg = _fold_config(cfg, i)
-                with tracked_run(experiment, fold_cfg, run_name=f"{fold_prefix}fold{i}", nested=True, tags={"fold": str(i)}):
+                with tracked_run(
+                    experiment, fold_cfg, run_name=f"{fold_prefix}fold{i}", nested=True, tags={"fold": str(i)}
+                ):
                     mlflow.log_params({"fold_index": i, "n_train": len(tr_pos), "n_test": len(te_pos)})
-                    results.append(train_fold(fold_cfg, patches.subset(tr_pos), patches.subset(te_pos), i,
-                                              log_flavour=log_flavour))
+                    results.append(
+                        train_fold(fold_cfg, patches.subset(tr_pos), patches.subset(te_pos), i, log_flavour=log_flavour)
+                    )
     oof = pd.concat([r.oof for r in results], ignore_index=True)[list(OOF_COLUMNS)]
     log_oof(oof)
     run = mlflow.active_run()
@@ -244,7 +259,12 @@ def _log_plots(cfg: TrainConfig, va: PatchSet, probs: np.ndarray, threshold: flo
         order = np.argsort(-labels, kind="stable")[: cfg.n_overlays]
         for i in order:
             pred = (probs[i] > threshold).astype(np.uint8)
-            save_overlay(folder / "overlays" / f"overlay_{int(va.ids[i])}.png", np.asarray(va.images[i]),
-                         mask=va.masks[i], prob=probs[i], pred=pred)
+            save_overlay(
+                folder / "overlays" / f"overlay_{int(va.ids[i])}.png",
+                np.asarray(va.images[i]),
+                mask=va.masks[i],
+                prob=probs[i],
+                pred=pred,
+            )
         save_pr_curve(folder / "plots" / "pr_curve.png", probs, va.masks, threshold)
         mlflow.log_artifacts(str(folder))

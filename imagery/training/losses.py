@@ -41,7 +41,8 @@ targets resized by nearest neighbour), :class:`OutLoss` (``"out"`` only), :class
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import cv2
 import numpy as np
@@ -55,10 +56,16 @@ EPS = 1e-7
 
 
 def _check(logits: torch.Tensor, target: torch.Tensor) -> None:
-    if logits.ndim != 4 or target.ndim != 3 or logits.shape[0] != target.shape[0] \
-            or logits.shape[2:] != target.shape[1:]:
-        raise ValueError(f"logits {tuple(logits.shape)} / target {tuple(target.shape)}: expected "
-                         "(B, K, H, W) logits and a (B, H, W) target of the same B, H, W")
+    if (
+        logits.ndim != 4
+        or target.ndim != 3
+        or logits.shape[0] != target.shape[0]
+        or logits.shape[2:] != target.shape[1:]
+    ):
+        raise ValueError(
+            f"logits {tuple(logits.shape)} / target {tuple(target.shape)}: expected "
+            "(B, K, H, W) logits and a (B, H, W) target of the same B, H, W"
+        )
 
 
 def _onehot(target: torch.Tensor, k: int) -> torch.Tensor:
@@ -74,8 +81,9 @@ def _class_index(classes: str, k: int) -> list[int]:
     raise ValueError(f"classes={classes!r}: expected 'both' or 'landslide'")
 
 
-def _focal_terms(logits: torch.Tensor, target: torch.Tensor, gamma: float,
-                 alpha: tuple[float, ...] | None = None) -> torch.Tensor:
+def _focal_terms(
+    logits: torch.Tensor, target: torch.Tensor, gamma: float, alpha: tuple[float, ...] | None = None
+) -> torch.Tensor:
     """Per-pixel ``(1 - p_t)^gamma * (-log p_t)`` (B, H, W), p clipped to [1e-7, 1 - 1e-7]."""
     logp = F.log_softmax(logits.float(), dim=1)
     logp_t = logp.gather(1, target.long()[:, None]).squeeze(1)
@@ -97,8 +105,7 @@ class CrossEntropyLoss(nn.Module):
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         _check(logits, target)
-        w = None if self.weight is None else torch.as_tensor(self.weight, dtype=torch.float32,
-                                                             device=logits.device)
+        w = None if self.weight is None else torch.as_tensor(self.weight, dtype=torch.float32, device=logits.device)
         return F.cross_entropy(logits.float(), target.long(), weight=w)
 
 
@@ -289,7 +296,7 @@ class WeightedSum(nn.Module):
         self.terms = nn.ModuleList(m for _, m in terms)
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        return sum(w * m(logits, target) for w, m in zip(self.weights, self.terms))  # type: ignore[return-value]
+        return sum(w * m(logits, target) for w, m in zip(self.weights, self.terms, strict=True))  # type: ignore[return-value]
 
 
 def _focal_iou(mix: float = 0.5, gamma: float = 2.0) -> nn.Module:
@@ -300,10 +307,8 @@ def _ce_iou(mix: float = 0.5) -> nn.Module:
     return WeightedSum([(mix, CrossEntropyLoss()), (1.0 - mix, SoftIoULoss())])
 
 
-def _focal_iou_center(mix: float = 0.5, center_weight: float = 0.5, gamma: float = 2.0,
-                      lam: float = 4.0) -> nn.Module:
-    return WeightedSum([(mix, FocalLoss(gamma)), (1.0 - mix, SoftIoULoss()),
-                        (center_weight, CenterWeightedLoss(lam))])
+def _focal_iou_center(mix: float = 0.5, center_weight: float = 0.5, gamma: float = 2.0, lam: float = 4.0) -> nn.Module:
+    return WeightedSum([(mix, FocalLoss(gamma)), (1.0 - mix, SoftIoULoss()), (center_weight, CenterWeightedLoss(lam))])
 
 
 LOSSES: dict[str, Callable[..., nn.Module]] = {
@@ -398,14 +403,17 @@ class DualLoss(nn.Module):
         loss = self.seg_loss(outputs, target)
         if "patch_logit" in outputs:
             label = (target == 1).flatten(1).any(dim=1).float()
-            loss = loss + self.bce_weight * F.binary_cross_entropy_with_logits(
-                outputs["patch_logit"].float(), label)
+            loss = loss + self.bce_weight * F.binary_cross_entropy_with_logits(outputs["patch_logit"].float(), label)
         return loss
 
 
-def build_criterion(loss_name: str = DEFAULT_LOSS, head: str = "multires",
-                    multires_weights: tuple[float, float, float] = (0.25, 0.5, 0.25),
-                    bce_weight: float = 1.0, **params: Any) -> nn.Module:
+def build_criterion(
+    loss_name: str = DEFAULT_LOSS,
+    head: str = "multires",
+    multires_weights: tuple[float, float, float] = (0.25, 0.5, 0.25),
+    bce_weight: float = 1.0,
+    **params: Any,
+) -> nn.Module:
     """Criterion ``(outputs dict, target (B, H, W)) -> scalar`` for a head: MultiResLoss for
     ``multires``, OutLoss for ``mono``, DualLoss(OutLoss) for ``dual``."""
     base = create_loss(loss_name, **params)

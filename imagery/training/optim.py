@@ -40,8 +40,9 @@ SPEC_AUGMENT_OFF_EPOCHS = 4
 _FACTORIES: dict[str, Callable[[Any, Any], torch.optim.Optimizer]] = {
     "sgd": lambda params, o: torch.optim.SGD(params, lr=o.lr, momentum=o.momentum, weight_decay=o.weight_decay),
     "adagrad": lambda params, o: torch.optim.Adagrad(params, lr=o.lr, eps=o.eps, weight_decay=o.weight_decay),
-    "rmsprop": lambda params, o: torch.optim.RMSprop(params, lr=o.lr, eps=o.eps, momentum=0.0,
-                                                     weight_decay=o.weight_decay),
+    "rmsprop": lambda params, o: torch.optim.RMSprop(
+        params, lr=o.lr, eps=o.eps, momentum=0.0, weight_decay=o.weight_decay
+    ),
     "adam": lambda params, o: torch.optim.Adam(params, lr=o.lr, eps=o.eps, weight_decay=o.weight_decay),
     "adamw": lambda params, o: torch.optim.AdamW(params, lr=o.lr, eps=o.eps, weight_decay=o.weight_decay or 1e-2),
     "nadam": lambda params, o: torch.optim.NAdam(params, lr=o.lr, eps=o.eps, weight_decay=o.weight_decay),
@@ -57,7 +58,8 @@ def build_optimizer(params: Any, cfg: TrainConfig) -> torch.optim.Optimizer:
 
 
 def step_factor(epoch: float, epochs: int) -> float:
-    """Multiplier of the seed's step schedule at (fractional) ``epoch``; boundaries scaled by ``epochs/65`` when shorter."""
+    """Multiplier of the seed's step schedule at (fractional) ``epoch``; boundaries scaled by ``epochs/65``
+    when the run is shorter."""
     scale = min(1.0, epochs / SPEC_EPOCHS)
     factor = STEP_FACTORS[0]
     for boundary, f in zip(STEP_BOUNDARIES, STEP_FACTORS[1:], strict=True):

@@ -164,11 +164,15 @@ class Trainer:
         """Restore a checkpoint written by :meth:`save_checkpoint`; returns the epochs already done."""
         path = path or self.checkpoint_path
         if path is None or not path.is_file():
-            raise InputNotFoundError(f"--resume: no checkpoint at {path} (expected {CHECKPOINT_NAME} in --checkpoint-dir)")
+            raise InputNotFoundError(
+                f"--resume: no checkpoint at {path} (expected {CHECKPOINT_NAME} in --checkpoint-dir)"
+            )
         try:
             ck = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as exc:  # noqa: BLE001 - corrupt or foreign file
-            raise UserError(f"--resume: {path} is not a readable training checkpoint ({exc.__class__.__name__})") from None
+            raise UserError(
+                f"--resume: {path} is not a readable training checkpoint ({exc.__class__.__name__})"
+            ) from None
         if ck.get("n_train") != int(self.train_x.shape[0]) or ck.get("n_val") != int(self.val_x.shape[0]):
             raise UserError(
                 f"--resume: {path} was written for {ck.get('n_train')} training / {ck.get('n_val')} validation patches,"
@@ -194,7 +198,13 @@ class Trainer:
     def _augment(self, xb: torch.Tensor, yb: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         a = self.cfg.augment
         return augment_batch(
-            xb, yb, self.aug_gen, rot90=a.rot90, flip=a.flip, rotate_any=a.rotate_any, cutmix=a.cutmix,
+            xb,
+            yb,
+            self.aug_gen,
+            rot90=a.rot90,
+            flip=a.flip,
+            rotate_any=a.rotate_any,
+            cutmix=a.cutmix,
             cutmix_mode="mask",
         )
 
@@ -266,8 +276,10 @@ class Trainer:
                 self.best_score, self.best_epoch = score, epoch
                 self.best_state = {k: v.detach().cpu().clone() for k, v in self.model.state_dict().items()}
             if cfg.progress:
-                _write(f"epoch {epoch + 1}/{cfg.epochs}: loss {train_loss:.4f}  val ls_f1 {score:.4f}"
-                       f"  (best {self.best_score:.4f} @ {self.best_epoch + 1})")
+                _write(
+                    f"epoch {epoch + 1}/{cfg.epochs}: loss {train_loss:.4f}  val ls_f1 {score:.4f}"
+                    f"  (best {self.best_score:.4f} @ {self.best_epoch + 1})"
+                )
             self.save_checkpoint(epoch + 1)
             if self.log_metrics is not None:
                 self.log_metrics({**record, "best_val_ls_f1": self.best_score}, epoch)

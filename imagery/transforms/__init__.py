@@ -1,7 +1,14 @@
 """From raw patches to model inputs: cleaning, normalisation, engineered channels, augmentation."""
 
 from imagery.transforms.augment import augment_batch
-from imagery.transforms.features import CHANNEL_SETS, CHANNELS, DEFAULT_CHANNEL_SET, channel_names, compute_features, n_channels
+from imagery.transforms.features import (
+    CHANNEL_SETS,
+    CHANNELS,
+    DEFAULT_CHANNEL_SET,
+    channel_names,
+    compute_features,
+    n_channels,
+)
 from imagery.transforms.normalize import MODES, Normalizer, clean_image
 from imagery.transforms.preprocess import Preprocessor, fit_normalizer
 

@@ -30,7 +30,9 @@ def _check(images: torch.Tensor, masks: torch.Tensor) -> None:
     if images.ndim != 4:
         raise ValueError(f"augment_batch images must be (B, C, H, W), got shape {tuple(images.shape)}")
     if masks.shape != (images.shape[0], *images.shape[2:]):
-        raise ValueError(f"augment_batch masks must be {(images.shape[0], *images.shape[2:])}, got {tuple(masks.shape)}")
+        raise ValueError(
+            f"augment_batch masks must be {(images.shape[0], *images.shape[2:])}, got {tuple(masks.shape)}"
+        )
 
 
 def _rot90(images: torch.Tensor, masks: torch.Tensor, k: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -61,8 +63,9 @@ def _rotate_any(
     cos, sin = torch.cos(theta_r), torch.sin(theta_r)
     zero = torch.zeros_like(cos)
     theta = torch.stack([torch.stack([cos, -sin, zero], -1), torch.stack([sin, cos, zero], -1)], 1)
-    grid = F.affine_grid(theta.to(images.dtype if images.is_floating_point() else torch.float32),
-                         list(images.shape), align_corners=False)
+    grid = F.affine_grid(
+        theta.to(images.dtype if images.is_floating_point() else torch.float32), list(images.shape), align_corners=False
+    )
     img = F.grid_sample(images.float(), grid, mode="bilinear", padding_mode="reflection", align_corners=False)
     m = F.grid_sample(masks.unsqueeze(1).float(), grid, mode="nearest", padding_mode="reflection", align_corners=False)
     return img.to(images.dtype), m.squeeze(1).round().to(masks.dtype)

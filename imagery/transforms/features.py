@@ -275,7 +275,7 @@ def compute_features(x: Any, channel_set: int = DEFAULT_CHANNEL_SET) -> Any:
     batch = _Batch(x)
     planes = [CHANNELS[n].compute(batch) for n in names]
     if is_torch:
-            out = torch.stack(planes, dim=1).float()
+        out = torch.stack(planes, dim=1).float()
     else:
         out = np.stack(planes, axis=1).astype(np.float32)
     return out[0] if single else out

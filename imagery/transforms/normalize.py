@@ -22,13 +22,12 @@ Normalisation modes (:class:`Normalizer`):
 
 from __future__ import annotations
 
-from typing import Literal, get_args
-
 import json
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal, get_args
 
 import numpy as np
+import torch
 
 from imagery.data.bands import L4S_CLIP_MAX, L4S_MEAN, L4S_STD, N_BANDS
 
@@ -154,8 +153,6 @@ class Normalizer:
         off, scale = self._params(int(x.shape[cdim]))
         shape = (-1, 1, 1)
         if type(x).__module__.startswith("torch"):
-            import torch
-
             o = torch.as_tensor(off, device=x.device).view(shape)
             s = torch.as_tensor(scale, device=x.device).view(shape)
             return (x.float() - o) / s

@@ -20,8 +20,9 @@ class Preprocessor:
     """Raw L4S values ``(B, 14, H, W)`` -> model input ``(B, C, H, W)`` float32, on the input's device.
 
     Steps: ``imagery.transforms.normalize.clean_image`` (NaN/Inf replaced, outliers clipped), then
-    ``imagery.transforms.features.compute_features(x, channel_set)`` (band order of ``imagery.data.bands.BANDS`` then the
-    engineered channels), then the fitted ``Normalizer`` (mode ``"none"`` is the identity).
+    ``imagery.transforms.features.compute_features(x, channel_set)`` (band order of
+    ``imagery.data.bands.BANDS`` then the engineered channels), then the fitted ``Normalizer``
+    (mode ``"none"`` is the identity).
     """
 
     def __init__(self, channel_set: int = 23, normalizer: Any | None = None) -> None:

@@ -2,7 +2,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-
 from pathlib import Path
 
 import mlflow
@@ -65,8 +64,15 @@ def test_run_main_maps_path_errors_from_the_machine(tmp_path, capsys):
     assert capsys.readouterr().err.startswith("error: No such file or directory: ")
 
 
-@pytest.mark.parametrize("exc", [ZeroDivisionError(), ValueError("shapes (3,) and (4,) not aligned"), KeyError("x"),
-                                 FileNotFoundError("no filename: a bug, not a user's path")])
+@pytest.mark.parametrize(
+    "exc",
+    [
+        ZeroDivisionError(),
+        ValueError("shapes (3,) and (4,) not aligned"),
+        KeyError("x"),
+        FileNotFoundError("no filename: a bug, not a user's path"),
+    ],
+)
 def test_run_main_keeps_tracebacks_for_bugs(exc):
     def main(argv):
         raise exc
@@ -82,7 +88,8 @@ def test_cli_bug_exits_1_with_traceback_and_user_error_exits_2(tmp_path):
 
     code = (
         "import sys\nfrom common.cli import run_main, UserError\n"
-        "def main(argv):\n    if argv[0] == 'bug':\n        return [][1]\n    raise UserError('--data x.csv: not found')\n"
+        "def main(argv):\n    if argv[0] == 'bug':\n        return [][1]\n"
+        "    raise UserError('--data x.csv: not found')\n"
         "raise SystemExit(run_main(main, sys.argv[1:]))\n"
     )
     bug = subprocess.run([sys.executable, "-c", code, "bug"], capture_output=True, text=True, cwd=ROOT)

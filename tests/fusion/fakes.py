@@ -21,7 +21,8 @@ class FakeTabular:
 
     def explain(self, X: pd.DataFrame, top_k: int = 3) -> pd.DataFrame:
         return pd.DataFrame(
-            {"reason_1_feature": ["slope_deg"] * len(X), "reason_1_value": X["slope_deg"], "reason_1_shap": 0.5}, index=X.index
+            {"reason_1_feature": ["slope_deg"] * len(X), "reason_1_value": X["slope_deg"], "reason_1_shap": 0.5},
+            index=X.index,
         )
 
 
@@ -38,4 +39,8 @@ class FakeSegmenter:
         x = np.asarray(images, dtype=np.float32)
         self.seen += len(x)
         prob = np.clip(x[:, 0], 0, 1)
-        return {"prob": prob, "mask": (prob > self.threshold).astype(np.uint8), "patch_prob": prob.reshape(len(x), -1).max(1)}
+        return {
+            "prob": prob,
+            "mask": (prob > self.threshold).astype(np.uint8),
+            "patch_prob": prob.reshape(len(x), -1).max(1),
+        }

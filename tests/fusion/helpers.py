@@ -15,7 +15,9 @@ def tabular_model_folder(table: pd.DataFrame, features: list[str], folder: Path,
     from tabular.model import LandslideClassifier
     from tabular.serving import BOOSTER_FILE, METADATA_FILE
 
-    clf = LandslideClassifier(LGBMParams(num_boost_round=30, early_stopping_rounds=0, min_data_in_leaf=5, num_threads=1), seed=seed)
+    clf = LandslideClassifier(
+        LGBMParams(num_boost_round=30, early_stopping_rounds=0, min_data_in_leaf=5, num_threads=1), seed=seed
+    )
     clf.fit(table[features], table["landslide"].to_numpy())
     folder.mkdir(parents=True, exist_ok=True)
     clf._booster().save_model(str(folder / BOOSTER_FILE))
@@ -28,8 +30,8 @@ def segmenter_folder(folder: Path, channel_set: int = 14, width: int = 2, seed: 
     import torch
 
     from imagery.data.bands import BANDS
-    from imagery.models import create_model
     from imagery.inference import SegmenterMeta, save_segmenter_files
+    from imagery.models import create_model
 
     torch.manual_seed(seed)
     kwargs = {"in_channels": channel_set, "num_classes": 2, "head": "dual", "base_width": width}
@@ -39,8 +41,9 @@ def segmenter_folder(folder: Path, channel_set: int = 14, width: int = 2, seed: 
     return folder
 
 
-def log_oof_run(experiment: str, oof: pd.DataFrame, *, params: dict[str, str] | None = None,
-                extra: dict[str, dict] | None = None) -> str:
+def log_oof_run(
+    experiment: str, oof: pd.DataFrame, *, params: dict[str, str] | None = None, extra: dict[str, dict] | None = None
+) -> str:
     """An MLflow run holding ``oof_predictions.csv`` (+ params and JSON artifacts); returns its id."""
     import mlflow
 
@@ -62,5 +65,7 @@ def oof_pair(n: int = 200, seed: int = 0) -> tuple[pd.DataFrame, pd.DataFrame]:
     pt = 1 / (1 + np.exp(-(1.2 * (2 * y - 1) + rng.normal(0, 1.2, n))))
     pi = 1 / (1 + np.exp(-(2.0 * (2 * y - 1) + rng.normal(0, 2.0, n))))
     ids = np.arange(n)
-    return (pd.DataFrame({"region_id": ids, "y_true": y, "p_oof": pt, "fold": ids % 5}),
-            pd.DataFrame({"region_id": ids, "y_true": y, "p_oof": pi, "fold": ids % 2}))
+    return (
+        pd.DataFrame({"region_id": ids, "y_true": y, "p_oof": pt, "fold": ids % 5}),
+        pd.DataFrame({"region_id": ids, "y_true": y, "p_oof": pi, "fold": ids % 2}),
+    )

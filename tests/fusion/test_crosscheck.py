@@ -47,7 +47,9 @@ def test_weighted_uses_the_weight() -> None:
 def test_stacked_policy_needs_and_uses_p_fused() -> None:
     with pytest.raises(ValueError, match="stacked"):
         crosscheck([0.5], [0.5], CrosscheckConfig(policy="stacked"))
-    out = crosscheck([0.9, 0.9], [0.9, 0.9], CrosscheckConfig(policy="stacked", fused_threshold=0.5), p_fused=[0.2, 0.8])
+    out = crosscheck(
+        [0.9, 0.9], [0.9, 0.9], CrosscheckConfig(policy="stacked", fused_threshold=0.5), p_fused=[0.2, 0.8]
+    )
     assert out["decision"].tolist() == [0, 1]
 
 

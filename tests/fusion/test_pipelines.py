@@ -82,8 +82,14 @@ def scoring_inputs(tmp_path: Path, tracking_uri: str) -> dict[str, Path | str]:
 
 
 def _argv(inp: dict[str, Path | str], out: Path, **over: str) -> list[str]:
-    args = {"--regions": inp["regions"], "--images": inp["images"], "--tabular-model": inp["tab"],
-            "--imagery-model": inp["seg"], "--fusion-model": inp["fuser"], "--out": out}
+    args = {
+        "--regions": inp["regions"],
+        "--images": inp["images"],
+        "--tabular-model": inp["tab"],
+        "--imagery-model": inp["seg"],
+        "--fusion-model": inp["fuser"],
+        "--out": out,
+    }
     args.update(over)
     argv = [x for k, v in args.items() for x in (k, str(v))]
     return [*argv, "--no-progress", "--batch-size", "16"]
@@ -114,8 +120,9 @@ def test_score_regions_end_to_end(scoring_inputs: dict[str, Path | str], capsys:
         (lambda t: t.iloc[:0], "has no data rows"),
     ],
 )
-def test_score_regions_bad_tables(scoring_inputs: dict[str, Path | str], capsys: pytest.CaptureFixture[str],
-                                  mutate: object, message: str) -> None:
+def test_score_regions_bad_tables(
+    scoring_inputs: dict[str, Path | str], capsys: pytest.CaptureFixture[str], mutate: object, message: str
+) -> None:
     regions = Path(scoring_inputs["tmp"]) / "bad.csv"
     mutate(pd.read_csv(scoring_inputs["regions"])).to_csv(regions, index=False)  # type: ignore[operator]
     out = Path(scoring_inputs["tmp"]) / "scores.csv"
@@ -126,7 +133,9 @@ def test_score_regions_bad_tables(scoring_inputs: dict[str, Path | str], capsys:
     assert _last_run("score_regions").info.status == "FAILED"
 
 
-def test_score_regions_incompatible_models(scoring_inputs: dict[str, Path | str], capsys: pytest.CaptureFixture[str]) -> None:
+def test_score_regions_incompatible_models(
+    scoring_inputs: dict[str, Path | str], capsys: pytest.CaptureFixture[str]
+) -> None:
     tmp = Path(scoring_inputs["tmp"])
     other = segmenter_folder(tmp / "seg23", channel_set=23)
     out = tmp / "scores.csv"
@@ -141,8 +150,9 @@ def test_score_regions_incompatible_models(scoring_inputs: dict[str, Path | str]
     assert not out.exists()
 
 
-def test_score_regions_strict_images_and_missing_folder(scoring_inputs: dict[str, Path | str],
-                                                        capsys: pytest.CaptureFixture[str]) -> None:
+def test_score_regions_strict_images_and_missing_folder(
+    scoring_inputs: dict[str, Path | str], capsys: pytest.CaptureFixture[str]
+) -> None:
     tmp = Path(scoring_inputs["tmp"])
     table = pd.read_csv(scoring_inputs["regions"])
     table["image"] = [f"img/image_{r}.h5" for r in table.region_id]

@@ -14,8 +14,22 @@ from common.cli import run_main
 from fusion.evaluation import bootstrap_table
 from pipelines import quickstart
 
-TINY = ["--n-regions", "80", "--patch-size", "16", "--tabular-folds", "2", "--imagery-epochs", "1",
-        "--imagery-width", "2", "--n-bootstrap", "50", "--seed", "3"]
+TINY = [
+    "--n-regions",
+    "80",
+    "--patch-size",
+    "16",
+    "--tabular-folds",
+    "2",
+    "--imagery-epochs",
+    "1",
+    "--imagery-width",
+    "2",
+    "--n-bootstrap",
+    "50",
+    "--seed",
+    "3",
+]
 
 
 def test_bootstrap_table_intervals_cover_point_and_pair() -> None:
@@ -23,7 +37,9 @@ def test_bootstrap_table_intervals_cover_point_and_pair() -> None:
     y = rng.integers(0, 2, 300)
     good = np.clip(0.5 * y + rng.random(300) * 0.6, 0, 1)
     noise = rng.random(300)
-    t = bootstrap_table(y, {"tabular": noise, "imagery": good, "fused": good}, {"tabular": 0.5, "imagery": 0.5, "fused": 0.5}, 60, 0)
+    t = bootstrap_table(
+        y, {"tabular": noise, "imagery": good, "fused": good}, {"tabular": 0.5, "imagery": 0.5, "fused": 0.5}, 60, 0
+    )
     by = t.set_index("model")
     for m in ("tabular", "imagery", "fused"):
         for k in ("roc_auc", "pr_auc", "f1"):
@@ -64,7 +80,9 @@ def test_quickstart_bad_flags(capsys: pytest.CaptureFixture[str]) -> None:
 
 
 @pytest.mark.slow
-def test_quickstart_full_size_within_budget(tmp_path: Path, tracking_uri: str, capsys: pytest.CaptureFixture[str]) -> None:
+def test_quickstart_full_size_within_budget(
+    tmp_path: Path, tracking_uri: str, capsys: pytest.CaptureFixture[str]
+) -> None:
     t0 = time.perf_counter()
     assert run_main(quickstart.main, ["--out-dir", str(tmp_path / "qs")]) == 0
     elapsed = time.perf_counter() - t0

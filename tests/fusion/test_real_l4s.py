@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import pytest
 
@@ -21,10 +20,10 @@ from tests.conftest import shared_dataset
 
 @pytest.mark.real_data
 def test_real_l4s_regions_train_score_fuse(tmp_path: Path, tracking_uri: str) -> None:
+    from fusion.config import ScoreRegionsConfig, TrainFusionConfig
     from imagery.data import load_patches
     from pipelines import score_regions, train_fusion, train_tabular
     from pipelines.quickstart import QuickstartConfig, train_imagery_crossfit
-    from fusion.config import ScoreRegionsConfig, TrainFusionConfig
     from tabular.config import CVConfig, LGBMParams, TrainTabularConfig
 
     root = shared_dataset("landslide4sense_camduc")
@@ -36,22 +35,38 @@ def test_real_l4s_regions_train_score_fuse(tmp_path: Path, tracking_uri: str) ->
     table.to_csv(regions, index=False)
 
     tab = train_tabular.train(
-        TrainTabularConfig(data=str(regions), id_column="region_id", seed=0, experiment="real", tracking_uri=tracking_uri,
-                           cv=CVConfig(n_folds=2), lgbm=LGBMParams(min_data_in_leaf=2, num_boost_round=20,
-                                                                  early_stopping_rounds=0, num_threads=1)),
+        TrainTabularConfig(
+            data=str(regions),
+            id_column="region_id",
+            seed=0,
+            experiment="real",
+            tracking_uri=tracking_uri,
+            cv=CVConfig(n_folds=2),
+            lgbm=LGBMParams(min_data_in_leaf=2, num_boost_round=20, early_stopping_rounds=0, num_threads=1),
+        ),
         log=lambda _l: None,
     )
-    cfg = QuickstartConfig(imagery_width=2, imagery_epochs=1, imagery_channels=14, imagery_batch_size=4,
-                           experiment="real", seed=0)
+    cfg = QuickstartConfig(
+        imagery_width=2, imagery_epochs=1, imagery_channels=14, imagery_batch_size=4, experiment="real", seed=0
+    )
     img = train_imagery_crossfit(cfg, patches)
-    fus = train_fusion.train(TrainFusionConfig(tab.run_id, img.run_id, cv=2, experiment="real",
-                                               tracking_uri=tracking_uri), log=lambda _l: None)
+    fus = train_fusion.train(
+        TrainFusionConfig(tab.run_id, img.run_id, cv=2, experiment="real", tracking_uri=tracking_uri),
+        log=lambda _l: None,
+    )
     out = tmp_path / "scores.csv"
     info = score_regions.score(
         ScoreRegionsConfig(
-            regions=str(regions), out=str(out), images=str(root), tabular_model=tab.model_uri,
-            imagery_model=img.model_uris[0], fusion_model=fus.fuser_uri, progress=False,
-            masks_dir=str(tmp_path / "masks"), experiment="real", tracking_uri=tracking_uri,
+            regions=str(regions),
+            out=str(out),
+            images=str(root),
+            tabular_model=tab.model_uri,
+            imagery_model=img.model_uris[0],
+            fusion_model=fus.fuser_uri,
+            progress=False,
+            masks_dir=str(tmp_path / "masks"),
+            experiment="real",
+            tracking_uri=tracking_uri,
         ),
         log=lambda _l: None,
     )

@@ -30,7 +30,9 @@ def _regions(tmp_path: Path, n: int = 10) -> tuple[pd.DataFrame, Path]:
         if rid % 2 == 0:
             img[0, 4:8, 4:8] = 0.9  # a scar of 16 px
         write_image(img_dir / f"image_{rid}.h5", img)
-    table = pd.DataFrame({"region_id": range(n), "slope_deg": np.linspace(5, 50, n), "rain_7d_mm": 10.0, "landslide": 0})
+    table = pd.DataFrame(
+        {"region_id": range(n), "slope_deg": np.linspace(5, 50, n), "rain_7d_mm": 10.0, "landslide": 0}
+    )
     return table, tmp_path / "l4s"
 
 

@@ -64,7 +64,9 @@ def test_serialised_calibrator_matches_sklearn(method: str) -> None:
     z = rng.normal(size=(300, 2))
     y = (z[:, 0] + rng.normal(size=300) > 0).astype(int)
     ours = _fit_linear(z, y, ("a", "b"), 1.0, method, 5, 0)
-    ref = CalibratedClassifierCV(LogisticRegression(C=1.0, max_iter=1000), method=method, cv=5, ensemble=False).fit(z, y)
+    ref = CalibratedClassifierCV(LogisticRegression(C=1.0, max_iter=1000), method=method, cv=5, ensemble=False).fit(
+        z, y
+    )
     np.testing.assert_allclose(ours.predict(z), ref.predict_proba(z)[:, 1], atol=1e-9)
 
 

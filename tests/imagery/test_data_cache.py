@@ -10,10 +10,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from imagery.data.cache import build_cache, open_cache
 from imagery.data import L4SDataset, load_patches
-from imagery.plot import plot_patch, save_figure
+from imagery.data.cache import build_cache, open_cache
 from imagery.data.synthetic import write_synthetic_l4s
+from imagery.plot import plot_patch, save_figure
 from pipelines.prepare_imagery import main
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -87,9 +87,21 @@ def test_cli_bad_input_exit_2_one_line(tmp_path: Path, tracking_uri: str) -> Non
     empty = tmp_path / "empty"
     (empty / "img").mkdir(parents=True)
     proc = subprocess.run(
-        [sys.executable, "-m", "pipelines.prepare_imagery", "--data", str(empty), "--out", str(tmp_path / "o"),
-         "--tracking-uri", tracking_uri],
-        cwd=ROOT, capture_output=True, text=True, timeout=120,
+        [
+            sys.executable,
+            "-m",
+            "pipelines.prepare_imagery",
+            "--data",
+            str(empty),
+            "--out",
+            str(tmp_path / "o"),
+            "--tracking-uri",
+            tracking_uri,
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert proc.returncode == 2
     assert proc.stderr.strip().startswith("error:") and "no image_N.h5" in proc.stderr

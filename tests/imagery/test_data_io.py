@@ -9,7 +9,6 @@ import h5py
 import numpy as np
 import pytest
 
-from imagery.data.bands import BANDS, L4S_MEAN, L4S_STD, band_index
 from imagery.data import (
     L4SDataset,
     PatchSet,
@@ -20,6 +19,7 @@ from imagery.data import (
     write_image,
     write_mask,
 )
+from imagery.data.bands import BANDS, L4S_MEAN, L4S_STD, band_index
 
 
 def _patch(rng: np.random.Generator, size: int = 16) -> tuple[np.ndarray, np.ndarray]:

@@ -12,11 +12,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from imagery.data.bands import BANDS, band_index
 from imagery.data import detect_layout, load_patches
+from imagery.data.bands import BANDS, band_index
+from imagery.data.synthetic import synth_patch
 from imagery.transforms.features import channel_names, compute_features
 from imagery.transforms.normalize import Normalizer, clean_image
-from imagery.data.synthetic import synth_patch
 from tests.conftest import shared_dataset
 
 pytestmark = pytest.mark.real_data

@@ -9,10 +9,10 @@ import h5py
 import numpy as np
 import pytest
 
-from imagery.data.bands import band_index
 from imagery.data import load_patches
-from imagery.transforms.features import CHANNEL_SETS, channel_names, compute_features, n_channels
+from imagery.data.bands import band_index
 from imagery.data.synthetic import synth_patch, write_synthetic_l4s
+from imagery.transforms.features import CHANNEL_SETS, channel_names, compute_features, n_channels
 
 
 def _ndvi(img: np.ndarray) -> np.ndarray:

@@ -9,9 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from imagery.transforms.augment import augment_batch
 from imagery.data.bands import L4S_CLIP_MAX, L4S_MEAN, L4S_STD, band_index
-from imagery.transforms.normalize import Normalizer, clean_image
 from imagery.data.splits import (
     contiguous_folds,
     holdout_split,
@@ -20,6 +18,8 @@ from imagery.data.splits import (
     read_splits,
     write_splits,
 )
+from imagery.transforms.augment import augment_batch
+from imagery.transforms.normalize import Normalizer, clean_image
 
 
 def test_clean_image_replaces_and_counts_nonfinite_and_clips_cirrus() -> None:
@@ -112,16 +112,16 @@ def test_rot90_is_a_pure_rotation_and_p0_is_identity() -> None:
 def test_rotate_any_and_cutmix_box() -> None:
     imgs, masks = _batch(b=4, size=32)
     imgs[:, 0] = masks.float()
-    r_i, r_m = augment_batch(imgs, masks, torch.Generator().manual_seed(3), rot90=False, flip=False,
-                             rotate_any=True, p=1.0)
+    r_i, r_m = augment_batch(
+        imgs, masks, torch.Generator().manual_seed(3), rot90=False, flip=False, rotate_any=True, p=1.0
+    )
     assert r_m.dtype == masks.dtype and set(r_m.unique().tolist()) <= {0, 1}
     agree = ((r_i[:, 0] > 0.5).long() == r_m).float().mean()
     assert agree > 0.9
     # cutmix box: every changed pixel comes from one donor of the batch, images and masks alike
     ids = torch.arange(4, dtype=torch.float32).view(4, 1, 1, 1).expand(4, 3, 32, 32).clone()
     lab = torch.arange(4).view(4, 1, 1).expand(4, 32, 32).clone()
-    c_i, c_m = augment_batch(ids, lab, torch.Generator().manual_seed(5), rot90=False, flip=False,
-                             cutmix=True, p=1.0)
+    c_i, c_m = augment_batch(ids, lab, torch.Generator().manual_seed(5), rot90=False, flip=False, cutmix=True, p=1.0)
     assert torch.equal(c_i[:, 0].long(), c_m)
     changed = (c_m != lab).float().mean(dim=(1, 2))
     assert (changed > 0).any() and (changed <= 0.5 + 1e-6).all()

@@ -7,11 +7,19 @@ import numpy as np
 import pytest
 import torch
 
-from imagery.training.losses import (DualLoss, MultiResLoss, OutLoss, boundary_map, build_criterion, center_map,
-                            create_loss, list_losses, resize_target)
+from imagery.training.losses import (
+    DualLoss,
+    MultiResLoss,
+    OutLoss,
+    boundary_map,
+    build_criterion,
+    center_map,
+    create_loss,
+    list_losses,
+    resize_target,
+)
 
-LOGITS = np.array([[[[2.0, -1.0], [0.5, 0.0]],
-                    [[-1.0, 1.5], [0.0, 3.0]]]])  # (1, 2, 2, 2)
+LOGITS = np.array([[[[2.0, -1.0], [0.5, 0.0]], [[-1.0, 1.5], [0.0, 3.0]]]])  # (1, 2, 2, 2)
 TARGET = np.array([[[0, 1], [1, 0]]])  # (1, 2, 2)
 
 
@@ -118,7 +126,7 @@ def test_boundary_map_and_boundary_loss_by_hand() -> None:
 def test_center_map_peaks_at_blob_centres() -> None:
     target = np.zeros((1, 7, 9), dtype=np.int64)
     target[0, 1:6, 1:6] = 1  # 5x5 blob: centre distance 3, rim 1
-    target[0, 2, 7] = 1      # a one-pixel blob: its own centre
+    target[0, 2, 7] = 1  # a one-pixel blob: its own centre
     c = center_map(torch.tensor(target)).numpy()[0]
     assert c[3, 3] == pytest.approx(1.0)
     assert c[1, 1] == pytest.approx(1 / 3, rel=1e-3)
@@ -141,8 +149,7 @@ def test_combinations_by_hand() -> None:
     assert _loss("focal_iou") == pytest.approx(0.5 * _focal() + 0.5 * _iou_loss(), rel=1e-5)
     assert _loss("focal_iou", mix=0.8) == pytest.approx(0.8 * _focal() + 0.2 * _iou_loss(), rel=1e-5)
     assert _loss("ce_iou") == pytest.approx(0.5 * ce + 0.5 * _iou_loss(), rel=1e-5)
-    assert _loss("focal_iou_center") == pytest.approx(0.5 * _focal() + 0.5 * _iou_loss() + 0.5 * center,
-                                                       rel=1e-5)
+    assert _loss("focal_iou_center") == pytest.approx(0.5 * _focal() + 0.5 * _iou_loss() + 0.5 * center, rel=1e-5)
 
 
 @pytest.mark.parametrize("name", list_losses())
@@ -162,8 +169,9 @@ def test_gradients_flow(name: str) -> None:
 
 def test_resize_target_nearest() -> None:
     t = torch.tensor([[[0, 1], [1, 0]]])
-    np.testing.assert_array_equal(resize_target(t, (4, 4))[0].numpy(),
-                                  [[0, 0, 1, 1], [0, 0, 1, 1], [1, 1, 0, 0], [1, 1, 0, 0]])
+    np.testing.assert_array_equal(
+        resize_target(t, (4, 4))[0].numpy(), [[0, 0, 1, 1], [0, 0, 1, 1], [1, 1, 0, 0], [1, 1, 0, 0]]
+    )
     t4 = torch.arange(16).view(1, 4, 4)
     np.testing.assert_array_equal(resize_target(t4, (2, 2))[0].numpy(), [[0, 2], [8, 10]])
 
@@ -173,8 +181,11 @@ def test_multires_and_dual_wrappers() -> None:
     out = {"out": torch.randn(2, 2, 4, 4), "out_256": torch.randn(2, 2, 8, 8), "out_64": torch.randn(2, 2, 2, 2)}
     y = (torch.rand(2, 4, 4) > 0.5).long()
     base = create_loss("focal_iou")
-    expected = (0.25 * base(out["out_256"], resize_target(y, (8, 8))) + 0.5 * base(out["out"], y)
-                + 0.25 * base(out["out_64"], y[:, ::2, ::2]))
+    expected = (
+        0.25 * base(out["out_256"], resize_target(y, (8, 8)))
+        + 0.5 * base(out["out"], y)
+        + 0.25 * base(out["out_64"], y[:, ::2, ::2])
+    )
     torch.testing.assert_close(MultiResLoss(base)(out, y), expected)
     torch.testing.assert_close(build_criterion("focal_iou", "multires")(out, y), expected)
     torch.testing.assert_close(build_criterion("ce", "mono")(out, y), create_loss("ce")(out["out"], y))

@@ -33,7 +33,7 @@ def test_scores_by_hand() -> None:
 
 def test_micro_accumulation_differs_from_mean_of_batches() -> None:
     m = SegmentationCounts()
-    m.update(torch.tensor([[[1, 0]]]), torch.tensor([[[1, 0]]]))        # perfect: F1 1
+    m.update(torch.tensor([[[1, 0]]]), torch.tensor([[[1, 0]]]))  # perfect: F1 1
     m.update(torch.tensor([[[0, 0, 0, 0]]]), torch.tensor([[[1, 1, 1, 0]]]))  # all missed
     s = m.compute()
     assert s["ls_f1"] == pytest.approx(2 / (2 + 3))  # pooled counts, not (1 + 0) / 2

@@ -68,15 +68,16 @@ def test_output_shapes_every_head(name: str, head: str) -> None:
 @pytest.mark.parametrize("attention", ["se", "triple_mha", "cbam", "none"])
 def test_every_attention_runs_and_changes_the_model(attention: str) -> None:
     torch.manual_seed(0)
-    model = create_model("rau_net1", in_channels=3, attention=attention, base_width=8, input_size=16,
-                         head="mono")
+    model = create_model("rau_net1", in_channels=3, attention=attention, base_width=8, input_size=16, head="mono")
     out = model(torch.randn(1, 3, 16, 16))["out"]
     assert out.shape == (1, 2, 16, 16)
     out.sum().backward()
     grads = [p.grad for p in model.parameters() if p.grad is not None]
     assert grads and all(torch.isfinite(g).all() for g in grads)
-    counts = {a: count_parameters(create_model("rau_net1", in_channels=3, attention=a, base_width=8,
-                                               input_size=16)) for a in ("se", "none")}
+    counts = {
+        a: count_parameters(create_model("rau_net1", in_channels=3, attention=a, base_width=8, input_size=16))
+        for a in ("se", "none")
+    }
     assert counts["se"] > counts["none"]
 
 
@@ -146,7 +147,7 @@ def test_deterministic_init_with_seed() -> None:
     a = create_model("small_rau_net1", in_channels=4, base_width=4)
     torch.manual_seed(3)
     b = create_model("small_rau_net1", in_channels=4, base_width=4)
-    for pa, pb in zip(a.state_dict().values(), b.state_dict().values()):
+    for pa, pb in zip(a.state_dict().values(), b.state_dict().values(), strict=True):
         assert torch.equal(pa, pb)
 
 
@@ -154,16 +155,16 @@ def test_deterministic_init_with_seed() -> None:
 # MobileNetV3-Large, 320->1280 + BN for EfficientNet-B0), plus the stem's extra input channels:
 # MobileNetV3-Large features 2,971,952 - 155,520 + (23-3)*16*9 = 2,819,312;
 # EfficientNet-B0 features 4,007,548 - 412,160 + (23-3)*32*9 = 3,601,148.
-@pytest.mark.parametrize(("name", "expected"), [("deeplabv3_mobilenetv3", 2_819_312),
-                                                ("deeplabv3_efficientnet", 3_601_148)])
+@pytest.mark.parametrize(
+    ("name", "expected"), [("deeplabv3_mobilenetv3", 2_819_312), ("deeplabv3_efficientnet", 3_601_148)]
+)
 def test_backbone_encoders_match_reference_architectures(name: str, expected: int) -> None:
     with torch.device("meta"):
         model = create_model(name, in_channels=23)
     assert count_parameters(model.encoder) == expected
 
 
-@pytest.mark.parametrize(("name", "head"), [("deeplabv3_mobilenetv3", "multires"),
-                                             ("deeplabv3_efficientnet", "dual")])
+@pytest.mark.parametrize(("name", "head"), [("deeplabv3_mobilenetv3", "multires"), ("deeplabv3_efficientnet", "dual")])
 def test_backbone_heads(name: str, head: str) -> None:
     torch.manual_seed(0)
     model = create_model(name, in_channels=6, head=head, width_mult=0.25, aspp_channels=8)

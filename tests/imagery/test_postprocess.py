@@ -9,8 +9,8 @@ import torch
 from torch import nn
 
 from imagery.inference.metrics import SegmentationCounts
-from imagery.models import create_model
 from imagery.inference.postprocess import ThresholdSweep, apply_threshold, morphology, predict_probs, sweep_thresholds
+from imagery.models import create_model
 
 
 class RampModel(nn.Module):
@@ -53,7 +53,7 @@ def test_tta_rotates_back_and_averages(tta: str) -> None:
     img = x[0, 0].numpy()
     maps = []
     for k in range(4):
-        for flip in ([False, True] if tta == "rot4flip" else [False]):
+        for flip in [False, True] if tta == "rot4flip" else [False]:
             view = np.rot90(img, k)
             view = view[:, ::-1] if flip else view
             p = _sig(view + ramp)
@@ -97,8 +97,8 @@ def test_apply_threshold_is_strict() -> None:
 
 def test_morphology_open_and_close() -> None:
     mask = np.zeros((12, 12), np.uint8)
-    mask[1, 1] = 1          # isolated noise pixel
-    mask[4:10, 4:10] = 1    # a solid 6x6 blob
+    mask[1, 1] = 1  # isolated noise pixel
+    mask[4:10, 4:10] = 1  # a solid 6x6 blob
     opened = morphology(mask, "open", kernel=4)
     assert opened[1, 1] == 0  # noise removed
     np.testing.assert_array_equal(opened[4:10, 4:10], 1)  # the blob survives whole
@@ -138,7 +138,7 @@ def test_streaming_sweep_equals_one_shot_and_validates() -> None:
     probs, masks = rng.random((6, 8, 8)), rng.random((6, 8, 8)) > 0.5
     s = ThresholdSweep([0.2, 0.5, 0.8])
     for i in range(0, 6, 2):
-        s.update(torch.from_numpy(probs[i:i + 2]), torch.from_numpy(masks[i:i + 2]))
+        s.update(torch.from_numpy(probs[i : i + 2]), torch.from_numpy(masks[i : i + 2]))
     t1, tab1 = s.best()
     t2, tab2 = sweep_thresholds(probs, masks, [0.2, 0.5, 0.8])
     assert t1 == t2 and tab1.equals(tab2)

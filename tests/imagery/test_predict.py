@@ -26,7 +26,7 @@ def test_tile_starts_cover_with_overlap(length: int, tile: int, overlap: int) ->
         assert 0 <= s <= length - tile
         covered[s : s + tile] += 1
     assert covered.min() >= 1
-    assert all(b - a <= tile - overlap for a, b in zip(starts, starts[1:]))
+    assert all(b - a <= tile - overlap for a, b in zip(starts, starts[1:], strict=False))
 
 
 def test_blend_weights_positive_and_peak_in_centre() -> None:
@@ -55,8 +55,12 @@ def test_blending_averages_overlapping_tiles() -> None:
     """A model whose output depends on the tile position: overlaps are averaged, not overwritten."""
     scene = np.zeros((14, 128, 192), dtype=np.float32)
     scene[0] = np.arange(192)[None, :]
-    out = predict_scene(lambda b: np.broadcast_to((b[:, 0, :1, :1] > 0).astype(np.float32), (len(b), 128, 128)).copy(),
-                        scene, tile=128, overlap=64)
+    out = predict_scene(
+        lambda b: np.broadcast_to((b[:, 0, :1, :1] > 0).astype(np.float32), (len(b), 128, 128)).copy(),
+        scene,
+        tile=128,
+        overlap=64,
+    )
     # tile at x=0 predicts 0 (its first column is 0), tile at x=64 predicts 1
     assert out[:, :64].max() == 0.0 and out[:, 128:].min() == 1.0
     mid = out[0, 64:128]
@@ -93,8 +97,8 @@ def test_read_inputs_bad_input_one_line(tmp_path: Path, make, expect: str) -> No
 
 # ------------------------------------------------------------------ CLI with a tiny saved segmenter
 def _tiny_segmenter_dir(folder: Path, threshold: float = 0.5) -> Path:
-    from imagery.models import create_model
     from imagery.inference import SegmenterMeta, save_segmenter_files
+    from imagery.models import create_model
 
     torch.manual_seed(0)
     kw = {"in_channels": 23, "num_classes": 2, "head": "multires", "base_width": 4}
@@ -125,17 +129,29 @@ def test_predict_cli_on_real_unlabelled_patches(tmp_path: Path, tracking_uri: st
 
 
 def test_predict_cli_scene(tmp_path: Path, tracking_uri: str) -> None:
-    from pipelines.predict_imagery import main
-
     from imagery.data.synthetic import synth_patch
+    from pipelines.predict_imagery import main
 
     rng = np.random.default_rng(3)
     tiles = [synth_patch(rng, has_landslide=True, size=128)[0] for _ in range(4)]
-    scene = np.concatenate([np.concatenate(tiles[:2], axis=2), np.concatenate(tiles[2:], axis=2)], axis=1)[:, :200, :230]
+    scene = np.concatenate([np.concatenate(tiles[:2], axis=2), np.concatenate(tiles[2:], axis=2)], axis=1)[
+        :, :200, :230
+    ]
     np.save(tmp_path / "scene.npy", np.moveaxis(scene, 0, -1))
     out = tmp_path / "out"
-    code = main(["--model", str(_tiny_segmenter_dir(tmp_path / "m")), "--input", str(tmp_path / "scene.npy"),
-                 "--out", str(out), "--device", "cpu", "--no-overlays"])
+    code = main(
+        [
+            "--model",
+            str(_tiny_segmenter_dir(tmp_path / "m")),
+            "--input",
+            str(tmp_path / "scene.npy"),
+            "--out",
+            str(out),
+            "--device",
+            "cpu",
+            "--no-overlays",
+        ]
+    )
     assert code == 0
     prob = np.load(out / "prob_scene.npy")
     assert prob.shape == (200, 230) and np.isfinite(prob).all()
@@ -144,9 +160,8 @@ def test_predict_cli_scene(tmp_path: Path, tracking_uri: str) -> None:
 
 
 def test_predict_cli_bad_input_exits_2_without_outputs(tmp_path: Path, tracking_uri: str, capsys) -> None:
-    from pipelines.predict_imagery import main
-
     from common.cli import run_main
+    from pipelines.predict_imagery import main
 
     model_dir = _tiny_segmenter_dir(tmp_path / "m")
     np.save(tmp_path / "bad.npy", np.zeros((64, 64, 5), np.float32))

@@ -18,12 +18,11 @@ def _metrics_from_stdout(text: str) -> dict:
 
 
 def test_evaluate_cli_synthetic_matches_direct_computation(tmp_path: Path, tracking_uri: str, capsys) -> None:
-    from pipelines.evaluate_imagery import main
-
     from imagery.data import load_patches
+    from imagery.data.synthetic import write_synthetic_l4s
     from imagery.inference.metrics import SegmentationCounts
     from imagery.inference.serving import load_segmenter
-    from imagery.data.synthetic import write_synthetic_l4s
+    from pipelines.evaluate_imagery import main
 
     root = write_synthetic_l4s(tmp_path / "data", n_patches=6, seed=1, size=64)
     model_dir = _tiny_segmenter_dir(tmp_path / "m", threshold=0.45)
@@ -48,8 +47,25 @@ def test_evaluate_cli_real_patches_with_tta_vote_morphology(tmp_path: Path, trac
 
     root = shared_dataset("landslide4sense_camduc")
     model_dir = _tiny_segmenter_dir(tmp_path / "m")
-    code = main(["--model", str(model_dir), "--data", str(root), "--split", "train", "--tta", "rot4", "--vote",
-                 "--morphology", "open", "--threshold", "0.5", "--device", "cpu"])
+    code = main(
+        [
+            "--model",
+            str(model_dir),
+            "--data",
+            str(root),
+            "--split",
+            "train",
+            "--tta",
+            "rot4",
+            "--vote",
+            "--morphology",
+            "open",
+            "--threshold",
+            "0.5",
+            "--device",
+            "cpu",
+        ]
+    )
     assert code == 0
     m = _metrics_from_stdout(capsys.readouterr().out)
     assert m["n_patches"] == 11
@@ -57,10 +73,9 @@ def test_evaluate_cli_real_patches_with_tta_vote_morphology(tmp_path: Path, trac
 
 
 def test_evaluate_cli_bad_input(tmp_path: Path, tracking_uri: str, capsys) -> None:
-    from pipelines.evaluate_imagery import main
-
     from common.cli import run_main
     from imagery.data.synthetic import write_synthetic_l4s
+    from pipelines.evaluate_imagery import main
 
     model_dir = _tiny_segmenter_dir(tmp_path / "m")
     assert run_main(main, ["--model", str(model_dir), "--data", str(tmp_path / "nope")]) == 2

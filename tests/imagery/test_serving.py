@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 import torch
 
-from imagery.models import create_model
 from imagery.inference import Segmenter, SegmenterMeta, load_segmenter, log_segmenter, save_segmenter_files
 from imagery.inference.serving import META_NAME
+from imagery.models import create_model
 
 
 def _tiny(seed: int = 0, channel_set: int = 17, head: str = "dual") -> tuple[torch.nn.Module, dict]:
@@ -32,8 +32,16 @@ def test_threshold_normaliser_channel_set_round_trip_through_mlflow(tracking_uri
     from common.tracking import tracked_run
 
     model, kw = _tiny()
-    meta = SegmenterMeta(model_name="rau_net1", model_kwargs=kw, channel_set=17, threshold=0.73,
-                         normalizer=None, band_order=[f"b{i}" for i in range(14)], head="dual", tta="rot4")
+    meta = SegmenterMeta(
+        model_name="rau_net1",
+        model_kwargs=kw,
+        channel_set=17,
+        threshold=0.73,
+        normalizer=None,
+        band_order=[f"b{i}" for i in range(14)],
+        head="dual",
+        tta="rot4",
+    )
     with tracked_run("serving-test", {"a": 1}) as run:
         uri = log_segmenter(model, meta, input_example=np.zeros((1, 17, 64, 64), np.float32))
     assert uri == f"runs:/{run.info.run_id}/segmenter"

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from imagery.training.config import TrainConfig
 from imagery.training import Trainer
+from imagery.training.config import TrainConfig
 from imagery.training.optim import cosine_factor, step_factor
 from imagery.transforms import Preprocessor
 
@@ -28,7 +28,7 @@ def test_cosine_with_warmup() -> None:
     vals = [cosine_factor(s, 100, 10) for s in range(100)]
     assert vals[0] == pytest.approx(0.1) and vals[9] == pytest.approx(1.0)
     assert vals[10] == pytest.approx(1.0) and vals[55] == pytest.approx(0.5, abs=0.02) and vals[99] < 0.01
-    assert all(a >= b for a, b in zip(vals[10:], vals[11:]))
+    assert all(a >= b for a, b in zip(vals[10:], vals[11:], strict=False))
 
 
 def _data(n: int = 40, size: int = 64, seed: int = 0) -> tuple[torch.Tensor, np.ndarray, torch.Tensor, np.ndarray]:
@@ -54,8 +54,8 @@ def _cfg(tmp: Path | None = None, **kw: object) -> TrainConfig:
 
 
 def _trainer(cfg: TrainConfig, data) -> Trainer:
-    from imagery.training.losses import build_criterion
     from imagery.models import create_model
+    from imagery.training.losses import build_criterion
 
     torch.manual_seed(cfg.seed)
     model = create_model("rau_net1", **cfg.model.create_kwargs())
@@ -95,14 +95,33 @@ def test_resume_without_checkpoint_is_a_user_error(tmp_path: Path) -> None:
 
 
 def _cli(tmp: Path, *extra: str) -> list[str]:
-    return ["--n-synthetic", "12", "--synthetic-size", "32", "--width", "4", "--channels", "17", "--epochs", "1",
-            "--batch-size", "6", "--bn-momentum", "0.1", "--no-progress", "--device", "cpu", "--overlays", "2", *extra]
+    return [
+        "--n-synthetic",
+        "12",
+        "--synthetic-size",
+        "32",
+        "--width",
+        "4",
+        "--channels",
+        "17",
+        "--epochs",
+        "1",
+        "--batch-size",
+        "6",
+        "--bn-momentum",
+        "0.1",
+        "--no-progress",
+        "--device",
+        "cpu",
+        "--overlays",
+        "2",
+        *extra,
+    ]
 
 
 def test_train_cli_logs_model_artifacts_and_oof(tmp_path: Path, tracking_uri: str) -> None:
-    from pipelines.train_imagery import run
-
     from imagery.inference.serving import load_segmenter
+    from pipelines.train_imagery import run
 
     out = run(_cli(tmp_path, "--checkpoint-dir", str(tmp_path / "ck"), "--no-augment"))
     client = mlflow.MlflowClient()
@@ -134,9 +153,8 @@ def test_kfold_cli_nested_runs_and_oof_cover_every_patch(tmp_path: Path, trackin
 
 
 def test_train_cli_bad_input(tmp_path: Path, tracking_uri: str, capsys) -> None:
-    from pipelines.train_imagery import main
-
     from common.cli import run_main
+    from pipelines.train_imagery import main
 
     code = run_main(main, _cli(tmp_path, "--data", str(tmp_path / "missing")))
     err = capsys.readouterr().err.strip()

@@ -86,7 +86,10 @@ def test_compiled_unseen_levels_and_nan(data: tuple[pd.DataFrame, np.ndarray]) -
     j = clf.feature_names_.index("lithology")
     Xe[:50, j] = len(clf.categorical_levels_["lithology"]) + 3
     np.testing.assert_allclose(
-        clf.compiled_.predict(Xe, n_jobs=1), clf._booster().predict(Xe, num_iteration=clf.best_iteration_), rtol=0, atol=1e-9
+        clf.compiled_.predict(Xe, n_jobs=1),
+        clf._booster().predict(Xe, num_iteration=clf.best_iteration_),
+        rtol=0,
+        atol=1e-9,
     )
 
 
@@ -122,7 +125,9 @@ def test_compile_errors() -> None:
         LandslideClassifier().compile()
 
 
-def test_predict_cli_compiled_matches_default(data: tuple[pd.DataFrame, np.ndarray], tmp_path, tracking_uri: str) -> None:
+def test_predict_cli_compiled_matches_default(
+    data: tuple[pd.DataFrame, np.ndarray], tmp_path, tracking_uri: str
+) -> None:
     import json
 
     import mlflow
@@ -142,7 +147,16 @@ def test_predict_cli_compiled_matches_default(data: tuple[pd.DataFrame, np.ndarr
     outs = {}
     for name, extra in (("default", []), ("compiled", ["--compiled", "--compile-cache", str(tmp_path / "cc")])):
         outs[name] = tmp_path / f"{name}.csv"
-        argv = ["--model", str(model_dir), "--data", str(tmp_path / "new.csv"), "--out", str(outs[name]), "--top-k", "0"]
+        argv = [
+            "--model",
+            str(model_dir),
+            "--data",
+            str(tmp_path / "new.csv"),
+            "--out",
+            str(outs[name]),
+            "--top-k",
+            "0",
+        ]
         assert run_main(predict_tabular.main, [*argv, "--experiment", "pc", *extra]) == 0
     a, b = pd.read_csv(outs["default"]), pd.read_csv(outs["compiled"])
     np.testing.assert_allclose(b["p_landslide"], a["p_landslide"], rtol=0, atol=1e-9)

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 from sklearn.metrics import f1_score
 
+from common.metrics import best_f1_threshold, binary_metrics
 from tabular.config import LGBMParams
 from tabular.cv import cross_validate, make_folds
-from common.metrics import best_f1_threshold, binary_metrics
 from tabular.synthetic import make_region_table
 
 
@@ -56,7 +56,9 @@ def test_cross_validate_oof_and_progress():
     X = df.drop(columns=["region_id", "lon", "lat", "landslide"])
     y = df["landslide"].to_numpy()
     lines: list[str] = []
-    res = cross_validate(X, y, params=LGBMParams(num_boost_round=150, num_leaves=7), n_folds=3, seed=0, progress=lines.append)
+    res = cross_validate(
+        X, y, params=LGBMParams(num_boost_round=150, num_leaves=7), n_folds=3, seed=0, progress=lines.append
+    )
     assert len(lines) == 3 and lines[0].startswith("fold 1/3") and "elapsed" in lines[-1]
     assert res.oof.shape == (900,) and np.all((res.oof >= 0) & (res.oof <= 1))
     assert sorted(set(res.fold.tolist())) == [0, 1, 2]

@@ -50,7 +50,13 @@ def test_train_logs_metrics_params_and_artifacts(trained):
     history = _client(uri).get_metric_history(result.run_id, "fold_roc_auc")
     assert sorted(h.step for h in history) == [0, 1, 2]
     names = {a.path for a in _client(uri).list_artifacts(result.run_id)}
-    assert {"oof_predictions.csv", "shap_importance.csv", "shap_summary.png", "explanations.csv", "tabular_model.json"} <= names
+    assert {
+        "oof_predictions.csv",
+        "shap_importance.csv",
+        "shap_summary.png",
+        "explanations.csv",
+        "tabular_model.json",
+    } <= names
     assert any(line.startswith("fold 3/3") for line in trained["lines"])
 
 
@@ -95,8 +101,18 @@ def test_predict_cli_writes_reasons(trained, tmp_path, capsys):
     out = tmp_path / "preds.csv"
     code = run_main(
         predict_tabular.main,
-        ["--model", trained["result"].model_uri, "--data", str(data), "--out", str(out), "--top-k", "2",
-         "--tracking-uri", trained["uri"]],
+        [
+            "--model",
+            trained["result"].model_uri,
+            "--data",
+            str(data),
+            "--out",
+            str(out),
+            "--top-k",
+            "2",
+            "--tracking-uri",
+            trained["uri"],
+        ],
     )
     assert code == 0
     preds = pd.read_csv(out)
@@ -110,14 +126,31 @@ def test_predict_cli_writes_reasons(trained, tmp_path, capsys):
     assert "lithology': 2" in capsys.readouterr().err
     # --top-k 0: probabilities and labels only (no SHAP, for large tables)
     out0 = tmp_path / "p0.csv"
-    assert run_main(predict_tabular.main, ["--model", trained["result"].model_uri, "--data", str(data),
-                                           "--out", str(out0), "--top-k", "0", "--tracking-uri", trained["uri"]]) == 0
+    assert (
+        run_main(
+            predict_tabular.main,
+            [
+                "--model",
+                trained["result"].model_uri,
+                "--data",
+                str(data),
+                "--out",
+                str(out0),
+                "--top-k",
+                "0",
+                "--tracking-uri",
+                trained["uri"],
+            ],
+        )
+        == 0
+    )
     p0 = pd.read_csv(out0)
     assert list(p0.columns) == ["region_id", "p_landslide", "label"]
     assert np.allclose(p0["p_landslide"], preds["p_landslide"])
 
 
 # ----------------------------------------------------------------------------- bad input
+
 
 def _bad_files(tmp: Path) -> dict[str, tuple[Path, list[str], str]]:
     good = make_region_table(60, seed=0)
@@ -134,7 +167,11 @@ def _bad_files(tmp: Path) -> dict[str, tuple[Path, list[str], str]]:
     (tmp / "t.json").write_text("{}")
     cases["unsupported format"] = (tmp / "t.json", [], "unsupported format")
     cases["empty table"] = (csv("empty.csv", good.iloc[:0]), [], "no data rows")
-    cases["missing target"] = (csv("notarget.csv", good.drop(columns=["landslide"])), [], "target column 'landslide' not found")
+    cases["missing target"] = (
+        csv("notarget.csv", good.drop(columns=["landslide"])),
+        [],
+        "target column 'landslide' not found",
+    )
     cases["one class"] = (csv("one.csv", good.assign(landslide=1)), [], "single class")
     cases["three classes"] = (csv("three.csv", good.assign(landslide=np.arange(60) % 3)), [], "3 classes")
     (tmp / "dup.csv").write_text("a,a,landslide\n1,2,0\n3,4,1\n")
@@ -148,8 +185,17 @@ def _bad_files(tmp: Path) -> dict[str, tuple[Path, list[str], str]]:
 
 
 CASES = [
-    "missing file", "unreadable", "unsupported format", "empty table", "missing target", "one class",
-    "three classes", "duplicate columns", "all-NaN column", "constant column", "non-numeric",
+    "missing file",
+    "unreadable",
+    "unsupported format",
+    "empty table",
+    "missing target",
+    "one class",
+    "three classes",
+    "duplicate columns",
+    "all-NaN column",
+    "constant column",
+    "non-numeric",
 ]
 
 
@@ -194,7 +240,8 @@ def test_predict_bad_model_uri(tmp_path, tracking_uri, capsys):
     make_region_table(5).to_csv(data, index=False)
     out = tmp_path / "o.csv"
     code = run_main(
-        predict_tabular.main, ["--model", str(tmp_path / "nomodel"), "--data", str(data), "--out", str(out), "--experiment", "p"]
+        predict_tabular.main,
+        ["--model", str(tmp_path / "nomodel"), "--data", str(data), "--out", str(out), "--experiment", "p"],
     )
     assert code == EXIT_USER_ERROR and "model not found" in capsys.readouterr().err
     assert not out.exists()
@@ -206,10 +253,16 @@ def test_cli_subprocess_one_line_error(tmp_path, tracking_uri):
     env.pop("LANDSLIDE_DEBUG", None)
     proc = subprocess.run(
         [sys.executable, "-m", "pipelines.train_tabular", "--data", str(tmp_path / "missing.csv")],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=120,
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert proc.returncode == 2
-    assert proc.stderr.strip().splitlines() == [f"error: data file not found: {tmp_path / 'missing.csv'} (expected a CSV or Parquet table)"]
+    assert proc.stderr.strip().splitlines() == [
+        f"error: data file not found: {tmp_path / 'missing.csv'} (expected a CSV or Parquet table)"
+    ]
     assert mlflow.search_runs(experiment_names=["train_tabular"])["status"].tolist() == ["FAILED"]
 
 
@@ -221,8 +274,22 @@ def test_grouped_cv_and_string_target(tmp_path, tracking_uri, capsys):
     df.to_parquet(data)
     code = run_main(
         train_tabular.main,
-        ["--data", str(data), "--positive", "slide", "--group", "cell", "--drop", "lon,lat", "--folds", "3",
-         "--max-rounds", "60", "--experiment", "g"],
+        [
+            "--data",
+            str(data),
+            "--positive",
+            "slide",
+            "--group",
+            "cell",
+            "--drop",
+            "lon,lat",
+            "--folds",
+            "3",
+            "--max-rounds",
+            "60",
+            "--experiment",
+            "g",
+        ],
     )
     out = capsys.readouterr().out
     assert code == 0 and "grouped by cell" in out and "roc_auc" in out

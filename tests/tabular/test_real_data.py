@@ -28,7 +28,9 @@ def _compare(name: str, params: LGBMParams | None = None, n_folds: int = 5) -> t
     table = prepare_training_table(load_table(path), target, drop=drop, source=str(path))
     assert not set(drop) & set(table.X.columns)
     folds = make_folds(table.y, n_folds, seed=0)
-    res = cross_validate(table.X, table.y, params=params, categorical=table.categorical, folds=folds, seed=0, progress=None)
+    res = cross_validate(
+        table.X, table.y, params=params, categorical=table.categorical, folds=folds, seed=0, progress=None
+    )
     X = table.X.to_numpy(dtype=float)
     hgb_aucs = []
     with threadpool_limits(1):  # small tables: one OpenMP thread, like our pipeline's automatic choice
