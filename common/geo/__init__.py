@@ -20,5 +20,19 @@ User errors raise one-line :class:`common.cli.UserError` naming the file or valu
 from __future__ import annotations
 
 from common.geo.grid import Grid, coverage_fraction, iter_windows, normalize_crs, pixel_size_m, tile_windows
+from common.geo.raster import CogWriter, RasterData, RasterOnGrid, read_raster, reproject_to_cog, write_cog
 
-__all__ = ["Grid", "normalize_crs", "pixel_size_m", "coverage_fraction", "iter_windows", "tile_windows"]
+__all__ = [
+    "Grid",
+    "normalize_crs",
+    "pixel_size_m",
+    "coverage_fraction",
+    "iter_windows",
+    "tile_windows",
+    "RasterOnGrid",
+    "RasterData",
+    "read_raster",
+    "CogWriter",
+    "write_cog",
+    "reproject_to_cog",
+]

@@ -15,6 +15,7 @@ raster covers (:func:`coverage_fraction`), and windows for block-wise processing
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -140,9 +141,11 @@ class Grid:
         if resolution is not None:
             kwargs["resolution"] = _as_pair(resolution, "resolution")
         dst_crs = normalize_crs(crs)
-        transform, width, height = calculate_default_transform(
-            self.crs, dst_crs, self.width, self.height, *self.bounds, **kwargs
-        )
+        with warnings.catch_warnings():  # rasterio 1.4 composes Affines with `*`, which affine 3 flags
+            warnings.simplefilter("ignore", PendingDeprecationWarning)
+            transform, width, height = calculate_default_transform(
+                self.crs, dst_crs, self.width, self.height, *self.bounds, **kwargs
+            )
         return Grid(dst_crs, transform, width, height)
 
     def subgrid(self, window: Window) -> Grid:
