@@ -21,6 +21,18 @@ from __future__ import annotations
 
 from common.geo.grid import Grid, coverage_fraction, iter_windows, normalize_crs, pixel_size_m, tile_windows
 from common.geo.raster import CogWriter, RasterData, RasterOnGrid, read_raster, reproject_to_cog, write_cog
+from common.geo.terrain import (
+    aspect,
+    flow_accumulation,
+    plan_curvature,
+    profile_curvature,
+    roughness,
+    slope,
+    terrain_window,
+    tpi,
+    tri,
+    twi,
+)
 
 __all__ = [
     "Grid",
@@ -35,4 +47,14 @@ __all__ = [
     "CogWriter",
     "write_cog",
     "reproject_to_cog",
+    "slope",
+    "aspect",
+    "plan_curvature",
+    "profile_curvature",
+    "tpi",
+    "tri",
+    "roughness",
+    "flow_accumulation",
+    "twi",
+    "terrain_window",
 ]
