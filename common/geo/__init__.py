@@ -33,6 +33,19 @@ from common.geo.terrain import (
     tri,
     twi,
 )
+from common.geo.vector import (
+    Feature,
+    VectorData,
+    distance_to,
+    geodesic_area_m2,
+    polygonize,
+    rasterize,
+    read_vector,
+    to_lonlat,
+    transform_geometries,
+    write_geojson,
+    write_gpkg,
+)
 
 __all__ = [
     "Grid",
@@ -57,4 +70,15 @@ __all__ = [
     "flow_accumulation",
     "twi",
     "terrain_window",
+    "Feature",
+    "VectorData",
+    "polygonize",
+    "geodesic_area_m2",
+    "to_lonlat",
+    "transform_geometries",
+    "write_geojson",
+    "write_gpkg",
+    "read_vector",
+    "rasterize",
+    "distance_to",
 ]
