@@ -126,7 +126,9 @@ class Grid:
         """
         left, bottom, right, top = (float(v) for v in bounds)
         if not (right > left and top > bottom):
-            raise UserError(f"bounds must be (left, bottom, right, top) with right > left and top > bottom, got {bounds}")
+            raise UserError(
+                f"bounds must be (left, bottom, right, top) with right > left and top > bottom, got {bounds}"
+            )
         xres, yres = _as_pair(resolution, "resolution")
         width = max(1, math.ceil((right - left) / xres - 1e-9))
         height = max(1, math.ceil((top - bottom) / yres - 1e-9))
@@ -331,6 +333,4 @@ def tile_windows(grid: Grid, tile: int | tuple[int, int], overlap: int | tuple[i
         raise ValueError(f"overlap must be >= 0 and smaller than the tile, got overlap={overlap!r}, tile={tile!r}")
     rows = _tile_offsets(grid.height, int(th), int(th - oh))
     cols = _tile_offsets(grid.width, int(tw), int(tw - ow))
-    return [
-        Window(c, r, min(int(tw), grid.width - c), min(int(th), grid.height - r)) for r in rows for c in cols
-    ]
+    return [Window(c, r, min(int(tw), grid.width - c), min(int(th), grid.height - r)) for r in rows for c in cols]

@@ -341,7 +341,9 @@ class CogWriter:
             arr = arr[None]
         expected = (self.count, int(win.height), int(win.width))
         if arr.shape != expected:
-            raise ValueError(f"array shape {np.asarray(array).shape} does not match window {win} x {self.count} band(s)")
+            raise ValueError(
+                f"array shape {np.asarray(array).shape} does not match window {win} x {self.count} band(s)"
+            )
         if self.dtype.kind != "f" and arr.dtype.kind == "f":
             nan = np.isnan(arr)
             if nan.any():
@@ -353,7 +355,9 @@ class CogWriter:
                 raise ValueError(f"values {lo}..{hi} do not fit {self.dtype.name} for {self.path}")
         self._dst.write(arr.astype(self.dtype, copy=False), window=win)
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         try:
             dst, self._dst = self._dst, None
             if dst is not None:

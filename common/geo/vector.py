@@ -216,9 +216,11 @@ def _field_arrays(features: Sequence[Feature]) -> tuple[list[str], list[np.ndarr
         present = [v for v in col if v is not None]
         if present and all(isinstance(v, (bool, np.bool_)) for v in present) and len(present) == len(col):
             arrays.append(np.asarray(col, dtype=bool))
-        elif present and all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in present) and len(
+        elif (
             present
-        ) == len(col):
+            and all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in present)
+            and len(present) == len(col)
+        ):
             arrays.append(np.asarray(col, dtype=np.int64))
         elif present and all(isinstance(v, (int, float, np.integer, np.floating)) for v in present):
             arrays.append(np.asarray([math.nan if v is None else float(v) for v in col], dtype=np.float64))

@@ -15,7 +15,9 @@ from common.geo import Grid
 UTM29 = "EPSG:32629"  # the real Sentinel-2 tile's CRS
 
 
-def utm_grid(width: int = 64, height: int = 48, res: float = 10.0, x0: float = 500_000.0, y0: float = 2_750_000.0) -> Grid:
+def utm_grid(
+    width: int = 64, height: int = 48, res: float = 10.0, x0: float = 500_000.0, y0: float = 2_750_000.0
+) -> Grid:
     """A north-up grid in UTM 29N (about 24.9 N, 9 W) with square ``res`` metre pixels."""
     return Grid(UTM29, Affine(res, 0, x0, 0, -res, y0), width, height)
 

@@ -79,9 +79,8 @@ def test_band_selection_and_order(tmp_path) -> None:
         assert a.shape == (2, 3, 4) and a[0, 0, 0] == 30 and a[1, 0, 0] == 10
     with RasterOnGrid(path, grid, "nearest", bands=2) as r:
         assert r.read().shape == (6, 8) and np.all(r.read() == 20)
-    with pytest.raises(UserError, match="bands 1..3"):
-        with RasterOnGrid(path, grid, bands=4):
-            pass
+    with pytest.raises(UserError, match="bands 1..3"), RasterOnGrid(path, grid, bands=4):
+        pass
     with RasterOnGrid(path, grid, bands=1) as r, pytest.raises(ValueError, match="outside"):
         r.read(Window(5, 0, 4, 2))
 
@@ -135,9 +134,8 @@ def test_raster_not_covering_the_grid_is_a_user_error(tmp_path) -> None:
     src = utm_grid(width=10, height=10, x0=0.0, y0=100.0)
     path = write_tif(tmp_path / "far.tif", np.ones((10, 10), np.float32), src)
     elsewhere = utm_grid(width=10, height=10, x0=10_000.0, y0=100.0)
-    with pytest.raises(UserError, match="covers 0.0% of the target grid") as exc:
-        with RasterOnGrid(path, elsewhere):
-            pass
+    with pytest.raises(UserError, match="covers 0.0% of the target grid") as exc, RasterOnGrid(path, elsewhere):
+        pass
     assert str(path) in str(exc.value)
     half = utm_grid(width=20, height=10, x0=0.0, y0=100.0)
     with RasterOnGrid(path, half):  # half covered is fine by default...
@@ -204,9 +202,8 @@ def test_real_s2_20m_band_windowed_onto_10m_grid_equals_whole_reprojection() -> 
 def test_real_dem_does_not_cover_the_s2_scene() -> None:
     s2 = Grid.from_raster(shared_dataset("sentinel2_l2a_cogs_29RKH") / "B04.tif")
     dem = shared_dataset("copernicus_dem_cog") / "Copernicus_DSM_COG_10_N00_00_E006_00_DEM.tif"
-    with pytest.raises(UserError, match="covers 0.0%") as exc:
-        with RasterOnGrid(dem, s2):
-            pass
+    with pytest.raises(UserError, match="covers 0.0%") as exc, RasterOnGrid(dem, s2):
+        pass
     assert "Copernicus_DSM_COG_10_N00_00_E006_00_DEM.tif" in str(exc.value)
 
 
@@ -245,17 +242,15 @@ def test_unwritten_windows_read_back_as_nodata_and_ints_take_nan_as_nodata(tmp_p
 def test_cog_writer_leaves_nothing_behind_on_error(tmp_path) -> None:
     grid = utm_grid(width=64, height=64)
     target = tmp_path / "out.tif"
-    with pytest.raises(RuntimeError, match="boom"):
-        with CogWriter(target, grid, "float32", np.nan) as w:
-            w.write(np.zeros((32, 64), np.float32), Window(0, 0, 64, 32))
-            raise RuntimeError("boom")
+    with pytest.raises(RuntimeError, match="boom"), CogWriter(target, grid, "float32", np.nan) as w:
+        w.write(np.zeros((32, 64), np.float32), Window(0, 0, 64, 32))
+        raise RuntimeError("boom")
     assert list(tmp_path.iterdir()) == []
     # an existing output is untouched by a failed rewrite
     write_cog(target, np.ones(grid.shape, np.float32), grid, np.nan)
     before = target.read_bytes()
-    with pytest.raises(ValueError, match="does not match window"):
-        with CogWriter(target, grid, "float32", np.nan) as w:
-            w.write(np.zeros((3, 3), np.float32), Window(0, 0, 64, 32))
+    with pytest.raises(ValueError, match="does not match window"), CogWriter(target, grid, "float32", np.nan) as w:
+        w.write(np.zeros((3, 3), np.float32), Window(0, 0, 64, 32))
     assert target.read_bytes() == before and [p.name for p in tmp_path.iterdir()] == ["out.tif"]
 
 
@@ -267,9 +262,8 @@ def test_cog_writer_rejects_bad_nodata_and_values(tmp_path) -> None:
         CogWriter(tmp_path / "a.tif", grid, "uint8", -1)
     with pytest.raises(ValueError, match="cannot be stored in int16"):
         CogWriter(tmp_path / "a.tif", grid, "int16", np.nan)
-    with pytest.raises(ValueError, match="do not fit uint8"):
-        with CogWriter(tmp_path / "a.tif", grid, "uint8", 0) as w:
-            w.write(np.full((8, 8), 300.0))
+    with pytest.raises(ValueError, match="do not fit uint8"), CogWriter(tmp_path / "a.tif", grid, "uint8", 0) as w:
+        w.write(np.full((8, 8), 300.0))
     assert list(tmp_path.iterdir()) == []
 
 

@@ -202,7 +202,15 @@ def _blockwise(func, source, grid: Grid, block: tuple[int, int], **kw):
 
 @pytest.mark.parametrize(
     ("func", "kw"),
-    [(slope, {}), (aspect, {}), (plan_curvature, {}), (profile_curvature, {}), (tpi, {"radius": 2}), (tri, {}), (roughness, {})],
+    [
+        (slope, {}),
+        (aspect, {}),
+        (plan_curvature, {}),
+        (profile_curvature, {}),
+        (tpi, {"radius": 2}),
+        (tri, {}),
+        (roughness, {}),
+    ],
 )
 def test_windowed_terrain_equals_whole_array(func, kw) -> None:
     grid = geo_grid(width=53, height=40, res=3e-4, lat0=60.0)  # per-row pixel widths matter here
@@ -212,7 +220,9 @@ def test_windowed_terrain_equals_whole_array(func, kw) -> None:
     dy, dx = pixel_size_m(grid)
     whole = func(dem, dy, dx, **kw) if func not in (tpi, tri, roughness) else func(dem, **kw)
     blocks = _blockwise(func, dem, grid, (7, 11), **kw)
-    for w, b in zip(whole if isinstance(whole, tuple) else (whole,), blocks if isinstance(blocks, tuple) else (blocks,), strict=True):
+    for w, b in zip(
+        whole if isinstance(whole, tuple) else (whole,), blocks if isinstance(blocks, tuple) else (blocks,), strict=True
+    ):
         assert np.isnan(w).sum() > 0
         np.testing.assert_allclose(b, w, rtol=1e-6, atol=1e-9)  # bit-identical on x86-64 NumPy here
 
@@ -239,9 +249,7 @@ def test_real_dem_slope_in_4326_matches_slope_after_reprojection_to_utm(tmp_path
     with RasterOnGrid(path, geo, "nearest", bands=1) as r:  # same grid: nearest = the stored values
         dem_geo = r.read()
         # block-wise with a reader equals the whole-array computation
-        blocks = np.vstack(
-            [terrain_window(slope, r.read, geo, w) for w in iter_windows(geo, 100)]
-        )
+        blocks = np.vstack([terrain_window(slope, r.read, geo, w) for w in iter_windows(geo, 100)])
     assert np.nanmax(dem_geo) > 1000  # the island's mountains are in this block
     dy, dx = pixel_size_m(geo)
     s_geo = slope(dem_geo, dy, dx)

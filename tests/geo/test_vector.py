@@ -99,7 +99,9 @@ def test_polygonize_holes_connectivity_and_min_area() -> None:
 def test_geodesic_area_of_a_km_square_in_utm_and_a_polygon_with_a_hole() -> None:
     square = shapely.box(500_000, 2_750_000, 501_000, 2_751_000)  # on zone 29's central meridian
     assert geodesic_area_m2(square, UTM29) == pytest.approx(1e6, rel=1e-3)
-    holed = shapely.Polygon(square.exterior.coords, [shapely.box(500_100, 2_750_100, 500_600, 2_750_600).exterior.coords])
+    holed = shapely.Polygon(
+        square.exterior.coords, [shapely.box(500_100, 2_750_100, 500_600, 2_750_600).exterior.coords]
+    )
     assert geodesic_area_m2(holed, UTM29) == pytest.approx(0.75e6, rel=1e-3)
     assert geodesic_area_m2(shapely.Point(500_000, 2_750_000), UTM29) == 0.0
 
@@ -162,7 +164,9 @@ def test_gpkg_keeps_the_data_crs_and_is_written_atomically(tmp_path, monkeypatch
 # -- reading --------------------------------------------------------------------------------------
 def test_read_vector_csv_lonlat_with_where_and_to_crs(tmp_path) -> None:
     csv = tmp_path / "inv.csv"
-    csv.write_text("id,Year_obs,Longitude,Latitude,size\n1,2001,-9.0,24.9,small\n2,2007,-8.9,24.8,large\n3,2012,,,large\n")
+    csv.write_text(
+        "id,Year_obs,Longitude,Latitude,size\n1,2001,-9.0,24.9,small\n2,2007,-8.9,24.8,large\n3,2012,,,large\n"
+    )
     with pytest.warns(UserWarning, match="dropped 1 of 3 rows without a geometry"):
         data = read_vector(csv)
     assert data.crs == "EPSG:4326" and len(data.geometries) == 2
