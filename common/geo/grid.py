@@ -268,29 +268,44 @@ def pixel_size_m(grid: Grid) -> tuple[np.ndarray, np.ndarray]:
     return dy, dx
 
 
+def _densified_box(bounds: Bounds) -> shapely.Polygon:
+    left, bottom, right, top = (float(v) for v in bounds)
+    box = shapely.box(left, bottom, right, top)
+    return shapely.segmentize(box, max(right - left, top - bottom) / 64.0)
+
+
+def _box_in(bounds: Bounds, src: str, dst: str) -> shapely.Geometry | None:
+    """The densified box ``bounds`` (in ``src``) transformed to ``dst``; None where it does not transform."""
+    box = _densified_box(bounds)
+    if src == dst:
+        return box
+    tr = Transformer.from_crs(src, dst, always_xy=True)
+    out = shapely.transform(box, lambda xy: np.column_stack(tr.transform(xy[:, 0], xy[:, 1])))
+    if not np.isfinite(shapely.get_coordinates(out)).all():
+        return None
+    return out if out.is_valid else shapely.make_valid(out)
+
+
 def coverage_fraction(grid: Grid, other_bounds: Bounds, other_crs: Any) -> float:
     """Fraction (0..1) of ``grid``'s area inside ``other_bounds = (left, bottom, right, top)`` given in ``other_crs``.
 
-    The other box's edges are densified and transformed into the grid's CRS, then intersected with
-    the grid's box; areas are planar in the grid's CRS (for a geographic grid, in square degrees:
-    fine for the yes/partly/no question this answers). Use it to check that a DEM covers a scene:
-    ``coverage_fraction(scene_grid, dem_grid.bounds, dem_grid.crs)``.
+    The grid's box (edges densified) is transformed into the other CRS and intersected with the
+    other box there; the fraction is of planar areas in that CRS (for a geographic CRS, square
+    degrees: fine for the yes/partly/no question this answers). Transforming the grid, usually the
+    smaller box, keeps this right for a global EPSG:4326 raster over a UTM scene; where the grid's box
+    does not transform, the other box is transformed into the grid's CRS instead. Use it to check
+    that a DEM covers a scene: ``coverage_fraction(scene_grid, dem_grid.bounds, dem_grid.crs)``.
     """
-    left, bottom, right, top = (float(v) for v in other_bounds)
-    box = shapely.box(left, bottom, right, top)
-    step = max(right - left, top - bottom) / 64.0
-    if step > 0:
-        box = shapely.segmentize(box, step)
-    src = normalize_crs(other_crs)
-    if src != grid.crs:
-        tr = Transformer.from_crs(src, grid.crs, always_xy=True)
-        box = shapely.transform(box, lambda xy: np.column_stack(tr.transform(xy[:, 0], xy[:, 1])))
-        if not box.is_valid:
-            box = shapely.make_valid(box)
-    mine = shapely.box(*grid.bounds)
-    if not np.isfinite(shapely.get_coordinates(box)).all():
+    other = normalize_crs(other_crs)
+    other_box = _densified_box(other_bounds)
+    mine = _box_in(tuple(grid.bounds), grid.crs, other)
+    if mine is not None and mine.area > 0:
+        return float(shapely.intersection(mine, other_box).area / mine.area)
+    theirs = _box_in(tuple(other_bounds), other, grid.crs)
+    if theirs is None:
         return 0.0
-    return float(shapely.intersection(mine, box).area / mine.area)
+    box = shapely.box(*grid.bounds)
+    return float(shapely.intersection(box, theirs).area / box.area)
 
 
 def iter_windows(grid: Grid, block_rows: int, block_cols: int | None = None) -> Iterator[Window]:

@@ -425,18 +425,19 @@ def reproject_to_cog(
     resampling: str | Resampling = "bilinear",
     *,
     bands: Sequence[int] | None = None,
-    block_rows: int = 512,
+    block: int = 1024,
     **cog_options: Any,
 ) -> Path:
     """Warp a raster onto ``grid`` and write it as a float32 COG with NaN nodata, block by block; returns ``dst_path``.
 
-    Band descriptions and dataset tags of the source are kept.
+    Memory holds one ``block`` x ``block`` window of all selected bands at a time (plus GDAL's
+    caches). Band descriptions and dataset tags of the source are kept.
     """
     with RasterOnGrid(src_path, grid, resampling, bands) as r:
         descriptions = [d or "" for d in r.descriptions] if any(r.descriptions) else None
         with CogWriter(
             dst_path, grid, "float32", np.nan, r.count, r.tags, band_descriptions=descriptions, **cog_options
         ) as w:
-            for win in iter_windows(grid, block_rows):
+            for win in iter_windows(grid, block, block):
                 w.write(r.read(win), win)
     return Path(dst_path)

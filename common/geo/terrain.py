@@ -377,6 +377,11 @@ def terrain_window(
     cc0, cc1 = max(c0 - k, 0), min(c0 + w + k, grid.width)
     if callable(dem):
         block = np.asarray(dem(Window(cc0, rr0, cc1 - cc0, rr1 - rr0)), dtype=np.float64)
+        if block.shape != (rr1 - rr0, cc1 - cc0):
+            raise ValueError(
+                f"the DEM reader returned shape {block.shape}, expected a 2-D {(rr1 - rr0, cc1 - cc0)} "
+                "window (open it with RasterOnGrid(..., bands=1))"
+            )
     else:
         arr = np.asarray(dem)
         if arr.shape != grid.shape:

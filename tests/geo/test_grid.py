@@ -106,6 +106,9 @@ def test_coverage_fraction() -> None:
     real = utm_grid(width=100, height=100, res=100.0)
     assert coverage_fraction(real, tuple(real.bounds_in("EPSG:4326")), "EPSG:4326") == pytest.approx(1.0)
     assert coverage_fraction(real, (6, 0, 7, 1), "EPSG:4326") == 0.0  # the DEM tile's box, far away
+    # a global lon/lat raster covers any UTM scene (its box cannot be transformed into UTM whole)
+    assert coverage_fraction(real, (-180, -90, 180, 90), "EPSG:4326") == pytest.approx(1.0)
+    assert coverage_fraction(real, (-180, -90, -8.9505, 90), "EPSG:4326") == pytest.approx(0.5, abs=0.02)
 
 
 def test_iter_windows_cover_the_grid_exactly_once() -> None:

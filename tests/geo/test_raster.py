@@ -121,7 +121,7 @@ def test_utm_to_4326_and_back_keeps_values(tmp_path) -> None:
     path = write_tif(tmp_path / "utm.tif", field, src, nodata=-9999.0)
     geo = src.to_crs("EPSG:4326")
     assert geo.is_geographic
-    reproject_to_cog(path, tmp_path / "geo.tif", geo, "bilinear")
+    reproject_to_cog(path, tmp_path / "geo.tif", geo, "bilinear", block=64)
     with RasterOnGrid(tmp_path / "geo.tif", src, "bilinear", bands=1) as r:
         back = r.read()
     inner = (slice(5, -5), slice(5, -5))
@@ -143,6 +143,16 @@ def test_raster_not_covering_the_grid_is_a_user_error(tmp_path) -> None:
     with pytest.raises(UserError, match="covers 50.0%"):
         with RasterOnGrid(path, half, min_coverage=0.99):  # ...unless asked for full coverage
             pass
+
+
+def test_a_global_lonlat_raster_reads_onto_a_utm_grid(tmp_path) -> None:
+    world = Grid("EPSG:4326", Affine(1.0, 0, -180.0, 0, -1.0, 90.0), 360, 180)
+    lat = np.repeat(np.arange(89.5, -90, -1.0)[:, None], 360, axis=1).astype(np.float32)
+    path = write_tif(tmp_path / "world.tif", lat, world, nodata=-9999.0)
+    scene = utm_grid(width=50, height=50, res=100.0)  # about 24.8 N
+    with RasterOnGrid(path, scene, "nearest", bands=1, min_coverage=1.0) as r:
+        arr = r.read()
+    assert np.all(arr == 24.5)
 
 
 def test_read_errors_are_one_line_user_errors_naming_the_path(tmp_path) -> None:

@@ -237,6 +237,8 @@ def test_terrain_window_rules() -> None:
         terrain_window(tpi, dem, grid, Window(0, 0, 5, 5), radius=3, halo=1)
     with pytest.raises(ValueError, match="outside"):
         terrain_window(slope, dem, grid, Window(8, 0, 5, 5))
+    with pytest.raises(ValueError, match="bands=1"):  # a reader returning (bands, rows, cols)
+        terrain_window(slope, lambda w: np.zeros((1, int(w.height), int(w.width))), grid, Window(0, 0, 5, 5))
 
 
 @pytest.mark.real_data
