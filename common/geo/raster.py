@@ -106,7 +106,9 @@ class RasterOnGrid:
     * ``grid``: the target grid; the raster is reprojected/resampled onto it on the fly.
     * ``resampling``: ``"bilinear"``/``"cubic"``/``"average"`` for continuous values, ``"nearest"``/
       ``"mode"`` for classes. When the target is coarser than the source, GDAL widens the kernel
-      (bilinear then averages over the source pixels under each target pixel).
+      (bilinear then averages over the source pixels under each target pixel); that widened kernel
+      is not exact on sloping planes, so for a DEM going to coarser pixels prefer ``"cubic"`` (a
+      30-degree plane came out within 0.03 degrees with cubic, 0.5 with bilinear).
     * ``bands``: 1-based band number(s). ``None`` (all bands) or a sequence: ``read`` returns
       ``(bands, rows, cols)``; an int: ``read`` returns ``(rows, cols)``.
     * ``exact``: transform every pixel's coordinates exactly (default), so windowed reads equal a

@@ -305,10 +305,13 @@ def write_gpkg(features: Sequence[Feature], path: PathLike, crs: Any, layer: str
 
 # -- reading --------------------------------------------------------------------------------------
 def _csv_columns(path: Path) -> list[str]:
+    """Header of a CSV; the separator is the most frequent of , ; tab | in the first line (as GDAL detects it)."""
     with open(path, newline="", encoding="utf-8-sig") as fh:
-        header = next(csv.reader(fh), None)
-    if not header:
+        first = fh.readline()
+    if not first.strip():
         raise UserError(f"CSV {path} is empty; expected a header row with lon/lat (or x/y) columns")
+    delimiter = max(",;\t|", key=first.count)
+    header = next(csv.reader([first], delimiter=delimiter))
     return [h.strip() for h in header]
 
 
@@ -332,8 +335,8 @@ def read_vector(
 ) -> VectorData:
     """Read a vector file into shapely geometries and an attribute table.
 
-    * Formats: anything OGR reads (GeoPackage, shapefile, GeoJSON, FlatGeobuf, ...), and CSV with
-      point coordinates: columns ``lon``/``longitude``/``lng`` and ``lat``/``latitude`` (EPSG:4326), or
+    * Formats: anything OGR reads (GeoPackage, shapefile, GeoJSON, FlatGeobuf, ...), and ``.csv``/``.tsv``
+      (comma, semicolon, tab or pipe separated) with point coordinates: columns ``lon``/``longitude``/``lng`` and ``lat``/``latitude`` (EPSG:4326), or
       ``x``/``easting`` and ``y``/``northing`` with ``crs`` given; ``x``/``y`` name other columns. The
       coordinate columns stay in the table; column types are detected from the values.
     * ``where``: OGR SQL attribute filter, e.g. ``"Year_obs >= 2005"`` or ``"size = 'large'"``, for all
@@ -353,7 +356,7 @@ def read_vector(
         raise UserError(f"vector path is a folder, expected a file: {p}")
     options: dict[str, str] = {}
     src_crs: str | None = None
-    if p.suffix.lower() in (".csv", ".txt", ".tsv"):
+    if p.suffix.lower() in (".csv", ".tsv"):
         columns = _csv_columns(p)
         xcol = x or _pick(columns, _LON_NAMES)
         ycol = y or _pick(columns, _LAT_NAMES)

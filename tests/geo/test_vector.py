@@ -190,6 +190,10 @@ def test_read_vector_csv_xy_needs_a_crs(tmp_path) -> None:
         read_vector(csv)
     data = read_vector(csv, crs=UTM29, to_crs="EPSG:4326")
     assert data.crs == "EPSG:4326" and -9.01 < data.geometries[0].x < -8.99
+    semi = tmp_path / "semi.csv"
+    semi.write_text("id;LAT;LON\n7;60.1;10.5\n")  # semicolons and upper-case names, lat before lon
+    pt = read_vector(semi).geometries[0]
+    assert (pt.x, pt.y) == (10.5, 60.1)
     other = tmp_path / "nocoords.csv"
     other.write_text("a,b\n1,2\n")
     with pytest.raises(UserError, match="no coordinate columns"):
