@@ -287,3 +287,39 @@ def test_write_cog_multiband_round_trip(tmp_path) -> None:
         np.testing.assert_array_equal(ds.read(), arr)
     with pytest.raises(ValueError, match="does not match grid shape"):
         write_cog(tmp_path / "x.tif", arr[:, :10], grid, -1)
+
+
+_MEMORY_SCRIPT = """
+import resource, sys
+import numpy as np
+from common.geo import CogWriter, iter_windows
+from tests.geo.helpers import utm_grid
+grid = utm_grid(width=8192, height=8192, res=10.0)
+block = np.random.default_rng(0).random((512, 8192), dtype=np.float32)
+base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+with CogWriter(sys.argv[1], grid, "float32", np.nan) as w:
+    for win in iter_windows(grid, 512):
+        w.write(block, win)
+print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base) / 1024)
+"""
+
+
+@pytest.mark.slow
+def test_cog_writer_memory_stays_bounded(tmp_path) -> None:
+    """An 8192 x 8192 float32 raster (268 MB) is written and converted with well under its size in memory."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[2]
+    out = subprocess.run(
+        [sys.executable, "-c", _MEMORY_SCRIPT, str(tmp_path / "big.tif")],
+        cwd=repo,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    grown_mb = float(out.stdout.strip().splitlines()[-1])
+    assert grown_mb < 150, f"peak memory grew by {grown_mb:.0f} MB while writing a 268 MB raster"
+    with rasterio.open(tmp_path / "big.tif") as ds:
+        assert ds.tags(ns="IMAGE_STRUCTURE").get("LAYOUT") == "COG" and len(ds.overviews(1)) >= 4
