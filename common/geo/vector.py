@@ -335,10 +335,11 @@ def read_vector(
 ) -> VectorData:
     """Read a vector file into shapely geometries and an attribute table.
 
-    * Formats: anything OGR reads (GeoPackage, shapefile, GeoJSON, FlatGeobuf, ...), and ``.csv``/``.tsv``
-      (comma, semicolon, tab or pipe separated) with point coordinates: columns ``lon``/``longitude``/``lng`` and ``lat``/``latitude`` (EPSG:4326), or
-      ``x``/``easting`` and ``y``/``northing`` with ``crs`` given; ``x``/``y`` name other columns. The
-      coordinate columns stay in the table; column types are detected from the values.
+    * Formats: anything OGR reads (GeoPackage, shapefile, GeoJSON, FlatGeobuf, ...), and ``.csv`` /
+      ``.tsv`` (comma, semicolon, tab or pipe separated) with point coordinates: columns ``lon`` /
+      ``longitude`` / ``lng`` and ``lat`` / ``latitude`` (EPSG:4326), or ``x`` / ``easting`` and ``y`` /
+      ``northing`` with ``crs`` given; ``x=`` / ``y=`` name other columns. The coordinate columns stay
+      in the table; column types are detected from the values.
     * ``where``: OGR SQL attribute filter, e.g. ``"Year_obs >= 2005"`` or ``"size = 'large'"``, for all
       formats including CSV.
     * ``layer``: layer name or index for multi-layer files (default: the first).
