@@ -1,0 +1,84 @@
+"""Geospatial I/O: the project's single home for raster, vector and terrain handling.
+
+``imagery``, ``tabular`` and ``fusion`` call this package instead of rasterio/pyproj/pyogrio directly.
+
+* :mod:`common.geo.grid`: :class:`Grid` (CRS + transform + size), true pixel sizes in metres,
+  coverage checks, block and tile windows.
+* :mod:`common.geo.raster`: :class:`RasterOnGrid` (read any raster onto a grid, float32 with NaN
+  nodata), :func:`read_raster`, :class:`CogWriter` / :func:`write_cog` / :func:`reproject_to_cog`
+  (streaming, atomic Cloud-Optimized GeoTIFF output).
+* :mod:`common.geo.terrain`: slope, aspect, curvatures, TPI, TRI, roughness, D8 flow accumulation
+  and TWI from a DEM with true metres per pixel; :func:`terrain_window` for block-wise processing.
+* :mod:`common.geo.vector`: :func:`polygonize` with geodesic areas, GeoJSON/GeoPackage writers,
+  :func:`read_vector` (GeoPackage/shapefile/GeoJSON/CSV), :func:`rasterize`, :func:`distance_to`.
+
+Conventions: arrays are ``(rows, cols)`` or ``(bands, rows, cols)``, row 0 north; nodata in float
+arrays is NaN; coordinates are (x, y) / (lon, lat) order; distances and areas are true metres.
+User errors raise one-line :class:`common.cli.UserError` naming the file or value.
+"""
+
+from __future__ import annotations
+
+from common.geo.grid import Grid, coverage_fraction, iter_windows, normalize_crs, pixel_size_m, tile_windows
+from common.geo.raster import CogWriter, RasterData, RasterOnGrid, read_raster, reproject_to_cog, write_cog
+from common.geo.terrain import (
+    aspect,
+    flow_accumulation,
+    plan_curvature,
+    profile_curvature,
+    roughness,
+    slope,
+    terrain_window,
+    tpi,
+    tri,
+    twi,
+)
+from common.geo.vector import (
+    Feature,
+    VectorData,
+    distance_to,
+    geodesic_area_m2,
+    polygonize,
+    rasterize,
+    read_vector,
+    to_lonlat,
+    transform_geometries,
+    write_geojson,
+    write_gpkg,
+)
+
+__all__ = [
+    "Grid",
+    "normalize_crs",
+    "pixel_size_m",
+    "coverage_fraction",
+    "iter_windows",
+    "tile_windows",
+    "RasterOnGrid",
+    "RasterData",
+    "read_raster",
+    "CogWriter",
+    "write_cog",
+    "reproject_to_cog",
+    "slope",
+    "aspect",
+    "plan_curvature",
+    "profile_curvature",
+    "tpi",
+    "tri",
+    "roughness",
+    "flow_accumulation",
+    "twi",
+    "terrain_window",
+    "Feature",
+    "VectorData",
+    "polygonize",
+    "geodesic_area_m2",
+    "to_lonlat",
+    "transform_geometries",
+    "write_geojson",
+    "write_gpkg",
+    "read_vector",
+    "rasterize",
+    "distance_to",
+]

@@ -1,0 +1,458 @@
+"""Reading any raster onto a target grid, and writing Cloud-Optimized GeoTIFFs block by block.
+
+Reading: :class:`RasterOnGrid` opens a raster (any CRS, any resolution) as a virtual warped
+dataset (``rasterio.vrt.WarpedVRT``) on a target :class:`~common.geo.grid.Grid` and reads windows of
+it as float32 with nodata as NaN. Nothing is reprojected up front, so a 10 m Sentinel-2 scene or a
+large DEM is read block by block in bounded memory. Use ``resampling="bilinear"`` (or ``"cubic"``) for
+continuous data (reflectance, elevation) and ``"nearest"`` (or ``"mode"``) for classes (SCL, masks).
+:func:`read_raster` reads one band of a raster as it is stored (native dtype, own grid).
+
+Writing: :class:`CogWriter` streams windows into a temporary tiled GeoTIFF beside the target and,
+on a clean exit, converts it to a Cloud-Optimized GeoTIFF (GDAL's COG driver: tiled, with
+overviews) and renames it onto the target atomically; on an exception nothing is left behind.
+:func:`write_cog` writes a whole in-memory array; :func:`reproject_to_cog` warps a raster file onto
+a grid and writes it as a COG, block by block. Every written raster carries CRS, transform and nodata.
+
+Errors a user can fix (missing file, unreadable or truncated raster, raster without CRS, raster
+not overlapping the grid) raise a one-line :class:`common.cli.UserError` naming the path.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import tempfile
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from types import TracebackType
+from typing import Any, NamedTuple
+
+import numpy as np
+import rasterio
+import rasterio.shutil
+from pyproj import Transformer
+from rasterio.enums import Resampling
+from rasterio.vrt import WarpedVRT
+from rasterio.windows import Window
+
+from common.atomic import atomic_path
+from common.cli import UserError
+from common.geo._dataset import PathLike, open_raster, read_errors
+from common.geo.grid import Grid, coverage_fraction, iter_windows
+
+__all__ = ["RasterOnGrid", "RasterData", "read_raster", "CogWriter", "write_cog", "reproject_to_cog"]
+
+# rasterio 1.4 fails to build a WarpedVRT with tolerance=0 and an explicit transform; a tolerance
+# this small makes GDAL's approximate transformer transform every pixel exactly (checked: windowed
+# reads then equal whole reads bit for bit).
+_EXACT_TOLERANCE = 1e-9
+
+
+def _resampling(value: str | Resampling) -> Resampling:
+    if isinstance(value, Resampling):
+        return value
+    try:
+        return Resampling[str(value).lower()]
+    except KeyError:
+        names = ", ".join(r.name for r in Resampling if r.value < 100)
+        raise ValueError(f"unknown resampling {value!r}; expected one of {names}") from None
+
+
+def _window(window: Window | None, grid: Grid) -> Window:
+    if window is None:
+        return grid.full_window()
+    if not isinstance(window, Window):
+        window = Window.from_slices(*window) if len(window) == 2 else Window(*window)
+    c, r, w, h = (int(v) for v in (window.col_off, window.row_off, window.width, window.height))
+    if (c, r, w, h) != (window.col_off, window.row_off, window.width, window.height):
+        raise ValueError(f"window offsets and sizes must be whole pixels, got {window}")
+    if w < 1 or h < 1 or c < 0 or r < 0 or c + w > grid.width or r + h > grid.height:
+        raise ValueError(f"window {window} is outside the {grid.height}x{grid.width} grid")
+    return Window(c, r, w, h)
+
+
+def _kernel_scales(src: rasterio.io.DatasetReader, grid: Grid) -> tuple[float, float]:
+    """Destination pixels per source pixel along x and y near the middle of the overlap.
+
+    GDAL's warper otherwise estimates this per processing chunk, so a windowed read could use a
+    slightly different resampling kernel from a whole read. Fixing it makes them equal.
+    """
+    to_src = Transformer.from_crs(grid.crs, src.crs, always_xy=True)
+    to_dst = Transformer.from_crs(src.crs, grid.crs, always_xy=True)
+    cx, cy = grid.transform @ (grid.width / 2, grid.height / 2)
+    sx, sy = to_src.transform(cx, cy)
+    col, row = ~src.transform @ (sx, sy)
+    if not (math.isfinite(col) and math.isfinite(row) and 0 <= col <= src.width and 0 <= row <= src.height):
+        col, row = src.width / 2, src.height / 2
+    cols = np.array([col, col + 1.0, col])
+    rows = np.array([row, row, row + 1.0])
+    xs, ys = src.transform @ (cols, rows)
+    dx, dy = to_dst.transform(xs, ys)
+    pc, pr = ~grid.transform @ (np.asarray(dx), np.asarray(dy))
+    xscale = float(math.hypot(pc[1] - pc[0], pr[1] - pr[0]))
+    yscale = float(math.hypot(pc[2] - pc[0], pr[2] - pr[0]))
+    if not (math.isfinite(xscale) and math.isfinite(yscale) and xscale > 0 and yscale > 0):
+        return 1.0, 1.0
+    return xscale, yscale
+
+
+class RasterOnGrid:
+    """A raster file seen on a target grid; read windows as float32 with nodata as NaN.
+
+    ``with RasterOnGrid(path, grid, resampling="bilinear") as r: block = r.read(window)``
+
+    * ``path``: any GDAL-readable raster with a CRS (GeoTIFF/COG, VRT, ``/vsicurl/`` URL).
+    * ``grid``: the target grid; the raster is reprojected/resampled onto it on the fly.
+    * ``resampling``: ``"bilinear"``/``"cubic"``/``"average"`` for continuous values, ``"nearest"``/
+      ``"mode"`` for classes. When the target is coarser than the source, GDAL widens the kernel
+      (bilinear then averages over the source pixels under each target pixel); that widened kernel
+      is not exact on sloping planes, so for a DEM going to coarser pixels prefer ``"cubic"`` (a
+      30-degree plane came out within 0.03 degrees with cubic, 0.5 with bilinear).
+    * ``bands``: 1-based band number(s). ``None`` (all bands) or a sequence: ``read`` returns
+      ``(bands, rows, cols)``; an int: ``read`` returns ``(rows, cols)``.
+    * ``exact``: transform every pixel's coordinates exactly (default), so windowed reads equal a
+      whole-grid read bit for bit (no seams between tiles). ``exact=False`` uses GDAL's linear
+      approximation (error <= 1/8 pixel), about 3x faster for cross-CRS reads; same-CRS reads are
+      exact either way.
+    * ``min_coverage``: fail with a ``UserError`` unless the raster covers at least this fraction of
+      the grid (0..1); a raster that does not overlap the grid at all always fails.
+
+    Values are the stored values (no scale/offset applied; see ``scales``/``offsets``). Target pixels
+    with no valid source pixel (outside the raster, or source nodata under the whole kernel) are NaN.
+    """
+
+    def __init__(
+        self,
+        path: PathLike,
+        grid: Grid,
+        resampling: str | Resampling = "bilinear",
+        bands: int | Sequence[int] | None = None,
+        *,
+        exact: bool = True,
+        min_coverage: float = 0.0,
+    ) -> None:
+        self.path = path
+        self.grid = grid
+        self.resampling = _resampling(resampling)
+        self.bands = bands
+        self.exact = exact
+        self.min_coverage = float(min_coverage)
+        self._stack = contextlib.ExitStack()
+        self._vrt: WarpedVRT | None = None
+        self._indexes: list[int] = []
+
+    def __enter__(self) -> RasterOnGrid:
+        try:
+            src = self._stack.enter_context(open_raster(self.path))
+            try:
+                self.src_grid: Grid | None = Grid(src.crs, src.transform, src.width, src.height)
+            except UserError:  # a rotated or south-up source is fine to warp, it just has no Grid
+                self.src_grid = None
+            count = src.count
+            if self.bands is None:
+                indexes = list(range(1, count + 1))
+            elif isinstance(self.bands, (int, np.integer)):
+                indexes = [int(self.bands)]
+            else:
+                indexes = [int(b) for b in self.bands]
+            bad = [b for b in indexes if not 1 <= b <= count]
+            if bad or not indexes:
+                raise UserError(f"raster {self.path} has bands 1..{count}; asked for band(s) {bad or self.bands}")
+            self._indexes = indexes
+            cover = coverage_fraction(self.grid, tuple(src.bounds), src.crs)
+            if cover <= 0.0 or cover < self.min_coverage:
+                raise UserError(
+                    f"raster {self.path} covers {cover:.1%} of the target grid; expected at least "
+                    f"{max(self.min_coverage, 1e-9):.1%} (is it the right area / CRS?)"
+                )
+            xscale, yscale = _kernel_scales(src, self.grid)
+            self.src_nodata = src.nodata
+            self.src_dtype = src.dtypes[0]
+            self.descriptions = tuple(src.descriptions[i - 1] for i in indexes)
+            self.scales = tuple(src.scales[i - 1] for i in indexes)
+            self.offsets = tuple(src.offsets[i - 1] for i in indexes)
+            self.tags = src.tags()
+            self._vrt = self._stack.enter_context(
+                WarpedVRT(
+                    src,
+                    crs=self.grid.crs,
+                    transform=self.grid.transform,
+                    width=self.grid.width,
+                    height=self.grid.height,
+                    resampling=self.resampling,
+                    src_nodata=src.nodata,
+                    nodata=np.nan,
+                    dtype="float32",
+                    tolerance=_EXACT_TOLERANCE if self.exact else 0.125,
+                    XSCALE=repr(xscale),
+                    YSCALE=repr(yscale),
+                )
+            )
+        except BaseException:
+            self._stack.close()
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Close the virtual dataset and the source file."""
+        self._vrt = None
+        self._stack.close()
+
+    @property
+    def count(self) -> int:
+        """Number of bands ``read`` returns."""
+        return len(self._indexes)
+
+    def read(self, window: Window | None = None) -> np.ndarray:
+        """Read ``window`` of the target grid (``None``: the whole grid) as float32, nodata as NaN.
+
+        Shape ``(rows, cols)`` when ``bands`` was an int, else ``(count, rows, cols)`` in the order of
+        ``bands``. The window must lie inside the grid (see :func:`~common.geo.grid.iter_windows`).
+        """
+        if self._vrt is None:
+            raise RuntimeError("RasterOnGrid.read outside its 'with' block")
+        win = _window(window, self.grid)
+        with read_errors(self.path):
+            data = self._vrt.read(self._indexes, window=win)
+        if isinstance(self.bands, (int, np.integer)):
+            return data[0]
+        return data
+
+
+class RasterData(NamedTuple):
+    """One band as stored: ``array (height, width)`` in the file's dtype, its ``grid``, and ``nodata`` (or None)."""
+
+    array: np.ndarray
+    grid: Grid
+    nodata: float | None
+
+
+def read_raster(path: PathLike, band: int = 1) -> RasterData:
+    """Read band ``band`` (1-based) of a raster whole, in its own grid and dtype (no resampling).
+
+    Pixels equal to ``nodata`` are left as they are (compare against ``RasterData.nodata``); use
+    :class:`RasterOnGrid` for float32 with NaN, another grid, or bounded memory.
+    """
+    with open_raster(path) as src:
+        if not 1 <= band <= src.count:
+            raise UserError(f"raster {path} has bands 1..{src.count}; asked for band {band}")
+        grid = Grid(src.crs, src.transform, src.width, src.height)
+        with read_errors(path):
+            array = src.read(band)
+        return RasterData(array, grid, src.nodata)
+
+
+def _check_nodata(nodata: float, dtype: np.dtype) -> None:
+    if dtype.kind == "f":
+        return
+    if isinstance(nodata, float) and (math.isnan(nodata) or not nodata.is_integer()):
+        raise ValueError(f"nodata {nodata!r} cannot be stored in {dtype.name}; pick a whole number in its range")
+    info = np.iinfo(dtype)
+    if not info.min <= nodata <= info.max:
+        raise ValueError(f"nodata {nodata!r} is outside the range of {dtype.name} ({info.min}..{info.max})")
+
+
+class CogWriter:
+    """Write a raster window by window, ending as a Cloud-Optimized GeoTIFF at ``path``.
+
+    ``with CogWriter(path, grid, "float32", nodata=np.nan) as w: w.write(block, window)``
+
+    * Windows go into a temporary tiled GeoTIFF beside ``path`` (``.{name}.*.part.tif``); pixels never
+      written read back as ``nodata``. Memory stays bounded by the blocks you pass plus GDAL's cache.
+    * On a clean exit it is converted with GDAL's COG driver (``blocksize`` tiles, ``compress``,
+      internal overviews down to one tile, resampled with ``overview_resampling``: by default
+      ``"average"`` for float data and ``"nearest"`` for integer (class) data), written under a
+      temporary name and renamed onto ``path`` atomically. On an exception both temporaries are
+      removed and an existing ``path`` is left untouched.
+    * ``nodata`` is required (NaN is allowed for float dtypes); ``tags`` are dataset metadata
+      (``{"units": "degrees"}``); ``band_descriptions`` name the bands.
+    * ``cache_mb``: GDAL's block cache while writing and converting (``GDAL_CACHEMAX``, in MB; 0 keeps
+      GDAL's default of 5% of RAM, which can hold most of a scene). With 64 MB, writing and converting
+      an 8192 x 8192 float32 raster (268 MB) peaked ~115 MB above the process's baseline (~390 MB
+      with GDAL's default on a 24 GB machine), at the same speed.
+    """
+
+    def __init__(
+        self,
+        path: PathLike,
+        grid: Grid,
+        dtype: Any,
+        nodata: float,
+        count: int = 1,
+        tags: Mapping[str, Any] | None = None,
+        *,
+        band_descriptions: Sequence[str] | None = None,
+        blocksize: int = 512,
+        compress: str = "deflate",
+        overview_resampling: str | None = None,
+        cache_mb: int = 64,
+    ) -> None:
+        self.path = Path(path)
+        self.grid = grid
+        self.dtype = np.dtype(dtype)
+        if nodata is None:
+            raise ValueError(f"CogWriter for {self.path} needs a nodata value (NaN is fine for float dtypes)")
+        _check_nodata(nodata, self.dtype)
+        self.nodata = nodata
+        if count < 1:
+            raise ValueError(f"count must be >= 1, got {count}")
+        self.count = int(count)
+        self.tags = {str(k): str(v) for k, v in (tags or {}).items()}
+        if band_descriptions is not None and len(band_descriptions) != self.count:
+            raise ValueError(f"expected {self.count} band descriptions, got {len(band_descriptions)}")
+        self.band_descriptions = band_descriptions
+        if blocksize % 16 or blocksize < 16:
+            raise ValueError(f"blocksize must be a multiple of 16, got {blocksize}")
+        self.blocksize = int(blocksize)
+        self.compress = compress
+        self.overview_resampling = overview_resampling or ("average" if self.dtype.kind == "f" else "nearest")
+        _resampling(self.overview_resampling)
+        self.cache_mb = int(cache_mb)
+        self._part: Path | None = None
+        self._dst: Any = None
+        self._env: rasterio.Env | None = None
+
+    def __enter__(self) -> CogWriter:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        # rasterio hands GDAL_CACHEMAX to GDALSetCacheMax64, i.e. in bytes
+        self._env = rasterio.Env(GDAL_CACHEMAX=self.cache_mb << 20) if self.cache_mb else rasterio.Env()
+        self._env.__enter__()
+        fd, name = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".part.tif", dir=self.path.parent)
+        os.close(fd)
+        self._part = Path(name)
+        profile = self.grid.to_profile(self.dtype, self.nodata, self.count)
+        block = min(self.blocksize, 256)
+        profile.update(tiled=True, blockxsize=block, blockysize=block, compress="deflate", zlevel=1, bigtiff="IF_SAFER")
+        try:
+            self._dst = rasterio.open(self._part, "w", **profile)
+            if self.tags:
+                self._dst.update_tags(**self.tags)
+            for i, desc in enumerate(self.band_descriptions or (), start=1):
+                self._dst.set_band_description(i, desc)
+        except BaseException:
+            self._cleanup()
+            raise
+        return self
+
+    def write(self, array: np.ndarray, window: Window | None = None) -> None:
+        """Write ``array`` at ``window`` (``None``: the whole grid).
+
+        ``array`` is ``(rows, cols)`` when ``count == 1``, else ``(count, rows, cols)``, matching the
+        window's size. Float input written to an integer dtype has NaN replaced by ``nodata``;
+        values outside the dtype's range are an error rather than wrapped silently.
+        """
+        if self._dst is None:
+            raise RuntimeError(f"CogWriter({self.path}).write outside its 'with' block")
+        win = _window(window, self.grid)
+        arr = np.asarray(array)
+        if arr.ndim == 2:
+            arr = arr[None]
+        expected = (self.count, int(win.height), int(win.width))
+        if arr.shape != expected:
+            raise ValueError(
+                f"array shape {np.asarray(array).shape} does not match window {win} x {self.count} band(s)"
+            )
+        if self.dtype.kind != "f" and arr.dtype.kind == "f":
+            nan = np.isnan(arr)
+            if nan.any():
+                arr = np.where(nan, self.nodata, arr)
+        if self.dtype.kind in "iu" and arr.size:
+            info = np.iinfo(self.dtype)
+            lo, hi = arr.min(), arr.max()
+            if lo < info.min or hi > info.max:
+                raise ValueError(f"values {lo}..{hi} do not fit {self.dtype.name} for {self.path}")
+        self._dst.write(arr.astype(self.dtype, copy=False), window=win)
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        try:
+            dst, self._dst = self._dst, None
+            if dst is not None:
+                dst.close()
+            if exc_type is None:
+                with atomic_path(self.path) as tmp:
+                    rasterio.shutil.copy(
+                        self._part,
+                        tmp,
+                        driver="COG",
+                        blocksize=self.blocksize,
+                        compress=self.compress,
+                        overview_resampling=self.overview_resampling,
+                        bigtiff="IF_SAFER",
+                    )
+        finally:
+            self._cleanup()
+
+    def _cleanup(self) -> None:
+        if self._dst is not None:
+            with contextlib.suppress(Exception):
+                self._dst.close()
+            self._dst = None
+        if self._part is not None:
+            with contextlib.suppress(FileNotFoundError):
+                self._part.unlink()
+            with contextlib.suppress(FileNotFoundError):
+                Path(f"{self._part}.aux.xml").unlink()
+            self._part = None
+        if self._env is not None:
+            env, self._env = self._env, None
+            env.__exit__(None, None, None)
+
+
+def write_cog(
+    path: PathLike,
+    array: np.ndarray,
+    grid: Grid,
+    nodata: float,
+    *,
+    dtype: Any = None,
+    tags: Mapping[str, Any] | None = None,
+    band_descriptions: Sequence[str] | None = None,
+    block_rows: int = 512,
+    **cog_options: Any,
+) -> Path:
+    """Write an in-memory ``(rows, cols)`` or ``(bands, rows, cols)`` array on ``grid`` as a COG; returns ``path``.
+
+    ``dtype`` defaults to the array's. Other keywords go to :class:`CogWriter`.
+    """
+    arr = np.asarray(array)
+    if arr.ndim not in (2, 3) or arr.shape[-2:] != grid.shape:
+        raise ValueError(f"array shape {arr.shape} does not match grid shape {grid.shape} for {path}")
+    count = 1 if arr.ndim == 2 else arr.shape[0]
+    with CogWriter(
+        path, grid, dtype or arr.dtype, nodata, count, tags, band_descriptions=band_descriptions, **cog_options
+    ) as w:
+        for win in iter_windows(grid, block_rows):
+            rows = slice(win.row_off, win.row_off + win.height)
+            w.write(arr[..., rows, :], win)
+    return Path(path)
+
+
+def reproject_to_cog(
+    src_path: PathLike,
+    dst_path: PathLike,
+    grid: Grid,
+    resampling: str | Resampling = "bilinear",
+    *,
+    bands: Sequence[int] | None = None,
+    block: int = 1024,
+    **cog_options: Any,
+) -> Path:
+    """Warp a raster onto ``grid`` and write it as a float32 COG with NaN nodata, block by block; returns ``dst_path``.
+
+    Memory holds one ``block`` x ``block`` window of all selected bands at a time (plus GDAL's
+    caches). Band descriptions and dataset tags of the source are kept.
+    """
+    with RasterOnGrid(src_path, grid, resampling, bands) as r:
+        descriptions = [d or "" for d in r.descriptions] if any(r.descriptions) else None
+        with CogWriter(
+            dst_path, grid, "float32", np.nan, r.count, r.tags, band_descriptions=descriptions, **cog_options
+        ) as w:
+            for win in iter_windows(grid, block, block):
+                w.write(r.read(win), win)
+    return Path(dst_path)
