@@ -25,8 +25,8 @@ from pathlib import Path
 
 import numpy as np
 
-from imagery.data import write_image, write_mask
 from imagery.data.bands import L4S_BAND_MEANS, N_BANDS
+from imagery.data.l4s import write_image, write_mask
 
 #: Class spectra over B1..B12 in L4S pre-scaled units (band value / band mean).
 SPECTRA: dict[str, np.ndarray] = {
