@@ -49,8 +49,7 @@ def log_oof_run(
 
     from common.tracking import ensure_experiment
 
-    ensure_experiment(experiment)
-    with mlflow.start_run() as run:
+    with mlflow.start_run(experiment_id=ensure_experiment(experiment)) as run:
         if params:
             mlflow.log_params(params)
         mlflow.log_text(oof.to_csv(index=False), "oof_predictions.csv")
