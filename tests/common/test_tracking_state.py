@@ -103,9 +103,30 @@ def test_commands_use_only_the_flag_store(tmp_path: Path) -> None:
     uri = f"sqlite:///{store / 'mlflow.db'}"
     work = tmp_path / "work"
     work.mkdir()
-    qs = _run(["pipelines.quickstart", "--n-regions", "60", "--patch-size", "16", "--tabular-folds", "2",
-               "--imagery-epochs", "1", "--imagery-width", "2", "--n-bootstrap", "20", "--seed", "3",
-               "--out-dir", "qs", "--tracking-uri", uri], work)
+    qs = _run(
+        [
+            "pipelines.quickstart",
+            "--n-regions",
+            "60",
+            "--patch-size",
+            "16",
+            "--tabular-folds",
+            "2",
+            "--imagery-epochs",
+            "1",
+            "--imagery-width",
+            "2",
+            "--n-bootstrap",
+            "20",
+            "--seed",
+            "3",
+            "--out-dir",
+            "qs",
+            "--tracking-uri",
+            uri,
+        ],
+        work,
+    )
     assert qs.returncode == 0, qs.stderr[-3000:]
     client = mlflow.MlflowClient(uri)
     exp = client.get_experiment_by_name("quickstart")
@@ -120,9 +141,25 @@ def test_commands_use_only_the_flag_store(tmp_path: Path) -> None:
     test_regions = work / "regions.csv"
     make_paired_regions(PairedConfig(n_regions=10, size=16, seed=9)).table.to_csv(test_regions, index=False)
     fold0 = runs["imagery-fold0"].info.run_id
-    sc = _run(["pipelines.score_regions", "--regions", str(test_regions), "--out", "scores.csv",
-               "--tabular-model", f"runs:/{runs['tabular'].info.run_id}/model", "--imagery-model", f"runs:/{fold0}",
-               "--fusion-model", fusion.info.run_id, "--no-progress", "--tracking-uri", uri], work)
+    sc = _run(
+        [
+            "pipelines.score_regions",
+            "--regions",
+            str(test_regions),
+            "--out",
+            "scores.csv",
+            "--tabular-model",
+            f"runs:/{runs['tabular'].info.run_id}/model",
+            "--imagery-model",
+            f"runs:/{fold0}",
+            "--fusion-model",
+            fusion.info.run_id,
+            "--no-progress",
+            "--tracking-uri",
+            uri,
+        ],
+        work,
+    )
     assert sc.returncode == 0, sc.stderr[-3000:]
     assert sc.stderr == ""  # the project's own output only: no third-party progress bars or warnings
     scored = client.get_experiment_by_name("score_regions")
