@@ -202,18 +202,16 @@ def score_regions(
     seconds = time.perf_counter() - t0
     mlflow.log_metrics(
         {
-            "regions": info["regions"],
-            "scored": info["scored"],
-            "skipped": info["skipped"],
+            "regions": info.regions,
+            "scored": info.scored,
+            "skipped": info.skipped,
             "score_seconds": seconds,
-            "regions_per_second": info["scored"] / max(seconds, 1e-9),
-            **{f"evidence_{k}": v for k, v in info["evidence"].items()},
+            "regions_per_second": info.scored / max(seconds, 1e-9),
+            **{f"evidence_{k}": v for k, v in info.evidence.items()},
         }
     )
     log(
-        f"scored {info['scored']} region(s) ({info['skipped']} already done) in {seconds:.1f}s -> {out}; "
-        f"evidence: {', '.join(f'{k}={v}' for k, v in info['evidence'].items())}"
+        f"scored {info.scored} region(s) ({info.skipped} already done) in {seconds:.1f}s -> {out}; "
+        f"evidence: {', '.join(f'{k}={v}' for k, v in info.evidence.items())}"
     )
-    return ScoreResult(
-        run.info.run_id, str(out), info["regions"], info["scored"], info["skipped"], info["evidence"], seconds
-    )
+    return ScoreResult(run.info.run_id, str(out), info.regions, info.scored, info.skipped, info.evidence, seconds)

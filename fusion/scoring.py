@@ -296,6 +296,18 @@ def _done_ids(partial: Path) -> set[str]:
     return set(df[ID_COLUMN].astype(str))
 
 
+@dataclass(frozen=True)
+class ScoreCounts:
+    """What :func:`score_table` did: ``regions`` in the table, ``scored`` by this call, ``skipped``
+    (already in the partial file), rows per ``evidence`` level, and the output path."""
+
+    regions: int
+    scored: int
+    skipped: int
+    evidence: dict[str, int]
+    out: str
+
+
 def score_table(
     table: pd.DataFrame,
     scorer: RegionScorer,
@@ -305,11 +317,10 @@ def score_table(
     resume: bool = False,
     progress: bool = True,
     on_batch: Callable[[int, int], None] | None = None,
-) -> dict[str, Any]:
+) -> ScoreCounts:
     """Score every region of ``table`` into the CSV ``out`` (see the module docstring).
 
-    Returns counts: ``regions``, ``scored`` (this call), ``skipped`` (already in the partial file),
-    ``evidence`` counts, and the output path. ``on_batch(done, total)`` is called after each batch.
+    ``on_batch(done, total)`` is called after each batch.
     """
     out_path = Path(out)
     if out_path.is_dir():
@@ -355,10 +366,10 @@ def score_table(
         pd.DataFrame(columns=list(ALL_COLUMNS)).to_csv(partial, index=False)
     result = pd.read_csv(partial, usecols=["evidence"])
     os.replace(partial, out_path)
-    return {
-        "regions": int(len(table)),
-        "scored": int(len(todo)),
-        "skipped": int(len(table) - len(todo)),
-        "evidence": {str(k): int(v) for k, v in result["evidence"].value_counts().items()},
-        "out": str(out_path),
-    }
+    return ScoreCounts(
+        regions=int(len(table)),
+        scored=int(len(todo)),
+        skipped=int(len(table) - len(todo)),
+        evidence={str(k): int(v) for k, v in result["evidence"].value_counts().items()},
+        out=str(out_path),
+    )

@@ -29,7 +29,6 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import mlflow
 import numpy as np
@@ -185,7 +184,22 @@ def train_imagery_crossfit(cfg: QuickstartConfig, patches: PatchSet) -> FoldsRes
         )
 
 
-def run(cfg: QuickstartConfig, log: Callable[[str], None] = print) -> dict[str, Any]:
+@dataclass(frozen=True)
+class QuickstartResult:
+    """The main job's outcome: the held-out table, timings (seconds), the scores file and every run id."""
+
+    table: pd.DataFrame
+    timings: dict[str, float]
+    scores: str
+    tabular_run_id: str
+    imagery_run_id: str
+    fusion_run_id: str
+    score_run_id: str
+    evaluation_run_id: str
+    tracking_uri: str
+
+
+def run(cfg: QuickstartConfig, log: Callable[[str], None] = print) -> QuickstartResult:
     """Run the whole job in the store the command set up; returns run ids, the metrics table and timings."""
     uri = mlflow.get_tracking_uri()
     timings: dict[str, float] = {}
@@ -330,17 +344,9 @@ def run(cfg: QuickstartConfig, log: Callable[[str], None] = print) -> dict[str, 
         eval_run = run.info.run_id
     log(f"\ntotal {timings['total_s']:.0f}s; scores: {scores_csv}")
     log(f"compare the runs: mlflow ui --backend-store-uri {uri}")
-    return {
-        "table": table,
-        "timings": timings,
-        "scores": str(scores_csv),
-        "evaluation_run_id": eval_run,
-        "tabular_run_id": tab.run_id,
-        "imagery_run_id": img.run_id,
-        "fusion_run_id": fus.run_id,
-        "score_run_id": sc.run_id,
-        "tracking_uri": uri,
-    }
+    return QuickstartResult(
+        table, timings, str(scores_csv), tab.run_id, img.run_id, fus.run_id, sc.run_id, eval_run, uri
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:

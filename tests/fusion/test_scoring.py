@@ -43,7 +43,7 @@ def test_scores_every_region_with_all_columns(tmp_path: Path) -> None:
     info = score_table(table, scorer, out, images, progress=False)
     df = pd.read_csv(out)
     assert list(df.columns) == list(ALL_COLUMNS)
-    assert df["region_id"].tolist() == list(range(10)) and info["scored"] == 10
+    assert df["region_id"].tolist() == list(range(10)) and info.scored == 10
     assert (df["evidence"] == "both").all()
     for c in ("p_tabular", "p_imagery", "p_fused"):
         assert df[c].between(0, 1).all()
@@ -131,7 +131,7 @@ def test_resume_skips_done_regions_and_repairs_a_torn_line(tmp_path: Path) -> No
     seg = FakeSegmenter()
     scorer = RegionScorer(FakeTabular(), seg, _fuser(), ScoringConfig(batch_size=4))
     info = score_table(table, scorer, out, images, resume=True, progress=False)
-    assert info["skipped"] == 4 and info["scored"] == 6 and seg.seen == 6
+    assert info.skipped == 4 and info.scored == 6 and seg.seen == 6
     got = pd.read_csv(out)
     pd.testing.assert_frame_equal(got, expected)
 
