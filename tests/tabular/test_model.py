@@ -158,3 +158,20 @@ def test_metadata_roundtrip(fitted, data):
     bad = dict(fitted.metadata(), feature_names=["a"])
     with pytest.raises(ValueError, match="do not match"):
         LandslideClassifier.from_booster(fitted.booster_, bad)
+
+
+def test_scikit_learn_conventions(data):
+    from sklearn.exceptions import NotFittedError
+
+    X, y = data
+    clf = LandslideClassifier(None, seed=5, categorical=("lithology", "land_cover"))
+    assert clf.params is None and clf.categorical == ("lithology", "land_cover")  # stored unchanged
+    assert not hasattr(clf, "threshold_") and not hasattr(clf, "booster_")
+    for call in (lambda: clf.predict_proba(X), lambda: clf.set_threshold(0.3), lambda: clf.metadata()):
+        with pytest.raises(NotFittedError):
+            call()
+    clf.fit(X.iloc[:400], y[:400], num_boost_round=5)
+    assert clf.params is None and clf.params_ == LGBMParams()  # defaults resolved in fit, as params_
+    assert clf.threshold_ == 0.5 and clf.set_threshold(0.3) is clf and clf.threshold_ == 0.3
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        clf.set_threshold(1.5)
