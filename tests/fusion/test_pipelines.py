@@ -43,7 +43,7 @@ def test_train_fusion_logs_fuser_with_input_runs(tracking_uri: str, capsys: pyte
     meta = json.loads(Path(local).read_text())["meta"]
     assert meta["tabular_features"] == FEATURES and meta["imagery_channel_set"] == 14
     assert meta["tabular_run_id"] == tab
-    assert "fusion model: runs:/" in capsys.readouterr().out
+    assert "fusion_model: runs:/" in capsys.readouterr().out
 
 
 def test_train_fusion_bad_runs(tracking_uri: str, capsys: pytest.CaptureFixture[str]) -> None:
@@ -52,13 +52,13 @@ def test_train_fusion_bad_runs(tracking_uri: str, capsys: pytest.CaptureFixture[
     err = capsys.readouterr().err
     assert err.startswith("error: tabular run") and err.count("\n") == 1
     t, _ = oof_pair()
-    short = log_oof_run("i", t.iloc[5:])  # regions 0-4 missing
+    short = log_oof_run("i", t.iloc[5:], params={"model.channel_set": "14"})  # regions 0-4 missing
     assert run_main(train_fusion.main, ["--tabular-run", tab, "--imagery-run", short]) == 2
     err = capsys.readouterr().err
     assert "missing from the imagery OOF: 0, 1, 2, 3, 4" in err and err.count("\n") == 1
     assert _last_run("train_fusion").info.status == "FAILED"
     with mlflow.start_run() as empty:
-        pass
+        mlflow.set_tag("landslide.kind", "imagery")
     assert run_main(train_fusion.main, ["--tabular-run", tab, "--imagery-run", empty.info.run_id]) == 2
     assert "has no oof_predictions.csv" in capsys.readouterr().err
 
