@@ -22,6 +22,7 @@ import dataclasses
 import json
 import os
 import re
+import secrets
 import subprocess
 import tempfile
 import time
@@ -232,10 +233,10 @@ def log_fingerprint(fp: Fingerprint, prefix: str = "data", *, context: str = "tr
 
 
 def default_run_name(experiment: str, hint: str | None = None) -> str:
-    """``<experiment>[-<hint>]-<YYYYmmdd-HHMMSS>`` (hint: the model, say): readable, and never the
-    seeded random name MLflow would draw from the global RNG."""
+    """``<experiment>[-<hint>]-<YYYYmmdd-HHMMSS>-<4 hex>`` (hint: the model, say): readable, unique
+    (the suffix comes from the OS, not from the seeded global RNG MLflow would draw its names from)."""
     parts = [experiment, hint] if hint else [experiment]
-    return "-".join([*parts, time.strftime("%Y%m%d-%H%M%S")])
+    return "-".join([*parts, time.strftime("%Y%m%d-%H%M%S"), secrets.token_hex(2)])
 
 
 #: Run tags the project sets: which pipeline made a run, and the sha256 of the model it logged.

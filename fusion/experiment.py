@@ -117,7 +117,8 @@ def _base_run(client: Any, run_id: str, kind: str, flag: str) -> Any:
     if found != kind:
         made_by = run.data.tags.get("entry_point", "?")
         raise UserError(
-            f"{flag} {run_id} is a {found} run (made by {made_by}); expected a run of pipelines.train_{kind}"
+            f"{flag} {run_id} is {'an' if found[0] in 'aeiou' else 'a'} {found} run (made by {made_by}); "
+            f"expected a run of pipelines.train_{kind}"
         )
     return run
 

@@ -357,7 +357,7 @@ OUTPUT_SUFFIXES = (".csv", ".parquet")
 class ScoreCounts:
     """What :func:`score_table` did: ``regions`` in the table, ``scored`` by this call, ``skipped``
     (already in the partial file), rows per ``evidence`` level, regions without a usable image when an
-    imagery model was given (``missing_images``), and the output path."""
+    imagery model was given among those scored by this call (``missing_images``), and the output path."""
 
     regions: int
     scored: int
@@ -393,7 +393,8 @@ def _check_resume(partial: Path, fingerprint: dict[str, str]) -> None:
 
 
 def _check_images(refs: list[Any], table: pd.DataFrame, config: ScoringConfig) -> int:
-    """Regions without a usable image reference; an error when none has one (unless allowed)."""
+    """Regions without a usable image reference; an error when none has one (unless allowed), or, with
+    ``strict_images``, when any referenced image is missing."""
     missing = [i for i, ref in enumerate(refs) if ref.path is None or ref.problem]
     if config.strict_images:
         for i in missing:
@@ -435,7 +436,9 @@ def score_table(
         )
     scorer.check_table(table)
     refs = resolve_image_refs(table, images_dir) if scorer.segmenter is not None else None
-    n_missing = _check_images(refs, table, scorer.config) if refs is not None else 0
+    if refs is not None:
+        _check_images(refs, table, scorer.config)
+    n_missing = 0
     mdir = Path(masks_dir) if masks_dir is not None else out_path.with_name(out_path.stem + "_masks")
     partial = partial_path(out_path)
     fp = dict(fingerprint or {})
@@ -459,6 +462,7 @@ def score_table(
             images, has, notes = load_images(
                 [refs[i] for i in idx], batch[ID_COLUMN].tolist(), strict=scorer.config.strict_images
             )
+            n_missing += int((~has).sum())
         scored = scorer.score_batch(batch, images, has, notes, mdir if scorer.config.write_masks else None)
         _append(partial, scored.to_csv(index=False, header=header))
         header = False

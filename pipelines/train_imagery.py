@@ -116,6 +116,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     r.add_argument("--vote", action="store_true", help="vote over the multi-resolution outputs at evaluation")
     r.add_argument("--overlays", type=int, default=4, help="prediction overlay PNGs logged for validation patches")
+    r.add_argument(
+        "--no-log-flavour",
+        action="store_true",
+        help="skip the MLflow PyTorch flavour export (slow on a CPU); the segmenter itself is always logged",
+    )
     r.add_argument("--no-progress", action="store_true", help="no progress bars")
     add_common_args(p)
     return p
@@ -163,6 +168,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         vote=args.vote,
         n_overlays=max(0, args.overlays),
         progress=not args.no_progress,
+        log_flavour=not args.no_log_flavour,
     )
     return cfg.validate()
 

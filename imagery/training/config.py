@@ -147,9 +147,21 @@ class TrainConfig:
     vote: bool = False
     n_overlays: int = 4
     progress: bool = True
+    #: also log the MLflow PyTorch flavour (for pyfunc users; this project loads the state dict). Slow on
+    #: a CPU (it traces the model), so it can be switched off; the segmenter artifacts are always logged.
+    log_flavour: bool = True
 
     #: Fields that never change what a run computes: they may differ when a run is resumed.
-    VOLATILE_FIELDS = ("device", "compile", "progress", "checkpoint_dir", "resume", "eval_batch_size", "n_overlays")
+    VOLATILE_FIELDS = (
+        "device",
+        "compile",
+        "progress",
+        "checkpoint_dir",
+        "resume",
+        "eval_batch_size",
+        "n_overlays",
+        "log_flavour",
+    )
 
     def resume_key(self) -> dict[str, str]:
         """Every setting that determines the result, flattened (``model.name``, ``optim.lr``, ...)."""

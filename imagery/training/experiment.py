@@ -213,18 +213,19 @@ def run_folds(
     *,
     patches: PatchSet | None = None,
     fingerprint: Fingerprint | None = None,
-    log_flavour: bool = True,
+    log_flavour: bool | None = None,
     fold_prefix: str = "",
 ) -> FoldsResult:
     """Run the experiment of ``cfg`` inside the active (parent) MLflow run; see the module docstring.
 
     ``patches`` (with its ``fingerprint``) trains on patches already in memory instead of ``cfg.data``;
-    ``log_flavour=False`` skips the MLflow PyTorch flavour export (the slowest step on a CPU); the
+    ``log_flavour`` (default ``cfg.log_flavour``) False skips the MLflow PyTorch flavour export; the
     nested run of fold ``i`` is named ``<fold_prefix>fold<i>``. With ``cfg.checkpoint_dir`` each run's
     id is kept beside its checkpoint, and ``cfg.resume`` continues those same runs.
     """
     set_run_kind("imagery")
     _remember_run(cfg.checkpoint_dir)
+    log_flavour = cfg.log_flavour if log_flavour is None else log_flavour
     with tempfile.TemporaryDirectory() as tmp:
         if patches is None:
             patches, fingerprint = load_training_data(cfg, Path(tmp))
