@@ -225,7 +225,9 @@ def load_models(cfg: ScoreRegionsConfig, *, tracking_uri: str | None = None) -> 
     if cfg.imagery_model:
         from imagery.inference.serving import load_segmenter  # noqa: PLC0415 - torch only with an imagery model (fusion stays torch-free)
 
-        seg = load_segmenter(cfg.imagery_model, device=cfg.device, tracking_uri=tracking_uri, flag="--imagery-model")
+        seg = load_segmenter(
+            cfg.imagery_model, device=cfg.device, tracking_uri=tracking_uri, flag="--imagery-model", runtime=cfg.runtime
+        )
     if cfg.fusion_model:
         fus = load_fuser(cfg.fusion_model, tracking_uri=tracking_uri)
     return tab, seg, fus

@@ -53,6 +53,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         overlap=args.overlap,
         overlays=not args.no_overlays,
         device=args.device,
+        runtime=args.runtime,
         seed=args.seed,
     )
     seed_everything(cfg.seed)

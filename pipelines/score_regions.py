@@ -71,6 +71,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--resume", action="store_true", help="continue from <out>.partial, skipping regions already scored")
     p.add_argument("--device", default="cpu", help="segmenter device: cpu, cuda or auto")
+    p.add_argument(
+        "--runtime", choices=("torch", "onnx"), default="torch", help="segmenter runtime (onnx: ONNX Runtime)"
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     add_common_args(p)
     return p
@@ -104,6 +107,7 @@ def config_from_args(args: argparse.Namespace) -> ScoreRegionsConfig:
         resume=args.resume,
         progress=not args.no_progress,
         device=args.device,
+        runtime=args.runtime,
         seed=args.seed,
         experiment=args.experiment or EXPERIMENT,
         run_name=args.run_name,

@@ -225,7 +225,7 @@ def predict_inputs(cfg: PredictConfig, *, tracking_uri: str | None = None) -> Pr
     out = Path(cfg.out)
     if out.exists() and not out.is_dir():
         raise UserError(f"--out {out}: exists and is not a folder")
-    segmenter = load_segmenter(cfg.model_uri, device=cfg.device, tracking_uri=tracking_uri)
+    segmenter = load_segmenter(cfg.model_uri, device=cfg.device, tracking_uri=tracking_uri, runtime=cfg.runtime)
     log_fingerprint(fingerprint_files([it.source for it in items], source=cfg.input), context="inference")
     opts = {"tta": cfg.tta, "vote": cfg.vote, "morphology": None, "threshold": cfg.threshold}
     t = segmenter.threshold if cfg.threshold is None else cfg.threshold

@@ -80,17 +80,28 @@ class Segmenter:
 
     Attributes: ``model`` (eval mode, on ``device``), ``meta``, ``threshold``, ``channel_set``,
     ``digest`` (:func:`state_digest` of the weights).
+
+    ``model`` is a torch network, or any callable with the same contract (preprocessed
+    ``(B, C, H, W)`` tensor in, dict of logits out) such as :class:`imagery.inference.onnx.OnnxNetwork`
+    (ONNX Runtime), which runs where it was built and carries its own ``digest``.
     """
 
     def __init__(
-        self, model: nn.Module, meta: SegmenterMeta, device: str | torch.device = "auto", channels_last: bool = True
+        self,
+        model: nn.Module | Any,
+        meta: SegmenterMeta,
+        device: str | torch.device = "auto",
+        channels_last: bool = True,
     ) -> None:
         self.device = resolve_device(device) if isinstance(device, str) else device
-        self.model = model.to(self.device).eval()
-        # channels-last convolutions are the fast path on CPU (oneDNN) and GPU alike (benchmarks/)
-        self.channels_last = channels_last
-        if channels_last:
-            self.model = self.model.to(memory_format=torch.channels_last)
+        self.channels_last = channels_last and isinstance(model, nn.Module)
+        if isinstance(model, nn.Module):
+            self.model = model.to(self.device).eval()
+            # channels-last convolutions are the fast path on CPU (oneDNN) and GPU alike (benchmarks/)
+            if self.channels_last:
+                self.model = self.model.to(memory_format=torch.channels_last)
+        else:
+            self.model = model
         self.meta = meta
         normalizer = None
         if meta.normalizer:
@@ -99,7 +110,9 @@ class Segmenter:
 
     @functools.cached_property
     def digest(self) -> str:
-        return state_digest(self.model)
+        if isinstance(self.model, nn.Module):
+            return state_digest(self.model)
+        return str(getattr(self.model, "digest", ""))
 
     @property
     def threshold(self) -> float:
