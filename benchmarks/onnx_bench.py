@@ -100,8 +100,10 @@ def main() -> None:
     p.add_argument("--iters", type=int, default=3)
     p.add_argument("--threads", type=int, default=0, help="intra-op threads for all runtimes (0: their default)")
     args = p.parse_args()
-    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} logical CPUs, "
-          f"load average {os.getloadavg()[0]:.2f}; batch {args.batch} x 23 x 128 x 128, {args.iters} iterations")
+    print(
+        f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} logical CPUs, "
+        f"load average {os.getloadavg()[0]:.2f}; batch {args.batch} x 23 x 128 x 128, {args.iters} iterations"
+    )
     print("| model | runtime | img/s | ratio to torch eager | peak RSS MB |")
     print("|---|---|---|---|---|")
     rows = []

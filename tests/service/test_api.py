@@ -9,65 +9,21 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pytest
 from fastapi.testclient import TestClient
 
-from common.cli import UserError
-from fusion.paired import PairedConfig, make_paired_regions
-from fusion.stacking import StackingFuser
 from imagery.data import write_image
-from imagery.inference import load_segmenter
 from service.api import create_app
 from service.config import ServiceConfig
-from service.regions import check_regions, from_request
-from tabular.serving import load_tabular_model
-from tests.fusion.helpers import oof_pair, segmenter_folder, tabular_model_folder
+from tests.service.helpers import FakeAssessor
+from tests.service.helpers import rows as _rows
+from tests.service.helpers import strip as _strip
 
 FEATURES = ["slope_deg", "relief_m", "rain_7d_mm", "soil_moisture", "ndvi"]
-
-
-class FakeAssessor:
-    """Checks regions like the real one and 'runs' a job by writing a tiny result."""
-
-    def __init__(self, cfg: ServiceConfig) -> None:
-        self.cfg = cfg
-
-    def check(self, request: dict[str, Any]) -> None:
-        check_regions(from_request(request), self.cfg.max_area_km2)
-
-    def run(self, request: dict[str, Any], folder: Path, progress) -> dict[str, Any]:
-        if request.get("bbox") == [1, 1, 1.1, 1.1]:
-            raise UserError("no imagery for this region and date")
-        progress(0.5, "halfway")
-        (folder / "report.html").write_text("<html></html>")
-        return {"regions": {"type": "FeatureCollection", "features": []}, "n": len(from_request(request))}
-
-    def scenes(self) -> list[dict[str, Any]]:
-        return [{"name": "demo", "bbox": [0, 0, 1, 1]}]
-
-
-@pytest.fixture(scope="module")
-def models(tmp_path_factory: pytest.TempPathFactory) -> tuple[Any, Any, Any]:
-    tmp = tmp_path_factory.mktemp("models")
-    pairs = make_paired_regions(PairedConfig(n_regions=60, size=16, seed=0))
-    tab = load_tabular_model(str(tabular_model_folder(pairs.table, FEATURES, tmp / "tab")))
-    seg = load_segmenter(str(segmenter_folder(tmp / "seg")), device="cpu")
-    t, i = oof_pair()
-    fus = StackingFuser().fit_oof(t, i)
-    return tab, seg, fus
 
 
 def _client(tmp_path: Path, models, **cfg: Any) -> TestClient:
     config = ServiceConfig(workdir=str(tmp_path / "jobs"), **cfg)
     return TestClient(create_app(config, models=models, assessor=FakeAssessor(config)))
-
-
-def _rows(n: int = 3) -> list[dict[str, Any]]:
-    pairs = make_paired_regions(PairedConfig(n_regions=n, size=16, seed=5))
-    rows = pairs.table.drop(columns=["landslide"]).to_dict(orient="records")
-    for row, img in zip(rows, pairs.images, strict=True):
-        row["image_array"] = img  # replaced below by an encoding the API takes
-    return rows
 
 
 def _h5_b64(img: np.ndarray, folder: Path) -> str:
@@ -107,12 +63,6 @@ def test_score_errors_are_one_line_json(tmp_path: Path, models) -> None:
     r = client.post("/v1/score", json={"regions": outside})
     assert r.status_code == 400 and "images folder" in r.json()["error"]
     assert "Traceback" not in r.text
-
-
-def _strip(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    for r in rows:
-        r.pop("image_array", None)
-    return rows
 
 
 def test_api_key_is_required_and_compared(tmp_path: Path, models) -> None:
