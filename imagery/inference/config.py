@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 @dataclass
 class EvalConfig:
-    """``python -m pipelines.evaluate_imagery``: a logged model evaluated on a labelled split.
+    """``python -m pipelines.evaluate_imagery``: a logged model evaluated on a labelled split (L4S) or chip folder.
 
     ``tta``/``vote``/``morphology``/``threshold`` of ``None`` mean: use what is stored with the model.
     """
@@ -17,6 +17,11 @@ class EvalConfig:
     data: str = ""
     split: str = "test"
     layout: str | None = None
+    #: georeferenced chip folders (``imagery.data.chips``)
+    image_bands: list[str] | None = None
+    image_scale: str = "auto"
+    label_map: str | None = None
+    tile: int = 128
     tta: str | None = None
     vote: bool | None = None
     morphology: str | None = None
