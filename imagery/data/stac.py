@@ -98,7 +98,6 @@ def search_items(
     max_items: int = 500,
 ) -> list[dict[str, Any]]:
     """Items of ``collection`` intersecting ``bbox`` (and the date range, when given) from the STAC API ``url``."""
-    import requests  # noqa: PLC0415 - CLI start-up time: the network stack only when searching
     from pystac_client import Client  # noqa: PLC0415 - CLI start-up time
     from pystac_client.exceptions import APIError  # noqa: PLC0415 - CLI start-up time
 
@@ -110,7 +109,7 @@ def search_items(
         return list(client.search(**kwargs).items_as_dicts())
     except APIError as exc:
         raise _api_error(url, exc) from None
-    except (requests.RequestException, OSError) as exc:
+    except OSError as exc:  # requests' connection errors are OSErrors
         raise _api_error(url, exc) from None
     except Exception as exc:  # noqa: BLE001 - pystac-client raises bare errors for non-STAC answers
         if exc.__class__.__module__.startswith(("pystac", "requests", "urllib3", "json")):
