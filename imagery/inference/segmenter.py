@@ -122,7 +122,8 @@ class Segmenter:
         """Segment raw L4S patches.
 
         Args:
-            images: ``(N, B, H, W)`` (or one ``(B, H, W)``) raw L4S values of the B bands ``self.bands``.
+            images: ``(N, B, H, W)`` (or one ``(B, H, W)``) raw L4S values of the B bands ``self.bands``; full
+                14-band L4S patches ``(N, 14, H, W)`` are accepted too and reduced to the model's bands.
             batch_size: patches per forward pass.
             tta, vote, morphology, threshold: override the stored defaults (``None`` = stored).
 
@@ -134,6 +135,8 @@ class Segmenter:
         if x.ndim == 3:
             x = x.unsqueeze(0)
         nb = len(self.bands)
+        if x.ndim == 4 and x.shape[1] == len(BANDS) and nb != len(BANDS):
+            x = x[:, [BANDS.index(b) for b in self.bands]]
         if x.ndim != 4 or x.shape[1] != nb:
             raise UserError(
                 f"Segmenter.predict: images have shape {tuple(x.shape)}, expected (N, {nb}, H, W) raw L4S bands "

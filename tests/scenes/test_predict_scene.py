@@ -256,3 +256,19 @@ def test_b10_is_filled_with_a_warning(tmp_path: Path) -> None:
     with pytest.warns(UserWarning, match="needs B10"):
         res = run_scene(cfg, segmenter=seg, log=lambda _: None)
     assert res.summary["bands_filled"] == {"B10": 1.0}
+
+
+@pytest.mark.real_data
+def test_a_band_in_another_crs_is_reprojected(tmp_path: Path) -> None:
+    from common.geo import reproject_to_cog
+
+    scene = copy_scene(tmp_path, "mixed")
+    grid = Grid.from_raster(scene / "B06.tif")
+    reproject_to_cog(scene / "B06.tif", tmp_path / "b06_utm28.tif", grid.to_crs("EPSG:32628"))
+    (tmp_path / "b06_utm28.tif").replace(scene / "B06.tif")
+    seg = RuleSegmenter(["B2", "B3", "B4", "B6"], red_min=0.45)
+    cfg = SceneConfig(scene=str(scene), model_uri="rule", out=str(tmp_path / "o"), progress=False, tile=256)
+    notes: list[str] = []
+    res = run_scene(cfg, segmenter=seg, log=notes.append)
+    assert res.summary["bands_reprojected"] == ["B6"] and res.summary["crs"] == "EPSG:32629"
+    assert any("B6 are in another CRS" in n for n in notes)
