@@ -17,19 +17,24 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from common.atomic import atomic_path
-from imagery.data.bands import band_index
+from imagery.data.bands import BANDS
 
 RGB_BANDS = ("B4", "B3", "B2")
 
 
-def rgb_composite(image: np.ndarray, low: float = 2.0, high: float = 98.0) -> np.ndarray:
-    """``(H, W, 3)`` float in [0, 1] from a ``(14, H, W)`` patch: B4/B3/B2 with a per-band percentile stretch."""
+def rgb_composite(
+    image: np.ndarray, low: float = 2.0, high: float = 98.0, bands: tuple[str, ...] | list[str] = BANDS
+) -> np.ndarray:
+    """``(H, W, 3)`` float in [0, 1] from a ``(len(bands), H, W)`` patch: B4/B3/B2 with a per-band percentile
+    stretch (a band set without one of them shows its first band in gray)."""
     img = np.asarray(image, dtype=np.float64)
-    if img.ndim != 3 or img.shape[0] < 4:
-        raise ValueError(f"plot image must be (14, H, W), got shape {img.shape}")
+    names = list(bands)
+    if img.ndim != 3 or img.shape[0] != len(names):
+        raise ValueError(f"plot image must be ({len(names)}, H, W), got shape {img.shape}")
+    picks = [names.index(b) for b in RGB_BANDS] if all(b in names for b in RGB_BANDS) else [0, 0, 0]
     chans = []
-    for name in RGB_BANDS:
-        band = np.nan_to_num(img[band_index(name)], nan=0.0, posinf=0.0, neginf=0.0)
+    for i in picks:
+        band = np.nan_to_num(img[i], nan=0.0, posinf=0.0, neginf=0.0)
         lo, hi = np.percentile(band, [low, high])
         chans.append(np.clip((band - lo) / max(hi - lo, 1e-8), 0.0, 1.0))
     return np.stack(chans, axis=-1)
@@ -41,12 +46,13 @@ def plot_patch(
     prob: np.ndarray | None = None,
     pred: np.ndarray | None = None,
     title: str | None = None,
+    bands: tuple[str, ...] | list[str] = BANDS,
 ) -> Any:
     """A matplotlib Figure of one patch.
 
     Args:
-        image: ``(14, H, W)`` L4S bands (NumPy or torch).
-        mask: ``(H, W)`` ground truth 0/1, optional.
+        image: ``(len(bands), H, W)`` L4S bands (NumPy or torch).
+        mask: ``(H, W)`` ground truth 0/1 (255 = unlabelled, drawn grey), optional.
         prob: ``(H, W)`` landslide probability in [0, 1], optional.
         pred: ``(H, W)`` predicted 0/1 mask, drawn as an overlay on the RGB, optional.
         title: figure title.
@@ -66,10 +72,11 @@ def plot_patch(
     for name, a in (("mask", mask_np), ("prob", prob_np), ("pred", pred_np)):
         if a is not None and a.shape != hw:
             raise ValueError(f"plot {name} has shape {a.shape}, expected {hw} like the image")
-    rgb = rgb_composite(image_np)
+    rgb = rgb_composite(image_np, bands=bands)
     panels: list[tuple[str, np.ndarray, dict[str, Any]]] = [("RGB (B4, B3, B2)", rgb, {})]
     if mask_np is not None:
-        panels.append(("mask", mask_np, {"cmap": "gray", "vmin": 0, "vmax": 1}))
+        shown = np.where(mask_np == 1, 1.0, np.where(mask_np == 0, 0.0, 0.5))
+        panels.append(("mask", shown, {"cmap": "gray", "vmin": 0, "vmax": 1}))
     if prob_np is not None:
         panels.append(("P(landslide)", prob_np, {"cmap": "viridis", "vmin": 0, "vmax": 1}))
     if pred_np is not None:
@@ -77,7 +84,7 @@ def plot_patch(
         p = pred_np > 0
         over[p] = [1.0, 0.0, 0.0]
         if mask_np is not None:
-            m = mask_np > 0
+            m = mask_np == 1
             over[p & m] = [1.0, 1.0, 0.0]
             over[m & ~p] = [0.0, 1.0, 1.0]
         panels.append(("prediction overlay", over, {}))

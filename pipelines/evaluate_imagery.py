@@ -1,6 +1,9 @@
 """``python -m pipelines.evaluate_imagery``: score a logged segmenter on a labelled L4S split.
 
-Prints and logs (MLflow) the landslide-class precision/recall/F1/IoU accumulated over all pixels
+``--data`` may also be a folder of georeferenced image/label GeoTIFF chips (``--image-bands``,
+``--image-scale``, ``--label-map``, as for ``train_imagery``); ignored label pixels count in no metric.
+
+Prints and logs (MLflow) the landslide-class precision/recall/F1/IoU accumulated over all labelled pixels
 (``ls_*``, the primary numbers), the seed's 2-class means (``*_2class``, for comparison with its
 tables only) and patch-level detection scores (``patch_*``).
 
@@ -16,9 +19,10 @@ import json
 import sys
 from collections.abc import Sequence
 
-from common.cli import add_common_args, run_main
+from common.cli import add_common_args, csv_list, positive_int, run_main
 from common.seed import seed_everything
 from common.tracking import setup_tracking, tracked_run
+from imagery.data.chips import IMAGE_SCALES
 from imagery.inference import EvalConfig
 from imagery.inference.evaluate import evaluate_split
 from pipelines._segmenter_args import add_segmenter_args
@@ -28,7 +32,15 @@ EXPERIMENT = "imagery-evaluate"
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m pipelines.evaluate_imagery", description=__doc__.split("\n\n")[0])
-    p.add_argument("--data", required=True, help="L4S folder (official/hf/plain layout) or prepare_imagery cache")
+    p.add_argument(
+        "--data",
+        required=True,
+        help="L4S folder (official/hf/plain layout), prepare_imagery cache, or a chip folder (images/ + labels/)",
+    )
+    p.add_argument("--image-bands", type=csv_list, default=None, help="chips: band order of the image files")
+    p.add_argument("--image-scale", default="auto", choices=IMAGE_SCALES, help="chips: value scale (default auto)")
+    p.add_argument("--label-map", default=None, help="chips: raw label -> 0/1/ignore, e.g. 0:ignore,1:0,2:1")
+    p.add_argument("--tile", type=positive_int, default=128, help="chips: tile size, px (default 128)")
     p.add_argument("--split", default="test", help="train, validation or test (default test)")
     p.add_argument("--layout", default=None, help="force the layout: official, hf, plain or cache")
     add_segmenter_args(p)
@@ -43,6 +55,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         data=args.data,
         split=args.split,
         layout=args.layout,
+        image_bands=args.image_bands,
+        image_scale=args.image_scale,
+        label_map=args.label_map,
+        tile=args.tile,
         tta=args.tta,
         vote=args.vote,
         morphology=args.morphology,

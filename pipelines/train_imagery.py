@@ -10,6 +10,9 @@ Examples::
     python -m pipelines.train_imagery --width 8 --epochs 3              # quick synthetic run
     python -m pipelines.train_imagery --data ../L4S --epochs 65         # the seed's recipe
     python -m pipelines.train_imagery --data ../L4S --folds 5 --loss focal_iou --loss-mix 0.5
+    python -m pipelines.train_imagery --data ../L4S --bands B2,B3,B4,B5,B6,B7,B8,B9,B11,B12   # no B10: L2A-ready
+    python -m pipelines.train_imagery --data chips/ --image-bands B04,B03,B02,B08 --image-scale dn \
+        --label-map 0:ignore,1:0,2:1
 """
 
 from __future__ import annotations
@@ -20,9 +23,10 @@ from collections.abc import Sequence
 
 import mlflow
 
-from common.cli import add_common_args, positive_int, print_summary, run_main, unit_float
+from common.cli import add_common_args, csv_list, positive_int, print_summary, run_main, unit_float
 from common.seed import seed_everything
 from common.tracking import setup_tracking, tracked_run
+from imagery.data.chips import IMAGE_SCALES
 from imagery.training import (
     AugmentConfig,
     DataConfig,
@@ -45,8 +49,23 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument(
         "--data",
         default=None,
-        help="L4S folder (official/hf/plain layout) or prepare_imagery cache; default: synthetic",
+        help="L4S folder (official/hf/plain layout), prepare_imagery cache, or a folder of georeferenced "
+        "image/label GeoTIFF chips (images/ + labels/ or masks/); default: synthetic",
     )
+    g.add_argument(
+        "--image-bands",
+        type=csv_list,
+        default=None,
+        help="chips: band order of the image files, e.g. B04,B03,B02,B08 (aliases ok; '-' skips a band)",
+    )
+    g.add_argument(
+        "--image-scale",
+        default="auto",
+        choices=IMAGE_SCALES,
+        help="chips: reflectance, dn (DN/10000), dn-offset ((DN-1000)/10000), l4s, auto (default)",
+    )
+    g.add_argument("--label-map", default=None, help="chips: raw label -> 0/1/ignore, e.g. 0:ignore,1:0,2:1")
+    g.add_argument("--tile", type=positive_int, default=128, help="chips: the model's tile, px (default 128)")
     g.add_argument("--layout", default=None, help="force the layout: official, hf, plain or cache")
     g.add_argument("--split", default="train", help="split of --data to train on (default train)")
     g.add_argument(
@@ -68,6 +87,13 @@ def build_parser() -> argparse.ArgumentParser:
     m = p.add_argument_group("model")
     m.add_argument("--model", default=d.model.name, help="registry name (imagery.models.list_models())")
     m.add_argument("--channels", type=int, default=d.model.channel_set, help="channel set: 14, 17, 21, 23, 25 or 26")
+    m.add_argument(
+        "--bands",
+        type=csv_list,
+        default=None,
+        help="train on these bands only, e.g. B2,B3,B4,B8,B11,B12 (default: all bands of the data; channels "
+        "needing a missing band are left out)",
+    )
     m.add_argument("--head", default=d.model.head, help="multires, mono or dual")
     m.add_argument("--attention", default=None, help="se, triple_mha, cbam or none (default: the model's own)")
     m.add_argument("--bottleneck", action=argparse.BooleanOptionalAction, default=None, help="use the bottleneck block")
@@ -128,7 +154,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
     cfg = TrainConfig(
-        model=ModelConfig(args.model, args.channels, args.head, args.attention, args.bottleneck, args.width),
+        model=ModelConfig(
+            args.model, args.channels, args.head, args.attention, args.bottleneck, args.width, bands=args.bands
+        ),
         loss=LossConfig(args.loss, args.loss_mix),
         optim=OptimConfig(
             optimizer=args.optimizer,
@@ -154,6 +182,10 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
             folds=args.folds,
             fold=args.fold,
             normalize=args.normalize,
+            image_bands=args.image_bands,
+            image_scale=args.image_scale,
+            label_map=args.label_map,
+            tile=args.tile,
         ),
         epochs=args.epochs,
         batch_size=args.batch_size,

@@ -9,7 +9,8 @@
   (streaming, atomic Cloud-Optimized GeoTIFF output).
 * :mod:`common.geo.terrain`: slope, aspect, curvatures, TPI, TRI, roughness, D8 flow accumulation
   and TWI from a DEM with true metres per pixel; :func:`terrain_window` for block-wise processing.
-* :mod:`common.geo.vector`: :func:`polygonize` with geodesic areas, GeoJSON/GeoPackage writers,
+* :mod:`common.geo.vector`: :func:`polygonize` with geodesic areas (:class:`StripPolygonizer` for masks
+  streamed strip by strip), GeoJSON/GeoPackage writers,
   :func:`read_vector` (GeoPackage/shapefile/GeoJSON/CSV), :func:`rasterize`, :func:`distance_to`.
 
 Conventions: arrays are ``(rows, cols)`` or ``(bands, rows, cols)``, row 0 north; nodata in float
@@ -35,6 +36,7 @@ from common.geo.terrain import (
 )
 from common.geo.vector import (
     Feature,
+    StripPolygonizer,
     VectorData,
     distance_to,
     geodesic_area_m2,
@@ -73,6 +75,7 @@ __all__ = [
     "Feature",
     "VectorData",
     "polygonize",
+    "StripPolygonizer",
     "geodesic_area_m2",
     "to_lonlat",
     "transform_geometries",

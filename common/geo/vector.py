@@ -11,6 +11,8 @@
 * :func:`read_vector` reads GeoPackage / shapefile / GeoJSON (any OGR format) and CSV with lon/lat
   (or x/y plus a ``crs``) columns into shapely geometries plus a pandas attribute table, with an
   optional OGR SQL attribute filter (``where="Year_obs >= 2005"``, the same syntax for every format).
+* :class:`StripPolygonizer` does the same as :func:`polygonize` for a mask too large for memory, fed
+  strip by strip from top to bottom (memory: one strip plus the regions found so far).
 * :func:`rasterize` burns geometries into a uint8 mask on a grid (with a buffer in metres that is
   right in geographic CRSs too); :func:`distance_to` gives each cell's distance in metres to the
   nearest feature.
@@ -36,6 +38,7 @@ import pyogrio.errors
 import pyogrio.raw
 import rasterio.features
 import shapely
+from affine import Affine
 from pyproj import CRS, Geod, Transformer
 from scipy import ndimage
 from shapely.geometry.base import BaseGeometry
@@ -49,6 +52,7 @@ __all__ = [
     "Feature",
     "VectorData",
     "polygonize",
+    "StripPolygonizer",
     "geodesic_area_m2",
     "to_lonlat",
     "transform_geometries",
@@ -201,6 +205,171 @@ def polygonize(
         props["centroid_lat"] = float(lat)
         features.append(Feature(geom, props))
     return features
+
+
+class StripPolygonizer:
+    """:func:`polygonize` for a mask streamed in horizontal strips, top to bottom, in bounded memory.
+
+    ``p = StripPolygonizer(grid, min_area_m2=500); p.add(mask_rows, row_off, values_rows); ...; p.features()``
+
+    Each :meth:`add` takes the next strip (``(rows, width)`` mask, nonzero = object, and optional values)
+    starting at grid row ``row_off``; strips must follow each other without gap or overlap. Regions are
+    labelled per strip and joined across strip borders (union-find on the border rows, with the same 4/8
+    connectivity); their pieces are vectorised in pixel coordinates (exact integers, so pieces of one region
+    union without slivers) and moved to the grid's CRS once at the end. A region that can no longer grow and
+    is certainly smaller than ``min_area_m2`` (pixel count x the largest pixel area of the grid) is dropped
+    as soon as its strip is done, so memory holds one strip plus the regions kept so far.
+
+    :meth:`features` returns exactly what :func:`polygonize` returns on the whole mask: the same regions,
+    properties and order (raster-scan order of each region's first pixel), with geometries equal up to
+    floating-point rounding of the vertices.
+    """
+
+    def __init__(self, grid: Grid, *, min_area_m2: float = 0.0, connectivity: int = 8) -> None:
+        if connectivity not in (4, 8):
+            raise ValueError(f"connectivity must be 4 or 8, got {connectivity}")
+        self.grid = grid
+        self.min_area_m2 = float(min_area_m2)
+        self.connectivity = connectivity
+        self._structure = ndimage.generate_binary_structure(2, 2 if connectivity == 8 else 1)
+        dy, dx = pixel_size_m(grid)
+        self._max_pixel_area = float(np.max(dy * dx)) * 1.01
+        self._next_row = 0
+        self._parent: list[int] = [0]
+        self._n: list[int] = [0]
+        self._sum: list[float] = [0.0]
+        self._cnt: list[int] = [0]
+        self._max: list[float] = [-math.inf]
+        self._first: list[int] = [0]
+        self._pieces: list[list[BaseGeometry]] = [[]]
+        self._active: set[int] = set()
+        self._done: list[int] = []
+        self._last_ids = np.zeros(grid.width, dtype=np.int64)
+        self._has_values = False
+
+    def _find(self, a: int) -> int:
+        parent = self._parent
+        root = a
+        while parent[root] != root:
+            root = parent[root]
+        while parent[a] != root:
+            parent[a], a = root, parent[a]
+        return root
+
+    def _union(self, a: int, b: int) -> None:
+        ra, rb = self._find(a), self._find(b)
+        if ra == rb:
+            return
+        if self._first[rb] < self._first[ra]:
+            ra, rb = rb, ra
+        self._parent[rb] = ra
+        self._n[ra] += self._n[rb]
+        self._sum[ra] += self._sum[rb]
+        self._cnt[ra] += self._cnt[rb]
+        self._max[ra] = max(self._max[ra], self._max[rb])
+        self._pieces[ra].extend(self._pieces[rb])
+        self._pieces[rb] = []
+        self._active.discard(rb)
+
+    def add(self, mask: np.ndarray, row_off: int, values: np.ndarray | None = None) -> None:
+        """Add the strip ``mask`` (``(rows, grid.width)``) starting at row ``row_off`` (right after the last strip)."""
+        m = np.asarray(mask)
+        if m.ndim != 2 or m.shape[1] != self.grid.width:
+            raise ValueError(f"strip shape {m.shape} does not match the grid width {self.grid.width}")
+        if int(row_off) != self._next_row or row_off + m.shape[0] > self.grid.height:
+            raise ValueError(
+                f"strip at row {row_off} of {m.shape[0]} rows: expected the next strip at row {self._next_row}"
+            )
+        fg = m != 0
+        labels, n = ndimage.label(fg, structure=self._structure)
+        base = len(self._parent)
+        flat = labels.ravel()
+        if n:
+            counts = np.bincount(flat, minlength=n + 1)
+            uniq, first_idx = np.unique(flat, return_index=True)
+            first = np.zeros(n + 1, dtype=np.int64)
+            first[uniq] = first_idx
+            first = first + int(row_off) * self.grid.width
+            if values is not None:
+                self._has_values = True
+                v = np.asarray(values, dtype=np.float64).ravel()
+                if v.size != flat.size:
+                    raise ValueError(f"values shape {np.shape(values)} does not match the strip {m.shape}")
+                ok = (flat > 0) & np.isfinite(v)
+                sums = np.bincount(flat[ok], weights=v[ok], minlength=n + 1)
+                cnts = np.bincount(flat[ok], minlength=n + 1)
+                maxima = np.full(n + 1, -np.inf)
+                np.maximum.at(maxima, flat[ok], v[ok])
+            else:
+                sums, cnts, maxima = np.zeros(n + 1), np.zeros(n + 1, dtype=np.int64), np.full(n + 1, -np.inf)
+            pieces: dict[int, list[BaseGeometry]] = defaultdict(list)
+            shift = Affine.translation(0, int(row_off))
+            for geojson, value in rasterio.features.shapes(
+                labels.astype(np.int32), mask=fg, connectivity=self.connectivity, transform=shift
+            ):
+                pieces[int(value)].append(shapely.geometry.shape(geojson))
+            for lab in range(1, n + 1):
+                self._parent.append(base + lab - 1)
+                self._n.append(int(counts[lab]))
+                self._sum.append(float(sums[lab]))
+                self._cnt.append(int(cnts[lab]))
+                self._max.append(float(maxima[lab]))
+                self._first.append(int(first[lab]))
+                self._pieces.append(pieces[lab])
+                self._active.add(base + lab - 1)
+        gids = np.where(labels > 0, labels.astype(np.int64) + base - 1, 0)
+        if m.shape[0] and self._next_row > 0 and n:
+            prev, cur = self._last_ids, gids[0]
+            shifts = (-1, 0, 1) if self.connectivity == 8 else (0,)
+            for d in shifts:
+                if d < 0:
+                    a, b = prev[:d], cur[-d:]
+                elif d > 0:
+                    a, b = prev[d:], cur[:-d]
+                else:
+                    a, b = prev, cur
+                both = (a > 0) & (b > 0)
+                for x, y in set(zip(a[both].tolist(), b[both].tolist(), strict=True)):
+                    self._union(int(x), int(y))
+        if m.shape[0]:
+            self._last_ids = gids[-1].copy()
+            self._next_row = int(row_off) + m.shape[0]
+        open_roots = {self._find(int(g)) for g in np.unique(self._last_ids) if g > 0}
+        for root in [r for r in self._active if self._find(r) == r and r not in open_roots]:
+            self._active.discard(root)
+            if self._n[root] * self._max_pixel_area < self.min_area_m2:
+                self._pieces[root] = []  # certainly too small: forget it now
+            else:
+                self._done.append(root)
+
+    def features(self) -> list[Feature]:
+        """The regions as :class:`Feature` s, exactly as :func:`polygonize` would return them."""
+        roots = sorted(set(self._done) | {self._find(r) for r in self._active}, key=lambda r: self._first[r])
+        to_ll = Transformer.from_crs(self.grid.crs, WGS84, always_xy=True)
+        t = self.grid.transform
+        out: list[Feature] = []
+        for root in roots:
+            pieces = self._pieces[root]
+            if not pieces:
+                continue
+            geom = pieces[0] if len(pieces) == 1 else shapely.unary_union(pieces)
+            geom = shapely.transform(geom, lambda xy: np.column_stack([t.a * xy[:, 0] + t.c, t.e * xy[:, 1] + t.f]))
+            if not geom.is_valid:
+                geom = shapely.make_valid(geom)
+            area = geodesic_area_m2(geom, self.grid.crs)
+            if area < self.min_area_m2:
+                continue
+            centroid = geom.centroid
+            lon, lat = to_ll.transform(centroid.x, centroid.y)
+            props: dict[str, Any] = {"id": len(out) + 1, "area_m2": area, "n_pixels": int(self._n[root])}
+            if self._has_values:
+                c = self._cnt[root]
+                props["mean_prob"] = float(self._sum[root] / c) if c else math.nan
+                props["max_prob"] = float(self._max[root]) if c else math.nan
+            props["centroid_lon"] = float(lon)
+            props["centroid_lat"] = float(lat)
+            out.append(Feature(geom, props))
+        return out
 
 
 # -- writing --------------------------------------------------------------------------------------

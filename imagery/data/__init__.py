@@ -3,7 +3,20 @@
 Nothing here imports torch at module import (``fusion`` reads patches through this package).
 """
 
-from imagery.data.bands import BAND_ALIASES, BANDS, L4S_BAND_MEANS, L4S_CLIP_MAX, N_BANDS, band_index, band_indices
+from imagery.data.bands import (
+    BAND_ALIASES,
+    BANDS,
+    KNOWN_BANDS,
+    L4S_BAND_MEANS,
+    L4S_CLIP_MAX,
+    MODEL_UNITS,
+    N_BANDS,
+    band_index,
+    band_indices,
+    canonical_band,
+    canonical_bands,
+    to_model_units,
+)
 from imagery.data.cache import build_cache, cache_info, open_cache
 from imagery.data.datasets import L4SDataset, load_patches
 from imagery.data.l4s import (
@@ -26,6 +39,11 @@ from imagery.data.synthetic import synth_patch, write_synthetic_l4s
 __all__ = [
     "BANDS",
     "BAND_ALIASES",
+    "KNOWN_BANDS",
+    "MODEL_UNITS",
+    "canonical_band",
+    "canonical_bands",
+    "to_model_units",
     "L4S_BAND_MEANS",
     "L4S_CLIP_MAX",
     "LAYOUTS",

@@ -2,6 +2,11 @@
 
 The in-memory form every reader returns (L4S folders, the cache, synthetic patches) and every
 training, evaluation and scoring step takes. Images are channel-first ``(N, C, H, W)``.
+
+Masks are uint8: 0 background, 1 landslide, and :data:`IGNORE` (255) for pixels without a label
+(georeferenced chips' ``--label-map ... :ignore``, padding, image nodata). Ignored pixels count in
+neither a loss (``imagery.training.losses``) nor a metric (``imagery.inference.metrics``, the
+threshold sweep). L4S files never hold ignored pixels (their 255 means landslide and is read as 1).
 """
 
 from __future__ import annotations
@@ -12,6 +17,10 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from common.cli import UserError
+from imagery.data.bands import BANDS
+
+#: Mask value of an unlabelled pixel: excluded from every loss and metric.
+IGNORE = 255
 
 
 @dataclass
@@ -19,17 +28,22 @@ class PatchSet:
     """A set of L4S patches in memory (or memory-mapped).
 
     Attributes:
-        images: ``(N, 14, H, W)`` float32 (or float16 from a float16 cache), bands in
-            :data:`imagery.data.bands.BANDS` order, pre-scaled L4S values.
-        masks: ``(N, H, W)`` uint8 0/1, or ``None`` for unlabelled data.
+        images: ``(N, len(bands), H, W)`` float32 (or float16 from a float16 cache), the bands ``bands`` in
+            :data:`imagery.data.bands.BANDS` order, L4S model units (pre-scaled values).
+        masks: ``(N, H, W)`` uint8 0/1 (:data:`IGNORE` = unlabelled), or ``None`` for unlabelled data.
         ids: ``(N,)`` int64 patch ids (the ``N`` of ``image_N.h5``).
         paths: the N source image paths (strings).
+        bands: the band names of ``images`` (default the 14 L4S bands).
+        groups: optional ``(N,)`` int64 group per patch (tiles cut from one chip share a group, so a
+            validation split never holds tiles of a chip that is also trained on).
     """
 
     images: np.ndarray
     masks: np.ndarray | None
     ids: np.ndarray
     paths: list[str] = field(default_factory=list)
+    bands: tuple[str, ...] = BANDS
+    groups: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         if self.images.ndim != 4:
@@ -42,6 +56,13 @@ class PatchSet:
             raise ValueError(f"PatchSet.masks must have shape {(n, *self.images.shape[2:])}, got {self.masks.shape}")
         if self.paths and len(self.paths) != n:
             raise ValueError(f"PatchSet.paths must have {n} entries, got {len(self.paths)}")
+        self.bands = tuple(self.bands)
+        if len(self.bands) != self.images.shape[1]:
+            raise ValueError(f"PatchSet.bands names {len(self.bands)} bands, images have {self.images.shape[1]}")
+        if self.groups is not None:
+            self.groups = np.asarray(self.groups, dtype=np.int64)
+            if self.groups.shape != (n,):
+                raise ValueError(f"PatchSet.groups must have shape ({n},), got {self.groups.shape}")
 
     def __len__(self) -> int:
         return int(self.images.shape[0])
@@ -61,6 +82,30 @@ class PatchSet:
             masks=None if self.masks is None else np.asarray(self.masks[sel]),
             ids=self.ids[sel],
             paths=[self.paths[i] for i in sel] if self.paths else [],
+            bands=self.bands,
+            groups=None if self.groups is None else self.groups[sel],
+        )
+
+    def select_bands(self, bands: Sequence[str]) -> PatchSet:
+        """The same patches holding only ``bands`` (canonical names, a subset of ``self.bands``), in that order.
+
+        :class:`common.cli.UserError` names the bands the data lacks.
+        """
+        missing = [b for b in bands if b not in self.bands]
+        if missing:
+            raise UserError(
+                f"--bands {','.join(bands)}: the data has no {', '.join(missing)} (it holds {', '.join(self.bands)})"
+            )
+        if tuple(bands) == self.bands:
+            return self
+        idx = [self.bands.index(b) for b in bands]
+        return PatchSet(
+            images=np.asarray(self.images[:, idx]),
+            masks=self.masks,
+            ids=self.ids,
+            paths=self.paths,
+            bands=tuple(bands),
+            groups=self.groups,
         )
 
     def select_ids(self, ids: Sequence[int] | np.ndarray) -> PatchSet:
@@ -77,7 +122,7 @@ class PatchSet:
         return bad / max(1, int(np.prod(self.images.shape)))
 
     def patch_labels(self) -> np.ndarray:
-        """``(N,)`` int64: 1 where the patch's mask has any landslide pixel."""
+        """``(N,)`` int64: 1 where the patch's mask has any landslide pixel (ignored pixels are not landslide)."""
         if self.masks is None:
             raise UserError("this PatchSet has no masks, so it has no patch labels")
-        return (np.asarray(self.masks).reshape(len(self), -1).max(axis=1) > 0).astype(np.int64)
+        return (np.asarray(self.masks).reshape(len(self), -1) == 1).any(axis=1).astype(np.int64)

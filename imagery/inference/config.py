@@ -3,12 +3,12 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 
 @dataclass
 class EvalConfig:
-    """``python -m pipelines.evaluate_imagery``: a logged model evaluated on a labelled split.
+    """``python -m pipelines.evaluate_imagery``: a logged model evaluated on a labelled split (L4S) or chip folder.
 
     ``tta``/``vote``/``morphology``/``threshold`` of ``None`` mean: use what is stored with the model.
     """
@@ -17,6 +17,11 @@ class EvalConfig:
     data: str = ""
     split: str = "test"
     layout: str | None = None
+    #: georeferenced chip folders (``imagery.data.chips``)
+    image_bands: list[str] | None = None
+    image_scale: str = "auto"
+    label_map: str | None = None
+    tile: int = 128
     tta: str | None = None
     vote: bool | None = None
     morphology: str | None = None
@@ -48,4 +53,37 @@ class PredictConfig:
     overlays: bool = True
     device: str = "auto"
     runtime: str = "torch"
+    seed: int = 42
+
+
+@dataclass
+class SceneConfig:
+    """``python -m pipelines.predict_scene``: one Sentinel-2 scene in, landslide maps and polygons out.
+
+    ``scene``: a band folder, ``.SAFE``, multi-band GeoTIFF (with ``bands`` naming its band order) or STAC
+    item JSON (``imagery.data.sentinel2.open_scene``); ``dem``: any DEM GeoTIFF covering the scene, in any
+    CRS. ``tile``/``overlap``/``batch_size``: the tiling (rows of tiles, blended overlaps) and tiles per
+    forward pass. ``min_area_m2``: the smallest landslide polygon kept (default 500 m2: five 10 m pixels, the
+    seed's own rule of flagging a patch at 5 landslide pixels). ``scl_mask``: SCL classes masked as nodata.
+    ``fill_b10``: a model that needs B10 (cirrus) may run on an L2A product, which has none, with B10 filled
+    by its L4S mean (a warning; recorded in ``summary.json``); ``False`` makes that an error.
+    """
+
+    scene: str = ""
+    model_uri: str = ""
+    out: str = ""
+    dem: str | None = None
+    bands: list[str] | None = None
+    image_scale: str = "auto"
+    tile: int = 128
+    overlap: int = 32
+    batch_size: int = 16
+    device: str = "auto"
+    min_area_m2: float = 500.0
+    threshold: float | None = None
+    tta: str | None = None
+    scl_mask: list[int] = field(default_factory=lambda: [0, 1, 3, 8, 9, 10, 11])
+    fill_b10: bool = True
+    log_rasters: bool = True
+    progress: bool = True
     seed: int = 42

@@ -24,6 +24,8 @@ from common.cli import UserError
 from common.fingerprint import fingerprint_array
 from common.tracking import log_fingerprint
 from imagery.data import load_patches
+from imagery.data.chips import ChipSpec, is_chip_folder, load_chips
+from imagery.data.patches import IGNORE
 from imagery.inference.config import EvalConfig
 from imagery.inference.metrics import segmentation_metrics
 from imagery.inference.serving import load_segmenter
@@ -67,14 +69,30 @@ def evaluate_split(cfg: EvalConfig, *, tracking_uri: str | None = None) -> EvalR
 
     Logs the data fingerprint and the metrics to the active MLflow run.
     """
-    patches = load_patches(cfg.data, cfg.split, layout=cfg.layout, require_masks=True)
+    if cfg.layout is None and is_chip_folder(cfg.data):
+        spec = ChipSpec(
+            image_bands=tuple(cfg.image_bands) if cfg.image_bands else None,
+            image_scale=cfg.image_scale,
+            label_map=cfg.label_map,
+            tile=cfg.tile,
+        )
+        patches = load_chips(cfg.data, spec)
+    else:
+        patches = load_patches(cfg.data, cfg.split, layout=cfg.layout, require_masks=True)
     if len(patches) == 0:
         raise UserError(f"{cfg.data}: split {cfg.split!r} has no patches")
     segmenter = load_segmenter(cfg.model_uri, device=cfg.device, tracking_uri=tracking_uri, runtime=cfg.runtime)
+    if any(b not in patches.bands for b in segmenter.bands):
+        missing = [b for b in segmenter.bands if b not in patches.bands]
+        raise UserError(
+            f"--model {cfg.model_uri}: the model needs bands {', '.join(segmenter.bands)}; {cfg.data} lacks "
+            f"{', '.join(missing)} (it has {', '.join(patches.bands)})"
+        )
+    patches = patches.select_bands(segmenter.bands)
     log_fingerprint(
         fingerprint_array(np.asarray(patches.images), source=f"{cfg.data}:{cfg.split}"), context="evaluation"
     )
-    metrics, _ = evaluate_segmenter(
+    metrics, _ = evaluate_segmenter(  # ignored (unlabelled) chip pixels count in no metric
         segmenter,
         np.asarray(patches.images),
         patches.masks,
@@ -84,6 +102,7 @@ def evaluate_split(cfg: EvalConfig, *, tracking_uri: str | None = None) -> EvalR
         morphology=cfg.morphology,
         threshold=cfg.threshold,
     )
+    metrics["labelled_pixels"] = float(np.count_nonzero(np.asarray(patches.masks) != IGNORE))
     mlflow.log_metrics({k: float(v) for k, v in metrics.items() if np.isfinite(v)})
     return EvalResult(len(patches), metrics)
 
@@ -92,8 +111,10 @@ def save_pr_curve(
     path: Path, probs: np.ndarray, masks: np.ndarray, threshold: float, max_pixels: int = 2_000_000
 ) -> Path:
     """Pixel-level precision-recall curve of the landslide class (PNG, atomic), marking ``threshold``."""
-    y = np.asarray(masks).reshape(-1).astype(np.int64)
-    p = np.asarray(probs).reshape(-1).astype(np.float64)
+    m = np.asarray(masks).reshape(-1)
+    valid = m != IGNORE
+    y = (m[valid] == 1).astype(np.int64)
+    p = np.asarray(probs).reshape(-1)[valid].astype(np.float64)
     if y.size > max_pixels:
         sel = np.random.default_rng(0).choice(y.size, max_pixels, replace=False)
         y, p = y[sel], p[sel]

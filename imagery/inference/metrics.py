@@ -15,6 +15,8 @@ TP, FP, FN, TN.
   for the 2-class scores. For the landslide scores this means: no predicted landslide pixel gives
   precision 1.0 (no false alarm); no true landslide pixel gives recall 1.0; F1 and IoU are 1.0 only
   when there is no landslide pixel in either the prediction or the truth.
+* Ignored pixels: a target value of :data:`imagery.data.patches.IGNORE` (255) marks an unlabelled pixel;
+  it counts in none of TP, FP, FN, TN (nor in any score), whatever is predicted there.
 * Patch detection (:func:`patch_detection_metrics`): a patch is positive when its mask has at least
   one landslide pixel; ``patch_auc`` = ROC AUC of the patch probabilities (NaN when only one class is
   present), ``patch_precision`` / ``patch_recall`` / ``patch_f1`` at ``threshold`` (prob >= threshold;
@@ -29,6 +31,7 @@ import numpy as np
 import torch
 
 from common.metrics import binary_metrics
+from imagery.data.patches import IGNORE
 
 
 def _ratio(num: float, den: float) -> float:
@@ -58,20 +61,33 @@ class SegmentationCounts:
     def update(self, pred: torch.Tensor | np.ndarray, target: torch.Tensor | np.ndarray) -> None:
         if tuple(pred.shape) != tuple(target.shape):
             raise ValueError(f"prediction shape {tuple(pred.shape)} != target shape {tuple(target.shape)}")
-        p, t = _as_bool(pred, "pred"), _as_bool(target, "target")
+        p = _as_bool(pred, "pred")
+        if isinstance(target, torch.Tensor):
+            v, t = target.detach() != IGNORE, target.detach() == 1
+        else:
+            tgt = np.asarray(target)
+            v, t = tgt != IGNORE, tgt == 1
         if isinstance(p, torch.Tensor) != isinstance(t, torch.Tensor):
             p = p.cpu().numpy() if isinstance(p, torch.Tensor) else p
             t = t.cpu().numpy() if isinstance(t, torch.Tensor) else t
+            v = v.cpu().numpy() if isinstance(v, torch.Tensor) else v
         if isinstance(p, torch.Tensor):
-            t = t.to(p.device)
-            counts = torch.stack([(p & t).sum(), (p & ~t).sum(), (~p & t).sum()]).cpu().tolist()
+            t, v = t.to(p.device), v.to(p.device)
+            pv = p & v
+            counts = torch.stack([(pv & t).sum(), (pv & ~t).sum(), (~p & t).sum(), v.sum()]).cpu().tolist()
         else:
-            counts = [int(np.count_nonzero(p & t)), int(np.count_nonzero(p & ~t)), int(np.count_nonzero(~p & t))]
-        tp, fp, fn = (int(c) for c in counts)
+            pv = p & v
+            counts = [
+                int(np.count_nonzero(pv & t)),
+                int(np.count_nonzero(pv & ~t)),
+                int(np.count_nonzero(~p & t)),
+                int(np.count_nonzero(v)),
+            ]
+        tp, fp, fn, n_valid = (int(c) for c in counts)
         self.tp += tp
         self.fp += fp
         self.fn += fn
-        self.tn += int(np.prod(pred.shape)) - tp - fp - fn
+        self.tn += n_valid - tp - fp - fn
 
     def reset(self) -> None:
         """Zero all counts."""
@@ -124,7 +140,8 @@ def segmentation_metrics(
     """All metrics of one labelled set.
 
     Args:
-        probs: ``(N, H, W)`` landslide probabilities; masks: ``(N, H, W)`` uint8 0/1 ground truth.
+        probs: ``(N, H, W)`` landslide probabilities; masks: ``(N, H, W)`` uint8 0/1 ground truth
+            (:data:`~imagery.data.patches.IGNORE` pixels excluded).
         threshold: landslide iff ``prob > threshold`` (ignored when ``pred`` is given).
         patch_probs: ``(N,)`` patch probabilities for the patch-level scores (``patch_*``).
         pred: ``(N, H, W)`` uint8 final masks (e.g. after morphology).
@@ -135,7 +152,7 @@ def segmentation_metrics(
     counts.update(pred, masks)
     out = {k: float(v) for k, v in counts.compute().items()}
     if patch_probs is not None:
-        labels = (masks.reshape(len(masks), -1).max(axis=1) > 0).astype(np.int64)
+        labels = (masks.reshape(len(masks), -1) == 1).any(axis=1).astype(np.int64)
         patch = patch_detection_metrics(np.asarray(patch_probs, dtype=np.float64), labels, 0.5)
         out.update(patch)
     return out

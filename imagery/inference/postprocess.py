@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from common.cli import UserError
+from imagery.data.patches import IGNORE
 from imagery.models.heads import patch_probability
 
 TtaMode = Literal["none", "rot4", "rot4flip"]
@@ -118,7 +119,8 @@ def morphology(mask: torch.Tensor | np.ndarray, op: str | None, kernel: int = 4)
 
 
 class ThresholdSweep:
-    """Streaming landslide-class F1 over a threshold grid; ``update(prob, mask)`` per batch.
+    """Streaming landslide-class F1 over a threshold grid; ``update(prob, mask)`` per batch (mask pixels equal to
+    ``IGNORE`` are left out).
 
     A pixel is predicted landslide at threshold t iff ``p > t``. Each probability is bucketised by the
     sorted grid (number of thresholds strictly below it) and counted per true class, so TP(t_j) and
@@ -138,8 +140,9 @@ class ThresholdSweep:
         m = mask.detach().cpu().numpy() if isinstance(mask, torch.Tensor) else np.asarray(mask)
         if p.shape != m.shape:
             raise ValueError(f"probability shape {p.shape} != mask shape {m.shape}")
-        bins = np.searchsorted(self.thresholds, p.ravel().astype(np.float64), side="left")
-        y = m.ravel() != 0
+        valid = m.ravel() != IGNORE  # unlabelled pixels count for no threshold
+        bins = np.searchsorted(self.thresholds, p.ravel()[valid].astype(np.float64), side="left")
+        y = m.ravel()[valid] == 1
         self.pos += np.bincount(bins[y], minlength=self.pos.size)
         self.neg += np.bincount(bins[~y], minlength=self.neg.size)
 

@@ -28,7 +28,7 @@ from common.atomic import atomic_dir, atomic_path, atomic_write
 from common.cli import InputNotFoundError, UserError
 from common.fingerprint import fingerprint_files
 from common.tracking import log_fingerprint
-from imagery.data import N_BANDS, write_mask
+from imagery.data import BANDS, N_BANDS, write_mask
 from imagery.inference.config import PredictConfig
 from imagery.inference.postprocess import apply_threshold
 from imagery.inference.postprocess import morphology as morph
@@ -191,9 +191,10 @@ def save_overlay(
     mask: np.ndarray | None = None,
     prob: np.ndarray | None = None,
     pred: np.ndarray | None = None,
+    bands: tuple[str, ...] | list[str] = BANDS,
 ) -> Path:
     """PNG of the RGB patch with the ground truth / probability / prediction (``imagery.plot``), atomically."""
-    return save_figure(plot_patch(image, mask=mask, prob=prob, pred=pred), path)
+    return save_figure(plot_patch(image, mask=mask, prob=prob, pred=pred, bands=bands), path)
 
 
 @dataclass(frozen=True)

@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from common.cli import UserError
+from imagery.data.bands import BANDS, MODEL_UNITS
 from imagery.device import resolve_device
 from imagery.inference.postprocess import apply_threshold, predict_probs
 from imagery.inference.postprocess import morphology as morph
@@ -35,7 +36,10 @@ class SegmenterMeta:
 
     ``model_kwargs`` are passed to ``imagery.models.create_model(model_name, **model_kwargs)``;
     ``normalizer`` is ``Normalizer.to_dict()`` or ``None`` (no normalisation); ``threshold`` is the
-    landslide-probability cut (landslide iff p > threshold); ``band_order`` the 14 raw input bands.
+    landslide-probability cut (landslide iff p > threshold); ``band_order`` the raw input bands the model
+    takes, in that order (canonical names; empty in models written before band sets: all 14 L4S bands);
+    ``units`` the units of those inputs (:data:`imagery.data.bands.MODEL_UNITS`, ``"l4s"``); ``channels`` the
+    names of the model's input channels (``imagery.transforms.features.channel_names``).
     """
 
     model_name: str
@@ -49,7 +53,14 @@ class SegmenterMeta:
     vote: bool = False
     morphology: str = "none"
     patch_size: int = 128
+    units: str = MODEL_UNITS
+    channels: list[str] = field(default_factory=list)
     format_version: int = META_FORMAT
+
+    @property
+    def bands(self) -> tuple[str, ...]:
+        """The raw input bands (all 14 L4S bands for a model stored without a band list)."""
+        return tuple(self.band_order) if self.band_order else BANDS
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -106,7 +117,9 @@ class Segmenter:
         normalizer = None
         if meta.normalizer:
             normalizer = Normalizer.from_dict(meta.normalizer)
-        self.preprocess = Preprocessor(meta.channel_set, normalizer)
+        if meta.units != MODEL_UNITS:
+            raise UserError(f"model units {meta.units!r} are not supported; this version reads {MODEL_UNITS!r} models")
+        self.preprocess = Preprocessor(meta.channel_set, normalizer, bands=meta.bands)
 
     @functools.cached_property
     def digest(self) -> str:
@@ -122,6 +135,11 @@ class Segmenter:
     def channel_set(self) -> int:
         return int(self.meta.channel_set)
 
+    @property
+    def bands(self) -> tuple[str, ...]:
+        """The raw bands ``predict`` takes, in order (L4S model units)."""
+        return self.meta.bands
+
     @torch.inference_mode()
     def predict(
         self,
@@ -135,7 +153,8 @@ class Segmenter:
         """Segment raw L4S patches.
 
         Args:
-            images: ``(N, 14, H, W)`` (or one ``(14, H, W)``) raw L4S values, bands in ``meta.band_order``.
+            images: ``(N, B, H, W)`` (or one ``(B, H, W)``) raw L4S values of the B bands ``self.bands``; full
+                14-band L4S patches ``(N, 14, H, W)`` are accepted too and reduced to the model's bands.
             batch_size: patches per forward pass.
             tta, vote, morphology, threshold: override the stored defaults (``None`` = stored).
 
@@ -146,9 +165,13 @@ class Segmenter:
         x = images if isinstance(images, torch.Tensor) else torch.as_tensor(np.asarray(images, dtype=np.float32))
         if x.ndim == 3:
             x = x.unsqueeze(0)
-        if x.ndim != 4 or x.shape[1] != 14:
+        nb = len(self.bands)
+        if x.ndim == 4 and x.shape[1] == len(BANDS) and nb != len(BANDS):
+            x = x[:, [BANDS.index(b) for b in self.bands]]
+        if x.ndim != 4 or x.shape[1] != nb:
             raise UserError(
-                f"Segmenter.predict: images have shape {tuple(x.shape)}, expected (N, 14, H, W) raw L4S bands"
+                f"Segmenter.predict: images have shape {tuple(x.shape)}, expected (N, {nb}, H, W) raw L4S bands "
+                f"({', '.join(self.bands)})"
             )
         tta = self.meta.tta if tta is None else tta
         vote = self.meta.vote if vote is None else vote

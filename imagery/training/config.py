@@ -13,12 +13,13 @@ from dataclasses import dataclass, field
 
 from common.cli import UserError
 from common.tracking import config_to_dict, flatten_params
+from imagery.data.bands import canonical_bands
 from imagery.device import PRECISIONS
 from imagery.inference.postprocess import TTA_MODES
 from imagery.models import ATTENTIONS, HEADS, list_models
 from imagery.training.losses import LOSSES, MIXTURE_LOSSES
 from imagery.training.optim import OPTIMIZERS, SCHEDULES, SPEC_AUGMENT_OFF_EPOCHS, SPEC_EPOCHS
-from imagery.transforms.features import CHANNEL_SETS
+from imagery.transforms.features import CHANNEL_SETS, channel_names, n_channels
 from imagery.transforms.normalize import MODES as NORMALIZE_MODES
 
 
@@ -27,8 +28,11 @@ class ModelConfig:
     """Which network to build (``imagery.models.create_model``).
 
     ``width`` overrides the base width F (128 for RAU-Net 1, 40 for the small one); tiny widths
-    (4-8) are for tests. ``channel_set`` is the number of input channels produced by
-    ``imagery.transforms.features.compute_features`` (14, 17, 21, 23, 25 or 26).
+    (4-8) are for tests. ``channel_set`` names a channel set of
+    ``imagery.transforms.features.compute_features`` (14, 17, 21, 23, 25 or 26: its channel count on all 14
+    bands). ``bands`` (``--bands``) trains on a subset of the data's bands (canonical names, L4S order;
+    ``None``: every band the data has); the set's channels that need a missing band are left out, so the
+    network's ``in_channels`` is ``n_channels(channel_set, bands)``.
     """
 
     name: str = "rau_net1"
@@ -37,11 +41,13 @@ class ModelConfig:
     attention: str | None = None
     use_bottleneck: bool | None = None
     width: int | None = None
+    bands: list[str] | None = None
 
     def create_kwargs(self) -> dict[str, object]:
         """Keyword arguments of ``imagery.models.create_model`` (``attention``/``use_bottleneck`` ``None``:
         the model's own default, SE and no bottleneck for the RAU-Nets)."""
-        kw: dict[str, object] = {"in_channels": self.channel_set, "num_classes": 2, "head": self.head}
+        in_channels = n_channels(self.channel_set, self.bands) if self.bands else self.channel_set
+        kw: dict[str, object] = {"in_channels": in_channels, "num_classes": 2, "head": self.head}
         if self.attention is not None:
             kw["attention"] = self.attention
         if self.use_bottleneck is not None:
@@ -114,6 +120,11 @@ class DataConfig:
     path: str | None = None
     layout: str | None = None
     split: str = "train"
+    #: georeferenced chip folders (``imagery.data.chips``): band order of the image files, their scale, label map
+    image_bands: list[str] | None = None
+    image_scale: str = "auto"
+    label_map: str | None = None
+    tile: int = 128
     n_synthetic: int = 64
     synthetic_size: int = 128
     val_fraction: float = 0.2
@@ -199,6 +210,11 @@ class TrainConfig:
             raise UserError(
                 f"--fold must be in [0, {self.data.folds - 1}] for --folds {self.data.folds}, got {self.data.fold}"
             )
+        if self.model.bands is not None:
+            self.model.bands = list(canonical_bands(self.model.bands))
+            channel_names(self.model.channel_set, self.model.bands)
+        if self.data.tile < 16 or self.data.tile % 16:
+            raise UserError(f"--tile must be a multiple of 16 (the network halves it 4 times), got {self.data.tile}")
         if self.model.width is not None and self.model.width < 1:
             raise UserError(f"--width must be >= 1, got {self.model.width}")
         if self.resume and not self.checkpoint_dir:

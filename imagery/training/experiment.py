@@ -30,7 +30,8 @@ from common.cli import UserError
 from common.fingerprint import Fingerprint, fingerprint_array
 from common.oof import OOF_COLUMNS, log_oof, oof_frame
 from common.tracking import log_fingerprint, set_run_kind, tracked_run
-from imagery.data import BANDS, PatchSet, load_patches
+from imagery.data import MODEL_UNITS, PatchSet, load_patches
+from imagery.data.chips import ChipSpec, is_chip_folder, load_chips
 from imagery.data.splits import holdout_split, kfold_splits
 from imagery.data.synthetic import write_synthetic_l4s
 from imagery.device import resolve_device
@@ -40,17 +41,30 @@ from imagery.inference.predict import save_overlay
 from imagery.inference.segmenter import Segmenter, SegmenterMeta
 from imagery.inference.serving import log_segmenter
 from imagery.models import create_model
-from imagery.training.config import TrainConfig
+from imagery.training.config import DataConfig, TrainConfig
 from imagery.training.losses import build_criterion
 from imagery.training.trainer import Trainer
+from imagery.transforms.features import channel_names
 from imagery.transforms.preprocess import Preprocessor, fit_normalizer
 
 
 # ------------------------------------------------------------------------------- splits
 def holdout_positions(
-    ids: np.ndarray, val_fraction: float, seed: int, labels: np.ndarray | None = None
+    ids: np.ndarray,
+    val_fraction: float,
+    seed: int,
+    labels: np.ndarray | None = None,
+    groups: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Positions ``(train, val)`` of ``imagery.data.splits.holdout_split`` (stratified by patch label when possible)."""
+    """Positions ``(train, val)`` of ``imagery.data.splits.holdout_split`` (stratified by patch label when possible).
+
+    With ``groups`` (tiles of one georeferenced chip share a group) whole groups go to one side, so no chip
+    is both trained on and validated on; with a single group it falls back to a split of the patches.
+    """
+    if groups is not None and len(np.unique(groups)) >= 2:
+        uniq = np.unique(groups)
+        gtr, gva = holdout_split(uniq, val_fraction, seed)
+        return np.flatnonzero(np.isin(groups, gtr)), np.flatnonzero(np.isin(groups, gva))
     strat = None
     if labels is not None:
         _, counts = np.unique(labels, return_counts=True)
@@ -73,16 +87,35 @@ def _positions(ids: np.ndarray, sel_ids: Any) -> np.ndarray:
 
 
 # ------------------------------------------------------------------------------- data
+def chip_spec(d: DataConfig) -> ChipSpec:
+    """The :class:`imagery.data.chips.ChipSpec` of ``--image-bands``/``--image-scale``/``--label-map``/``--tile``."""
+    bands = tuple(d.image_bands) if d.image_bands else None
+    return ChipSpec(image_bands=bands, image_scale=d.image_scale, label_map=d.label_map, tile=d.tile)
+
+
+def load_labelled(path: str, split: str, layout: str | None, d: DataConfig) -> PatchSet:
+    """Labelled patches from an L4S folder/cache or a georeferenced chip folder (``imagery.data.chips``)."""
+    if layout is None and is_chip_folder(path):
+        return load_chips(path, chip_spec(d))
+    if d.image_bands or d.label_map:
+        raise UserError(
+            f"{path}: --image-bands/--label-map apply to a chip folder (images/ + labels/ GeoTIFFs), not to L4S data"
+        )
+    return load_patches(path, split, layout=layout, require_masks=True)
+
+
 def load_training_data(cfg: TrainConfig, tmp: Path) -> tuple[PatchSet, Fingerprint]:
-    """The labelled patches to train on and their fingerprint (synthetic ones without ``--data``)."""
+    """The labelled patches to train on and their fingerprint (synthetic ones without ``--data``), holding the
+    model's bands (``--bands``; default: every band of the data)."""
     d = cfg.data
     if d.path is None:
         root = write_synthetic_l4s(tmp / "synthetic", n_patches=d.n_synthetic, seed=cfg.seed, size=d.synthetic_size)
         patches = load_patches(root, "train", layout="plain", require_masks=True)
         source = f"synthetic(n={d.n_synthetic}, size={d.synthetic_size}, seed={cfg.seed})"
     else:
-        patches = load_patches(d.path, d.split, layout=d.layout, require_masks=True)
+        patches = load_labelled(d.path, d.split, d.layout, d)
         source = str(d.path)
+    patches = patches.select_bands(tuple(cfg.model.bands) if cfg.model.bands else patches.bands)
     if len(patches) < 2:
         raise UserError(
             f"{d.path or 'synthetic data'}: {len(patches)} labelled patch(es); need at least 2 to train and validate"
@@ -115,19 +148,24 @@ def train_fold(
 ) -> FoldResult:
     """Train on ``train_set`` (validation carved from it), evaluate on ``test_set``; logs to the active MLflow run."""
     device = resolve_device(cfg.device)
-    tr_pos, va_pos = holdout_positions(train_set.ids, cfg.data.val_fraction, cfg.seed + fold, train_set.patch_labels())
+    tr_pos, va_pos = holdout_positions(
+        train_set.ids, cfg.data.val_fraction, cfg.seed + fold, train_set.patch_labels(), train_set.groups
+    )
     if len(va_pos) == 0 or len(tr_pos) == 0:
         raise UserError(f"--val-fraction {cfg.data.val_fraction} leaves an empty split of {len(train_set)} patches")
     tr, va = train_set.subset(tr_pos), train_set.subset(va_pos)
-    pre = Preprocessor(cfg.model.channel_set)
+    bands = train_set.bands
+    pre = Preprocessor(cfg.model.channel_set, bands=bands)
     with torch.no_grad():
         tx = pre.transform_all(np.asarray(tr.images), device)  # engineered once, normalised in place below
-        pre.normalizer = fit_normalizer(cfg.data.normalize, tx)
+        pre.normalizer = fit_normalizer(cfg.data.normalize, tx, bands)
         tx = pre.normalize(tx)
         vx = pre.transform_all(np.asarray(va.images), device)
     normalizer = pre.normalizer
     torch.manual_seed(cfg.seed + fold)
-    model = create_model(cfg.model.name, **cfg.model.create_kwargs())
+    model_cfg = copy.deepcopy(cfg.model)
+    model_cfg.bands = list(bands)
+    model = create_model(cfg.model.name, **model_cfg.create_kwargs())
     criterion = build_criterion(cfg.loss.name, cfg.model.head, **cfg.loss.params())
 
     def log_epoch(metrics: dict[str, float], epoch: int) -> None:
@@ -140,11 +178,13 @@ def train_fold(
     result = trainer.fit()
     meta = SegmenterMeta(
         model_name=cfg.model.name,
-        model_kwargs=cfg.model.create_kwargs(),
+        model_kwargs=model_cfg.create_kwargs(),
         channel_set=cfg.model.channel_set,
         threshold=result.threshold,
         normalizer=normalizer.to_dict() if normalizer is not None else None,
-        band_order=list(BANDS),
+        band_order=list(bands),
+        units=MODEL_UNITS,
+        channels=list(channel_names(cfg.model.channel_set, bands)),
         head=cfg.model.head,
         tta=cfg.tta,
         vote=cfg.vote,
@@ -156,6 +196,7 @@ def train_fold(
     mlflow.log_metrics({"threshold": result.threshold, "best_epoch": float(result.best_epoch + 1)})
     _log_table(result.threshold_table, "threshold_sweep.csv")
     _log_plots(cfg, va, result.val_probs, result.threshold)
+    mlflow.log_params({"bands": ",".join(bands), "in_channels": int(model_cfg.create_kwargs()["in_channels"])})
 
     test_metrics: dict[str, float] = {}
     if test_set is not None and len(test_set):
@@ -316,6 +357,7 @@ def _log_plots(cfg: TrainConfig, va: PatchSet, probs: np.ndarray, threshold: flo
                 mask=va.masks[i],
                 prob=probs[i],
                 pred=pred,
+                bands=va.bands,
             )
         save_pr_curve(folder / "plots" / "pr_curve.png", probs, va.masks, threshold)
         mlflow.log_artifacts(str(folder))

@@ -34,6 +34,12 @@ convention, not per image). Formulas:
   authors' code (Focal + IoU, 1:1) up to a factor 2. ``ce_iou``: ``mix * CE + (1 - mix) * IoU``.
   ``focal_iou_center``: ``mix * Focal + (1 - mix) * IoU + center_weight * Center`` (0.5, 0.5).
 
+Ignored pixels (target == :data:`imagery.data.patches.IGNORE`, 255: unlabelled chip pixels, padding) take no
+part in any loss: every formula above runs over the *labelled* pixels only, so N is their count, the soft
+sums ``I_c``, ``U_c``, ``TP_c`` ... and the Lovasz sort only see them, and the weighted losses give them
+weight 0. On a batch without ignored pixels every loss is unchanged; on one without any labelled pixel it is
+0 (with a gradient of zeros).
+
 Wrappers for model output dicts: :class:`MultiResLoss` (0.25/0.5/0.25 over the 256/128/64 outputs;
 targets resized by nearest neighbour), :class:`OutLoss` (``"out"`` only), :class:`DualLoss` (adds BCE on
 ``patch_logit`` vs "mask has a landslide pixel"); :func:`build_criterion` picks the one for a head.
@@ -51,8 +57,24 @@ import torch.nn.functional as F
 from torch import nn
 
 from common.cli import UserError
+from imagery.data.patches import IGNORE
 
 EPS = 1e-7
+
+
+def _valid(target: torch.Tensor) -> torch.Tensor:
+    """(B, H, W) bool: the labelled pixels (target != IGNORE)."""
+    return target != IGNORE
+
+
+def _clean(target: torch.Tensor) -> torch.Tensor:
+    """The target with ignored pixels set to background (they are masked out wherever it is used)."""
+    return torch.where(_valid(target), target, torch.zeros_like(target)).long()
+
+
+def _zero(logits: torch.Tensor) -> torch.Tensor:
+    """A zero loss that keeps the graph (a batch with no labelled pixel)."""
+    return logits.sum() * 0.0
 
 
 def _check(logits: torch.Tensor, target: torch.Tensor) -> None:
@@ -105,8 +127,10 @@ class CrossEntropyLoss(nn.Module):
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         _check(logits, target)
+        if not bool(_valid(target).any()):
+            return _zero(logits)
         w = None if self.weight is None else torch.as_tensor(self.weight, dtype=torch.float32, device=logits.device)
-        return F.cross_entropy(logits.float(), target.long(), weight=w)
+        return F.cross_entropy(logits.float(), target.long(), weight=w, ignore_index=IGNORE)
 
 
 class FocalLoss(nn.Module):
@@ -118,7 +142,12 @@ class FocalLoss(nn.Module):
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         _check(logits, target)
-        return _focal_terms(logits, target, self.gamma, self.alpha).sum() / (target.numel() * logits.shape[1])
+        valid = _valid(target)
+        n = int(valid.sum())
+        if n == 0:
+            return _zero(logits)
+        terms = _focal_terms(logits, _clean(target), self.gamma, self.alpha)
+        return terms[valid].sum() / (n * logits.shape[1])
 
 
 class _Region(nn.Module):
@@ -133,7 +162,10 @@ class _Region(nn.Module):
         k = logits.shape[1]
         idx = _class_index(self.classes, k)
         p = torch.softmax(logits.float(), dim=1)[:, idx].transpose(0, 1).flatten(1)
-        y = _onehot(target, k)[:, idx].transpose(0, 1).flatten(1)
+        y = _onehot(_clean(target), k)[:, idx].transpose(0, 1).flatten(1)
+        valid = _valid(target).flatten()
+        if not bool(valid.all()):  # labelled pixels only: the sums and sorts below never see ignored ones
+            p, y = p[:, valid], y[:, valid]
         return p, y
 
 
@@ -265,8 +297,12 @@ class _WeightedPixelLoss(nn.Module):
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         _check(logits, target)
-        w = 1.0 + self.lam * self.weight_map(target)
-        return (w * _focal_terms(logits, target, self.gamma)).sum() / w.sum()
+        valid = _valid(target)
+        if not bool(valid.any()):
+            return _zero(logits)
+        clean = _clean(target)
+        w = (1.0 + self.lam * self.weight_map(clean)) * valid
+        return (w * _focal_terms(logits, clean, self.gamma)).sum() / w.sum()
 
 
 class BoundaryWeightedLoss(_WeightedPixelLoss):

@@ -101,7 +101,7 @@ def _cutmix_mask(
     images: torch.Tensor, masks: torch.Tensor, do: torch.Tensor, generator: torch.Generator
 ) -> tuple[torch.Tensor, torch.Tensor]:
     donor = torch.randperm(images.shape[0], generator=generator).to(images.device)
-    paste = (masks[donor] > 0) & do.view(-1, 1, 1)
+    paste = (masks[donor] == 1) & do.view(-1, 1, 1)
     new_i = torch.where(paste.unsqueeze(1), images[donor], images)
     new_m = torch.where(paste, masks[donor], masks)
     return new_i, new_m

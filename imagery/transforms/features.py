@@ -35,6 +35,13 @@ Deck vs code: the deck says "Gaussian and median blur, k = 10"; the code (follow
 uses a 10x10 box blur and a 15x15 median. The deck orders the indices NDVI, VI, NBR, gray;
 the code's order NDVI, NBR, VI, gray is used.
 
+Band subsets (``bands=``, the model's band set, ``train_imagery --bands``): the input then holds only
+those bands, in :data:`imagery.data.bands.BANDS` order; :func:`channel_names` keeps the set's band
+channels that are present and **leaves out every engineered channel that needs a missing band**
+(``Channel.needs``): R_mm/G_mm/B_mm need B4/B3/B2, NDVI needs B8+B4, NBR B8+B12, VI B8+B11, gray and
+the blurs, Canny and Sobel need B2+B3+B4. For example B2,B3,B4,B8,B11 with set 23 gives the seed's
+13-channel deployment variant (5 bands + R/G/B min-max, NDVI, VI, gray, two blurs).
+
 Canny has no torch implementation here: for channel sets with ``canny`` a torch input is
 moved to the CPU for that one channel (OpenCV) and the result moved back.
 """
@@ -52,7 +59,7 @@ import torch
 import torch.nn.functional as F
 
 from common.cli import UserError
-from imagery.data.bands import BANDS, band_index
+from imagery.data.bands import BANDS, canonical_bands
 
 EPS = 1e-8
 SOBEL_SCALE = 27.32
@@ -85,18 +92,19 @@ def _ratio(a: Any, b: Any) -> Any:
 
 
 class _Batch:
-    """One batch ``(B, 14, H, W)`` and the intermediates several channels share, each computed once.
+    """One batch ``(B, len(bands), H, W)`` and the intermediates several channels share, each computed once.
 
     NumPy batches are float64 (the OpenCV path); torch batches float32 on their device.
     ``gray_u8`` holds the uint8 gray of the seed (``uint8`` for NumPy, uint8 values as float for torch).
     """
 
-    def __init__(self, x: Any) -> None:
+    def __init__(self, x: Any, bands: tuple[str, ...] = BANDS) -> None:
         self.torch = _is_torch(x)
         self.x = x.float() if self.torch else x.astype(np.float64, copy=False)
+        self.pos = {b: i for i, b in enumerate(bands)}
 
     def band(self, name: str) -> Any:
-        return self.x[:, band_index(name)]
+        return self.x[:, self.pos[name]]
 
     @cached_property
     def gray(self) -> Any:
@@ -195,6 +203,8 @@ class Channel:
     name: str
     numpy: Callable[[_Batch], Any]
     torch: Callable[[_Batch], Any] | None = None
+    #: the bands this channel is computed from (it is left out of a band set that lacks one of them)
+    needs: tuple[str, ...] = ()
 
     def compute(self, batch: _Batch) -> Any:
         fn = self.torch if (batch.torch and self.torch is not None) else self.numpy
@@ -205,23 +215,25 @@ def _band(name: str) -> Callable[[_Batch], Any]:
     return lambda b: b.band(name)
 
 
+_RGB = ("B2", "B3", "B4")
+
 #: Every channel this module can compute, in no particular order (the sets below give the order).
 CHANNELS: dict[str, Channel] = {
     c.name: c
     for c in (
-        *(Channel(name, _band(name)) for name in BANDS),
-        Channel("R_mm", lambda b: _minmax(b.band("B4"))),
-        Channel("G_mm", lambda b: _minmax(b.band("B3"))),
-        Channel("B_mm", lambda b: _minmax(b.band("B2"))),
-        Channel("NDVI", lambda b: _ratio(b.band("B8"), b.band("B4"))),
-        Channel("NBR", lambda b: _ratio(b.band("B8"), b.band("B12"))),
-        Channel("VI", lambda b: _ratio(b.band("B8"), b.band("B11"))),
-        Channel("gray", lambda b: b.gray),
-        Channel("blur_box", _blur_box_np, _blur_box_torch),
-        Channel("blur_median", _median_np, _median_torch),
-        Channel("canny", _canny_np, _canny_torch),
-        Channel("sobel_x", _sobel_np(1, 0), _sobel_torch("x")),
-        Channel("sobel_y", _sobel_np(0, 1), _sobel_torch("y")),
+        *(Channel(name, _band(name), needs=(name,)) for name in BANDS),
+        Channel("R_mm", lambda b: _minmax(b.band("B4")), needs=("B4",)),
+        Channel("G_mm", lambda b: _minmax(b.band("B3")), needs=("B3",)),
+        Channel("B_mm", lambda b: _minmax(b.band("B2")), needs=("B2",)),
+        Channel("NDVI", lambda b: _ratio(b.band("B8"), b.band("B4")), needs=("B8", "B4")),
+        Channel("NBR", lambda b: _ratio(b.band("B8"), b.band("B12")), needs=("B8", "B12")),
+        Channel("VI", lambda b: _ratio(b.band("B8"), b.band("B11")), needs=("B8", "B11")),
+        Channel("gray", lambda b: b.gray, needs=_RGB),
+        Channel("blur_box", _blur_box_np, _blur_box_torch, needs=_RGB),
+        Channel("blur_median", _median_np, _median_torch, needs=_RGB),
+        Channel("canny", _canny_np, _canny_torch, needs=_RGB),
+        Channel("sobel_x", _sobel_np(1, 0), _sobel_torch("x"), needs=_RGB),
+        Channel("sobel_y", _sobel_np(0, 1), _sobel_torch("y"), needs=_RGB),
     )
 }
 
@@ -237,42 +249,58 @@ CHANNEL_SETS: dict[int, tuple[str, ...]] = {
 DEFAULT_CHANNEL_SET = 23
 
 
-def n_channels(channel_set: int = DEFAULT_CHANNEL_SET) -> int:
-    """Number of channels of a named channel set."""
-    return len(channel_names(channel_set))
+def n_channels(channel_set: int = DEFAULT_CHANNEL_SET, bands: tuple[str, ...] | list[str] | None = None) -> int:
+    """Number of channels of a named channel set (on the band set ``bands``, default all 14)."""
+    return len(channel_names(channel_set, bands))
 
 
-def channel_names(channel_set: int = DEFAULT_CHANNEL_SET) -> tuple[str, ...]:
-    """Channel names of ``channel_set``; :class:`common.cli.UserError` for an unknown set."""
+def channel_names(
+    channel_set: int = DEFAULT_CHANNEL_SET, bands: tuple[str, ...] | list[str] | None = None
+) -> tuple[str, ...]:
+    """Channel names of ``channel_set`` computed from ``bands`` (default: the 14 L4S bands).
+
+    Band channels outside ``bands`` and engineered channels needing a missing band are left out (module
+    docstring). :class:`common.cli.UserError` for an unknown set or a band set leaving no channel.
+    """
     if channel_set not in CHANNEL_SETS:
         raise UserError(f"unknown channel set {channel_set!r}; expected one of {sorted(CHANNEL_SETS)}")
-    return CHANNEL_SETS[channel_set]
+    names = CHANNEL_SETS[channel_set]
+    if bands is None:
+        return names
+    have = set(canonical_bands(bands))
+    out = tuple(n for n in names if set(CHANNELS[n].needs) <= have)
+    if not out:
+        raise UserError(f"channel set {channel_set} has no channel computable from bands {', '.join(bands)}")
+    return out
 
 
-def compute_features(x: Any, channel_set: int = DEFAULT_CHANNEL_SET) -> Any:
+def compute_features(x: Any, channel_set: int = DEFAULT_CHANNEL_SET, bands: tuple[str, ...] | None = None) -> Any:
     """Engineered channels of ``x`` for ``channel_set`` (see the module docstring).
 
     Args:
-        x: NumPy array or torch tensor ``(B, 14, H, W)`` or ``(14, H, W)``, L4S bands as
+        x: NumPy array or torch tensor ``(B, len(bands), H, W)`` or ``(len(bands), H, W)``, L4S bands as
             stored (clean NaN/Inf first with :func:`imagery.transforms.normalize.clean_image`).
         channel_set: a key of :data:`CHANNEL_SETS` (default 23).
+        bands: the bands ``x`` holds, in :data:`imagery.data.bands.BANDS` order (default all 14).
 
     Returns:
         Same kind as ``x``: ``(B, C, H, W)`` float32 (``(C, H, W)`` for a 3-D input); a torch
         result lives on ``x``'s device.
     """
-    names = channel_names(channel_set)
+    band_set = BANDS if bands is None else canonical_bands(bands)
+    names = channel_names(channel_set, None if bands is None else band_set)
     is_torch = _is_torch(x)
     if not is_torch:
         x = np.asarray(x)
     single = x.ndim == 3
     if x.ndim not in (3, 4):
-        raise ValueError(f"features input must be (B, 14, H, W) or (14, H, W), got shape {tuple(x.shape)}")
+        nb = len(band_set)
+        raise ValueError(f"features input must be (B, {nb}, H, W) or ({nb}, H, W), got shape {tuple(x.shape)}")
     if single:
         x = x[None]
-    if x.shape[1] != len(BANDS):
-        raise ValueError(f"features input has {x.shape[1]} channels, expected {len(BANDS)} L4S bands")
-    batch = _Batch(x)
+    if x.shape[1] != len(band_set):
+        raise ValueError(f"features input has {x.shape[1]} channels, expected {len(band_set)} bands {band_set}")
+    batch = _Batch(x, band_set)
     planes = [CHANNELS[n].compute(batch) for n in names]
     if is_torch:
         out = torch.stack(planes, dim=1).float()

@@ -29,19 +29,20 @@ from typing import Any, Literal, get_args
 import numpy as np
 import torch
 
-from imagery.data.bands import L4S_CLIP_MAX, L4S_MEAN, L4S_STD, N_BANDS
+from imagery.data.bands import BANDS, L4S_CLIP_MAX, L4S_MEAN, L4S_STD, band_indices
 
 NormalizeMode = Literal["none", "l4s", "fold", "band_mean"]
 MODES: tuple[str, ...] = get_args(NormalizeMode)
 STD_FLOOR = 1e-6
 
 
-def clean_image(x: np.ndarray, clip: bool = True) -> tuple[np.ndarray, int]:
+def clean_image(x: np.ndarray, clip: bool = True, bands: tuple[str, ...] | list[str] = BANDS) -> tuple[np.ndarray, int]:
     """Replace NaN/Inf and clip outliers (rule in the module docstring).
 
     Args:
-        x: ``(14, H, W)`` or ``(N, 14, H, W)`` L4S bands (any float dtype).
+        x: ``(C, H, W)`` or ``(N, C, H, W)`` L4S bands (any float dtype), the C = ``len(bands)`` bands ``bands``.
         clip: apply the per-band clipping (step 2).
+        bands: the bands ``x`` holds (default all 14, in L4S order).
 
     Returns:
         ``(cleaned float32 array of the same shape, number of non-finite values replaced)``.
@@ -50,8 +51,9 @@ def clean_image(x: np.ndarray, clip: bool = True) -> tuple[np.ndarray, int]:
     single = arr.ndim == 3
     if single:
         arr = arr[None]
-    if arr.ndim != 4 or arr.shape[1] != N_BANDS:
-        raise ValueError(f"clean_image expects (14, H, W) or (N, 14, H, W), got shape {np.shape(x)}")
+    idx = band_indices(list(bands))
+    if arr.ndim != 4 or arr.shape[1] != len(idx):
+        raise ValueError(f"clean_image expects ({len(idx)}, H, W) or (N, {len(idx)}, H, W), got shape {np.shape(x)}")
     bad = ~np.isfinite(arr)
     n_bad = int(bad.sum())
     if n_bad:
@@ -60,7 +62,7 @@ def clean_image(x: np.ndarray, clip: bool = True) -> tuple[np.ndarray, int]:
             finite = band[np.isfinite(band)]
             band[~np.isfinite(band)] = float(np.median(finite)) if finite.size else 0.0
     if clip:
-        np.clip(arr, 0.0, L4S_CLIP_MAX[None, :, None, None], out=arr)
+        np.clip(arr, 0.0, L4S_CLIP_MAX[idx][None, :, None, None], out=arr)
     return (arr[0] if single else arr), n_bad
 
 

@@ -12,22 +12,26 @@ from typing import Any
 import numpy as np
 import torch
 
+from imagery.data.bands import BANDS, L4S_MEAN, L4S_STD, band_indices, canonical_bands
 from imagery.transforms.features import compute_features
 from imagery.transforms.normalize import Normalizer, clean_image
 
 
 class Preprocessor:
-    """Raw L4S values ``(B, 14, H, W)`` -> model input ``(B, C, H, W)`` float32, on the input's device.
+    """Raw L4S values ``(B, len(bands), H, W)`` -> model input ``(B, C, H, W)`` float32, on the input's device.
 
     Steps: ``imagery.transforms.normalize.clean_image`` (NaN/Inf replaced, outliers clipped), then
-    ``imagery.transforms.features.compute_features(x, channel_set)`` (band order of
-    ``imagery.data.bands.BANDS`` then the engineered channels), then the fitted ``Normalizer``
-    (mode ``"none"`` is the identity).
+    ``imagery.transforms.features.compute_features(x, channel_set, bands)`` (the bands in
+    ``imagery.data.bands.BANDS`` order, then the engineered channels computable from them), then the fitted
+    ``Normalizer`` (mode ``"none"`` is the identity). ``bands``: the model's band set (default all 14).
     """
 
-    def __init__(self, channel_set: int = 23, normalizer: Any | None = None) -> None:
+    def __init__(
+        self, channel_set: int = 23, normalizer: Any | None = None, bands: tuple[str, ...] | list[str] | None = None
+    ) -> None:
         self.channel_set = int(channel_set)
         self.normalizer = normalizer
+        self.bands: tuple[str, ...] = BANDS if not bands else canonical_bands(bands)
 
     def features(self, raw: np.ndarray | torch.Tensor, device: torch.device | None = None) -> torch.Tensor:
         """Cleaned, engineered but not normalised channels ``(B, C, H, W)`` float32 on ``device``.
@@ -39,13 +43,13 @@ class Preprocessor:
         if device is None:
             device = raw.device if isinstance(raw, torch.Tensor) else torch.device("cpu")
         arr = raw.detach().cpu().numpy() if isinstance(raw, torch.Tensor) else np.asarray(raw)
-        cleaned, _ = clean_image(arr)
+        cleaned, _ = clean_image(arr, bands=self.bands)
         cleaned = np.ascontiguousarray(cleaned, dtype=np.float32)
         if torch.device(device).type == "cpu":
-            feats = compute_features(cleaned, channel_set=self.channel_set)
+            feats = compute_features(cleaned, channel_set=self.channel_set, bands=self.bands)
             return torch.from_numpy(np.ascontiguousarray(feats, dtype=np.float32))
         x = torch.from_numpy(cleaned).to(device)
-        return compute_features(x, channel_set=self.channel_set).float()
+        return compute_features(x, channel_set=self.channel_set, bands=self.bands).float()
 
     def normalize(self, x: torch.Tensor) -> torch.Tensor:
         """Apply the fitted ``Normalizer`` to engineered channels (identity without one)."""
@@ -68,11 +72,16 @@ def _as_tensor(value: Any, like: torch.Tensor) -> torch.Tensor:
     return torch.as_tensor(np.asarray(value, dtype=np.float32), device=like.device)
 
 
-def fit_normalizer(mode: str, train_features: torch.Tensor | np.ndarray) -> Any | None:
+def fit_normalizer(
+    mode: str, train_features: torch.Tensor | np.ndarray, bands: tuple[str, ...] | list[str] | None = None
+) -> Any | None:
     """A ``Normalizer(mode)`` fitted on the engineered channels ``(N, C, H, W)`` of the training patches
-    (``None`` for mode ``none``)."""
+    (``None`` for mode ``none``); mode ``l4s`` takes the L4S statistics of the model's ``bands``."""
     if mode in ("none", "", None):
         return None
+    if mode == "l4s" and bands:
+        idx = band_indices(list(canonical_bands(bands)))
+        return Normalizer(mode="l4s", mean=[float(L4S_MEAN[i]) for i in idx], std=[float(L4S_STD[i]) for i in idx])
     feats = train_features.detach().cpu().numpy() if isinstance(train_features, torch.Tensor) else train_features
     normalizer = Normalizer(mode=mode)
     normalizer.fit(feats)

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 
+from imagery.data import BANDS
 from imagery.inference import Segmenter, SegmenterMeta, load_segmenter, log_segmenter, save_segmenter_files
 from imagery.inference.serving import META_NAME
 from imagery.models import create_model
@@ -38,7 +39,7 @@ def test_threshold_normaliser_channel_set_round_trip_through_mlflow(tracking_uri
         channel_set=17,
         threshold=0.73,
         normalizer=None,
-        band_order=[f"b{i}" for i in range(14)],
+        band_order=list(BANDS),
         head="dual",
         tta="rot4",
     )
@@ -49,7 +50,7 @@ def test_threshold_normaliser_channel_set_round_trip_through_mlflow(tracking_uri
         seg = load_segmenter(u, device="cpu")
         assert seg.threshold == pytest.approx(0.73)
         assert seg.channel_set == 17
-        assert seg.meta.tta == "rot4" and seg.meta.head == "dual" and seg.meta.band_order[3] == "b3"
+        assert seg.meta.tta == "rot4" and seg.meta.head == "dual" and seg.meta.band_order[3] == "B4"
         for k, v in model.state_dict().items():
             assert torch.equal(seg.model.state_dict()[k], v), k
     # the PyTorch flavour is logged too, with the same files inside it

@@ -1,0 +1,129 @@
+"""``python -m pipelines.predict_scene``: a Sentinel-2 scene in, landslide probability, mask and polygons out.
+
+``--scene`` is a folder of per-band files (``B04.tif``, ``T33TUM_20180926T100031_B04_10m.jp2``, ``red.tif``),
+an unzipped ``.SAFE`` product, a multi-band GeoTIFF (with ``--bands`` naming its band order) or a STAC item
+JSON. Bands are brought to the scene's finest band grid, converted to reflectance with the product's
+scale/offset and then to the model's units; SCL cloud, shadow, saturated, nodata and snow pixels are
+masked. The scene is processed one row of tiles at a time (bounded memory) and written to ``--out`` as
+``probability.tif``, ``mask.tif`` (COGs on the scene grid), ``landslides.geojson`` (EPSG:4326),
+``landslides.gpkg`` (scene CRS), ``overview.png`` and ``summary.json``, all logged to an MLflow run.
+
+Examples::
+
+    python -m pipelines.predict_scene --scene ../shared/data/sentinel2_l2a_cogs_29RKH --model runs:/<id> --out out/
+    python -m pipelines.predict_scene --scene S2B_MSIL2A_...SAFE --dem dem.tif --model runs:/<id> --out out/
+    python -m pipelines.predict_scene --scene stack.tif --bands B02,B03,B04,B08 --model runs:/<id> --out out/
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from common.cli import add_common_args, csv_list, positive_int, run_main, unit_float
+from common.seed import seed_everything
+from common.tracking import setup_tracking, tracked_run
+from imagery.inference.config import SceneConfig
+
+EXPERIMENT = "imagery-scene"
+
+
+def _scl_classes(text: str) -> list[int]:
+    try:
+        values = [int(v) for v in csv_list(text)]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated SCL class numbers 0-11, got {text!r}") from None
+    if any(not 0 <= v <= 11 for v in values):
+        raise argparse.ArgumentTypeError(f"SCL classes are 0-11, got {text!r}")
+    return values
+
+
+def _non_negative_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    d = SceneConfig()
+    p = argparse.ArgumentParser(prog="python -m pipelines.predict_scene", description=__doc__.split("\n\n")[0])
+    p.add_argument("--scene", required=True, help="band folder, .SAFE folder, multi-band GeoTIFF or STAC item JSON")
+    p.add_argument("--model", required=True, help="segmenter URI: runs:/<run_id>[/segmenter], models:/... or a folder")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--dem", default=None, help="DEM raster in any CRS covering the scene (needed for slope/DEM models)")
+    p.add_argument("--bands", type=csv_list, default=None, help="band order of a multi-band GeoTIFF, e.g. B02,B03,B04")
+    p.add_argument(
+        "--image-scale",
+        default="auto",
+        choices=("auto", "reflectance", "dn", "dn-offset"),
+        help="override the product's DN scale: reflectance, dn (DN/10000), dn-offset ((DN-1000)/10000)",
+    )
+    p.add_argument("--tile", type=positive_int, default=d.tile, help="tile size, px (default %(default)s)")
+    p.add_argument("--overlap", type=int, default=d.overlap, help="tile overlap, px (default %(default)s)")
+    p.add_argument("--batch-size", type=positive_int, default=d.batch_size, help="tiles per forward pass")
+    p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda[:N]")
+    p.add_argument(
+        "--min-area-m2",
+        type=_non_negative_float,
+        default=d.min_area_m2,
+        help="smallest landslide polygon kept, m2 (default 500: five 10 m pixels)",
+    )
+    p.add_argument("--threshold", type=unit_float, default=None, help="override the model's stored threshold")
+    p.add_argument("--tta", choices=("none", "rot4", "rot4flip"), default=None, help="test-time augmentation")
+    p.add_argument(
+        "--scl-mask",
+        type=_scl_classes,
+        default=d.scl_mask,
+        help="SCL classes masked as nodata (default 0,1,3,8,9,10,11: nodata, saturated, shadow, clouds, cirrus, snow)",
+    )
+    p.add_argument(
+        "--fill-b10",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="fill a model-needed B10 that an L2A product lacks with its L4S mean (a warning; default on)",
+    )
+    p.add_argument("--no-log-rasters", action="store_true", help="do not copy the two COGs into the MLflow run")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_common_args(p)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    cfg = SceneConfig(
+        scene=args.scene,
+        model_uri=args.model,
+        out=args.out,
+        dem=args.dem,
+        bands=args.bands,
+        image_scale=args.image_scale,
+        tile=args.tile,
+        overlap=args.overlap,
+        batch_size=args.batch_size,
+        device=args.device,
+        min_area_m2=args.min_area_m2,
+        threshold=args.threshold,
+        tta=args.tta,
+        scl_mask=args.scl_mask,
+        fill_b10=args.fill_b10,
+        log_rasters=not args.no_log_rasters,
+        progress=not args.no_progress,
+        seed=args.seed,
+    )
+    seed_everything(cfg.seed)
+    uri = setup_tracking(args.tracking_uri, verbose=args.verbose)
+    from imagery.inference.scene import run_scene, scene_summary_line  # noqa: PLC0415 - CLI start-up time (torch)
+
+    with tracked_run(args.experiment or EXPERIMENT, cfg, run_name=args.run_name) as run:
+        result = run_scene(cfg, tracking_uri=uri)
+    print(f"{scene_summary_line(result)}; run {run.info.run_id}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(run_main(main, sys.argv[1:]))
