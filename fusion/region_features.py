@@ -105,3 +105,36 @@ def imagery_region_features(
             "img_n_components": n_comp,
         }
     )
+
+
+def masked_region_features(
+    prob: np.ndarray, valid: np.ndarray, threshold: float, pixel_area_m2: float, pool: int = 3
+) -> dict[str, float]:
+    """The :data:`IMAGERY_FEATURES` of one region cut from a scene's probability map.
+
+    ``prob`` ``(H, W)`` landslide probability (NaN where unknown), ``valid`` ``(H, W)`` bool: the pixels
+    inside the region with a known probability (not cloud, not nodata). The patch probability follows the
+    segmenter's documented rule on the valid pixels: the maximum of the ``pool x pool`` mean (averaged
+    over valid neighbours only). ``pixel_area_m2``: true area of one pixel. Raises ``ValueError`` when no
+    pixel is valid.
+    """
+    v = np.asarray(valid, dtype=bool)
+    if not v.any():
+        raise ValueError("no valid pixel in the region")
+    p = np.where(v, np.nan_to_num(np.asarray(prob, dtype=np.float32), nan=0.0), 0.0).astype(np.float32)
+    w = v.astype(np.float32)
+    k = (pool, pool)
+    num = cv2.boxFilter(p, -1, k, normalize=False, borderType=cv2.BORDER_CONSTANT)
+    den = cv2.boxFilter(w, -1, k, normalize=False, borderType=cv2.BORDER_CONSTANT)
+    pooled = np.divide(num, den, out=np.zeros_like(num), where=den > 0)
+    mask = (p >= threshold) & v
+    n_comp, largest = component_stats(mask.astype(np.uint8))
+    return {
+        "img_patch_prob": float(pooled[v].max()),
+        "img_max_prob": float(p[v].max()),
+        "img_mean_prob": float(p[v].mean()),
+        "img_area_frac": float(mask[v].mean()),
+        "img_largest_cc_px": int(largest),
+        "img_largest_cc_m2": float(largest) * float(pixel_area_m2),
+        "img_n_components": int(n_comp),
+    }

@@ -1,0 +1,541 @@
+"""Assess regions from their coordinates: imagery, factor rasters and both models fused, per region.
+
+:func:`assess` (``python -m pipelines.assess``, and every ``/v1/assess`` job of the service):
+
+1. **Regions** (:mod:`service.regions`): a circle around a point, a box, or polygons in any CRS; each
+   with an id; at most ``max_area_km2`` each (true area).
+2. **Scene**: a local scene (band folder, ``.SAFE``, multi-band GeoTIFF, STAC item) cut to the regions'
+   box plus ``margin_m`` (:func:`imagery.data.crop.crop_scene`), or the least-cloudy Sentinel-2 item of a
+   STAC API / saved items between ``date - days_before`` and ``date`` covering the box
+   (:mod:`imagery.data.stac`).
+3. **Imagery evidence**: the segmenter over the cut scene (:func:`imagery.inference.scene.run_scene`:
+   windowed, clouds and nodata masked from SCL), then per region the features ``fusion`` defines on the
+   region's pixels with a known probability (:func:`fusion.region_features.masked_region_features`). A
+   region whose pixels are all clouded or nodata has no imagery evidence (fallback: tabular, marked).
+4. **Tabular evidence**: the tabular model's features as **zonal means** of the factor rasters over the
+   region's cells (each raster warped onto the scene grid, bilinear; a factor named ``NAME=path`` or by
+   its file stem). This matches a model trained on region tables whose features are region means (the
+   main job's); a cell-level susceptibility model sees the region's mean conditions. A region that a
+   factor raster covers for less than half of its cells has no tabular evidence (fallback: imagery,
+   marked).
+5. **Fusion**: the stacker (or a decision policy) and the cross-check of :mod:`fusion.crosscheck`:
+   fused probability, decision, agreement, reason; the tabular model's top SHAP features.
+
+Outputs (in ``out``): ``regions.geojson`` (regions with every score), ``landslides.geojson`` (detected
+polygons inside the regions, EPSG:4326, with the region id), ``probability.tif`` (the cut scene's
+probability COG), ``report.html`` (one self-contained page: map of regions and polygons over the
+scene's RGB, scores, reasons, SHAP features; Leaflet inlined, so it opens offline), ``report.json``,
+``scene_rgb.png`` and ``overview.png``. Everything is written in a staging folder and moved in at the end.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import math
+import shutil
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import numpy as np
+import pandas as pd
+import shapely
+
+from common.atomic import atomic_dir, atomic_write
+from common.cli import UserError
+from common.geo import (
+    Feature,
+    Grid,
+    RasterOnGrid,
+    geodesic_area_m2,
+    pixel_size_m,
+    rasterize,
+    transform_geometries,
+    write_geojson,
+)
+from common.geo.grid import Window
+from fusion.crosscheck import CrosscheckConfig, crosscheck
+from fusion.region_features import IMAGERY_FEATURES, masked_region_features
+from fusion.scoring import format_top_features, tabular_proba
+from imagery.data.crop import crop_scene
+from imagery.data.sentinel2 import open_scene
+from imagery.data.stac import DEFAULT_COLLECTION, load_items, pick_item, search_items, write_box
+from imagery.inference.config import SceneConfig
+from imagery.inference.scene import run_scene
+from service.config import ServiceConfig
+from service.regions import Region, bounds, box, check_regions, circle, from_request, read_regions
+from service.report import write_report, write_rgb_png
+
+WGS84 = "EPSG:4326"
+MIN_FACTOR_COVERAGE = 0.5
+
+
+@dataclass
+class AssessConfig:
+    """``python -m pipelines.assess``: regions, date, scene source, rasters, models, output, options.
+
+    Regions: one of ``regions`` (vector file), ``lat``/``lon``/``radius_m``, ``bbox`` (W S E N) or
+    ``region_geojson``. Scene: one of ``scene``, ``items`` (saved STAC items) or ``stac_url``.
+    ``factors``: ``NAME=path`` or ``path`` (name = file stem) per factor raster.
+    """
+
+    date: str = ""
+    regions: str | None = None
+    lat: float | None = None
+    lon: float | None = None
+    radius_m: float = 500.0
+    bbox: list[float] | None = None
+    region_geojson: dict[str, Any] | None = None
+    days_before: int = 30
+    scene: str | None = None
+    bands: list[str] | None = None
+    items: str | None = None
+    stac_url: str | None = None
+    collection: str = DEFAULT_COLLECTION
+    max_cloud: float = 20.0
+    dem: str | None = None
+    factors: list[str] = field(default_factory=list)
+    tabular_model: str | None = None
+    imagery_model: str | None = None
+    fusion_model: str | None = None
+    out: str = "assess_out"
+    policy: str = "stacked"
+    runtime: str = "torch"
+    device: str = "auto"
+    threshold: float | None = None
+    min_area_m2: float = 500.0
+    margin_m: float = 200.0
+    tile: int = 128
+    overlap: int = 32
+    batch_size: int = 16
+    max_area_km2: float = 2500.0
+    progress: bool = True
+    seed: int = 42
+
+
+@dataclass(frozen=True)
+class AssessResult:
+    """What :func:`assess` made: the output folder, the per-region table, and the report dict."""
+
+    out: Path
+    regions: pd.DataFrame
+    report: dict[str, Any]
+
+
+def regions_of(cfg: AssessConfig) -> list[Region]:
+    """The regions of ``cfg`` (exactly one way of giving them), checked against ``max_area_km2``."""
+    given = [
+        k
+        for k, v in (
+            ("--regions", cfg.regions),
+            ("--lat/--lon", cfg.lat is not None or cfg.lon is not None),
+            ("--bbox", cfg.bbox),
+            ("region", cfg.region_geojson),
+        )
+        if v
+    ]
+    if len(given) != 1:
+        raise UserError(f"give exactly one of --lat/--lon, --bbox or --regions; got {', '.join(given) or 'none'}")
+    if cfg.regions:
+        regions = read_regions(cfg.regions)
+    elif cfg.region_geojson:
+        regions = from_request({"region": cfg.region_geojson})
+    elif cfg.bbox:
+        regions = [box(cfg.bbox)]
+    else:
+        if cfg.lat is None or cfg.lon is None:
+            raise UserError("--lat and --lon go together")
+        regions = [circle(cfg.lat, cfg.lon, cfg.radius_m)]
+    check_regions(regions, cfg.max_area_km2)
+    return regions
+
+
+def date_window(date: str, days_before: int) -> tuple[str, str]:
+    """``(start, end)`` dates (YYYY-MM-DD): ``days_before`` days before ``date``, and ``date``; not in the future."""
+    try:
+        day = dt.date.fromisoformat(date)
+    except ValueError:
+        raise UserError(f"--date {date!r}: expected YYYY-MM-DD") from None
+    if day > dt.date.today():
+        raise UserError(f"--date {date} is in the future; expected a date up to today")
+    return (day - dt.timedelta(days=int(days_before))).isoformat(), day.isoformat()
+
+
+def _padded(box_lonlat: Sequence[float], margin_m: float) -> list[float]:
+    w, s, e, n = box_lonlat
+    dlat = margin_m / 111_320.0
+    dlon = margin_m / (111_320.0 * max(0.05, math.cos(math.radians((s + n) / 2))))
+    return [max(-180.0, w - dlon), max(-90.0, s - dlat), min(180.0, e + dlon), min(90.0, n + dlat)]
+
+
+def acquire_scene(
+    cfg: AssessConfig, box_lonlat: list[float], folder: Path, log: Callable[[str], None]
+) -> tuple[Path, list[str]]:
+    """The scene cut to ``box_lonlat`` in ``folder`` and notes (e.g. a scene date outside the window)."""
+    start, end = date_window(cfg.date, cfg.days_before)
+    notes: list[str] = []
+    sources = [k for k, v in (("--scene", cfg.scene), ("--items", cfg.items), ("--stac-url", cfg.stac_url)) if v]
+    if len(sources) != 1:
+        raise UserError(f"give exactly one of --scene, --items or --stac-url; got {', '.join(sources) or 'none'}")
+    if cfg.scene:
+        scene = open_scene(cfg.scene, bands=cfg.bands)
+        if scene.date and not (start <= scene.date[:10] <= end):
+            notes.append(f"the scene is dated {scene.date[:10]}, outside {start}..{end}")
+        box_text = " ".join(f"{v:.4f}" for v in box_lonlat)
+        log(f"cutting scene {scene.scene_id} ({scene.date or 'date unknown'}) to {box_text}")
+        return crop_scene(scene, box_lonlat, folder), notes
+    where = cfg.items or cfg.stac_url or ""
+    items = (
+        load_items(cfg.items) if cfg.items else search_items(cfg.stac_url or "", cfg.collection, box_lonlat, start, end)
+    )
+    item = pick_item(items, box_lonlat, start=start, end=end, max_cloud=cfg.max_cloud, where=where)
+    log(f"item {item.get('id')} ({str((item.get('properties') or {}).get('datetime', ''))[:10]})")
+    return write_box(item, box_lonlat, folder, source=where, log=lambda _line: None), notes
+
+
+def _factor_sources(factors: Sequence[str]) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for spec in factors:
+        name, _, path = spec.partition("=") if "=" in spec else (Path(spec).stem, "", spec)
+        if not Path(path).is_file():
+            raise UserError(f"--factors {spec}: raster not found: {path}")
+        if name in out:
+            raise UserError(f"--factors: two rasters named {name!r}; name them NAME=path")
+        out[name] = path
+    return out
+
+
+def _region_window(region: Region, grid: Grid) -> tuple[Grid, np.ndarray] | None:
+    """The part of ``grid`` around ``region`` and the region's cells in it (``None``: no overlap)."""
+    geom = transform_geometries(shapely.segmentize(region.geometry, 0.001), WGS84, grid.crs)
+    left, bottom, right, top = geom.bounds
+    t = grid.transform
+    c0 = max(0, math.floor((left - t.c) / t.a))
+    c1 = min(grid.width, math.ceil((right - t.c) / t.a))
+    r0 = max(0, math.floor((top - t.f) / t.e))
+    r1 = min(grid.height, math.ceil((bottom - t.f) / t.e))
+    if c1 <= c0 or r1 <= r0:
+        return None
+    sub = grid.subgrid(Window(c0, r0, c1 - c0, r1 - r0))
+    inside = rasterize([region.geometry], sub, crs=WGS84).astype(bool)
+    if not inside.any():  # a region smaller than a pixel: its centre pixel
+        inside[inside.shape[0] // 2, inside.shape[1] // 2] = True
+    return sub, inside
+
+
+def region_evidence(
+    regions: Sequence[Region], prob_path: Path, threshold: float, factors: dict[str, str], features: list[str]
+) -> tuple[pd.DataFrame, pd.DataFrame, list[str]]:
+    """Per region: the imagery features, the tabular feature row (zonal means) and a note."""
+    grid = Grid.from_raster(prob_path)
+    img_rows, tab_rows, notes = [], [], []
+    for r in regions:
+        note = []
+        win = _region_window(r, grid)
+        img = dict.fromkeys(IMAGERY_FEATURES, np.nan)
+        tab: dict[str, float] = dict.fromkeys(features, np.nan)
+        if win is None:
+            note.append("imagery missing: the region is outside the scene")
+        else:
+            sub, inside = win
+            with RasterOnGrid(prob_path, sub, "nearest") as src:
+                prob = src.read(sub.full_window())[0]
+            valid = inside & np.isfinite(prob)
+            share = valid.sum() / inside.sum()
+            if share == 0:
+                note.append("imagery missing: cloud or no data over the whole region")
+            else:
+                dy, dx = pixel_size_m(sub)
+                img = masked_region_features(prob, valid, threshold, float(np.mean(dy) * np.mean(dx)))
+                if share < 0.999:
+                    note.append(f"{1 - share:.0%} of the region under cloud or nodata")
+            missing_cover = []
+            for name in features:
+                if name not in factors:
+                    continue
+                with RasterOnGrid(factors[name], sub, "bilinear") as src:
+                    vals = src.read(sub.full_window())[0][inside]
+                finite = np.isfinite(vals)
+                if finite.mean() < MIN_FACTOR_COVERAGE:
+                    missing_cover.append(name)
+                else:
+                    tab[name] = float(vals[finite].mean())
+            if missing_cover:
+                note.append(f"tabular missing: factor raster(s) {', '.join(missing_cover)} do not cover the region")
+                tab = dict.fromkeys(features, np.nan)
+        img_rows.append(img)
+        tab_rows.append(tab)
+        notes.append("; ".join(note))
+    return pd.DataFrame(img_rows, columns=list(IMAGERY_FEATURES)), pd.DataFrame(tab_rows, columns=features), notes
+
+
+def fuse(
+    ids: list[str], img: pd.DataFrame, tab: pd.DataFrame, models: tuple[Any, Any, Any], policy: str, notes: list[str]
+) -> pd.DataFrame:
+    """Per region: p_tabular, p_imagery, p_fused, decision, agree, evidence, reason, top_features, note."""
+    tab_model, seg, fuser = models
+    n = len(ids)
+    p_tab = np.full(n, np.nan)
+    top = [""] * n
+    if tab_model is not None:
+        ok = tab.notna().all(axis=1).to_numpy()
+        if ok.any():
+            X = tab.loc[ok].reset_index(drop=True)
+            p_tab[ok] = tabular_proba(tab_model, X)
+            tops = format_top_features(tab_model.explain(X, top_k=3), int(ok.sum()))
+            for j, i in enumerate(np.flatnonzero(ok)):
+                top[i] = tops[j]
+    p_img = img["img_patch_prob"].to_numpy(dtype=np.float64) if seg is not None else np.full(n, np.nan)
+    p_fused = None
+    if fuser is not None:
+        p_fused = fuser.predict_proba(pd.DataFrame({"p_tabular": p_tab, "p_imagery": p_img}))[:, 1]
+    base = getattr(fuser, "base_thresholds_", {}) if fuser is not None else {}
+    cfg = CrosscheckConfig(
+        policy=policy if fuser is not None or policy != "stacked" else ("any" if tab_model is not None else "imagery"),
+        tabular_threshold=float(base.get("tabular", getattr(tab_model, "threshold_", 0.5) or 0.5)),
+        imagery_threshold=float(base.get("imagery", getattr(seg, "threshold", 0.5) if seg is not None else 0.5)),
+        fused_threshold=float(getattr(fuser, "threshold_", 0.5)) if fuser is not None else 0.5,
+    )
+    cc = crosscheck(p_tab, p_img, cfg, p_fused=p_fused, scar_area_m2=img["img_largest_cc_m2"])
+    out = pd.DataFrame({"region_id": ids})
+    for c in ("p_tabular", "p_imagery", "p_fused", "decision", "agree", "evidence", "reason"):
+        out[c] = cc[c].to_numpy()
+    out["top_features"] = top
+    out["note"] = notes
+    return pd.concat([out, img], axis=1)
+
+
+def _landslides_in(regions: Sequence[Region], scene_geojson: Path) -> list[Feature]:
+    """The scene's landslide polygons cut to each region (true areas recomputed for the cut part)."""
+    data = json.loads(scene_geojson.read_text(encoding="utf-8"))
+    out = []
+    for f in data.get("features", []):
+        geom = shapely.geometry.shape(f["geometry"])
+        for r in regions:
+            part = geom.intersection(r.geometry)
+            if part.is_empty or part.geom_type not in ("Polygon", "MultiPolygon"):
+                continue
+            props = {**f.get("properties", {}), "region_id": r.id, "area_m2": geodesic_area_m2(part, WGS84)}
+            out.append(Feature(part, props))
+    return out
+
+
+def _json_value(v: Any) -> Any:
+    if v is None or v is pd.NA or (isinstance(v, float) and not math.isfinite(v)):
+        return None
+    if isinstance(v, np.integer | np.bool_):
+        return v.item()
+    if isinstance(v, np.floating):
+        return float(v)
+    return v
+
+
+def assess(
+    cfg: AssessConfig,
+    *,
+    models: tuple[Any, Any, Any] | None = None,
+    tracking_uri: str | None = None,
+    log: Callable[[str], None] = print,
+    progress: Callable[[float, str], None] | None = None,
+) -> AssessResult:
+    """Assess the regions of ``cfg`` (module docstring); logs to the active MLflow run when there is one."""
+    step = progress or (lambda _f, _m: None)
+    t0 = time.perf_counter()
+    regions = regions_of(cfg)
+    date_window(cfg.date, cfg.days_before)
+    factors = _factor_sources(cfg.factors)
+    if models is None:
+        from fusion.config import ScoreRegionsConfig  # noqa: PLC0415 - only to name the models
+        from fusion.experiment import load_models  # noqa: PLC0415 - the service passes its loaded models
+
+        models = load_models(
+            ScoreRegionsConfig(
+                regions="",
+                out="",
+                tabular_model=cfg.tabular_model,
+                imagery_model=cfg.imagery_model,
+                fusion_model=cfg.fusion_model,
+                runtime=cfg.runtime,
+                device=cfg.device,
+            ),
+            tracking_uri=tracking_uri,
+        )
+    tab_model, seg, _ = models
+    if seg is None:
+        raise UserError("assess needs an imagery model (--imagery-model): the scene is its evidence")
+    features = list(getattr(tab_model, "feature_names_", []) or [])
+    missing = [f for f in features if f not in factors]
+    if tab_model is not None and missing:
+        raise UserError(
+            f"the tabular model needs the factor rasters {', '.join(missing)}; give them with --factors NAME=path"
+        )
+    box_lonlat = _padded(bounds(regions), cfg.margin_m)
+    with atomic_dir(cfg.out) as staging, tempfile.TemporaryDirectory(prefix="assess-") as tmp:
+        work = Path(tmp)
+        step(0.05, "reading the scene")
+        scene_dir, scene_notes = acquire_scene(cfg, box_lonlat, work / "scene", log)
+        step(0.2, "segmenting the scene")
+        scene_cfg = SceneConfig(
+            scene=str(scene_dir),
+            model_uri=cfg.imagery_model or "(loaded)",
+            out=str(work / "pred"),
+            dem=cfg.dem,
+            tile=cfg.tile,
+            overlap=cfg.overlap,
+            batch_size=cfg.batch_size,
+            device=cfg.device,
+            min_area_m2=cfg.min_area_m2,
+            threshold=cfg.threshold,
+            log_rasters=False,
+            progress=cfg.progress,
+        )
+        scene_res = run_scene(scene_cfg, segmenter=seg, log=log)
+        threshold = float(scene_res.summary["threshold"])
+        step(0.8, "region evidence and fusion")
+        img, tab, notes = region_evidence(regions, scene_res.paths["probability.tif"], threshold, factors, features)
+        table = fuse([r.id for r in regions], img, tab, models, cfg.policy, notes)
+        table = pd.concat([table, tab.add_prefix("factor_")], axis=1)
+        props = [{k: _json_value(v) for k, v in row.items()} for row in table.to_dict(orient="records")]
+        for p, r in zip(props, regions, strict=True):
+            p["area_km2"] = round(r.area_km2, 6)
+        write_geojson(
+            [Feature(r.geometry, p) for r, p in zip(regions, props, strict=True)], staging / "regions.geojson", WGS84
+        )
+        slides = _landslides_in(regions, scene_res.paths["landslides.geojson"])
+        write_geojson(slides, staging / "landslides.geojson", WGS84)
+        shutil.copyfile(scene_res.paths["probability.tif"], staging / "probability.tif")
+        shutil.copyfile(scene_res.paths["overview.png"], staging / "overview.png")
+        rgb_bounds = write_rgb_png(open_scene(scene_dir), box_lonlat, staging / "scene_rgb.png")
+        summary = scene_res.summary
+        report = {
+            "date": cfg.date,
+            "window": list(date_window(cfg.date, cfg.days_before)),
+            "scene": {
+                k: summary.get(k)
+                for k in (
+                    "scene_id",
+                    "date",
+                    "product",
+                    "crs",
+                    "width",
+                    "height",
+                    "masked_share",
+                    "bands_used",
+                    "landslide_count",
+                )
+            },
+            "scene_notes": scene_notes,
+            "scene_bounds": list(rgb_bounds),
+            "models": {
+                "tabular": cfg.tabular_model,
+                "imagery": cfg.imagery_model,
+                "fusion": cfg.fusion_model,
+                "policy": cfg.policy,
+                "imagery_threshold": threshold,
+            },
+            "regions": props,
+            "landslides": len(slides),
+            "seconds": round(time.perf_counter() - t0, 2),
+        }
+        with atomic_write(staging / "report.json") as fh:
+            json.dump(report, fh, indent=2, default=str)
+        regions_geo = json.loads((staging / "regions.geojson").read_text(encoding="utf-8"))
+        slides_geo = json.loads((staging / "landslides.geojson").read_text(encoding="utf-8"))
+        write_report(staging / "report.html", report, regions_geo, slides_geo, staging / "scene_rgb.png")
+        step(0.95, "writing the report")
+    out = Path(cfg.out)
+    if mlflow.active_run() is not None:
+        evid = table["evidence"].value_counts().to_dict()
+        mlflow.log_metrics(
+            {
+                "regions": len(regions),
+                "landslides": len(slides),
+                "assess_seconds": report["seconds"],
+                **{f"evidence_{k}": float(v) for k, v in evid.items()},
+            }
+        )
+        for name in ("regions.geojson", "landslides.geojson", "report.html", "report.json", "overview.png"):
+            mlflow.log_artifact(str(out / name))
+    return AssessResult(out, table, report)
+
+
+# ---------------------------------------------------------------------------------------- the service
+class Assessor:
+    """``/v1/assess`` on the service's loaded models: requests checked at once, run as jobs."""
+
+    def __init__(self, cfg: ServiceConfig, models: tuple[Any, Any, Any]) -> None:
+        self.cfg, self.models = cfg, models
+
+    def check(self, request: dict[str, Any]) -> None:
+        check_regions(from_request(request), self.cfg.max_area_km2)
+        if request.get("scene"):
+            self._scene_path(str(request["scene"]))
+
+    def _scene_path(self, name: str) -> Path:
+        if not self.cfg.scenes_root:
+            raise UserError("this service has no scenes folder (--scenes-root); upload a scene or give stac_url")
+        root = Path(self.cfg.scenes_root).resolve()
+        path = (root / name).resolve()
+        if not path.is_relative_to(root) or not path.exists():
+            raise UserError(f"scene {name!r} not found among the service's scenes")
+        return path
+
+    def scenes(self) -> list[dict[str, Any]]:
+        if not self.cfg.scenes_root or not Path(self.cfg.scenes_root).is_dir():
+            return []
+        out = []
+        for p in sorted(Path(self.cfg.scenes_root).iterdir()):
+            try:
+                scene = open_scene(p)
+                grid = Grid.from_raster(scene.files[scene.bands[0]].path)
+            except (UserError, IndexError, OSError):
+                continue
+            out.append({"name": p.name, "date": scene.date, "bbox": [round(v, 6) for v in grid.bounds_in(WGS84)]})
+        return out
+
+    def run(self, request: dict[str, Any], folder: Path, progress: Callable[[float, str], None]) -> dict[str, Any]:
+        cfg = AssessConfig(
+            date=request["date"],
+            days_before=int(request.get("days_before") or 30),
+            region_geojson=_request_geojson(request),
+            out=str(folder / "result"),
+            stac_url=request.get("stac_url"),
+            scene=str(self._scene_path(request["scene"]))
+            if request.get("scene")
+            else (str(folder / request["upload"]) if request.get("upload") else None),
+            bands=[b.strip() for b in request["bands"].split(",")] if request.get("bands") else None,
+            max_area_km2=self.cfg.max_area_km2,
+            runtime=self.cfg.runtime,
+            progress=False,
+            policy="stacked" if self.models[2] is not None else "any",
+        )
+        result = assess(cfg, models=self.models, log=lambda _line: None, progress=progress)
+        for name in result.out.iterdir():  # the job's files live beside job.json
+            shutil.move(str(name), folder / name.name)
+        shutil.rmtree(result.out, ignore_errors=True)
+        return {
+            "regions": json.loads((folder / "regions.geojson").read_text(encoding="utf-8")),
+            "landslides": json.loads((folder / "landslides.geojson").read_text(encoding="utf-8")),
+            "scene_bounds": result.report["scene_bounds"],
+            "scene": result.report["scene"],
+        }
+
+
+def _request_geojson(request: dict[str, Any]) -> dict[str, Any]:
+    regions = from_request(request)
+    return {
+        "type": "FeatureCollection",
+        "features": [
+            {"type": "Feature", "geometry": shapely.geometry.mapping(r.geometry), "properties": {"id": r.id}}
+            for r in regions
+        ],
+    }
+
+
+def config_dict(cfg: AssessConfig) -> dict[str, Any]:
+    return asdict(cfg)
