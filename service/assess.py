@@ -61,7 +61,7 @@ from common.geo import (
 from common.geo.grid import Window
 from fusion.crosscheck import CrosscheckConfig, crosscheck
 from fusion.region_features import IMAGERY_FEATURES, masked_region_features
-from fusion.scoring import format_top_features, tabular_proba
+from fusion.scoring import check_base_models, check_compatible, format_top_features, tabular_proba
 from imagery.data.crop import crop_scene
 from imagery.data.sentinel2 import open_scene
 from imagery.data.stac import DEFAULT_COLLECTION, load_items, pick_item, search_items, write_box
@@ -365,7 +365,11 @@ def assess(
             ),
             tracking_uri=tracking_uri,
         )
-    tab_model, seg, _ = models
+    tab_model, seg, fuser = models
+    check_compatible(tab_model, seg, fuser)
+    problems = check_base_models(tab_model, seg, fuser)
+    if problems:
+        raise UserError("incompatible models: " + "; ".join(problems))
     if seg is None:
         raise UserError("assess needs an imagery model (--imagery-model): the scene is its evidence")
     features = list(getattr(tab_model, "feature_names_", []) or [])

@@ -1,0 +1,129 @@
+"""``python -m pipelines.assess``: a region's landslide verdict from its coordinates and a date.
+
+Per region: the imagery evidence (the segmenter over the Sentinel-2 scene cut to the region), the
+tabular evidence (the factor rasters' zonal means), the fused probability, the decision, whether the
+models agree and why, and the landslide polygons; written to ``--out`` as ``regions.geojson``,
+``landslides.geojson``, ``probability.tif``, ``report.html`` (self-contained, opens offline) and
+``report.json``, and logged as an MLflow run. See :mod:`service.assess` for every rule.
+
+Examples::
+
+    python -m pipelines.assess --lat 46.62 --lon 13.85 --radius-m 800 --date 2024-06-20 --scene S2_folder/ \\
+        --dem dem.tif --factors slope_deg=slope.tif rain_7d_mm=rain.tif ... \\
+        --tabular-model runs:/<tab>/model --imagery-model runs:/<img> --fusion-model runs:/<fus> --out report/
+    python -m pipelines.assess --bbox 13.80 46.60 13.90 46.65 --date 2024-06-20 \\
+        --stac-url https://earth-search.aws.element84.com/v1 --imagery-model model.onnx --out report/
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from common.cli import UserError, add_common_args, csv_list, print_summary, progress_printer, run_main
+from common.seed import seed_everything
+from common.tracking import setup_tracking, tracked_run
+from fusion.crosscheck import POLICIES
+from service.assess import AssessConfig, assess
+
+EXPERIMENT = "assess"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    d = AssessConfig()
+    p = argparse.ArgumentParser(prog="python -m pipelines.assess", description=__doc__.split("\n\n")[0])
+    where = p.add_argument_group("regions (one of)")
+    where.add_argument("--lat", type=float, default=None, help="latitude of a point (degrees)")
+    where.add_argument("--lon", type=float, default=None, help="longitude of a point (degrees)")
+    where.add_argument("--radius-m", type=float, default=d.radius_m, help="radius around the point, m")
+    where.add_argument("--bbox", type=float, nargs=4, metavar=("W", "S", "E", "N"), default=None)
+    where.add_argument("--regions", default=None, help="polygons (GeoJSON, GeoPackage, shapefile; any CRS)")
+    when = p.add_argument_group("imagery")
+    when.add_argument("--date", required=True, help="YYYY-MM-DD: the latest imagery date to use")
+    when.add_argument("--days-before", type=int, default=d.days_before, help="search window before --date")
+    when.add_argument("--scene", default=None, help="a scene on disk: band folder, .SAFE, GeoTIFF (--bands) or item")
+    when.add_argument("--bands", type=csv_list, default=None, help="band order of a multi-band GeoTIFF --scene")
+    when.add_argument("--items", default=None, help="saved STAC item(s) to pick the scene from")
+    when.add_argument("--stac-url", default=None, help="a STAC API to search (e.g. Earth Search v1)")
+    when.add_argument("--max-cloud", type=float, default=d.max_cloud, help="largest cloud cover %% of a STAC item")
+    when.add_argument("--dem", default=None, help="DEM GeoTIFF (any CRS) for models that use slope/DEM")
+    p.add_argument("--factors", nargs="*", default=[], help="factor rasters: NAME=path or path (name = file stem)")
+    p.add_argument("--tabular-model", default=None, help="tabular model URI")
+    p.add_argument("--imagery-model", required=True, help="segmenter URI (runs:/..., folder or .onnx)")
+    p.add_argument("--fusion-model", default=None, help="fuser URI (else --policy decides)")
+    p.add_argument("--policy", default=None, choices=POLICIES, help="decision policy (default: stacked with a fuser)")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--runtime", choices=("torch", "onnx"), default=d.runtime)
+    p.add_argument("--device", default=d.device, help="auto, cpu or cuda")
+    p.add_argument("--threshold", type=float, default=None, help="override the segmenter's threshold")
+    p.add_argument("--min-area-m2", type=float, default=d.min_area_m2, help="smallest landslide polygon kept")
+    p.add_argument("--max-area-km2", type=float, default=d.max_area_km2, help="largest region accepted")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_common_args(p)
+    return p
+
+
+def config_from_args(args: argparse.Namespace) -> AssessConfig:
+    policy = args.policy or ("stacked" if args.fusion_model else ("any" if args.tabular_model else "imagery"))
+    if policy == "stacked" and not args.fusion_model:
+        raise UserError("--policy stacked needs --fusion-model; or pick another --policy")
+    return AssessConfig(
+        date=args.date,
+        regions=args.regions,
+        lat=args.lat,
+        lon=args.lon,
+        radius_m=args.radius_m,
+        bbox=args.bbox,
+        days_before=args.days_before,
+        scene=args.scene,
+        bands=args.bands,
+        items=args.items,
+        stac_url=args.stac_url,
+        max_cloud=args.max_cloud,
+        dem=args.dem,
+        factors=list(args.factors),
+        tabular_model=args.tabular_model,
+        imagery_model=args.imagery_model,
+        fusion_model=args.fusion_model,
+        out=args.out,
+        policy=policy,
+        runtime=args.runtime,
+        device=args.device,
+        threshold=args.threshold,
+        min_area_m2=args.min_area_m2,
+        max_area_km2=args.max_area_km2,
+        progress=not args.no_progress,
+        seed=args.seed,
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    cfg = config_from_args(args)
+    seed_everything(cfg.seed)
+    uri = setup_tracking(args.tracking_uri, verbose=args.verbose)
+    log = progress_printer(args.json)
+    with tracked_run(args.experiment or EXPERIMENT, cfg, run_name=args.run_name) as run:
+        result = assess(cfg, tracking_uri=uri, log=log)
+    table = result.regions
+    verdicts = {
+        str(r.region_id): ("unknown" if r.decision is None or r.decision != r.decision else int(r.decision))
+        for r in table.itertuples()
+    }
+    print_summary(
+        {
+            "run_id": run.info.run_id,
+            "out": str(result.out),
+            "report": str(result.out / "report.html"),
+            "regions": len(table),
+            "landslides": result.report["landslides"],
+            "decisions": verdicts,
+        },
+        as_json=args.json,
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(run_main(main, sys.argv[1:]))
