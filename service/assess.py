@@ -483,9 +483,10 @@ class Assessor:
     def _scene_path(self, name: str) -> Path:
         if not self.cfg.scenes_root:
             raise UserError("this service has no scenes folder (--scenes-root); upload a scene or give stac_url")
-        root = Path(self.cfg.scenes_root).resolve()
-        path = (root / name).resolve()
-        if not path.is_relative_to(root) or not path.exists():
+        # A scene is named by one entry of the folder (a link to a scene elsewhere is fine);
+        # names with separators or dots cannot reach outside it.
+        path = Path(self.cfg.scenes_root) / name
+        if name in ("", ".", "..") or Path(name).name != name or "\\" in name or not path.exists():
             raise UserError(f"scene {name!r} not found among the service's scenes")
         return path
 

@@ -41,7 +41,11 @@ async function init() {
     const s = await api("/v1/scenes");
     for (const sc of s.scenes) {
       const o = document.createElement("option"); o.value = sc.name; o.textContent = sc.name; $("scene").appendChild(o);
-      if (sc.bbox && !box) { setBox(L.latLngBounds([sc.bbox[1], sc.bbox[0]], [sc.bbox[3], sc.bbox[2]])); map.fitBounds(box.getBounds()); }
+      if (sc.bbox && !box) {  // start with a small box in the middle of the first scene
+        const cx = (sc.bbox[0] + sc.bbox[2]) / 2, cy = (sc.bbox[1] + sc.bbox[3]) / 2, h = 0.025;
+        setBox(L.latLngBounds([cy - h, cx - h], [cy + h, cx + h]));
+        map.fitBounds(L.latLngBounds([sc.bbox[1], sc.bbox[0]], [sc.bbox[3], sc.bbox[2]]));
+      }
     }
     if (s.scenes.length) $("scene").value = s.scenes[0].name;
   } catch (e) { $("error").textContent = e.message; }

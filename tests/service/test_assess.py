@@ -174,3 +174,19 @@ def test_no_imagery_for_the_date(seg: Path, tmp_path: Path, tracking_uri: str, c
     ]
     assert run_main(assess.main, argv) == 2
     assert "no Sentinel-2 item for bbox" in capsys.readouterr().err and not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("name", ["..", "../secret", "a/b", "/etc", "missing", ""])
+def test_service_scene_names_stay_in_the_scenes_folder(tmp_path: Path, name: str) -> None:
+    from common.cli import UserError
+    from service.assess import Assessor
+    from service.config import ServiceConfig
+
+    root = tmp_path / "scenes"
+    (root / "a" / "b").mkdir(parents=True)
+    (tmp_path / "secret").mkdir()
+    assessor = Assessor(ServiceConfig(scenes_root=str(root)), (None, None, None))
+    with pytest.raises(UserError, match="not found among the service's scenes"):
+        assessor._scene_path(name)
+    (root / "linked").symlink_to(tmp_path / "secret")  # the operator's own link is honoured
+    assert assessor._scene_path("linked") == root / "linked"
