@@ -56,6 +56,17 @@ def _refusal(folder: Path, exc: BaseException) -> OSError | None:
     return None
 
 
+def _default_mode() -> int:
+    """The mode a plainly created file gets (``0o666`` less the umask), read once at import."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
+#: Files renamed into place get this mode: ``mkstemp`` makes them owner-only, other programs' files are not.
+FILE_MODE = _default_mode()
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike[str], suffix: str | None = None) -> Iterator[Path]:
     """Yield a temporary path in the target's folder; rename it onto ``path`` on success.
@@ -79,6 +90,8 @@ def atomic_path(path: str | os.PathLike[str], suffix: str | None = None) -> Iter
     tmp = Path(tmp_name)
     try:
         yield tmp
+        with contextlib.suppress(FileNotFoundError):
+            os.chmod(tmp, FILE_MODE)
         os.replace(tmp, target)
     except BaseException as exc:
         with contextlib.suppress(FileNotFoundError):

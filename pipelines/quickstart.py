@@ -15,6 +15,13 @@
 4. Stacker (``pipelines.train_fusion``) on the two OOF tables only.
 5. Score the test regions (``pipelines.score_regions``) and print ROC-AUC, PR-AUC and F1 of the
    tabular, imagery and fused probabilities with paired bootstrap 95% intervals.
+6. Assess the same held-out regions the way an analyst would (``pipelines.assess``): they are laid
+   out as a georeferenced world (:mod:`fusion.world`: a Sentinel-2-like scene, a DEM, one factor
+   raster per tabular feature, region polygons and the landslide inventory, in UTM 33N under
+   ``OUT_DIR/world``); ``assess`` reads the regions from ``regions.gpkg``, segments the scene,
+   takes zonal statistics of the factor rasters, fuses both models and writes
+   ``OUT_DIR/assess/report.html`` (with ``regions.geojson``, ``landslides.geojson``,
+   ``probability.tif``). The fused ROC-AUC of this path is printed beside the patch path's.
 
 Every step is an MLflow run in the experiment ``quickstart``; compare them with the printed
 ``mlflow ui`` command. Outputs (scores, masks, metrics) go to ``--out-dir``.
@@ -43,15 +50,19 @@ from common.tracking import log_fingerprint, setup_tracking, tracked_run
 from fusion.config import ScoreRegionsConfig, TrainFusionConfig
 from fusion.evaluation import bootstrap_table, format_table
 from fusion.experiment import score_regions, train_fuser
-from fusion.paired import PairedConfig, make_paired_regions
+from fusion.paired import PairedConfig, PairedRegions, make_paired_regions
 from fusion.scoring import ScoringConfig
 from fusion.stacking import load_fuser
+from fusion.world import write_world
 from imagery.data import PatchSet, write_image
 from imagery.training import DataConfig, FoldsResult, ModelConfig, OptimConfig, TrainConfig, run_folds
+from service.assess import AssessConfig, AssessResult, assess
 from tabular.config import CVConfig, TrainTabularConfig
 from tabular.experiment import train_tabular_model
 
 EXPERIMENT = "quickstart"
+#: The date the synthetic world's scene is dated (and assessed at).
+WORLD_DATE = "2024-06-01"
 MODALITIES: tuple[str, ...] = ("tabular", "imagery", "fused")
 
 
@@ -199,6 +210,48 @@ class QuickstartResult:
     tracking_uri: str
 
 
+def _features(table: pd.DataFrame) -> list[str]:
+    """The tabular model's features in the paired table (what ``train_tabular`` kept)."""
+    return [c for c in table.columns if c not in ("region_id", "landslide", "lon", "lat")]
+
+
+def assess_world(
+    cfg: QuickstartConfig,
+    test: PairedRegions,
+    tabular_model: str,
+    imagery_model: str,
+    fusion_model: str,
+    log: Callable[[str], None],
+) -> tuple[AssessResult, float]:
+    """Step 6: the held-out regions as a georeferenced world (:mod:`fusion.world`), assessed from their
+    polygons with ``pipelines.assess``; returns the result and its fused ROC-AUC against the truth."""
+    out_dir = Path(cfg.out_dir)
+    features = _features(test.table)
+    world = write_world(test.table, test.images, test.masks, out_dir / "world", features=features, date=WORLD_DATE)
+    acfg = AssessConfig(
+        date=WORLD_DATE,
+        regions=str(world.regions),
+        scene=str(world.scene),
+        dem=str(world.dem),
+        factors=[f"{name}={path}" for name, path in world.factors.items()],
+        tabular_model=tabular_model,
+        imagery_model=imagery_model,
+        fusion_model=fusion_model,
+        out=str(out_dir / "assess"),
+        progress=cfg.progress,
+        seed=cfg.seed,
+    )
+    with tracked_run(cfg.experiment, acfg, run_name="assess"):
+        res = assess(acfg, log=log)
+    truth = test.table[["region_id", "landslide"]].assign(region_id=lambda t: t["region_id"].astype(str))
+    got = res.regions.assign(region_id=res.regions["region_id"].astype(str))
+    merged = truth.merge(got, on="region_id", how="left", validate="one_to_one")
+    p = merged["p_fused"].astype(float)
+    y = merged.loc[p.notna(), "landslide"]
+    auc = float(roc_auc_score(y, p[p.notna()])) if y.nunique() == 2 else float("nan")
+    return res, auc
+
+
 def run(cfg: QuickstartConfig, log: Callable[[str], None] = print) -> QuickstartResult:
     """Run the whole job in the store the command set up; returns run ids, the metrics table and timings."""
     uri = mlflow.get_tracking_uri()
@@ -223,7 +276,7 @@ def run(cfg: QuickstartConfig, log: Callable[[str], None] = print) -> Quickstart
         timings["generate_s"] = time.perf_counter() - t0
         clouded = float((pairs.latent["cloud_fraction"] > 0).mean())
         log(
-            f"[1/5] {cfg.n_regions} paired regions ({pairs.labels.mean():.0%} landslide, {clouded:.0%} clouded), "
+            f"[1/6] {cfg.n_regions} paired regions ({pairs.labels.mean():.0%} landslide, {clouded:.0%} clouded), "
             f"{len(train.labels)} train / {len(test.labels)} test, {cfg.patch_size}px patches "
             f"({timings['generate_s']:.0f}s)"
         )
@@ -242,7 +295,7 @@ def run(cfg: QuickstartConfig, log: Callable[[str], None] = print) -> Quickstart
             tab = train_tabular_model(tab_cfg, log=quiet)
         timings["tabular_s"] = time.perf_counter() - t0
         log(
-            f"[2/5] tabular model: OOF ROC-AUC {tab.summary.get('roc_auc_mean', float('nan')):.3f} "
+            f"[2/6] tabular model: OOF ROC-AUC {tab.summary.get('roc_auc_mean', float('nan')):.3f} "
             f"(run {tab.run_id}, {timings['tabular_s']:.0f}s)"
         )
 
@@ -253,7 +306,7 @@ def run(cfg: QuickstartConfig, log: Callable[[str], None] = print) -> Quickstart
             roc_auc_score(img.oof["y_true"], img.oof["p_oof"]) if img.oof["y_true"].nunique() == 2 else float("nan")
         )
         log(
-            f"[3/5] imagery model ({cfg.imagery_model}, width {cfg.imagery_width}, {cfg.imagery_epochs} epochs, 2-fold "
+            f"[3/6] imagery model ({cfg.imagery_model}, width {cfg.imagery_width}, {cfg.imagery_epochs} epochs, 2-fold "
             f"cross-fitting): OOF ROC-AUC {img_auc:.3f} (run {img.run_id}, {timings['imagery_s']:.0f}s)"
         )
 
@@ -265,7 +318,7 @@ def run(cfg: QuickstartConfig, log: Callable[[str], None] = print) -> Quickstart
             fus = train_fuser(fus_cfg, tracking_uri=uri, log=quiet)
         timings["fusion_s"] = time.perf_counter() - t0
         log(
-            f"[4/5] stacker on OOF predictions: CV ROC-AUC {fus.metrics.get('stacker_cv_roc_auc', float('nan')):.3f}, "
+            f"[4/6] stacker on OOF predictions: CV ROC-AUC {fus.metrics.get('stacker_cv_roc_auc', float('nan')):.3f}, "
             f"Brier {fus.metrics.get('stacker_cv_brier', float('nan')):.3f} "
             f"(run {fus.run_id}, {timings['fusion_s']:.0f}s)"
         )
@@ -307,9 +360,19 @@ def run(cfg: QuickstartConfig, log: Callable[[str], None] = print) -> Quickstart
     }
     table = bootstrap_table(y, probs, thresholds, cfg.n_bootstrap, cfg.seed)
     agree = merged["agree"].astype(str).str.lower().eq("true").mean()
-    timings["total_s"] = time.perf_counter() - t_all
-    log(f"[5/5] scored {sc.scored} held-out regions ({timings['score_s']:.0f}s); models agree on {agree:.0%}\n")
+    log(f"[5/6] scored {sc.scored} held-out regions ({timings['score_s']:.0f}s); models agree on {agree:.0%}\n")
     log(format_table(table, len(y), int(y.sum())))
+
+    t0 = time.perf_counter()
+    world_res, world_auc = assess_world(cfg, test, tab.model_uri, img.model_uris[0], fus.fuser_uri, quiet)
+    timings["assess_s"] = time.perf_counter() - t0
+    log(
+        f"\n[6/6] assessed the {len(test.labels)} held-out regions from their polygons on a georeferenced world "
+        f"(scene, DEM, {len(_features(test.table))} factor rasters): "
+        f"fused ROC-AUC {world_auc:.3f} ({timings['assess_s']:.0f}s)"
+    )
+    log(f"      report: {world_res.out / 'report.html'} (open it in a browser; it works offline)")
+    timings["total_s"] = time.perf_counter() - t_all
 
     with tracked_run(
         cfg.experiment,
@@ -336,6 +399,7 @@ def run(cfg: QuickstartConfig, log: Callable[[str], None] = print) -> Quickstart
                         metrics[f"test_{key}_{k}{suffix}"] = float(v)
         metrics.update(timings)
         metrics["agreement_rate"] = float(agree)
+        metrics["test_assess_fused_roc_auc"] = world_auc
         mlflow.log_metrics(metrics)
         with atomic_write(out_dir / "metrics.csv") as fh:
             table.to_csv(fh, index=False)

@@ -8,7 +8,8 @@ network needs ``--host 0.0.0.0`` and, sensibly, ``--api-key`` (or ``$LANDSLIDE_A
 Example::
 
     python -m pipelines.serve --tabular-model runs:/<tab>/model --imagery-model runs:/<img> \\
-        --fusion-model runs:/<fus>/fuser.json --scenes-root scenes/ --port 8000
+        --fusion-model runs:/<fus>/fuser.json --scenes-root scenes/ --dem dem.tif \\
+        --factors slope_deg=factors/slope_deg.tif ... --port 8000
 """
 
 from __future__ import annotations
@@ -16,8 +17,9 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
-from common.cli import UserError, add_common_args, positive_int, run_main
+from common.cli import InputNotFoundError, UserError, add_common_args, positive_int, run_main
 from common.seed import seed_everything
 from common.tracking import setup_tracking
 from service.config import ServiceConfig
@@ -36,6 +38,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--api-key", default=None, help="require this X-API-Key (default: $LANDSLIDE_API_KEY, else none)")
     p.add_argument("--images-root", default=None, help="folder /v1/score may read patches from by path")
     p.add_argument("--scenes-root", default=None, help="folder of scenes /v1/assess may use by name")
+    p.add_argument("--dem", default=None, help="DEM for /v1/assess jobs (when the imagery model uses slope/DEM)")
+    p.add_argument("--factors", nargs="+", default=[], metavar="NAME=PATH", help="factor rasters for /v1/assess jobs")
     p.add_argument("--max-batch", type=positive_int, default=d.max_batch, help="regions per /v1/score request")
     p.add_argument("--max-area-km2", type=float, default=d.max_area_km2, help="largest region /v1/assess takes")
     p.add_argument("--max-request-mb", type=float, default=d.max_request_mb, help="largest request body")
@@ -49,6 +53,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     import uvicorn  # noqa: PLC0415 - the server only when serving (keeps --help fast)
 
     from service.api import create_app  # noqa: PLC0415 - loads torch and the models
+    from service.assess import factor_sources  # noqa: PLC0415 - with the service
 
     args = build_parser().parse_args(argv)
     if args.tabular_model is None and args.imagery_model is None:
@@ -64,6 +69,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         api_key=args.api_key,
         images_root=args.images_root,
         scenes_root=args.scenes_root,
+        dem=args.dem,
+        factors=list(args.factors),
         max_batch=args.max_batch,
         max_area_km2=args.max_area_km2,
         max_request_mb=args.max_request_mb,
@@ -71,6 +78,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         workers=args.workers,
         seed=args.seed,
     )
+    factor_sources(cfg.factors)  # one-line errors for missing rasters now, not in every job
+    if cfg.dem and not Path(cfg.dem).is_file():
+        raise InputNotFoundError(f"--dem {cfg.dem}: not found")
     seed_everything(cfg.seed)
     setup_tracking(args.tracking_uri, verbose=args.verbose)
     app = create_app(cfg)

@@ -30,6 +30,7 @@ scene's RGB, scores, reasons, SHAP features; Leaflet inlined, so it opens offlin
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import math
@@ -52,6 +53,8 @@ from common.geo import (
     Feature,
     Grid,
     RasterOnGrid,
+    class_names,
+    coverage_fraction,
     geodesic_area_m2,
     pixel_size_m,
     rasterize,
@@ -81,7 +84,9 @@ class AssessConfig:
 
     Regions: one of ``regions`` (vector file), ``lat``/``lon``/``radius_m``, ``bbox`` (W S E N) or
     ``region_geojson``. Scene: one of ``scene``, ``items`` (saved STAC items) or ``stac_url``.
-    ``factors``: ``NAME=path`` or ``path`` (name = file stem) per factor raster.
+    ``factors``: ``NAME=path`` or ``path`` (name = file stem) per factor raster. ``missing_factors``:
+    when the tabular model needs a factor no raster gives, ``"error"`` (the command) or ``"imagery"``
+    (the service: no tabular evidence, each region marked, fusion falls back to the imagery).
     """
 
     date: str = ""
@@ -114,6 +119,7 @@ class AssessConfig:
     overlap: int = 32
     batch_size: int = 16
     max_area_km2: float = 2500.0
+    missing_factors: str = "error"
     progress: bool = True
     seed: int = 42
 
@@ -198,7 +204,7 @@ def acquire_scene(
     return write_box(item, box_lonlat, folder, source=where, log=lambda _line: None), notes
 
 
-def _factor_sources(factors: Sequence[str]) -> dict[str, str]:
+def factor_sources(factors: Sequence[str]) -> dict[str, str]:
     out: dict[str, str] = {}
     for spec in factors:
         name, _, path = spec.partition("=") if "=" in spec else (Path(spec).stem, "", spec)
@@ -210,8 +216,8 @@ def _factor_sources(factors: Sequence[str]) -> dict[str, str]:
     return out
 
 
-def _region_window(region: Region, grid: Grid) -> tuple[Grid, np.ndarray] | None:
-    """The part of ``grid`` around ``region`` and the region's cells in it (``None``: no overlap)."""
+def _region_window(region: Region, grid: Grid) -> tuple[Window, np.ndarray] | None:
+    """The window of ``grid`` around ``region`` and the region's cells in it (``None``: no overlap)."""
     geom = transform_geometries(shapely.segmentize(region.geometry, 0.001), WGS84, grid.crs)
     left, bottom, right, top = geom.bounds
     t = grid.transform
@@ -221,56 +227,115 @@ def _region_window(region: Region, grid: Grid) -> tuple[Grid, np.ndarray] | None
     r1 = min(grid.height, math.ceil((bottom - t.f) / t.e))
     if c1 <= c0 or r1 <= r0:
         return None
-    sub = grid.subgrid(Window(c0, r0, c1 - c0, r1 - r0))
-    inside = rasterize([region.geometry], sub, crs=WGS84).astype(bool)
+    win = Window(c0, r0, c1 - c0, r1 - r0)
+    inside = rasterize([region.geometry], grid.subgrid(win), crs=WGS84).astype(bool)
     if not inside.any():  # a region smaller than a pixel: its centre pixel
         inside[inside.shape[0] // 2, inside.shape[1] // 2] = True
-    return sub, inside
+    return win, inside
+
+
+def _majority(codes: np.ndarray, legend: dict[int, str] | None) -> str | None:
+    """The most frequent class code (ties: the smallest), as the model's level: its name, or the code."""
+    values, counts = np.unique(codes.astype(np.int64), return_counts=True)
+    code = int(values[np.argmax(counts)])
+    if legend is None:
+        return str(code)
+    return legend.get(code)
+
+
+class _Factor:
+    """One factor raster seen on the probability grid: zonal mean, or the majority class for categorical ones."""
+
+    def __init__(self, name: str, path: str, grid: Grid, categorical: bool) -> None:
+        src_grid = Grid.from_raster(path)
+        self.name, self.path, self.categorical = name, path, categorical
+        self.covers = coverage_fraction(grid, tuple(src_grid.bounds), src_grid.crs) > 0
+        self.reader = RasterOnGrid(path, grid, "nearest" if categorical else "bilinear", 1) if self.covers else None
+        self.legend: dict[int, str] | None = None
+
+    def __enter__(self) -> _Factor:
+        if self.reader is not None:
+            self.reader.__enter__()
+            if self.categorical:
+                self.legend = class_names(self.reader.tags, self.path)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.reader is not None:
+            self.reader.close()
+
+    def value(self, win: Window, inside: np.ndarray) -> float | str | None:
+        """The region's value, or ``None`` when the raster covers less than half of its cells."""
+        if self.reader is None:
+            return None
+        vals = self.reader.read(win)[inside]
+        finite = np.isfinite(vals)
+        if finite.mean() < MIN_FACTOR_COVERAGE:
+            return None
+        if self.categorical:
+            return _majority(vals[finite], self.legend)
+        return float(vals[finite].mean())
 
 
 def region_evidence(
-    regions: Sequence[Region], prob_path: Path, threshold: float, factors: dict[str, str], features: list[str]
+    regions: Sequence[Region],
+    prob_path: Path,
+    threshold: float,
+    factors: dict[str, str],
+    features: list[str],
+    categorical: Sequence[str] = (),
 ) -> tuple[pd.DataFrame, pd.DataFrame, list[str]]:
-    """Per region: the imagery features, the tabular feature row (zonal means) and a note."""
+    """Per region: the imagery features, the tabular feature row and a note.
+
+    Tabular features are zonal means of the factor rasters over the region's cells (bilinear onto the
+    probability grid); a ``categorical`` feature is the majority class (nearest), named by the raster's
+    ``CLASSES`` tag when it has one, else the class code itself (as ``pipelines.build_table`` writes them).
+    Each raster is opened once for all regions.
+    """
     grid = Grid.from_raster(prob_path)
+    dy, dx = pixel_size_m(grid)
     img_rows, tab_rows, notes = [], [], []
-    for r in regions:
-        note = []
-        win = _region_window(r, grid)
-        img = dict.fromkeys(IMAGERY_FEATURES, np.nan)
-        tab: dict[str, float] = dict.fromkeys(features, np.nan)
-        if win is None:
-            note.append("imagery missing: the region is outside the scene")
-        else:
-            sub, inside = win
-            with RasterOnGrid(prob_path, sub, "nearest") as src:
-                prob = src.read(sub.full_window())[0]
-            valid = inside & np.isfinite(prob)
-            share = valid.sum() / inside.sum()
-            if share == 0:
-                note.append("imagery missing: cloud or no data over the whole region")
+    with contextlib.ExitStack() as stack:
+        prob_src = stack.enter_context(RasterOnGrid(prob_path, grid, "nearest", 1))
+        readers = [
+            stack.enter_context(_Factor(name, factors[name], grid, name in categorical))
+            for name in features
+            if name in factors
+        ]
+        absent = [name for name in features if name not in factors]
+        for r in regions:
+            note = [f"tabular missing: no factor raster for {', '.join(absent)}"] if absent else []
+            win = _region_window(r, grid)
+            img = dict.fromkeys(IMAGERY_FEATURES, np.nan)
+            tab: dict[str, Any] = dict.fromkeys(features, np.nan)
+            if win is None:
+                note.append("imagery missing: the region is outside the scene")
             else:
-                dy, dx = pixel_size_m(sub)
-                img = masked_region_features(prob, valid, threshold, float(np.mean(dy) * np.mean(dx)))
-                if share < 0.999:
-                    note.append(f"{1 - share:.0%} of the region under cloud or nodata")
-            missing_cover = []
-            for name in features:
-                if name not in factors:
-                    continue
-                with RasterOnGrid(factors[name], sub, "bilinear") as src:
-                    vals = src.read(sub.full_window())[0][inside]
-                finite = np.isfinite(vals)
-                if finite.mean() < MIN_FACTOR_COVERAGE:
-                    missing_cover.append(name)
+                window, inside = win
+                prob = prob_src.read(window)
+                valid = inside & np.isfinite(prob)
+                share = valid.sum() / inside.sum()
+                if share == 0:
+                    note.append("imagery missing: cloud or no data over the whole region")
                 else:
-                    tab[name] = float(vals[finite].mean())
-            if missing_cover:
-                note.append(f"tabular missing: factor raster(s) {', '.join(missing_cover)} do not cover the region")
-                tab = dict.fromkeys(features, np.nan)
-        img_rows.append(img)
-        tab_rows.append(tab)
-        notes.append("; ".join(note))
+                    rows = slice(window.row_off, window.row_off + window.height)
+                    area = float(np.mean(dy[rows]) * np.mean(dx[rows]))
+                    img = masked_region_features(prob, valid, threshold, area)
+                    if share < 0.999:
+                        note.append(f"{1 - share:.0%} of the region under cloud or nodata")
+                missing_cover = []
+                for f in readers:
+                    value = f.value(window, inside)
+                    if value is None:
+                        missing_cover.append(f.name)
+                    else:
+                        tab[f.name] = value
+                if missing_cover:
+                    note.append(f"tabular missing: factor raster(s) {', '.join(missing_cover)} do not cover the region")
+                    tab = dict.fromkeys(features, np.nan)
+            img_rows.append(img)
+            tab_rows.append(tab)
+            notes.append("; ".join(note))
     return pd.DataFrame(img_rows, columns=list(IMAGERY_FEATURES)), pd.DataFrame(tab_rows, columns=features), notes
 
 
@@ -348,7 +413,7 @@ def assess(
     t0 = time.perf_counter()
     regions = regions_of(cfg)
     date_window(cfg.date, cfg.days_before)
-    factors = _factor_sources(cfg.factors)
+    factors = factor_sources(cfg.factors)
     if models is None:
         from fusion.config import ScoreRegionsConfig  # noqa: PLC0415 - only to name the models
         from fusion.experiment import load_models  # noqa: PLC0415 - the service passes its loaded models
@@ -374,7 +439,7 @@ def assess(
         raise UserError("assess needs an imagery model (--imagery-model): the scene is its evidence")
     features = list(getattr(tab_model, "feature_names_", []) or [])
     missing = [f for f in features if f not in factors]
-    if tab_model is not None and missing:
+    if tab_model is not None and missing and cfg.missing_factors == "error":
         raise UserError(
             f"the tabular model needs the factor rasters {', '.join(missing)}; give them with --factors NAME=path"
         )
@@ -401,7 +466,10 @@ def assess(
         scene_res = run_scene(scene_cfg, segmenter=seg, log=log)
         threshold = float(scene_res.summary["threshold"])
         step(0.8, "region evidence and fusion")
-        img, tab, notes = region_evidence(regions, scene_res.paths["probability.tif"], threshold, factors, features)
+        categorical = list(getattr(tab_model, "categorical_levels_", {}) or {})
+        img, tab, notes = region_evidence(
+            regions, scene_res.paths["probability.tif"], threshold, factors, features, categorical
+        )
         table = fuse([r.id for r in regions], img, tab, models, cfg.policy, notes)
         table = pd.concat([table, tab.add_prefix("factor_")], axis=1)
         props = [{k: _json_value(v) for k, v in row.items()} for row in table.to_dict(orient="records")]
@@ -516,6 +584,9 @@ class Assessor:
             bands=[b.strip() for b in request["bands"].split(",")] if request.get("bands") else None,
             max_area_km2=self.cfg.max_area_km2,
             runtime=self.cfg.runtime,
+            dem=self.cfg.dem,
+            factors=list(self.cfg.factors),
+            missing_factors="imagery",
             progress=False,
             policy="stacked" if self.models[2] is not None else "any",
         )

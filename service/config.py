@@ -16,6 +16,8 @@ class ServiceConfig:
     ``max_area_km2`` per assessed region (true area), ``job_timeout_s`` per ``/v1/assess`` job and
     ``workers`` jobs at a time (further jobs wait in the queue). ``images_root``: the only folder whose
     files ``/v1/score`` may read by path (``None``: paths are refused; send the patch inline).
+    ``dem`` and ``factors`` (``NAME=path`` per factor raster) serve every ``/v1/assess`` job; without the
+    factors the tabular model needs, jobs use the imagery alone (each region says so).
     ``api_key``: required in the ``X-API-Key`` header when set (else ``$LANDSLIDE_API_KEY``).
     """
 
@@ -29,6 +31,8 @@ class ServiceConfig:
     api_key: str | None = field(default=None, repr=False)
     images_root: str | None = None
     scenes_root: str | None = None
+    dem: str | None = None
+    factors: list[str] = field(default_factory=list)
     max_batch: int = 1024
     max_request_mb: float = 32.0
     max_area_km2: float = 2500.0

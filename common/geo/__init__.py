@@ -21,7 +21,16 @@ User errors raise one-line :class:`common.cli.UserError` naming the file or valu
 from __future__ import annotations
 
 from common.geo.grid import Grid, coverage_fraction, iter_windows, normalize_crs, pixel_size_m, tile_windows
-from common.geo.raster import CogWriter, RasterData, RasterOnGrid, read_raster, reproject_to_cog, write_cog
+from common.geo.raster import (
+    CLASSES_TAG,
+    CogWriter,
+    RasterData,
+    RasterOnGrid,
+    class_names,
+    read_raster,
+    reproject_to_cog,
+    write_cog,
+)
 from common.geo.terrain import (
     aspect,
     flow_accumulation,
@@ -58,6 +67,8 @@ __all__ = [
     "tile_windows",
     "RasterOnGrid",
     "RasterData",
+    "CLASSES_TAG",
+    "class_names",
     "read_raster",
     "CogWriter",
     "write_cog",

@@ -20,6 +20,7 @@ not overlapping the grid) raise a one-line :class:`common.cli.UserError` naming 
 from __future__ import annotations
 
 import contextlib
+import json
 import math
 import os
 import tempfile
@@ -221,6 +222,21 @@ class RasterOnGrid:
         if isinstance(self.bands, (int, np.integer)):
             return data[0]
         return data
+
+
+#: Dataset tag naming the classes of a categorical (class-code) raster: JSON ``{"0": "shale", "1": "granite"}``.
+CLASSES_TAG = "CLASSES"
+
+
+def class_names(tags: Mapping[str, str], path: PathLike) -> dict[int, str] | None:
+    """A class raster's legend ``{code: name}`` from its :data:`CLASSES_TAG` dataset tag; ``None`` without one."""
+    raw = tags.get(CLASSES_TAG)
+    if raw is None:
+        return None
+    try:
+        return {int(k): str(v) for k, v in json.loads(raw).items()}
+    except (ValueError, AttributeError) as e:
+        raise UserError(f"raster {path}: tag {CLASSES_TAG} is not a JSON object of class code to name ({e})") from e
 
 
 class RasterData(NamedTuple):

@@ -5,6 +5,7 @@ import json
 from pathlib import Path
 
 import mlflow
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -24,6 +25,23 @@ def test_atomic_write_leaves_no_file_on_error(tmp_path):
             raise RuntimeError("boom")
     assert not target.exists()
     assert list(tmp_path.iterdir()) == []
+
+
+def test_atomic_files_get_the_umask_mode_not_owner_only(tmp_path):
+    import os
+    import stat
+
+    from common.atomic import FILE_MODE
+    from common.geo import Grid, write_cog
+
+    with atomic_write(tmp_path / "a.csv") as fh:
+        fh.write("x\n")
+    grid = Grid.from_bounds((0, 0, 160, 160), "EPSG:32633", 10)
+    write_cog(tmp_path / "b.tif", np.zeros((16, 16), "float32"), grid, 0)
+    plain = tmp_path / "c.txt"
+    plain.write_text("x")
+    for name in ("a.csv", "b.tif"):
+        assert stat.S_IMODE(os.stat(tmp_path / name).st_mode) == FILE_MODE == stat.S_IMODE(os.stat(plain).st_mode)
 
 
 def test_atomic_path_replaces_existing_only_on_success(tmp_path):

@@ -66,12 +66,33 @@ def test_quickstart_tiny_end_to_end(tmp_path: Path, tracking_uri: str, capsys: p
     exp = mlflow.get_experiment_by_name("quickstart")
     runs = mlflow.search_runs([exp.experiment_id], output_format="list")
     names = {r.info.run_name: r for r in runs}
-    assert {"tabular", "imagery", "imagery-fold0", "imagery-fold1", "fusion", "score", "evaluation"} <= set(names)
+    assert {"tabular", "imagery", "imagery-fold0", "imagery-fold1", "fusion", "score", "evaluation", "assess"} <= set(
+        names
+    )
     assert all(r.info.status == "FINISHED" for r in runs)
     fusion = names["fusion"]
     assert fusion.data.tags["tabular_run_id"] == names["tabular"].info.run_id
     assert fusion.data.tags["imagery_run_id"] == names["imagery"].info.run_id
     assert "data_sha256" in names["evaluation"].data.params and "git_commit" in names["evaluation"].data.tags
+    # step 6: the same held-out regions assessed from their polygons on the georeferenced world
+    assert "[6/6] assessed the 24 held-out regions" in text and "report.html" in text
+    assert (out / "assess" / "report.html").stat().st_size > 10_000
+    regions = gpd_like(out / "assess" / "regions.geojson")
+    assert len(regions) == 24 and regions["p_fused"].between(0, 1).all()
+    # the zonal statistics of the factor rasters reproduce the table, so the tabular model agrees exactly
+    both = scores.assign(region_id=scores["region_id"].astype(str)).merge(regions, on="region_id")
+    assert len(both) == 24
+    np.testing.assert_allclose(both["p_tabular_y"], both["p_tabular_x"], atol=1e-4)
+    assert "test_assess_fused_roc_auc" in names["evaluation"].data.metrics
+
+
+def gpd_like(path: Path) -> pd.DataFrame:
+    """A GeoJSON file's properties as a table (region_id as text)."""
+    import json
+
+    feats = json.loads(path.read_text(encoding="utf-8"))["features"]
+    table = pd.DataFrame([f["properties"] for f in feats])
+    return table.assign(region_id=table["region_id"].astype(str))
 
 
 def test_quickstart_bad_flags(capsys: pytest.CaptureFixture[str]) -> None:
