@@ -15,6 +15,7 @@ Every measurement runs in a fresh subprocess, whose peak RSS (``ru_maxrss``) is 
   ``imagery.inference.predict.predict_scene`` (whole-scene accumulators), the pre-issue-9 path.
 
     python benchmarks/scene_bench.py --sizes 1098,2196 --baseline-sizes 1098,2196
+    python benchmarks/scene_bench.py --sizes 10980x384 --baseline-sizes "" --width 8   # full tile width, 384 rows
     python benchmarks/scene_bench.py --sizes 10980 --baseline-sizes 2196 --device cuda --batch-size 64   # on a GPU
 """
 
@@ -111,7 +112,11 @@ def run_worker(args: list[str]) -> dict:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--sizes", default="1098,2196", help="windowed run sizes (10 m px per side, multiples of 6)")
+    p.add_argument(
+        "--sizes",
+        default="1098,2196",
+        help="windowed run sizes: 10 m px per side, or WIDTHxHEIGHT for a strip (multiples of 6)",
+    )
     p.add_argument("--baseline-sizes", default="1098,2196", help="in-memory run sizes")
     p.add_argument("--width", type=int, default=40, help="small_rau_net1 base width (40 = the small model)")
     p.add_argument("--batch-size", type=int, default=16)
@@ -129,19 +134,23 @@ def main() -> None:
     model = work / f"model_w{args.width}"
     if not (model / "model_meta.json").exists():
         make_model(model, args.width)
-    sizes = sorted({int(s) for s in args.sizes.split(",") if s} | {int(s) for s in args.baseline_sizes.split(",") if s})
+    sizes = sorted(
+        {s for s in args.sizes.split(",") if s} | {s for s in args.baseline_sizes.split(",") if s},
+        key=lambda s: [int(v) for v in s.split("x")],
+    )
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, load {os.getloadavg()}")
     print(f"model: small_rau_net1 width {args.width}, {len(BANDS)} bands, batch {args.batch_size}, {args.device}")
     print("| size (px) | path | wall (s) | tiles | tiles/s | peak RSS (MB) |")
     print("|---|---|---|---|---|---|")
     for size in sizes:
         scene = work / f"scene_{size}"
+        width, _, height = size.partition("x")
         if not (scene / "scene.json").exists():
             t0 = time.perf_counter()
-            write_synthetic_scene(scene, size, cloud_fraction=0.1)
+            write_synthetic_scene(scene, int(width), height=int(height or width), cloud_fraction=0.1)
             print(f"(wrote the {size} px scene in {time.perf_counter() - t0:.0f} s)", file=sys.stderr)
         for mode, wanted in (("windowed", args.sizes), ("in-memory", args.baseline_sizes)):
-            if str(size) not in wanted.split(","):
+            if size not in wanted.split(","):
                 continue
             r = run_worker(
                 [mode, str(scene), str(model), str(work / f"out_{size}_{mode}"), str(args.batch_size), args.device]

@@ -25,6 +25,7 @@ from common.cli import add_common_args, csv_list, positive_int, run_main, unit_f
 from common.seed import seed_everything
 from common.tracking import setup_tracking, tracked_run
 from imagery.inference.config import SceneConfig
+from imagery.inference.scene import run_scene, scene_summary_line
 
 EXPERIMENT = "imagery-scene"
 
@@ -117,8 +118,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     seed_everything(cfg.seed)
     uri = setup_tracking(args.tracking_uri, verbose=args.verbose)
-    from imagery.inference.scene import run_scene, scene_summary_line  # noqa: PLC0415 - CLI start-up time (torch)
-
     with tracked_run(args.experiment or EXPERIMENT, cfg, run_name=args.run_name) as run:
         result = run_scene(cfg, tracking_uri=uri)
     print(f"{scene_summary_line(result)}; run {run.info.run_id}")

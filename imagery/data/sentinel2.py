@@ -157,7 +157,8 @@ def band_from_name(name: str) -> str | None:
     return found
 
 
-def _href_to_path(href: str, base: Path) -> str:
+def href_to_path(href: str, base: Path) -> str:
+    """A GDAL-readable path for a STAC href: local (relative to ``base``), ``file://``, ``/vsicurl/`` or ``/vsis3/``."""
     if href.startswith("file://"):
         return href[len("file://") :]
     if href.startswith(("http://", "https://")):
@@ -247,7 +248,8 @@ def item_band_assets(item: dict[str, Any]) -> dict[str, tuple[str, dict[str, Any
     return out
 
 
-def _item_scale(asset: dict[str, Any], props: dict[str, Any]) -> tuple[float, float, str]:
+def item_scale(asset: dict[str, Any], props: dict[str, Any]) -> tuple[float, float, str]:
+    """``(scale, offset, where from)`` of a STAC band asset (module docstring, rules 2-3 and 5)."""
     rb = asset.get("raster:bands")
     if isinstance(rb, list) and rb and isinstance(rb[0], dict) and "scale" in rb[0]:
         return float(rb[0].get("scale", DN_SCALE)), float(rb[0].get("offset", 0.0)), "stac raster:bands"
@@ -264,11 +266,11 @@ def scene_from_item(item: dict[str, Any], base: Path, source: str, kind: str = "
     files: dict[str, BandFile] = {}
     sources = set()
     for band, (_key, asset) in item_band_assets(item).items():
-        path = _href_to_path(str(asset["href"]), base)
+        path = href_to_path(str(asset["href"]), base)
         if band == "SCL":
             files[band] = BandFile(band, path, 1, 1.0, 0.0)
             continue
-        scale, offset, src = _item_scale(asset, props)
+        scale, offset, src = item_scale(asset, props)
         sources.add(src)
         files[band] = BandFile(band, path, 1, scale, offset)
     if not files:
@@ -538,6 +540,8 @@ __all__ = [
     "BandFile",
     "SceneSource",
     "band_from_name",
+    "href_to_path",
+    "item_scale",
     "item_band_assets",
     "open_scene",
     "read_item_json",

@@ -40,7 +40,7 @@ from common.cli import InputNotFoundError, UserError, one_line
 from common.geo import CogWriter, Grid, RasterOnGrid, iter_windows, transform_geometries
 from common.geo.grid import Window
 from imagery.data.bands import KNOWN_BANDS, canonical_band
-from imagery.data.sentinel2 import SCENE_JSON, _href_to_path, _item_scale, item_band_assets
+from imagery.data.sentinel2 import SCENE_JSON, href_to_path, item_band_assets, item_scale
 
 DEFAULT_STAC_URL = "https://earth-search.aws.element84.com/v1"
 DEFAULT_COLLECTION = "sentinel-2-l2a"
@@ -233,7 +233,7 @@ def write_box(
     props = item.get("properties") or {}
     meta_bands: dict[str, Any] = {}
     crs = None
-    paths = {b: _href_to_path(str(assets[b][1]["href"]), base) for b in wanted}
+    paths = {b: href_to_path(str(assets[b][1]["href"]), base) for b in wanted}
     grids = {b: Grid.from_raster(paths[b]) for b in wanted}
     coarsest = max(g.res[0] for g in grids.values())
     snap = (
@@ -251,7 +251,7 @@ def write_box(
             with CogWriter(target, sub, dtype, nodata, tags={"band": band, "item": item.get("id", "")}) as w:
                 for win in iter_windows(sub, 1024, 1024):
                     w.write(r.read(win), win)
-        scale, offset, src = (1.0, 0.0, "classes") if band == "SCL" else _item_scale(asset, props)
+        scale, offset, src = (1.0, 0.0, "classes") if band == "SCL" else item_scale(asset, props)
         meta_bands[band] = {"asset": key, "href": str(asset["href"]), "scale": scale, "offset": offset, "from": src}
         log(f"  {band:4s} {sub.width}x{sub.height} px at {sub.res[0]:g} m -> {target.name}")
     scene = {
@@ -294,7 +294,7 @@ def fetch_dem(
     if not items:
         raise UserError(f"no DEM item of collection {collection!r} intersects bbox {tuple(bbox)}")
     w, s, e, n = bbox
-    paths = [_href_to_path(str(_data_asset(it)["href"]), Path(it.get("_base", "."))) for it in items]
+    paths = [href_to_path(str(_data_asset(it)["href"]), Path(it.get("_base", "."))) for it in items]
     first = Grid.from_raster(paths[0])
     res = first.res if first.is_geographic else (1 / 3600, 1 / 3600)
     grid = Grid.from_bounds((w, s, e, n), "EPSG:4326", res)

@@ -100,21 +100,23 @@ def write_synthetic_scene(
     cloud_fraction: float = 0.15,
     dem: bool = True,
     block_rows: int = 512,
+    height: int | None = None,
 ) -> Path:
     """Write the scene (module docstring) into ``folder``; ``size`` = 10 m pixels per side (10980: a full tile).
 
-    ``size`` must be a multiple of 6 so the 20 m and 60 m bands cover exactly the same extent. Writes a
-    ``scene.json`` (id, date, product, scale 1e-4, offset 0 per band) and, with ``dem``, ``dem.tif``.
+    ``size`` (and ``height``, for a ``size`` wide strip of ``height`` rows) must be multiples of 6 so the 20 m
+    and 60 m bands cover exactly the same extent. Writes a ``scene.json`` (id, date, product, scale 1e-4,
+    offset 0 per band) and, with ``dem``, ``dem.tif``.
     """
-    if size < 6 or size % 6:
-        raise ValueError(f"size must be a positive multiple of 6 (10/20/60 m bands on one extent), got {size}")
+    rows = size if height is None else int(height)
+    if size < 6 or size % 6 or rows < 6 or rows % 6:
+        raise ValueError(f"size and height must be positive multiples of 6 (10/20/60 m bands), got {size}, {rows}")
     out = Path(folder)
     out.mkdir(parents=True, exist_ok=True)
     x0, y0 = origin
     for name, res in (*S2_L2A_FILES, ("SCL", 20)):
         r = pixel_m * res / 10.0
-        n = int(size * 10 // res)
-        grid = Grid(crs, Affine(r, 0, x0, 0, -r, y0), n, n)
+        grid = Grid(crs, Affine(r, 0, x0, 0, -r, y0), int(size * 10 // res), int(rows * 10 // res))
         dtype = "uint8" if name == "SCL" else "uint16"
         with CogWriter(out / f"{name}.tif", grid, dtype, 0, tags={"band": name}) as w:
             for win in iter_windows(grid, block_rows):
@@ -129,7 +131,7 @@ def write_synthetic_scene(
                     values = np.clip(np.round(refl * 10000.0), 1, 65535).astype(np.uint16)
                 w.write(values, win)
     if dem:
-        grid10 = Grid(crs, Affine(pixel_m, 0, x0, 0, -pixel_m, y0), size, size)
+        grid10 = Grid(crs, Affine(pixel_m, 0, x0, 0, -pixel_m, y0), size, rows)
         left, bottom, right, top = grid10.bounds_in("EPSG:4326")
         margin = 0.01
         dem_grid = Grid.from_bounds(
@@ -140,7 +142,7 @@ def write_synthetic_scene(
                 lon, lat = dem_grid.subgrid(win).cell_centres()
                 w.write(dem_elevation(lon, lat).astype(np.float32), win)
     meta = {
-        "id": f"SYNTHETIC_{size}_{seed}",
+        "id": f"SYNTHETIC_{size}x{rows}_{seed}",
         "date": "2024-06-01",
         "product": "L2A",
         "processing_baseline": "05.10",

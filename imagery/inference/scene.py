@@ -24,8 +24,10 @@ Data flow, one row of tiles at a time (never the whole scene in memory):
    and fed to ``common.geo.StripPolygonizer``.
 
 Memory: two strips of the model's bands (``2 x bands x tile x width`` float32), the rolling buffers, a
-batch of tiles through the network, GDAL's caches, and the polygons kept. A full 10980 x 10980 tile
-stays far under 3 GB with the small model on a CPU (``benchmarks/RESULTS.md``).
+batch of tiles through the network, the writers' 64 MB GDAL cache, and the polygons kept; it depends on the
+scene's width, not its height. Measured on a CPU with the small model: 1.9 GB peak RSS on a strip of the
+full 10980 px tile width (``benchmarks/RESULTS.md``, "Scenes"), under the 3 GB target; ``--batch-size``
+lowers it further.
 
 Outputs (written into a hidden staging folder inside ``OUTDIR`` and moved in at the end, so a failed run
 leaves nothing half-written): ``probability.tif`` (float32 0-1, NaN nodata) and ``mask.tif`` (uint8 0/1,

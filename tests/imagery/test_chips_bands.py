@@ -229,7 +229,7 @@ def test_sparse_chips_train_with_their_band_set(tmp_path: Path, tracking_uri: st
             label_map="0:ignore,1:0,2:1",
             val_fraction=0.5,
         ),
-        epochs=2,
+        epochs=1,
         batch_size=2,
         progress=False,
         n_overlays=0,
