@@ -9,6 +9,8 @@
 
 from __future__ import annotations
 
+import functools
+import hashlib
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -73,10 +75,22 @@ class SegmenterMeta:
         return cls(**known)
 
 
+def state_digest(model: nn.Module) -> str:
+    """sha256 of a network's weights (names, dtypes, shapes and values, in name order): identifies the
+    exact model whatever file it travelled in (the fuser checks it)."""
+    h = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        t = tensor.detach().cpu().contiguous()
+        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()
+
+
 class Segmenter:
     """A trained network plus its preprocessing and post-processing.
 
-    Attributes: ``model`` (eval mode, on ``device``), ``meta``, ``threshold``, ``channel_set``.
+    Attributes: ``model`` (eval mode, on ``device``), ``meta``, ``threshold``, ``channel_set``,
+    ``digest`` (:func:`state_digest` of the weights).
     """
 
     def __init__(
@@ -95,6 +109,10 @@ class Segmenter:
         if meta.units != MODEL_UNITS:
             raise UserError(f"model units {meta.units!r} are not supported; this version reads {MODEL_UNITS!r} models")
         self.preprocess = Preprocessor(meta.channel_set, normalizer, bands=meta.bands)
+
+    @functools.cached_property
+    def digest(self) -> str:
+        return state_digest(self.model)
 
     @property
     def threshold(self) -> float:

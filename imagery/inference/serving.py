@@ -32,8 +32,8 @@ from torch import nn
 
 from common.atomic import atomic_path, atomic_write
 from common.cli import InputNotFoundError, UserError
-from common.tracking import download_model
-from imagery.inference.segmenter import Segmenter, SegmenterMeta
+from common.tracking import MODEL_DIGEST_TAG, download_model
+from imagery.inference.segmenter import Segmenter, SegmenterMeta, state_digest
 from imagery.models import create_model
 
 META_NAME = "model_meta.json"
@@ -95,6 +95,7 @@ def log_segmenter(
     with tempfile.TemporaryDirectory() as tmp:
         state_path, meta_path = save_segmenter_files(model, meta, tmp)
         mlflow.log_artifacts(tmp, artifact_path=SEGMENTER_ARTIFACT_DIR)
+        mlflow.set_tag(MODEL_DIGEST_TAG, state_digest(model))
         if log_flavour:
             cpu_model = _ProbabilityExport(copy.deepcopy(model).cpu().float()).eval()
             if input_example is None:
