@@ -17,7 +17,7 @@ from imagery.data.bands import canonical_bands
 from imagery.device import PRECISIONS
 from imagery.inference.postprocess import TTA_MODES
 from imagery.models import ATTENTIONS, HEADS, list_models
-from imagery.training.losses import LOSSES, MIXTURE_LOSSES
+from imagery.training.losses import LOSSES, MIXTURE_LOSSES, unknown_loss_message
 from imagery.training.optim import OPTIMIZERS, SCHEDULES, SPEC_AUGMENT_OFF_EPOCHS, SPEC_EPOCHS
 from imagery.transforms.features import CHANNEL_SETS, channel_names, n_channels
 from imagery.transforms.normalize import MODES as NORMALIZE_MODES
@@ -187,7 +187,8 @@ class TrainConfig:
         _choice("--head", self.model.head, HEADS)
         if self.model.attention is not None:
             _choice("--attention", self.model.attention, ATTENTIONS)
-        _choice("--loss", self.loss.name, tuple(LOSSES))
+        if self.loss.name not in LOSSES:
+            raise UserError(f"--{unknown_loss_message(self.loss.name)}")
         _choice("--channels", str(self.model.channel_set), tuple(str(c) for c in CHANNEL_SETS))
         _choice("--normalize", self.data.normalize, NORMALIZE_MODES)
         _choice("--tta", self.tta, TTA_MODES)
