@@ -86,7 +86,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     m = p.add_argument_group("model")
     m.add_argument("--model", default=d.model.name, help="registry name (imagery.models.list_models())")
-    m.add_argument("--channels", type=int, default=d.model.channel_set, help="channel set: 14, 17, 21, 23, 25 or 26")
+    m.add_argument(
+        "--channels", type=int, default=d.model.channel_set, help="channel set: 9, 14, 17, 21, 22, 23, 25 or 26"
+    )
     m.add_argument(
         "--bands",
         type=csv_list,

@@ -29,7 +29,7 @@ class ModelConfig:
 
     ``width`` overrides the base width F (128 for RAU-Net 1, 40 for the small one); tiny widths
     (4-8) are for tests. ``channel_set`` names a channel set of
-    ``imagery.transforms.features.compute_features`` (14, 17, 21, 23, 25 or 26: its channel count on all 14
+    ``imagery.transforms.features.compute_features`` (9, 14, 17, 21, 22, 23, 25 or 26: its channel count on all 14
     bands). ``bands`` (``--bands``) trains on a subset of the data's bands (canonical names, L4S order;
     ``None``: every band the data has); the set's channels that need a missing band are left out, so the
     network's ``in_channels`` is ``n_channels(channel_set, bands)``.
