@@ -92,8 +92,8 @@ def natural_order(names: Sequence[str], what: str = "patch") -> np.ndarray:
             f"{what} names do not sort naturally: {len(repeated)} name(s) repeat, e.g. {repeated[0]!r} "
             f"(tiles cut from one file?); the study's folds need one file per patch, e.g. image_<N>.h5"
         )
-    patterns = Counter(_DIGITS.sub("<N>", n) for n in names)
-    bad = [p for p in patterns if "<N>" not in p]
+    patterns = Counter(_DIGITS.sub("<N>", Path(n).stem) + Path(n).suffix for n in names)
+    bad = [p for p in patterns if "<N>" not in p]  # no number in the name itself (the suffix does not count)
     if bad or len(patterns) > 1:
         found = ", ".join(f"{p} ({c})" for p, c in patterns.most_common(4))
         raise UserError(

@@ -148,6 +148,27 @@ class _GatherRows(Function):
         return grad[ctx.rank]
 
 
+class _AllReduceSum(Function):
+    """Sum over ranks; the backward sums the gradient over ranks too (every rank computes the same loss)."""
+
+    @staticmethod
+    def forward(ctx: Any, local: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        out = local.contiguous().clone()
+        dist.all_reduce(out)
+        return out
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        grad = grad.contiguous().clone()
+        dist.all_reduce(grad)
+        return grad
+
+
+def all_reduce_sum(t: torch.Tensor) -> torch.Tensor:
+    """Differentiable sum of ``t`` over the ranks."""
+    return _AllReduceSum.apply(t)
+
+
 def _pad_rows(t: torch.Tensor, rows: int) -> torch.Tensor:
     if t.shape[0] == rows:
         return t
@@ -190,16 +211,14 @@ class GlobalBatchNorm2d(nn.BatchNorm2d):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not (self.training and dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
             return super().forward(x)
-        from torch.distributed.nn import functional as dist_nn  # noqa: PLC0415 - only inside a process group
-
         w = float(self.local_weight)
         dims = (0, 2, 3)
         count = torch.tensor([x.numel() / x.shape[1] * w], dtype=torch.float64, device=x.device)
         dist.all_reduce(count)
         n = float(count.item())
-        mean = dist_nn.all_reduce(x.sum(dims) * w) / n
+        mean = all_reduce_sum(x.sum(dims) * w) / n
         centred = x - mean[None, :, None, None]
-        var = dist_nn.all_reduce((centred * centred).sum(dims) * w) / n
+        var = all_reduce_sum((centred * centred).sum(dims) * w) / n
         if self.track_running_stats and self.running_mean is not None and self.running_var is not None:
             with torch.no_grad():
                 m = 0.1 if self.momentum is None else float(self.momentum)
