@@ -39,7 +39,6 @@ from common.cli import UserError, add_common_args, csv_list, positive_int, print
 from common.seed import seed_everything
 from common.tracking import setup_tracking, tracked_run
 from imagery.data.chips import IMAGE_SCALES
-from imagery.device import PRECISIONS
 from imagery.training import (
     AugmentConfig,
     DataConfig,
@@ -52,9 +51,8 @@ from imagery.training import (
 )
 from imagery.training import distributed as ddp
 from imagery.training.experiment import checkpoint_run_id
-from imagery.training.protocol import FOLDS_ORDERS, PROTOCOL_TAG_VALUES, PROTOCOLS, STUDY_FOLDS
+from imagery.training.protocol import PROTOCOL_TAG_VALUES, PROTOCOLS, STUDY_FOLDS
 from imagery.training.study_tables import check_row
-from imagery.transforms.augment import CUTMIX_MODES
 
 #: Defaults that differ between the protocols (a flag given on the command line always wins).
 PROTOCOL_DEFAULTS: dict[str, dict[str, object]] = {
@@ -77,6 +75,7 @@ PROTOCOL_DEFAULTS: dict[str, dict[str, object]] = {
 }
 
 EXPERIMENT = "imagery-train"
+DIST_BACKENDS = ("gloo", "nccl")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -117,7 +116,6 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument(
         "--protocol",
         default="honest",
-        choices=PROTOCOLS,
         help="honest (default: validation-split selection) or study (the seed study's protocol: selection on the "
         "test fold, study_* metrics)",
     )
@@ -136,7 +134,6 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument(
         "--folds-order",
         default=None,
-        choices=FOLDS_ORDERS,
         help="shuffled (seeded k-fold; honest default) or natural (contiguous blocks of the naturally sorted file "
         "names, the study's folds)",
     )
@@ -207,7 +204,6 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument(
         "--cutmix-mode",
         default=None,
-        choices=CUTMIX_MODES,
         help="study (the authors': 0-2 pastes from landslide-positive training patches; study default), mask "
         "(one paste from a batch member with p 0.7; honest default) or box",
     )
@@ -223,7 +219,6 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument(
         "--precision",
         default=None,
-        choices=PRECISIONS,
         help="auto (bf16 on CUDA, fp32 on CPU; the honest default), fp32 (the study's) or bf16",
     )
     r.add_argument(
@@ -231,9 +226,7 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="torchrun: batch norm with the statistics of the whole global batch (default: each rank's shard)",
     )
-    r.add_argument(
-        "--dist-backend", default=None, choices=("gloo", "nccl"), help="torchrun: default nccl on CUDA, else gloo"
-    )
+    r.add_argument("--dist-backend", default=None, help="torchrun: gloo or nccl (default: nccl on CUDA, else gloo)")
     r.add_argument(
         "--postprocessing-rows",
         action="store_true",
@@ -274,6 +267,10 @@ def _protocol_default(args: argparse.Namespace, name: str) -> object:
 
 
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
+    if args.protocol not in PROTOCOLS:
+        raise UserError(f"--protocol must be one of {', '.join(PROTOCOLS)}; got {args.protocol!r}")
+    if args.dist_backend not in (None, *DIST_BACKENDS):
+        raise UserError(f"--dist-backend must be one of {', '.join(DIST_BACKENDS)}; got {args.dist_backend!r}")
     if args.study_row is not None:
         check_row(args.study_row)
     cfg = TrainConfig(
