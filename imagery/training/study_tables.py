@@ -29,7 +29,7 @@ from mlflow.tracking import MlflowClient
 
 from common.cli import UserError
 from common.tracking import resolve_tracking_uri
-from imagery.training.protocol import DEVIATIONS_TAG, PROTOCOL_TAG, PROTOCOL_TAG_VALUES
+from imagery.training.protocol import PROTOCOL_TAG, PROTOCOL_TAG_VALUES, STUDY_RECIPE
 
 #: The train_imagery experiment the tables read by default (``pipelines.train_imagery.EXPERIMENT``).
 DEFAULT_EXPERIMENT = "imagery-train"
@@ -294,6 +294,28 @@ class TableResults:
     experiment: str = DEFAULT_EXPERIMENT
 
 
+#: Recipe fields the honest protocol sets its own way (not deviations of an honest run).
+_PROTOCOL_FIELDS = ("precision", "shuffle", "augment.cutmix", "augment.cutmix_mode", "data.folds", "data.folds_order")
+#: The L4S TrainData the study used.
+STUDY_PATCHES = 3799
+
+
+def run_deviations(params: dict[str, str], protocol: str) -> str:
+    """How a fold run (its logged params) departs from the study's recipe and data; ``""`` when it does not."""
+    out = []
+    if params.get("data.path", "None") == "None":
+        out.append("data=synthetic")
+    n = int(params.get("n_train", "0") or 0) + int(params.get("n_test", "0") or 0)
+    if n and n != STUDY_PATCHES:
+        out.append(f"{n} patches (study: {STUDY_PATCHES:,})")
+    for key, want in STUDY_RECIPE.items():
+        if protocol == "honest" and key in _PROTOCOL_FIELDS:
+            continue
+        if key in params and params[key] != str(want):
+            out.append(f"{key}={params[key]} (study: {want})")
+    return "; ".join(out)
+
+
 def _metrics(row: DeckRow, protocol: str) -> tuple[str, str]:
     if protocol == "study":
         if row.pp:
@@ -333,8 +355,8 @@ def collect_results(experiment: str = DEFAULT_EXPERIMENT, tracking_uri: str | No
                 if m1 not in run.data.metrics:
                     continue
                 scores = (float(run.data.metrics[m1]), float(run.data.metrics.get(m2, math.nan)))
-                dev = run.data.tags.get(DEVIATIONS_TAG, "") if proto == "study" else ""
-                out.found[(t.name, row.key, proto)] = RowResult(run.info.run_id, scores, "" if dev == "none" else dev)
+                dev = run_deviations(run.data.params, proto)
+                out.found[(t.name, row.key, proto)] = RowResult(run.info.run_id, scores, dev)
     return out
 
 
@@ -359,8 +381,8 @@ def render_markdown(results: TableResults) -> str:
         " on the test fold** as the authors did: comparable with the deck, optimistic by construction.",
         "- **ours, honest**: `--protocol honest --folds-order natural`, the same test block; landslide-class F1 and"
         " IoU with the epoch and threshold selected on a validation split: the project's numbers.",
-        "- `*`: the run departs from the study's recipe (a short CPU run, say); its deviations are listed below the"
-        " table.",
+        "- `*`: the run departs from the study's recipe or data (a short CPU run, say); its deviations are listed"
+        " below the table.",
         "",
     ]
     for t in TABLES:
@@ -384,13 +406,13 @@ def render_markdown(results: TableResults) -> str:
                 mark = "*" if res.deviations else ""
                 cells += [f"{_num(res.scores[0])}{mark}", f"{_num(res.scores[1])}{mark}"]
                 if res.deviations:
-                    notes.setdefault((proto, res.run_id), [res.deviations]).append(row.key)
+                    notes.setdefault((proto, res.deviations), []).append(row.key)
             lines.append("| " + " | ".join(cells) + " |")
         lines.append("")
         if notes:
             lines += ["Deviations from the study's recipe:", ""]
-            for (proto, run_id), (dev, *keys) in notes.items():
-                lines.append(f"- {', '.join(f'`{k}`' for k in keys)} ({proto}, run `{run_id[:8]}`): {dev}")
+            for (proto, dev), keys in notes.items():
+                lines.append(f"- {', '.join(f'`{k}`' for k in dict.fromkeys(keys))} ({proto}): {dev}")
             lines.append("")
     return "\n".join(lines)
 
