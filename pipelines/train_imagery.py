@@ -2,8 +2,18 @@
 
 Without ``--data`` it trains on the built-in synthetic patches. With ``--folds k`` it runs k-fold
 cross-validation: one parent MLflow run, one nested run per fold, mean and std of every test-fold
-metric in the parent and ``oof_predictions.csv`` covering every patch once. Model selection and the
-threshold sweep always use a validation split carved from the training patches, never the test fold.
+metric in the parent and ``oof_predictions.csv`` covering every patch once. Under the default
+``--protocol honest`` model selection and the threshold sweep use a validation split carved from the
+training patches, never the test fold.
+
+``--protocol study`` reproduces the seed study as it ran (``imagery.training.protocol``): natural-order
+contiguous folds (``--fold K``, 1-based, fold 1 = the last 20 %), the whole training part, the authors'
+CutMix, fp32, batches in file order, checkpoint and threshold selected **on the test fold**. Its metrics are
+named ``study_*`` and its runs tagged ``protocol = "study: selected on the test fold"``.
+
+Under ``torchrun --nproc-per-node N -m pipelines.train_imagery ...`` it trains with DistributedDataParallel
+(``imagery.training.distributed``): ``--batch-size`` is the global batch, ``--sync-bn`` uses the global batch's
+statistics in batch norm, only rank 0 logs and writes checkpoints.
 
 Examples::
 
@@ -13,6 +23,8 @@ Examples::
     python -m pipelines.train_imagery --data ../L4S --bands B2,B3,B4,B5,B6,B7,B8,B9,B11,B12   # no B10: L2A-ready
     python -m pipelines.train_imagery --data chips/ --image-bands B04,B03,B02,B08 --image-scale dn \
         --label-map 0:ignore,1:0,2:1
+    python -m pipelines.train_imagery --data ../L4S --protocol study --fold 1   # a deck row, as the study ran
+    torchrun --nproc-per-node 4 -m pipelines.train_imagery --data ../L4S --sync-bn --folds 5
 """
 
 from __future__ import annotations
@@ -23,7 +35,7 @@ from collections.abc import Sequence
 
 import mlflow
 
-from common.cli import add_common_args, csv_list, positive_int, print_summary, run_main, unit_float
+from common.cli import UserError, add_common_args, csv_list, positive_int, print_summary, run_main, unit_float
 from common.seed import seed_everything
 from common.tracking import setup_tracking, tracked_run
 from imagery.data.chips import IMAGE_SCALES
@@ -37,9 +49,33 @@ from imagery.training import (
     TrainConfig,
     run_folds,
 )
+from imagery.training import distributed as ddp
 from imagery.training.experiment import checkpoint_run_id
+from imagery.training.protocol import PROTOCOL_TAG_VALUES, PROTOCOLS, STUDY_FOLDS
+from imagery.training.study_tables import check_row
+
+#: Defaults that differ between the protocols (a flag given on the command line always wins).
+PROTOCOL_DEFAULTS: dict[str, dict[str, object]] = {
+    "honest": {
+        "folds": 1,
+        "folds_order": "shuffled",
+        "cutmix": False,
+        "cutmix_mode": "mask",
+        "shuffle": True,
+        "precision": "auto",
+    },
+    "study": {
+        "folds": STUDY_FOLDS,
+        "folds_order": "natural",
+        "cutmix": True,
+        "cutmix_mode": "study",
+        "shuffle": False,
+        "precision": "fp32",
+    },
+}
 
 EXPERIMENT = "imagery-train"
+DIST_BACKENDS = ("gloo", "nccl")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -78,15 +114,37 @@ def build_parser() -> argparse.ArgumentParser:
         "--val-fraction", type=float, default=d.data.val_fraction, help="validation share of the training patches"
     )
     g.add_argument(
-        "--folds", type=positive_int, default=1, help="k-fold cross-validation with k folds (1: a single run)"
+        "--protocol",
+        default="honest",
+        help="honest (default: validation-split selection) or study (the seed study's protocol: selection on the "
+        "test fold, study_* metrics)",
     )
-    g.add_argument("--fold", type=int, default=None, help="run only this fold (0-based) of --folds")
+    g.add_argument(
+        "--folds",
+        type=positive_int,
+        default=None,
+        help="k-fold cross-validation with k folds (1: a single run; default 1, 5 under --protocol study)",
+    )
+    g.add_argument(
+        "--fold",
+        type=int,
+        default=None,
+        help="run only this fold of --folds: 0-based, or 1..k under --protocol study (fold 1 = the last block)",
+    )
+    g.add_argument(
+        "--folds-order",
+        default=None,
+        help="shuffled (seeded k-fold; honest default) or natural (contiguous blocks of the naturally sorted file "
+        "names, the study's folds)",
+    )
     g.add_argument(
         "--normalize", default="none", help="Normalizer mode for the input channels (none reproduces the seed)"
     )
     m = p.add_argument_group("model")
     m.add_argument("--model", default=d.model.name, help="registry name (imagery.models.list_models())")
-    m.add_argument("--channels", type=int, default=d.model.channel_set, help="channel set: 14, 17, 21, 23, 25 or 26")
+    m.add_argument(
+        "--channels", type=int, default=d.model.channel_set, help="channel set: 9, 14, 17, 21, 22, 23, 25 or 26"
+    )
     m.add_argument(
         "--bands",
         type=csv_list,
@@ -98,8 +156,21 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--attention", default=None, help="se, triple_mha, cbam or none (default: the model's own)")
     m.add_argument("--bottleneck", action=argparse.BooleanOptionalAction, default=None, help="use the bottleneck block")
     m.add_argument("--width", type=positive_int, default=None, help="base width F override (tiny models for tests)")
+    m.add_argument("--dropout", type=float, default=None, help="head dropout override (default: the model's own)")
+    m.add_argument(
+        "--attention-site",
+        default=None,
+        help="attention placement: unet: decoder (default), encoder, bottleneck, skip, decoder_concat (join with +); "
+        "RAU-Nets: block or decoder_concat",
+    )
     o = p.add_argument_group("optimisation")
-    o.add_argument("--loss", default=d.loss.name, help="loss name (imagery.training.losses)")
+    o.add_argument(
+        "--loss",
+        default=d.loss.name,
+        help="loss name: the deck's (authors' formulas) ce, focal, iou, focal_iou, log_cosh, tversky, lovasz, "
+        "boundary, center; the literature's dice, log_cosh_dice, tversky_landslide, lovasz_softmax, "
+        "boundary_weighted, center_weighted; ce_iou, focal_iou_center",
+    )
     o.add_argument(
         "--loss-mix",
         "--alpha",
@@ -124,11 +195,48 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--no-rot90", action="store_true", help="no 90-degree rotations")
     a.add_argument("--flip", action="store_true", help="random flips")
     a.add_argument("--rotate-any", action="store_true", help="arbitrary-angle rotations")
-    a.add_argument("--cutmix", action="store_true", help="mask-shaped copy-paste of landslides (the seed's cutmix)")
+    a.add_argument(
+        "--cutmix",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="copy-paste landslides (default: off; on under --protocol study)",
+    )
+    a.add_argument(
+        "--cutmix-mode",
+        default=None,
+        help="study (the authors': 0-2 pastes from landslide-positive training patches; study default), mask "
+        "(one paste from a batch member with p 0.7; honest default) or box",
+    )
+    a.add_argument(
+        "--shuffle",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="new seeded order every epoch (default on; off under --protocol study: batches in file order)",
+    )
     r = p.add_argument_group("runtime")
     r.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda[:N]")
     r.add_argument("--compile", action="store_true", help="torch.compile the model")
-    r.add_argument("--precision", default="auto", help="auto (bf16 on CUDA, fp32 on CPU), fp32 or bf16")
+    r.add_argument(
+        "--precision",
+        default=None,
+        help="auto (bf16 on CUDA, fp32 on CPU; the honest default), fp32 (the study's) or bf16",
+    )
+    r.add_argument(
+        "--sync-bn",
+        action="store_true",
+        help="torchrun: batch norm with the statistics of the whole global batch (default: each rank's shard)",
+    )
+    r.add_argument("--dist-backend", default=None, help="torchrun: gloo or nccl (default: nccl on CUDA, else gloo)")
+    r.add_argument(
+        "--postprocessing-rows",
+        action="store_true",
+        help="honest runs: also score the deck's post-processing rows on the test folds (test_pp_* metrics)",
+    )
+    r.add_argument(
+        "--study-row",
+        default=None,
+        help="the deck row this run reproduces, table/row (python -m pipelines.study_tables --plan lists them)",
+    )
     r.add_argument(
         "--bn-momentum",
         type=float,
@@ -152,10 +260,30 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _protocol_default(args: argparse.Namespace, name: str) -> object:
+    """The flag's value, or the default of the chosen protocol when it was not given."""
+    value = getattr(args, name)
+    return PROTOCOL_DEFAULTS[args.protocol][name] if value is None else value
+
+
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
+    if args.protocol not in PROTOCOLS:
+        raise UserError(f"--protocol must be one of {', '.join(PROTOCOLS)}; got {args.protocol!r}")
+    if args.dist_backend not in (None, *DIST_BACKENDS):
+        raise UserError(f"--dist-backend must be one of {', '.join(DIST_BACKENDS)}; got {args.dist_backend!r}")
+    if args.study_row is not None:
+        check_row(args.study_row)
     cfg = TrainConfig(
         model=ModelConfig(
-            args.model, args.channels, args.head, args.attention, args.bottleneck, args.width, bands=args.bands
+            args.model,
+            args.channels,
+            args.head,
+            args.attention,
+            args.bottleneck,
+            args.width,
+            bands=args.bands,
+            dropout=args.dropout,
+            attention_site=args.attention_site,
         ),
         loss=LossConfig(args.loss, args.loss_mix),
         optim=OptimConfig(
@@ -170,7 +298,8 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
             rot90=not args.no_rot90,
             flip=args.flip,
             rotate_any=args.rotate_any,
-            cutmix=args.cutmix,
+            cutmix=bool(_protocol_default(args, "cutmix")),
+            cutmix_mode=str(_protocol_default(args, "cutmix_mode")),
         ),
         data=DataConfig(
             path=args.data,
@@ -179,9 +308,10 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
             n_synthetic=args.n_synthetic,
             synthetic_size=args.synthetic_size,
             val_fraction=args.val_fraction,
-            folds=args.folds,
+            folds=int(_protocol_default(args, "folds")),  # type: ignore[call-overload]
             fold=args.fold,
             normalize=args.normalize,
+            folds_order=str(_protocol_default(args, "folds_order")),
             image_bands=args.image_bands,
             image_scale=args.image_scale,
             label_map=args.label_map,
@@ -192,7 +322,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         seed=args.seed,
         device=args.device,
         compile=args.compile,
-        precision=args.precision,
+        precision=str(_protocol_default(args, "precision")),
         bn_momentum=args.bn_momentum,
         checkpoint_dir=args.checkpoint_dir,
         resume=args.resume,
@@ -201,6 +331,11 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         n_overlays=max(0, args.overlays),
         progress=not args.no_progress,
         log_flavour=not args.no_log_flavour,
+        protocol=args.protocol,
+        shuffle=bool(_protocol_default(args, "shuffle")),
+        sync_bn=args.sync_bn,
+        study_row=args.study_row,
+        postprocessing_rows=args.postprocessing_rows,
     )
     return cfg.validate()
 
@@ -215,26 +350,48 @@ def run(argv: Sequence[str] | None = None) -> FoldsResult:
 
     ``--resume`` continues the MLflow run (and fold runs) recorded beside the checkpoints, so their
     epoch metrics stay complete and no killed run is left behind as a separate, half-logged run.
+    Under ``torchrun`` only rank 0 opens MLflow runs and prints the summary; the other ranks train.
     """
     args = build_parser().parse_args(argv)
     cfg = config_from_args(args)
-    seed_everything(cfg.seed)
-    setup_tracking(args.tracking_uri, verbose=args.verbose)
-    experiment = args.experiment or EXPERIMENT
-    resume_id = checkpoint_run_id(cfg.checkpoint_dir) if cfg.resume else None
-    with tracked_run(experiment, cfg, run_name=args.run_name, name_hint=cfg.model.name, resume_run_id=resume_id):
-        result = run_folds(cfg, experiment)
-        mlflow.log_metrics(result.metrics)
-    print_summary(summary(result), as_json=args.json)
-    return result
+    ctx = ddp.init_distributed(args.dist_backend)
+    try:
+        if ctx.enabled and ctx.world_size > cfg.batch_size:
+            ddp.check_world(ctx.world_size, cfg.batch_size, ctx.world_size)
+        if cfg.sync_bn and not ctx.enabled:
+            raise UserError("--sync-bn applies under torchrun (--nproc-per-node >= 2); a single process has one batch")
+        seed_everything(cfg.seed)
+        if not ctx.is_main:
+            return run_folds(cfg, args.experiment or EXPERIMENT)
+        setup_tracking(args.tracking_uri, verbose=args.verbose)
+        experiment = args.experiment or EXPERIMENT
+        resume_id = checkpoint_run_id(cfg.checkpoint_dir) if cfg.resume else None
+        with tracked_run(experiment, cfg, run_name=args.run_name, name_hint=cfg.model.name, resume_run_id=resume_id):
+            result = run_folds(cfg, experiment)
+            mlflow.log_metrics(result.metrics)
+            if ctx.enabled:
+                mlflow.set_tags({"ddp_world_size": str(ctx.world_size), "ddp_sync_bn": str(cfg.sync_bn)})
+        print_summary(summary(result, cfg), as_json=args.json)
+        return result
+    finally:
+        ddp.shutdown()
 
 
-def summary(result: FoldsResult) -> dict[str, object]:
-    """What the command made: the run id, the segmenter URI(s) to give the next commands, key metrics."""
+def summary(result: FoldsResult, cfg: TrainConfig | None = None) -> dict[str, object]:
+    """What the command made: the run id, the segmenter URI(s) to give the next commands, key metrics
+    (under the study protocol its ``study_*`` 2-class means, with the protocol named)."""
+    study = cfg is not None and cfg.protocol == "study"
+    wanted = ("ls_f1", "ls_iou", "patch_auc") + (("f1_2class_mean", "miou_2class", "study_threshold") if study else ())
     keys = sorted(
-        k for k in result.metrics if k.endswith("_mean") and any(m in k for m in ("ls_f1", "ls_iou", "patch_auc"))
+        k
+        for k in result.metrics
+        if k.endswith("_mean") and any(m in k for m in wanted) and "_pp_" not in k and "_at_threshold" not in k[:-5]
     )
-    return {"run_id": result.run_id, "model_uris": result.model_uris, "metrics": {k: result.metrics[k] for k in keys}}
+    out: dict[str, object] = {"run_id": result.run_id, "model_uris": result.model_uris}
+    if study:
+        out["protocol"] = PROTOCOL_TAG_VALUES["study"]
+    out["metrics"] = {k: result.metrics[k] for k in keys}
+    return out
 
 
 if __name__ == "__main__":

@@ -1,5 +1,5 @@
 """Reproducible patch-id splits: seeded hold-out, k-fold (optionally grouped), the seed's
-contiguous-block folds, and JSON split files.
+contiguous-block folds over the natural order of the patch file names, and JSON split files.
 
 Split file format (JSON)::
 
@@ -13,6 +13,8 @@ from __future__ import annotations
 import csv
 import json
 import os
+import re
+from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -20,6 +22,7 @@ import numpy as np
 from sklearn.model_selection import GroupKFold, KFold, train_test_split
 
 from common.atomic import atomic_write
+from common.cli import UserError
 
 FORMAT = "landslide-splits/1"
 Split = tuple[np.ndarray, np.ndarray]
@@ -63,6 +66,41 @@ def contiguous_folds(ids: Sequence[int] | np.ndarray, k: int = 5) -> list[Split]
         test = arr[lo:hi]
         out.append((np.concatenate([arr[:lo], arr[hi:]]), test))
     return out
+
+
+_DIGITS = re.compile(r"(\d+)")
+
+
+def natural_key(name: str) -> tuple[object, ...]:
+    """Sort key of the natural order (``natsort``): digit runs compare as integers, ``image_2`` < ``image_10``."""
+    return tuple(int(part) if part.isdigit() else part for part in _DIGITS.split(name))
+
+
+def natural_order(names: Sequence[str], what: str = "patch") -> np.ndarray:
+    """Positions that put ``names`` (file names, no folders) in natural order, as the seed study sorted its files.
+
+    The order must be the one the study saw: one numbered sequence. :class:`common.cli.UserError` (one line,
+    saying what was found) when a name repeats (e.g. tiles cut from one chip), a name holds no number, or the
+    names follow more than one pattern (``image_<N>.h5`` beside ``img_<N>.h5``).
+    """
+    names = [str(n) for n in names]
+    if not names:
+        raise UserError(f"no {what} names to sort")
+    repeated = [n for n, c in Counter(names).items() if c > 1]
+    if repeated:
+        raise UserError(
+            f"{what} names do not sort naturally: {len(repeated)} name(s) repeat, e.g. {repeated[0]!r} "
+            f"(tiles cut from one file?); the study's folds need one file per patch, e.g. image_<N>.h5"
+        )
+    patterns = Counter(_DIGITS.sub("<N>", Path(n).stem) + Path(n).suffix for n in names)
+    bad = [p for p in patterns if "<N>" not in p]  # no number in the name itself (the suffix does not count)
+    if bad or len(patterns) > 1:
+        found = ", ".join(f"{p} ({c})" for p, c in patterns.most_common(4))
+        raise UserError(
+            f"{what} names do not sort naturally into one numbered sequence: found {found}"
+            f"{' ...' if len(patterns) > 4 else ''}; the study natural-sorts names like image_<N>.h5"
+        )
+    return np.array(sorted(range(len(names)), key=lambda i: natural_key(names[i])), dtype=np.int64)
 
 
 def kfold_splits(

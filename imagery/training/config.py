@@ -17,8 +17,10 @@ from imagery.data.bands import canonical_bands
 from imagery.device import PRECISIONS
 from imagery.inference.postprocess import TTA_MODES
 from imagery.models import ATTENTIONS, HEADS, list_models
-from imagery.training.losses import LOSSES, MIXTURE_LOSSES
+from imagery.training.losses import LOSSES, MIXTURE_LOSSES, unknown_loss_message
 from imagery.training.optim import OPTIMIZERS, SCHEDULES, SPEC_AUGMENT_OFF_EPOCHS, SPEC_EPOCHS
+from imagery.training.protocol import FOLDS_ORDERS, PROTOCOLS
+from imagery.transforms.augment import CUTMIX_MODES
 from imagery.transforms.features import CHANNEL_SETS, channel_names, n_channels
 from imagery.transforms.normalize import MODES as NORMALIZE_MODES
 
@@ -29,10 +31,12 @@ class ModelConfig:
 
     ``width`` overrides the base width F (128 for RAU-Net 1, 40 for the small one); tiny widths
     (4-8) are for tests. ``channel_set`` names a channel set of
-    ``imagery.transforms.features.compute_features`` (14, 17, 21, 23, 25 or 26: its channel count on all 14
+    ``imagery.transforms.features.compute_features`` (9, 14, 17, 21, 22, 23, 25 or 26: its channel count on all 14
     bands). ``bands`` (``--bands``) trains on a subset of the data's bands (canonical names, L4S order;
     ``None``: every band the data has); the set's channels that need a missing band are left out, so the
-    network's ``in_channels`` is ``n_channels(channel_set, bands)``.
+    network's ``in_channels`` is ``n_channels(channel_set, bands)``. ``dropout`` overrides the head's dropout
+    (``None``: the model's own, 0.25 for RAU-Net 1); ``attention_site`` places the traditional U-Net's attention
+    (``imagery.models.unet.ATTENTION_SITES``; ``None``: after each decoder level).
     """
 
     name: str = "rau_net1"
@@ -42,6 +46,8 @@ class ModelConfig:
     use_bottleneck: bool | None = None
     width: int | None = None
     bands: list[str] | None = None
+    dropout: float | None = None
+    attention_site: str | None = None
 
     def create_kwargs(self) -> dict[str, object]:
         """Keyword arguments of ``imagery.models.create_model`` (``attention``/``use_bottleneck`` ``None``:
@@ -54,6 +60,10 @@ class ModelConfig:
             kw["use_bottleneck"] = self.use_bottleneck
         if self.width is not None:
             kw["base_width"] = self.width
+        if self.dropout is not None:
+            kw["dropout"] = self.dropout
+        if self.attention_site is not None:
+            kw["attention_site"] = self.attention_site
         return kw
 
 
@@ -95,7 +105,10 @@ class AugmentConfig:
     """Training augmentation (``imagery.transforms.augment.augment_batch``), applied to the engineered channels.
 
     ``off_last_epochs``: augmentation is switched off for this many final epochs (the seed: 4 of 65;
-    scaled with the run length and at least 0).
+    scaled with the run length and at least 0). ``cutmix_mode``: ``study`` (the authors' CutMix: 0-2 pastes
+    per patch from the landslide-positive training patches; on by default under ``--protocol study``),
+    ``mask`` (one mask-shaped paste from a random batch member with probability 0.7) or ``box``
+    (``imagery.transforms.augment``).
     """
 
     enabled: bool = True
@@ -104,6 +117,7 @@ class AugmentConfig:
     rotate_any: bool = False
     cutmix: bool = False
     off_last_epochs: int = SPEC_AUGMENT_OFF_EPOCHS
+    cutmix_mode: str = "mask"
 
 
 @dataclass
@@ -113,7 +127,10 @@ class DataConfig:
     ``path=None`` means the built-in synthetic patches (``n_synthetic`` of ``synthetic_size`` px,
     written to a temporary L4S folder and read back through the same reader). ``val_fraction`` of
     the training patches (never the test fold) is held out for model selection and threshold tuning.
-    ``folds`` > 1 runs k-fold cross-validation; ``fold`` selects a single fold (0-based) of it.
+    ``folds`` > 1 runs k-fold cross-validation; ``fold`` selects a single fold of it: 0-based under the
+    honest protocol, **1-based under** ``--protocol study`` (fold 1 = the last block, as the study numbers them).
+    ``folds_order``: ``shuffled`` (seeded k-fold) or ``natural`` (the study's contiguous blocks of the
+    naturally sorted file names; always so under ``--protocol study``).
     ``normalize`` is a ``imagery.transforms.normalize.Normalizer`` mode (``"none"`` reproduces the seed).
     """
 
@@ -131,11 +148,21 @@ class DataConfig:
     folds: int = 1
     fold: int | None = None
     normalize: str = "none"
+    folds_order: str = "shuffled"
 
 
 @dataclass
 class TrainConfig:
-    """Everything one training run (or one k-fold experiment) needs; logged whole to MLflow."""
+    """Everything one training run (or one k-fold experiment) needs; logged whole to MLflow.
+
+    ``protocol``: ``honest`` (validation-split selection) or ``study`` (the seed study's protocol, selection on
+    the test fold; ``imagery.training.protocol``). ``shuffle``: a new seeded order of the training patches every
+    epoch (False: the same natural order every epoch, as the study). ``sync_bn``: under ``torchrun`` batch norm
+    uses the statistics of the whole global batch (``imagery.training.distributed``); otherwise each rank's own.
+    ``study_row``: the deck row this run reproduces (``imagery.training.study_tables``), a tag only.
+    ``postprocessing_rows``: an honest run also scores the deck's post-processing rows on its test folds
+    (``test_pp_<row>_*``; a study run always does, on its selection checkpoint).
+    """
 
     model: ModelConfig = field(default_factory=ModelConfig)
     loss: LossConfig = field(default_factory=LossConfig)
@@ -161,6 +188,11 @@ class TrainConfig:
     #: also log the MLflow PyTorch flavour (for pyfunc users; this project loads the state dict). Slow on
     #: a CPU (it traces the model), so it can be switched off; the segmenter artifacts are always logged.
     log_flavour: bool = True
+    protocol: str = "honest"
+    shuffle: bool = True
+    sync_bn: bool = False
+    study_row: str | None = None
+    postprocessing_rows: bool = False
 
     #: Fields that never change what a run computes: they may differ when a run is resumed.
     VOLATILE_FIELDS = (
@@ -172,6 +204,8 @@ class TrainConfig:
         "eval_batch_size",
         "n_overlays",
         "log_flavour",
+        "study_row",
+        "postprocessing_rows",
     )
 
     def resume_key(self) -> dict[str, str]:
@@ -187,11 +221,17 @@ class TrainConfig:
         _choice("--head", self.model.head, HEADS)
         if self.model.attention is not None:
             _choice("--attention", self.model.attention, ATTENTIONS)
-        _choice("--loss", self.loss.name, tuple(LOSSES))
+        if self.loss.name not in LOSSES:
+            raise UserError(f"--{unknown_loss_message(self.loss.name)}")
         _choice("--channels", str(self.model.channel_set), tuple(str(c) for c in CHANNEL_SETS))
         _choice("--normalize", self.data.normalize, NORMALIZE_MODES)
         _choice("--tta", self.tta, TTA_MODES)
         _choice("--precision", self.precision, PRECISIONS)
+        _choice("--protocol", self.protocol, PROTOCOLS)
+        _choice("--folds-order", self.data.folds_order, FOLDS_ORDERS)
+        _choice("--cutmix-mode", self.augment.cutmix_mode, CUTMIX_MODES)
+        if self.model.dropout is not None and not 0.0 <= self.model.dropout < 1.0:
+            raise UserError(f"--dropout must be in [0, 1), got {self.model.dropout}")
         if self.epochs < 1:
             raise UserError(f"--epochs must be >= 1, got {self.epochs}")
         if self.batch_size < 1:
@@ -204,12 +244,27 @@ class TrainConfig:
             raise UserError(f"--val-fraction must be in (0, 1), got {self.data.val_fraction}")
         if self.data.folds < 1:
             raise UserError(f"--folds must be >= 1, got {self.data.folds}")
-        if self.data.fold is not None and self.data.folds < 2:
-            raise UserError("--fold needs --folds >= 2")
-        if self.data.fold is not None and not 0 <= self.data.fold < self.data.folds:
-            raise UserError(
-                f"--fold must be in [0, {self.data.folds - 1}] for --folds {self.data.folds}, got {self.data.fold}"
-            )
+        if self.protocol == "study":
+            if self.data.folds < 2:
+                raise UserError(f"--protocol study runs contiguous folds: --folds must be >= 2, got {self.data.folds}")
+            if self.data.folds_order != "natural":
+                raise UserError(
+                    "--protocol study cuts its folds from the natural order of the file names: "
+                    f"--folds-order must be natural, got {self.data.folds_order!r}"
+                )
+            if self.data.fold is not None and not 1 <= self.data.fold <= self.data.folds:
+                raise UserError(
+                    f"--fold must be in 1..{self.data.folds} under --protocol study (fold 1 = the last "
+                    f"{100 // self.data.folds} % block), got {self.data.fold}"
+                )
+        else:
+            if self.data.fold is not None and self.data.folds < 2:
+                raise UserError("--fold needs --folds >= 2")
+            if self.data.fold is not None and not 0 <= self.data.fold < self.data.folds:
+                raise UserError(
+                    f"--fold must be in [0, {self.data.folds - 1}] for --folds {self.data.folds} "
+                    f"(0-based; --protocol study numbers folds from 1), got {self.data.fold}"
+                )
         if self.model.bands is not None:
             self.model.bands = list(canonical_bands(self.model.bands))
             channel_names(self.model.channel_set, self.model.bands)

@@ -7,11 +7,20 @@
 held-out test fold. Out-of-fold patch probabilities (:mod:`common.oof`) come from the test folds
 (k-fold) or from the validation split (single run, fold 0).
 
-Every function here logs into the MLflow run the command opened; none changes MLflow's global state.
+``cfg.protocol == "study"`` runs the seed study's protocol instead (``imagery.training.protocol``): the
+patches in the natural order of their file names, contiguous folds (fold K 1-based, fold 1 = the last block),
+training on the whole training part with the test fold as the selection set, every metric named ``study_*``
+and every run tagged ``protocol = "study: selected on the test fold"`` (:func:`train_study_fold`).
+``cfg.data.folds_order == "natural"`` gives the honest protocol the same contiguous folds.
+
+Every function here logs into the MLflow run the command opened; none changes MLflow's global state. In a
+``torchrun`` job (``imagery.training.distributed``) only rank 0 logs; the other ranks train and return
+placeholders (empty URIs, no metrics).
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import math
@@ -32,7 +41,7 @@ from common.oof import OOF_COLUMNS, log_oof, oof_frame
 from common.tracking import log_fingerprint, set_run_kind, tracked_run
 from imagery.data import MODEL_UNITS, PatchSet, load_patches
 from imagery.data.chips import ChipSpec, is_chip_folder, load_chips
-from imagery.data.splits import holdout_split, kfold_splits
+from imagery.data.splits import contiguous_folds, holdout_split, kfold_splits, natural_order
 from imagery.data.synthetic import write_synthetic_l4s
 from imagery.device import resolve_device
 from imagery.inference.evaluate import evaluate_segmenter, save_pr_curve
@@ -41,9 +50,19 @@ from imagery.inference.predict import save_overlay
 from imagery.inference.segmenter import Segmenter, SegmenterMeta
 from imagery.inference.serving import log_segmenter
 from imagery.models import create_model
+from imagery.training import distributed as ddp
 from imagery.training.config import DataConfig, TrainConfig
 from imagery.training.losses import build_criterion
-from imagery.training.trainer import Trainer
+from imagery.training.protocol import (
+    DEVIATIONS_TAG,
+    PROTOCOL_TAG,
+    PROTOCOL_TAG_VALUES,
+    STUDY_POSTPROCESSING,
+    STUDY_PREFIX,
+    STUDY_RUN_KIND,
+    study_deviations,
+)
+from imagery.training.trainer import Trainer, TrainResult
 from imagery.transforms.features import channel_names
 from imagery.transforms.preprocess import Preprocessor, fit_normalizer
 
@@ -78,6 +97,18 @@ def holdout_positions(
 def kfold_positions(ids: np.ndarray, k: int, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
     """Positions ``(train, test)`` per fold of ``imagery.data.splits.kfold_splits`` (which returns ids)."""
     return [(_positions(ids, tr), _positions(ids, te)) for tr, te in kfold_splits(ids, k, seed)]
+
+
+def natural_fold_positions(patches: PatchSet, k: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Positions ``(train, test)`` of the study's folds: the patches in the natural order of their file names
+    (``imagery.data.splits.natural_order``; patches without paths in id order), cut into ``k`` contiguous blocks,
+    fold i (0-based; the study's fold i + 1) testing on ``[int((k-1-i)/k N), int((k-i)/k N))``. One-line
+    error when the names do not sort naturally."""
+    names = [Path(p).name for p in patches.paths] if patches.paths else [f"image_{int(i)}.h5" for i in patches.ids]
+    order = natural_order(names)
+    if len(order) < k:
+        raise UserError(f"--folds {k}: only {len(order)} labelled patches")
+    return [(np.sort(order[tr]), np.sort(order[te])) for tr, te in contiguous_folds(np.arange(len(order)), k)]
 
 
 def _positions(ids: np.ndarray, sel_ids: Any) -> np.ndarray:
@@ -176,6 +207,8 @@ def train_fold(
         cfg, model, criterion, tx, tr.masks, vx, va.masks, device=device, log_metrics=log_epoch, resume_key=resume_key
     )
     result = trainer.fit()
+    if not ddp.current().is_main:
+        return FoldResult(fold, "", result.threshold, {}, {}, oof_frame(va.ids[:0], va.patch_labels()[:0], [], fold))
     meta = SegmenterMeta(
         model_name=cfg.model.name,
         model_kwargs=model_cfg.create_kwargs(),
@@ -205,10 +238,141 @@ def train_fold(
             seg, np.asarray(test_set.images), test_set.masks, batch_size=cfg.eval_batch_size
         )
         mlflow.log_metrics({f"test_{k}": v for k, v in test_metrics.items() if _finite(v)})
+        if cfg.postprocessing_rows:
+            mlflow.log_metrics(_honest_postprocessing(cfg, seg, test_set, result.threshold))
         oof = oof_frame(test_set.ids, test_set.patch_labels(), pred["patch_prob"], fold)
     else:
         oof = oof_frame(va.ids, va.patch_labels(), result.val_patch_probs, fold)
     return FoldResult(fold, uri, result.threshold, val_metrics, test_metrics, oof, result.history)
+
+
+def _honest_postprocessing(cfg: TrainConfig, seg: Segmenter, test_set: PatchSet, threshold: float) -> dict[str, float]:
+    """The deck's post-processing rows on the test fold of an honest run, ``test_pp_<row>_<metric>``: the rows
+    that threshold at 0.95 use the validation-tuned ``threshold`` instead (nothing is chosen on the test fold)."""
+    out: dict[str, float] = {}
+    for row, (tta, vote, morph, t) in STUDY_POSTPROCESSING.items():
+        if vote and cfg.model.head != "multires":
+            continue
+        pp, _ = evaluate_segmenter(
+            seg,
+            np.asarray(test_set.images),
+            test_set.masks,
+            batch_size=cfg.eval_batch_size,
+            tta=tta,
+            vote=vote,
+            morphology=morph,
+            threshold=threshold if t != 0.5 else 0.5,
+        )
+        out.update({f"test_pp_{row}_{k}": float(pp[k]) for k in ("ls_f1", "ls_iou", "f1_2class_mean", "miou_2class")})
+    return out
+
+
+def _segmenter_meta(
+    cfg: TrainConfig, model_cfg: Any, bands: tuple[str, ...], pre: Preprocessor, result: TrainResult, patch_size: int
+) -> SegmenterMeta:
+    normalizer = pre.normalizer
+    return SegmenterMeta(
+        model_name=cfg.model.name,
+        model_kwargs=model_cfg.create_kwargs(),
+        channel_set=cfg.model.channel_set,
+        threshold=result.threshold,
+        normalizer=normalizer.to_dict() if normalizer is not None else None,
+        band_order=list(bands),
+        units=MODEL_UNITS,
+        channels=list(channel_names(cfg.model.channel_set, bands)),
+        head=cfg.model.head,
+        tta=cfg.tta,
+        vote=cfg.vote,
+        patch_size=patch_size,
+    )
+
+
+def train_study_fold(
+    cfg: TrainConfig,
+    train_set: PatchSet,
+    test_set: PatchSet,
+    fold: int,
+    *,
+    log_flavour: bool = True,
+    data_digest: str = "",
+) -> FoldResult:
+    """The seed study's fold (``fold`` 0-based; the study's fold ``fold + 1``): train on all of ``train_set``,
+    select the checkpoint and the threshold on ``test_set`` as the authors did, and log ``study_*`` metrics:
+
+    * ``study_f1_2class_mean``, ``study_miou_2class``, ``study_ls_f1``, ``study_ls_iou``, ... : the selected
+      checkpoint at argmax (the deck's raw numbers, e.g. fold 1 0.7242 / 0.6388);
+    * ``study_threshold`` and ``study_*_at_threshold``: the best threshold of the test-fold sweep (deck fold 1:
+      0.95 -> 0.7463);
+    * ``study_pp_<row>_f1_2class_mean`` / ``_miou_2class``: the deck's post-processing rows
+      (``imagery.training.protocol.STUDY_POSTPROCESSING``) on the same checkpoint and test fold;
+    * ``study_selected_epoch``: epochs trained when the kept checkpoint was scored.
+    """
+    device = resolve_device(cfg.device)
+    bands = train_set.bands
+    pre = Preprocessor(cfg.model.channel_set, bands=bands)
+    with torch.no_grad():
+        tx = pre.transform_all(np.asarray(train_set.images), device)
+        pre.normalizer = fit_normalizer(cfg.data.normalize, tx, bands)
+        tx = pre.normalize(tx)
+        ex = pre.normalize(pre.transform_all(np.asarray(test_set.images), device))
+    torch.manual_seed(cfg.seed + fold)
+    model_cfg = copy.deepcopy(cfg.model)
+    model_cfg.bands = list(bands)
+    model = create_model(cfg.model.name, **model_cfg.create_kwargs())
+    criterion = build_criterion(cfg.loss.name, cfg.model.head, **cfg.loss.params())
+
+    def log_epoch(metrics: dict[str, float], epoch: int) -> None:
+        mlflow.log_metrics({k: float(v) for k, v in metrics.items() if _finite(v)}, step=epoch)
+
+    resume_key = {**cfg.resume_key(), "data": data_digest, "fold": str(fold)}
+    trainer = Trainer(
+        cfg,
+        model,
+        criterion,
+        tx,
+        train_set.masks,
+        ex,
+        test_set.masks,
+        device=device,
+        log_metrics=log_epoch,
+        resume_key=resume_key,
+    )
+    result = trainer.fit()
+    if not ddp.current().is_main:
+        return FoldResult(fold, "", result.threshold, {}, {}, oof_frame(test_set.ids[:0], [], [], fold))
+    meta = _segmenter_meta(cfg, model_cfg, bands, pre, result, int(train_set.images.shape[-1]))
+    uri = log_segmenter(result.model, meta, input_example=ex[:1].detach().cpu().numpy(), log_flavour=log_flavour)
+    masks = test_set.masks
+    metrics = {f"{STUDY_PREFIX}{k}": v for k, v in result.val_metrics.items()}
+    at_t = segmentation_metrics(result.val_probs, masks, result.threshold, result.val_patch_probs)
+    metrics.update(
+        {f"{STUDY_PREFIX}{k}_at_threshold": at_t[k] for k in ("f1_2class_mean", "miou_2class", "ls_f1", "ls_iou")}
+    )
+    metrics[f"{STUDY_PREFIX}threshold"] = result.threshold
+    metrics[f"{STUDY_PREFIX}selected_epoch"] = result.selected_epoch
+    seg = Segmenter(result.model, meta, device)
+    images = np.asarray(test_set.images)
+    for row, (tta, vote, morph, threshold) in STUDY_POSTPROCESSING.items():
+        if vote and cfg.model.head != "multires":
+            continue
+        pp, _ = evaluate_segmenter(
+            seg,
+            images,
+            masks,
+            batch_size=cfg.eval_batch_size,
+            tta=tta,
+            vote=vote,
+            morphology=morph,
+            threshold=threshold,
+        )
+        for k in ("f1_2class_mean", "miou_2class", "ls_f1", "ls_iou"):
+            metrics[f"{STUDY_PREFIX}pp_{row}_{k}"] = pp[k]
+    mlflow.log_metrics({k: float(v) for k, v in metrics.items() if _finite(v)})
+    _log_table(result.threshold_table, "study_threshold_sweep.csv")
+    _log_table(pd.DataFrame(result.evaluations), "study_evaluations.csv")
+    mlflow.log_params({"bands": ",".join(bands), "in_channels": int(model_cfg.create_kwargs()["in_channels"])})
+    oof = oof_frame(test_set.ids, test_set.patch_labels(), result.val_patch_probs, fold)
+    return FoldResult(fold, uri, result.threshold, {}, metrics, oof, result.history)
 
 
 # ------------------------------------------------------------------------------- all folds
@@ -264,16 +428,20 @@ def run_folds(
     nested run of fold ``i`` is named ``<fold_prefix>fold<i>``. With ``cfg.checkpoint_dir`` each run's
     id is kept beside its checkpoint, and ``cfg.resume`` continues those same runs.
     """
-    set_run_kind("imagery")
-    _remember_run(cfg.checkpoint_dir)
+    main = ddp.current().is_main
+    study = cfg.protocol == "study"
+    if main:
+        _tag_protocol(cfg)
+        _remember_run(cfg.checkpoint_dir)
     log_flavour = cfg.log_flavour if log_flavour is None else log_flavour
     with tempfile.TemporaryDirectory() as tmp:
         if patches is None:
             patches, fingerprint = load_training_data(cfg, Path(tmp))
         digest = fingerprint.sha256 if fingerprint is not None else ""
-        if fingerprint is not None:
-            log_fingerprint(fingerprint)
-        mlflow.log_metric("nonfinite_share", patches.nonfinite_share())
+        if main:
+            if fingerprint is not None:
+                log_fingerprint(fingerprint)
+            mlflow.log_metric("nonfinite_share", patches.nonfinite_share())
         k = cfg.data.folds
         results: list[FoldResult] = []
         if k == 1:
@@ -281,43 +449,72 @@ def run_folds(
         else:
             if len(patches) < k:
                 raise UserError(f"--folds {k}: only {len(patches)} labelled patches")
-            splits = kfold_positions(patches.ids, k, cfg.seed)
-            wanted = range(k) if cfg.data.fold is None else [cfg.data.fold]
+            if study or cfg.data.folds_order == "natural":
+                splits = natural_fold_positions(patches, k)
+            else:
+                splits = kfold_positions(patches.ids, k, cfg.seed)
+            if cfg.data.fold is None:
+                wanted: list[int] = list(range(k))
+            else:
+                wanted = [cfg.data.fold - 1 if study else cfg.data.fold]
             for i in wanted:
                 tr_pos, te_pos = splits[i]
-                fold_cfg = _fold_config(cfg, i)
-                resume_id = checkpoint_run_id(fold_cfg.checkpoint_dir) if cfg.resume else None
-                with tracked_run(
-                    experiment,
-                    fold_cfg,
-                    run_name=f"{fold_prefix}fold{i}",
-                    nested=True,
-                    tags={"fold": str(i)},
-                    resume_run_id=resume_id,
-                ):
-                    set_run_kind("imagery")
-                    _remember_run(fold_cfg.checkpoint_dir)
-                    mlflow.log_params({"fold_index": i, "n_train": len(tr_pos), "n_test": len(te_pos)})
-                    fold_set, test_set = patches.subset(tr_pos), patches.subset(te_pos)
-                    results.append(
-                        train_fold(fold_cfg, fold_set, test_set, i, log_flavour=log_flavour, data_digest=digest)
+                label = i + 1 if study else i  # the study numbers its folds from 1 (fold 1 = the last block)
+                fold_cfg = _fold_config(cfg, label)
+                resume_id = checkpoint_run_id(fold_cfg.checkpoint_dir) if cfg.resume and main else None
+                tags = {"fold": str(label), PROTOCOL_TAG: PROTOCOL_TAG_VALUES[cfg.protocol]}
+                run_ctx: Any = (
+                    tracked_run(
+                        experiment,
+                        fold_cfg,
+                        run_name=f"{fold_prefix}fold{label}",
+                        nested=True,
+                        tags=tags,
+                        resume_run_id=resume_id,
                     )
+                    if main
+                    else contextlib.nullcontext()
+                )
+                with run_ctx:
+                    if main:
+                        _tag_protocol(fold_cfg)
+                        _remember_run(fold_cfg.checkpoint_dir)
+                        mlflow.log_params({"fold_index": label, "n_train": len(tr_pos), "n_test": len(te_pos)})
+                    fold_set, test_set = patches.subset(tr_pos), patches.subset(te_pos)
+                    fit = train_study_fold if study else train_fold
+                    results.append(fit(fold_cfg, fold_set, test_set, i, log_flavour=log_flavour, data_digest=digest))
     oof = pd.concat([r.oof for r in results], ignore_index=True)[list(OOF_COLUMNS)]
+    if not main:
+        return FoldsResult("", [], {}, oof, results)
     log_oof(oof)
     run = mlflow.active_run()
     return FoldsResult(run.info.run_id if run else "", [r.model_uri for r in results], summarise(results), oof, results)
 
 
+def _tag_protocol(cfg: TrainConfig) -> None:
+    """Run kind and protocol tags of the active run; a study run also lists how it departs from the study's recipe."""
+    study = cfg.protocol == "study"
+    set_run_kind(STUDY_RUN_KIND if study else "imagery")
+    tags = {PROTOCOL_TAG: PROTOCOL_TAG_VALUES[cfg.protocol]}
+    if study:
+        tags[DEVIATIONS_TAG] = "; ".join(study_deviations(cfg)) or "none"
+    if cfg.study_row:
+        tags["study_row"] = cfg.study_row
+    mlflow.set_tags(tags)
+
+
 def summarise(results: list[FoldResult]) -> dict[str, float]:
-    """Mean and std (``<name>_mean``/``<name>_std``) of each fold's test (k-fold) or validation metrics."""
+    """Mean and std (``<name>_mean``/``<name>_std``) of each fold's test (k-fold) or validation metrics; a study
+    fold's metrics keep their ``study_`` names (``study_f1_2class_mean_mean``)."""
     source = [r.test_metrics or r.val_metrics for r in results]
-    prefix = "test" if results and results[0].test_metrics else "val"
+    prefix = "test_" if results and results[0].test_metrics else "val_"
     out: dict[str, float] = {}
     for key in sorted(set().union(*source)) if source else []:
         vals = np.array([m[key] for m in source if key in m and _finite(m[key])], dtype=np.float64)
+        name = key if key.startswith(STUDY_PREFIX) else f"{prefix}{key}"
         if len(vals):
-            out[f"{prefix}_{key}_mean"] = float(vals.mean())
-            out[f"{prefix}_{key}_std"] = float(vals.std(ddof=0))
+            out[f"{name}_mean"] = float(vals.mean())
+            out[f"{name}_std"] = float(vals.std(ddof=0))
     return out
 
 

@@ -5,34 +5,62 @@ Every loss is an ``nn.Module`` with ``forward(logits (B, K, H, W) float, target 
 ``t`` the true class, N = B*H*W pixels, sums run over all pixels of the batch (the authors' "whole batch"
 convention, not per image). Formulas:
 
-* ``ce``: ``mean_i -log p_{i,t_i}`` (optional per-class ``weight``, as ``F.cross_entropy``).
+* ``ce``: ``mean_i -log p_{i,t_i}`` (optional per-class ``weight``, as ``F.cross_entropy``). The authors'
+  ``EntropyLoss`` is half of it (a mean over N*K); the constant factor leaves Adam's steps unchanged.
 * ``focal`` (authors' code): ``sum_i (1 - p_t)^gamma * (-log p_t) / (N * K)`` with p clipped to
   [1e-7, 1 - 1e-7], gamma 2, no alpha_t (optional ``alpha`` per-class weights). The division by N*K
   (the Keras mean over all B*H*W*K elements) makes it half the per-pixel mean for K = 2.
 * ``iou`` (soft Jaccard, authors' code): ``I_c = sum y_c p_c``, ``U_c = sum (y_c + p_c) - I_c``,
   ``L = mean_c -log((I_c + 1e-7) / (U_c + 1e-7))`` over both classes (``classes="landslide"``: c = 1 only).
 * ``dice``: ``L = 1 - mean_c (2 I_c + s) / (sum y_c + sum p_c + s)``, s = ``smooth`` (default 1).
-* ``log_cosh`` (Jadon 2020, log-cosh dice): ``L = log(cosh(L_dice))``.
-* ``tversky`` (Salehi 2017): ``TI_c = (TP_c + s) / (TP_c + a FP_c + b FN_c + s)`` with soft
+* ``log_cosh_dice`` (Jadon 2020, log-cosh dice): ``L = log(cosh(L_dice))``.
+* ``tversky_landslide`` (Salehi 2017): ``TI_c = (TP_c + s) / (TP_c + a FP_c + b FN_c + s)`` with soft
   ``TP_c = sum y_c p_c``, ``FP_c = sum (1-y_c) p_c``, ``FN_c = sum y_c (1-p_c)``; ``L = 1 - mean_c TI_c``;
   defaults a 0.3, b 0.7 (false negatives cost more), s 1e-7, landslide class only.
-* ``lovasz`` (Lovasz-softmax, Berman et al. 2018): for each class c (default: the classes present in
+* ``lovasz_softmax`` (Lovasz-softmax, Berman et al. 2018): for each class c (default: the classes present in
   the target), errors ``e_i = |y_ic - p_ic|`` sorted in decreasing order (permutation pi),
   ``L_c = sum_k e_{pi(k)} * g_k`` with ``g`` the gradient of the Lovasz extension of the Jaccard loss,
   ``J_k = 1 - (G - cumsum(y_pi)_k) / (G + cumsum(1 - y_pi)_k)``, ``g_1 = J_1``, ``g_k = J_k - J_{k-1}``,
   G = sum_i y_ic; ``L = mean_c L_c``.
-* ``boundary`` (boundary-weighted focal/CE): boundary map ``b_i = dilate(y1) - erode(y1)`` (morphological
-  gradient of the landslide mask with a ``kernel`` x ``kernel`` square, max-pool on the tensor's device),
-  ``w_i = 1 + lam * b_i``, ``L = sum_i w_i l_i / sum_i w_i`` with ``l_i = (1 - p_t)^gamma (-log p_t)``
+* ``boundary_weighted`` (boundary-weighted focal/CE): boundary map ``b_i = dilate(y1) - erode(y1)``
+  (morphological gradient of the landslide mask with a ``kernel`` x ``kernel`` square, max-pool on the tensor's
+  device), ``w_i = 1 + lam * b_i``, ``L = sum_i w_i l_i / sum_i w_i`` with ``l_i = (1 - p_t)^gamma (-log p_t)``
   (gamma 0 = CE; defaults lam 4, kernel 3).
-* ``center`` (centre-weighted CE): ``d_i`` = Euclidean distance of a landslide pixel to the nearest
-  background pixel (OpenCV distance transform), divided by the maximum of d over its 8-connected blob,
-  so every blob's centre has weight 1 + lam and its rim about 1 + lam/dmax; background ``d_i = 0``;
-  ``w_i = 1 + lam * d_i``, ``L = sum_i w_i l_i / sum_i w_i`` (default lam 4, gamma 0).
+* ``center_weighted`` (centre-weighted CE, the centre weighting the deck describes): ``d_i`` = Euclidean
+  distance of a landslide pixel to the nearest background pixel (OpenCV distance transform), divided by the
+  maximum of d over its 8-connected blob, so every blob's centre has weight 1 + lam and its rim about
+  1 + lam/dmax; background ``d_i = 0``; ``w_i = 1 + lam * d_i``, ``L = sum_i w_i l_i / sum_i w_i``
+  (default lam 4, gamma 0).
+
+The seed study's losses under the deck's names (:data:`STUDY_LOSSES`; the authors' ``losses.py``, HEAD of
+CamDucLe/Landslide-Project-Sentinel2, read as formulas). Every one takes the softmax probabilities; ``pc`` is
+p clipped to [1e-7, 1 - 1e-7]; "mean over N*K" divides a sum over pixels and both classes by N*K (Keras'
+``reduce_mean`` over ``(B, H, W, 2)``):
+
+* ``log_cosh``: ``sum_i sum_c w_c log(cosh((pc_ic - y_ic)^2)) / (N*K)`` with the background weight
+  ``w_0 = 0.8`` (``bg_weight``) and ``w_1 = 1``. (Not log-cosh dice: that is ``log_cosh_dice``.)
+* ``tversky``: ``mean_c -log((TP_c + e) / (TP_c + 0.75 FP_c + 0.75 FN_c + e))`` over **both** classes, soft
+  counts summed over all pixels of the batch (unclipped p), e = 1e-7. (The literature's ``1 - TI`` on the
+  landslide class with a 0.3 / b 0.7 is ``tversky_landslide``.)
+* ``lovasz``: for each class c (both, present or not): errors ``e_i = sqrt(|y_ic - pc_ic|)`` sorted
+  decreasingly; increments of ``J_k = -log((I_k + e) / (U_k + e))`` with ``I_k = G - cumsum(y_pi)_k``,
+  ``U_k = G + cumsum(1 - y_pi)_k`` (``g_1 = J_1``, ``g_k = J_k - J_{k-1}``, no gradient through g);
+  ``L_c = sum_k relu(e_pi(k)) g_k``; ``L = mean_c L_c``. (The published loss is ``lovasz_softmax``.)
+* ``boundary``: ``sum_i W_{i,t_i} (-log pc_{i,t_i}) / (N*K)``. Per image that holds both classes, with
+  ``D1 = EDT(y) + 1`` and ``D0 = EDT(1 - y) + 1`` (exact Euclidean distance to the nearest pixel of the other
+  class, plus 1): a landslide pixel weighs ``max(D1)`` when ``D1 < 4.5`` (within 3.5 px of the background) and
+  1 otherwise; **every** background pixel weighs ``0.8 * max(D0)`` (``scale``; the authors' test reads the
+  landslide map there, which is 0 on background, so the "near the boundary" condition is always true). An
+  image with one class only weighs 1 everywhere. (A boundary-band weighting is ``boundary_weighted``.)
+* ``center``: as trained it is ``sum_i (-log pc_{i,t_i}) / (N*K)``, cross-entropy halved: the authors'
+  centre loss computes distance maps but weights by the one-hot masks themselves. The centre weighting the
+  deck describes is ``center_weighted``.
+
 * Mixtures (:data:`MIXTURE_LOSSES`; ``mix`` is their mixing weight, the deck's alpha, not the focal
   loss's per-class ``alpha``): ``focal_iou``: ``mix * Focal + (1 - mix) * IoU``, mix 0.5: the
   authors' code (Focal + IoU, 1:1) up to a factor 2. ``ce_iou``: ``mix * CE + (1 - mix) * IoU``.
-  ``focal_iou_center``: ``mix * Focal + (1 - mix) * IoU + center_weight * Center`` (0.5, 0.5).
+  ``focal_iou_center`` (the project's): ``mix * Focal + (1 - mix) * IoU + center_weight * center_weighted``
+  (0.5, 0.5).
 
 Ignored pixels (target == :data:`imagery.data.patches.IGNORE`, 255: unlabelled chip pixels, padding) take no
 part in any loss: every formula above runs over the *labelled* pixels only, so N is their count, the soft
@@ -54,6 +82,7 @@ import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
+from scipy import ndimage
 from torch import nn
 
 from common.cli import UserError
@@ -323,6 +352,134 @@ class CenterWeightedLoss(_WeightedPixelLoss):
         return center_map(target)
 
 
+# ------------------------------------------------------------------ the seed study's losses (authors' formulas)
+def _clipped_probs(logits: torch.Tensor) -> torch.Tensor:
+    """Softmax probabilities clipped to [1e-7, 1 - 1e-7], as the authors' losses do."""
+    return torch.softmax(logits.float(), dim=1).clamp(EPS, 1.0 - EPS)
+
+
+class StudyLogCoshLoss(nn.Module):
+    """Authors' ``log_cosh``: ``sum_i sum_c w_c log(cosh((pc_ic - y_ic)^2)) / (N*K)``, w = (0.8, 1)."""
+
+    def __init__(self, bg_weight: float = 0.8) -> None:
+        super().__init__()
+        self.bg_weight = float(bg_weight)
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        _check(logits, target)
+        valid = _valid(target)
+        n = int(valid.sum())
+        if n == 0:
+            return _zero(logits)
+        k = logits.shape[1]
+        p = _clipped_probs(logits)
+        y = _onehot(_clean(target), k)
+        w = torch.ones(k, dtype=p.dtype, device=p.device)
+        w[0] = self.bg_weight
+        terms = torch.log(torch.cosh((p - y) ** 2)) * w[None, :, None, None]
+        return (terms * valid[:, None]).sum() / (n * k)
+
+
+class StudyTverskyLoss(_Region):
+    """Authors' ``tversky``: ``mean_c -log((TP_c + e) / (TP_c + a FP_c + b FN_c + e))``, both classes, a = b = 0.75."""
+
+    def __init__(self, a: float = 0.75, b: float = 0.75, eps: float = EPS) -> None:
+        super().__init__("both")
+        self.a, self.b, self.eps = float(a), float(b), float(eps)
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        p, y = self._py(logits, target)
+        tp = (p * y).sum(1)
+        fp = (p * (1 - y)).sum(1)
+        fn = (y * (1 - p)).sum(1)
+        return (-torch.log((tp + self.eps) / (tp + self.a * fp + self.b * fn + self.eps))).mean()
+
+
+def study_lovasz_grad(gt_sorted: torch.Tensor, eps: float = EPS) -> torch.Tensor:
+    """Increments of ``J_k = -log((I_k + e) / (U_k + e))`` along labels sorted by decreasing error (authors' form)."""
+    gts = gt_sorted.sum()
+    inter = gts - gt_sorted.cumsum(0)
+    union = gts + (1.0 - gt_sorted).cumsum(0)
+    jac = -torch.log((inter + eps) / (union + eps))
+    if gt_sorted.numel() > 1:
+        jac = torch.cat([jac[:1], jac[1:] - jac[:-1]])
+    return jac
+
+
+class StudyLovaszLoss(nn.Module):
+    """Authors' ``lovasz``: sqrt errors on clipped p, ``-log`` IoU increments, mean over both classes."""
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        _check(logits, target)
+        valid = _valid(target).flatten()
+        if not bool(valid.any()):
+            return _zero(logits)
+        k = logits.shape[1]
+        p = _clipped_probs(logits).transpose(0, 1).flatten(1)[:, valid]
+        y = _onehot(_clean(target), k).transpose(0, 1).flatten(1)[:, valid]
+        losses = []
+        for c in range(k):
+            errors = torch.sqrt((y[c] - p[c]).abs())
+            errors_sorted, perm = torch.sort(errors, descending=True)
+            grad = study_lovasz_grad(y[c][perm]).detach()
+            losses.append(torch.dot(torch.relu(errors_sorted), grad))
+        return torch.stack(losses).mean()
+
+
+def study_boundary_weights(target: torch.Tensor, scale: float = 0.8) -> torch.Tensor:
+    """The authors' boundary weight of each pixel's true class, ``(B, H, W)`` float (see the module docstring).
+
+    Distances run to the nearest *labelled* pixel of the other class and the maxima over labelled pixels, so
+    ignored pixels change nothing (they get weight 0 in the loss). Exact Euclidean distance transform
+    (``scipy.ndimage.distance_transform_edt``) on the CPU.
+    """
+    y = (target == 1).detach().to("cpu").numpy()
+    valid = (target != IGNORE).detach().to("cpu").numpy()
+    out = np.ones(y.shape, dtype=np.float32)
+    for b in range(y.shape[0]):
+        pos, neg = y[b] & valid[b], ~y[b] & valid[b]
+        if not pos.any() or not neg.any():
+            continue
+        # distances to the nearest *labelled* pixel of the other class (ignored pixels are neither), plus 1
+        d1 = ndimage.distance_transform_edt(~neg) + 1.0
+        d0 = ndimage.distance_transform_edt(~pos) + 1.0
+        w1 = np.where(d1 < 4.5, d1[pos].max(), 1.0)
+        out[b] = np.where(pos, w1, np.where(neg, scale * d0[neg].max(), 1.0))
+    return torch.from_numpy(out).to(target.device)
+
+
+class StudyBoundaryLoss(nn.Module):
+    """Authors' ``boundary``: ``sum_i W_i (-log pc_{i,t_i}) / (N*K)`` with :func:`study_boundary_weights`."""
+
+    def __init__(self, scale: float = 0.8) -> None:
+        super().__init__()
+        self.scale = float(scale)
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        _check(logits, target)
+        valid = _valid(target)
+        n = int(valid.sum())
+        if n == 0:
+            return _zero(logits)
+        w = study_boundary_weights(target, self.scale) * valid
+        terms = _focal_terms(logits, _clean(target), 0.0)
+        return (w * terms).sum() / (n * logits.shape[1])
+
+
+class StudyCenterLoss(nn.Module):
+    """Authors' ``center`` as trained: ``sum_i (-log pc_{i,t_i}) / (N*K)`` (cross-entropy halved; its distance
+    maps are computed but never used). The deck's centre weighting is ``center_weighted``."""
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        _check(logits, target)
+        valid = _valid(target)
+        n = int(valid.sum())
+        if n == 0:
+            return _zero(logits)
+        terms = _focal_terms(logits, _clean(target), 0.0)
+        return terms[valid].sum() / (n * logits.shape[1])
+
+
 class WeightedSum(nn.Module):
     """``sum_j w_j L_j(logits, target)``."""
 
@@ -352,11 +509,16 @@ LOSSES: dict[str, Callable[..., nn.Module]] = {
     "focal": FocalLoss,
     "iou": SoftIoULoss,
     "dice": DiceLoss,
-    "log_cosh": LogCoshDiceLoss,
-    "tversky": TverskyLoss,
-    "lovasz": LovaszSoftmaxLoss,
-    "boundary": BoundaryWeightedLoss,
-    "center": CenterWeightedLoss,
+    "log_cosh": StudyLogCoshLoss,
+    "tversky": StudyTverskyLoss,
+    "lovasz": StudyLovaszLoss,
+    "boundary": StudyBoundaryLoss,
+    "center": StudyCenterLoss,
+    "log_cosh_dice": LogCoshDiceLoss,
+    "tversky_landslide": TverskyLoss,
+    "lovasz_softmax": LovaszSoftmaxLoss,
+    "boundary_weighted": BoundaryWeightedLoss,
+    "center_weighted": CenterWeightedLoss,
     "focal_iou": _focal_iou,
     "ce_iou": _ce_iou,
     "focal_iou_center": _focal_iou_center,
@@ -364,6 +526,28 @@ LOSSES: dict[str, Callable[..., nn.Module]] = {
 DEFAULT_LOSS = "focal_iou"
 #: The losses that mix terms with a weight ``mix``; only these take it (``create_loss(name, mix=...)``).
 MIXTURE_LOSSES: tuple[str, ...] = ("focal_iou", "ce_iou", "focal_iou_center")
+#: The deck's loss names, each computing the authors' formula (module docstring).
+STUDY_LOSSES: tuple[str, ...] = (
+    "ce",
+    "focal",
+    "iou",
+    "focal_iou",
+    "log_cosh",
+    "tversky",
+    "lovasz",
+    "boundary",
+    "center",
+)
+#: The literature's versions (and the project's own losses) under names of their own.
+LITERATURE_LOSSES: tuple[str, ...] = tuple(n for n in LOSSES if n not in STUDY_LOSSES)
+
+
+def unknown_loss_message(name: str) -> str:
+    """One line naming a bad loss name and every accepted one, study names and literature names apart."""
+    return (
+        f"loss {name!r}: expected a study name ({', '.join(STUDY_LOSSES)}) "
+        f"or a literature name ({', '.join(LITERATURE_LOSSES)})"
+    )
 
 
 def list_losses() -> list[str]:
@@ -374,7 +558,7 @@ def list_losses() -> list[str]:
 def create_loss(name: str = DEFAULT_LOSS, **params: Any) -> nn.Module:
     """Loss module by name with its parameters; ValueError naming the bad name/parameter."""
     if name not in LOSSES:
-        raise UserError(f"loss {name!r}: expected one of {', '.join(LOSSES)}")
+        raise UserError(unknown_loss_message(name))
     if "mix" in params and name not in MIXTURE_LOSSES:
         raise UserError(f"loss {name!r} is not a mixture: mix applies to {', '.join(MIXTURE_LOSSES)}")
     try:

@@ -16,6 +16,13 @@ Data flow (one code path on CPU and CUDA):
    atomically, so ``resume=True`` continues a killed run to the same result as an uninterrupted one.
 5. After the last epoch the best weights are restored and the decision threshold is swept on the
    validation probabilities (``imagery.inference.postprocess.sweep_thresholds``).
+
+Under ``cfg.protocol == "study"`` the split passed as ``val_*`` is the **test fold** and steps 4-5 follow the
+seed study (``imagery.training.protocol``): scored at argmax after every epoch from the second and mid-epoch
+after epoch 35, kept by :class:`~imagery.training.protocol.StudySelector` (2-class F1 or mIoU improved), the
+threshold swept for the 2-class mean F1. ``cfg.shuffle=False`` takes the batches in the data's order every
+epoch (the study's natural order). Under ``torchrun`` (``imagery.training.distributed``) each rank trains on
+its shard of every global batch through DistributedDataParallel and only rank 0 validates and checkpoints.
 """
 
 from __future__ import annotations
@@ -34,13 +41,16 @@ from tqdm.auto import tqdm
 
 from common.atomic import atomic_path
 from common.cli import InputNotFoundError, UserError
+from imagery.data.patches import IGNORE
 from imagery.device import resolve_device, use_bf16
 from imagery.inference.metrics import segmentation_metrics
 from imagery.inference.postprocess import sweep_thresholds
 from imagery.inference.segmenter import infer_probs
+from imagery.training import distributed as ddp
 from imagery.training.config import TrainConfig
 from imagery.training.optim import augment_off_epochs, build_optimizer, build_scheduler
-from imagery.transforms.augment import augment_batch
+from imagery.training.protocol import StudySelector, study_mid_batch, study_scores_after, study_threshold_sweep
+from imagery.transforms.augment import DonorPool, augment_batch
 
 CHECKPOINT_NAME = "checkpoint.pt"
 MetricLogger = Callable[[dict[str, float], int], None]
@@ -53,6 +63,10 @@ class TrainResult:
 
     ``val_probs`` ``(Nv, H, W)`` and ``val_patch_probs`` ``(Nv,)`` come from the best epoch's weights;
     ``val_metrics`` are scored at the tuned ``threshold``; ``history`` has one dict per epoch.
+    Study protocol: the "validation" split is the test fold, ``val_metrics`` are scored at argmax (p > 0.5),
+    ``threshold`` maximises the 2-class mean F1, ``selected_epoch`` is the number of epochs trained when the
+    kept checkpoint was scored (fractional for a mid-epoch one) and ``evaluations`` lists every scoring.
+    On a rank other than 0 of a ``torchrun`` job nothing is validated: the arrays are empty.
     """
 
     model: nn.Module
@@ -64,6 +78,8 @@ class TrainResult:
     val_patch_probs: np.ndarray
     val_metrics: dict[str, float]
     history: list[dict[str, float]] = field(default_factory=list)
+    selected_epoch: float = float("nan")
+    evaluations: list[dict[str, float]] = field(default_factory=list)
 
 
 def changed_fields(old: dict[str, str], new: dict[str, str]) -> list[str]:
@@ -89,6 +105,7 @@ class Trainer:
         log_metrics: called as ``log_metrics(metrics, epoch)`` after every epoch (e.g. MLflow).
         resume_key: what determines the result (config fields and a data digest), stored in every
             checkpoint; ``--resume`` refuses a checkpoint whose key differs, naming what changed.
+        dist: this process's place in a ``torchrun`` job (default: the initialised process group, if any).
     """
 
     def __init__(
@@ -104,6 +121,7 @@ class Trainer:
         device: torch.device | None = None,
         log_metrics: MetricLogger | None = None,
         resume_key: dict[str, str] | None = None,
+        dist: ddp.DistContext | None = None,
     ) -> None:
         if int(train_x.shape[0]) == 0:
             raise UserError("the training split is empty")
@@ -121,7 +139,22 @@ class Trainer:
                     mod.momentum = cfg.bn_momentum
         if self.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
-        self.forward_model: nn.Module = torch.compile(self.model) if cfg.compile else self.model  # type: ignore[assignment]
+        self.dist = dist or ddp.current()
+        self.study = cfg.protocol == "study"
+        if self.dist.enabled:
+            ddp.check_world(self.dist.world_size, cfg.batch_size, int(train_x.shape[0]))
+            if cfg.sync_bn:
+                ddp.convert_global_batchnorm(self.model)
+            cuda = self.device.type == "cuda"
+            ids = (
+                [self.device.index if self.device.index is not None else torch.cuda.current_device()] if cuda else None
+            )
+            wrapped: nn.Module = nn.parallel.DistributedDataParallel(self.model, device_ids=ids)
+            self.forward_model: nn.Module = torch.compile(wrapped) if cfg.compile else wrapped  # type: ignore[assignment]
+            self.eval_model: nn.Module = self.model  # evaluation runs on rank 0 alone: no collective calls
+        else:
+            self.forward_model = torch.compile(self.model) if cfg.compile else self.model  # type: ignore[assignment]
+            self.eval_model = self.forward_model
         self.criterion = criterion
         self.train_x = _place(train_x, self.device)
         self.train_y = _place(torch.as_tensor(np.asarray(train_y, dtype=np.uint8)), self.train_x.device)
@@ -140,6 +173,12 @@ class Trainer:
         self.best_epoch = -1
         self.best_state: dict[str, torch.Tensor] = {}
         self.history: list[dict[str, float]] = []
+        self.selector = StudySelector()
+        self.selected_epoch = float("nan")
+        self.evaluations: list[dict[str, float]] = []
+        a = cfg.augment
+        study_cutmix = a.enabled and a.cutmix and a.cutmix_mode == "study"
+        self.donors = DonorPool.from_training(self.train_x, self.train_y) if study_cutmix else None
 
     # ----------------------------------------------------------- checkpointing
     @property
@@ -164,12 +203,15 @@ class Trainer:
             "resume_key": self.resume_key,
             "n_train": int(self.train_x.shape[0]),
             "n_val": int(self.val_x.shape[0]),
+            "selector": self.selector.state(),
+            "selected_epoch": self.selected_epoch,
+            "evaluations": self.evaluations,
         }
 
     def save_checkpoint(self, epoch_done: int) -> None:
         """Atomically write the checkpoint (a crash mid-write leaves the previous one intact)."""
         path = self.checkpoint_path
-        if path is None:
+        if path is None or not self.dist.is_main:
             return
         with atomic_path(path) as tmp:
             torch.save(self.state(epoch_done), tmp)
@@ -211,6 +253,10 @@ class Trainer:
         self.best_epoch = int(ck["best_epoch"])
         self.best_state = ck["best_state"]
         self.history = list(ck["history"])
+        if "selector" in ck:
+            self.selector.load(ck["selector"])
+            self.selected_epoch = float(ck["selected_epoch"])
+            self.evaluations = list(ck["evaluations"])
         self.start_epoch = int(ck["epoch_done"])
         return self.start_epoch
 
@@ -225,52 +271,78 @@ class Trainer:
             flip=a.flip,
             rotate_any=a.rotate_any,
             cutmix=a.cutmix,
-            cutmix_mode="mask",
+            cutmix_mode=a.cutmix_mode,
+            donors=self.donors,
         )
 
     def train_epoch(self, epoch: int) -> float:
-        """One pass over the shuffled training set; returns the mean training loss."""
+        """One pass over the training set (shuffled, or in order with ``cfg.shuffle=False``); returns the mean
+        training loss. Under the study protocol the test fold may be scored before the middle batch."""
         cfg = self.cfg
         self.model.train()
         n = int(self.train_x.shape[0])
-        order = torch.randperm(n, generator=self.shuffle_gen)
+        order = torch.randperm(n, generator=self.shuffle_gen) if cfg.shuffle else torch.arange(n)
         augment = cfg.augment.enabled and epoch < cfg.epochs - augment_off_epochs(cfg)
+        mid = study_mid_batch(epoch, cfg.epochs, self.steps_per_epoch) if self.study else None
         total, count = 0.0, 0
-        bar = _progress(self.steps_per_epoch, f"epoch {epoch + 1}/{cfg.epochs}", cfg.progress)
+        show = cfg.progress and self.dist.is_main
+        bar = _progress(self.steps_per_epoch, f"epoch {epoch + 1}/{cfg.epochs}", show)
         for b in range(self.steps_per_epoch):
+            if b == mid:
+                self.study_evaluate(epoch + b / self.steps_per_epoch)
+                self.model.train()
             idx = order[b * cfg.batch_size : (b + 1) * cfg.batch_size].to(self.train_x.device)
             xb = self.train_x.index_select(0, idx)
             yb = self.train_y.index_select(0, idx)
             if augment:
                 xb, yb = self._augment(xb, yb)
-            xb = xb.to(self.device, non_blocking=True)
-            yb = yb.to(self.device, non_blocking=True).long()
-            if self.channels_last:
-                xb = xb.contiguous(memory_format=torch.channels_last)
-            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
-                out = self.forward_model(xb)
-            out = {k: v.float() for k, v in out.items()}
-            loss = self.criterion(out, yb)
-            if not torch.isfinite(loss):
-                raise FloatingPointError(f"training loss became {loss.item()} at epoch {epoch + 1}, batch {b + 1}")
-            self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            self.optimizer.step()
-            self.scheduler.step()
-            total += float(loss.detach()) * int(xb.shape[0])
-            count += int(xb.shape[0])
+            loss, n_rows = self._step(xb, yb, epoch, b)
+            total += float(loss.detach()) * n_rows
+            count += n_rows
             if bar is not None:
-                last_f1 = self.history[-1]["val_ls_f1"] if self.history else float("nan")
+                last = self.history[-1] if self.history else {}
+                last_f1 = last.get("val_ls_f1", last.get("study_test_f1_2class_mean", float("nan")))
                 bar.set_postfix(loss=f"{total / count:.4f}", val_f1=f"{last_f1:.3f}")
                 bar.update(1)
         if bar is not None:
             bar.close()
         return total / max(count, 1)
 
+    def _step(self, xb: torch.Tensor, yb: torch.Tensor, epoch: int, b: int) -> tuple[torch.Tensor, int]:
+        """One optimisation step on the global batch ``xb``/``yb``; returns its loss and row count. In a
+        ``torchrun`` job this rank forwards its shard and the loss is taken on the gathered global batch."""
+        n_rows = int(xb.shape[0])
+        counts: list[int] = []
+        if self.dist.enabled:
+            w, r = self.dist.world_size, self.dist.rank
+            counts = [hi - lo for lo, hi in (ddp.shard_bounds(n_rows, w, k) for k in range(w))]
+            lo, hi = ddp.shard_bounds(n_rows, w, r)
+            idle = hi == lo
+            xb, yb = (xb[:1], torch.full_like(yb[:1], IGNORE)) if idle else (xb[lo:hi], yb[lo:hi])
+            if self.cfg.sync_bn:
+                ddp.set_local_weight(self.model, 0.0 if idle else 1.0)
+        xb = xb.to(self.device, non_blocking=True)
+        yb = yb.to(self.device, non_blocking=True).long()
+        if self.channels_last:
+            xb = xb.contiguous(memory_format=torch.channels_last)
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
+            out = self.forward_model(xb)
+        out = {k: v.float() for k, v in out.items()}
+        if self.dist.enabled:
+            out, yb = ddp.gather_outputs(out, yb, counts)
+        loss = self.criterion(out, yb)
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"training loss became {loss.item()} at epoch {epoch + 1}, batch {b + 1}")
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        self.scheduler.step()
+        return loss, n_rows
+
     def validate(self) -> tuple[dict[str, float], np.ndarray, np.ndarray]:
         """Scores of the current weights on the validation split at p > 0.5, plus its probabilities."""
         probs, patch = infer_probs(
-            self.forward_model,
+            self.eval_model,
             self.val_x,
             batch_size=self.cfg.eval_batch_size,
             device=self.device,
@@ -279,50 +351,97 @@ class Trainer:
         )
         return segmentation_metrics(probs, self.val_y, 0.5), probs, patch
 
+    def study_evaluate(self, epochs_trained: float) -> dict[str, float]:
+        """The study's scoring of the test fold (at argmax) after ``epochs_trained`` epochs; keeps the weights
+        when :class:`StudySelector` says so. Rank 0 only (other ranks return ``{}``)."""
+        if not self.dist.is_main:
+            return {}
+        scores, _, _ = self.validate()
+        kept = self.selector.update(scores["f1_2class_mean"], scores["miou_2class"])
+        if kept:
+            self.selected_epoch = float(epochs_trained)
+            self.best_score = scores["f1_2class_mean"]
+            self.best_epoch = math.ceil(epochs_trained) - 1
+            self.best_state = {k: v.detach().cpu().clone() for k, v in self.model.state_dict().items()}
+        self.evaluations.append(
+            {
+                "epochs_trained": float(epochs_trained),
+                "f1_2class_mean": scores["f1_2class_mean"],
+                "miou_2class": scores["miou_2class"],
+                "ls_f1": scores["ls_f1"],
+                "ls_iou": scores["ls_iou"],
+                "kept": float(kept),
+            }
+        )
+        return scores
+
     def fit(self) -> TrainResult:
         """Train (or continue, when ``cfg.resume``) to ``cfg.epochs`` and return the best model."""
         cfg = self.cfg
         if cfg.resume:
             self.load_checkpoint()
+        main = self.dist.is_main
         for epoch in range(self.start_epoch, cfg.epochs):
             lr = float(self.optimizer.param_groups[0]["lr"])
             train_loss = self.train_epoch(epoch)
-            scores, _, _ = self.validate()
             record = {"train_loss": train_loss, "lr": lr}
-            record.update({f"val_{k}": v for k, v in scores.items()})
-            self.history.append(record)
-            score = scores["ls_f1"]
-            if score > self.best_score:
-                self.best_score, self.best_epoch = score, epoch
-                self.best_state = {k: v.detach().cpu().clone() for k, v in self.model.state_dict().items()}
-            if cfg.progress:
+            if self.study:
+                if main and study_scores_after(epoch, cfg.epochs):
+                    scores = self.study_evaluate(epoch + 1.0)
+                    record.update({f"study_test_{k}": v for k, v in scores.items()})
+                    record["study_best_f1_2class_mean"] = self.selector.best_f1
+                score = record.get("study_test_f1_2class_mean", float("nan"))
+            elif main:
+                scores, _, _ = self.validate()
+                record.update({f"val_{k}": v for k, v in scores.items()})
+                score = scores["ls_f1"]
+                if score > self.best_score:
+                    self.best_score, self.best_epoch = score, epoch
+                    self.best_state = {k: v.detach().cpu().clone() for k, v in self.model.state_dict().items()}
+                record["best_val_ls_f1"] = self.best_score
+            else:
+                score = float("nan")
+            self.history.append({k: v for k, v in record.items() if not k.startswith("best_")})
+            if cfg.progress and main:
+                what = "test (study) f1_2class_mean" if self.study else "val ls_f1"
                 _write(
-                    f"epoch {epoch + 1}/{cfg.epochs}: loss {train_loss:.4f}  val ls_f1 {score:.4f}"
+                    f"epoch {epoch + 1}/{cfg.epochs}: loss {train_loss:.4f}  {what} {score:.4f}"
                     f"  (best {self.best_score:.4f} @ {self.best_epoch + 1})"
                 )
             self.save_checkpoint(epoch + 1)
-            if self.log_metrics is not None:
-                self.log_metrics({**record, "best_val_ls_f1": self.best_score}, epoch)
+            if self.log_metrics is not None and main:
+                self.log_metrics(record, epoch)
         return self.finish()
 
     def finish(self) -> TrainResult:
-        """Restore the best weights and tune the threshold on the validation split."""
+        """Restore the best weights and tune the threshold on the validation split (study: on the test fold,
+        for the 2-class mean F1). Plain batch norm comes back after ``--sync-bn``."""
+        if self.dist.enabled and self.cfg.sync_bn:
+            ddp.revert_global_batchnorm(self.model)
         if self.best_state:
             self.model.load_state_dict(self.best_state)
+        if not self.dist.is_main:
+            empty = np.zeros((0,), dtype=np.float32)
+            return TrainResult(self.model, self.best_epoch, self.best_score, 0.5, None, empty, empty, {})
         _, probs, patch = self.validate()
-        threshold, table = sweep_thresholds(probs, self.val_y)
-        threshold = float(threshold)
-        metrics = segmentation_metrics(probs, self.val_y, threshold)
+        if self.study:
+            threshold, table = study_threshold_sweep(probs, self.val_y)
+            metrics = segmentation_metrics(probs, self.val_y, 0.5)
+        else:
+            threshold, table = sweep_thresholds(probs, self.val_y)
+            metrics = segmentation_metrics(probs, self.val_y, float(threshold))
         return TrainResult(
             model=self.model,
             best_epoch=self.best_epoch,
             best_score=self.best_score,
-            threshold=threshold,
+            threshold=float(threshold),
             threshold_table=table,
             val_probs=probs,
             val_patch_probs=patch,
             val_metrics=metrics,
             history=copy.deepcopy(self.history),
+            selected_epoch=self.selected_epoch,
+            evaluations=copy.deepcopy(self.evaluations),
         )
 
 

@@ -27,9 +27,16 @@ Extra channels: ``canny`` = OpenCV Canny (thresholds 150/227) on the uint8 gray,
 ``sobel_x``/``sobel_y`` = 5x5 Sobel (border reflect-101) on the min-max gray in [0, 1], divided
 by 27.32 (the seed's constant).
 
-Named channel sets (``CHANNEL_SETS``): 14 = bands only; 17 = bands + local RGB; 21 = the
-23-set without slope/DEM ("Sentinel-only", design note section 5); 23 = default; 25 = 23 +
-Sobel x/y; 26 = 23 + Canny + Sobel x/y.
+Scaled RGB (the 9-channel set only): ``R_sc`` = clip(B4 * m4 / 6000, 0, 1), ``G_sc`` and ``B_sc`` the same
+for B3 and B2, with m the L4S band means (:data:`imagery.data.bands.L4S_BAND_MEANS`): the pre-scaled value back
+in raw digital numbers, divided by 6000 (the authors' ``addRGB_2``).
+
+Named channel sets (``CHANNEL_SETS``): 9 = the deck's RGB set: B2, B3, B4 as stored (the authors' BGR
+order), R/G/B min-max, R/G/B scaled (3 RGB + 6 normalised RGB); 14 = bands only; 17 = bands + local RGB;
+21 = the 23-set without slope/DEM ("Sentinel-only", design note section 5); 22 = the deck's 17 + 1 edge +
+2 blur + 2 gradient: the 17-set, Canny, box and median blur, Sobel x/y (in the order the authors'
+generator appends them; gray itself is not a channel there, only the blurs' input); 23 = default;
+25 = 23 + Sobel x/y; 26 = 23 + Canny + Sobel x/y.
 
 Deck vs code: the deck says "Gaussian and median blur, k = 10"; the code (followed here)
 uses a 10x10 box blur and a 15x15 median. The deck orders the indices NDVI, VI, NBR, gray;
@@ -59,7 +66,7 @@ import torch
 import torch.nn.functional as F
 
 from common.cli import UserError
-from imagery.data.bands import BANDS, canonical_bands
+from imagery.data.bands import BANDS, L4S_BAND_MEANS, band_index, canonical_bands
 
 EPS = 1e-8
 SOBEL_SCALE = 27.32
@@ -67,6 +74,8 @@ CANNY_LOW, CANNY_HIGH = 150, 227
 BOX_K = 10
 MEDIAN_K = 15
 SOBEL_K = 5
+#: The authors' scaled RGB: raw digital number (pre-scaled value x band mean) / 6000, clipped to [0, 1].
+RGB_SCALE_DN = 6000.0
 
 
 # --------------------------------------------------------------------------- shared intermediates
@@ -83,6 +92,17 @@ def _minmax(a: Any) -> Any:
     else:
         lo, hi = a.min(axis=(-2, -1), keepdims=True), a.max(axis=(-2, -1), keepdims=True)
     return (a - lo) / (hi - lo + EPS)
+
+
+def _scaled_rgb(name: str) -> Callable[[_Batch], Any]:
+    """``clip(band * L4S mean / 6000, 0, 1)`` (NumPy or torch)."""
+    factor = float(L4S_BAND_MEANS[band_index(name)]) / RGB_SCALE_DN
+
+    def run(b: _Batch) -> Any:
+        v = b.band(name) * factor
+        return v.clamp(0.0, 1.0) if b.torch else np.clip(v, 0.0, 1.0)
+
+    return run
 
 
 def _ratio(a: Any, b: Any) -> Any:
@@ -225,6 +245,9 @@ CHANNELS: dict[str, Channel] = {
         Channel("R_mm", lambda b: _minmax(b.band("B4")), needs=("B4",)),
         Channel("G_mm", lambda b: _minmax(b.band("B3")), needs=("B3",)),
         Channel("B_mm", lambda b: _minmax(b.band("B2")), needs=("B2",)),
+        Channel("R_sc", _scaled_rgb("B4"), needs=("B4",)),
+        Channel("G_sc", _scaled_rgb("B3"), needs=("B3",)),
+        Channel("B_sc", _scaled_rgb("B2"), needs=("B2",)),
         Channel("NDVI", lambda b: _ratio(b.band("B8"), b.band("B4")), needs=("B8", "B4")),
         Channel("NBR", lambda b: _ratio(b.band("B8"), b.band("B12")), needs=("B8", "B12")),
         Channel("VI", lambda b: _ratio(b.band("B8"), b.band("B11")), needs=("B8", "B11")),
@@ -238,10 +261,13 @@ CHANNELS: dict[str, Channel] = {
 }
 
 _BASE23: tuple[str, ...] = (*BANDS, "R_mm", "G_mm", "B_mm", "NDVI", "NBR", "VI", "gray", "blur_box", "blur_median")
+_BASE17: tuple[str, ...] = (*BANDS, "R_mm", "G_mm", "B_mm")
 CHANNEL_SETS: dict[int, tuple[str, ...]] = {
+    9: ("B2", "B3", "B4", "R_mm", "G_mm", "B_mm", "R_sc", "G_sc", "B_sc"),
     14: BANDS,
-    17: (*BANDS, "R_mm", "G_mm", "B_mm"),
+    17: _BASE17,
     21: tuple(c for c in _BASE23 if c not in ("slope", "DEM")),
+    22: (*_BASE17, "canny", "blur_box", "blur_median", "sobel_x", "sobel_y"),
     23: _BASE23,
     25: (*_BASE23, "sobel_x", "sobel_y"),
     26: (*_BASE23, "canny", "sobel_x", "sobel_y"),

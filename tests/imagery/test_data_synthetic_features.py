@@ -77,13 +77,41 @@ def test_write_synthetic_l4s_fast_and_readable(tmp_path: Path) -> None:
 
 
 def test_channel_sets_match_design_note() -> None:
-    assert {k: n_channels(k) for k in CHANNEL_SETS} == {14: 14, 17: 17, 21: 21, 23: 23, 25: 25, 26: 26}
+    assert {k: n_channels(k) for k in CHANNEL_SETS} == {9: 9, 14: 14, 17: 17, 21: 21, 22: 22, 23: 23, 25: 25, 26: 26}
     names = channel_names(23)
     assert names[14:] == ("R_mm", "G_mm", "B_mm", "NDVI", "NBR", "VI", "gray", "blur_box", "blur_median")
     assert "slope" not in channel_names(21) and "DEM" not in channel_names(21)
     assert channel_names(26)[23:] == ("canny", "sobel_x", "sobel_y")
-    with pytest.raises(ValueError, match="unknown channel set 22"):
-        n_channels(22)
+    with pytest.raises(ValueError, match="unknown channel set 24"):
+        n_channels(24)
+
+
+def test_deck_channel_sets_9_and_22() -> None:
+    """The deck's 9 (3 RGB + 6 normalised RGB) and 22 (17 + edge + 2 blurs + 2 gradients) channel sets."""
+    from imagery.data.bands import L4S_BAND_MEANS
+
+    assert channel_names(9) == ("B2", "B3", "B4", "R_mm", "G_mm", "B_mm", "R_sc", "G_sc", "B_sc")
+    assert channel_names(22) == (*channel_names(17), "canny", "blur_box", "blur_median", "sobel_x", "sobel_y")
+    rng = np.random.default_rng(1)
+    x = np.stack([synth_patch(rng, has_landslide=True, size=32)[0] for _ in range(2)])
+    f9 = compute_features(x, 9)
+    for c, band in enumerate(("B2", "B3", "B4")):
+        np.testing.assert_array_equal(f9[:, c], x[:, band_index(band)])
+    for c, band in zip((3, 4, 5), ("B4", "B3", "B2"), strict=True):  # min-max R, G, B by hand
+        v = x[:, band_index(band)].astype(np.float64)
+        lo, hi = v.min(axis=(1, 2), keepdims=True), v.max(axis=(1, 2), keepdims=True)
+        np.testing.assert_allclose(f9[:, c], (v - lo) / (hi - lo + 1e-8), atol=1e-6)
+    for c, band in zip((6, 7, 8), ("B4", "B3", "B2"), strict=True):  # raw DN / 6000, clipped
+        raw = x[:, band_index(band)].astype(np.float64) * float(L4S_BAND_MEANS[band_index(band)])
+        np.testing.assert_allclose(f9[:, c], np.clip(raw / 6000.0, 0, 1), rtol=1e-5, atol=1e-7)
+    assert 0 < f9[:, 6:].mean() < 1  # the synthetic reflectances land inside [0, 1] after the scaling
+    # the 22-set's channels are the 26-set's channels of the same names, computed the same way
+    f22, f26 = compute_features(x, 22), compute_features(x, 26)
+    for c, name in enumerate(channel_names(22)):
+        np.testing.assert_array_equal(f22[:, c], f26[:, channel_names(26).index(name)], err_msg=name)
+    # through torch (the GPU path) the 9-set agrees with NumPy
+    torch = pytest.importorskip("torch")
+    np.testing.assert_allclose(compute_features(torch.from_numpy(x), 9).numpy(), f9, atol=1e-5)
 
 
 def test_feature_values_hand_checked() -> None:

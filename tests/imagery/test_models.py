@@ -175,3 +175,33 @@ def test_backbone_heads(name: str, head: str) -> None:
     assert model.encoder[0][0].weight.grad.abs().sum() > 0  # gradients reach the stem
     with pytest.raises(ValueError, match="attention='cbam'"):
         create_model(name, attention="cbam")
+
+
+@pytest.mark.parametrize(
+    ("attention", "site", "expected"),
+    [
+        ("se", "encoder", 31_746_722),  # the closest to the deck's 31.6 M / 31.9 M / 31.8 M (none within 0.1 M)
+        ("cbam", "skip", 31_746_854),
+        ("triple_mha", "decoder", 32_023_954),
+        ("se", "bottleneck", 32_447_234),
+    ],
+)
+def test_unet_attention_placements_counted_to_the_unit(attention: str, site: str, expected: int) -> None:
+    """The deck's U-Net + SE / CBAM / proposed attention (14 channels, single head); see imagery/models/unet.py."""
+    model = create_model("unet", in_channels=14, head="mono", attention=attention, attention_site=site)
+    assert count_parameters(model) == expected
+
+
+def test_unet_attention_sites_run_and_keep_the_default_layout() -> None:
+    torch.manual_seed(0)
+    x = torch.randn(2, 5, 32, 32)
+    every = "encoder+bottleneck+skip+decoder_concat+decoder"
+    for site in ("encoder", "skip", "bottleneck", "decoder_concat", every):
+        m = create_model("unet", in_channels=5, head="mono", attention="se", base_width=4, attention_site=site)
+        assert m(x)["out"].shape == (2, 2, 32, 32)
+    default = create_model("unet", in_channels=5, head="mono", attention="se", base_width=4)
+    explicit = create_model("unet", in_channels=5, head="mono", attention="se", base_width=4, attention_site="decoder")
+    assert list(default.state_dict()) == list(explicit.state_dict())
+    assert any(k.startswith("att.") for k in default.state_dict())  # models saved before the option still load
+    with pytest.raises(ValueError, match="attention_site='middle'"):
+        create_model("unet", in_channels=5, attention="se", base_width=4, attention_site="middle")
