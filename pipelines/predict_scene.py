@@ -26,6 +26,7 @@ from common.seed import seed_everything
 from common.tracking import setup_tracking, tracked_run
 from imagery.inference.config import SceneConfig
 from imagery.inference.scene import run_scene, scene_summary_line
+from imagery.inference.serving import RUNTIMES
 
 EXPERIMENT = "imagery-scene"
 
@@ -68,6 +69,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overlap", type=int, default=d.overlap, help="tile overlap, px (default %(default)s)")
     p.add_argument("--batch-size", type=positive_int, default=d.batch_size, help="tiles per forward pass")
     p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda[:N]")
+    p.add_argument("--runtime", choices=RUNTIMES, default="torch", help="torch, or onnx: ONNX Runtime on the CPU")
     p.add_argument(
         "--min-area-m2",
         type=_non_negative_float,
@@ -107,6 +109,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         overlap=args.overlap,
         batch_size=args.batch_size,
         device=args.device,
+        runtime=args.runtime,
         min_area_m2=args.min_area_m2,
         threshold=args.threshold,
         tta=args.tta,

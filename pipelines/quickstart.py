@@ -372,6 +372,12 @@ def run(cfg: QuickstartConfig, log: Callable[[str], None] = print) -> Quickstart
         f"fused ROC-AUC {world_auc:.3f} ({timings['assess_s']:.0f}s)"
     )
     log(f"      report: {world_res.out / 'report.html'} (open it in a browser; it works offline)")
+    world = Path(cfg.out_dir) / "world"
+    serve_cmd = (
+        f"python -m pipelines.serve --tracking-uri {uri} --tabular-model {tab.model_uri} "
+        f"--imagery-model {img.model_uris[0]} --fusion-model {fus.fuser_uri} --scenes-root {world} "
+        f"--dem {world / 'dem.tif'} --factors {world / 'factors'}/*.tif"
+    )
     timings["total_s"] = time.perf_counter() - t_all
 
     with tracked_run(
@@ -408,6 +414,7 @@ def run(cfg: QuickstartConfig, log: Callable[[str], None] = print) -> Quickstart
         eval_run = run.info.run_id
     log(f"\ntotal {timings['total_s']:.0f}s; scores: {scores_csv}")
     log(f"compare the runs: mlflow ui --backend-store-uri {uri}")
+    log(f"serve the same models (map page at http://127.0.0.1:8000/): {serve_cmd}")
     return QuickstartResult(
         table, timings, str(scores_csv), tab.run_id, img.run_id, fus.run_id, sc.run_id, eval_run, uri
     )

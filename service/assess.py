@@ -458,6 +458,7 @@ def assess(
             overlap=cfg.overlap,
             batch_size=cfg.batch_size,
             device=cfg.device,
+            runtime=cfg.runtime,
             min_area_m2=cfg.min_area_m2,
             threshold=cfg.threshold,
             log_rasters=False,

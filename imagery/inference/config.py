@@ -79,6 +79,7 @@ class SceneConfig:
     overlap: int = 32
     batch_size: int = 16
     device: str = "auto"
+    runtime: str = "torch"
     min_area_m2: float = 500.0
     threshold: float | None = None
     tta: str | None = None

@@ -538,7 +538,7 @@ def run_scene(
     _check_cfg(cfg)
     scene = open_scene(cfg.scene, bands=cfg.bands, image_scale=cfg.image_scale)
     if segmenter is None:
-        segmenter = load_segmenter(cfg.model_uri, device=cfg.device, tracking_uri=tracking_uri)
+        segmenter = load_segmenter(cfg.model_uri, device=cfg.device, tracking_uri=tracking_uri, runtime=cfg.runtime)
     inp = plan_inputs(scene, segmenter, cfg, log)
     scl_share = precheck_scl(scene, cfg.scl_mask)
     grid = inp.grid

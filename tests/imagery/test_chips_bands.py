@@ -93,7 +93,8 @@ def test_every_loss_ignores_unlabelled_pixels(name: str) -> None:
     loss.backward()
     grad = logits.grad.abs().sum(1)
     assert torch.isfinite(loss) and (grad[target == IGNORE] == 0).all()  # ignored pixels take no part
-    if name not in ("boundary", "center", "focal_iou_center"):  # pixelwise/regional: same as the labelled subset
+    spatial = ("boundary", "boundary_weighted", "center", "center_weighted", "focal_iou_center")
+    if name not in spatial:  # pixelwise/regional: same as the labelled subset
         valid = target != IGNORE
         sel = logits.detach().permute(0, 2, 3, 1)[valid].T[None, :, None, :]  # (1, 2, 1, n)
         same = create_loss(name)(sel, target[valid][None, None, :])
