@@ -31,9 +31,11 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import queue
 import re
 import shutil
 import tempfile
+import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -266,10 +268,22 @@ class TableSource:
         return pa.types.is_dictionary(self.schema.field(name).type)
 
     # -- reading -------------------------------------------------------------------------------
-    def batches(self, columns: Sequence[str], batch_rows: int = DEFAULT_BATCH_ROWS) -> Iterator[pa.RecordBatch]:
-        """Record batches of ``columns`` (at most ``batch_rows`` rows each) in the table's row order."""
+    def batches(
+        self, columns: Sequence[str], batch_rows: int = DEFAULT_BATCH_ROWS, *, prefetch: int = 0
+    ) -> Iterator[pa.RecordBatch]:
+        """Record batches of ``columns`` (at most ``batch_rows`` rows each) in the table's row order.
+
+        ``prefetch`` > 0 reads up to that many batches ahead in a background thread (Arrow decodes
+        without the GIL), so reading overlaps the caller's work on the previous batch.
+        """
         cols = list(dict.fromkeys(columns))
         self.require(cols)
+        if prefetch > 0:
+            yield from _prefetched(self._batches(cols, batch_rows), prefetch)
+            return
+        yield from self._batches(cols, batch_rows)
+
+    def _batches(self, cols: list[str], batch_rows: int) -> Iterator[pa.RecordBatch]:
         try:
             for frag in self.fragments:
                 for batch in frag.to_batches(columns=cols, batch_size=int(batch_rows), use_threads=True):
@@ -298,6 +312,43 @@ class TableSource:
         for name in columns:
             out.setdefault(name, np.empty(0, dtype=dtype or np.float64))
         return out
+
+
+_DONE = object()
+
+
+def _prefetched(it: Iterator[Any], depth: int) -> Iterator[Any]:
+    """Items of ``it`` produced by a background thread at most ``depth`` ahead; its errors re-raised here."""
+    q: queue.Queue[Any] = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def work() -> None:
+        try:
+            for item in it:
+                if stop.is_set():
+                    return
+                q.put(item)
+            q.put(_DONE)
+        except BaseException as exc:  # handed to the consumer
+            q.put(exc)
+
+    t = threading.Thread(target=work, daemon=True)
+    t.start()
+    try:
+        while True:
+            item = q.get()
+            if item is _DONE:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+        while t.is_alive():
+            try:
+                q.get_nowait()
+            except queue.Empty:
+                t.join(timeout=0.05)
 
 
 def column_numpy(col: pa.Array | pa.ChunkedArray) -> np.ndarray:
@@ -342,8 +393,9 @@ class FeatureEncoder:
                 self._numeric_levels[col] = None
         self.unseen: dict[str, int] = {}
 
-    def encode(self, batch: pa.RecordBatch) -> np.ndarray:
-        out = np.empty((batch.num_rows, len(self.features)), dtype=np.float32)
+    def encode(self, batch: pa.RecordBatch, dtype: Any = np.float32) -> np.ndarray:
+        """``(rows, features)`` matrix of ``dtype`` (float32; float64 for the compiled trees, saving a copy)."""
+        out = np.empty((batch.num_rows, len(self.features)), dtype=dtype)
         names = batch.schema.names
         for j, name in enumerate(self.features):
             if name not in names:
@@ -434,7 +486,7 @@ class TableSequence(lgb.Sequence):
         self.passes += 1
         start = 0
         raw = 0
-        for batch in self.source.batches(self.encoder.features, self.batch_size):
+        for batch in self.source.batches(self.encoder.features, self.batch_size, prefetch=2):
             m = batch.num_rows
             if self.rows is None:
                 yield start, self.encoder.encode(batch)

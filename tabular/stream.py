@@ -633,7 +633,7 @@ def _predict_folds(
     parts = []
     start = 0
     fold = plan.fold
-    for batch in src.batches(plan.features, sc.batch_rows):
+    for batch in src.batches(plan.features, sc.batch_rows, prefetch=2):
         m = batch.num_rows
         X = encoder.encode(batch)
         f = fold[start : start + m]
@@ -680,49 +680,14 @@ def predict_dataset(cfg: PredictTabularConfig, *, tracking_uri: str | None = Non
             raise UserError(f"--raster-out needs cell coordinates x, y in {src.path}")
         grid = _raster_grid(src, cfg)
         writer = SusceptibilityRaster(grid, Path(cfg.raster_out), breaks=cfg.class_breaks)
-    encoder = FeatureEncoder(model.feature_names_, model.categorical_levels_)
-    n = 0
-    n_pos = 0
-    p_sum = 0.0
-    t_pred = 0.0
-    start = time.perf_counter()
-    cols = list(model.feature_names_) + (list(coords) if coords else [])
-    with atomic_dataset_dir(out) as tmp_dir:
-        schema_fields = ([pa.field(coords[0], pa.float64()), pa.field(coords[1], pa.float64())] if coords else []) + [
-            pa.field("p_landslide", pa.float32()),
-            pa.field("label", pa.int8()),
-        ]
-        schema = pa.schema(schema_fields, metadata=src.schema.metadata)
-        pw = pq.ParquetWriter(tmp_dir / "part-00000.parquet", schema, compression="zstd")
-        try:
-            ctx = writer if writer is not None else _null()
-            with ctx:
-                for batch in src.batches(cols, cfg.batch_rows):
-                    X = encoder.encode(batch)
-                    t0 = time.perf_counter()
-                    p = model._predict_positive(X).astype(np.float32)
-                    t_pred += time.perf_counter() - t0
-                    label = (p >= model.threshold_).astype(np.int8)
-                    arrays: list[pa.Array] = []
-                    if coords:
-                        xs = column_numpy(batch.column(batch.schema.get_field_index(coords[0])))
-                        ys = column_numpy(batch.column(batch.schema.get_field_index(coords[1])))
-                        arrays += [pa.array(xs, pa.float64()), pa.array(ys, pa.float64())]
-                        if writer is not None:
-                            writer.add(xs, ys, np.where(np.isnan(X).any(axis=1), np.float32(np.nan), p))
-                    arrays += [pa.array(p), pa.array(label)]
-                    pw.write_batch(pa.RecordBatch.from_arrays(arrays, schema=schema))
-                    n += len(p)
-                    n_pos += int(label.sum())
-                    p_sum += float(p.sum(dtype=np.float64))
-        finally:
-            pw.close()
-    elapsed = time.perf_counter() - start
+    stats = score_dataset(src, model, out, coords=coords, raster=writer, batch_rows=cfg.batch_rows)
+    n, n_pos, p_sum, t_pred, elapsed = stats.rows, stats.positives, stats.p_sum, stats.predict_seconds, stats.seconds
+    encoder_unseen = stats.unseen
     metrics = {
         "n_rows": float(n),
         "positive_rate": n_pos / max(n, 1),
         "mean_p": p_sum / max(n, 1),
-        "unseen_category_values": float(sum(encoder.unseen.values())),
+        "unseen_category_values": float(sum(encoder_unseen.values())),
         "predict_proba_seconds": t_pred,
         "score_seconds": elapsed,
         "rows_per_second": n / elapsed if elapsed > 0 else 0.0,
@@ -734,9 +699,75 @@ def predict_dataset(cfg: PredictTabularConfig, *, tracking_uri: str | None = Non
     mlflow.log_params({"threshold": model.threshold_, "model_uri": cfg.model})
     if writer is not None:
         writer.log()
-    return PredictTableResult(
-        run.info.run_id, str(out), n, n_pos, model.threshold_, dict(encoder.unseen), model.is_compiled
-    )
+    return PredictTableResult(run.info.run_id, str(out), n, n_pos, model.threshold_, encoder_unseen, model.is_compiled)
+
+
+@dataclass(frozen=True)
+class ScoreStats:
+    """What :func:`score_dataset` did: rows, predicted positives, sum of p, unseen levels, seconds."""
+
+    rows: int
+    positives: int
+    p_sum: float
+    unseen: dict[str, int]
+    predict_seconds: float
+    seconds: float
+
+    @property
+    def rows_per_second(self) -> float:
+        return self.rows / self.seconds if self.seconds > 0 else 0.0
+
+
+def score_dataset(
+    src: TableSource,
+    model: LandslideClassifier,
+    out: Path,
+    *,
+    coords: tuple[str, str] | None,
+    raster: Any = None,
+    batch_rows: int = 262_144,
+) -> ScoreStats:
+    """Score ``src`` batch by batch into the Parquet dataset folder ``out`` (written atomically).
+
+    Columns: the coordinates (float64, when given), ``p_landslide`` (float32, prior-corrected as the
+    model says) and ``label`` (int8 at the model's threshold). ``raster``: an open
+    :class:`tabular.susceptibility.SusceptibilityRaster` that receives each batch (NaN where a model
+    input is NaN). Memory holds one batch.
+    """
+    encoder = FeatureEncoder(model.feature_names_, model.categorical_levels_)
+    n = n_pos = 0
+    p_sum = t_pred = 0.0
+    start = time.perf_counter()
+    cols = list(model.feature_names_) + (list(coords) if coords else [])
+    with atomic_dataset_dir(out) as tmp_dir:
+        fields = [pa.field(coords[0], pa.float64()), pa.field(coords[1], pa.float64())] if coords else []
+        fields += [pa.field("p_landslide", pa.float32()), pa.field("label", pa.int8())]
+        schema = pa.schema(fields, metadata=src.schema.metadata)
+        # the rasters are finished (or fail) before the dataset folder is renamed into place
+        with (
+            _null() if raster is None else raster,
+            pq.ParquetWriter(tmp_dir / "part-00000.parquet", schema, compression="zstd") as pw,
+        ):
+            dtype = np.float64 if model.is_compiled else np.float32
+            for batch in src.batches(cols, batch_rows, prefetch=2):
+                X = encoder.encode(batch, dtype)
+                t0 = time.perf_counter()
+                p = model._predict_positive(X).astype(np.float32)
+                t_pred += time.perf_counter() - t0
+                label = (p >= model.threshold_).astype(np.int8)
+                arrays: list[pa.Array] = []
+                if coords:
+                    xs = column_numpy(batch.column(batch.schema.get_field_index(coords[0])))
+                    ys = column_numpy(batch.column(batch.schema.get_field_index(coords[1])))
+                    arrays += [pa.array(xs, pa.float64()), pa.array(ys, pa.float64())]
+                    if raster is not None:
+                        raster.add(xs, ys, np.where(np.isnan(X).any(axis=1), np.float32(np.nan), p))
+                arrays += [pa.array(p), pa.array(label)]
+                pw.write_batch(pa.RecordBatch.from_arrays(arrays, schema=schema))
+                n += len(p)
+                n_pos += int(label.sum())
+                p_sum += float(p.sum(dtype=np.float64))
+    return ScoreStats(n, n_pos, p_sum, dict(encoder.unseen), t_pred, time.perf_counter() - start)
 
 
 class _null:
