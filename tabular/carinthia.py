@@ -5,8 +5,9 @@ schema and per-column statistics are, and :data:`STATS` holds them (column, dtyp
 57,842,689, mean, std, min, quartiles, max; numbers unchanged). :func:`write_carinthia_like` writes a
 hive-partitioned Parquet dataset (``partition=1/part-0.parquet``, ...) with
 
-* the study's 42 feature columns and dtypes (float64; ``geomorphons`` and ``clc`` categorical,
-  stored as Arrow dictionaries so pandas reads them as ``category``; ``forest_cover`` all 0 as in the
+* the study's 42 feature columns and dtypes (float64; ``geomorphons`` and ``clc`` categorical: written
+  as Arrow dictionaries of int16 class codes, which Parquet stores as the codes (int16 when read back
+  as a dataset), and declared categorical in the table metadata; ``forest_cover`` all 0 as in the
   export), ``x``/``y`` (cell centres, float64, metres, replacing the study's WKB ``geometry``) and the
   label ``slide`` (int8 0/1);
 * cells on a 10 m grid in EPSG:3416 (ETRS89 / Austria Lambert), filled row by row (north to south)
@@ -320,7 +321,7 @@ def write_carinthia_like(
         positive_rate=positive_rate,
     )
     schema = pa.schema(fields_pa, metadata=meta)
-    block = block_rows or max(1, 250_000 // width)
+    block = block_rows or max(1, min(250_000, rows_per_part) // width)
     n_pos = 0
     part = 0
     written_in_part = 0
@@ -352,7 +353,7 @@ def write_carinthia_like(
                         arrays.append(pa.array(v, pa.float64()))
                 arrays += [pa.array(xs), pa.array(ys), pa.array(y, pa.int8())]
                 batch = pa.RecordBatch.from_arrays(arrays, schema=schema)
-                if writer is None or written_in_part >= rows_per_part:
+                if writer is None or written_in_part + len(y) > rows_per_part:
                     if writer is not None:
                         writer.close()
                     part += 1

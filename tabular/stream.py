@@ -230,7 +230,7 @@ def table_fingerprint(src: TableSource) -> Fingerprint:
     return Fingerprint(h.hexdigest(), src.num_rows, len(src.columns), str(src.path))
 
 
-def _subset(ds: lgb.Dataset, positions: np.ndarray) -> lgb.Dataset:
+def subset_rows(ds: lgb.Dataset, positions: np.ndarray) -> lgb.Dataset:
     """A LightGBM subset of ``ds`` holding ``positions`` (sorted), without a Python list of millions of ints."""
     sub = ds.subset([0])
     sub.used_indices = np.ascontiguousarray(np.sort(positions), dtype=np.int32)
@@ -312,7 +312,7 @@ def fit_on_positions(
                 rng = np.random.default_rng(seed)
                 mask = rng.random(len(positions)) < valid_fraction
                 tr, va = positions[~mask], positions[mask]
-            dtr, dva = _subset(ds, tr), _subset(ds, va)
+            dtr, dva = subset_rows(ds, tr), subset_rows(ds, va)
             booster = lgb.train(
                 p,
                 dtr,
@@ -323,7 +323,7 @@ def fit_on_positions(
             )
             best = int(booster.best_iteration or booster.current_iteration())
         else:
-            dtr = _subset(ds, positions) if len(positions) != ds.num_data() else ds
+            dtr = subset_rows(ds, positions) if len(positions) != ds.num_data() else ds
             booster = lgb.train(p, dtr, num_boost_round=rounds)
             best = rounds
     del dtr
