@@ -262,3 +262,56 @@ def test_block_size_larger_than_area(built, tmp_path, capsys):
     )
     err = capsys.readouterr().err
     assert code == EXIT_USER_ERROR and "fewer than the 5 CV folds" in err and "--block-size" in err
+
+
+# -- real data (../shared/data; skipped where absent) ---------------------------------------------
+@pytest.mark.real_data
+@pytest.mark.parametrize(
+    ("folder", "file", "target", "extra"),
+    [
+        ("ecuador_lsl_spdatalarge", "lsl.csv", "lslpts", ["--block-size", "500"]),  # UTM metres: spatial by default
+        (
+            "swiss_landslideml",
+            "training.csv",
+            "label",
+            ["--cv", "spatial", "--xy", "xcoord,ycoord", "--drop", "Ereignis-Nr", "--block-size", "10000"],
+        ),
+    ],
+)
+def test_real_tables_spatial_cv(folder, file, target, extra, tracking_uri):
+    from tests.conftest import shared_dataset
+
+    path = shared_dataset(folder) / file
+    args = ["--data", str(path), "--target", target, "--max-rounds", "200", *extra]
+    cfg = train_tabular.config_from_args(train_tabular.build_parser().parse_args(args))
+    res = train_tabular.train(cfg, log=lambda s: None)
+    run = mlflow.MlflowClient(tracking_uri).get_run(res.run_id)
+    assert run.data.params["cv_mode"] == "spatial"
+    features = run.data.params["features"].split(",")
+    assert not {"x", "y", "xcoord", "ycoord"} & set(features)  # coordinates place blocks, never features
+    assert 0.6 < res.summary["roc_auc_mean"] < 1.0
+
+
+@pytest.mark.real_data
+def test_real_dem_terrain_and_glc_inventory(tmp_path, tracking_uri, capsys):
+    """Terrain factors from the real Copernicus DEM (EPSG:4326) on a UTM grid over Sao Tome; the real
+    NASA GLC points (CSV lon/lat) are all outside it: a one-line error naming both extents."""
+    from tests.conftest import shared_dataset
+
+    dem = shared_dataset("copernicus_dem_cog") / "Copernicus_DSM_COG_10_N00_00_E006_00_DEM.tif"
+    glc = shared_dataset("nasa_glc") / "Global_Landslide_Catalog_Export.csv"
+    # a 6 x 6 km UTM 32N grid over the island's volcanic relief (about 6.55 E, 0.3 N)
+    grid = Grid("EPSG:32632", Affine(30, 0, 225_000, 0, -30, 35_000), 200, 200)
+    ref = write_tif(tmp_path / "ref.tif", np.zeros(grid.shape, np.float32), grid)
+    polys = [shapely.Point(225_000 + 30 * c, 35_000 - 30 * r).buffer(150) for r, c in ((50, 50), (120, 80), (150, 160))]
+    write_gpkg([Feature(p, {"id": i}) for i, p in enumerate(polys)], tmp_path / "inv.gpkg", "EPSG:32632")
+    out = tmp_path / "table"
+    args = ["--grid", str(ref), "--dem", str(dem), "--terrain", "slope,aspect,tpi,twi", "--out", str(out)]
+    code = run_main(build_table.main, [*args, "--inventory", str(tmp_path / "inv.gpkg")])
+    assert code == 0, capsys.readouterr().err
+    df = pd.read_parquet(out)
+    assert {"slope", "aspect_sin", "aspect_cos", "tpi", "twi"} <= set(df.columns) and df["landslide"].sum() > 20
+    assert df["slope"].max() > 20  # steep volcanic relief, in true degrees from a degree-based DEM
+    code = run_main(build_table.main, [*args, "--inventory", str(glc), "--buffer-m", "500"])
+    err = capsys.readouterr().err.strip()
+    assert code == EXIT_USER_ERROR and "none falls on the grid" in err and len(err.splitlines()) == 1
