@@ -177,9 +177,9 @@ def test_build_train_predict_raster_end_to_end(scene, built, tmp_path):
     assert np.nanmean(p[inside]) > np.nanmean(p[~inside & np.isfinite(p)])
 
 
-def test_negative_sampling_rate_and_prior(scene, tmp_path):
+def test_negative_sampling_rate_and_prior(scene, tmp_path, tracking_uri):
     out = tmp_path / "sampled"
-    assert _build(scene, out, "--negatives-per-positive", "2", "--tracking-uri", f"sqlite:///{tmp_path}/m.db") == 0
+    assert _build(scene, out, "--negatives-per-positive", "2") == 0
     src = TableSource(out)
     df = pd.read_parquet(out)
     n_pos, n_neg = int(df["landslide"].sum()), int((df["landslide"] == 0).sum())
@@ -198,7 +198,7 @@ def _write_part(path: Path, table: pa.Table) -> None:
     "case",
     ["no_overlap", "inventory_outside", "filter_empty", "raster_no_crs", "too_many_levels", "zero_negatives"],
 )
-def test_build_table_bad_input(scene, tmp_path, case, capsys):
+def test_build_table_bad_input(scene, tmp_path, case, capsys, tracking_uri):
     r = scene["root"]
     grid = scene["grid"]
     rasters = [str(r / "rain.tif")]
@@ -232,34 +232,29 @@ def test_build_table_bad_input(scene, tmp_path, case, capsys):
     out = tmp_path / "out"
     code = run_main(
         build_table.main,
-        ["--rasters", *rasters, "--inventory", inv, "--out", str(out), *extra]
-        + ["--tracking-uri", f"sqlite:///{tmp_path}/m.db"],
+        ["--rasters", *rasters, "--inventory", inv, "--out", str(out), *extra],
     )
     err = capsys.readouterr().err.strip()
     assert code == EXIT_USER_ERROR, err
     assert want in err and len(err.splitlines()) == 1, err
     assert not out.exists() and not [p for p in tmp_path.iterdir() if p.name.startswith(".out")]
-    runs = mlflow.MlflowClient(f"sqlite:///{tmp_path}/m.db").search_runs(
-        [e.experiment_id for e in mlflow.MlflowClient(f"sqlite:///{tmp_path}/m.db").search_experiments()]
-    )
+    client = mlflow.MlflowClient(tracking_uri)
+    runs = client.search_runs([e.experiment_id for e in client.search_experiments()])
     assert runs and runs[0].info.status == "FAILED"
 
 
-def test_schema_mismatch_names_part_and_column(tmp_path, capsys):
+def test_schema_mismatch_names_part_and_column(tmp_path, capsys, tracking_uri):
     root = tmp_path / "ds"
     _write_part(root / "partition=1" / "part-0.parquet", pa.table({"a": [1.0, 2.0], "landslide": [0, 1]}))
     _write_part(root / "partition=2" / "part-0.parquet", pa.table({"a": ["x", "y"], "landslide": [0, 1]}))
-    code = run_main(train_tabular.main, ["--data", str(root), "--tracking-uri", f"sqlite:///{tmp_path}/m.db"])
+    code = run_main(train_tabular.main, ["--data", str(root)])
     err = capsys.readouterr().err
     assert code == EXIT_USER_ERROR
     assert "partition=2" in err and "'a'" in err and len(err.strip().splitlines()) == 1
 
 
-def test_block_size_larger_than_area(built, tmp_path, capsys):
-    code = run_main(
-        train_tabular.main,
-        ["--data", str(built["out"]), "--block-size", "50000", "--tracking-uri", f"sqlite:///{tmp_path}/m.db"],
-    )
+def test_block_size_larger_than_area(built, tmp_path, capsys, tracking_uri):
+    code = run_main(train_tabular.main, ["--data", str(built["out"]), "--block-size", "50000"])
     err = capsys.readouterr().err
     assert code == EXIT_USER_ERROR and "fewer than the 5 CV folds" in err and "--block-size" in err
 
