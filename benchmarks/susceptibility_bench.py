@@ -108,13 +108,13 @@ def _task_train(a: dict, q) -> None:
     )
     t2 = time.perf_counter()
     params = cfg.lgbm.booster_params(0, len(plan.y))
-    booster = lgb.train(params, ds, num_boost_round=ROUNDS)
+    booster = lgb.train(params, ds, num_boost_round=a["rounds"])
     t3 = time.perf_counter()
     meta = {
         "feature_names": plan.features,
         "categorical_levels": plan.levels,
         "threshold": 0.5,
-        "best_iteration": ROUNDS,
+        "best_iteration": a["rounds"],
         "target": "slide",
     }
     clf = LandslideClassifier.from_booster(booster, meta)
@@ -127,6 +127,8 @@ def _task_train(a: dict, q) -> None:
             "plan_s": t1 - t0,
             "bin_s": t2 - t1,
             "train_s": t3 - t2,
+            "rounds": a["rounds"],
+            "seconds_per_round": (t3 - t2) / a["rounds"],
             "seconds": t3 - t0,
             "peak_mb": _rss_mb(),
             "base_mb": base,
@@ -316,7 +318,19 @@ def _task_build(a: dict, q) -> None:
     shutil.rmtree(work, ignore_errors=True)
 
 
-def _child(task: str, a: dict, q) -> None:
+class _LoadQueue:
+    """Wraps the result queue: every result gets the load average (1 min) at the task's start and end."""
+
+    def __init__(self, queue) -> None:
+        self.queue = queue
+        self.load0 = os.getloadavg()[0]
+
+    def put(self, d: dict) -> None:
+        self.queue.put(d | {"load_start": self.load0, "load_end": os.getloadavg()[0]})
+
+
+def _child(task: str, a: dict, queue) -> None:
+    q = _LoadQueue(queue)
     if task == "train":
         _task_train(a, q)
     elif task == "score":
@@ -378,6 +392,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--tasks", default="train,score,raster,ours,study,build")
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     ap.add_argument("--batch-rows", type=int, default=262_144)
+    ap.add_argument(
+        "--rounds",
+        type=int,
+        default=ROUNDS,
+        help="boosting rounds of the train task (fewer: memory at scale, time per round)",
+    )
     ap.add_argument("--work", default=None, help="scratch folder (default: a temp folder beside --table)")
     a = ap.parse_args(argv)
     tasks = a.tasks.split(",")
@@ -389,6 +409,7 @@ def main(argv: list[str] | None = None) -> int:
         "threads": a.threads,
         "batch_rows": a.batch_rows,
         "build_size": a.build_size,
+        "rounds": a.rounds,
     }
     res: dict[str, dict] = {}
     load = os.getloadavg()
@@ -416,9 +437,10 @@ def main(argv: list[str] | None = None) -> int:
     if "train" in res:
         r = res["train"]
         print(
-            f"| train: stream + bin + {ROUNDS} rounds x {LEAVES} leaves | {r['rows']:,} | {r['seconds']:.1f} | "
+            f"| train: stream + bin + {r['rounds']} rounds x {LEAVES} leaves | {r['rows']:,} | {r['seconds']:.1f} | "
             f"{r['peak_mb']:.0f} | {r['peak_mb'] - r['base_mb']:.0f} | labels {r['plan_s']:.1f} s, binning "
-            f"{r['bin_s']:.1f} s, boosting {r['train_s']:.1f} s; binned matrix ~{r['binned_mb']:.0f} MB; target peak <= 8192 MB |"
+            f"{r['bin_s']:.1f} s, boosting {r['train_s']:.1f} s ({r['seconds_per_round']:.2f} s/round); binned matrix "
+            f"~{r['binned_mb']:.0f} MB; load {r['load_start']:.1f}-{r['load_end']:.1f}; target peak <= 8192 MB |"
         )
     for key, name in (
         ("score", "score Parquet -> Parquet, compiled"),
