@@ -1,16 +1,59 @@
-"""Atomic file writes: write to a temporary file beside the target, then rename.
+"""Atomic outputs: write to a temporary name beside the target, then rename.
 
-A crash or an exception while writing never leaves a half-written output file behind.
+A crash or an exception while writing never leaves a half-written output behind, and the temporary
+file or folder is removed. When the machine refuses the write (a read-only folder, a full disk, no
+permission, a quota), the error becomes one :class:`common.cli.UserError` line naming the target and
+the cause, instead of a traceback from deep inside a writer (h5py, torch, matplotlib, pandas).
+
+* :func:`atomic_path` / :func:`atomic_write`: one file.
+* :func:`atomic_dir`: a folder of outputs, published all together (files already in the target folder
+  stay; the new ones appear only when every one of them was written).
+* :func:`check_free_space`: refuse before writing ``n`` bytes to a disk that cannot hold them.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
+
+from common.cli import UserError
+
+#: ``OSError`` numbers that mean "the machine refuses this write" (not a bug).
+WRITE_ERRNOS = frozenset({errno.EROFS, errno.ENOSPC, errno.EACCES, errno.EPERM, errno.EDQUOT, errno.EFBIG})
+
+
+def write_error(target: str | os.PathLike[str], exc: OSError) -> UserError:
+    """A one-line :class:`UserError` for a refused write of ``target``."""
+    cause = exc.strerror or os.strerror(exc.errno or 0) or type(exc).__name__
+    return UserError(f"cannot write {target}: {cause} (errno {exc.errno})")
+
+
+def _is_write_refusal(exc: BaseException | None) -> bool:
+    return isinstance(exc, OSError) and exc.errno in WRITE_ERRNOS
+
+
+def _refusal(folder: Path, exc: BaseException) -> OSError | None:
+    """The ``OSError`` behind a failed write, also when a writer wrapped it (torch raises ``RuntimeError``
+    for a full disk): the exception itself, its cause, or what the folder says (read-only, full)."""
+    for candidate in (exc, exc.__cause__, exc.__context__):
+        if _is_write_refusal(candidate):
+            return candidate  # type: ignore[return-value]
+    if isinstance(exc, UserError | KeyboardInterrupt):
+        return None
+    try:
+        if not os.access(folder, os.W_OK):
+            return OSError(errno.EROFS, "read-only or not writable")
+        if shutil.disk_usage(folder).free < (1 << 20):
+            return OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+    except OSError:
+        return None
+    return None
 
 
 @contextlib.contextmanager
@@ -20,20 +63,29 @@ def atomic_path(path: str | os.PathLike[str], suffix: str | None = None) -> Iter
     Use this with writers that take a path (``h5py.File``, ``fig.savefig``, ``torch.save``,
     ``np.save``). The temporary file keeps the target's suffix (or ``suffix``) so that
     writers choosing a format by extension still work. On an exception the temporary
-    file is removed and ``path`` is left untouched.
+    file is removed and ``path`` is left untouched; a refused write (read-only, disk full) is
+    re-raised as a one-line :class:`UserError` naming ``path``.
     """
     target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
     sfx = target.suffix if suffix is None else suffix
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=f".tmp{sfx}", dir=target.parent)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=f".tmp{sfx}", dir=target.parent)
+    except OSError as exc:
+        if _is_write_refusal(exc):
+            raise write_error(target, exc) from exc
+        raise
     os.close(fd)
     tmp = Path(tmp_name)
     try:
         yield tmp
         os.replace(tmp, target)
-    except BaseException:
+    except BaseException as exc:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
+        refused = _refusal(target.parent, exc)
+        if refused is not None:
+            raise write_error(target, refused) from exc
         raise
 
 
@@ -50,3 +102,55 @@ def atomic_write(path: str | os.PathLike[str], mode: str = "w", **open_kwargs: A
         open_kwargs.setdefault("newline", "")
     with atomic_path(path) as tmp, open(tmp, mode, **open_kwargs) as fh:
         yield fh
+
+
+@contextlib.contextmanager
+def atomic_dir(path: str | os.PathLike[str]) -> Iterator[Path]:
+    """Yield a temporary folder beside ``path``; move its files into ``path`` when the block succeeds.
+
+    Files already in ``path`` are kept (those with the same names are replaced). On an exception
+    the temporary folder and everything in it are removed and ``path`` is left as it was.
+    """
+    target = Path(path)
+    if target.exists() and not target.is_dir():
+        raise UserError(f"{target}: exists and is not a folder")
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
+    except OSError as exc:
+        if _is_write_refusal(exc):
+            raise write_error(target, exc) from exc
+        raise
+    try:
+        yield tmp
+        target.mkdir(exist_ok=True)
+        for item in sorted(tmp.rglob("*")):
+            dest = target / item.relative_to(tmp)
+            if item.is_dir():
+                dest.mkdir(exist_ok=True)
+            else:
+                os.replace(item, dest)
+    except BaseException as exc:
+        shutil.rmtree(tmp, ignore_errors=True)
+        refused = _refusal(target.parent, exc)
+        if refused is not None:
+            raise write_error(target, refused) from exc
+        raise
+    shutil.rmtree(tmp, ignore_errors=True)
+
+
+def check_free_space(folder: str | os.PathLike[str], n_bytes: int, *, what: str = "the output") -> None:
+    """Raise :class:`UserError` when the disk holding ``folder`` has less than ``n_bytes`` (+1%) free.
+
+    Call it before writing a file whose size is known in advance (a memory-mapped write to a full
+    disk ends in SIGBUS, which no ``try`` can catch).
+    """
+    probe = Path(folder)
+    while not probe.exists() and probe.parent != probe:
+        probe = probe.parent
+    free = shutil.disk_usage(probe).free
+    need = int(n_bytes * 1.01) + (1 << 20)
+    if free < need:
+        raise UserError(
+            f"not enough free space for {what} in {folder}: needs {need / 1e6:,.1f} MB, {free / 1e6:,.1f} MB free"
+        )

@@ -21,11 +21,14 @@ from __future__ import annotations
 
 import argparse
 import errno
+import json
 import logging
 import os
+import signal
 import sys
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 EXIT_USER_ERROR = 2
 EXIT_BUG = 1
@@ -44,6 +47,25 @@ class UserError(ValueError):
 
 class InputNotFoundError(UserError, FileNotFoundError):
     """A file or folder the user named does not exist (also a ``FileNotFoundError``)."""
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, handled like Ctrl-C: runs end KILLED, checkpoints stay, exit status 143."""
+
+
+EXIT_TERMINATED = 143
+
+
+def handle_sigterm() -> None:
+    """Turn SIGTERM into :class:`Terminated` in the main thread (a command calls this once)."""
+
+    def _raise(signum: int, frame: Any) -> None:
+        raise Terminated(f"terminated by signal {signum}")
+
+    try:
+        signal.signal(signal.SIGTERM, _raise)
+    except ValueError:  # not the main thread (e.g. a command called from a server's worker)
+        pass
 
 
 def one_line(text: object) -> str:
@@ -78,6 +100,9 @@ def run_main(main: Callable[[Sequence[str] | None], int | None], argv: Sequence[
     """Run ``main(argv)``: user errors become ``error: ...`` and exit status 2; bugs keep their traceback."""
     try:
         code = main(argv)
+    except Terminated:
+        print("terminated (SIGTERM): the MLflow run is marked KILLED; continue with --resume", file=sys.stderr)
+        return EXIT_TERMINATED
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
@@ -104,6 +129,33 @@ def add_common_args(parser: argparse.ArgumentParser, *, default_seed: int = 42) 
         action="store_true",
         help=f"show third-party progress bars and warnings (also ${ENV_DEBUG}=1)",
     )
+    parser.add_argument("--json", action="store_true", help="end with the summary as one JSON object on stdout")
+
+
+def progress_printer(to_stderr: bool) -> Callable[[str], None]:
+    """Where a command's progress lines go: stdout, or stderr when stdout is kept for ``--json``."""
+    stream = sys.stderr if to_stderr else sys.stdout
+    return lambda line: print(line, file=stream, flush=True)
+
+
+def print_summary(summary: Mapping[str, Any], *, as_json: bool = False, title: str = "") -> None:
+    """The last thing a command prints: its run id, what it made (model/output URIs) and key metrics.
+
+    One ``key: value`` line each, or with ``as_json`` one JSON object (for scripts).
+    """
+    if as_json:
+        print(json.dumps(dict(summary), default=str, sort_keys=False), flush=True)
+        return
+    if title:
+        print(title, flush=True)
+    for key, value in summary.items():
+        if isinstance(value, float):
+            value = f"{value:.4f}"
+        elif isinstance(value, list | tuple):
+            value = ", ".join(map(str, value))
+        elif isinstance(value, Mapping):
+            value = ", ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in value.items())
+        print(f"{key}: {value}", flush=True)
 
 
 def quiet_third_party(verbose: bool = False) -> None:

@@ -22,6 +22,7 @@ import dataclasses
 import json
 import os
 import re
+import secrets
 import subprocess
 import tempfile
 import time
@@ -29,6 +30,7 @@ from collections.abc import Iterator, Mapping
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
 
 import mlflow
 from mlflow.data.code_dataset_source import CodeDatasetSource
@@ -36,7 +38,7 @@ from mlflow.data.meta_dataset import MetaDataset
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-from common.cli import InputNotFoundError, UserError, one_line, quiet_third_party
+from common.cli import InputNotFoundError, UserError, handle_sigterm, one_line, quiet_third_party
 from common.fingerprint import Fingerprint
 
 DEFAULT_STORE_DIR = "mlruns"
@@ -61,21 +63,57 @@ def resolve_tracking_uri(uri: str | None = None) -> str:
     return DEFAULT_TRACKING_URI
 
 
-def _prepare_store(uri: str) -> None:
-    """Create the folder of a SQLite store (MLflow creates the file, not its folder)."""
+def _store_path(uri: str) -> Path | None:
+    """The local path a store writes to: the SQLite file or a ``file:`` folder; ``None`` for a server."""
     if uri.startswith("sqlite:///"):
-        Path(uri[len("sqlite:///") :]).parent.mkdir(parents=True, exist_ok=True)
+        return Path(uri[len("sqlite:///") :])
+    if uri.startswith("file:"):
+        return Path(urlparse(uri).path)
+    if "://" not in uri:
+        return Path(uri)
+    return None
+
+
+def _writable(path: Path) -> bool:
+    if not os.access(path, os.W_OK):
+        return False
+    if path.is_file():  # root passes os.access on files of a read-only mount only by mount flags; try it
+        try:
+            with open(path, "r+b"):
+                return True
+        except OSError:
+            return False
+    return True
+
+
+def check_store_writable(uri: str) -> None:
+    """Fail fast, before any work, when a local store cannot be written (MLflow itself retries for
+    minutes on a read-only SQLite file before a SQLAlchemy traceback)."""
+    path = _store_path(uri)
+    if path is None:
+        return
+    folder = path.parent if path.suffix else path
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UserError(f"tracking store {uri}: cannot create {folder} ({exc.strerror})") from None
+    for p in (folder, path):
+        if p.exists() and not _writable(p):
+            raise UserError(f"tracking store {uri}: {p} is not writable (read-only); choose another --tracking-uri")
 
 
 def setup_tracking(uri: str | None = None, *, verbose: bool = False) -> str:
     """Point MLflow at the store (for the whole process) and return its URI. Commands only.
 
-    Also quiets third-party output (:func:`common.cli.quiet_third_party`: MLflow's artifact progress
-    bars, warnings and log lines) unless ``verbose``.
+    Checks that a local store is writable (one fast line instead of a minutes-long hang), makes
+    SIGTERM end runs like Ctrl-C (:func:`common.cli.handle_sigterm`), and quiets third-party output
+    (:func:`common.cli.quiet_third_party`: MLflow's artifact progress bars, warnings and log lines)
+    unless ``verbose``.
     """
     quiet_third_party(verbose)
+    handle_sigterm()
     resolved = resolve_tracking_uri(uri)
-    _prepare_store(resolved)
+    check_store_writable(resolved)
     mlflow.set_tracking_uri(resolved)
     return resolved
 
@@ -194,9 +232,22 @@ def log_fingerprint(fp: Fingerprint, prefix: str = "data", *, context: str = "tr
     mlflow.log_input(_dataset(fp, prefix), context=context)
 
 
-def default_run_name(experiment: str) -> str:
-    """``<experiment>-<YYYYmmdd-HHMMSS>``: readable, and never the seeded random name MLflow draws."""
-    return f"{experiment}-{time.strftime('%Y%m%d-%H%M%S')}"
+def default_run_name(experiment: str, hint: str | None = None) -> str:
+    """``<experiment>[-<hint>]-<YYYYmmdd-HHMMSS>-<4 hex>`` (hint: the model, say): readable, unique
+    (the suffix comes from the OS, not from the seeded global RNG MLflow would draw its names from)."""
+    parts = [experiment, hint] if hint else [experiment]
+    return "-".join([*parts, time.strftime("%Y%m%d-%H%M%S"), secrets.token_hex(2)])
+
+
+#: Run tags the project sets: which pipeline made a run, and the sha256 of the model it logged.
+KIND_TAG = "landslide.kind"
+MODEL_DIGEST_TAG = "landslide.model_digest"
+RESUMED_TAG = "landslide.resumed"
+
+
+def set_run_kind(kind: str) -> None:
+    """Tag the active run with the pipeline that made it (``tabular``, ``imagery``, ``fusion``, ...)."""
+    mlflow.set_tag(KIND_TAG, kind)
 
 
 @contextlib.contextmanager
@@ -207,19 +258,30 @@ def tracked_run(
     run_name: str | None = None,
     nested: bool = False,
     tags: Mapping[str, str] | None = None,
+    name_hint: str | None = None,
+    resume_run_id: str | None = None,
 ) -> Iterator[Any]:
     """Start an MLflow run in the store the command set up; log ``config``, git commit and code version.
 
     The run ends ``FINISHED`` when the block completes, ``FAILED`` when it raises and
-    ``KILLED`` on ``KeyboardInterrupt``; the exception propagates. Yields the active run.
-    A nested run goes into its parent's experiment.
+    ``KILLED`` on ``KeyboardInterrupt`` or SIGTERM; the exception propagates. Yields the active run.
+    A nested run goes into its parent's experiment. ``resume_run_id`` continues that run (a run
+    killed earlier): its status goes back to RUNNING, its parameters stay, its metric histories
+    continue, and the tag ``landslide.resumed`` counts the resumptions.
     """
-    all_tags = {"git_commit": git_commit(), "code_version": code_version(), "entry_point": experiment}
-    all_tags.update(tags or {})
-    kwargs: dict[str, Any] = {"run_name": run_name or default_run_name(experiment), "nested": nested, "tags": all_tags}
-    parent = mlflow.active_run() if nested else None
-    kwargs["experiment_id"] = parent.info.experiment_id if parent is not None else ensure_experiment(experiment)
-    run = mlflow.start_run(**kwargs)
+    if resume_run_id is not None:
+        previous = MlflowClient().get_run(resume_run_id)
+        count = int(previous.data.tags.get(RESUMED_TAG, "0")) + 1
+        run = mlflow.start_run(run_id=resume_run_id, nested=nested, tags={RESUMED_TAG: str(count)})
+        config = None  # parameters are immutable in MLflow and the resume check made sure they did not change
+    else:
+        all_tags = {"git_commit": git_commit(), "code_version": code_version(), "entry_point": experiment}
+        all_tags.update(tags or {})
+        name = run_name or default_run_name(experiment, name_hint)
+        kwargs: dict[str, Any] = {"run_name": name, "nested": nested, "tags": all_tags}
+        parent = mlflow.active_run() if nested else None
+        kwargs["experiment_id"] = parent.info.experiment_id if parent is not None else ensure_experiment(experiment)
+        run = mlflow.start_run(**kwargs)
     try:
         if config is not None:
             log_config(config)

@@ -8,7 +8,8 @@ Outputs (one row per region):
 
 * ``evidence``: ``both`` | ``tabular_only`` | ``imagery_only`` | ``none``
 * ``agree``: whether both models take the same side of their thresholds (``<NA>`` unless ``both``)
-* ``decision``: 0/1 under the chosen policy (``none`` evidence always gives 0)
+* ``decision``: 0/1 under the chosen policy; empty (``<NA>``) when the evidence is ``none``: unknown,
+  never "no landslide"
 * ``reason``: one sentence; on disagreement it says which model sees what
 
 Policies (:data:`POLICIES`):
@@ -160,6 +161,8 @@ def crosscheck(
     else:
         decision = np.where(both, dec_both, np.where(has_t, tab_pos, img_pos))
 
+    decision = pd.array(decision.astype(np.int64), dtype="Int64")
+    decision[~(has_t | has_i)] = pd.NA  # no evidence: unknown, never "no landslide"
     agree = pd.array(np.where(both, tab_pos == img_pos, False), dtype="boolean")
     agree[~both] = pd.NA
     area = np.full(n, np.nan) if scar_area_m2 is None else np.asarray(scar_area_m2, dtype=np.float64).reshape(-1)
@@ -174,7 +177,7 @@ def crosscheck(
             "p_fused": pf,
             "evidence": ev,
             "agree": agree,
-            "decision": decision.astype(np.int64),
+            "decision": decision,
             "reason": reasons,
         }
     )

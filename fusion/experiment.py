@@ -14,6 +14,7 @@ Neither changes MLflow's global state: runs and artifacts are read from ``tracki
 from __future__ import annotations
 
 import json
+import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -29,10 +30,10 @@ from sklearn.metrics import brier_score_loss, roc_auc_score
 from common.cli import InputNotFoundError, UserError
 from common.fingerprint import fingerprint_dataframe
 from common.oof import OOF_ARTIFACT, read_oof
-from common.tracking import log_fingerprint, resolve_tracking_uri
+from common.tracking import KIND_TAG, MODEL_DIGEST_TAG, log_fingerprint, resolve_tracking_uri, set_run_kind
 from fusion.config import ScoreRegionsConfig, TrainFusionConfig
 from fusion.regions import read_region_table
-from fusion.scoring import RegionScorer, score_table
+from fusion.scoring import RegionScorer, model_digest, score_table
 from fusion.stacking import FUSER_ARTIFACT, StackingFuser, load_fuser, reliability_plot
 from tabular.serving import load_tabular_model
 
@@ -93,6 +94,44 @@ def tabular_features_of_run(client: Any, run_id: str, dst: str) -> list[str] | N
     return [str(n) for n in names] if names else None
 
 
+def run_kind(client: Any, run: Any) -> str:
+    """Which pipeline made ``run``: its ``landslide.kind`` tag, else what its artifacts and params show."""
+    kind = run.data.tags.get(KIND_TAG)
+    if kind:
+        return str(kind)
+    names = {a.path for a in client.list_artifacts(run.info.run_id)}
+    if TABULAR_META_ARTIFACT in names:
+        return "tabular"
+    if "model.channel_set" in run.data.params or "segmenter" in names:
+        return "imagery"
+    return "unknown"
+
+
+def _base_run(client: Any, run_id: str, kind: str, flag: str) -> Any:
+    """The run ``run_id``, checked to be a ``kind`` run; one-line errors otherwise."""
+    try:
+        run = client.get_run(run_id)
+    except MlflowException:
+        raise UserError(f"{kind} run {run_id!r} not found in the tracking store {client.tracking_uri}") from None
+    found = run_kind(client, run)
+    if found != kind:
+        made_by = run.data.tags.get("entry_point", "?")
+        raise UserError(
+            f"{flag} {run_id} is {'an' if found[0] in 'aeiou' else 'a'} {found} run (made by {made_by}); "
+            f"expected a run of pipelines.train_{kind}"
+        )
+    return run
+
+
+def model_digests(client: Any, run: Any) -> list[str]:
+    """The ``landslide.model_digest`` tags of ``run`` and its nested runs (a k-fold run's fold models)."""
+    children = client.search_runs(
+        [run.info.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{run.info.run_id}'"
+    )
+    tags = [r.data.tags.get(MODEL_DIGEST_TAG) for r in [run, *children]]
+    return sorted({t for t in tags if t})
+
+
 def imagery_channel_set_of_run(client: Any, run_id: str) -> int | None:
     """The channel set an imagery run trained with (its ``model.channel_set`` param), or None."""
     params = client.get_run(run_id).data.params
@@ -113,7 +152,12 @@ def train_fuser(
     if run is None:
         raise RuntimeError("train_fuser needs an active MLflow run (common.tracking.tracked_run)")
     client = mlflow.MlflowClient(resolve_tracking_uri(tracking_uri))
+    set_run_kind("fusion")
     mlflow.set_tags({"tabular_run_id": cfg.tabular_run, "imagery_run_id": cfg.imagery_run})
+    if cfg.tabular_run == cfg.imagery_run:
+        raise UserError(f"--tabular-run and --imagery-run are the same run {cfg.tabular_run}; expected two runs")
+    tab_run = _base_run(client, cfg.tabular_run, "tabular", "--tabular-run")
+    img_run = _base_run(client, cfg.imagery_run, "imagery", "--imagery-run")
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
         t_oof = read_oof(
@@ -126,11 +170,19 @@ def train_fuser(
         fuser.fit_oof(t_oof, i_oof, allow_partial=cfg.allow_partial)
         joined = fuser.joined_oof_
         log_fingerprint(fingerprint_dataframe(joined, source=f"oof:{cfg.tabular_run}+{cfg.imagery_run}"))
+        features = tabular_features_of_run(client, cfg.tabular_run, str(tmp / "m"))
+        if not features:
+            raise UserError(
+                f"--tabular-run {cfg.tabular_run} has no {TABULAR_META_ARTIFACT} with feature names; "
+                "expected a run of pipelines.train_tabular"
+            )
         fuser.meta_ = {
             "tabular_run_id": cfg.tabular_run,
             "imagery_run_id": cfg.imagery_run,
-            "tabular_features": tabular_features_of_run(client, cfg.tabular_run, str(tmp / "m")),
+            "tabular_features": features,
+            "tabular_model_digest": (model_digests(client, tab_run) or [None])[0],
             "imagery_channel_set": imagery_channel_set_of_run(client, cfg.imagery_run),
+            "imagery_model_digests": model_digests(client, img_run),
             "n_regions": int(len(joined)),
         }
         y = joined["y_true"].to_numpy()
@@ -173,22 +225,33 @@ def load_models(cfg: ScoreRegionsConfig, *, tracking_uri: str | None = None) -> 
     if cfg.imagery_model:
         from imagery.inference.serving import load_segmenter  # noqa: PLC0415 - torch only with an imagery model (fusion stays torch-free)
 
-        seg = load_segmenter(cfg.imagery_model, device=cfg.device, tracking_uri=tracking_uri, flag="--imagery-model")
+        seg = load_segmenter(
+            cfg.imagery_model, device=cfg.device, tracking_uri=tracking_uri, flag="--imagery-model", runtime=cfg.runtime
+        )
     if cfg.fusion_model:
         fus = load_fuser(cfg.fusion_model, tracking_uri=tracking_uri)
     return tab, seg, fus
 
 
+def _stderr(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
+
+
 def score_regions(
-    cfg: ScoreRegionsConfig, *, tracking_uri: str | None = None, log: Callable[[str], None] = print
+    cfg: ScoreRegionsConfig,
+    *,
+    tracking_uri: str | None = None,
+    log: Callable[[str], None] = print,
+    warn: Callable[[str], None] = _stderr,
 ) -> ScoreResult:
-    """Score the region table of ``cfg`` into ``cfg.out`` inside the active MLflow run."""
+    """Score the region table of ``cfg`` into ``cfg.out`` inside the active MLflow run.
+
+    ``warn`` receives warnings (other base models allowed, regions without images); stderr by default.
+    """
     run = mlflow.active_run()
     if run is None:
         raise RuntimeError("score_regions needs an active MLflow run (common.tracking.tracked_run)")
     out = Path(cfg.out)
-    if out.is_dir():
-        raise UserError(f"--out {out} is a folder, expected a CSV file path")
     if cfg.images is not None and not Path(cfg.images).is_dir():
         raise InputNotFoundError(f"--images folder not found: {cfg.images}")
     table = read_region_table(cfg.regions)
@@ -197,9 +260,27 @@ def score_regions(
     if fus is not None:
         mlflow.set_tags({f"input_{k}": str(v) for k, v in fus.meta_.items() if k.endswith("run_id")})
     scorer = RegionScorer(tab, seg, fus, cfg.scoring)
+    if scorer.warning:
+        warn(scorer.warning)
+        mlflow.set_tag("landslide.warning", scorer.warning[:5000])
+    fingerprint = {
+        "tabular_model": model_digest(tab),
+        "imagery_model": model_digest(seg),
+        "fusion_model": fus.digest() if fus is not None else "",
+        "regions": fingerprint_dataframe(table).sha256,
+        "images": str(Path(cfg.images).resolve()) if cfg.images else "",
+        **cfg.scoring.result_key(),
+    }
     t0 = time.perf_counter()
-    info = score_table(table, scorer, out, cfg.images, cfg.masks_dir, resume=cfg.resume, progress=cfg.progress)
+    info = score_table(
+        table, scorer, out, cfg.images, cfg.masks_dir, resume=cfg.resume, progress=cfg.progress, fingerprint=fingerprint
+    )
     seconds = time.perf_counter() - t0
+    if info.missing_images:
+        warn(
+            f"warning: {info.missing_images} of {info.regions} regions have no usable image (see the note column); "
+            "they were scored without imagery"
+        )
     mlflow.log_metrics(
         {
             "regions": info.regions,

@@ -137,14 +137,20 @@ def load_images(
         if ref.path is not None and not problem:
             try:
                 img = read_image(ref.path)
-                if shape is not None and img.shape != shape:
-                    raise UserError(f"{ref.path}: shape {img.shape}, expected {shape} like the other patches")
-                shape = img.shape
-                arrays.append(img)
-                has[i] = True
-                continue
             except (ValueError, OSError) as exc:
                 problem = "image unreadable: " + " ".join(str(exc).split())
+            else:
+                if not np.isfinite(img).any():
+                    problem = f"imagery missing: {ref.path} has no finite values (all NaN/Inf)"
+                elif shape is not None and img.shape != shape:
+                    problem = (
+                        f"image unreadable: {ref.path}: shape {img.shape}, expected {shape} like the other patches"
+                    )
+                else:
+                    shape = img.shape
+                    arrays.append(img)
+                    has[i] = True
+                    continue
         if problem:
             if strict and ref.path is not None:
                 raise UserError(f"region {rid}: {problem}")

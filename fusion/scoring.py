@@ -21,9 +21,10 @@ onto ``<out>`` (so ``<out>`` is never half-written). ``resume=True`` keeps the r
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +33,7 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from common.atomic import atomic_path
+from common.atomic import WRITE_ERRNOS, atomic_path, atomic_write, write_error
 from common.cli import UserError
 from fusion.crosscheck import POLICIES, CrosscheckConfig, crosscheck
 from fusion.region_features import IMAGERY_FEATURES, imagery_region_features
@@ -58,8 +59,10 @@ ALL_COLUMNS: tuple[str, ...] = OUTPUT_COLUMNS + IMAGERY_FEATURES
 class ScoringConfig:
     """How to score: decision ``policy`` (one of :data:`fusion.crosscheck.POLICIES`), regions per
     batch, patches per segmenter forward pass, SHAP ``top_k`` (0 = no explanations), mask writing,
-    ``strict_images`` (image problems are errors instead of a tabular-only fallback), and the
-    ``weighted`` policy's imagery weight and threshold."""
+    ``strict_images`` (image problems are errors instead of a tabular-only fallback),
+    ``allow_missing_images`` (score even when no region has a readable image although an imagery model
+    was given), ``allow_other_base_models`` (use base models that are not the fuser's base runs, with a
+    warning in every row), and the ``weighted`` policy's imagery weight and threshold."""
 
     policy: str = "stacked"
     batch_size: int = 512
@@ -67,8 +70,15 @@ class ScoringConfig:
     top_k: int = 3
     write_masks: bool = True
     strict_images: bool = False
+    allow_missing_images: bool = False
+    allow_other_base_models: bool = False
     imagery_weight: float = 0.5
     weighted_threshold: float = 0.5
+
+    def result_key(self) -> dict[str, str]:
+        """The options that change a scored row (batch sizes do not)."""
+        skip = {"batch_size", "imagery_batch_size"}
+        return {f"scoring.{k}": str(v) for k, v in asdict(self).items() if k not in skip}
 
     def __post_init__(self) -> None:
         if self.policy not in POLICIES:
@@ -153,6 +163,41 @@ def format_top_features(explanations: Any, n: int) -> list[str]:
     return out
 
 
+def model_digest(model: Any | None) -> str:
+    """The digest identifying a loaded model (tabular ``model_digest()``, segmenter ``digest``), or ``""``."""
+    if model is None:
+        return ""
+    digest = getattr(model, "model_digest", None)
+    if callable(digest):
+        return str(digest())
+    return str(getattr(model, "digest", "") or "")
+
+
+def check_base_models(tabular_model: Any | None, segmenter: Any | None, fuser: Any | None) -> list[str]:
+    """Problems with the base models: each one that is not the model of the fuser's base run.
+
+    The fuser records the digests of its base runs' models (``meta_``); a model whose digest is
+    known and differs is listed (the caller refuses, or warns with ``--allow-other-base-models``).
+    """
+    meta = getattr(fuser, "meta_", {}) if fuser is not None else {}
+    problems = []
+    want_tab = meta.get("tabular_model_digest")
+    have_tab = model_digest(tabular_model)
+    if tabular_model is not None and want_tab and have_tab and have_tab != want_tab:
+        problems.append(
+            f"--tabular-model (digest {have_tab[:12]}) is not the model of the fuser's tabular run "
+            f"{meta.get('tabular_run_id', '?')} (digest {str(want_tab)[:12]})"
+        )
+    want_img = meta.get("imagery_model_digests") or []
+    have_img = model_digest(segmenter)
+    if segmenter is not None and want_img and have_img and have_img not in want_img:
+        problems.append(
+            f"--imagery-model (digest {have_img[:12]}) is not a model of the fuser's imagery run "
+            f"{meta.get('imagery_run_id', '?')} (its folds: {', '.join(d[:12] for d in want_img)})"
+        )
+    return problems
+
+
 def check_compatible(tabular_model: Any | None, segmenter: Any | None, fuser: Any | None) -> None:
     """Refuse models from incompatible runs: the fuser records the tabular feature columns and the
     imagery channel set of the runs it was fitted on (``meta_``); the models given must match."""
@@ -192,6 +237,15 @@ class RegionScorer:
         if config.policy == "stacked" and fuser is None:
             raise UserError("policy 'stacked' needs a fusion model (--fusion-model); or pick another --policy")
         check_compatible(tabular_model, segmenter, fuser)
+        problems = check_base_models(tabular_model, segmenter, fuser)
+        if problems and not config.allow_other_base_models:
+            raise UserError(
+                "incompatible models: "
+                + "; ".join(problems)
+                + " (use the base runs' models, or --allow-other-base-models)"
+            )
+        #: written into every row's note when other base models were allowed
+        self.warning = ("warning: " + "; ".join(problems)) if problems else ""
         self.tabular_model, self.segmenter, self.fuser, self.config = tabular_model, segmenter, fuser, config
         self.features = tabular_feature_names(tabular_model) if tabular_model is not None else []
         base = getattr(fuser, "base_thresholds_", {}) if fuser is not None else {}
@@ -258,7 +312,7 @@ class RegionScorer:
             out[c] = cc[c].to_numpy()
         out["top_features"] = top
         out["mask_path"] = mask_paths
-        out["note"] = notes
+        out["note"] = [f"{n}; {self.warning}" if n and self.warning else n or self.warning for n in notes]
         for c in IMAGERY_FEATURES:
             out[c] = feats[c].to_numpy()
         return out
@@ -296,16 +350,63 @@ def _done_ids(partial: Path) -> set[str]:
     return set(df[ID_COLUMN].astype(str))
 
 
+OUTPUT_SUFFIXES = (".csv", ".parquet")
+
+
 @dataclass(frozen=True)
 class ScoreCounts:
     """What :func:`score_table` did: ``regions`` in the table, ``scored`` by this call, ``skipped``
-    (already in the partial file), rows per ``evidence`` level, and the output path."""
+    (already in the partial file), rows per ``evidence`` level, regions without a usable image when an
+    imagery model was given among those scored by this call (``missing_images``), and the output path."""
 
     regions: int
     scored: int
     skipped: int
     evidence: dict[str, int]
     out: str
+    missing_images: int = 0
+
+
+def fingerprint_path(partial: Path) -> Path:
+    """Where the fingerprint of a partial output lives: ``<out>.partial.json``."""
+    return partial.with_name(partial.name + ".json")
+
+
+def _check_resume(partial: Path, fingerprint: dict[str, str]) -> None:
+    """Refuse to continue ``partial`` when it was made from other inputs (models, policy, table, flags)."""
+    path = fingerprint_path(partial)
+    if not path.is_file():
+        raise UserError(
+            f"--resume: {partial} has no fingerprint ({path.name}), so it cannot be shown to come from the same "
+            "inputs; delete it to start over"
+        )
+    try:
+        old = {str(k): str(v) for k, v in json.loads(path.read_text(encoding="utf-8")).items()}
+    except (ValueError, AttributeError):
+        raise UserError(f"--resume: {path} is not a fingerprint file; delete {partial} to start over") from None
+    changed = [k for k in sorted(set(old) | set(fingerprint)) if old.get(k) != fingerprint.get(k)]
+    if changed:
+        details = "; ".join(f"{k}: {old.get(k, '(none)')[:40]} -> {fingerprint.get(k, '(none)')[:40]}" for k in changed)
+        raise UserError(
+            f"--resume: {partial} was scored with other inputs ({details}); rerun without --resume to start over"
+        )
+
+
+def _check_images(refs: list[Any], table: pd.DataFrame, config: ScoringConfig) -> int:
+    """Regions without a usable image reference; an error when none has one (unless allowed), or, with
+    ``strict_images``, when any referenced image is missing."""
+    missing = [i for i, ref in enumerate(refs) if ref.path is None or ref.problem]
+    if config.strict_images:
+        for i in missing:
+            if refs[i].problem and refs[i].path is not None:
+                raise UserError(f"region {table[ID_COLUMN].iloc[i]}: {refs[i].problem}")
+    if refs and len(missing) == len(refs) and not config.allow_missing_images:
+        example = next((r.problem for r in refs if r.problem), "no image reference")
+        raise UserError(
+            f"none of the {len(refs)} regions has a usable image ({example}); an imagery model was given, so check "
+            "--images (or the 'image' column), or pass --allow-missing-images to score with the tabular model alone"
+        )
+    return len(missing)
 
 
 def score_table(
@@ -317,28 +418,38 @@ def score_table(
     resume: bool = False,
     progress: bool = True,
     on_batch: Callable[[int, int], None] | None = None,
+    fingerprint: dict[str, str] | None = None,
 ) -> ScoreCounts:
-    """Score every region of ``table`` into the CSV ``out`` (see the module docstring).
+    """Score every region of ``table`` into ``out`` (CSV, or Parquet for a ``.parquet`` path; see the
+    module docstring).
 
-    ``on_batch(done, total)`` is called after each batch.
+    ``fingerprint``: everything that determines a row (model digests, policy and thresholds, the
+    region table's digest, flags); stored beside the partial file, and a ``resume`` whose fingerprint
+    differs is refused, naming what changed. ``on_batch(done, total)`` is called after each batch.
     """
     out_path = Path(out)
     if out_path.is_dir():
-        raise UserError(f"--out {out_path} is a folder, expected a CSV file path")
+        raise UserError(f"--out {out_path} is a folder, expected a file path ({' or '.join(OUTPUT_SUFFIXES)})")
+    if out_path.suffix.lower() not in OUTPUT_SUFFIXES:
+        raise UserError(
+            f"--out {out_path}: unsupported format {out_path.suffix or '(no suffix)'!r}; expected .csv or .parquet"
+        )
     scorer.check_table(table)
     refs = resolve_image_refs(table, images_dir) if scorer.segmenter is not None else None
-    if refs is not None and scorer.config.strict_images:
-        for rid, ref in zip(table[ID_COLUMN].tolist(), refs, strict=True):
-            if ref.problem and ref.path is not None:
-                raise UserError(f"region {rid}: {ref.problem}")
+    if refs is not None:
+        _check_images(refs, table, scorer.config)
+    n_missing = 0
     mdir = Path(masks_dir) if masks_dir is not None else out_path.with_name(out_path.stem + "_masks")
     partial = partial_path(out_path)
-    partial.parent.mkdir(parents=True, exist_ok=True)
+    fp = dict(fingerprint or {})
     done: set[str] = set()
     if resume and partial.exists():
+        _check_resume(partial, fp)
         done = _done_ids(partial)
-    elif partial.exists():
-        partial.unlink()
+    else:
+        partial.unlink(missing_ok=True)
+        with atomic_write(fingerprint_path(partial)) as fh:
+            json.dump(fp, fh, indent=1)
     todo = np.flatnonzero(~table[ID_COLUMN].astype(str).isin(done).to_numpy())
     header = not (partial.exists() and partial.stat().st_size > 0)
     bs = scorer.config.batch_size
@@ -351,25 +462,42 @@ def score_table(
             images, has, notes = load_images(
                 [refs[i] for i in idx], batch[ID_COLUMN].tolist(), strict=scorer.config.strict_images
             )
+            n_missing += int((~has).sum())
         scored = scorer.score_batch(batch, images, has, notes, mdir if scorer.config.write_masks else None)
-        text = scored.to_csv(index=False, header=header)
-        with open(partial, "a", encoding="utf-8", newline="") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
+        _append(partial, scored.to_csv(index=False, header=header))
         header = False
         bar.update(len(idx))
         if on_batch is not None:
             on_batch(start + len(idx), len(todo))
     bar.close()
     if not partial.exists():  # nothing to score and nothing resumed: still write a valid (header-only) file
-        pd.DataFrame(columns=list(ALL_COLUMNS)).to_csv(partial, index=False)
-    result = pd.read_csv(partial, usecols=["evidence"])
-    os.replace(partial, out_path)
+        _append(partial, pd.DataFrame(columns=list(ALL_COLUMNS)).to_csv(index=False))
+    result = pd.read_csv(partial, usecols=["evidence"], keep_default_na=False)
+    if out_path.suffix.lower() == ".parquet":
+        with atomic_path(out_path) as tmp:
+            pd.read_csv(partial).to_parquet(tmp, index=False)
+        partial.unlink()
+    else:
+        os.replace(partial, out_path)
+    fingerprint_path(partial).unlink(missing_ok=True)
     return ScoreCounts(
         regions=int(len(table)),
         scored=int(len(todo)),
         skipped=int(len(table) - len(todo)),
         evidence={str(k): int(v) for k, v in result["evidence"].value_counts().items()},
         out=str(out_path),
+        missing_images=n_missing,
     )
+
+
+def _append(partial: Path, text: str) -> None:
+    """Append rows to the partial file and make them durable (a killed run keeps every whole batch)."""
+    try:
+        with open(partial, "a", encoding="utf-8", newline="") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+    except OSError as exc:
+        if exc.errno in WRITE_ERRNOS:
+            raise write_error(partial, exc) from exc
+        raise

@@ -25,6 +25,7 @@ intercepts, calibrator parameters, feature list, threshold and metadata; loading
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import tempfile
@@ -313,6 +314,10 @@ class StackingFuser(ClassifierMixin, BaseEstimator):
         fuser.n_train_ = int(d.get("n_train", 0))
         fuser.meta_ = dict(d.get("meta", {}))
         return fuser
+
+    def digest(self) -> str:
+        """sha256 of the canonical JSON of this fuser: identifies it (resume fingerprints)."""
+        return hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True, default=str).encode()).hexdigest()
 
     def save(self, path: str | os.PathLike[str]) -> Path:
         """Write the JSON atomically; returns the path."""

@@ -6,6 +6,7 @@ import argparse
 
 from common.cli import positive_int, unit_float
 from imagery.inference import MORPHOLOGY, TTA_MODES
+from imagery.inference.serving import RUNTIMES
 
 
 def add_segmenter_args(p: argparse.ArgumentParser) -> None:
@@ -21,3 +22,9 @@ def add_segmenter_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threshold", type=unit_float, default=None, help="override the stored threshold")
     p.add_argument("--batch-size", type=positive_int, default=16, help="patches per forward pass (default %(default)s)")
     p.add_argument("--device", default="auto", help="cuda, cpu or auto (default %(default)s)")
+    p.add_argument(
+        "--runtime",
+        choices=RUNTIMES,
+        default="torch",
+        help="torch, or onnx: ONNX Runtime on the CPU (a torch model is exported on the fly; an .onnx model always is)",
+    )

@@ -49,6 +49,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         threshold=args.threshold,
         batch_size=args.batch_size,
         device=args.device,
+        runtime=args.runtime,
         seed=args.seed,
     )
     seed_everything(cfg.seed)

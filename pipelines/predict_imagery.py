@@ -18,7 +18,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from common.cli import add_common_args, run_main
+from common.cli import add_common_args, print_summary, run_main
 from common.seed import seed_everything
 from common.tracking import setup_tracking, tracked_run
 from imagery.inference import PredictConfig
@@ -53,6 +53,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         overlap=args.overlap,
         overlays=not args.no_overlays,
         device=args.device,
+        runtime=args.runtime,
         seed=args.seed,
     )
     seed_everything(cfg.seed)
@@ -60,9 +61,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     with tracked_run(args.experiment or EXPERIMENT, cfg, run_name=args.run_name) as run:
         result = predict_inputs(cfg, tracking_uri=uri)
     flagged = sum(1 for r in result.rows if int(r["landslide_pixels"]) > 0)
-    print(
-        f"wrote {len(result.rows)} prediction(s) to {result.out} ({flagged} with landslide pixels); "
-        f"run {run.info.run_id}"
+    print_summary(
+        {
+            "run_id": run.info.run_id,
+            "out": str(result.out),
+            "predictions": len(result.rows),
+            "with_landslides": flagged,
+        },
+        as_json=args.json,
     )
     return 0
 

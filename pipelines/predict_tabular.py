@@ -25,7 +25,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from common.cli import UserError, add_common_args, csv_list, non_negative_int, positive_int, run_main
+from common.cli import UserError, add_common_args, csv_list, non_negative_int, positive_int, print_summary, run_main
 from common.tracking import setup_tracking, tracked_run
 from tabular.config import PredictTabularConfig
 from tabular.dataset import is_dataset_path
@@ -56,7 +56,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--compile-cache",
         default=None,
         metavar="DIR",
-        help="with --compiled: folder caching the compiled code per model and CPU (default: no cache)",
+        help="with --compiled: folder caching the compiled code per model and CPU (default: no cache). The "
+        "cache holds native code that is executed: keep it private (anyone who can write it can run code)",
     )
     p.add_argument(
         "--raster-out",
@@ -127,9 +128,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(
             f"warning: categorical levels not seen in training were treated as missing: {res.unseen}", file=sys.stderr
         )
-    print(
-        f"wrote {res.out}: {res.rows} regions, {res.positives} predicted landslides "
-        f"(threshold {res.threshold:.3f}{', compiled' if res.compiled else ''}); run {res.run_id}"
+    if not args.json:
+        print(f"wrote {res.out}: {res.rows} regions, {res.positives} predicted landslides", flush=True)
+    print_summary(
+        {
+            "run_id": res.run_id,
+            "out": res.out,
+            "rows": res.rows,
+            "positives": res.positives,
+            "threshold": res.threshold,
+            "compiled": res.compiled,
+            "unseen_category_values": res.unseen,
+        },
+        as_json=args.json,
     )
     return 0
 

@@ -17,7 +17,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from common.cli import add_common_args, run_main
+from common.cli import add_common_args, print_summary, progress_printer, run_main
 from common.tracking import setup_tracking, tracked_run
 from imagery.data.cache import CACHE_DTYPES, PrepareImageryConfig, prepare_cache
 
@@ -42,8 +42,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     setup_tracking(args.tracking_uri, verbose=args.verbose)
     with tracked_run(args.experiment or EXPERIMENT, cfg, run_name=args.run_name) as run:
-        prepare_cache(cfg, log=lambda line: print(line, flush=True))
-    print(f"cache: {cfg.out}; run {run.info.run_id}")
+        entries = prepare_cache(cfg, log=progress_printer(args.json))
+    patches = {e["images"].removesuffix("_images.npy"): int(e["shape"][0]) for e in entries}
+    print_summary({"run_id": run.info.run_id, "cache": cfg.out, "patches": patches}, as_json=args.json)
     return 0
 
 

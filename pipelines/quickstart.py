@@ -37,7 +37,7 @@ from sklearn.metrics import roc_auc_score
 from sklearn.model_selection import train_test_split
 
 from common.atomic import atomic_write
-from common.cli import UserError, add_common_args, positive_int, run_main
+from common.cli import UserError, add_common_args, positive_int, print_summary, progress_printer, run_main
 from common.fingerprint import fingerprint_array, fingerprint_dataframe
 from common.tracking import log_fingerprint, setup_tracking, tracked_run
 from fusion.config import ScoreRegionsConfig, TrainFusionConfig
@@ -353,7 +353,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     cfg = config_from_args(args)
     setup_tracking(cfg.tracking_uri, verbose=args.verbose)
-    run(cfg, log=lambda line: print(line, flush=True))
+    result = run(cfg, log=progress_printer(args.json))
+    summary = {
+        "evaluation_run_id": result.evaluation_run_id,
+        "tabular_model": f"runs:/{result.tabular_run_id}/model",
+        "imagery_run_id": result.imagery_run_id,
+        "fusion_model": f"runs:/{result.fusion_run_id}/fuser.json",
+        "scores": result.scores,
+        "seconds": result.timings["total_s"],
+    }
+    print_summary(summary, as_json=args.json, title="" if args.json else "\nwhat this job made:")
     return 0
 
 

@@ -26,7 +26,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from common.cli import UserError, add_common_args, positive_int, run_main, unit_float
+from common.cli import UserError, add_common_args, positive_int, print_summary, progress_printer, run_main, unit_float
 from common.tracking import setup_tracking, tracked_run
 from fusion.config import ScoreRegionsConfig
 from fusion.crosscheck import POLICIES
@@ -47,7 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tabular-model", default=None, help="tabular model URI (runs:/<id>/model, run id or folder)")
     p.add_argument("--imagery-model", default=None, help="segmenter URI (runs:/<id>/segmenter or folder)")
     p.add_argument("--fusion-model", default=None, help="fuser URI (runs:/<id>/fuser.json, run id or JSON path)")
-    p.add_argument("--out", required=True, help="output CSV (written atomically)")
+    p.add_argument("--out", required=True, help="output table, .csv or .parquet (written atomically)")
     p.add_argument("--masks-dir", default=None, help="where mask PNGs go (default: <out stem>_masks/ beside --out)")
     p.add_argument("--no-masks", action="store_true", help="do not write mask PNGs")
     p.add_argument("--policy", default="stacked", choices=POLICIES, help="decision policy (default stacked)")
@@ -59,8 +59,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--strict-images", action="store_true", help="a missing/unreadable image is an error, not a fallback"
     )
+    p.add_argument(
+        "--allow-missing-images",
+        action="store_true",
+        help="score with the tabular model alone even when no region has a readable image",
+    )
+    p.add_argument(
+        "--allow-other-base-models",
+        action="store_true",
+        help="use base models that are not the fusion model's base runs (a warning is written with every row)",
+    )
     p.add_argument("--resume", action="store_true", help="continue from <out>.partial, skipping regions already scored")
     p.add_argument("--device", default="cpu", help="segmenter device: cpu, cuda or auto")
+    p.add_argument(
+        "--runtime", choices=("torch", "onnx"), default="torch", help="segmenter runtime (onnx: ONNX Runtime)"
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     add_common_args(p)
     return p
@@ -86,12 +99,15 @@ def config_from_args(args: argparse.Namespace) -> ScoreRegionsConfig:
             top_k=args.top_k,
             write_masks=not args.no_masks,
             strict_images=args.strict_images,
+            allow_missing_images=args.allow_missing_images,
+            allow_other_base_models=args.allow_other_base_models,
             imagery_weight=args.imagery_weight,
             weighted_threshold=args.weighted_threshold,
         ),
         resume=args.resume,
         progress=not args.no_progress,
         device=args.device,
+        runtime=args.runtime,
         seed=args.seed,
         experiment=args.experiment or EXPERIMENT,
         run_name=args.run_name,
@@ -109,8 +125,15 @@ def score(cfg: ScoreRegionsConfig, log: Any = print, *, verbose: bool = False) -
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     cfg = config_from_args(args)
-    result = score(cfg, log=lambda line: print(line, flush=True), verbose=args.verbose)
-    print(f"run {result.run_id}; scores: {result.out}", flush=True)
+    result = score(cfg, log=progress_printer(args.json), verbose=args.verbose)
+    summary = {
+        "run_id": result.run_id,
+        "out": result.out,
+        "scored": result.scored,
+        "skipped": result.skipped,
+        "evidence": result.evidence,
+    }
+    print_summary(summary, as_json=args.json)
     return 0
 
 

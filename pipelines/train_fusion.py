@@ -21,7 +21,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from common.cli import UserError, add_common_args, positive_int, run_main
+from common.cli import UserError, add_common_args, positive_int, print_summary, progress_printer, run_main
 from common.tracking import setup_tracking, tracked_run
 from fusion.config import TrainFusionConfig
 from fusion.experiment import FusionTrainResult, train_fuser
@@ -80,8 +80,9 @@ def train(cfg: TrainFusionConfig, log=print, *, verbose: bool = False) -> Fusion
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     cfg = config_from_args(args)
-    result = train(cfg, log=lambda line: print(line, flush=True), verbose=args.verbose)
-    print(f"run {result.run_id}\nfusion model: {result.fuser_uri}", flush=True)
+    result = train(cfg, log=progress_printer(args.json), verbose=args.verbose)
+    summary = {"run_id": result.run_id, "fusion_model": result.fuser_uri, "metrics": result.metrics}
+    print_summary(summary, as_json=args.json)
     return 0
 
 

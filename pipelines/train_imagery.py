@@ -20,7 +20,7 @@ from collections.abc import Sequence
 
 import mlflow
 
-from common.cli import add_common_args, positive_int, run_main, unit_float
+from common.cli import add_common_args, positive_int, print_summary, run_main, unit_float
 from common.seed import seed_everything
 from common.tracking import setup_tracking, tracked_run
 from imagery.training import (
@@ -33,6 +33,7 @@ from imagery.training import (
     TrainConfig,
     run_folds,
 )
+from imagery.training.experiment import checkpoint_run_id
 
 EXPERIMENT = "imagery-train"
 
@@ -115,6 +116,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     r.add_argument("--vote", action="store_true", help="vote over the multi-resolution outputs at evaluation")
     r.add_argument("--overlays", type=int, default=4, help="prediction overlay PNGs logged for validation patches")
+    r.add_argument(
+        "--no-log-flavour",
+        action="store_true",
+        help="skip the MLflow PyTorch flavour export (slow on a CPU); the segmenter itself is always logged",
+    )
     r.add_argument("--no-progress", action="store_true", help="no progress bars")
     add_common_args(p)
     return p
@@ -162,6 +168,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         vote=args.vote,
         n_overlays=max(0, args.overlays),
         progress=not args.no_progress,
+        log_flavour=not args.no_log_flavour,
     )
     return cfg.validate()
 
@@ -172,26 +179,30 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def run(argv: Sequence[str] | None = None) -> FoldsResult:
-    """Parse ``argv``, train and log; returns the result with ``run_id`` set (``main`` is the CLI wrapper)."""
+    """Parse ``argv``, train and log; returns the result (``main`` is the CLI wrapper).
+
+    ``--resume`` continues the MLflow run (and fold runs) recorded beside the checkpoints, so their
+    epoch metrics stay complete and no killed run is left behind as a separate, half-logged run.
+    """
     args = build_parser().parse_args(argv)
     cfg = config_from_args(args)
     seed_everything(cfg.seed)
     setup_tracking(args.tracking_uri, verbose=args.verbose)
     experiment = args.experiment or EXPERIMENT
-    with tracked_run(experiment, cfg, run_name=args.run_name):
+    resume_id = checkpoint_run_id(cfg.checkpoint_dir) if cfg.resume else None
+    with tracked_run(experiment, cfg, run_name=args.run_name, name_hint=cfg.model.name, resume_run_id=resume_id):
         result = run_folds(cfg, experiment)
         mlflow.log_metrics(result.metrics)
-    print(format_result(result), flush=True)
+    print_summary(summary(result), as_json=args.json)
     return result
 
 
-def format_result(result: FoldsResult) -> str:
-    """The summary printed at the end of a run: run id, model URI(s) and the key metrics."""
-    keys = [k for k in result.metrics if k.endswith("_mean") and any(m in k for m in ("ls_f1", "ls_iou", "patch_auc"))]
-    lines = [f"run {result.run_id}"]
-    lines += [f"model: {uri}" for uri in result.model_uris]
-    lines += [f"{k} {result.metrics[k]:.4f}" for k in sorted(keys)]
-    return "\n".join(lines)
+def summary(result: FoldsResult) -> dict[str, object]:
+    """What the command made: the run id, the segmenter URI(s) to give the next commands, key metrics."""
+    keys = sorted(
+        k for k in result.metrics if k.endswith("_mean") and any(m in k for m in ("ls_f1", "ls_iou", "patch_auc"))
+    )
+    return {"run_id": result.run_id, "model_uris": result.model_uris, "metrics": {k: result.metrics[k] for k in keys}}
 
 
 if __name__ == "__main__":

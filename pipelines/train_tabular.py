@@ -20,7 +20,16 @@ import argparse
 import sys
 from collections.abc import Callable, Sequence
 
-from common.cli import UserError, add_common_args, csv_list, non_negative_int, positive_int, run_main
+from common.cli import (
+    UserError,
+    add_common_args,
+    csv_list,
+    non_negative_int,
+    positive_int,
+    print_summary,
+    progress_printer,
+    run_main,
+)
 from common.metrics import METRIC_NAMES
 from common.tracking import setup_tracking, tracked_run
 from tabular.config import DEFAULT_BLOCK_SIZE_M, CVConfig, LGBMParams, ScaleConfig, TrainTabularConfig
@@ -182,8 +191,15 @@ def format_result(result: TabularTrainResult, experiment: str) -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     cfg = config_from_args(args)
-    result = train(cfg, log=lambda line: print(line, flush=True), verbose=args.verbose)
-    print(format_result(result, cfg.experiment), flush=True)
+    log = progress_printer(args.json)
+    result = train(cfg, log=log, verbose=args.verbose)
+    if not args.json:
+        print(format_result(result, cfg.experiment), flush=True)
+    means = {f"{m}_mean": result.summary[f"{m}_mean"] for m in METRIC_NAMES}
+    print_summary(
+        {"run_id": result.run_id, "model_uri": result.model_uri, "threshold": result.threshold, "metrics": means},
+        as_json=args.json,
+    )
     return 0
 
 

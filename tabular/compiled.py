@@ -5,10 +5,13 @@
 applies the same rules as LightGBM's categorical splits (NaN and negative codes go right, a code is
 "left" when its bit is set in the split's bitset) and the binary objective's sigmoid.
 
-The compile cache (``cache_dir``) holds native object files, which are loaded and executed: anyone
-who can write that folder can run code in the process that reads it, so keep it private to the
-user. Each file is keyed by a digest of the model text, the compile options, the lleaves/llvmlite
-versions and the host CPU, so a model is only ever matched with code compiled from its own text.
+The compile cache (``cache_dir``) holds native object files, which are loaded and executed: **anyone
+who can write that folder can run code in the process that reads it**, so keep it private to the
+user (never a shared or world-writable folder). Each file is named by, and starts with, a digest of
+the model text, the compile options, the lleaves/llvmlite versions and the host CPU: a file swapped
+in from another model (or truncated) does not carry this model's digest and is recompiled, never
+loaded. The digest cannot stop someone who can write the folder from forging a file: that is why the
+folder must be private.
 """
 
 from __future__ import annotations
@@ -29,10 +32,14 @@ from lleaves.compiler.ast import parse_to_ast
 from lleaves.compiler.codegen import gen_forest
 from lleaves.lleaves import get_entry_func_type
 
+from common.atomic import atomic_path
+
 COMPILE_OPTIONS = "lleaves fp64 blocksize=34 O3 inline codemodel=large"  # part of the compile cache key
+#: Cache files start with this line and the model's key; a file without the right line is never loaded.
+CACHE_FORMAT = "landslide-lleaves-cache/1"
 
 
-def _compile_lleaves(model: Any, cache: Path | None) -> None:
+def _compile_lleaves(model: Any, object_code: bytes | None = None) -> bytes:
     """Compile an uncompiled ``lleaves.Model`` in place (what ``Model.compile()`` does).
 
     lleaves 1.3.0's ``Model.compile`` optimizes with llvmlite's legacy ``PassManagerBuilder``, which
@@ -53,7 +60,7 @@ def _compile_lleaves(model: Any, cache: Path | None) -> None:
         cpu=llvm.get_host_cpu_name(), features=features, reloc="pic", codemodel="large"
     )
     root = "forest_root"
-    cached = cache is not None and cache.exists()
+    cached = object_code is not None
     if cached:
         module = llvm.parse_assembly("")  # the object code comes from the cache
     else:
@@ -69,17 +76,18 @@ def _compile_lleaves(model: Any, cache: Path | None) -> None:
         pb = llvm.create_pass_builder(tm, pto)
         pb.getModulePassManager().run(module, pb)
     engine = llvm.create_mcjit_compiler(module, tm)
-    if cache is not None:
-        if cached:
-            engine.set_object_cache(getbuffer_func=lambda _m: cache.read_bytes())
-        else:
-            engine.set_object_cache(notify_func=lambda _m, buf: cache.write_bytes(buf))
+    produced: list[bytes] = []
+    if cached:
+        engine.set_object_cache(getbuffer_func=lambda _m: object_code)
+    else:
+        engine.set_object_cache(notify_func=lambda _m, buf: produced.append(bytes(buf)))
     engine.finalize_object()
     engine.run_static_constructors()
     model.use_fp64 = True
     model._execution_engine = engine  # keeps the code alive
     model._c_entry_func = get_entry_func_type(True)(engine.get_function_address(root))
     model.is_compiled = True
+    return object_code if object_code is not None else b"".join(produced)
 
 
 def cache_key(model_text: str) -> str:
@@ -103,29 +111,22 @@ def compile_forest(
     Raises ``ValueError`` when the compiled forest does not hold the expected trees and features.
     """
     text = booster.model_to_string(num_iteration=best_iteration or None)
+    key = cache_key(text)
+    header = f"{CACHE_FORMAT} {key}\n".encode()
     with tempfile.TemporaryDirectory(prefix="lleaves_") as tmp:
         model_file = Path(tmp) / "model.txt"
         model_file.write_text(text, encoding="utf-8")
         model = lleaves.Model(model_file=str(model_file))
         if cache_dir is None:
-            _compile_lleaves(model, None)
+            _compile_lleaves(model)
         else:
-            cache = Path(cache_dir)
-            cache.mkdir(parents=True, exist_ok=True)
-            target = cache / f"lleaves_{cache_key(text)}.o"
-            if target.exists():
-                _compile_lleaves(model, target)
+            target = Path(cache_dir) / f"lleaves_{key}.o"
+            cached = target.read_bytes() if target.is_file() else b""
+            if cached.startswith(header):  # code compiled from this very model text (else: recompile)
+                _compile_lleaves(model, cached[len(header) :])
             else:
-                obj = Path(tmp) / "model.o"  # lleaves writes it once compiled; publish atomically
-                _compile_lleaves(model, obj)
-                fd, part = tempfile.mkstemp(dir=cache, prefix=f".{target.name}.", suffix=".part")
-                try:
-                    with os.fdopen(fd, "wb") as fh:
-                        fh.write(obj.read_bytes())
-                    os.replace(part, target)
-                except BaseException:
-                    Path(part).unlink(missing_ok=True)
-                    raise
+                with atomic_path(target) as part:
+                    part.write_bytes(header + _compile_lleaves(model))
     n_iter = booster.current_iteration()
     expected_trees = booster.num_model_per_iteration() * (min(best_iteration, n_iter) if best_iteration else n_iter)
     if model.num_trees() != expected_trees or model.num_feature() != n_features:

@@ -29,7 +29,7 @@ from common.cli import UserError
 from common.fingerprint import fingerprint_dataframe
 from common.metrics import METRIC_NAMES
 from common.oof import log_oof, oof_frame
-from common.tracking import log_fingerprint
+from common.tracking import log_fingerprint, set_run_kind
 from tabular.config import PredictTabularConfig, TrainTabularConfig
 from tabular.cv import cross_validate
 from tabular.data import load_table, prepare_training_table
@@ -89,6 +89,7 @@ def train_tabular_model(cfg: TrainTabularConfig, log: Callable[[str], None] = pr
     run = mlflow.active_run()
     if run is None:
         raise RuntimeError("train_tabular_model needs an active MLflow run (common.tracking.tracked_run)")
+    set_run_kind("tabular")
     start = time.perf_counter()
     df, source = load_training_table(cfg)
     log_fingerprint(fingerprint_dataframe(df, source=source))
@@ -160,6 +161,7 @@ def train_tabular_model(cfg: TrainTabularConfig, log: Callable[[str], None] = pr
         categorical=table.categorical,
         target=cfg.target,
         positive_label=str(cfg.positive) if cfg.positive is not None else "1",
+        id_column=table.id_column,
     )
     model.fit(table.X, table.y, num_boost_round=res.mean_best_iteration).set_threshold(res.threshold)
 
@@ -206,9 +208,9 @@ def predict_table(cfg: PredictTabularConfig, *, tracking_uri: str | None = None)
     df = load_table(cfg.data)
     log_fingerprint(fingerprint_dataframe(df, source=str(cfg.data)), context="inference")
     id_col = cfg.id_column
-    if id_col is None and "region_id" in df.columns:
-        id_col = "region_id"
-    if id_col is not None and id_col not in df.columns:
+    if id_col is None:  # the id column stored with the model, else region_id, else the row number
+        id_col = next((c for c in (model.id_column, "region_id") if c is not None and c in df.columns), None)
+    elif id_col not in df.columns:
         raise UserError(f"{cfg.data}: id column {id_col!r} not found")
     ids = df[id_col].to_numpy() if id_col is not None else df.index.to_numpy()
     with warnings.catch_warnings():

@@ -20,6 +20,7 @@ floating-point rounding. ``contributions`` / ``explain`` always use the Booster.
 
 from __future__ import annotations
 
+import hashlib
 import math
 import os
 import warnings
@@ -41,6 +42,14 @@ from tabular.spatial import inner_block_split
 METADATA_VERSION = 1
 
 
+def _category_kind(series: pd.Series) -> str:
+    """``"numeric"`` when every value of a categorical column is a number (integer-coded levels), else ``"text"``."""
+    values = series.dropna()
+    if pd.api.types.is_numeric_dtype(series) or pd.api.types.is_bool_dtype(series):
+        return "numeric" if not pd.api.types.is_bool_dtype(series) else "text"
+    return "numeric" if len(values) and pd.to_numeric(values, errors="coerce").notna().all() else "text"
+
+
 def level_strings(series: pd.Series) -> pd.Series:
     """Categorical values as strings (integral floats as ``'3'`` not ``'3.0'``); missing stays NaN."""
     out = series.astype(object)
@@ -59,11 +68,13 @@ class LandslideClassifier:
 
     Parameters (stored unchanged): ``params`` (:class:`tabular.config.LGBMParams`; ``None`` = defaults),
     ``seed``, ``categorical`` (categorical column names; ``None`` = inferred from the dtypes),
-    ``target`` and ``positive_label`` (what the 1 class means, recorded with the model).
+    ``target`` and ``positive_label`` (what the 1 class means), ``id_column`` (the column naming each
+    row: never a feature, recorded with the model so predictions carry it).
 
     Learned in :meth:`fit`: ``params_`` (the parameters used), ``booster_`` (lightgbm.Booster),
     ``feature_names_`` (training column order), ``categorical_levels_`` ({column: [level, ...]}),
-    ``best_iteration_`` (rounds kept), ``scale_pos_weight_``, ``threshold_`` (decision threshold on
+    ``categorical_kinds_`` (numeric- or text-coded levels), ``best_iteration_`` (rounds kept),
+    ``scale_pos_weight_``, ``threshold_`` (decision threshold on
     P(landslide): 0.5 after ``fit``, set from out-of-fold predictions with :meth:`set_threshold`),
     ``last_unseen_counts_``; after :meth:`compile`, ``compiled_``.
     """
@@ -76,12 +87,14 @@ class LandslideClassifier:
         categorical: Sequence[str] | None = None,
         target: str = "landslide",
         positive_label: str = "1",
+        id_column: str | None = None,
     ) -> None:
         self.params = params
         self.seed = seed
         self.categorical = categorical
         self.target = target
         self.positive_label = positive_label
+        self.id_column = id_column
 
     # ------------------------------------------------------------------ state
     def _check_fitted(self, attribute: str = "booster_") -> None:
@@ -92,6 +105,30 @@ class LandslideClassifier:
         self.feature_names_ = [str(c) for c in X.columns]
         cats = infer_categorical(X) if self.categorical is None else list(self.categorical)
         self.categorical_levels_ = {col: sorted(level_strings(X[col]).dropna().unique().tolist()) for col in cats}
+        self.categorical_kinds_ = {col: _category_kind(X[col]) for col in cats}
+
+    def _category_codes(self, col: str, s: pd.Series) -> tuple[np.ndarray, int]:
+        """Level codes (NaN for missing or unseen) of categorical column ``col`` and the unseen count.
+
+        A column coded by numbers in training is cast to numbers first, so ``"3.0"`` or ``3.0`` finds
+        level ``"3"`` whatever dtype the table arrives in. A column whose every value is unseen is an
+        error (it would silently score every row as "missing").
+        """
+        if self.categorical_kinds_.get(col) == "numeric" and not pd.api.types.is_numeric_dtype(s):
+            num = pd.to_numeric(s, errors="coerce")
+            s = num.where(num.notna(), s)
+        strs = level_strings(s)
+        levels = self.categorical_levels_[col]
+        codes = strs.map({lv: float(i) for i, lv in enumerate(levels)}).astype(float)
+        given = strs.notna()
+        n_unseen = int((given & codes.isna()).sum())
+        if n_unseen and n_unseen == int(given.sum()):
+            examples = sorted(strs[given].astype(str).unique().tolist())[:5]
+            raise UserError(
+                f"categorical column {col!r}: none of its values {examples} was seen in training "
+                f"(levels {levels[:10]}); expected the same coding as the training table"
+            )
+        return codes.to_numpy(dtype=float), n_unseen
 
     def set_threshold(self, threshold: float) -> LandslideClassifier:
         """Set the decision threshold on P(landslide) (``predict`` is ``p >= threshold``); returns ``self``."""
@@ -134,13 +171,9 @@ class LandslideClassifier:
             if isinstance(s, pd.DataFrame):
                 raise UserError(f"input has duplicate column {col!r} (expected unique column names)")
             if col in self.categorical_levels_:
-                levels = self.categorical_levels_[col]
-                strs = level_strings(s)
-                codes = strs.map({lv: float(i) for i, lv in enumerate(levels)}).astype(float)
-                n_unseen = int((strs.notna() & codes.isna()).sum())
+                out[:, j], n_unseen = self._category_codes(col, s)
                 if n_unseen:
                     unseen[col] = n_unseen
-                out[:, j] = codes.to_numpy(dtype=float)
             else:
                 if s.dtype == np.float64:  # no copy (na_value= would copy the column first; NaN stays NaN)
                     out[:, j] = s.to_numpy()
@@ -360,10 +393,17 @@ class LandslideClassifier:
             "scale_pos_weight": self.scale_pos_weight_,
             "target": self.target,
             "positive_label": self.positive_label,
+            "id_column": self.id_column,
+            "categorical_kinds": self.categorical_kinds_,
             "unseen_category_policy": "missing",
             "seed": self.seed,
             "prior_odds_factor": self.prior_odds_factor_,
+            "model_digest": self.model_digest(),
         }
+
+    def model_digest(self) -> str:
+        """sha256 of the Booster's model text: identifies this exact model (the fuser checks it)."""
+        return hashlib.sha256(self._booster().model_to_string().encode("utf-8")).hexdigest()
 
     @classmethod
     def from_booster(
@@ -379,7 +419,9 @@ class LandslideClassifier:
                 categorical=list(levels),
                 target=str(metadata.get("target", "landslide")),
                 positive_label=str(metadata.get("positive_label", "1")),
+                id_column=metadata.get("id_column"),
             )
+            kinds = {str(k): str(v) for k, v in (metadata.get("categorical_kinds") or {}).items()}
             threshold = float(metadata["threshold"])
             best_iteration = int(metadata.get("best_iteration", 0))
             scale_pos_weight = float(metadata.get("scale_pos_weight", 1.0))
@@ -391,6 +433,7 @@ class LandslideClassifier:
         clf.booster_ = booster
         clf.feature_names_ = names
         clf.categorical_levels_ = levels
+        clf.categorical_kinds_ = {col: kinds.get(col, "text") for col in levels}
         clf.best_iteration_ = best_iteration
         clf.scale_pos_weight_ = scale_pos_weight
         clf.threshold_ = threshold

@@ -22,7 +22,7 @@ import pandas as pd
 from mlflow.models import infer_signature
 
 from common.cli import UserError
-from common.tracking import download_model
+from common.tracking import MODEL_DIGEST_TAG, download_model
 from tabular.model import LandslideClassifier
 
 METADATA_FILE = "tabular_model.json"
@@ -57,6 +57,7 @@ def log_tabular_model(model: LandslideClassifier, X_example: pd.DataFrame, name:
             metadata={"tabular_model": meta},
         )
     mlflow.log_dict(meta, METADATA_FILE)
+    mlflow.set_tag(MODEL_DIGEST_TAG, meta["model_digest"])
     return info
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-PACKAGES = ("common", "tabular", "imagery", "fusion", "pipelines")
+PACKAGES = ("common", "tabular", "imagery", "fusion", "service", "pipelines")
 
 
 def _module_name(path: Path) -> str:
@@ -99,7 +99,10 @@ def test_layer_rules() -> None:
     assert _violations("common", ("tabular", "imagery", "fusion", "pipelines")) == []
     assert _violations("tabular", ("imagery", "fusion", "pipelines")) == []
     assert _violations("imagery", ("tabular", "fusion", "pipelines")) == []
-    assert _violations("fusion", ("pipelines",)) == []
+    assert _violations("fusion", ("pipelines", "service")) == []
+    assert _violations("service", ("pipelines",)) == []
+    for lib in ("common", "tabular", "imagery"):
+        assert _violations(lib, ("service",)) == []
     # fusion reads patches through imagery.data at import time; anything else of imagery only lazily
     forbidden = ("imagery.transforms", "imagery.models", "imagery.training", "imagery.inference", "imagery.device")
     assert _violations("fusion", forbidden, top_level_only=True) == []

@@ -27,11 +27,12 @@ from typing import Any
 import mlflow
 import numpy as np
 
-from common.atomic import atomic_path, atomic_write
+from common.atomic import atomic_path, atomic_write, check_free_space
 from common.cli import InputNotFoundError, UserError, errors_message, one_line
 from common.fingerprint import Fingerprint, fingerprint_files
 from common.tracking import log_fingerprint
 from imagery.data.l4s import (
+    check_some_finite,
     detect_layout,
     list_patch_files,
     normalize_split,
@@ -95,6 +96,8 @@ def build_cache(
     if first is None:
         raise UserError(errors_message(early, str(img_dir)))
     shape = (len(files), *first.shape)
+    n_bytes = int(np.prod(shape)) * np.dtype(dtype).itemsize + (int(np.prod(shape)) // shape[1] if labelled else 0)
+    check_free_space(out, n_bytes, what=f"the {s} cache ({len(files)} patches)")
     img_name, mask_name = f"{s}_images.npy", f"{s}_masks.npy"
     errors: list[str] = []
     n_nonfinite = 0
@@ -108,6 +111,7 @@ def build_cache(
         for i, f in enumerate(files):
             try:
                 img = read_image(f.image)
+                check_some_finite(img, f.image)
                 if img.shape != first.shape:
                     raise UserError(f"{f.image}: shape {img.shape}, expected {first.shape} like the other patches")
                 n_nonfinite += int(np.count_nonzero(~np.isfinite(img)))
@@ -190,17 +194,29 @@ def prepare_cache(cfg: PrepareImageryConfig, log: Callable[[str], None] = print)
     index to the active MLflow run and returns the index entries."""
     if not Path(cfg.data).exists():
         raise InputNotFoundError(f"{cfg.data}: data folder not found")
-    if detect_layout(cfg.data) == "cache":
+    layout = cfg.layout or detect_layout(cfg.data)
+    if layout == "cache":
         raise UserError(f"{cfg.data}: is already a prepare_imagery cache; expected a folder of L4S HDF5 files")
+    splits = list(dict.fromkeys(normalize_split(x) for x in cfg.splits))
+    if layout == "plain" and len(splits) > 1:
+        raise UserError(
+            f"{cfg.data}: the plain layout (img/ + mask/) has one split, so --split {' '.join(cfg.splits)} would pack "
+            "the same patches twice; give one split, or use the official or hf layout for several"
+        )
     entries = []
-    for split in cfg.splits:
+    for split in splits:
         t0 = time.perf_counter()
         entry = build_cache(cfg.data, cfg.out, split=split, layout=cfg.layout, dtype=cfg.dtype)
         secs = time.perf_counter() - t0
         n = int(entry["shape"][0])
         log_fingerprint(Fingerprint(entry["fingerprint"], n, 0, str(cfg.data)), prefix=f"data_{split}")
         mlflow.log_metrics(
-            {f"{split}_patches": n, f"{split}_seconds": secs, f"{split}_nonfinite": entry["n_nonfinite"]}
+            {
+                f"{split}_patches": n,
+                f"{split}_seconds": secs,
+                f"{split}_nonfinite": entry["n_nonfinite"],
+                f"{split}_nonfinite_share": entry["n_nonfinite"] / max(1, int(np.prod(entry["shape"]))),
+            }
         )
         labelled = "with masks" if entry["masks"] else "no masks"
         log(f"{split}: {n} patches ({labelled}) -> {Path(cfg.out) / entry['images']} in {secs:.1f}s")

@@ -97,6 +97,16 @@ def read_image(path: str | os.PathLike[str], dtype: np.dtype | type = np.float32
     return np.ascontiguousarray(np.moveaxis(arr, -1, 0), dtype=dtype)
 
 
+def check_some_finite(image: np.ndarray, path: str | os.PathLike[str]) -> None:
+    """Refuse an image whose every value is NaN/Inf: a bad file, never "an image of zeros".
+
+    (Partly invalid images are kept: :func:`imagery.transforms.normalize.clean_image` replaces the
+    invalid values and the replaced share is logged.)
+    """
+    if not np.isfinite(image).any():
+        raise UserError(f"{path}: every value is NaN/Inf (an all-invalid image); expected finite band values")
+
+
 def read_mask(path: str | os.PathLike[str]) -> np.ndarray:
     """Read one L4S mask file; return ``(H, W)`` uint8 with values 0/1.
 
@@ -263,6 +273,7 @@ def read_patch_files(
     for f in files:
         try:
             img = read_image(f.image, dtype=dtype)
+            check_some_finite(img, f.image)
             if shape is None:
                 shape = img.shape
             elif img.shape != shape:

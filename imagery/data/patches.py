@@ -71,6 +71,11 @@ class PatchSet:
             raise UserError(f"patch ids not in this set: {missing[:10]}{' ...' if len(missing) > 10 else ''}")
         return self.subset([pos[int(v)] for v in ids])
 
+    def nonfinite_share(self, chunk: int = 256) -> float:
+        """Share of NaN/Inf values in the images (cleaning replaces them; logged as ``nonfinite_share``)."""
+        bad = sum(int(np.count_nonzero(~np.isfinite(self.images[i : i + chunk]))) for i in range(0, len(self), chunk))
+        return bad / max(1, int(np.prod(self.images.shape)))
+
     def patch_labels(self) -> np.ndarray:
         """``(N,)`` int64: 1 where the patch's mask has any landslide pixel."""
         if self.masks is None:

@@ -23,6 +23,7 @@ class EvalConfig:
     threshold: float | None = None
     batch_size: int = 16
     device: str = "auto"
+    runtime: str = "torch"
     seed: int = 42
 
 
@@ -46,4 +47,5 @@ class PredictConfig:
     overlap: int = 32
     overlays: bool = True
     device: str = "auto"
+    runtime: str = "torch"
     seed: int = 42

@@ -70,7 +70,7 @@ def evaluate_split(cfg: EvalConfig, *, tracking_uri: str | None = None) -> EvalR
     patches = load_patches(cfg.data, cfg.split, layout=cfg.layout, require_masks=True)
     if len(patches) == 0:
         raise UserError(f"{cfg.data}: split {cfg.split!r} has no patches")
-    segmenter = load_segmenter(cfg.model_uri, device=cfg.device, tracking_uri=tracking_uri)
+    segmenter = load_segmenter(cfg.model_uri, device=cfg.device, tracking_uri=tracking_uri, runtime=cfg.runtime)
     log_fingerprint(
         fingerprint_array(np.asarray(patches.images), source=f"{cfg.data}:{cfg.split}"), context="evaluation"
     )

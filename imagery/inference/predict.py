@@ -24,7 +24,7 @@ import h5py
 import numpy as np
 import pandas as pd
 
-from common.atomic import atomic_path, atomic_write
+from common.atomic import atomic_dir, atomic_path, atomic_write
 from common.cli import InputNotFoundError, UserError
 from common.fingerprint import fingerprint_files
 from common.tracking import log_fingerprint
@@ -225,46 +225,47 @@ def predict_inputs(cfg: PredictConfig, *, tracking_uri: str | None = None) -> Pr
     out = Path(cfg.out)
     if out.exists() and not out.is_dir():
         raise UserError(f"--out {out}: exists and is not a folder")
-    segmenter = load_segmenter(cfg.model_uri, device=cfg.device, tracking_uri=tracking_uri)
+    segmenter = load_segmenter(cfg.model_uri, device=cfg.device, tracking_uri=tracking_uri, runtime=cfg.runtime)
     log_fingerprint(fingerprint_files([it.source for it in items], source=cfg.input), context="inference")
     opts = {"tta": cfg.tta, "vote": cfg.vote, "morphology": None, "threshold": cfg.threshold}
     t = segmenter.threshold if cfg.threshold is None else cfg.threshold
     rows: list[dict[str, object]] = []
-    for item in items:
-        if item.is_scene:
-            prob = predict_scene(
-                lambda b: segmenter.predict(b, batch_size=cfg.batch_size, **opts)["prob"],
-                item.image,
-                tile=cfg.tile,
-                overlap=cfg.overlap,
-                batch_size=cfg.batch_size,
+    with atomic_dir(out) as staging:  # every output appears together, or none does
+        for item in items:
+            if item.is_scene:
+                prob = predict_scene(
+                    lambda b: segmenter.predict(b, batch_size=cfg.batch_size, **opts)["prob"],
+                    item.image,
+                    tile=cfg.tile,
+                    overlap=cfg.overlap,
+                    batch_size=cfg.batch_size,
+                )
+                mask = finish_mask(prob, t, cfg.morphology or segmenter.meta.morphology)
+                patch_prob = float("nan")
+            else:
+                res = segmenter.predict(
+                    item.image[None],
+                    batch_size=1,
+                    tta=cfg.tta,
+                    vote=cfg.vote,
+                    morphology=cfg.morphology,
+                    threshold=cfg.threshold,
+                )
+                prob, mask, patch_prob = res["prob"][0], res["mask"][0], float(res["patch_prob"][0])
+            write_outputs(staging, item.name, item.image, prob, mask, overlay=cfg.overlays)
+            rows.append(
+                {
+                    "name": item.name,
+                    "source": item.source,
+                    "height": prob.shape[0],
+                    "width": prob.shape[1],
+                    "patch_prob": patch_prob,
+                    "landslide_pixels": int(mask.sum()),
+                    "scene": item.is_scene,
+                }
             )
-            mask = finish_mask(prob, t, cfg.morphology or segmenter.meta.morphology)
-            patch_prob = float("nan")
-        else:
-            res = segmenter.predict(
-                item.image[None],
-                batch_size=1,
-                tta=cfg.tta,
-                vote=cfg.vote,
-                morphology=cfg.morphology,
-                threshold=cfg.threshold,
-            )
-            prob, mask, patch_prob = res["prob"][0], res["mask"][0], float(res["patch_prob"][0])
-        write_outputs(out, item.name, item.image, prob, mask, overlay=cfg.overlays)
-        rows.append(
-            {
-                "name": item.name,
-                "source": item.source,
-                "height": prob.shape[0],
-                "width": prob.shape[1],
-                "patch_prob": patch_prob,
-                "landslide_pixels": int(mask.sum()),
-                "scene": item.is_scene,
-            }
-        )
-    with atomic_write(out / "predictions.csv") as fh:
-        pd.DataFrame(rows).to_csv(fh, index=False)
+        with atomic_write(staging / "predictions.csv") as fh:
+            pd.DataFrame(rows).to_csv(fh, index=False)
     return PredictResult(out, rows)
 
 

@@ -9,6 +9,8 @@
 
 from __future__ import annotations
 
+import functools
+import hashlib
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -62,26 +64,55 @@ class SegmenterMeta:
         return cls(**known)
 
 
+def state_digest(model: nn.Module) -> str:
+    """sha256 of a network's weights (names, dtypes, shapes and values, in name order): identifies the
+    exact model whatever file it travelled in (the fuser checks it)."""
+    h = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        t = tensor.detach().cpu().contiguous()
+        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()
+
+
 class Segmenter:
     """A trained network plus its preprocessing and post-processing.
 
-    Attributes: ``model`` (eval mode, on ``device``), ``meta``, ``threshold``, ``channel_set``.
+    Attributes: ``model`` (eval mode, on ``device``), ``meta``, ``threshold``, ``channel_set``,
+    ``digest`` (:func:`state_digest` of the weights).
+
+    ``model`` is a torch network, or any callable with the same contract (preprocessed
+    ``(B, C, H, W)`` tensor in, dict of logits out) such as :class:`imagery.inference.onnx.OnnxNetwork`
+    (ONNX Runtime), which runs where it was built and carries its own ``digest``.
     """
 
     def __init__(
-        self, model: nn.Module, meta: SegmenterMeta, device: str | torch.device = "auto", channels_last: bool = True
+        self,
+        model: nn.Module | Any,
+        meta: SegmenterMeta,
+        device: str | torch.device = "auto",
+        channels_last: bool = True,
     ) -> None:
         self.device = resolve_device(device) if isinstance(device, str) else device
-        self.model = model.to(self.device).eval()
-        # channels-last convolutions are the fast path on CPU (oneDNN) and GPU alike (benchmarks/)
-        self.channels_last = channels_last
-        if channels_last:
-            self.model = self.model.to(memory_format=torch.channels_last)
+        self.channels_last = channels_last and isinstance(model, nn.Module)
+        if isinstance(model, nn.Module):
+            self.model = model.to(self.device).eval()
+            # channels-last convolutions are the fast path on CPU (oneDNN) and GPU alike (benchmarks/)
+            if self.channels_last:
+                self.model = self.model.to(memory_format=torch.channels_last)
+        else:
+            self.model = model
         self.meta = meta
         normalizer = None
         if meta.normalizer:
             normalizer = Normalizer.from_dict(meta.normalizer)
         self.preprocess = Preprocessor(meta.channel_set, normalizer)
+
+    @functools.cached_property
+    def digest(self) -> str:
+        if isinstance(self.model, nn.Module):
+            return state_digest(self.model)
+        return str(getattr(self.model, "digest", ""))
 
     @property
     def threshold(self) -> float:

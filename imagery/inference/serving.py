@@ -23,6 +23,7 @@ import json
 import tempfile
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
+from typing import Literal, get_args
 
 import mlflow
 import numpy as np
@@ -32,8 +33,8 @@ from torch import nn
 
 from common.atomic import atomic_path, atomic_write
 from common.cli import InputNotFoundError, UserError
-from common.tracking import download_model
-from imagery.inference.segmenter import Segmenter, SegmenterMeta
+from common.tracking import MODEL_DIGEST_TAG, download_model
+from imagery.inference.segmenter import Segmenter, SegmenterMeta, state_digest
 from imagery.models import create_model
 
 META_NAME = "model_meta.json"
@@ -95,6 +96,7 @@ def log_segmenter(
     with tempfile.TemporaryDirectory() as tmp:
         state_path, meta_path = save_segmenter_files(model, meta, tmp)
         mlflow.log_artifacts(tmp, artifact_path=SEGMENTER_ARTIFACT_DIR)
+        mlflow.set_tag(MODEL_DIGEST_TAG, state_digest(model))
         if log_flavour:
             cpu_model = _ProbabilityExport(copy.deepcopy(model).cpu().float()).eval()
             if input_example is None:
@@ -131,16 +133,38 @@ def _segmenter_folder(uri: str, tracking_uri: str | None, dst: str, flag: str) -
     return hits[0]
 
 
+Runtime = Literal["torch", "onnx"]
+RUNTIMES: tuple[str, ...] = get_args(Runtime)
+
+
 def load_segmenter(
-    uri: str, device: str | torch.device = "auto", *, tracking_uri: str | None = None, flag: str = "--model"
+    uri: str,
+    device: str | torch.device = "auto",
+    *,
+    tracking_uri: str | None = None,
+    flag: str = "--model",
+    runtime: str = "torch",
 ) -> Segmenter:
-    """Rebuild the segmenter logged at ``uri`` (``runs:/<run_id>[/segmenter]``, a run id, ``models:/...`` or a
-    local folder), resolving MLflow URIs against ``tracking_uri`` (default: the command's store);
-    ``flag`` names the command-line flag in error messages.
+    """Rebuild the segmenter logged at ``uri`` (``runs:/<run_id>[/segmenter]``, a run id, ``models:/...``, a
+    local folder, or an ``.onnx`` file from ``pipelines.export_imagery``), resolving MLflow URIs against
+    ``tracking_uri`` (default: the command's store); ``flag`` names the command-line flag in error messages.
 
     The network is created by name (``imagery.models.create_model``) and its weights are read with
-    ``torch.load(weights_only=True)``: nothing is unpickled.
+    ``torch.load(weights_only=True)``: nothing is unpickled. ``runtime="onnx"`` runs it on ONNX Runtime
+    (CPU; a torch segmenter is exported on the fly, see :mod:`imagery.inference.onnx`).
     """
+    if runtime not in RUNTIMES:
+        raise UserError(f"--runtime must be one of {', '.join(RUNTIMES)}; got {runtime!r}")
+    if str(uri).endswith(".onnx") or runtime == "onnx":
+        from imagery.inference import onnx as onnx_rt  # noqa: PLC0415 - onnxruntime loads only for --runtime onnx
+
+        if str(uri).endswith(".onnx"):
+            path = download_model(uri, tracking_uri=tracking_uri, default_artifact="model.onnx", flag=flag)
+            return onnx_rt.load_onnx_segmenter(path)
+        seg = load_segmenter(uri, "cpu", tracking_uri=tracking_uri, flag=flag)
+        with tempfile.TemporaryDirectory() as tmp:
+            path = onnx_rt.export_onnx(seg.model, seg.meta, Path(tmp) / "model.onnx")
+            return onnx_rt.load_onnx_segmenter(path)
     with tempfile.TemporaryDirectory() as tmp:
         folder = _segmenter_folder(str(uri), tracking_uri, tmp, flag)
         meta_path, state_path = folder / META_NAME, folder / STATE_NAME

@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from common.cli import UserError
+from common.tracking import config_to_dict, flatten_params
 from imagery.device import PRECISIONS
 from imagery.inference.postprocess import TTA_MODES
 from imagery.models import ATTENTIONS, HEADS, list_models
@@ -146,6 +147,26 @@ class TrainConfig:
     vote: bool = False
     n_overlays: int = 4
     progress: bool = True
+    #: also log the MLflow PyTorch flavour (for pyfunc users; this project loads the state dict). Slow on
+    #: a CPU (it traces the model), so it can be switched off; the segmenter artifacts are always logged.
+    log_flavour: bool = True
+
+    #: Fields that never change what a run computes: they may differ when a run is resumed.
+    VOLATILE_FIELDS = (
+        "device",
+        "compile",
+        "progress",
+        "checkpoint_dir",
+        "resume",
+        "eval_batch_size",
+        "n_overlays",
+        "log_flavour",
+    )
+
+    def resume_key(self) -> dict[str, str]:
+        """Every setting that determines the result, flattened (``model.name``, ``optim.lr``, ...)."""
+        flat = flatten_params(config_to_dict(self))
+        return {k: v for k, v in flat.items() if k.split(".")[0] not in self.VOLATILE_FIELDS}
 
     def validate(self) -> TrainConfig:
         """Raise :class:`common.cli.UserError` naming the first bad field; return ``self`` when all are valid."""

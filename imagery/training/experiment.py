@@ -13,6 +13,7 @@ Every function here logs into the MLflow run the command opened; none changes ML
 from __future__ import annotations
 
 import copy
+import json
 import math
 import tempfile
 from dataclasses import dataclass, field
@@ -24,10 +25,11 @@ import numpy as np
 import pandas as pd
 import torch
 
+from common.atomic import atomic_write
 from common.cli import UserError
 from common.fingerprint import Fingerprint, fingerprint_array
 from common.oof import OOF_COLUMNS, log_oof, oof_frame
-from common.tracking import log_fingerprint, tracked_run
+from common.tracking import log_fingerprint, set_run_kind, tracked_run
 from imagery.data import BANDS, PatchSet, load_patches
 from imagery.data.splits import holdout_split, kfold_splits
 from imagery.data.synthetic import write_synthetic_l4s
@@ -103,7 +105,13 @@ class FoldResult:
 
 
 def train_fold(
-    cfg: TrainConfig, train_set: PatchSet, test_set: PatchSet | None, fold: int, *, log_flavour: bool = True
+    cfg: TrainConfig,
+    train_set: PatchSet,
+    test_set: PatchSet | None,
+    fold: int,
+    *,
+    log_flavour: bool = True,
+    data_digest: str = "",
 ) -> FoldResult:
     """Train on ``train_set`` (validation carved from it), evaluate on ``test_set``; logs to the active MLflow run."""
     device = resolve_device(cfg.device)
@@ -125,7 +133,11 @@ def train_fold(
     def log_epoch(metrics: dict[str, float], epoch: int) -> None:
         mlflow.log_metrics({k: float(v) for k, v in metrics.items() if _finite(v)}, step=epoch)
 
-    result = Trainer(cfg, model, criterion, tx, tr.masks, vx, va.masks, device=device, log_metrics=log_epoch).fit()
+    resume_key = {**cfg.resume_key(), "data": data_digest, "fold": str(fold)}
+    trainer = Trainer(
+        cfg, model, criterion, tx, tr.masks, vx, va.masks, device=device, log_metrics=log_epoch, resume_key=resume_key
+    )
+    result = trainer.fit()
     meta = SegmenterMeta(
         model_name=cfg.model.name,
         model_kwargs=cfg.model.create_kwargs(),
@@ -171,30 +183,60 @@ class FoldsResult:
     folds: list[FoldResult]
 
 
+RUN_FILE = "run.json"
+
+
+def checkpoint_run_id(checkpoint_dir: str | None) -> str | None:
+    """The MLflow run a checkpoint folder belongs to (written when the run started), or ``None``."""
+    if not checkpoint_dir:
+        return None
+    path = Path(checkpoint_dir) / RUN_FILE
+    if not path.is_file():
+        return None
+    try:
+        return str(json.loads(path.read_text(encoding="utf-8"))["run_id"])
+    except (ValueError, KeyError, TypeError):
+        raise UserError(f"--resume: {path} is not a run file written by train_imagery") from None
+
+
+def _remember_run(checkpoint_dir: str | None) -> None:
+    """Write the active run's id into the checkpoint folder, so ``--resume`` continues that run."""
+    run = mlflow.active_run()
+    if checkpoint_dir and run is not None:
+        with atomic_write(Path(checkpoint_dir) / RUN_FILE) as fh:
+            json.dump({"run_id": run.info.run_id}, fh)
+
+
 def run_folds(
     cfg: TrainConfig,
     experiment: str,
     *,
     patches: PatchSet | None = None,
     fingerprint: Fingerprint | None = None,
-    log_flavour: bool = True,
+    log_flavour: bool | None = None,
     fold_prefix: str = "",
 ) -> FoldsResult:
     """Run the experiment of ``cfg`` inside the active (parent) MLflow run; see the module docstring.
 
     ``patches`` (with its ``fingerprint``) trains on patches already in memory instead of ``cfg.data``;
-    ``log_flavour=False`` skips the MLflow PyTorch flavour export (the slowest step on a CPU); the
-    nested run of fold ``i`` is named ``<fold_prefix>fold<i>``.
+    ``log_flavour`` (default ``cfg.log_flavour``) False skips the MLflow PyTorch flavour export; the
+    nested run of fold ``i`` is named ``<fold_prefix>fold<i>``. With ``cfg.checkpoint_dir`` each run's
+    id is kept beside its checkpoint, and ``cfg.resume`` continues those same runs.
     """
+    set_run_kind("imagery")
+    _remember_run(cfg.checkpoint_dir)
+    log_flavour = cfg.log_flavour if log_flavour is None else log_flavour
     with tempfile.TemporaryDirectory() as tmp:
         if patches is None:
             patches, fingerprint = load_training_data(cfg, Path(tmp))
+        digest = fingerprint.sha256 if fingerprint is not None else ""
         if fingerprint is not None:
             log_fingerprint(fingerprint)
+        mlflow.log_metric("nonfinite_share", patches.nonfinite_share())
         k = cfg.data.folds
         results: list[FoldResult] = []
         if k == 1:
-            results.append(train_fold(cfg, patches, None, 0, log_flavour=log_flavour))
+            results.append(train_fold(cfg, patches, None, 0, log_flavour=log_flavour, data_digest=digest))
         else:
             if len(patches) < k:
                 raise UserError(f"--folds {k}: only {len(patches)} labelled patches")
@@ -203,12 +245,21 @@ def run_folds(
             for i in wanted:
                 tr_pos, te_pos = splits[i]
                 fold_cfg = _fold_config(cfg, i)
+                resume_id = checkpoint_run_id(fold_cfg.checkpoint_dir) if cfg.resume else None
                 with tracked_run(
-                    experiment, fold_cfg, run_name=f"{fold_prefix}fold{i}", nested=True, tags={"fold": str(i)}
+                    experiment,
+                    fold_cfg,
+                    run_name=f"{fold_prefix}fold{i}",
+                    nested=True,
+                    tags={"fold": str(i)},
+                    resume_run_id=resume_id,
                 ):
+                    set_run_kind("imagery")
+                    _remember_run(fold_cfg.checkpoint_dir)
                     mlflow.log_params({"fold_index": i, "n_train": len(tr_pos), "n_test": len(te_pos)})
+                    fold_set, test_set = patches.subset(tr_pos), patches.subset(te_pos)
                     results.append(
-                        train_fold(fold_cfg, patches.subset(tr_pos), patches.subset(te_pos), i, log_flavour=log_flavour)
+                        train_fold(fold_cfg, fold_set, test_set, i, log_flavour=log_flavour, data_digest=digest)
                     )
     oof = pd.concat([r.oof for r in results], ignore_index=True)[list(OOF_COLUMNS)]
     log_oof(oof)

@@ -66,6 +66,15 @@ class TrainResult:
     history: list[dict[str, float]] = field(default_factory=list)
 
 
+def changed_fields(old: dict[str, str], new: dict[str, str]) -> list[str]:
+    """``"key: old -> new"`` for every key whose value differs (missing keys count as changed)."""
+    return [
+        f"{k}: {old.get(k, '(none)')} -> {new.get(k, '(none)')}"
+        for k in sorted(set(old) | set(new))
+        if old.get(k) != new.get(k)
+    ]
+
+
 # ---------------------------------------------------------------------------------- trainer
 class Trainer:
     """Train ``model`` on preprocessed tensors with ``criterion``; see the module docstring.
@@ -78,6 +87,8 @@ class Trainer:
         val_x, val_y: the validation split, same layout.
         device: where to train (``resolve_device(cfg.device)`` when ``None``).
         log_metrics: called as ``log_metrics(metrics, epoch)`` after every epoch (e.g. MLflow).
+        resume_key: what determines the result (config fields and a data digest), stored in every
+            checkpoint; ``--resume`` refuses a checkpoint whose key differs, naming what changed.
     """
 
     def __init__(
@@ -92,12 +103,14 @@ class Trainer:
         *,
         device: torch.device | None = None,
         log_metrics: MetricLogger | None = None,
+        resume_key: dict[str, str] | None = None,
     ) -> None:
         if int(train_x.shape[0]) == 0:
             raise UserError("the training split is empty")
         if int(val_x.shape[0]) == 0:
             raise UserError("the validation split is empty (raise --val-fraction or give more patches)")
         self.cfg = cfg
+        self.resume_key = dict(resume_key or {})
         self.device = device or resolve_device(cfg.device)
         self.bf16 = use_bf16(cfg.precision, self.device)
         self.channels_last = True  # channels-last convolutions: faster on CUDA and on CPU (oneDNN), see benchmarks/
@@ -148,6 +161,7 @@ class Trainer:
             "best_epoch": self.best_epoch,
             "best_state": self.best_state,
             "history": self.history,
+            "resume_key": self.resume_key,
             "n_train": int(self.train_x.shape[0]),
             "n_val": int(self.val_x.shape[0]),
         }
@@ -173,6 +187,12 @@ class Trainer:
             raise UserError(
                 f"--resume: {path} is not a readable training checkpoint ({exc.__class__.__name__})"
             ) from None
+        changed = changed_fields(dict(ck.get("resume_key") or {}), self.resume_key)
+        if changed:
+            raise UserError(
+                f"--resume: {path} was written by a run with different settings ({'; '.join(changed[:6])}); "
+                "resume with the same settings, or start over with a new --checkpoint-dir"
+            )
         if ck.get("n_train") != int(self.train_x.shape[0]) or ck.get("n_val") != int(self.val_x.shape[0]):
             raise UserError(
                 f"--resume: {path} was written for {ck.get('n_train')} training / {ck.get('n_val')} validation patches,"

@@ -30,6 +30,7 @@ from common.tracking import (
 )
 from fusion.paired import PairedConfig, make_paired_regions
 from fusion.stacking import StackingFuser, load_fuser
+from imagery.data import write_image
 from imagery.inference import load_segmenter
 from tabular.serving import load_tabular_model
 from tests.fusion.helpers import oof_pair, segmenter_folder, tabular_model_folder
@@ -139,13 +140,18 @@ def test_commands_use_only_the_flag_store(tmp_path: Path) -> None:
     assert not (work / "mlruns").exists()
 
     test_regions = work / "regions.csv"
-    make_paired_regions(PairedConfig(n_regions=10, size=16, seed=9)).table.to_csv(test_regions, index=False)
+    new = make_paired_regions(PairedConfig(n_regions=10, size=16, seed=9))
+    new.table.to_csv(test_regions, index=False)
+    for rid, img in zip(new.region_ids, new.images, strict=True):
+        write_image(work / "l4s" / "img" / f"image_{rid}.h5", img)
     fold0 = runs["imagery-fold0"].info.run_id
     sc = _run(
         [
             "pipelines.score_regions",
             "--regions",
             str(test_regions),
+            "--images",
+            "l4s",
             "--out",
             "scores.csv",
             "--tabular-model",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from fusion.crosscheck import POLICIES, CrosscheckConfig, crosscheck
@@ -53,10 +54,12 @@ def test_stacked_policy_needs_and_uses_p_fused() -> None:
     assert out["decision"].tolist() == [0, 1]
 
 
-def test_no_evidence_gives_negative_decision() -> None:
+def test_no_evidence_gives_an_unknown_decision() -> None:
+    """A region with neither a tabular row nor an image is "unknown", never "no landslide"."""
     for policy in POLICIES:
-        out = crosscheck([np.nan], [np.nan], CrosscheckConfig(policy=policy), p_fused=[np.nan])
-        assert out.loc[0, "evidence"] == "none" and out.loc[0, "decision"] == 0
+        out = crosscheck([np.nan, 0.9], [np.nan, 0.9], CrosscheckConfig(policy=policy), p_fused=[np.nan, 0.9])
+        assert out.loc[0, "evidence"] == "none" and pd.isna(out.loc[0, "decision"])
+        assert out.loc[1, "decision"] == 1
 
 
 def test_bad_inputs() -> None:

@@ -43,7 +43,7 @@ def test_train_fusion_logs_fuser_with_input_runs(tracking_uri: str, capsys: pyte
     meta = json.loads(Path(local).read_text())["meta"]
     assert meta["tabular_features"] == FEATURES and meta["imagery_channel_set"] == 14
     assert meta["tabular_run_id"] == tab
-    assert "fusion model: runs:/" in capsys.readouterr().out
+    assert "fusion_model: runs:/" in capsys.readouterr().out
 
 
 def test_train_fusion_bad_runs(tracking_uri: str, capsys: pytest.CaptureFixture[str]) -> None:
@@ -52,13 +52,13 @@ def test_train_fusion_bad_runs(tracking_uri: str, capsys: pytest.CaptureFixture[
     err = capsys.readouterr().err
     assert err.startswith("error: tabular run") and err.count("\n") == 1
     t, _ = oof_pair()
-    short = log_oof_run("i", t.iloc[5:])  # regions 0-4 missing
+    short = log_oof_run("i", t.iloc[5:], params={"model.channel_set": "14"})  # regions 0-4 missing
     assert run_main(train_fusion.main, ["--tabular-run", tab, "--imagery-run", short]) == 2
     err = capsys.readouterr().err
     assert "missing from the imagery OOF: 0, 1, 2, 3, 4" in err and err.count("\n") == 1
     assert _last_run("train_fusion").info.status == "FAILED"
     with mlflow.start_run() as empty:
-        pass
+        mlflow.set_tag("landslide.kind", "imagery")
     assert run_main(train_fusion.main, ["--tabular-run", tab, "--imagery-run", empty.info.run_id]) == 2
     assert "has no oof_predictions.csv" in capsys.readouterr().err
 
@@ -167,3 +167,111 @@ def test_score_regions_strict_images_and_missing_folder(
     assert not out.exists()
     assert run_main(score_regions.main, _argv(scoring_inputs, out, **{"--images": str(tmp / "nowhere")})) == 2
     assert "--images folder not found" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------ nothing wrong passes silently (issue 13)
+def test_train_fusion_refuses_swapped_same_or_foreign_runs(
+    tracking_uri: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    tab, img = _fusion_runs(tracking_uri)
+    assert run_main(train_fusion.main, ["--tabular-run", img, "--imagery-run", tab]) == 2
+    err = capsys.readouterr().err
+    assert f"--tabular-run {img} is an imagery run" in err and err.count("\n") == 1
+    assert run_main(train_fusion.main, ["--tabular-run", tab, "--imagery-run", tab]) == 2
+    assert "are the same run" in capsys.readouterr().err
+    t, i = oof_pair()
+    i.loc[3, "p_oof"] = 1.7
+    bad = log_oof_run("i", i, params={"model.channel_set": "14"})
+    assert run_main(train_fusion.main, ["--tabular-run", tab, "--imagery-run", bad]) == 2
+    assert "is not a probability in [0, 1]" in capsys.readouterr().err
+    assert _last_run("train_fusion").info.status == "FAILED"
+
+
+def test_fuser_records_base_runs_and_scoring_refuses_other_models(
+    scoring_inputs: dict[str, Path | str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A fuser fitted on other base runs is refused by digest, naming both; --allow-other-base-models warns."""
+    tmp = Path(scoring_inputs["tmp"])
+    fuser = json.loads(Path(scoring_inputs["fuser"]).read_text())
+    fuser["meta"].update(tabular_run_id="tabrun", tabular_model_digest="0" * 64)
+    other = tmp / "fuser_other.json"
+    other.write_text(json.dumps(fuser))
+    out = tmp / "scores.csv"
+    assert run_main(score_regions.main, _argv(scoring_inputs, out, **{"--fusion-model": str(other)})) == 2
+    err = capsys.readouterr().err
+    assert "--tabular-model (digest" in err and "tabular run tabrun (digest 000000000000)" in err
+    assert not out.exists()
+    argv = [*_argv(scoring_inputs, out, **{"--fusion-model": str(other)}), "--allow-other-base-models"]
+    assert run_main(score_regions.main, argv) == 0
+    assert "warning: --tabular-model" in capsys.readouterr().err
+    assert pd.read_csv(out)["note"].str.contains("not the model of the fuser's tabular run").all()
+
+
+def test_score_resume_refuses_a_partial_file_from_other_inputs(
+    scoring_inputs: dict[str, Path | str], capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from fusion.scoring import RegionScorer
+
+    tmp = Path(scoring_inputs["tmp"])
+    out = tmp / "scores.csv"
+    real = RegionScorer.score_batch
+    calls = {"n": 0}
+
+    def crash_on_second_batch(self, *args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt  # the run is killed after its first batch
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(RegionScorer, "score_batch", crash_on_second_batch)
+    assert run_main(score_regions.main, _argv(scoring_inputs, out)) == 130
+    monkeypatch.setattr(RegionScorer, "score_batch", real)
+    partial = out.with_name(out.name + ".partial")
+    assert partial.exists() and not out.exists() and _last_run("score_regions").info.status == "KILLED"
+    capsys.readouterr()
+    assert run_main(score_regions.main, [*_argv(scoring_inputs, out), "--resume", "--policy", "any"]) == 2
+    err = capsys.readouterr().err
+    assert "scored with other inputs" in err and "scoring.policy: stacked -> any" in err and err.count("\n") == 1
+    other = segmenter_folder(tmp / "seg_other", seed=1)
+    assert (
+        run_main(score_regions.main, [*_argv(scoring_inputs, out, **{"--imagery-model": str(other)}), "--resume"]) == 2
+    )
+    assert "imagery_model:" in capsys.readouterr().err
+    assert run_main(score_regions.main, [*_argv(scoring_inputs, out), "--resume"]) == 0
+    resumed = pd.read_csv(out)
+    fresh = tmp / "fresh.csv"
+    assert run_main(score_regions.main, _argv(scoring_inputs, fresh)) == 0
+    cols = [c for c in resumed.columns if c != "mask_path"]
+    pd.testing.assert_frame_equal(resumed[cols], pd.read_csv(fresh)[cols])
+
+
+def test_all_invalid_image_and_wrong_images_folder(
+    scoring_inputs: dict[str, Path | str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    tmp = Path(scoring_inputs["tmp"])
+    write_image(Path(scoring_inputs["images"]) / "img" / "image_5.h5", np.full((14, 16, 16), np.nan, np.float32))
+    out = tmp / "scores.csv"
+    assert run_main(score_regions.main, _argv(scoring_inputs, out)) == 0
+    row = pd.read_csv(out).set_index("region_id").loc[5]
+    assert row["evidence"] == "tabular_only" and "imagery missing" in row["note"] and np.isnan(row["p_imagery"])
+    assert "1 of 60 regions have no usable image" in capsys.readouterr().err
+    empty = tmp / "empty_images"
+    (empty / "img").mkdir(parents=True)
+    assert run_main(score_regions.main, _argv(scoring_inputs, out, **{"--images": str(empty)})) == 2
+    assert "none of the 60 regions has a usable image" in capsys.readouterr().err
+    argv = [*_argv(scoring_inputs, out, **{"--images": str(empty)}), "--allow-missing-images"]
+    assert run_main(score_regions.main, argv) == 0
+    assert (pd.read_csv(out)["evidence"] == "tabular_only").all()
+    assert "60 of 60 regions have no usable image" in capsys.readouterr().err
+
+
+def test_scores_as_parquet_and_bad_suffix(
+    scoring_inputs: dict[str, Path | str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    tmp = Path(scoring_inputs["tmp"])
+    out = tmp / "scores.parquet"
+    assert run_main(score_regions.main, _argv(scoring_inputs, out)) == 0
+    df = pd.read_parquet(out)
+    assert list(df.columns) == list(ALL_COLUMNS) and len(df) == 60
+    assert run_main(score_regions.main, _argv(scoring_inputs, tmp / "scores.txt")) == 2
+    assert "expected .csv or .parquet" in capsys.readouterr().err

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from fusion.regions import read_region_table
-from fusion.scoring import ALL_COLUMNS, RegionScorer, ScoringConfig, partial_path, score_table
+from fusion.scoring import ALL_COLUMNS, RegionScorer, ScoringConfig, fingerprint_path, partial_path, score_table
 from fusion.stacking import StackingFuser
 from imagery.data import write_image
 from tests.fusion.fakes import FakeSegmenter, FakeTabular
@@ -127,6 +127,7 @@ def test_resume_skips_done_regions_and_repairs_a_torn_line(tmp_path: Path) -> No
     part = partial_path(out)
     lines = out.read_text().splitlines(keepends=True)
     part.write_text("".join(lines[:5]) + lines[5][:20])
+    fingerprint_path(part).write_text("{}")  # what the crashed run left beside its partial file
     out.unlink()
     seg = FakeSegmenter()
     scorer = RegionScorer(FakeTabular(), seg, _fuser(), ScoringConfig(batch_size=4))

@@ -1,0 +1,203 @@
+"""Segmenters on ONNX Runtime: export any network of the family to ONNX (fp32 or int8), and run it.
+
+What is exported is the *network*: preprocessed input ``x`` ``(B, C, H, W)`` float32 (dynamic batch
+``B``) to its head outputs as logits, one ONNX output per key of the network's output dict (``out``
+``(B, 2, H, W)``; ``out_256`` and ``out_64`` for the multi-resolution head; ``patch_logit`` ``(B,)`` for
+the dual head). Everything around it stays in Python and is the same code as the torch path, so both
+runtimes give the same outputs:
+
+* before: :class:`imagery.transforms.preprocess.Preprocessor` (cleaning, engineered channels in
+  NumPy/OpenCV, normalisation), which needs the statistics stored with the model;
+* after: :func:`imagery.inference.postprocess.predict_probs` (softmax, test-time augmentation, voting,
+  the patch probability), thresholding and morphology.
+
+The model's :class:`~imagery.inference.segmenter.SegmenterMeta` travels inside the ``.onnx`` file
+(metadata key ``landslide.segmenter_meta``), so one file is a deployable segmenter:
+:func:`load_onnx_segmenter`.
+
+int8 (``int8=True``): static post-training quantization with ONNX Runtime (QDQ format, per-channel
+int8 weights, uint8 activations), calibrated on preprocessed patches (the project's synthetic
+patches by default, or real ones).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import json
+import logging
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import torch
+from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+from onnxruntime.quantization.shape_inference import quant_pre_process
+from torch import nn
+
+from common.atomic import atomic_path
+from common.cli import UserError
+from imagery.data.synthetic import synth_patch
+from imagery.inference.segmenter import Segmenter, SegmenterMeta
+from imagery.transforms import Normalizer, Preprocessor
+
+META_KEY = "landslide.segmenter_meta"
+INPUT_NAME = "x"
+OPSET = 18
+
+
+class _Outputs(nn.Module):
+    """The network with its output dict flattened to a tuple in ``names`` order (ONNX outputs)."""
+
+    def __init__(self, net: nn.Module, names: tuple[str, ...]) -> None:
+        super().__init__()
+        self.net, self.names = net, names
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        out = self.net(x)
+        return tuple(out[k] for k in self.names)
+
+
+def _output_names(net: nn.Module, example: torch.Tensor) -> tuple[str, ...]:
+    with torch.no_grad():
+        return tuple(net(example).keys())
+
+
+@contextlib.contextmanager
+def _silenced() -> Iterator[None]:
+    """The exporter prints progress lines and logs warnings of its own (torchvision is absent on
+    purpose); keep the command's output the project's."""
+    logger = logging.getLogger("torch.onnx")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+            yield
+    finally:
+        logger.setLevel(level)
+
+
+def export_onnx(
+    net: nn.Module,
+    meta: SegmenterMeta,
+    path: str | os.PathLike[str],
+    *,
+    int8: bool = False,
+    calibration: np.ndarray | None = None,
+    opset: int = OPSET,
+) -> Path:
+    """Write ``net`` (with ``meta`` inside) as an ONNX file at ``path``, atomically; returns the path.
+
+    ``calibration``: preprocessed inputs ``(N, C, H, W)`` float32 for the int8 calibration (default: 16
+    synthetic patches of the model's patch size, preprocessed like the model's inputs).
+    """
+    net = net.to("cpu").float().eval()
+    size = int(meta.patch_size)
+    example = torch.zeros(2, int(meta.channel_set), size, size)
+    names = _output_names(net, example)
+    wrapped = _Outputs(net, names).eval()
+    target = Path(path)
+    with tempfile.TemporaryDirectory() as tmp:
+        fp32 = Path(tmp) / "fp32.onnx"
+        with _silenced():
+            torch.onnx.export(
+                wrapped,
+                (example,),
+                str(fp32),
+                input_names=[INPUT_NAME],
+                output_names=list(names),
+                dynamic_shapes={"x": {0: torch.export.Dim("batch", min=1)}},
+                opset_version=opset,
+                dynamo=True,
+                external_data=False,
+            )
+        model_path = fp32
+        if int8:
+            prepared = Path(tmp) / "prepared.onnx"
+            quant_pre_process(str(fp32), str(prepared), skip_symbolic_shape=True)
+            model_path = Path(tmp) / "int8.onnx"
+            data = calibration if calibration is not None else calibration_inputs(meta)
+            with _silenced():
+                quantize_static(
+                    str(prepared),
+                    str(model_path),
+                    _Reader(data),
+                    quant_format=QuantFormat.QDQ,
+                    per_channel=True,
+                    activation_type=QuantType.QUInt8,
+                    weight_type=QuantType.QInt8,
+                )
+        model = onnx.load(str(model_path))
+        stored = {**meta.to_dict(), "onnx_outputs": list(names), "int8": bool(int8)}
+        onnx.helper.set_model_props(model, {META_KEY: json.dumps(stored)})
+        with atomic_path(target) as part:
+            onnx.save(model, str(part))
+    return target
+
+
+def calibration_inputs(meta: SegmenterMeta, n: int = 16, seed: int = 0) -> np.ndarray:
+    """``n`` synthetic patches (half with landslides) preprocessed as the model's inputs ``(n, C, H, W)``."""
+    rng = np.random.default_rng(seed)
+    raw = np.stack([synth_patch(rng, has_landslide=i % 2 == 0, size=int(meta.patch_size))[0] for i in range(n)])
+    normalizer = Normalizer.from_dict(meta.normalizer) if meta.normalizer else None
+    return Preprocessor(meta.channel_set, normalizer)(raw, torch.device("cpu")).numpy().astype(np.float32)
+
+
+class _Reader(CalibrationDataReader):
+    """Feeds calibration inputs one at a time to ONNX Runtime's static quantizer."""
+
+    def __init__(self, data: np.ndarray) -> None:
+        self._items = iter([{INPUT_NAME: np.ascontiguousarray(x[None], dtype=np.float32)} for x in data])
+
+    def get_next(self) -> dict[str, np.ndarray] | None:
+        return next(self._items, None)
+
+
+class OnnxNetwork:
+    """An ONNX Runtime session with the network contract: ``net(x (B, C, H, W) tensor) -> {name: logits}``.
+
+    Runs on the CPU (``CPUExecutionProvider``) with ``threads`` intra-op threads (0 = ONNX Runtime's
+    default, all cores). ``digest`` is the sha256 of the ``.onnx`` file.
+    """
+
+    def __init__(self, path: str | os.PathLike[str], threads: int = 0) -> None:
+        p = Path(path)
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = int(threads)
+        opts.log_severity_level = 3
+        try:
+            self.session = ort.InferenceSession(str(p), sess_options=opts, providers=["CPUExecutionProvider"])
+        except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own types for a bad file
+            raise UserError(f"{p}: not a loadable ONNX model ({' '.join(str(exc).split())[:160]})") from None
+        self.output_names = [o.name for o in self.session.get_outputs()]
+        self.digest = hashlib.sha256(p.read_bytes()).hexdigest()
+
+    def eval(self) -> OnnxNetwork:
+        return self
+
+    def __call__(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        arr = np.ascontiguousarray(x.detach().to("cpu", torch.float32).numpy())
+        outs = self.session.run(self.output_names, {INPUT_NAME: arr})
+        return {name: torch.from_numpy(np.asarray(o)) for name, o in zip(self.output_names, outs, strict=True)}
+
+
+def read_meta(path: str | os.PathLike[str]) -> SegmenterMeta:
+    """The :class:`SegmenterMeta` stored inside an exported ``.onnx`` file."""
+    p = Path(path)
+    try:
+        props = {m.key: m.value for m in onnx.load(str(p), load_external_data=False).metadata_props}
+    except Exception as exc:  # noqa: BLE001 - onnx raises several types for a bad file
+        raise UserError(f"{p}: not an ONNX file ({' '.join(str(exc).split())[:160]})") from None
+    if META_KEY not in props:
+        raise UserError(f"{p}: no segmenter metadata ({META_KEY}); expected a file from pipelines.export_imagery")
+    return SegmenterMeta.from_dict(json.loads(props[META_KEY]), source=str(p))
+
+
+def load_onnx_segmenter(path: str | os.PathLike[str], threads: int = 0) -> Segmenter:
+    """A :class:`Segmenter` running the exported network ``path`` on ONNX Runtime (CPU)."""
+    return Segmenter(OnnxNetwork(path, threads), read_meta(path), device="cpu")

@@ -1,0 +1,83 @@
+"""``python -m pipelines.serve``: the HTTP API and map page (FastAPI + uvicorn) on the given models.
+
+Models are loaded once at start. ``--host`` defaults to 127.0.0.1 (this machine only); serving to a
+network needs ``--host 0.0.0.0`` and, sensibly, ``--api-key`` (or ``$LANDSLIDE_API_KEY``): requests to
+``/v1/*`` must then carry it in the ``X-API-Key`` header. Finished ``/v1/assess`` jobs stay under
+``--workdir`` across restarts. OpenAPI docs: ``http://HOST:PORT/docs``.
+
+Example::
+
+    python -m pipelines.serve --tabular-model runs:/<tab>/model --imagery-model runs:/<img> \\
+        --fusion-model runs:/<fus>/fuser.json --scenes-root scenes/ --port 8000
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from common.cli import UserError, add_common_args, positive_int, run_main
+from common.seed import seed_everything
+from common.tracking import setup_tracking
+from service.config import ServiceConfig
+
+
+def build_parser() -> argparse.ArgumentParser:
+    d = ServiceConfig()
+    p = argparse.ArgumentParser(prog="python -m pipelines.serve", description=__doc__.split("\n\n")[0])
+    p.add_argument("--tabular-model", default=None, help="tabular model URI (runs:/<id>/model, run id or folder)")
+    p.add_argument("--imagery-model", default=None, help="segmenter URI (runs:/<id>, folder or .onnx)")
+    p.add_argument("--fusion-model", default=None, help="fuser URI (runs:/<id>/fuser.json, run id or JSON path)")
+    p.add_argument("--runtime", choices=("torch", "onnx"), default=d.runtime, help="segmenter runtime")
+    p.add_argument("--host", default=d.host, help="interface to listen on (default %(default)s: this machine only)")
+    p.add_argument("--port", type=positive_int, default=d.port)
+    p.add_argument("--workdir", default=d.workdir, help="where assess jobs and their outputs are kept")
+    p.add_argument("--api-key", default=None, help="require this X-API-Key (default: $LANDSLIDE_API_KEY, else none)")
+    p.add_argument("--images-root", default=None, help="folder /v1/score may read patches from by path")
+    p.add_argument("--scenes-root", default=None, help="folder of scenes /v1/assess may use by name")
+    p.add_argument("--max-batch", type=positive_int, default=d.max_batch, help="regions per /v1/score request")
+    p.add_argument("--max-area-km2", type=float, default=d.max_area_km2, help="largest region /v1/assess takes")
+    p.add_argument("--max-request-mb", type=float, default=d.max_request_mb, help="largest request body")
+    p.add_argument("--job-timeout", type=float, default=d.job_timeout_s, help="seconds an assess job may run")
+    p.add_argument("--workers", type=positive_int, default=d.workers, help="assess jobs run at a time")
+    add_common_args(p)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    import uvicorn  # noqa: PLC0415 - the server only when serving (keeps --help fast)
+
+    from service.api import create_app  # noqa: PLC0415 - loads torch and the models
+
+    args = build_parser().parse_args(argv)
+    if args.tabular_model is None and args.imagery_model is None:
+        raise UserError("give --tabular-model, --imagery-model or both")
+    cfg = ServiceConfig(
+        tabular_model=args.tabular_model,
+        imagery_model=args.imagery_model,
+        fusion_model=args.fusion_model,
+        runtime=args.runtime,
+        workdir=args.workdir,
+        host=args.host,
+        port=args.port,
+        api_key=args.api_key,
+        images_root=args.images_root,
+        scenes_root=args.scenes_root,
+        max_batch=args.max_batch,
+        max_area_km2=args.max_area_km2,
+        max_request_mb=args.max_request_mb,
+        job_timeout_s=args.job_timeout,
+        workers=args.workers,
+        seed=args.seed,
+    )
+    seed_everything(cfg.seed)
+    setup_tracking(args.tracking_uri, verbose=args.verbose)
+    app = create_app(cfg)
+    print(f"serving on http://{cfg.host}:{cfg.port}/ (docs: /docs); Ctrl-C to stop", flush=True)
+    uvicorn.run(app, host=cfg.host, port=cfg.port, log_level="warning" if not args.verbose else "info")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(run_main(main, sys.argv[1:]))

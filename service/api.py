@@ -1,0 +1,301 @@
+"""The HTTP API and its map page (FastAPI). Started by ``python -m pipelines.serve``.
+
+Endpoints (JSON in and out; errors are ``{"error": "<one line>"}`` with a 4xx status, never a traceback):
+
+* ``GET /healthz``: liveness and which models are loaded.
+* ``POST /v1/score``: up to ``max_batch`` region rows (the tabular model's feature columns, a
+  ``region_id``, optionally an image: ``patch_b64`` = base64 of an L4S ``image_N.h5`` file, or ``image``
+  = a path under the server's ``--images`` folder) to scores, synchronously (:mod:`fusion.scoring`).
+* ``POST /v1/assess``: a region (GeoJSON, a point + radius, or a box) and a date; returns a job id at once.
+  ``POST /v1/assess/upload``: the same with an uploaded multi-band GeoTIFF scene.
+  ``GET /v1/jobs/{id}``: status, progress, and when done the regions and landslide polygons as GeoJSON
+  and links to the files; ``GET /v1/jobs/{id}/files/{name}``: one output file.
+* ``GET /``: the map page (Leaflet, served by the app: no CDN); ``GET /docs``: OpenAPI docs.
+
+``X-API-Key`` is required on ``/v1/*`` when the service has a key; it is compared in constant time.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import hmac
+import json
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any, Protocol
+
+import numpy as np
+import pandas as pd
+from fastapi import Depends, FastAPI, File, Form, Header, Query, Request, UploadFile
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import FileResponse, JSONResponse
+from fastapi.staticfiles import StaticFiles
+from pydantic import BaseModel, Field
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from common.cli import UserError, one_line
+from fusion.regions import ID_COLUMN, validate_region_table
+from fusion.scoring import RegionScorer, ScoringConfig
+from imagery.data import read_image
+from service.config import ServiceConfig
+from service.jobs import JobStore
+
+STATIC = Path(__file__).resolve().parent / "static"
+OUTPUT_FILES = (
+    "regions.geojson",
+    "landslides.geojson",
+    "probability.tif",
+    "report.html",
+    "report.json",
+    "overview.png",
+    "scene_rgb.png",
+)
+
+
+class ApiError(Exception):
+    """A client error: ``status`` (4xx) and a one-line message."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class ScoreRequest(BaseModel):
+    """``regions``: one object per region: ``region_id``, the tabular features, optionally ``image``
+    (a path under the server's images folder) or ``patch_b64`` (an L4S ``image_N.h5`` file, base64)."""
+
+    regions: list[dict[str, Any]] = Field(min_length=1)
+
+
+class PointRadius(BaseModel):
+    lat: float
+    lon: float
+    radius_m: float = 500.0
+
+
+class AssessRequest(BaseModel):
+    """One of ``region`` (GeoJSON Feature, FeatureCollection or geometry, EPSG:4326), ``point`` or ``bbox``
+    (W, S, E N in degrees); the ``date`` (YYYY-MM-DD) and ``days_before`` it to search imagery; the
+    scene: ``scene`` (a name under the server's scenes folder) or ``stac_url``."""
+
+    region: dict[str, Any] | None = None
+    point: PointRadius | None = None
+    bbox: list[float] | None = None
+    date: str
+    days_before: int = Field(default=30, ge=0, le=365)
+    scene: str | None = None
+    stac_url: str | None = None
+
+
+def _error(status: int, message: str) -> JSONResponse:
+    return JSONResponse(status_code=status, content={"error": one_line(message)[:1000]})
+
+
+def parse_date(text: str) -> dt.date:
+    """A ``YYYY-MM-DD`` date not in the future; :class:`ApiError` 400 otherwise."""
+    try:
+        day = dt.date.fromisoformat(text)
+    except ValueError:
+        raise ApiError(400, f"date {text!r}: expected YYYY-MM-DD") from None
+    if day > dt.date.today():
+        raise ApiError(400, f"date {text} is in the future; expected a date up to today")
+    return day
+
+
+class Assessor(Protocol):
+    """What runs ``/v1/assess``: checks a request at once, runs it as a job, lists the server's scenes."""
+
+    def check(self, request: dict[str, Any]) -> None: ...
+
+    def run(self, request: dict[str, Any], folder: Path, progress: Callable[[float, str], None]) -> dict[str, Any]: ...
+
+    def scenes(self) -> list[dict[str, Any]]: ...
+
+
+def create_app(
+    cfg: ServiceConfig, *, models: tuple[Any, Any, Any] | None = None, assessor: Assessor | None = None
+) -> FastAPI:
+    """The application: models loaded once (``models`` = ``(tabular, segmenter, fuser)``, else from ``cfg``);
+    ``assessor`` runs ``/v1/assess`` (default :class:`service.assess.Assessor`)."""
+    if models is None:
+        from fusion.config import ScoreRegionsConfig  # noqa: PLC0415 - only for loading
+        from fusion.experiment import load_models  # noqa: PLC0415 - models load once, at start
+
+        models = load_models(
+            ScoreRegionsConfig(
+                regions="",
+                out="",
+                tabular_model=cfg.tabular_model,
+                imagery_model=cfg.imagery_model,
+                fusion_model=cfg.fusion_model,
+                runtime=cfg.runtime,
+            ),
+            tracking_uri=None,
+        )
+    tab, seg, fus = models
+    if assessor is None:
+        from service.assess import Assessor as SceneAssessor  # noqa: PLC0415 - scene machinery only when serving
+
+        assessor = SceneAssessor(cfg, models)
+    store = JobStore(cfg.workdir, assessor.run, workers=cfg.workers, timeout_s=cfg.job_timeout_s)
+    key = cfg.key()
+    app = FastAPI(title="Landslide detection", version="1", description=__doc__.split("\n\n")[0])
+    app.state.store = store
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+
+    @app.exception_handler(ApiError)
+    async def _api_error(_: Request, exc: ApiError) -> JSONResponse:
+        return _error(exc.status, str(exc))
+
+    @app.exception_handler(UserError)
+    async def _user_error(_: Request, exc: UserError) -> JSONResponse:
+        return _error(400, str(exc))
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
+        first = exc.errors()[0] if exc.errors() else {}
+        where = ".".join(str(p) for p in first.get("loc", ()) if p != "body")
+        return _error(422, f"invalid request: {where or 'body'}: {first.get('msg', 'malformed')}")
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        return _error(exc.status_code, str(exc.detail))
+
+    @app.exception_handler(Exception)
+    async def _bug(_: Request, exc: Exception) -> JSONResponse:  # never a stack trace in a response
+        return _error(500, f"internal error ({type(exc).__name__})")
+
+    @app.middleware("http")
+    async def _limit_size(request: Request, call_next: Callable[..., Any]) -> Any:
+        length = request.headers.get("content-length")
+        if length and int(length) > cfg.max_request_mb * 1e6:
+            return _error(413, f"request body of {int(length) / 1e6:.1f} MB; the limit is {cfg.max_request_mb} MB")
+        return await call_next(request)
+
+    def authorized(
+        x_api_key: Annotated[str | None, Header()] = None, key_param: Annotated[str | None, Query(alias="key")] = None
+    ) -> None:
+        given = x_api_key or key_param or ""  # the query form lets <img> tags of the page fetch job files
+        if key is not None and not hmac.compare_digest(given.encode(), key.encode()):
+            raise ApiError(401, "missing or wrong X-API-Key")
+
+    @app.get("/healthz")
+    def healthz() -> dict[str, Any]:
+        return {
+            "status": "ok",
+            "models": {"tabular": tab is not None, "imagery": seg is not None, "fusion": fus is not None},
+        }
+
+    @app.get("/", include_in_schema=False)
+    def index() -> FileResponse:
+        return FileResponse(STATIC / "index.html")
+
+    @app.post("/v1/score", dependencies=[Depends(authorized)])
+    def score(req: ScoreRequest) -> dict[str, Any]:
+        if len(req.regions) > cfg.max_batch:
+            raise ApiError(413, f"{len(req.regions)} regions in one request; the limit is {cfg.max_batch}")
+        return {"scores": score_rows(req.regions, (tab, seg, fus), cfg)}
+
+    @app.get("/v1/scenes", dependencies=[Depends(authorized)])
+    def scenes() -> dict[str, Any]:
+        return {"scenes": assessor.scenes()}
+
+    @app.post("/v1/assess", dependencies=[Depends(authorized)], status_code=202)
+    def assess_json(req: AssessRequest) -> dict[str, str]:
+        parse_date(req.date)
+        request = req.model_dump()
+        assessor.check(request)
+        return {"job_id": store.submit(request)}
+
+    @app.post("/v1/assess/upload", dependencies=[Depends(authorized)], status_code=202)
+    async def assess_upload(
+        scene: Annotated[UploadFile, File()],
+        bands: Annotated[str, Form()],
+        date: Annotated[str, Form()],
+        region: Annotated[str, Form()] = "",
+    ) -> dict[str, str]:
+        parse_date(date)
+        try:
+            geo = json.loads(region) if region else None
+        except ValueError:
+            raise ApiError(400, "region: not valid GeoJSON") from None
+        request = {**AssessRequest(region=geo, date=date).model_dump(), "bands": bands, "upload": "upload.tif"}
+        assessor.check(request)
+        data = await scene.read()
+        return {"job_id": store.submit(request, files={"upload.tif": data})}
+
+    @app.get("/v1/jobs/{job_id}", dependencies=[Depends(authorized)])
+    def job(job_id: str) -> dict[str, Any]:
+        state = store.get(job_id)
+        if state is None:
+            raise ApiError(404, f"unknown job {job_id}")
+        state = {k: v for k, v in state.items() if k != "request"}
+        folder = store.folder(job_id)
+        state["files"] = {n: f"/v1/jobs/{job_id}/files/{n}" for n in OUTPUT_FILES if (folder / n).is_file()}
+        return state
+
+    @app.get("/v1/jobs/{job_id}/files/{name}", dependencies=[Depends(authorized)])
+    def job_file(job_id: str, name: str) -> FileResponse:
+        if store.get(job_id) is None:
+            raise ApiError(404, f"unknown job {job_id}")
+        path = store.folder(job_id) / name
+        if name not in OUTPUT_FILES or not path.is_file():
+            raise ApiError(404, f"job {job_id} has no file {name!r}")
+        return FileResponse(path)
+
+    @app.on_event("shutdown")
+    def _stop() -> None:
+        store.shutdown()
+
+    return app
+
+
+def score_rows(rows: list[dict[str, Any]], models: tuple[Any, Any, Any], cfg: ServiceConfig) -> list[dict[str, Any]]:
+    """Score region rows with the loaded models (see :class:`ScoreRequest`); one output dict per row."""
+    tab, seg, fus = models
+    table = validate_region_table(pd.DataFrame(rows), "request")
+    images, has, notes = _request_images(rows, table, cfg) if seg is not None else (None, None, None)
+    policy = "stacked" if fus is not None else ("tabular" if seg is None else "imagery" if tab is None else "any")
+    scorer = RegionScorer(tab, seg, fus, ScoringConfig(policy=policy, write_masks=False, top_k=3))
+    scorer.check_table(table, "request")
+    out = scorer.score_batch(table, images, has, notes, None).drop(columns=["mask_path"])
+    out = out.astype(object).where(out.notna(), None)
+    return out.to_dict(orient="records")
+
+
+def _request_images(
+    rows: list[dict[str, Any]], table: pd.DataFrame, cfg: ServiceConfig
+) -> tuple[np.ndarray | None, np.ndarray, list[str]]:
+    """Read each row's patch (inline base64 L4S file, or a path under ``images_root``)."""
+    root = Path(cfg.images_root).resolve() if cfg.images_root else None
+    arrays, has, notes = [], np.zeros(len(rows), bool), [""] * len(rows)
+    for i, row in enumerate(rows):
+        rid = table[ID_COLUMN].iloc[i]
+        try:
+            if row.get("patch_b64"):
+                with tempfile.NamedTemporaryFile(suffix=".h5") as fh:
+                    fh.write(base64.b64decode(str(row["patch_b64"]), validate=True))
+                    fh.flush()
+                    img = read_image(fh.name)
+            elif row.get("image"):
+                path = Path(str(row["image"]))
+                path = (root / path if root and not path.is_absolute() else path).resolve()
+                if root is None or not path.is_relative_to(root):
+                    raise ApiError(400, f"region {rid}: image paths must lie under the server's images folder")
+                img = read_image(path)
+            else:
+                notes[i] = "no image for this region"
+                continue
+        except (UserError, ValueError) as exc:
+            notes[i] = f"image unreadable: {one_line(exc)}"
+            continue
+        if not np.isfinite(img).any():
+            notes[i] = "imagery missing: the patch has no finite values"
+            continue
+        if arrays and img.shape != arrays[0].shape:
+            raise ApiError(400, f"region {rid}: patch shape {img.shape}, expected {arrays[0].shape} like the others")
+        arrays.append(img)
+        has[i] = True
+    return (np.stack(arrays) if arrays else None), has, notes
