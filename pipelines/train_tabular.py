@@ -6,6 +6,12 @@ commit, per-fold metrics (``fold_<metric>`` at step = fold) and their ``<metric>
 the decision threshold, the refitted model (LightGBM flavour + ``tabular_model.json``),
 ``oof_predictions.csv`` (region_id, y_true, p_oof, fold), ``cv_fold_metrics.csv``,
 ``shap_importance.csv``, ``shap_summary.png`` and ``explanations.csv`` (top-k reasons per region).
+
+Large cell tables (``--data`` a Parquet dataset folder, hive-partitioned or not, or Arrow IPC
+``.arrow``/``.feather`` files) are streamed into LightGBM without pandas (:mod:`tabular.stream`), or
+trained on a Dask cluster with ``--engine dask [--scheduler ADDRESS]`` (:mod:`tabular.dask_engine`).
+Cross-validation is spatial (``--cv spatial --block-size METRES``) by default when the table has
+``x``/``y`` columns and no ``--group`` is given; ``--tune N`` runs an Optuna search inside every fold.
 """
 
 from __future__ import annotations
@@ -14,10 +20,20 @@ import argparse
 import sys
 from collections.abc import Callable, Sequence
 
-from common.cli import add_common_args, csv_list, positive_int, print_summary, progress_printer, run_main
+from common.cli import (
+    UserError,
+    add_common_args,
+    csv_list,
+    non_negative_int,
+    positive_int,
+    print_summary,
+    progress_printer,
+    run_main,
+)
 from common.metrics import METRIC_NAMES
 from common.tracking import setup_tracking, tracked_run
-from tabular.config import CVConfig, LGBMParams, TrainTabularConfig
+from tabular.config import DEFAULT_BLOCK_SIZE_M, CVConfig, LGBMParams, ScaleConfig, TrainTabularConfig
+from tabular.dataset import is_dataset_path
 from tabular.experiment import TabularTrainResult, train_tabular_model
 
 
@@ -43,7 +59,50 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--id-column", default=None, help="region id column (default: region_id if present, else the row number)"
     )
-    p.add_argument("--folds", type=positive_int, default=5, help="CV folds (default %(default)s)")
+    p.add_argument(
+        "--folds", type=non_negative_int, default=5, help="CV folds (default %(default)s; 0: no CV, large tables only)"
+    )
+    p.add_argument(
+        "--cv",
+        choices=["auto", "stratified", "group", "spatial"],
+        default="auto",
+        help="fold scheme; auto (default): group with --group, else spatial when x/y columns exist, else stratified",
+    )
+    p.add_argument(
+        "--block-size",
+        type=float,
+        default=DEFAULT_BLOCK_SIZE_M,
+        metavar="METRES",
+        help="side of the square blocks of spatial CV, in metres (default %(default)s)",
+    )
+    p.add_argument(
+        "--xy",
+        type=csv_list,
+        default=None,
+        metavar="X,Y",
+        help="coordinate columns for spatial CV (default x,y; lon/lat degrees are mapped to metres)",
+    )
+    p.add_argument(
+        "--imbalance",
+        choices=["weights", "subsample", "none"],
+        default=None,
+        help="large tables: none (default), class weights n_neg/n_pos, or negative subsampling; probabilities "
+        "are prior-corrected",
+    )
+    p.add_argument(
+        "--negatives-per-positive",
+        type=float,
+        default=ScaleConfig.negatives_per_positive,
+        help="with --imbalance subsample: negatives kept per positive (default %(default)s)",
+    )
+    p.add_argument("--tune", type=non_negative_int, default=0, metavar="N", help="Optuna trials per CV fold (0: off)")
+    p.add_argument(
+        "--engine", choices=["local", "dask"], default="local", help="large tables: stream locally or train on Dask"
+    )
+    p.add_argument("--scheduler", default=None, help="with --engine dask: scheduler address (default: a local cluster)")
+    p.add_argument(
+        "--batch-rows", type=positive_int, default=ScaleConfig.batch_rows, help="large tables: rows read per batch"
+    )
     p.add_argument(
         "--n-regions", type=positive_int, default=4000, help="rows of the synthetic table when --data is omitted"
     )
@@ -74,13 +133,21 @@ def config_from_args(args: argparse.Namespace) -> TrainTabularConfig:
         experiment=args.experiment or "train_tabular",
         run_name=args.run_name,
         tracking_uri=args.tracking_uri,
-        cv=CVConfig(n_folds=args.folds),
+        cv=CVConfig(n_folds=args.folds, mode=args.cv, block_size_m=args.block_size, coords=args.xy),
         lgbm=LGBMParams(
             learning_rate=args.learning_rate,
             num_leaves=args.num_leaves,
             num_boost_round=args.max_rounds,
             early_stopping_rounds=args.early_stopping,
             class_balance=args.class_balance,
+        ),
+        scale=ScaleConfig(
+            engine=args.engine,
+            scheduler=args.scheduler,
+            batch_rows=args.batch_rows,
+            imbalance=args.imbalance or "none",
+            negatives_per_positive=args.negatives_per_positive,
+            tune_trials=args.tune,
         ),
     )
 
@@ -89,6 +156,19 @@ def train(cfg: TrainTabularConfig, log: Callable[[str], None] = print, *, verbos
     """Set up the store, open the run and train (:func:`tabular.experiment.train_tabular_model`)."""
     setup_tracking(cfg.tracking_uri, verbose=verbose)
     with tracked_run(cfg.experiment, cfg, run_name=cfg.run_name):
+        if cfg.scale.engine == "dask":
+            from tabular.dask_engine import train_dask_model  # noqa: PLC0415 - dask loads only with --engine dask
+
+            return train_dask_model(cfg, log=log)
+        if cfg.data is not None and (is_dataset_path(cfg.data) or cfg.scale.tune_trials > 0):
+            from tabular.stream import train_dataset_model  # noqa: PLC0415 - the large-table path loads on demand
+
+            return train_dataset_model(cfg, log=log)
+        if cfg.scale.imbalance != "none" and cfg.scale.engine == "local":
+            raise UserError(
+                f"--imbalance {cfg.scale.imbalance} applies to large tables (a Parquet dataset folder or Arrow IPC "
+                "file); use --class-balance for a CSV/Parquet file"
+            )
         return train_tabular_model(cfg, log=log)
 
 

@@ -68,12 +68,57 @@ class LGBMParams:
         }
 
 
+CVMode = Literal["auto", "stratified", "group", "spatial"]
+Imbalance = Literal["weights", "subsample", "none"]
+Engine = Literal["local", "dask"]
+DEFAULT_BLOCK_SIZE_M = 1000.0
+
+
 @dataclass
 class CVConfig:
-    """Cross-validation: ``n_folds`` folds, stratified, or grouped when a group column is given."""
+    """Cross-validation: ``n_folds`` folds, stratified, grouped by a column, or spatial.
+
+    ``mode``: ``"auto"`` is ``"group"`` with a group column, else ``"spatial"`` when the coordinate
+    columns exist, else ``"stratified"``. ``"spatial"`` (:mod:`tabular.spatial`) folds whole square
+    blocks of ``block_size_m`` metres; ``coords`` names the x, y columns (default ``x, y``, or the
+    table's own; longitude/latitude degrees are mapped to metres). Coordinates are never features
+    in spatial mode. ``n_folds`` 0 (large tables only) skips cross-validation.
+    """
 
     n_folds: int = 5
     shuffle: bool = True
+    mode: CVMode = "auto"
+    block_size_m: float = DEFAULT_BLOCK_SIZE_M
+    coords: list[str] | None = None
+
+
+@dataclass
+class ScaleConfig:
+    """Options of the large-table path (a Parquet dataset folder or Arrow IPC input; :mod:`tabular.stream`).
+
+    ``engine``: ``"local"`` streams the table into LightGBM; ``"dask"`` trains with
+    ``lightgbm.dask.DaskLGBMClassifier`` on ``scheduler`` (an address; None starts a local cluster of
+    ``dask_workers`` processes). ``batch_rows``: rows per read batch. ``imbalance``: ``"none"``
+    (default), ``"weights"`` (positives weighted n_neg/n_pos) or ``"subsample"`` (every positive and
+    ``negatives_per_positive`` negatives per positive drawn at random, no weights); probabilities are
+    prior-corrected either way (:mod:`tabular.calibration`). ``"none"`` is the default because full
+    n_neg/n_pos weights hurt the ranking of a rare class: on a 300k-row Carinthia-like table (0.33 %
+    positives) a held-out ROC-AUC of 0.62 with weights against 0.80 without, after 100 rounds.
+    ``tune_trials``: Optuna trials per outer fold (0: off).
+    ``shap_rows``: rows sampled for the SHAP summary. ``oof_max_rows``: the out-of-fold table is
+    logged up to this many rows. ``bin_sample_rows``: rows LightGBM samples for its bin bounds.
+    """
+
+    engine: Engine = "local"
+    scheduler: str | None = None
+    dask_workers: int = 2
+    batch_rows: int = 262_144
+    imbalance: Imbalance = "none"
+    negatives_per_positive: float = 10.0
+    tune_trials: int = 0
+    shap_rows: int = 2000
+    oof_max_rows: int = 5_000_000
+    bin_sample_rows: int = 200_000
 
 
 @dataclass
@@ -98,6 +143,7 @@ class TrainTabularConfig:
     tracking_uri: str | None = None
     cv: CVConfig = field(default_factory=CVConfig)
     lgbm: LGBMParams = field(default_factory=LGBMParams)
+    scale: ScaleConfig = field(default_factory=ScaleConfig)
 
 
 @dataclass
@@ -115,3 +161,9 @@ class PredictTabularConfig:
     tracking_uri: str | None = None
     compiled: bool = False  # compile the trees to native code (lleaves) before predicting
     compile_cache: str | None = None  # folder reusing compiled object code across runs
+    raster_out: str | None = None  # susceptibility GeoTIFF (large-table path; also classes GeoTIFF and PNG)
+    grid: str | None = None  # reference raster for --raster-out when the table carries no grid
+    class_breaks: list[float] | None = None  # probability breaks of the 5 classes (None: area quantiles)
+    engine: Engine = "local"
+    scheduler: str | None = None
+    batch_rows: int = 262_144

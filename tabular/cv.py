@@ -78,10 +78,12 @@ def cross_validate(
     seed: int = 42,
     folds: list[tuple[np.ndarray, np.ndarray]] | None = None,
     progress: Callable[[str], None] | None = print,
+    inner_groups: np.ndarray | None = None,
 ) -> CVResult:
     """Fit one :class:`LandslideClassifier` per fold (early stopping inside its training part) and
     collect out-of-fold P(landslide). ``folds`` overrides the splitter (to compare models on the
-    same folds). ``progress`` receives one line per fold (fold i/k, elapsed seconds)."""
+    same folds). ``progress`` receives one line per fold (fold i/k, elapsed seconds). ``inner_groups``
+    (one id per row, e.g. spatial blocks) makes each fold's early-stopping split hold out whole groups."""
     y = np.asarray(y).astype(np.int64)
     folds = folds if folds is not None else make_folds(y, n_folds, groups=groups, seed=seed)
     oof = np.full(len(y), np.nan)
@@ -92,7 +94,7 @@ def cross_validate(
     for i, (tr, va) in enumerate(folds):
         t0 = time.perf_counter()
         clf = LandslideClassifier(params, seed=seed, categorical=categorical)
-        clf.fit(X.iloc[tr], y[tr])
+        clf.fit(X.iloc[tr], y[tr], groups=None if inner_groups is None else inner_groups[tr])
         oof[va] = clf.booster_.predict(
             clf.encode(X.iloc[va], warn=False),
             num_iteration=clf.best_iteration_,

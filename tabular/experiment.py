@@ -36,6 +36,7 @@ from tabular.data import load_table, prepare_training_table
 from tabular.explain import global_importance, save_summary_plot
 from tabular.model import LandslideClassifier
 from tabular.serving import load_tabular_model, log_tabular_model
+from tabular.spatial import frame_coords, resolve_cv_mode, spatial_folds
 from tabular.synthetic import make_region_table
 
 PREDICT_SUFFIXES = (".csv",)
@@ -95,6 +96,10 @@ def train_tabular_model(cfg: TrainTabularConfig, log: Callable[[str], None] = pr
     drop = list(cfg.drop)
     if cfg.data is None:
         drop += [c for c in ("lon", "lat") if c not in drop]
+    coords = frame_coords(list(df.columns), cfg.cv.coords)
+    cv_mode, cv_reason = resolve_cv_mode(cfg.cv.mode, coords is not None, cfg.group)
+    if cv_mode == "spatial":  # coordinates place the blocks and are never features
+        drop += [c for c in coords if c not in drop]
     table = prepare_training_table(
         df,
         cfg.target,
@@ -106,13 +111,28 @@ def train_tabular_model(cfg: TrainTabularConfig, log: Callable[[str], None] = pr
         source=source,
     )
     n_pos = int(table.y.sum())
+    folds = inner_groups = None
+    how = f"grouped by {cfg.group}" if cfg.group else "stratified"
+    if cv_mode == "spatial":
+        folds, blocks = spatial_folds(
+            df[coords[0]].to_numpy(), df[coords[1]].to_numpy(), table.y, cfg.cv.block_size_m, cfg.cv.n_folds, cfg.seed
+        )
+        inner_groups = blocks.ids
+        how = f"spatial ({blocks.n_blocks} blocks of {cfg.cv.block_size_m:g} m)"
+    elif table.groups is not None:
+        inner_groups = pd.factorize(pd.Series(table.groups))[0]
     log(
         f"data: {len(table.y)} rows, {table.X.shape[1]} features ({len(table.categorical)} categorical), "
-        f"{n_pos} positive ({n_pos / len(table.y):.1%}); {cfg.cv.n_folds}-fold "
-        f"{'grouped by ' + cfg.group if cfg.group else 'stratified'} CV"
+        f"{n_pos} positive ({n_pos / len(table.y):.1%}); {cfg.cv.n_folds}-fold {how} CV ({cv_reason})"
     )
     mlflow.log_params(
-        {"n_features": table.X.shape[1], "n_positive": n_pos, "features": ",".join(table.X.columns)[:6000]}
+        {
+            "n_features": table.X.shape[1],
+            "n_positive": n_pos,
+            "features": ",".join(table.X.columns)[:6000],
+            "cv_mode": cv_mode,
+            "cv_mode_reason": cv_reason,
+        }
     )
     res = cross_validate(
         table.X,
@@ -122,7 +142,9 @@ def train_tabular_model(cfg: TrainTabularConfig, log: Callable[[str], None] = pr
         n_folds=cfg.cv.n_folds,
         groups=table.groups,
         seed=cfg.seed,
+        folds=folds,
         progress=log,
+        inner_groups=inner_groups,
     )
     for row in res.fold_metrics.itertuples(index=False):
         mlflow.log_metrics({f"fold_{m}": float(getattr(row, m)) for m in METRIC_NAMES}, step=int(row.fold))

@@ -34,8 +34,10 @@ from sklearn.exceptions import NotFittedError
 from sklearn.model_selection import train_test_split
 
 from common.cli import UserError
+from tabular.calibration import correct_prior
 from tabular.config import LGBMParams
 from tabular.data import infer_categorical
+from tabular.spatial import inner_block_split
 
 METADATA_VERSION = 1
 
@@ -209,15 +211,21 @@ class LandslideClassifier:
 
     # ------------------------------------------------------------------ training
     def fit(
-        self, X: pd.DataFrame, y: np.ndarray | pd.Series, *, num_boost_round: int | None = None
+        self,
+        X: pd.DataFrame,
+        y: np.ndarray | pd.Series,
+        *,
+        num_boost_round: int | None = None,
+        groups: np.ndarray | None = None,
     ) -> LandslideClassifier:
         """Train on ``X`` (rows x features) and ``y`` (0/1).
 
         With ``num_boost_round`` None and ``params.early_stopping_rounds > 0`` a stratified
         ``params.valid_fraction`` of the rows is held out and training stops when its ROC-AUC
         (rank-based, so unaffected by the class weight) has not improved for that many rounds
-        (``best_iteration_`` = the best round). Otherwise exactly ``num_boost_round`` (or
-        ``params.num_boost_round``) rounds are trained on all rows.
+        (``best_iteration_`` = the best round). With ``groups`` (one id per row, e.g. spatial blocks)
+        the held-out rows are whole groups (:func:`tabular.spatial.inner_block_split`). Otherwise
+        exactly ``num_boost_round`` (or ``params.num_boost_round``) rounds are trained on all rows.
         """
         y_arr = np.asarray(y).astype(np.int64)
         if len(y_arr) != len(X):
@@ -234,9 +242,12 @@ class LandslideClassifier:
         booster_params["scale_pos_weight"] = self.scale_pos_weight_
         if num_boost_round is None and self.params_.early_stopping_rounds > 0:
             idx = np.arange(len(y_arr))
-            tr, va = train_test_split(
-                idx, test_size=self.params_.valid_fraction, stratify=y_arr, random_state=self.seed
-            )
+            if groups is not None:
+                tr, va = inner_block_split(idx, np.asarray(groups), y_arr, self.params_.valid_fraction, self.seed)
+            else:
+                tr, va = train_test_split(
+                    idx, test_size=self.params_.valid_fraction, stratify=y_arr, random_state=self.seed
+                )
             dtrain = self._dataset(Xe[tr], y_arr[tr])
             dvalid = self._dataset(Xe[va], y_arr[va], reference=dtrain)
             booster = lgb.train(
@@ -256,6 +267,7 @@ class LandslideClassifier:
             self.best_iteration_ = rounds
         self.booster_ = booster
         self.threshold_ = 0.5
+        self._prior_odds_factor = 1.0
         self.compiled_: Any | None = None
         self._compiled_for: tuple[lgb.Booster, int] | None = None
         return self
@@ -303,10 +315,28 @@ class LandslideClassifier:
             if n == 0:
                 return np.empty(0, dtype=np.float64)
             threads = self.compiled_threads_ or self.params_.threads_for(n)
-            return np.asarray(self.compiled_.predict(np.ascontiguousarray(Xe, dtype=np.float64), n_jobs=threads))
-        return self._booster().predict(
-            Xe, num_iteration=self.best_iteration_ or None, num_threads=self.params_.threads_for(n)
-        )
+            p = np.asarray(self.compiled_.predict(np.ascontiguousarray(Xe, dtype=np.float64), n_jobs=threads))
+        else:
+            p = self._booster().predict(
+                Xe, num_iteration=self.best_iteration_ or None, num_threads=self.params_.threads_for(n)
+            )
+        return correct_prior(p, self.prior_odds_factor_)
+
+    @property
+    def prior_odds_factor_(self) -> float:
+        """Odds factor applied to every probability (:mod:`tabular.calibration`; 1.0: none)."""
+        return float(getattr(self, "_prior_odds_factor", 1.0))
+
+    def set_prior_correction(self, factor: float) -> LandslideClassifier:
+        """Scale the odds of every predicted probability by ``factor`` (:func:`tabular.calibration.correct_prior`).
+
+        Use ``negative_rate / scale_pos_weight`` after negative subsampling or class weighting so that
+        probabilities refer to the population; returns ``self``.
+        """
+        if not factor > 0:
+            raise ValueError(f"prior odds factor must be > 0, got {factor}")
+        self._prior_odds_factor = float(factor)
+        return self
 
     def predict_proba(self, X: pd.DataFrame) -> np.ndarray:
         """``(n_rows, 2)`` array: P(no landslide), P(landslide) (compiled forest after :meth:`compile`)."""
@@ -367,6 +397,7 @@ class LandslideClassifier:
             "categorical_kinds": self.categorical_kinds_,
             "unseen_category_policy": "missing",
             "seed": self.seed,
+            "prior_odds_factor": self.prior_odds_factor_,
             "model_digest": self.model_digest(),
         }
 
@@ -406,6 +437,7 @@ class LandslideClassifier:
         clf.best_iteration_ = best_iteration
         clf.scale_pos_weight_ = scale_pos_weight
         clf.threshold_ = threshold
+        clf._prior_odds_factor = float(metadata.get("prior_odds_factor", 1.0))
         clf.compiled_ = None
         clf._compiled_for = None
         return clf

@@ -1,0 +1,389 @@
+"""The Dask engine: train and score large tables on a Dask cluster (``--engine dask [--scheduler ADDRESS]``).
+
+* **Cluster.** ``scheduler`` is the address of a running scheduler (``tcp://host:8786``; e.g. one
+  started by ``dask-jobqueue``'s ``SLURMCluster`` on an HPC system); without it a
+  ``distributed.LocalCluster`` of ``dask_workers`` worker processes on 127.0.0.1 is started and closed
+  at the end. An unreachable scheduler is a one-line :class:`common.cli.UserError`.
+* **Data.** One Dask partition per part file of the table (:class:`tabular.dataset.TableSource`, the
+  same files and row order as the local engine), read and encoded on the workers with
+  :class:`tabular.dataset.FeatureEncoder` (float32, categorical level codes). The folds and the
+  negative subsample are decided once by the driver (:func:`tabular.stream.plan_table`, exactly as the
+  local engine does) and shipped with each partition as that part's slice of the fold array, so both
+  engines use identical folds.
+* **Training.** ``lightgbm.dask.DaskLGBMClassifier`` per fold on the other folds' rows, predicted on
+  the fold's rows (``predict_proba``, gathered to the driver for the metrics). LightGBM's Dask
+  interface has no early stopping, so each fold trains ``num_boost_round`` rounds (use
+  ``--early-stopping 0`` on the local engine to compare like for like). The refit on all rows is
+  logged exactly as the local engine's model (native Booster text + ``tabular_model.json``), with the
+  same metrics, calibration artifacts and prior correction.
+* **Scoring** (:func:`predict_dask`): each partition is scored on a worker (``map_partitions`` over the
+  parts, the Booster rebuilt from its text once per worker) and written with ``to_parquet`` into the
+  output dataset folder (atomically renamed).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import lightgbm as lgb
+import mlflow
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute
+import pyarrow.dataset as pads
+
+from common.cli import UserError, one_line
+from common.metrics import METRIC_NAMES, best_f1_threshold, binary_metrics
+from common.tracking import log_fingerprint
+from tabular.calibration import correct_prior, odds_factor, reliability_table, save_reliability_plot
+from tabular.config import PredictTabularConfig, TrainTabularConfig
+from tabular.dataset import FeatureEncoder, TableSource, atomic_dataset_dir, column_numpy
+from tabular.experiment import PredictTableResult, TabularTrainResult
+from tabular.explain import global_importance, save_summary_plot
+from tabular.model import LandslideClassifier
+from tabular.serving import load_tabular_model, log_tabular_model
+from tabular.stream import _log_frame, _sample_rows, _subsample_keep, peak_rss_mb, plan_table, table_fingerprint
+
+CONNECT_TIMEOUT_S = 10
+
+
+@contextlib.contextmanager
+def dask_client(scheduler: str | None, n_workers: int = 2) -> Iterator[Any]:
+    """A ``distributed.Client`` on ``scheduler``, or on a local cluster of ``n_workers`` processes (127.0.0.1)."""
+    from distributed import Client, LocalCluster  # noqa: PLC0415 - distributed loads only for --engine dask
+
+    if scheduler:
+        try:
+            client = Client(scheduler, timeout=f"{CONNECT_TIMEOUT_S}s")
+        except (OSError, TimeoutError, ValueError) as exc:
+            raise UserError(
+                f"--scheduler {scheduler}: cannot reach the Dask scheduler ({one_line(exc)[:160]}); "
+                "expected the address of a running scheduler, e.g. tcp://host:8786"
+            ) from None
+        with client:
+            yield client
+        return
+    with (
+        LocalCluster(
+            n_workers=n_workers, threads_per_worker=1, processes=True, host="127.0.0.1", dashboard_address=None
+        ) as cluster,
+        Client(cluster) as client,
+    ):
+        yield client
+
+
+def _read_part(path: str, fmt: str, columns: list[str]) -> pa.Table:
+    ds = pads.dataset(path, format=fmt)
+    return ds.to_table(columns=columns)
+
+
+def _load_part(
+    path: str,
+    fmt: str,
+    features: list[str],
+    levels: dict[str, list[str]],
+    label: str,
+    offset: int,
+    fold: np.ndarray,
+    keep: np.ndarray | None,
+) -> pd.DataFrame:
+    """One part as a pandas frame of float32 features, ``_label``, ``_fold`` and ``_row`` (runs on a worker)."""
+    table = _read_part(path, fmt, [*features, label])
+    batch = table.combine_chunks().to_batches()[0] if table.num_rows else None
+    enc = FeatureEncoder(features, levels)
+    n = table.num_rows
+    X = enc.encode(batch) if batch is not None else np.empty((0, len(features)), dtype=np.float32)
+    df = pd.DataFrame(X, columns=features)
+    df["_label"] = column_numpy(table.column(label)).astype(np.int8) if n else np.empty(0, np.int8)
+    df["_fold"] = np.asarray(fold, dtype=np.int16)
+    df["_row"] = np.arange(offset, offset + n, dtype=np.int64)
+    if keep is not None:
+        df = df[np.asarray(keep, dtype=bool)]
+    return df
+
+
+def _parts(src: TableSource) -> list[tuple[str, int, int]]:
+    """``(path, offset, rows)`` of every part file, in the table's row order."""
+    out = []
+    offset = 0
+    for frag in src.fragments:
+        n = int(frag.count_rows())
+        out.append((frag.path, offset, n))
+        offset += n
+    return out
+
+
+def _frame(src: TableSource, plan: Any, keep: np.ndarray | None) -> Any:
+    import dask.dataframe as dd  # noqa: PLC0415 - dask loads only for --engine dask
+
+    parts = _parts(src)
+    fold = plan.fold if plan.fold is not None else np.zeros(len(plan.y), dtype=np.int16)
+    meta = pd.DataFrame({c: pd.Series(dtype=np.float32) for c in plan.features})
+    meta["_label"] = pd.Series(dtype=np.int8)
+    meta["_fold"] = pd.Series(dtype=np.int16)
+    meta["_row"] = pd.Series(dtype=np.int64)
+    return dd.from_map(
+        _load_part,
+        [p for p, _, _ in parts],
+        [src.format] * len(parts),
+        [plan.features] * len(parts),
+        [plan.levels] * len(parts),
+        [plan.target] * len(parts),
+        [o for _, o, _ in parts],
+        [fold[o : o + n] for _, o, n in parts],
+        [None if keep is None else keep[o : o + n] for _, o, n in parts],
+        meta=meta,
+        enforce_metadata=False,
+    )
+
+
+def _classifier(cfg: TrainTabularConfig, client: Any, rounds: int, weight: float) -> Any:
+    from lightgbm.dask import DaskLGBMClassifier  # noqa: PLC0415 - dask loads only for --engine dask
+
+    p = cfg.lgbm.booster_params(cfg.seed, n_rows=10**9)
+    p.pop("metric", None)
+    p.pop("objective", None)
+    p.pop("num_threads", None)
+    p.pop("verbosity", None)
+    return DaskLGBMClassifier(
+        client=client,
+        n_estimators=rounds,
+        objective="binary",
+        scale_pos_weight=weight,
+        n_jobs=1,
+        verbosity=-1,
+        **{k: v for k, v in p.items() if k not in ("seed",)},
+        random_state=cfg.seed,
+    )
+
+
+def train_dask_model(cfg: TrainTabularConfig, log: Callable[[str], None] = print) -> TabularTrainResult:
+    """Cross-validate and refit with ``DaskLGBMClassifier`` (module docstring) inside the active MLflow run."""
+    run = mlflow.active_run()
+    if run is None:
+        raise RuntimeError("train_dask_model needs an active MLflow run (common.tracking.tracked_run)")
+    if cfg.data is None:
+        raise UserError("--engine dask needs --data (a Parquet dataset folder or Arrow IPC file)")
+    if cfg.scale.tune_trials:
+        raise UserError("--tune runs with --engine local (Optuna trials train in this process)")
+    start = time.perf_counter()
+    plan = plan_table(cfg, log)
+    src, y = plan.source, plan.y
+    log_fingerprint(table_fingerprint(src))
+    sc = cfg.scale
+    keep = None
+    train_rate = 1.0
+    if sc.imbalance == "subsample":
+        used, train_rate = _subsample_keep(y, sc.negatives_per_positive, cfg.seed)
+        keep = np.zeros(len(y), dtype=bool)
+        keep[used] = True
+    weights = sc.imbalance == "weights"
+    n, n_pos = len(y), int(y.sum())
+    mlflow.log_params(
+        {
+            "engine": "dask",
+            "cv_mode": plan.cv_mode,
+            "cv_mode_reason": plan.cv_reason,
+            "cv_blocks": plan.n_blocks,
+            "target_column": plan.target,
+            "n_features": len(plan.features),
+            "n_positive": n_pos,
+            "features": ",".join(plan.features)[:6000],
+            "table_negative_rate": plan.table_negative_rate,
+        }
+    )
+    rounds = cfg.lgbm.num_boost_round
+    cat_idx = [j for j, c in enumerate(plan.features) if c in plan.levels]
+    summary: dict[str, float] = {}
+    threshold = 0.5
+    with dask_client(sc.scheduler, sc.dask_workers) as client, tempfile.TemporaryDirectory() as tmp_name:
+        tmp = Path(tmp_name)
+        log(
+            f"dask: {len(client.scheduler_info().get('workers', {}))} worker(s) at {client.scheduler.address}; "
+            f"{n:,} rows, {len(plan.features)} features, {plan.cv_mode} CV ({plan.cv_reason})"
+        )
+        ddf = _frame(src, plan, keep).persist()
+        if plan.fold is not None:
+            oof = np.full(n, np.nan)
+            full = _frame(src, plan, None)
+            for i in range(cfg.cv.n_folds):
+                t0 = time.perf_counter()
+                train = ddf[ddf["_fold"] != i]
+                y_tr = y[(plan.fold != i) & (keep if keep is not None else True)]
+                w = (len(y_tr) - y_tr.sum()) / y_tr.sum() if weights else 1.0
+                clf = _classifier(cfg, client, rounds, w)
+                clf.fit(train[plan.features], train["_label"], categorical_feature=cat_idx)
+                test = full[full["_fold"] == i]
+                p = clf.predict_proba(test[plan.features])[:, 1]
+                rows = test["_row"].to_dask_array(lengths=True)
+                p_np, rows_np = client.compute([p, rows], sync=True)
+                oof[np.asarray(rows_np)] = correct_prior(np.asarray(p_np), odds_factor(1.0, w) * train_rate)
+                log(f"fold {i + 1}/{cfg.cv.n_folds}: {len(rows_np):,} held-out rows, {time.perf_counter() - t0:.1f}s")
+            if np.isnan(oof).any():
+                raise ValueError("the folds do not cover every row")
+            threshold = best_f1_threshold(y, oof)
+            fm_rows = []
+            for i in range(cfg.cv.n_folds):
+                sel = plan.fold == i
+                fm_rows.append(
+                    {"fold": i, "n_valid": int(sel.sum()), "best_iteration": rounds}
+                    | binary_metrics(y[sel], oof[sel], threshold)
+                )
+            fm = pd.DataFrame(fm_rows)
+            for name in METRIC_NAMES:
+                summary[f"{name}_mean"] = float(fm[name].mean())
+                summary[f"{name}_std"] = float(fm[name].std(ddof=1)) if len(fm) > 1 else 0.0
+            for row in fm.itertuples(index=False):
+                mlflow.log_metrics({f"fold_{m}": float(getattr(row, m)) for m in METRIC_NAMES}, step=int(row.fold))
+            mlflow.log_metrics(summary | binary_metrics(y, oof, threshold, prefix="pooled_"))
+            _log_frame(fm, tmp, "cv_fold_metrics.csv")
+            rel = reliability_table(y, oof)
+            _log_frame(rel, tmp, "calibration.csv")
+            save_reliability_plot(rel, tmp / "reliability.png", title=f"reliability, {plan.cv_mode} CV (dask)")
+            mlflow.log_artifact(str(tmp / "reliability.png"))
+            if n <= sc.oof_max_rows:
+                _log_frame(
+                    pd.DataFrame({"row": np.arange(n), "y_true": y, "p_oof": oof, "fold": plan.fold}),
+                    tmp,
+                    "oof_predictions.parquet",
+                )
+        y_used = y if keep is None else y[keep]
+        w = (len(y_used) - y_used.sum()) / y_used.sum() if weights else 1.0
+        log(f"refit on all rows with {rounds} rounds")
+        clf = _classifier(cfg, client, rounds, w)
+        clf.fit(ddf[plan.features], ddf["_label"], categorical_feature=cat_idx)
+        booster = clf.booster_
+        factor = odds_factor(1.0, w) * train_rate * plan.table_negative_rate
+        threshold_pop = float(correct_prior(np.float64(threshold), plan.table_negative_rate))
+        meta = {
+            "feature_names": plan.features,
+            "categorical_levels": plan.levels,
+            "threshold": threshold_pop,
+            "best_iteration": rounds,
+            "scale_pos_weight": w,
+            "target": plan.target,
+            "positive_label": "1",
+            "seed": cfg.seed,
+            "prior_odds_factor": factor,
+        }
+        model = LandslideClassifier.from_booster(lgb.Booster(model_str=booster.model_to_string()), meta, cfg.lgbm)
+        sample = _sample_rows(src, plan, sc.shap_rows, cfg.seed)
+        importance = global_importance(model, sample)
+        _log_frame(importance, tmp, "shap_importance.csv")
+        save_summary_plot(model, sample, tmp / "shap_summary.png")
+        mlflow.log_artifact(str(tmp / "shap_summary.png"))
+        mlflow.log_params({"prior_odds_factor": factor, "train_negative_rate": train_rate})
+    info = log_tabular_model(model, sample)
+    elapsed = time.perf_counter() - start
+    mlflow.log_metrics(
+        {"threshold": threshold_pop, "final_num_rounds": rounds, "train_seconds": elapsed, "peak_rss_mb": peak_rss_mb()}
+    )
+    if not summary:
+        summary = {f"{m}_{s}": float("nan") for m in METRIC_NAMES for s in ("mean", "std")}
+    return TabularTrainResult(
+        run_id=run.info.run_id,
+        model_uri=f"runs:/{run.info.run_id}/model",
+        logged_model_uri=info.model_uri,
+        summary=summary,
+        threshold=threshold_pop,
+        top_features=importance["feature"].head(5).tolist(),
+        n_folds=cfg.cv.n_folds,
+        seconds=elapsed,
+    )
+
+
+_BOOSTERS: dict[str, lgb.Booster] = {}
+
+
+def _score_part(
+    path: str,
+    fmt: str,
+    model_text: str,
+    digest: str,
+    meta: dict[str, Any],
+    coords: list[str] | None,
+) -> pd.DataFrame:
+    """Score one part on a worker: coordinates, ``p_landslide`` (float32), ``label`` (int8)."""
+    booster = _BOOSTERS.get(digest)
+    if booster is None:
+        booster = _BOOSTERS[digest] = lgb.Booster(model_str=model_text)
+    features = meta["feature_names"]
+    table = _read_part(path, fmt, [*features, *(coords or [])])
+    out = pd.DataFrame()
+    if coords:
+        for c in coords:
+            out[c] = column_numpy(table.column(c)).astype(np.float64)
+    if table.num_rows:
+        X = FeatureEncoder(features, meta["categorical_levels"]).encode(table.combine_chunks().to_batches()[0])
+        p = booster.predict(X, num_iteration=meta["best_iteration"] or None)
+        p = correct_prior(p, float(meta.get("prior_odds_factor", 1.0))).astype(np.float32)
+    else:
+        p = np.empty(0, dtype=np.float32)
+    out["p_landslide"] = p
+    out["label"] = (p >= meta["threshold"]).astype(np.int8)
+    return out
+
+
+def predict_dask(cfg: PredictTabularConfig, *, tracking_uri: str | None = None) -> PredictTableResult:
+    """Score a large table on Dask (one task per part file) into the Parquet dataset folder ``cfg.out``."""
+    import dask.dataframe as dd  # noqa: PLC0415 - dask loads only for --engine dask
+
+    run = mlflow.active_run()
+    if run is None:
+        raise RuntimeError("predict_dask needs an active MLflow run (common.tracking.tracked_run)")
+    if cfg.raster_out:
+        raise UserError("--raster-out writes one GeoTIFF from one process: use --engine local with --raster-out")
+    src = TableSource(cfg.data)
+    model = load_tabular_model(cfg.model, tracking_uri=tracking_uri)
+    src.require(model.feature_names_, "feature column(s)")
+    log_fingerprint(table_fingerprint(src), context="inference")
+    coords = list(src.meta.coords or (("x", "y") if {"x", "y"} <= set(src.columns) else ()))
+    coords = coords if coords and all(c in src.columns for c in coords) else None
+    text = model.booster_.model_to_string(num_iteration=model.best_iteration_ or None)
+    digest = hashlib.sha256(text.encode()).hexdigest()[:16]
+    meta = model.metadata()
+    parts = _parts(src)
+    empty = pd.DataFrame({c: pd.Series(dtype=np.float64) for c in coords or []})
+    empty["p_landslide"] = pd.Series(dtype=np.float32)
+    empty["label"] = pd.Series(dtype=np.int8)
+    t0 = time.perf_counter()
+    with dask_client(cfg.scheduler) as client, atomic_dataset_dir(cfg.out) as tmp:
+        k = len(parts)
+        ddf = dd.from_map(
+            _score_part,
+            [p for p, _, _ in parts],
+            [src.format] * k,
+            [text] * k,
+            [digest] * k,
+            [meta] * k,
+            [coords] * k,
+            meta=empty,
+            enforce_metadata=False,
+        )
+        ddf.to_parquet(str(tmp), write_index=False, compute=True, compression="zstd")
+        n = n_pos = 0
+        p_sum = 0.0
+        for batch in pads.dataset(str(tmp), format="parquet").to_batches(columns=["p_landslide", "label"]):
+            n += batch.num_rows
+            n_pos += int(pa.compute.sum(batch.column(1)).as_py() or 0)
+            p_sum += float(pa.compute.sum(batch.column(0)).as_py() or 0.0)
+        del client
+    elapsed = time.perf_counter() - t0
+    mlflow.log_metrics(
+        {
+            "n_rows": float(n),
+            "positive_rate": n_pos / max(n, 1),
+            "mean_p": p_sum / max(n, 1),
+            "score_seconds": elapsed,
+            "rows_per_second": n / elapsed if elapsed > 0 else 0.0,
+        }
+    )
+    mlflow.log_params({"threshold": model.threshold_, "model_uri": cfg.model, "engine": "dask"})
+    return PredictTableResult(run.info.run_id, str(cfg.out), n, n_pos, model.threshold_, {}, False)

@@ -1,0 +1,228 @@
+"""Large-table path: the Carinthia-like generator, dataset readers, spatial CV, prior correction,
+nested tuning and the Dask engine (a 2-worker LocalCluster on 127.0.0.1)."""
+
+from __future__ import annotations
+
+import math
+
+import mlflow
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.feather as feather
+import pyarrow.parquet as pq
+import pytest
+
+from common.cli import EXIT_USER_ERROR, UserError, run_main
+from pipelines import make_table, predict_tabular, train_tabular
+from tabular.calibration import correct_prior, odds_factor, reliability_table
+from tabular.carinthia import STATS, fit_quantile
+from tabular.dataset import FeatureEncoder, TableSequence, TableSource, discover_levels
+from tabular.spatial import inner_block_split, make_blocks, spatial_fold_of_rows
+
+ROWS = 40_000
+
+
+@pytest.fixture(scope="module")
+def carinthia(tmp_path_factory):
+    out = tmp_path_factory.mktemp("carinthia") / "table"
+    assert run_main(make_table.main, ["--rows", str(ROWS), "--out", str(out), "--rows-per-part", "15000"]) == 0
+    return out
+
+
+def test_make_table_schema_rates_and_grid(carinthia):
+    src = TableSource(carinthia)
+    assert src.num_rows == ROWS and len(src.files) == 3 and src.partition_columns == ("partition",)
+    study = [c for c in STATS["column"]]
+    assert src.columns == [*study, "x", "y", "slide"]
+    assert src.meta.categorical == ("geomorphons", "clc") and src.field("slope").type == pa.float64()
+    assert pa.types.is_integer(src.field("clc").type)
+    df = pd.read_parquet(carinthia)
+    assert 0.0005 < df["slide"].mean() < 0.01  # a rare positive class, well under 1 %
+    assert (df["forest_cover"] == 0).all()
+    dx = np.diff(np.sort(df["x"].unique()))
+    assert np.allclose(dx, 10.0)
+    g = src.meta.grid_object()
+    assert g.res == (10.0, 10.0) and g.crs == "EPSG:3416" and src.meta.target == "slide"
+    for col in ("slope", "elevation", "prcptot"):  # values within the study's ranges
+        row = STATS.set_index("column").loc[col]
+        assert df[col].min() >= row["min"] - 1e-9 and df[col].max() <= row["max"] + 1e-9
+
+
+def test_quantile_function_matches_study_moments():
+    for row in STATS.itertuples():
+        if row.dtype != "float64" or row.std == 0:
+            continue
+        q = fit_quantile(row)
+        mean, std = q.moments()
+        u = np.array([0.0, 0.25, 0.5, 0.75, 1.0])
+        np.testing.assert_allclose(q(u), [row.min, row.q25, row.q50, row.q75, row.max], rtol=1e-9, atol=1e-12)
+        # quartiles exact; mean within 0.2 sd and sd within 5 % of the study's (closed-form moments)
+        assert abs(mean - row.mean) <= 0.2 * row.std, row.column
+        assert math.isclose(std, row.std, rel_tol=0.05), row.column
+
+
+def test_sequence_reads_every_row_in_order(carinthia):
+    src = TableSource(carinthia)
+    levels = discover_levels(src, ["clc", "geomorphons"])
+    enc = FeatureEncoder(["slope", "clc"], levels)
+    seq = TableSequence(src, enc, batch_rows=7000)
+    full = pd.read_parquet(carinthia, columns=["slope", "clc"])
+    got = np.concatenate([seq[i : i + 9000] for i in range(0, len(seq), 9000)])
+    np.testing.assert_allclose(got[:, 0], full["slope"].to_numpy(), rtol=1e-6)
+    clc = full["clc"].astype("float64").to_numpy()
+    expect = np.array([levels["clc"].index(str(int(v))) if np.isfinite(v) else np.nan for v in clc])
+    np.testing.assert_array_equal(np.isnan(got[:, 1]), np.isnan(expect))
+    assert seq[123][0] == pytest.approx(full["slope"].iloc[123], rel=1e-6)
+    assert seq[5][0] == pytest.approx(full["slope"].iloc[5], rel=1e-6)  # behind the cursor: a new pass
+
+
+def test_arrow_ipc_study_layout_and_hive(tmp_path, carinthia):
+    df = pd.read_parquet(carinthia).drop(columns=["partition"])
+    pos, neg = df[df["slide"] == 1], df[df["slide"] == 0]
+    root = tmp_path / "chunks"
+    (root / "pos").mkdir(parents=True)
+    feather.write_feather(pa.Table.from_pandas(pos, preserve_index=False), root / "pos" / "carinthia_slides.arrow")
+    for k, lo in enumerate(range(0, len(neg), len(neg) // 3 + 1), start=1):
+        part = neg.iloc[lo : lo + len(neg) // 3 + 1]
+        (root / "neg" / f"partition={k}").mkdir(parents=True)
+        feather.write_feather(
+            pa.Table.from_pandas(part, preserve_index=False), root / "neg" / f"partition={k}" / "part-0.arrow"
+        )
+    src = TableSource(root)
+    assert src.format == "ipc" and src.num_rows == len(df) and "partition" in src.partition_columns
+    got = src.read_columns(["slide", "slope"], dtype=np.float32)
+    assert got["slide"].sum() == len(pos) and got["slope"].dtype == np.float32
+
+
+def test_spatial_folds_keep_blocks_apart():
+    rng = np.random.default_rng(0)
+    x = rng.uniform(0, 10_000, 20_000)
+    y = rng.uniform(0, 6_000, 20_000)
+    lab = (rng.random(20_000) < 0.05).astype(np.int8)
+    blocks = make_blocks(x, y, lab, 1000.0, origin=(0.0, 0.0))
+    fold = spatial_fold_of_rows(blocks, 5, seed=1)
+    assert blocks.n_blocks == 60
+    for b in range(blocks.n_blocks):  # every block lies in exactly one fold
+        assert len(np.unique(fold[blocks.ids == b])) == 1
+    key = np.floor(x / 1000).astype(int) * 100 + np.floor(y / 1000).astype(int)
+    for f in range(5):
+        assert not set(key[fold == f]) & set(key[fold != f])
+    pos_per_fold = np.bincount(fold, weights=lab, minlength=5)
+    assert pos_per_fold.min() > 0.7 * pos_per_fold.max()
+    tr, va = inner_block_split(np.flatnonzero(fold != 0), blocks.ids, lab, 0.2, seed=0)
+    assert not set(blocks.ids[tr]) & set(blocks.ids[va]) and len(va) > 0
+    with pytest.raises(UserError, match="fewer than the 5 CV folds"):
+        spatial_fold_of_rows(make_blocks(x, y, lab, 20_000.0), 5, seed=1)
+
+
+def test_prior_correction_formula_and_calibration():
+    rng = np.random.default_rng(0)
+    n = 400_000
+    z = rng.standard_normal(n)
+    p_true = 1 / (1 + np.exp(-(z - 5)))
+    y = rng.random(n) < p_true
+    r = 0.05  # keep 5 % of negatives: the sample's odds are 1 / r times the population's
+    keep = y | (rng.random(n) < r)
+    p_sample = 1 / (1 + np.exp(-(z - 5 - np.log(r))))  # the right model of the sample
+    assert y[keep].mean() > 5 * y.mean()
+    back = correct_prior(p_sample, odds_factor(negative_rate=r))
+    np.testing.assert_allclose(back, p_true, rtol=1e-9)
+    assert odds_factor(0.5, 4.0) == 0.125 and correct_prior(np.array([0.5]), 1.0)[0] == 0.5
+    rel = reliability_table(y, back, n_bins=5)
+    assert np.allclose(rel["p_mean"], rel["observed_rate"], rtol=0.25, atol=2e-4)
+
+
+def test_subsample_training_is_prior_corrected(carinthia, tracking_uri, tmp_path):
+    args = ["--data", str(carinthia), "--imbalance", "subsample", "--negatives-per-positive", "5"]
+    args += ["--folds", "2", "--block-size", "600", "--max-rounds", "40", "--early-stopping", "0"]
+    cfg = train_tabular.config_from_args(train_tabular.build_parser().parse_args(args))
+    res = train_tabular.train(cfg, log=lambda s: None)
+    run = mlflow.MlflowClient(tracking_uri).get_run(res.run_id)
+    rate = float(run.data.params["train_negative_rate"])
+    assert 0 < rate < 0.1 and math.isclose(float(run.data.params["prior_odds_factor"]), rate, rel_tol=1e-9)
+    oof = pd.read_parquet(
+        mlflow.artifacts.download_artifacts(run_id=res.run_id, artifact_path="oof_predictions.parquet")
+    )
+    # corrected out-of-fold probabilities average near the table's positive rate (not 1 / 6)
+    assert 0.4 < oof["p_oof"].mean() / oof["y_true"].mean() < 2.0
+    out = tmp_path / "scores"
+    code = run_main(predict_tabular.main, ["--model", res.model_uri, "--data", str(carinthia), "--out", str(out)])
+    assert code == 0
+    scores = pd.read_parquet(out)
+    assert len(scores) == ROWS and scores["p_landslide"].dtype == np.float32
+    assert 0.3 < scores["p_landslide"].mean() / oof["y_true"].mean() < 3.0
+
+
+def test_tune_runs_nested_trials_per_fold(carinthia, tracking_uri):
+    args = ["--data", str(carinthia), "--folds", "2", "--block-size", "600", "--max-rounds", "30"]
+    args += ["--early-stopping", "5", "--tune", "2"]
+    cfg = train_tabular.config_from_args(train_tabular.build_parser().parse_args(args))
+    res = train_tabular.train(cfg, log=lambda s: None)
+    client = mlflow.MlflowClient(tracking_uri)
+    parent = client.get_run(res.run_id)
+    children = client.search_runs(
+        [parent.info.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{res.run_id}'"
+    )
+    names = sorted(r.info.run_name for r in children)
+    assert names == sorted(f"{f}-trial{i}" for f in ("fold0", "fold1", "final") for i in range(2))
+    assert all("inner_roc_auc" in r.data.metrics for r in children)
+    assert "tune.fold0.num_leaves" in parent.data.params
+
+
+def test_dask_engine_matches_local_on_same_folds(tmp_path, tracking_uri):
+    """Dask (2 worker processes on 127.0.0.1) and local engines: CV ROC-AUC within 0.01 on the same folds.
+
+    A table with more positives (about 2 %) than the default, so that the ROC-AUC of a fold is not
+    dominated by the noise of a few dozen positives."""
+    table = tmp_path / "table"
+    args = ["--rows", "30000", "--positive-rate", "0.05", "--rows-per-part", "10000", "--out", str(table)]
+    assert run_main(make_table.main, args) == 0
+    common = ["--data", str(table), "--folds", "2", "--block-size", "500", "--max-rounds", "25"]
+    common += ["--early-stopping", "0", "--num-leaves", "15"]
+    results = {}
+    for engine in ("local", "dask"):
+        cfg = train_tabular.config_from_args(train_tabular.build_parser().parse_args([*common, "--engine", engine]))
+        results[engine] = train_tabular.train(cfg, log=lambda s: None)
+    local, dask = results["local"].summary["roc_auc_mean"], results["dask"].summary["roc_auc_mean"]
+    assert abs(local - dask) <= 0.01, (local, dask)
+    client = mlflow.MlflowClient(tracking_uri)
+    for res in results.values():
+        run = client.get_run(res.run_id)
+        assert run.data.params["cv_mode"] == "spatial"
+        assert {"roc_auc_mean", "brier_mean", "threshold"} <= set(run.data.metrics)
+        assert {a.path for a in client.list_artifacts(res.run_id)} >= {"reliability.png", "tabular_model.json"}
+    # the same folds: identical OOF fold columns
+    folds = [
+        pd.read_parquet(mlflow.artifacts.download_artifacts(run_id=r.run_id, artifact_path="oof_predictions.parquet"))
+        for r in results.values()
+    ]
+    np.testing.assert_array_equal(folds[0]["fold"].to_numpy(), folds[1]["fold"].to_numpy())
+
+
+def test_dask_unreachable_scheduler(carinthia, tracking_uri, monkeypatch, capsys):
+    import tabular.dask_engine
+
+    monkeypatch.setattr(tabular.dask_engine, "CONNECT_TIMEOUT_S", 2)
+    code = run_main(
+        train_tabular.main,
+        ["--data", str(carinthia), "--engine", "dask", "--scheduler", "tcp://127.0.0.1:9", "--folds", "2"],
+    )
+    err = capsys.readouterr().err.strip()
+    assert code == EXIT_USER_ERROR and "cannot reach the Dask scheduler" in err and len(err.splitlines()) == 1
+    runs = mlflow.MlflowClient(tracking_uri).search_runs(
+        [e.experiment_id for e in mlflow.MlflowClient(tracking_uri).search_experiments()]
+    )
+    assert runs[0].info.status == "FAILED"
+
+
+def test_zero_positives_is_a_user_error(tmp_path, tracking_uri, capsys):
+    root = tmp_path / "ds"
+    root.mkdir()
+    pq.write_table(
+        pa.table({"a": np.arange(50.0), "x": np.arange(50.0), "y": np.zeros(50), "landslide": np.zeros(50, np.int8)}),
+        root / "p.parquet",
+    )
+    code = run_main(train_tabular.main, ["--data", str(root)])
+    err = capsys.readouterr().err
+    assert code == EXIT_USER_ERROR and "no positive rows" in err
