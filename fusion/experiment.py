@@ -217,19 +217,27 @@ def train_fuser(
 
 
 # ---------------------------------------------------------------------------------------- scoring
-def load_models(cfg: ScoreRegionsConfig, *, tracking_uri: str | None = None) -> tuple[Any, Any, Any]:
-    """(tabular model | None, segmenter | None, fuser | None) from the configured URIs."""
+def load_models(
+    tabular_model: str | None,
+    imagery_model: str | None,
+    fusion_model: str | None,
+    *,
+    runtime: str = "torch",
+    device: str = "cpu",
+    tracking_uri: str | None = None,
+) -> tuple[Any, Any, Any]:
+    """(tabular model | None, segmenter | None, fuser | None) from their URIs (``None``: not given)."""
     tab = seg = fus = None
-    if cfg.tabular_model:
-        tab = load_tabular_model(cfg.tabular_model, tracking_uri=tracking_uri, flag="--tabular-model")
-    if cfg.imagery_model:
+    if tabular_model:
+        tab = load_tabular_model(tabular_model, tracking_uri=tracking_uri, flag="--tabular-model")
+    if imagery_model:
         from imagery.inference.serving import load_segmenter  # noqa: PLC0415 - torch only with an imagery model (fusion stays torch-free)
 
         seg = load_segmenter(
-            cfg.imagery_model, device=cfg.device, tracking_uri=tracking_uri, flag="--imagery-model", runtime=cfg.runtime
+            imagery_model, device=device, tracking_uri=tracking_uri, flag="--imagery-model", runtime=runtime
         )
-    if cfg.fusion_model:
-        fus = load_fuser(cfg.fusion_model, tracking_uri=tracking_uri)
+    if fusion_model:
+        fus = load_fuser(fusion_model, tracking_uri=tracking_uri)
     return tab, seg, fus
 
 
@@ -256,7 +264,14 @@ def score_regions(
         raise InputNotFoundError(f"--images folder not found: {cfg.images}")
     table = read_region_table(cfg.regions)
     log_fingerprint(fingerprint_dataframe(table, source=str(cfg.regions)), context="inference")
-    tab, seg, fus = load_models(cfg, tracking_uri=tracking_uri)
+    tab, seg, fus = load_models(
+        cfg.tabular_model,
+        cfg.imagery_model,
+        cfg.fusion_model,
+        runtime=cfg.runtime,
+        device=cfg.device,
+        tracking_uri=tracking_uri,
+    )
     if fus is not None:
         mlflow.set_tags({f"input_{k}": str(v) for k, v in fus.meta_.items() if k.endswith("run_id")})
     scorer = RegionScorer(tab, seg, fus, cfg.scoring)

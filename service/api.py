@@ -120,20 +120,9 @@ def create_app(
     """The application: models loaded once (``models`` = ``(tabular, segmenter, fuser)``, else from ``cfg``);
     ``assessor`` runs ``/v1/assess`` (default :class:`service.assess.Assessor`)."""
     if models is None:
-        from fusion.config import ScoreRegionsConfig  # noqa: PLC0415 - only for loading
         from fusion.experiment import load_models  # noqa: PLC0415 - models load once, at start
 
-        models = load_models(
-            ScoreRegionsConfig(
-                regions="",
-                out="",
-                tabular_model=cfg.tabular_model,
-                imagery_model=cfg.imagery_model,
-                fusion_model=cfg.fusion_model,
-                runtime=cfg.runtime,
-            ),
-            tracking_uri=None,
-        )
+        models = load_models(cfg.tabular_model, cfg.imagery_model, cfg.fusion_model, runtime=cfg.runtime)
     tab, seg, fus = models
     if assessor is None:
         from service.assess import Assessor as SceneAssessor  # noqa: PLC0415 - scene machinery only when serving

@@ -415,19 +415,14 @@ def assess(
     date_window(cfg.date, cfg.days_before)
     factors = factor_sources(cfg.factors)
     if models is None:
-        from fusion.config import ScoreRegionsConfig  # noqa: PLC0415 - only to name the models
         from fusion.experiment import load_models  # noqa: PLC0415 - the service passes its loaded models
 
         models = load_models(
-            ScoreRegionsConfig(
-                regions="",
-                out="",
-                tabular_model=cfg.tabular_model,
-                imagery_model=cfg.imagery_model,
-                fusion_model=cfg.fusion_model,
-                runtime=cfg.runtime,
-                device=cfg.device,
-            ),
+            cfg.tabular_model,
+            cfg.imagery_model,
+            cfg.fusion_model,
+            runtime=cfg.runtime,
+            device=cfg.device,
             tracking_uri=tracking_uri,
         )
     tab_model, seg, fuser = models

@@ -285,15 +285,12 @@ def train_dask_model(cfg: TrainTabularConfig, log: Callable[[str], None] = print
     mlflow.log_metrics(
         {"threshold": threshold_pop, "final_num_rounds": rounds, "train_seconds": elapsed, "peak_rss_mb": peak_rss_mb()}
     )
-    if not summary:
-        summary = {f"{m}_{s}": float("nan") for m in METRIC_NAMES for s in ("mean", "std")}
-    return TabularTrainResult(
-        run_id=run.info.run_id,
-        model_uri=f"runs:/{run.info.run_id}/model",
+    return TabularTrainResult.of_run(
+        run.info.run_id,
         logged_model_uri=info.model_uri,
         summary=summary,
         threshold=threshold_pop,
-        top_features=importance["feature"].head(5).tolist(),
+        importance=importance,
         n_folds=cfg.cv.n_folds,
         seconds=elapsed,
     )

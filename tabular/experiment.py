@@ -55,6 +55,32 @@ class TabularTrainResult:
     n_folds: int
     seconds: float
 
+    @classmethod
+    def of_run(
+        cls,
+        run_id: str,
+        *,
+        logged_model_uri: str,
+        summary: dict[str, float],
+        threshold: float,
+        importance: pd.DataFrame,
+        n_folds: int,
+        seconds: float,
+    ) -> TabularTrainResult:
+        """The result of run ``run_id``; an empty ``summary`` (no cross-validation) reads as NaN scores."""
+        if not summary:
+            summary = {f"{m}_{s}": float("nan") for m in METRIC_NAMES for s in ("mean", "std")}
+        return cls(
+            run_id=run_id,
+            model_uri=f"runs:/{run_id}/model",
+            logged_model_uri=logged_model_uri,
+            summary=summary,
+            threshold=threshold,
+            top_features=importance["feature"].head(5).tolist(),
+            n_folds=n_folds,
+            seconds=seconds,
+        )
+
 
 @dataclass(frozen=True)
 class PredictTableResult:
@@ -179,13 +205,12 @@ def train_tabular_model(cfg: TrainTabularConfig, log: Callable[[str], None] = pr
     info = log_tabular_model(model, table.X)
     elapsed = time.perf_counter() - start
     mlflow.log_metric("train_seconds", elapsed)
-    return TabularTrainResult(
-        run_id=run.info.run_id,
-        model_uri=f"runs:/{run.info.run_id}/model",
+    return TabularTrainResult.of_run(
+        run.info.run_id,
         logged_model_uri=info.model_uri,
         summary=res.summary,
         threshold=res.threshold,
-        top_features=importance["feature"].head(5).tolist(),
+        importance=importance,
         n_folds=cfg.cv.n_folds,
         seconds=elapsed,
     )

@@ -579,15 +579,12 @@ def train_dataset_model(cfg: TrainTabularConfig, log: Callable[[str], None] = pr
             "peak_rss_mb": peak_rss_mb(),
         }
     )
-    if not summary:
-        summary = {f"{m}_{s}": float("nan") for m in METRIC_NAMES for s in ("mean", "std")}
-    return TabularTrainResult(
-        run_id=run.info.run_id,
-        model_uri=f"runs:/{run.info.run_id}/model",
+    return TabularTrainResult.of_run(
+        run.info.run_id,
         logged_model_uri=info.model_uri,
         summary=summary,
         threshold=threshold_pop,
-        top_features=importance["feature"].head(5).tolist(),
+        importance=importance,
         n_folds=cfg.cv.n_folds,
         seconds=elapsed,
     )
