@@ -20,13 +20,11 @@ from dataclasses import dataclass
 from typing import Any
 
 import shapely
-from pyproj import CRS, Transformer
 from shapely.geometry import shape
 from shapely.geometry.base import BaseGeometry
-from shapely.ops import transform
 
 from common.cli import UserError
-from common.geo import geodesic_area_m2, read_vector
+from common.geo import geodesic_area_m2, read_vector, to_lonlat
 
 WGS84 = "EPSG:4326"
 ID_KEYS = ("id", "region_id", "name")
@@ -54,9 +52,8 @@ def circle(lat: float, lon: float, radius_m: float, region_id: str = "point") ->
     check_point(lat, lon)
     if not radius_m > 0:
         raise UserError(f"radius {radius_m} m: expected a positive radius")
-    local = CRS.from_proj4(f"+proj=aeqd +lat_0={lat} +lon_0={lon} +datum=WGS84 +units=m")
-    back = Transformer.from_crs(local, WGS84, always_xy=True).transform
-    return Region(region_id, transform(back, shapely.Point(0.0, 0.0).buffer(radius_m, quad_segs=32)))
+    local = f"+proj=aeqd +lat_0={lat} +lon_0={lon} +datum=WGS84 +units=m"  # true metres around the point
+    return Region(region_id, to_lonlat(shapely.Point(0.0, 0.0).buffer(radius_m, quad_segs=32), local))
 
 
 def box(bbox: Sequence[float], region_id: str = "box") -> Region:
