@@ -41,7 +41,8 @@ from onnxruntime.quantization.shape_inference import quant_pre_process
 from torch import nn
 
 from common.atomic import atomic_path
-from common.cli import UserError
+from common.cli import UserError, one_line
+from imagery.data.bands import band_indices
 from imagery.data.synthetic import synth_patch
 from imagery.inference.segmenter import Segmenter, SegmenterMeta
 from imagery.transforms import Normalizer, Preprocessor
@@ -144,8 +145,10 @@ def calibration_inputs(meta: SegmenterMeta, n: int = 16, seed: int = 0) -> np.nd
     """``n`` synthetic patches (half with landslides) preprocessed as the model's inputs ``(n, C, H, W)``."""
     rng = np.random.default_rng(seed)
     raw = np.stack([synth_patch(rng, has_landslide=i % 2 == 0, size=int(meta.patch_size))[0] for i in range(n)])
+    raw = raw[:, band_indices(meta.bands)]  # the 14 L4S bands -> the model's band set, in its order
     normalizer = Normalizer.from_dict(meta.normalizer) if meta.normalizer else None
-    return Preprocessor(meta.channel_set, normalizer)(raw, torch.device("cpu")).numpy().astype(np.float32)
+    prep = Preprocessor(meta.channel_set, normalizer, bands=meta.bands)
+    return prep(raw, torch.device("cpu")).numpy().astype(np.float32)
 
 
 class _Reader(CalibrationDataReader):
@@ -173,7 +176,7 @@ class OnnxNetwork:
         try:
             self.session = ort.InferenceSession(str(p), sess_options=opts, providers=["CPUExecutionProvider"])
         except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own types for a bad file
-            raise UserError(f"{p}: not a loadable ONNX model ({' '.join(str(exc).split())[:160]})") from None
+            raise UserError(f"{p}: not a loadable ONNX model ({one_line(exc)[:160]})") from None
         self.output_names = [o.name for o in self.session.get_outputs()]
         self.digest = hashlib.sha256(p.read_bytes()).hexdigest()
 
@@ -192,7 +195,7 @@ def read_meta(path: str | os.PathLike[str]) -> SegmenterMeta:
     try:
         props = {m.key: m.value for m in onnx.load(str(p), load_external_data=False).metadata_props}
     except Exception as exc:  # noqa: BLE001 - onnx raises several types for a bad file
-        raise UserError(f"{p}: not an ONNX file ({' '.join(str(exc).split())[:160]})") from None
+        raise UserError(f"{p}: not an ONNX file ({one_line(exc)[:160]})") from None
     if META_KEY not in props:
         raise UserError(f"{p}: no segmenter metadata ({META_KEY}); expected a file from pipelines.export_imagery")
     return SegmenterMeta.from_dict(json.loads(props[META_KEY]), source=str(p))

@@ -85,3 +85,17 @@ def test_export_command_and_onnx_runtime_flag(exported: dict, tracking_uri: str,
     assert np.abs(seg.predict(np.asarray(exported["patches"].images[:2]))["prob"] - ref["prob"]).max() < 1e-4
     assert run_main(export_imagery.main, ["--model", str(out), "--out", str(out.with_suffix(".txt"))]) == 2
     assert "expected a path ending in .onnx" in capsys.readouterr().err
+
+
+def test_int8_calibration_inputs_follow_the_model_band_set() -> None:
+    """A model trained on a band subset is calibrated on inputs with its own channels (not the 14 bands')."""
+    from imagery.inference.onnx import calibration_inputs  # noqa: PLC0415 - the one function under test
+    from imagery.transforms.features import channel_names  # noqa: PLC0415
+
+    bands = ["B2", "B3", "B4", "B8", "B11", "B12"]
+    channels = channel_names(23, bands)
+    kw = {"in_channels": len(channels), "num_classes": 2, "head": "mono", "base_width": 4}
+    meta = SegmenterMeta("small_rau_net1", kw, 23, threshold=0.5, band_order=bands, head="mono", channels=channels)
+    x = calibration_inputs(meta, n=4)
+    assert x.shape[:2] == (4, len(channels)) and len(channels) < 23
+    assert np.isfinite(x).all()
