@@ -87,7 +87,7 @@ def _plan(path: str, folds: int, threads: int):
         scale=ScaleConfig(),
         seed=0,
     )
-    return cfg, plan_table(cfg, log=lambda s: None)
+    return cfg, plan_table(cfg)
 
 
 def _task_train(a: dict, q) -> None:
@@ -367,7 +367,6 @@ def run_task(task: str, a: dict) -> dict:
 
 
 def _write_subset(table: str, rows: int, out: Path) -> int:
-    import pyarrow as pa
     import pyarrow.parquet as pq
 
     from tabular.dataset import TableSource
@@ -382,7 +381,6 @@ def _write_subset(table: str, rows: int, out: Path) -> int:
             done += take
             if done >= rows:
                 break
-    del pa
     return done
 
 

@@ -14,12 +14,13 @@ What each option does, the column names, the sampling and the output format are 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 from collections.abc import Sequence
 
 import mlflow
 
-from common.cli import add_common_args, csv_list, positive_int, run_main
+from common.cli import add_common_args, csv_list, positive_int, print_summary, progress_printer, run_main
 from common.tracking import setup_tracking, tracked_run
 from tabular.build import TERRAIN_CHOICES, BuildTableConfig, BuildTableResult, build_table
 
@@ -108,7 +109,10 @@ def run(cfg: BuildTableConfig, *, verbose: bool = False, log=print) -> BuildTabl
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    res = run(config_from_args(args), verbose=args.verbose, log=lambda line: print(line, flush=True))
+    res = run(config_from_args(args), verbose=args.verbose, log=progress_printer(args.json))
+    if args.json:
+        print_summary(dataclasses.asdict(res) | {"cells_per_second": res.cells_per_second}, as_json=True)
+        return 0
     print(
         f"wrote {res.out}: {res.rows:,} cells ({res.positives:,} landslide, {res.negatives:,} other; "
         f"{res.nodata_cells:,} nodata cells left out), {len(res.columns) - 3} factors, grid {res.height} x {res.width} "

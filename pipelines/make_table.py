@@ -11,10 +11,11 @@ cells at a time; the folder is written under a temporary name and renamed when c
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 from collections.abc import Sequence
 
-from common.cli import add_common_args, positive_int, quiet_third_party, run_main
+from common.cli import add_common_args, positive_int, print_summary, quiet_third_party, run_main
 from tabular.carinthia import STUDY_ROWS, write_carinthia_like
 
 
@@ -43,6 +44,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             rows_per_part=args.rows_per_part,
             progress=lambda done, total: bar.update(done - bar.n),
         )
+    if args.json:
+        print_summary(dataclasses.asdict(res), as_json=True)
+        return 0
     print(
         f"wrote {res.out}: {res.rows:,} rows ({res.height} x {res.width} cells of 10 m), {res.positives:,} slides "
         f"({res.positives / res.rows:.3%}), {res.parts} partition(s) in {res.seconds:.1f}s"

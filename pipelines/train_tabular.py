@@ -85,7 +85,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--imbalance",
         choices=["weights", "subsample", "none"],
-        default=None,
+        default="none",
         help="large tables: none (default), class weights n_neg/n_pos, or negative subsampling; probabilities "
         "are prior-corrected",
     )
@@ -145,7 +145,7 @@ def config_from_args(args: argparse.Namespace) -> TrainTabularConfig:
             engine=args.engine,
             scheduler=args.scheduler,
             batch_rows=args.batch_rows,
-            imbalance=args.imbalance or "none",
+            imbalance=args.imbalance,
             negatives_per_positive=args.negatives_per_positive,
             tune_trials=args.tune,
         ),
@@ -164,7 +164,7 @@ def train(cfg: TrainTabularConfig, log: Callable[[str], None] = print, *, verbos
             from tabular.stream import train_dataset_model  # noqa: PLC0415 - the large-table path loads on demand
 
             return train_dataset_model(cfg, log=log)
-        if cfg.scale.imbalance != "none" and cfg.scale.engine == "local":
+        if cfg.scale.imbalance != "none":
             raise UserError(
                 f"--imbalance {cfg.scale.imbalance} applies to large tables (a Parquet dataset folder or Arrow IPC "
                 "file); use --class-balance for a CSV/Parquet file"

@@ -43,6 +43,7 @@ after filtering, a raster or inventory without CRS, a categorical raster with mo
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from collections.abc import Callable, Sequence
@@ -300,7 +301,11 @@ def build_table(
     # negative sampling rate from the grid's counts (the realised rate is stored)
     n_pos_grid = int(mask.sum())
     n_neg_grid = mask.size - n_pos_grid
-    q = 1.0 if cfg.negatives_per_positive is None else min(1.0, cfg.negatives_per_positive * n_pos_grid / n_neg_grid)
+    q = (
+        1.0
+        if cfg.negatives_per_positive is None
+        else min(1.0, cfg.negatives_per_positive * n_pos_grid / max(n_neg_grid, 1))
+    )
     schema = pa.schema(
         [pa.field("x", pa.float64()), pa.field("y", pa.float64())]
         + [pa.field(c, pa.int32() if c in cfg.categorical else pa.float32()) for c in feature_cols]
@@ -331,29 +336,24 @@ def build_table(
     )
     spacing = pixel_size_m(grid) if cfg.dem else None
     twi_full = None
-    readers: list[RasterOnGrid] = []
     n_rows = n_pos = n_neg_kept = n_neg_valid = n_nodata = 0
     windows = list(iter_windows(grid, rows_per_block))
-    with atomic_dataset_dir(cfg.out) as tmp:
+    with atomic_dataset_dir(cfg.out) as tmp, contextlib.ExitStack() as opened:
         writer = None
         part = 0
         in_part = 0
         try:
-            for name, path in rasters:
-                r = RasterOnGrid(path, grid, "nearest" if name in cfg.categorical else "bilinear", 1)
-                r.__enter__()
-                readers.append(r)
-            dem = None
-            if cfg.dem:
-                dem = RasterOnGrid(cfg.dem, grid, "bilinear", 1)
-                dem.__enter__()
-                readers.append(dem)
-                if "twi" in cfg.terrain:
-                    twi_full = geo_terrain.twi(dem.read(), spacing[0], spacing[1])
+            readers = [
+                opened.enter_context(RasterOnGrid(path, grid, "nearest" if name in cfg.categorical else "bilinear", 1))
+                for name, path in rasters
+            ]
+            dem = opened.enter_context(RasterOnGrid(cfg.dem, grid, "bilinear", 1)) if cfg.dem else None
+            if dem is not None and "twi" in cfg.terrain:
+                twi_full = geo_terrain.twi(dem.read(), spacing[0], spacing[1])
             for i, win in enumerate(windows):
                 sl = slice(win.row_off, win.row_off + win.height)
                 cols: dict[str, np.ndarray] = {}
-                for (name, _), r in zip(rasters, readers, strict=False):
+                for (name, _), r in zip(rasters, readers, strict=True):
                     cols[name] = r.read(win)
                 if dem is not None:
                     cols.update(_terrain_block(cfg.terrain, dem.read, grid, win, spacing, twi_full))
@@ -366,15 +366,10 @@ def build_table(
                 n_nodata += int((~valid).sum())
                 keep = np.ones_like(valid) if cfg.keep_nodata else valid.copy()
                 lab = mask[sl].astype(bool)
+                n_neg_valid += int((keep & ~lab).sum())
                 if q < 1.0:
-                    rng = np.random.default_rng([cfg.seed, i])
-                    draw = rng.random(valid.shape) < q
-                    n_neg_valid += int((keep & ~lab).sum())
-                    keep &= lab | draw
-                    n_neg_kept += int((keep & ~lab).sum())
-                else:
-                    n_neg_valid += int((keep & ~lab).sum())
-                    n_neg_kept += int((keep & ~lab).sum())
+                    keep &= lab | (np.random.default_rng([cfg.seed, i]).random(valid.shape) < q)
+                n_neg_kept += int((keep & ~lab).sum())
                 rr, cc = np.nonzero(keep)
                 if len(rr):
                     xs, ys = grid.cell_centres(rr + win.row_off, cc + win.col_off)
@@ -417,8 +412,6 @@ def build_table(
         finally:
             if writer is not None:
                 writer.close()
-            for r in readers:
-                r.close()
     return BuildTableResult(
         str(cfg.out),
         n_rows,

@@ -43,9 +43,9 @@ from __future__ import annotations
 import io
 import math
 import os
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -158,7 +158,6 @@ GROUP_NAMES = ("elev", "rugged", "curv", "flow", "aspect", "climate", "water", "
 GEOMORPHONS = np.arange(1, 11, dtype=np.int16)  # GRASS r.geomorphon: flat, summit, ridge, ... pit
 CLC_CODES = np.array([112, 211, 231, 242, 243, 311, 312, 313, 321, 322, 324, 332, 333, 335, 411, 512], dtype=np.int16)
 CLC_FOREST = (311, 312, 313)
-LABEL_COEF = {"intercept_target": None, "slope": 1.1, "climate": 0.5, "conv": 0.45, "twi": 0.35, "inter": 0.4}
 SHARED_MASKS = {"climate": ["cwd", "prcptot", "sdii", "rx5day", "rx1day", "api_k7", "api_k30", "spei30", "pci"]}
 WATER_MASK = ["sw_max_speed", "sw_max_depth", "sw_spec_runoff"]
 
@@ -289,8 +288,6 @@ def write_carinthia_like(
     ``block_rows``: grid rows generated at once (0: about 250,000 cells). ``progress(done, total)``
     is called after every block. The folder is written under a temporary name and renamed at the end.
     """
-    import time  # noqa: PLC0415 - only timing
-
     from common.geo import Grid  # noqa: PLC0415 - rasterio loads only when a table is written
 
     if rows < 1:
@@ -335,18 +332,16 @@ def write_carinthia_like(
                 if n_cells <= 0:
                     break
                 brng = np.random.default_rng([seed, r0])
-                data, y = _block(r0, r1, width, n_cells, fields, fine, quantiles, null_rate, b0, brng)
-                cols = data
+                cols, y = _block(r0, r1, width, n_cells, fields, fine, quantiles, null_rate, b0, brng)
                 xs, ys = grid.cell_centres(*np.divmod(np.arange(r0 * width, r0 * width + n_cells), width))
                 arrays = []
                 for c in columns:
                     v = cols[c]
-                    if c in ("geomorphons", "clc"):
-                        codes = v  # int8 index into the dictionary, -1 = null
+                    if c in ("geomorphons", "clc"):  # v: int8 index into the dictionary, -1 = null
                         levels = GEOMORPHONS if c == "geomorphons" else CLC_CODES
                         arrays.append(
                             pa.DictionaryArray.from_arrays(
-                                pa.array(codes, pa.int8(), mask=codes < 0), pa.array(levels, pa.int16())
+                                pa.array(v, pa.int8(), mask=v < 0), pa.array(levels, pa.int16())
                             )
                         )
                     else:
@@ -424,8 +419,3 @@ def _block(
     clc_null = rng.random(n_cells) < null_rate["clc"]
     out["clc"] = np.where(clc_null, -1, out["clc"]).astype(np.int8)
     return out, y
-
-
-def stats_path(root: str | os.PathLike[str]) -> Path:
-    """The study's statistics file under a shared data folder (for tests comparing against it)."""
-    return Path(root) / "gaia_carinthia_stats" / "carinthia_column_stats.csv"

@@ -40,16 +40,22 @@ import pyarrow.compute
 import pyarrow.dataset as pads
 
 from common.cli import UserError, one_line
-from common.metrics import METRIC_NAMES, best_f1_threshold, binary_metrics
 from common.tracking import log_fingerprint
-from tabular.calibration import correct_prior, odds_factor, reliability_table, save_reliability_plot
+from tabular.calibration import correct_prior, odds_factor
 from tabular.config import PredictTabularConfig, TrainTabularConfig
 from tabular.dataset import FeatureEncoder, TableSource, atomic_dataset_dir, column_numpy
 from tabular.experiment import PredictTableResult, TabularTrainResult
-from tabular.explain import global_importance, save_summary_plot
-from tabular.model import LandslideClassifier
-from tabular.serving import load_tabular_model, log_tabular_model
-from tabular.stream import _log_frame, _sample_rows, _subsample_keep, peak_rss_mb, plan_table, table_fingerprint
+from tabular.serving import load_tabular_model
+from tabular.stream import (
+    _sample_rows,
+    _subsample_keep,
+    class_weight,
+    finish_training,
+    log_cv_results,
+    plan_params,
+    plan_table,
+    table_fingerprint,
+)
 
 CONNECT_TIMEOUT_S = 10
 
@@ -166,15 +172,14 @@ def _classifier(cfg: TrainTabularConfig, client: Any, rounds: int, weight: float
 
 def train_dask_model(cfg: TrainTabularConfig, log: Callable[[str], None] = print) -> TabularTrainResult:
     """Cross-validate and refit with ``DaskLGBMClassifier`` (module docstring) inside the active MLflow run."""
-    run = mlflow.active_run()
-    if run is None:
+    if mlflow.active_run() is None:
         raise RuntimeError("train_dask_model needs an active MLflow run (common.tracking.tracked_run)")
     if cfg.data is None:
         raise UserError("--engine dask needs --data (a Parquet dataset folder or Arrow IPC file)")
     if cfg.scale.tune_trials:
         raise UserError("--tune runs with --engine local (Optuna trials train in this process)")
     start = time.perf_counter()
-    plan = plan_table(cfg, log)
+    plan = plan_table(cfg)
     src, y = plan.source, plan.y
     log_fingerprint(table_fingerprint(src))
     sc = cfg.scale
@@ -185,20 +190,8 @@ def train_dask_model(cfg: TrainTabularConfig, log: Callable[[str], None] = print
         keep = np.zeros(len(y), dtype=bool)
         keep[used] = True
     weights = sc.imbalance == "weights"
-    n, n_pos = len(y), int(y.sum())
-    mlflow.log_params(
-        {
-            "engine": "dask",
-            "cv_mode": plan.cv_mode,
-            "cv_mode_reason": plan.cv_reason,
-            "cv_blocks": plan.n_blocks,
-            "target_column": plan.target,
-            "n_features": len(plan.features),
-            "n_positive": n_pos,
-            "features": ",".join(plan.features)[:6000],
-            "table_negative_rate": plan.table_negative_rate,
-        }
-    )
+    n = len(y)
+    mlflow.log_params({"engine": "dask", **plan_params(plan)})
     rounds = cfg.lgbm.num_boost_round
     cat_idx = [j for j, c in enumerate(plan.features) if c in plan.levels]
     summary: dict[str, float] = {}
@@ -216,8 +209,7 @@ def train_dask_model(cfg: TrainTabularConfig, log: Callable[[str], None] = print
             for i in range(cfg.cv.n_folds):
                 t0 = time.perf_counter()
                 train = ddf[ddf["_fold"] != i]
-                y_tr = y[(plan.fold != i) & (keep if keep is not None else True)]
-                w = (len(y_tr) - y_tr.sum()) / y_tr.sum() if weights else 1.0
+                w = class_weight(y[(plan.fold != i) & (keep if keep is not None else True)]) if weights else 1.0
                 clf = _classifier(cfg, client, rounds, w)
                 clf.fit(train[plan.features], train["_label"], categorical_feature=cat_idx)
                 test = full[full["_fold"] == i]
@@ -228,72 +220,36 @@ def train_dask_model(cfg: TrainTabularConfig, log: Callable[[str], None] = print
                 log(f"fold {i + 1}/{cfg.cv.n_folds}: {len(rows_np):,} held-out rows, {time.perf_counter() - t0:.1f}s")
             if np.isnan(oof).any():
                 raise ValueError("the folds do not cover every row")
-            threshold = best_f1_threshold(y, oof)
-            fm_rows = []
-            for i in range(cfg.cv.n_folds):
-                sel = plan.fold == i
-                fm_rows.append(
-                    {"fold": i, "n_valid": int(sel.sum()), "best_iteration": rounds}
-                    | binary_metrics(y[sel], oof[sel], threshold)
-                )
-            fm = pd.DataFrame(fm_rows)
-            for name in METRIC_NAMES:
-                summary[f"{name}_mean"] = float(fm[name].mean())
-                summary[f"{name}_std"] = float(fm[name].std(ddof=1)) if len(fm) > 1 else 0.0
-            for row in fm.itertuples(index=False):
-                mlflow.log_metrics({f"fold_{m}": float(getattr(row, m)) for m in METRIC_NAMES}, step=int(row.fold))
-            mlflow.log_metrics(summary | binary_metrics(y, oof, threshold, prefix="pooled_"))
-            _log_frame(fm, tmp, "cv_fold_metrics.csv")
-            rel = reliability_table(y, oof)
-            _log_frame(rel, tmp, "calibration.csv")
-            save_reliability_plot(rel, tmp / "reliability.png", title=f"reliability, {plan.cv_mode} CV (dask)")
-            mlflow.log_artifact(str(tmp / "reliability.png"))
-            if n <= sc.oof_max_rows:
-                _log_frame(
-                    pd.DataFrame({"row": np.arange(n), "y_true": y, "p_oof": oof, "fold": plan.fold}),
-                    tmp,
-                    "oof_predictions.parquet",
-                )
-        y_used = y if keep is None else y[keep]
-        w = (len(y_used) - y_used.sum()) / y_used.sum() if weights else 1.0
+            fold_rows = [
+                {"fold": i, "n_valid": int((plan.fold == i).sum()), "best_iteration": rounds}
+                for i in range(cfg.cv.n_folds)
+            ]
+            threshold, summary = log_cv_results(
+                plan,
+                oof,
+                fold_rows,
+                tmp,
+                title=f"reliability, {plan.cv_mode} CV (dask)",
+                oof_max_rows=sc.oof_max_rows,
+            )
+        w = class_weight(y if keep is None else y[keep]) if weights else 1.0
         log(f"refit on all rows with {rounds} rounds")
         clf = _classifier(cfg, client, rounds, w)
         clf.fit(ddf[plan.features], ddf["_label"], categorical_feature=cat_idx)
-        booster = clf.booster_
-        factor = odds_factor(1.0, w) * train_rate * plan.table_negative_rate
-        threshold_pop = float(correct_prior(np.float64(threshold), plan.table_negative_rate))
-        meta = {
-            "feature_names": plan.features,
-            "categorical_levels": plan.levels,
-            "threshold": threshold_pop,
-            "best_iteration": rounds,
-            "scale_pos_weight": w,
-            "target": plan.target,
-            "positive_label": "1",
-            "seed": cfg.seed,
-            "prior_odds_factor": factor,
-        }
-        model = LandslideClassifier.from_booster(lgb.Booster(model_str=booster.model_to_string()), meta, cfg.lgbm)
-        sample = _sample_rows(src, plan, sc.shap_rows, cfg.seed)
-        importance = global_importance(model, sample)
-        _log_frame(importance, tmp, "shap_importance.csv")
-        save_summary_plot(model, sample, tmp / "shap_summary.png")
-        mlflow.log_artifact(str(tmp / "shap_summary.png"))
-        mlflow.log_params({"prior_odds_factor": factor, "train_negative_rate": train_rate})
-    info = log_tabular_model(model, sample)
-    elapsed = time.perf_counter() - start
-    mlflow.log_metrics(
-        {"threshold": threshold_pop, "final_num_rounds": rounds, "train_seconds": elapsed, "peak_rss_mb": peak_rss_mb()}
-    )
-    return TabularTrainResult.of_run(
-        run.info.run_id,
-        logged_model_uri=info.model_uri,
-        summary=summary,
-        threshold=threshold_pop,
-        importance=importance,
-        n_folds=cfg.cv.n_folds,
-        seconds=elapsed,
-    )
+        return finish_training(
+            cfg,
+            plan,
+            lgb.Booster(model_str=clf.booster_.model_to_string()),
+            tmp,
+            threshold=threshold,
+            best_iteration=rounds,
+            scale_pos_weight=w,
+            train_rate=train_rate,
+            shap_sample=_sample_rows(src, plan, sc.shap_rows, cfg.seed),
+            summary=summary,
+            start=start,
+            metrics={"final_num_rounds": rounds},
+        )
 
 
 _BOOSTERS: dict[str, lgb.Booster] = {}
@@ -341,8 +297,8 @@ def predict_dask(cfg: PredictTabularConfig, *, tracking_uri: str | None = None) 
     model = load_tabular_model(cfg.model, tracking_uri=tracking_uri)
     src.require(model.feature_names_, "feature column(s)")
     log_fingerprint(table_fingerprint(src), context="inference")
-    coords = list(src.meta.coords or (("x", "y") if {"x", "y"} <= set(src.columns) else ()))
-    coords = coords if coords and all(c in src.columns for c in coords) else None
+    xy = src.coord_columns()
+    coords = list(xy) if xy else None
     text = model.booster_.model_to_string(num_iteration=model.best_iteration_ or None)
     digest = hashlib.sha256(text.encode()).hexdigest()[:16]
     meta = model.metadata()

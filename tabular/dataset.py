@@ -142,10 +142,6 @@ def table_metadata(
     return {META_KEY: json.dumps(raw).encode("utf-8")}
 
 
-def _type_name(t: pa.DataType) -> str:
-    return str(t)
-
-
 class TableSource:
     """A Parquet dataset, Arrow IPC file(s) or one Parquet file, read in column-selected batches.
 
@@ -221,8 +217,8 @@ class TableSource:
                     )
                 if types[name] != t and not (pa.types.is_dictionary(t) and pa.types.is_dictionary(types[name])):
                     raise UserError(
-                        f"{self.path}: part {frag.path} column {name!r} is {_type_name(types[name])}, "
-                        f"but {_type_name(t)} in {first.path}; expected the same type in every part"
+                        f"{self.path}: part {frag.path} column {name!r} is {types[name]}, "
+                        f"but {t} in {first.path}; expected the same type in every part"
                     )
             extra = [n for n in types if n not in ref_types]
             if extra:
@@ -244,6 +240,13 @@ class TableSource:
             self._num_rows = int(sum(f.count_rows() for f in self.fragments))
         return self._num_rows
 
+    def coord_columns(self) -> tuple[str, str] | None:
+        """The cell-centre columns: the table's own (:attr:`TableMeta.coords`), else ``x``, ``y``; None when absent."""
+        for pair in (self.meta.coords, ("x", "y")):
+            if pair and all(c in self.schema.names for c in pair):
+                return (pair[0], pair[1])
+        return None
+
     def field(self, name: str) -> pa.Field:
         return self.schema.field(name)
 
@@ -252,16 +255,17 @@ class TableSource:
         if missing:
             raise UserError(f"{self.path}: {what} {missing} not found (columns: {self.columns[:25]})")
 
-    def is_numeric(self, name: str) -> bool:
+    def _value_type(self, name: str) -> pa.DataType:
+        """The column's type (a dictionary column's value type)."""
         t = self.schema.field(name).type
-        if pa.types.is_dictionary(t):
-            t = t.value_type
+        return t.value_type if pa.types.is_dictionary(t) else t
+
+    def is_numeric(self, name: str) -> bool:
+        t = self._value_type(name)
         return pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_boolean(t)
 
     def is_textual(self, name: str) -> bool:
-        t = self.schema.field(name).type
-        if pa.types.is_dictionary(t):
-            t = t.value_type
+        t = self._value_type(name)
         return pa.types.is_string(t) or pa.types.is_large_string(t)
 
     def is_dictionary(self, name: str) -> bool:

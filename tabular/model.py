@@ -44,9 +44,11 @@ METADATA_VERSION = 1
 
 def _category_kind(series: pd.Series) -> str:
     """``"numeric"`` when every value of a categorical column is a number (integer-coded levels), else ``"text"``."""
+    if pd.api.types.is_bool_dtype(series):
+        return "text"
+    if pd.api.types.is_numeric_dtype(series):
+        return "numeric"
     values = series.dropna()
-    if pd.api.types.is_numeric_dtype(series) or pd.api.types.is_bool_dtype(series):
-        return "numeric" if not pd.api.types.is_bool_dtype(series) else "text"
     return "numeric" if len(values) and pd.to_numeric(values, errors="coerce").notna().all() else "text"
 
 

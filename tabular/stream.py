@@ -25,9 +25,9 @@ dataset (``x``, ``y`` when present, ``p_landslide``, ``label``), optionally comp
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import hashlib
-import json
 import resource
 import tempfile
 import time
@@ -113,13 +113,10 @@ def _resolve_coords(src: TableSource, cfg: TrainTabularConfig) -> tuple[str, str
             raise UserError(f"--xy expects two column names X,Y, got {cfg.cv.coords}")
         src.require(cfg.cv.coords, "--xy column(s)")
         return (cfg.cv.coords[0], cfg.cv.coords[1])
-    for pair in ([*src.meta.coords] if src.meta.coords else [], ["x", "y"]):
-        if pair and all(c in src.columns for c in pair):
-            return (pair[0], pair[1])
-    return None
+    return src.coord_columns()
 
 
-def plan_table(cfg: TrainTabularConfig, log: Callable[[str], None] = print) -> TablePlan:
+def plan_table(cfg: TrainTabularConfig) -> TablePlan:
     """Open the table, pick columns, read labels/coordinates and make the folds (no feature data read)."""
     src = TableSource(cfg.data)
     target = _resolve_target(src, cfg)
@@ -237,6 +234,23 @@ def subset_rows(ds: lgb.Dataset, positions: np.ndarray) -> lgb.Dataset:
     return sub
 
 
+def inner_split(
+    positions: np.ndarray, groups: np.ndarray | None, labels: np.ndarray, valid_fraction: float, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """(train, valid) of training ``positions`` for early stopping: whole groups held out
+    (:func:`tabular.spatial.inner_block_split`), else a seeded random ``valid_fraction`` of the rows."""
+    if groups is not None:
+        return inner_block_split(positions, groups, labels, valid_fraction, seed)
+    mask = np.random.default_rng(seed).random(len(positions)) < valid_fraction
+    return positions[~mask], positions[mask]
+
+
+def class_weight(y: np.ndarray) -> float:
+    """``n_neg / n_pos`` of labels ``y`` (the positives' ``scale_pos_weight``; n_pos counted at least 1)."""
+    n_pos = int(y.sum())
+    return (len(y) - n_pos) / max(n_pos, 1)
+
+
 def build_binned_dataset(
     src: TableSource,
     encoder: FeatureEncoder,
@@ -301,17 +315,12 @@ def fit_on_positions(
     n_neg = len(y) - n_pos
     if n_pos == 0 or n_neg == 0:
         raise UserError("a training fold has a single class (expected positives and negatives in every fold)")
-    w = n_neg / n_pos if weights else 1.0
+    w = class_weight(y) if weights else 1.0
     p = dict(params, scale_pos_weight=w)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
         if early_stopping > 0:
-            if groups is not None:
-                tr, va = inner_block_split(positions, groups, labels, valid_fraction, seed)
-            else:
-                rng = np.random.default_rng(seed)
-                mask = rng.random(len(positions)) < valid_fraction
-                tr, va = positions[~mask], positions[mask]
+            tr, va = inner_split(positions, groups, labels, valid_fraction, seed)
             dtr, dva = subset_rows(ds, tr), subset_rows(ds, va)
             booster = lgb.train(
                 p,
@@ -353,13 +362,136 @@ def _log_frame(df: pd.DataFrame, folder: Path, name: str) -> None:
     mlflow.log_artifact(str(path))
 
 
+def plan_params(plan: TablePlan) -> dict[str, Any]:
+    """The run parameters describing a plan (columns, folds, sampling), as both engines log them."""
+    return {
+        "cv_mode": plan.cv_mode,
+        "cv_mode_reason": plan.cv_reason,
+        "cv_blocks": plan.n_blocks,
+        "target_column": plan.target,
+        "coords": ",".join(plan.coords) if plan.coords else "",
+        "n_features": len(plan.features),
+        "n_positive": int(plan.y.sum()),
+        "features": ",".join(plan.features)[:6000],
+        "categorical_features": ",".join(plan.categorical)[:6000],
+        "table_negative_rate": plan.table_negative_rate,
+    }
+
+
+def log_cv_results(
+    plan: TablePlan,
+    oof: np.ndarray,
+    fold_rows: list[dict[str, Any]],
+    tmp: Path,
+    *,
+    title: str,
+    oof_max_rows: int,
+) -> tuple[float, dict[str, float]]:
+    """Log the out-of-fold results of either engine; return the max-F1 threshold and the mean/std summary.
+
+    ``fold_rows``: one dict per fold (``fold``, counts, ``best_iteration``), completed with the fold's
+    metrics into ``cv_fold_metrics.csv`` and logged as ``fold_<metric>`` at step = fold; then the
+    ``<metric>_mean``/``_std`` and ``pooled_<metric>`` metrics, the reliability table and plot
+    (``title``) and, up to ``oof_max_rows`` rows, ``oof_predictions.parquet``.
+    """
+    y, fold = plan.y, plan.fold
+    threshold = best_f1_threshold(y, oof)
+    fm = pd.DataFrame(
+        [row | binary_metrics(y[fold == i], oof[fold == i], threshold) for i, row in enumerate(fold_rows)]
+    )
+    summary: dict[str, float] = {}
+    for name in METRIC_NAMES:
+        summary[f"{name}_mean"] = float(fm[name].mean())
+        summary[f"{name}_std"] = float(fm[name].std(ddof=1)) if len(fm) > 1 else 0.0
+    for row in fm.itertuples(index=False):
+        mlflow.log_metrics({f"fold_{m}": float(getattr(row, m)) for m in METRIC_NAMES}, step=int(row.fold))
+        mlflow.log_metric("fold_best_iteration", float(row.best_iteration), step=int(row.fold))
+    mlflow.log_metrics(summary | binary_metrics(y, oof, threshold, prefix="pooled_"))
+    _log_frame(fm, tmp, "cv_fold_metrics.csv")
+    rel = reliability_table(y, oof)
+    _log_frame(rel, tmp, "calibration.csv")
+    save_reliability_plot(rel, tmp / "reliability.png", title=title)
+    mlflow.log_artifact(str(tmp / "reliability.png"))
+    n = len(y)
+    if n <= oof_max_rows:
+        oof_df = pd.DataFrame({"row": np.arange(n), "y_true": y, "p_oof": oof, "fold": fold})
+        if plan.coords:
+            xy = plan.source.read_columns(list(plan.coords))
+            oof_df.insert(1, plan.coords[0], xy[plan.coords[0]])
+            oof_df.insert(2, plan.coords[1], xy[plan.coords[1]])
+        _log_frame(oof_df, tmp, "oof_predictions.parquet")
+    else:
+        mlflow.log_param("oof_artifact", f"skipped: {n} rows > oof_max_rows {oof_max_rows}")
+    return threshold, summary
+
+
+def finish_training(
+    cfg: TrainTabularConfig,
+    plan: TablePlan,
+    booster: lgb.Booster,
+    tmp: Path,
+    *,
+    threshold: float,
+    best_iteration: int,
+    scale_pos_weight: float,
+    train_rate: float,
+    shap_sample: pd.DataFrame,
+    summary: dict[str, float],
+    start: float,
+    metrics: dict[str, float],
+) -> TabularTrainResult:
+    """The refitted ``booster`` as a prior-corrected model, logged with SHAP, in either engine.
+
+    ``threshold`` (chosen on the table's prior) is moved to the population's; the odds factor folds in
+    the class weight, the training subsample rate and the table's own sampling. ``metrics`` are logged
+    with the threshold, ``train_seconds`` (since ``start``) and ``peak_rss_mb``.
+    """
+    factor = odds_factor(1.0, scale_pos_weight) * train_rate * plan.table_negative_rate
+    threshold_pop = float(correct_prior(np.float64(threshold), plan.table_negative_rate))
+    meta = {
+        "feature_names": plan.features,
+        "categorical_levels": plan.levels,
+        "threshold": threshold_pop,
+        "best_iteration": best_iteration,
+        "scale_pos_weight": scale_pos_weight,
+        "target": plan.target,
+        "positive_label": "1",
+        "seed": cfg.seed,
+        "prior_odds_factor": factor,
+    }
+    model = LandslideClassifier.from_booster(booster, meta, params=cfg.lgbm)
+    mlflow.log_params(
+        {
+            "prior_odds_factor": factor,
+            "train_negative_rate": train_rate,
+            "prior_correction": "p = f p_s / (f p_s + 1 - p_s), f = table_negative_rate * "
+            "train_negative_rate / scale_pos_weight",
+        }
+    )
+    importance = global_importance(model, shap_sample)
+    _log_frame(importance, tmp, "shap_importance.csv")
+    save_summary_plot(model, shap_sample, tmp / "shap_summary.png")
+    mlflow.log_artifact(str(tmp / "shap_summary.png"))
+    info = log_tabular_model(model, shap_sample)
+    elapsed = time.perf_counter() - start
+    mlflow.log_metrics({"threshold": threshold_pop, **metrics, "train_seconds": elapsed, "peak_rss_mb": peak_rss_mb()})
+    return TabularTrainResult.of_run(
+        mlflow.active_run().info.run_id,
+        logged_model_uri=info.model_uri,
+        summary=summary,
+        threshold=threshold_pop,
+        importance=importance,
+        n_folds=cfg.cv.n_folds,
+        seconds=elapsed,
+    )
+
+
 def train_dataset_model(cfg: TrainTabularConfig, log: Callable[[str], None] = print) -> TabularTrainResult:
     """Run the large-table training job (module docstring) inside the active MLflow run."""
-    run = mlflow.active_run()
-    if run is None:
+    if mlflow.active_run() is None:
         raise RuntimeError("train_dataset_model needs an active MLflow run (common.tracking.tracked_run)")
     start = time.perf_counter()
-    plan = plan_table(cfg, log)
+    plan = plan_table(cfg)
     src, y = plan.source, plan.y
     log_fingerprint(table_fingerprint(src))
     n, n_pos = len(y), int(y.sum())
@@ -375,20 +507,7 @@ def train_dataset_model(cfg: TrainTabularConfig, log: Callable[[str], None] = pr
             else "no cross-validation (--folds 0)"
         )
     )
-    mlflow.log_params(
-        {
-            "cv_mode": plan.cv_mode,
-            "cv_mode_reason": plan.cv_reason,
-            "cv_blocks": plan.n_blocks,
-            "target_column": plan.target,
-            "coords": ",".join(plan.coords) if plan.coords else "",
-            "n_features": len(plan.features),
-            "n_positive": n_pos,
-            "features": ",".join(plan.features)[:6000],
-            "categorical_features": ",".join(plan.categorical)[:6000],
-            "table_negative_rate": plan.table_negative_rate,
-        }
-    )
+    mlflow.log_params(plan_params(plan))
     # rows the models learn from: all, or every positive plus subsampled negatives
     if sc.imbalance == "subsample":
         used, train_rate = _subsample_keep(y, sc.negatives_per_positive, cfg.seed)
@@ -418,41 +537,33 @@ def train_dataset_model(cfg: TrainTabularConfig, log: Callable[[str], None] = pr
     log(f"binned {ds.num_data():,} rows x {len(plan.features)} features in {time.perf_counter() - t0:.1f}s")
     mlflow.log_metric("bin_seconds", time.perf_counter() - t0)
     lg = cfg.lgbm
-    fits: list[FoldFit] = []
+
+    def tuned(binned: lgb.Dataset, positions: np.ndarray, seed: int, name: str) -> dict[str, Any]:
+        """``params``, or with ``--tune`` the best of an Optuna search on ``positions`` (:mod:`tabular.tuning`)."""
+        if sc.tune_trials <= 0:
+            return params
+        from tabular.tuning import tune_params  # noqa: PLC0415 - optuna loads only with --tune
+
+        return tune_params(binned, positions, y_used, groups_used, params, lg, sc.tune_trials, weights, seed, name)
+
     summary: dict[str, float] = {}
     threshold = 0.5
-    oof = None
     rounds = lg.num_boost_round
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
         if fold_used is not None:
             k = cfg.cv.n_folds
+            fits: list[FoldFit] = []
             cv_start = time.perf_counter()
             for i in range(k):
                 t_fold = time.perf_counter()
                 positions = np.flatnonzero(fold_used != i)
-                fold_params = params
-                if sc.tune_trials > 0:
-                    from tabular.tuning import tune_params  # noqa: PLC0415 - optuna loads only with --tune
-
-                    fold_params = tune_params(
-                        ds,
-                        positions,
-                        y_used,
-                        groups_used,
-                        params,
-                        lg,
-                        sc.tune_trials,
-                        weights,
-                        cfg.seed + i,
-                        f"fold{i}",
-                    )
                 fit = fit_on_positions(
                     ds,
                     positions,
                     y_used,
                     groups_used,
-                    fold_params,
+                    tuned(ds, positions, cfg.seed + i, f"fold{i}"),
                     rounds=lg.num_boost_round,
                     early_stopping=lg.early_stopping_rounds,
                     valid_fraction=lg.valid_fraction,
@@ -466,72 +577,37 @@ def train_dataset_model(cfg: TrainTabularConfig, log: Callable[[str], None] = pr
                     f"{now - t_fold:.1f}s (elapsed {now - cv_start:.1f}s)"
                 )
             oof, shap_sample = _predict_folds(src, encoder, plan, fits, train_rate, sc, cfg.seed)
-            threshold = best_f1_threshold(y, oof)
-            rows = []
-            for i in range(k):
-                sel = plan.fold == i
-                m = binary_metrics(y[sel], oof[sel], threshold)
-                rows.append(
-                    {
-                        "fold": i,
-                        "n_train": int((fold_used != i).sum()),
-                        "n_valid": int(sel.sum()),
-                        "best_iteration": fits[i].best_iteration,
-                        **m,
-                    }
-                )
-            fm = pd.DataFrame(rows)
-            for name in METRIC_NAMES:
-                summary[f"{name}_mean"] = float(fm[name].mean())
-                summary[f"{name}_std"] = float(fm[name].std(ddof=1)) if len(fm) > 1 else 0.0
-            for row in fm.itertuples(index=False):
-                mlflow.log_metrics({f"fold_{m}": float(getattr(row, m)) for m in METRIC_NAMES}, step=int(row.fold))
-                mlflow.log_metric("fold_best_iteration", float(row.best_iteration), step=int(row.fold))
-            pooled = binary_metrics(y, oof, threshold, prefix="pooled_")
-            mlflow.log_metrics(summary | pooled)
+            fold_rows = [
+                {
+                    "fold": i,
+                    "n_train": int((fold_used != i).sum()),
+                    "n_valid": int((plan.fold == i).sum()),
+                    "best_iteration": fits[i].best_iteration,
+                }
+                for i in range(k)
+            ]
+            threshold, summary = log_cv_results(
+                plan,
+                oof,
+                fold_rows,
+                tmp,
+                title=f"reliability, {plan.cv_mode} CV out-of-fold",
+                oof_max_rows=sc.oof_max_rows,
+            )
             rounds = max(1, int(round(float(np.mean([f.best_iteration for f in fits])))))
-            _log_frame(fm, tmp, "cv_fold_metrics.csv")
-            rel = reliability_table(y, oof)
-            _log_frame(rel, tmp, "calibration.csv")
-            save_reliability_plot(rel, tmp / "reliability.png", title=f"reliability, {plan.cv_mode} CV out-of-fold")
-            mlflow.log_artifact(str(tmp / "reliability.png"))
-            if n <= sc.oof_max_rows:
-                oof_df = pd.DataFrame({"row": np.arange(n), "y_true": y, "p_oof": oof, "fold": plan.fold})
-                if plan.coords:
-                    xy = src.read_columns(list(plan.coords))
-                    oof_df.insert(1, plan.coords[0], xy[plan.coords[0]])
-                    oof_df.insert(2, plan.coords[1], xy[plan.coords[1]])
-                _log_frame(oof_df, tmp, "oof_predictions.parquet")
-            else:
-                mlflow.log_param("oof_artifact", f"skipped: {n} rows > oof_max_rows {sc.oof_max_rows}")
             del fits
             gc.collect()
         else:
             shap_sample = _sample_rows(src, plan, sc.shap_rows, cfg.seed)
         log(f"refit on all {ds.num_data():,} rows with {rounds} rounds")
-        final_params = params
-        if sc.tune_trials > 0:
-            from tabular.tuning import tune_params  # noqa: PLC0415 - optuna loads only with --tune
-
-            final_params = tune_params(
-                ds,
-                np.arange(ds.num_data()),
-                y_used,
-                groups_used,
-                params,
-                lg,
-                sc.tune_trials,
-                weights,
-                cfg.seed,
-                "final",
-            )
+        everything = np.arange(ds.num_data())
         t_fit = time.perf_counter()
         final = fit_on_positions(
             ds,
-            np.arange(ds.num_data()),
+            everything,
             y_used,
             groups_used,
-            final_params,
+            tuned(ds, everything, cfg.seed, "final"),
             rounds=rounds,
             early_stopping=0,
             valid_fraction=lg.valid_fraction,
@@ -541,53 +617,20 @@ def train_dataset_model(cfg: TrainTabularConfig, log: Callable[[str], None] = pr
         fit_s = time.perf_counter() - t_fit
         del ds
         gc.collect()
-        factor = final.factor * train_rate * plan.table_negative_rate
-        # the threshold was chosen on the table's prior; the model predicts on the population's
-        threshold_pop = float(correct_prior(np.float64(threshold), plan.table_negative_rate))
-        meta = {
-            "feature_names": plan.features,
-            "categorical_levels": plan.levels,
-            "threshold": threshold_pop,
-            "best_iteration": final.best_iteration,
-            "scale_pos_weight": final.params.get("scale_pos_weight", 1.0),
-            "target": plan.target,
-            "positive_label": "1",
-            "seed": cfg.seed,
-            "prior_odds_factor": factor,
-        }
-        model = LandslideClassifier.from_booster(final.booster, meta, params=lg)
-        mlflow.log_params(
-            {
-                "prior_odds_factor": factor,
-                "train_negative_rate": train_rate,
-                "prior_correction": "p = f p_s / (f p_s + 1 - p_s), f = table_negative_rate * "
-                "train_negative_rate / scale_pos_weight",
-            }
+        return finish_training(
+            cfg,
+            plan,
+            final.booster,
+            tmp,
+            threshold=threshold,
+            best_iteration=final.best_iteration,
+            scale_pos_weight=final.params["scale_pos_weight"],
+            train_rate=train_rate,
+            shap_sample=shap_sample,
+            summary=summary,
+            start=start,
+            metrics={"final_num_rounds": rounds, "refit_seconds": fit_s},
         )
-        importance = global_importance(model, shap_sample)
-        _log_frame(importance, tmp, "shap_importance.csv")
-        save_summary_plot(model, shap_sample, tmp / "shap_summary.png")
-        mlflow.log_artifact(str(tmp / "shap_summary.png"))
-    info = log_tabular_model(model, shap_sample)
-    elapsed = time.perf_counter() - start
-    mlflow.log_metrics(
-        {
-            "threshold": threshold_pop,
-            "final_num_rounds": rounds,
-            "refit_seconds": fit_s,
-            "train_seconds": elapsed,
-            "peak_rss_mb": peak_rss_mb(),
-        }
-    )
-    return TabularTrainResult.of_run(
-        run.info.run_id,
-        logged_model_uri=info.model_uri,
-        summary=summary,
-        threshold=threshold_pop,
-        importance=importance,
-        n_folds=cfg.cv.n_folds,
-        seconds=elapsed,
-    )
 
 
 def _sample_indices(n: int, k: int, seed: int) -> np.ndarray:
@@ -666,9 +709,7 @@ def predict_dataset(cfg: PredictTabularConfig, *, tracking_uri: str | None = Non
         t0 = time.perf_counter()
         model.compile(cfg.compile_cache)
         compile_s = time.perf_counter() - t0
-    coords = src.meta.coords or (("x", "y") if {"x", "y"} <= set(src.columns) else None)
-    if coords is not None and not all(c in src.columns for c in coords):
-        coords = None
+    coords = src.coord_columns()
     writer = None
     if cfg.raster_out:
         from tabular.susceptibility import SusceptibilityRaster  # noqa: PLC0415 - rasterio only for --raster-out
@@ -678,16 +719,15 @@ def predict_dataset(cfg: PredictTabularConfig, *, tracking_uri: str | None = Non
         grid = _raster_grid(src, cfg)
         writer = SusceptibilityRaster(grid, Path(cfg.raster_out), breaks=cfg.class_breaks)
     stats = score_dataset(src, model, out, coords=coords, raster=writer, batch_rows=cfg.batch_rows)
-    n, n_pos, p_sum, t_pred, elapsed = stats.rows, stats.positives, stats.p_sum, stats.predict_seconds, stats.seconds
-    encoder_unseen = stats.unseen
+    n = stats.rows
     metrics = {
         "n_rows": float(n),
-        "positive_rate": n_pos / max(n, 1),
-        "mean_p": p_sum / max(n, 1),
-        "unseen_category_values": float(sum(encoder_unseen.values())),
-        "predict_proba_seconds": t_pred,
-        "score_seconds": elapsed,
-        "rows_per_second": n / elapsed if elapsed > 0 else 0.0,
+        "positive_rate": stats.positives / max(n, 1),
+        "mean_p": stats.p_sum / max(n, 1),
+        "unseen_category_values": float(sum(stats.unseen.values())),
+        "predict_proba_seconds": stats.predict_seconds,
+        "score_seconds": stats.seconds,
+        "rows_per_second": stats.rows_per_second,
         "peak_rss_mb": peak_rss_mb(),
     }
     if compile_s is not None:
@@ -696,7 +736,9 @@ def predict_dataset(cfg: PredictTabularConfig, *, tracking_uri: str | None = Non
     mlflow.log_params({"threshold": model.threshold_, "model_uri": cfg.model})
     if writer is not None:
         writer.log()
-    return PredictTableResult(run.info.run_id, str(out), n, n_pos, model.threshold_, encoder_unseen, model.is_compiled)
+    return PredictTableResult(
+        run.info.run_id, str(out), n, stats.positives, model.threshold_, stats.unseen, model.is_compiled
+    )
 
 
 @dataclass(frozen=True)
@@ -742,7 +784,7 @@ def score_dataset(
         schema = pa.schema(fields, metadata=src.schema.metadata)
         # the rasters are finished (or fail) before the dataset folder is renamed into place
         with (
-            _null() if raster is None else raster,
+            contextlib.nullcontext() if raster is None else raster,
             pq.ParquetWriter(tmp_dir / "part-00000.parquet", schema, compression="zstd") as pw,
         ):
             dtype = np.float64 if model.is_compiled else np.float32
@@ -767,14 +809,6 @@ def score_dataset(
     return ScoreStats(n, n_pos, p_sum, dict(encoder.unseen), t_pred, time.perf_counter() - start)
 
 
-class _null:
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *exc: object) -> None:
-        return None
-
-
 def _raster_grid(src: TableSource, cfg: PredictTabularConfig) -> Any:
     if cfg.grid:
         from common.geo import Grid  # noqa: PLC0415 - rasterio only for --raster-out
@@ -786,16 +820,3 @@ def _raster_grid(src: TableSource, cfg: PredictTabularConfig) -> Any:
             f"{src.path} carries no raster grid (not written by build_table/make_table); pass --grid REF.tif"
         )
     return grid
-
-
-def describe_plan(plan: TablePlan) -> str:
-    """One JSON line describing a plan (for logs and tests)."""
-    return json.dumps(
-        {
-            "target": plan.target,
-            "features": len(plan.features),
-            "categorical": plan.categorical,
-            "cv_mode": plan.cv_mode,
-            "blocks": plan.n_blocks,
-        }
-    )

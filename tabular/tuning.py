@@ -26,8 +26,7 @@ import optuna
 
 from common.tracking import tracked_run
 from tabular.config import LGBMParams
-from tabular.spatial import inner_block_split
-from tabular.stream import subset_rows
+from tabular.stream import class_weight, inner_split, subset_rows
 
 
 def search_space(trial: optuna.Trial) -> dict[str, Any]:
@@ -55,14 +54,8 @@ def tune_params(
     name: str,
 ) -> dict[str, Any]:
     """Best parameters for training on ``positions`` of the binned dataset ``ds`` (``params`` updated)."""
-    if groups is not None:
-        tr, va = inner_block_split(positions, groups, labels, lg.valid_fraction, seed)
-    else:
-        rng = np.random.default_rng(seed)
-        mask = rng.random(len(positions)) < lg.valid_fraction
-        tr, va = positions[~mask], positions[mask]
-    y_tr = labels[tr]
-    w = (len(y_tr) - y_tr.sum()) / max(int(y_tr.sum()), 1) if weights else 1.0
+    tr, va = inner_split(positions, groups, labels, lg.valid_fraction, seed)
+    w = class_weight(labels[tr]) if weights else 1.0
     patience = lg.early_stopping_rounds or 30
 
     def objective(trial: optuna.Trial) -> float:

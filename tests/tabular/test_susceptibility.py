@@ -122,11 +122,9 @@ def test_build_table_columns_grid_and_labels(scene, built):
     assert len(df) < W * H and not df.isna().any().any()
     # every positive cell centre lies inside an inventory polygon; every cell inside one is positive
     union = shapely.union_all(scene["polys"])
-    pts = shapely.points(df["x"].to_numpy(), df["y"].to_numpy())
     inside = shapely.contains_xy(union, df["x"].to_numpy(), df["y"].to_numpy())
     assert df["landslide"].sum() > 100
     np.testing.assert_array_equal(inside, df["landslide"].to_numpy() == 1)
-    assert len(pts) == len(df)
     # distances in metres: 0 on the fault line, growing away from it
     assert df["faults"].min() < RES and df["faults"].max() > 1000
     assert (df["slope"] >= 0).all() and (df["slope"] < 90).all()
@@ -160,7 +158,7 @@ def test_build_train_predict_raster_end_to_end(scene, built, tmp_path):
     with rasterio.open(raster) as ds:
         assert ds.crs.to_epsg() == 32633 and ds.transform == scene["grid"].transform
         assert (ds.height, ds.width) == (H, W) and ds.dtypes[0] == "float32"
-        assert ds.overviews(1) == [] or ds.is_tiled  # a COG
+        assert ds.tags(ns="IMAGE_STRUCTURE").get("LAYOUT") == "COG"
         p = ds.read(1)
     assert np.isnan(p[:4, :6]).all()  # DEM nodata -> nodata
     assert np.isfinite(p).sum() == len(scores)
