@@ -1,4 +1,5 @@
-"""Flags shared by the commands that run a logged segmenter (``evaluate_imagery``, ``predict_imagery``)."""
+"""Flags shared by the commands that run a logged segmenter (``evaluate_imagery``, ``predict_imagery``,
+``predict_scene``)."""
 
 from __future__ import annotations
 
@@ -9,18 +10,23 @@ from imagery.inference import MORPHOLOGY, TTA_MODES
 from imagery.inference.serving import RUNTIMES
 
 
-def add_segmenter_args(p: argparse.ArgumentParser) -> None:
-    """``--model`` and the post-processing, batching and device flags; ``None`` = as stored with the model."""
+def add_segmenter_args(p: argparse.ArgumentParser, *, unit: str = "patches", mask_options: bool = True) -> None:
+    """``--model`` and the post-processing, batching and device flags; ``None`` = as stored with the model.
+
+    ``unit`` names what a batch holds in the help text; ``mask_options=False`` leaves out ``--vote`` and
+    ``--morphology`` (for ``predict_scene``, which thresholds blended tiles itself).
+    """
     p.add_argument("--model", required=True, help="segmenter URI: runs:/<run_id>[/segmenter], models:/... or a folder")
     p.add_argument(
         "--tta", choices=TTA_MODES, default=None, help="test-time augmentation (default: stored with the model)"
     )
-    p.add_argument(
-        "--vote", action=argparse.BooleanOptionalAction, default=None, help="vote over the multi-resolution outputs"
-    )
-    p.add_argument("--morphology", choices=MORPHOLOGY, default=None, help="opening/closing of the mask")
+    if mask_options:
+        p.add_argument(
+            "--vote", action=argparse.BooleanOptionalAction, default=None, help="vote over the multi-resolution outputs"
+        )
+        p.add_argument("--morphology", choices=MORPHOLOGY, default=None, help="opening/closing of the mask")
     p.add_argument("--threshold", type=unit_float, default=None, help="override the stored threshold")
-    p.add_argument("--batch-size", type=positive_int, default=16, help="patches per forward pass (default %(default)s)")
+    p.add_argument("--batch-size", type=positive_int, default=16, help=f"{unit} per forward pass (default %(default)s)")
     p.add_argument("--device", default="auto", help="cuda, cpu or auto (default %(default)s)")
     p.add_argument(
         "--runtime",

@@ -17,14 +17,13 @@ Examples::
 from __future__ import annotations
 
 import argparse
-import shutil
 import sys
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
 import mlflow
 
+from common.atomic import atomic_dir
 from common.cli import UserError, add_common_args, csv_list, run_main
 from common.seed import seed_everything
 from common.tracking import setup_tracking, tracked_run
@@ -81,19 +80,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         item = pick_item(items, bbox, start=start, end=end, max_cloud=args.max_cloud, where=where)
         props = item.get("properties") or {}
         print(f"item {item.get('id')} ({str(props.get('datetime'))[:10]}, cloud {props.get('eo:cloud_cover')}%)")
-        out.parent.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
-        try:
+        with atomic_dir(out) as staging:  # the scene folder appears whole, or not at all
             write_box(item, bbox, staging, bands=args.bands, source=where)
             if args.dem_collection:
                 dem_items = search_items(url, args.dem_collection, bbox)
                 fetch_dem(dem_items, bbox, staging / "dem.tif", collection=args.dem_collection)
                 print(f"  DEM  {len(dem_items)} item(s) of {args.dem_collection} -> dem.tif")
-            out.mkdir(parents=True, exist_ok=True)
-            for f in staging.iterdir():
-                f.replace(out / f.name)
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
         mlflow.log_params({"item_id": str(item.get("id")), "item_date": str(props.get("datetime"))[:10]})
         mlflow.log_artifact(str(out / "scene.json"))
     print(f"wrote {out} (scene.json, {len(list(out.glob('*.tif')))} rasters); run {run.info.run_id}")

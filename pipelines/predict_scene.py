@@ -21,12 +21,13 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from common.cli import add_common_args, csv_list, positive_int, run_main, unit_float
+from common.cli import add_common_args, csv_list, positive_int, print_summary, progress_printer, run_main
 from common.seed import seed_everything
 from common.tracking import setup_tracking, tracked_run
+from imagery.data.sentinel2 import SCENE_SCALES
 from imagery.inference.config import SceneConfig
 from imagery.inference.scene import run_scene, scene_summary_line
-from imagery.inference.serving import RUNTIMES
+from pipelines._segmenter_args import add_segmenter_args
 
 EXPERIMENT = "imagery-scene"
 
@@ -55,29 +56,23 @@ def build_parser() -> argparse.ArgumentParser:
     d = SceneConfig()
     p = argparse.ArgumentParser(prog="python -m pipelines.predict_scene", description=__doc__.split("\n\n")[0])
     p.add_argument("--scene", required=True, help="band folder, .SAFE folder, multi-band GeoTIFF or STAC item JSON")
-    p.add_argument("--model", required=True, help="segmenter URI: runs:/<run_id>[/segmenter], models:/... or a folder")
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--dem", default=None, help="DEM raster in any CRS covering the scene (needed for slope/DEM models)")
     p.add_argument("--bands", type=csv_list, default=None, help="band order of a multi-band GeoTIFF, e.g. B02,B03,B04")
     p.add_argument(
         "--image-scale",
         default="auto",
-        choices=("auto", "reflectance", "dn", "dn-offset"),
+        choices=SCENE_SCALES,
         help="override the product's DN scale: reflectance, dn (DN/10000), dn-offset ((DN-1000)/10000)",
     )
     p.add_argument("--tile", type=positive_int, default=d.tile, help="tile size, px (default %(default)s)")
     p.add_argument("--overlap", type=int, default=d.overlap, help="tile overlap, px (default %(default)s)")
-    p.add_argument("--batch-size", type=positive_int, default=d.batch_size, help="tiles per forward pass")
-    p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda[:N]")
-    p.add_argument("--runtime", choices=RUNTIMES, default="torch", help="torch, or onnx: ONNX Runtime on the CPU")
     p.add_argument(
         "--min-area-m2",
         type=_non_negative_float,
         default=d.min_area_m2,
         help="smallest landslide polygon kept, m2 (default 500: five 10 m pixels)",
     )
-    p.add_argument("--threshold", type=unit_float, default=None, help="override the model's stored threshold")
-    p.add_argument("--tta", choices=("none", "rot4", "rot4flip"), default=None, help="test-time augmentation")
     p.add_argument(
         "--scl-mask",
         type=_scl_classes,
@@ -92,6 +87,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--no-log-rasters", action="store_true", help="do not copy the two COGs into the MLflow run")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_segmenter_args(p, unit="tiles", mask_options=False)
     add_common_args(p)
     return p
 
@@ -122,8 +118,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     seed_everything(cfg.seed)
     uri = setup_tracking(args.tracking_uri, verbose=args.verbose)
     with tracked_run(args.experiment or EXPERIMENT, cfg, run_name=args.run_name) as run:
-        result = run_scene(cfg, tracking_uri=uri)
-    print(f"{scene_summary_line(result)}; run {run.info.run_id}")
+        result = run_scene(cfg, tracking_uri=uri, log=progress_printer(args.json))
+    if args.json:
+        print_summary({"run_id": run.info.run_id, **result.summary}, as_json=True)
+    else:
+        print(f"{scene_summary_line(result)}; run {run.info.run_id}")
     return 0
 
 

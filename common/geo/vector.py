@@ -179,32 +179,55 @@ def polygonize(
     flat = labels.ravel()
     n_pixels = np.bincount(flat, minlength=n + 1)
     if vals is not None:
-        v = vals.ravel()
-        ok = (flat > 0) & np.isfinite(v)
-        sums = np.bincount(flat[ok], weights=v[ok], minlength=n + 1)
-        counts = np.bincount(flat[ok], minlength=n + 1)
-        maxima = np.full(n + 1, -np.inf)
-        np.maximum.at(maxima, flat[ok], v[ok])
+        sums, counts, maxima = _label_stats(flat, vals.ravel(), n)
     to_ll = Transformer.from_crs(grid.crs, WGS84, always_xy=True)
     features: list[Feature] = []
     for label in range(1, n + 1):
         pieces = parts[label]
         geom = pieces[0] if len(pieces) == 1 else shapely.unary_union(pieces)
-        if not geom.is_valid:
-            geom = shapely.make_valid(geom)
-        area = geodesic_area_m2(geom, grid.crs)
-        if area < min_area_m2:
-            continue
-        centroid = geom.centroid
-        lon, lat = to_ll.transform(centroid.x, centroid.y)
-        props: dict[str, Any] = {"id": len(features) + 1, "area_m2": area, "n_pixels": int(n_pixels[label])}
-        if vals is not None:
-            props["mean_prob"] = float(sums[label] / counts[label]) if counts[label] else math.nan
-            props["max_prob"] = float(maxima[label]) if counts[label] else math.nan
-        props["centroid_lon"] = float(lon)
-        props["centroid_lat"] = float(lat)
-        features.append(Feature(geom, props))
+        stats = None if vals is None else (float(sums[label]), int(counts[label]), float(maxima[label]))
+        feat = _region_feature(geom, grid.crs, to_ll, len(features) + 1, int(n_pixels[label]), stats, min_area_m2)
+        if feat is not None:
+            features.append(feat)
     return features
+
+
+def _label_stats(flat: np.ndarray, v: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per label ``0..n`` of ``flat``: sum, count and maximum of the finite ``v`` (label 0 = background)."""
+    ok = (flat > 0) & np.isfinite(v)
+    sums = np.bincount(flat[ok], weights=v[ok], minlength=n + 1)
+    counts = np.bincount(flat[ok], minlength=n + 1)
+    maxima = np.full(n + 1, -np.inf)
+    np.maximum.at(maxima, flat[ok], v[ok])
+    return sums, counts, maxima
+
+
+def _region_feature(
+    geom: BaseGeometry,
+    crs: Any,
+    to_ll: Transformer,
+    fid: int,
+    n_pixels: int,
+    stats: tuple[float, int, float] | None,
+    min_area_m2: float,
+) -> Feature | None:
+    """The :class:`Feature` of one region (``stats``: sum, count, max of its finite values), or None when it is
+    smaller than ``min_area_m2``."""
+    if not geom.is_valid:
+        geom = shapely.make_valid(geom)
+    area = geodesic_area_m2(geom, crs)
+    if area < min_area_m2:
+        return None
+    centroid = geom.centroid
+    lon, lat = to_ll.transform(centroid.x, centroid.y)
+    props: dict[str, Any] = {"id": fid, "area_m2": area, "n_pixels": n_pixels}
+    if stats is not None:
+        total, count, top = stats
+        props["mean_prob"] = float(total / count) if count else math.nan
+        props["max_prob"] = float(top) if count else math.nan
+    props["centroid_lon"] = float(lon)
+    props["centroid_lat"] = float(lat)
+    return Feature(geom, props)
 
 
 class StripPolygonizer:
@@ -295,11 +318,7 @@ class StripPolygonizer:
                 v = np.asarray(values, dtype=np.float64).ravel()
                 if v.size != flat.size:
                     raise ValueError(f"values shape {np.shape(values)} does not match the strip {m.shape}")
-                ok = (flat > 0) & np.isfinite(v)
-                sums = np.bincount(flat[ok], weights=v[ok], minlength=n + 1)
-                cnts = np.bincount(flat[ok], minlength=n + 1)
-                maxima = np.full(n + 1, -np.inf)
-                np.maximum.at(maxima, flat[ok], v[ok])
+                sums, cnts, maxima = _label_stats(flat, v, n)
             else:
                 sums, cnts, maxima = np.zeros(n + 1), np.zeros(n + 1, dtype=np.int64), np.full(n + 1, -np.inf)
             pieces: dict[int, list[BaseGeometry]] = defaultdict(list)
@@ -354,21 +373,12 @@ class StripPolygonizer:
                 continue
             geom = pieces[0] if len(pieces) == 1 else shapely.unary_union(pieces)
             geom = shapely.transform(geom, lambda xy: np.column_stack([t.a * xy[:, 0] + t.c, t.e * xy[:, 1] + t.f]))
-            if not geom.is_valid:
-                geom = shapely.make_valid(geom)
-            area = geodesic_area_m2(geom, self.grid.crs)
-            if area < self.min_area_m2:
-                continue
-            centroid = geom.centroid
-            lon, lat = to_ll.transform(centroid.x, centroid.y)
-            props: dict[str, Any] = {"id": len(out) + 1, "area_m2": area, "n_pixels": int(self._n[root])}
-            if self._has_values:
-                c = self._cnt[root]
-                props["mean_prob"] = float(self._sum[root] / c) if c else math.nan
-                props["max_prob"] = float(self._max[root]) if c else math.nan
-            props["centroid_lon"] = float(lon)
-            props["centroid_lat"] = float(lat)
-            out.append(Feature(geom, props))
+            stats = (self._sum[root], self._cnt[root], self._max[root]) if self._has_values else None
+            feat = _region_feature(
+                geom, self.grid.crs, to_ll, len(out) + 1, int(self._n[root]), stats, self.min_area_m2
+            )
+            if feat is not None:
+                out.append(feat)
         return out
 
 

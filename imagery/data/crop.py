@@ -16,12 +16,9 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
-import numpy as np
-
 from common.atomic import atomic_write
-from common.geo import CogWriter, Grid, RasterOnGrid, iter_windows
 from imagery.data.sentinel2 import SCENE_JSON, SceneSource
-from imagery.data.stac import FILE_NAMES, _box_grid
+from imagery.data.stac import write_band_boxes
 
 
 def crop_scene(scene: SceneSource, bbox: Sequence[float], out: str | os.PathLike[str]) -> Path:
@@ -29,25 +26,11 @@ def crop_scene(scene: SceneSource, bbox: Sequence[float], out: str | os.PathLike
     folder = Path(out)
     folder.mkdir(parents=True, exist_ok=True)
     bands = [*scene.bands, *(["SCL"] if scene.has_scl else [])]
-    grids = {b: Grid.from_raster(scene.files[b].path) for b in bands}
-    coarsest = max(g.res[0] for g in grids.values())
-    snap = (
-        coarsest if all(abs(coarsest / g.res[0] - round(coarsest / g.res[0])) < 1e-9 for g in grids.values()) else None
-    )
-    meta_bands = {}
-    crs = None
-    for band in bands:
-        ref = scene.files[band]
-        sub = _box_grid(grids[band], bbox, snap)
-        crs = crs or sub.crs
-        target = folder / f"{FILE_NAMES[band]}.tif"
-        with RasterOnGrid(ref.path, sub, "nearest", bands=ref.index) as r:
-            dtype, nodata = np.dtype(r.src_dtype), r.src_nodata
-            nodata = nodata if nodata is not None else (np.nan if dtype.kind == "f" else 0)
-            with CogWriter(target, sub, dtype, nodata, tags={"band": band, "cropped_from": scene.scene_id}) as w:
-                for win in iter_windows(sub, 1024, 1024):
-                    w.write(r.read(win), win)
-        meta_bands[band] = {"scale": ref.scale, "offset": ref.offset, "from": scene.scale_source}
+    sources = {b: (scene.files[b].path, scene.files[b].index) for b in bands}
+    grids = write_band_boxes(sources, bbox, folder, {"cropped_from": scene.scene_id})
+    meta_bands = {
+        b: {"scale": scene.files[b].scale, "offset": scene.files[b].offset, "from": scene.scale_source} for b in bands
+    }
     with atomic_write(folder / SCENE_JSON) as fh:
         json.dump(
             {
@@ -57,7 +40,7 @@ def crop_scene(scene: SceneSource, bbox: Sequence[float], out: str | os.PathLike
                 "product": scene.product,
                 "processing_baseline": scene.processing_baseline,
                 "cloud_cover": scene.metadata.get("eo:cloud_cover"),
-                "crs": crs,
+                "crs": grids[bands[0]].crs,
                 "bbox": list(bbox),
                 "source": scene.source,
                 "bands": meta_bands,

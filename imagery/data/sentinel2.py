@@ -46,7 +46,7 @@ import re
 import warnings
 import xml.etree.ElementTree as ET
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -177,6 +177,12 @@ def _finer(a: str, b: str) -> str:
     except UserError:
         return a
     return a if ra <= rb else b
+
+
+def _date_in(text: str, pattern: str) -> str | None:
+    """``YYYY-MM-DD`` from the first ``YYYYMMDD`` that ``pattern`` (its group 1) finds in ``text``, or None."""
+    m = re.search(pattern, text)
+    return f"{m.group(1)[:4]}-{m.group(1)[4:6]}-{m.group(1)[6:]}" if m else None
 
 
 def _baseline_offset(baseline: str | None, applied: bool = False) -> float:
@@ -345,8 +351,7 @@ def scene_from_safe(root: Path) -> SceneSource:
     product = "L2A" if "MSIL2A" in name.upper() or "SCL" in found else "L1C"
     date = meta.get("date")
     if date is None:
-        m = re.search(r"_(\d{8})T\d{6}_", name)
-        date = f"{m.group(1)[:4]}-{m.group(1)[4:6]}-{m.group(1)[6:]}" if m else None
+        date = _date_in(name, r"_(\d{8})T\d{6}_")
     return SceneSource(
         source=str(root),
         kind="safe",
@@ -437,13 +442,11 @@ def scene_from_folder(root: Path) -> SceneSource:
             scale_source=f"STAC item in the folder ({from_item.scale_source})",
             metadata=from_item.metadata,
         )
-    m = re.search(r"(\d{8})T\d{6}", " ".join(found.values()))
-    date = f"{m.group(1)[:4]}-{m.group(1)[4:6]}-{m.group(1)[6:]}" if m else None
     return SceneSource(
         source=str(root),
         kind="folder",
         scene_id=root.name,
-        date=date,
+        date=_date_in(" ".join(found.values()), r"(\d{8})T\d{6}"),
         product="L2A" if "SCL" in found else "unknown",
         processing_baseline=None,
         files=_with_scale(found, DN_SCALE, 0.0),
@@ -474,13 +477,11 @@ def scene_from_geotiff(path: Path, bands: Sequence[str]) -> SceneSource:
             files[band] = BandFile(band, str(path), i, float(scales[i - 1] or 1.0), float(offsets[i - 1] or 0.0))
         else:
             files[band] = BandFile(band, str(path), i, DN_SCALE, 0.0)
-    m = re.search(r"(\d{8})T?\d{0,6}", path.name)
-    date = f"{m.group(1)[:4]}-{m.group(1)[4:6]}-{m.group(1)[6:]}" if m else None
     return SceneSource(
         source=str(path),
         kind="geotiff",
         scene_id=path.stem,
-        date=date,
+        date=_date_in(path.name, r"(\d{8})T?\d{0,6}"),
         product="L2A" if "SCL" in files else "unknown",
         processing_baseline=None,
         files=files,
@@ -517,17 +518,7 @@ def open_scene(
     else:
         raise UserError(f"--scene {p}: expected a band folder, a .SAFE folder, a GeoTIFF or a STAC item .json")
     if image_scale != "auto":
-        scene = SceneSource(
-            scene.source,
-            scene.kind,
-            scene.scene_id,
-            scene.date,
-            scene.product,
-            scene.processing_baseline,
-            _override(scene.files, image_scale),
-            f"--image-scale {image_scale}",
-            scene.metadata,
-        )
+        scene = replace(scene, files=_override(scene.files, image_scale), scale_source=f"--image-scale {image_scale}")
     return scene
 
 

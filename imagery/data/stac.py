@@ -212,6 +212,31 @@ def _box_grid(grid: Grid, bbox: Sequence[float], snap: float | None) -> Grid:
     return grid.subgrid(Window(c0, r0, c1 - c0, r1 - r0))
 
 
+def write_band_boxes(
+    sources: dict[str, tuple[str, int]], bbox: Sequence[float], folder: Path, tags: dict[str, Any]
+) -> dict[str, Grid]:
+    """Write the ``bbox`` of each band ``{band: (path, 1-based band index)}`` as a COG ``folder/B02.tif`` ... at the
+    band's own resolution, the box snapped outwards to whole pixels of the coarsest band (so that every band covers
+    the same extent), values and nodata as stored; returns the grid written for each band."""
+    grids = {b: Grid.from_raster(path) for b, (path, _) in sources.items()}
+    coarsest = max(g.res[0] for g in grids.values())
+    snap = (
+        coarsest if all(abs(coarsest / g.res[0] - round(coarsest / g.res[0])) < 1e-9 for g in grids.values()) else None
+    )
+    written: dict[str, Grid] = {}
+    for band, (path, index) in sources.items():
+        sub = _box_grid(grids[band], bbox, snap)
+        with RasterOnGrid(path, sub, "nearest", bands=index) as r:
+            dtype, nodata = np.dtype(r.src_dtype), r.src_nodata
+            nodata = nodata if nodata is not None else (np.nan if dtype.kind == "f" else 0)
+            target = folder / f"{FILE_NAMES[band]}.tif"
+            with CogWriter(target, sub, dtype, nodata, tags={"band": band, **tags}) as w:
+                for win in iter_windows(sub, 1024, 1024):
+                    w.write(r.read(win), win)
+        written[band] = sub
+    return written
+
+
 def write_box(
     item: dict[str, Any],
     bbox: Sequence[float],
@@ -231,29 +256,14 @@ def write_box(
     if not wanted:
         raise UserError(f"item {item.get('id')}: none of the bands {', '.join(bands or [])} among its assets")
     props = item.get("properties") or {}
+    sources = {b: (href_to_path(str(assets[b][1]["href"]), base), 1) for b in wanted}
+    grids = write_band_boxes(sources, bbox, folder, {"item": item.get("id", "")})
     meta_bands: dict[str, Any] = {}
-    crs = None
-    paths = {b: href_to_path(str(assets[b][1]["href"]), base) for b in wanted}
-    grids = {b: Grid.from_raster(paths[b]) for b in wanted}
-    coarsest = max(g.res[0] for g in grids.values())
-    snap = (
-        coarsest if all(abs(coarsest / g.res[0] - round(coarsest / g.res[0])) < 1e-9 for g in grids.values()) else None
-    )
-    for band in wanted:
+    for band, sub in grids.items():
         key, asset = assets[band]
-        path, grid = paths[band], grids[band]
-        sub = _box_grid(grid, bbox, snap)
-        crs = crs or sub.crs
-        target = folder / f"{FILE_NAMES[band]}.tif"
-        with RasterOnGrid(path, sub, "nearest", bands=1) as r:
-            dtype, nodata = np.dtype(r.src_dtype), r.src_nodata
-            nodata = nodata if nodata is not None else (np.nan if dtype.kind == "f" else 0)
-            with CogWriter(target, sub, dtype, nodata, tags={"band": band, "item": item.get("id", "")}) as w:
-                for win in iter_windows(sub, 1024, 1024):
-                    w.write(r.read(win), win)
         scale, offset, src = (1.0, 0.0, "classes") if band == "SCL" else item_scale(asset, props)
         meta_bands[band] = {"asset": key, "href": str(asset["href"]), "scale": scale, "offset": offset, "from": src}
-        log(f"  {band:4s} {sub.width}x{sub.height} px at {sub.res[0]:g} m -> {target.name}")
+        log(f"  {band:4s} {sub.width}x{sub.height} px at {sub.res[0]:g} m -> {FILE_NAMES[band]}.tif")
     scene = {
         "id": item.get("id"),
         "items": [item.get("id")],
@@ -263,7 +273,7 @@ def write_box(
         "cloud_cover": props.get("eo:cloud_cover"),
         "processing_baseline": props.get("s2:processing_baseline"),
         "product": "L2A" if "SCL" in wanted else "L1C",
-        "crs": crs,
+        "crs": grids[wanted[0]].crs,
         "bbox": list(bbox),
         "source": source,
         "bands": meta_bands,
@@ -327,5 +337,6 @@ __all__ = [
     "load_items",
     "pick_item",
     "search_items",
+    "write_band_boxes",
     "write_box",
 ]

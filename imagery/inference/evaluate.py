@@ -82,8 +82,8 @@ def evaluate_split(cfg: EvalConfig, *, tracking_uri: str | None = None) -> EvalR
     if len(patches) == 0:
         raise UserError(f"{cfg.data}: split {cfg.split!r} has no patches")
     segmenter = load_segmenter(cfg.model_uri, device=cfg.device, tracking_uri=tracking_uri, runtime=cfg.runtime)
-    if any(b not in patches.bands for b in segmenter.bands):
-        missing = [b for b in segmenter.bands if b not in patches.bands]
+    missing = [b for b in segmenter.bands if b not in patches.bands]
+    if missing:
         raise UserError(
             f"--model {cfg.model_uri}: the model needs bands {', '.join(segmenter.bands)}; {cfg.data} lacks "
             f"{', '.join(missing)} (it has {', '.join(patches.bands)})"

@@ -29,11 +29,11 @@ scene's width, not its height. Measured on a CPU with the small model: 1.9 GB pe
 full 10980 px tile width (``benchmarks/RESULTS.md``, "Scenes"), under the 3 GB target; ``--batch-size``
 lowers it further.
 
-Outputs (written into a hidden staging folder inside ``OUTDIR`` and moved in at the end, so a failed run
-leaves nothing half-written): ``probability.tif`` (float32 0-1, NaN nodata) and ``mask.tif`` (uint8 0/1,
-255 nodata) as COGs on the scene grid, ``landslides.geojson`` (EPSG:4326) and ``landslides.gpkg``
-(scene CRS) with ``id, area_m2, n_pixels, mean_prob, max_prob, centroid_lon, centroid_lat``,
-``overview.png`` and ``summary.json``.
+Outputs (written into a hidden staging folder beside ``OUTDIR`` and moved in at the end by
+``common.atomic.atomic_dir``, so a failed run leaves nothing half-written): ``probability.tif`` (float32
+0-1, NaN nodata) and ``mask.tif`` (uint8 0/1, 255 nodata) as COGs on the scene grid, ``landslides.geojson``
+(EPSG:4326) and ``landslides.gpkg`` (scene CRS) with ``id, area_m2, n_pixels, mean_prob, max_prob,
+centroid_lon, centroid_lat``, ``overview.png`` and ``summary.json``.
 """
 
 from __future__ import annotations
@@ -41,9 +41,6 @@ from __future__ import annotations
 import contextlib
 import json
 import math
-import os
-import shutil
-import tempfile
 import time
 import warnings
 from collections.abc import Callable, Iterator
@@ -59,7 +56,7 @@ from matplotlib.collections import LineCollection
 from matplotlib.figure import Figure
 from tqdm.auto import tqdm
 
-from common.atomic import atomic_write
+from common.atomic import atomic_dir, atomic_write
 from common.cli import UserError
 from common.geo import (
     CogWriter,
@@ -99,6 +96,11 @@ OUTPUT_NAMES = (
     "summary.json",
 )
 _REASON_ORDER = ("nodata", "saturated", "cloud", "cloud_shadow", "snow", "no_dem")
+
+
+def _reason_code(name: str) -> int:
+    """The ``reason`` value of a mask reason: 1 + its index in ``_REASON_ORDER`` (unknown names: 1, nodata)."""
+    return _REASON_ORDER.index(name) + 1 if name in _REASON_ORDER else 1
 
 
 @dataclass(frozen=True)
@@ -189,7 +191,8 @@ class _StripReader:
         self.scl: RasterOnGrid | None = None
         self.dem: RasterOnGrid | None = None
         self.spacing = pixel_size_m(self.grid)
-        self.scl_mask = np.array(sorted(set(cfg.scl_mask)), dtype=np.int64)
+        #: ``(SCL class, reason code)`` of each masked class (reason codes as in :meth:`read`)
+        self.scl_codes = [(cls, _reason_code(SCL_REASONS.get(cls, "nodata"))) for cls in sorted(set(cfg.scl_mask))]
 
     def __enter__(self) -> _StripReader:
         try:
@@ -259,17 +262,13 @@ class _StripReader:
             scl = self.scl.read(win)
             nodata |= ~np.isfinite(scl)
             classes = np.where(np.isfinite(scl), scl, 0).astype(np.int64)
-            masked = np.isin(classes, self.scl_mask)
-            for cls in self.scl_mask.tolist():
-                name = SCL_REASONS.get(cls, "nodata")
-                code = _REASON_ORDER.index(name) + 1 if name in _REASON_ORDER else 1
-                sel = masked & (classes == cls) & (reason == 0)
-                reason[sel] = code
+            for cls, code in self.scl_codes:
+                reason[classes == cls] = code
         no_dem = np.zeros_like(nodata)
         if dem_block is not None:
             no_dem = ~np.isfinite(dem_block) | ~np.isfinite(slope_deg)
         reason[nodata] = 1
-        reason[(reason == 0) & no_dem] = _REASON_ORDER.index("no_dem") + 1
+        reason[(reason == 0) & no_dem] = _reason_code("no_dem")
         out[:, reason > 0] = np.nan
         return out, reason
 
@@ -377,8 +376,9 @@ def predict_windowed(
                 mw.write(mask_rows, win)
                 counts["valid"] += int(ok.sum())
                 counts["landslide"] += int((mask_rows == 1).sum())
+                per_reason = np.bincount(rsn.ravel(), minlength=len(_REASON_ORDER) + 1)
                 for i, name in enumerate(_REASON_ORDER, start=1):
-                    counts[name] += int((rsn == i).sum())
+                    counts[name] += int(per_reason[i])
                 timings["write_s"] += time.perf_counter() - t0
                 t0 = time.perf_counter()
                 polys.add(mask_rows == 1, written, prob_rows)
@@ -489,9 +489,9 @@ def write_overview(path: Path, inp: _Inputs, prob_path: Path, features: list[Fea
     else:
         ax.set_xlabel(f"easting (km, {grid.crs})")
         ax.set_ylabel(f"northing (km, {grid.crs})")
-    dx_m = float(pixel_size_m(ov)[1][ov.height // 2]) * ov.width
-    bar_m = _nice_length(dx_m / 5)
-    bar_units = bar_m / (float(pixel_size_m(ov)[1][ov.height // 2]) / ov.res[0]) / unit
+    px_m = float(pixel_size_m(ov)[1][ov.height // 2])
+    bar_m = _nice_length(px_m * ov.width / 5)
+    bar_units = bar_m / (px_m / ov.res[0]) / unit
     x0 = extent[0] + 0.05 * (extent[1] - extent[0])
     y0 = extent[2] + 0.05 * (extent[3] - extent[2])
     ax.plot([x0, x0 + bar_units], [y0, y0], color="white", linewidth=4)
@@ -543,9 +543,7 @@ def run_scene(
     scl_share = precheck_scl(scene, cfg.scl_mask)
     grid = inp.grid
     out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=".predict_scene-", dir=out))
-    try:
+    with atomic_dir(out) as staging:  # every output appears together, or none does
         log(
             f"scene {scene.scene_id} ({scene.date or 'date unknown'}, {scene.product}): {grid.width}x{grid.height} px "
             f"in {grid.crs}, bands {', '.join(inp.model_bands)}; scale from {scene.scale_source}"
@@ -606,12 +604,7 @@ def run_scene(
         }
         with atomic_write(staging / "summary.json") as fh:
             json.dump(summary, fh, indent=2)
-        paths = {}
-        for name in OUTPUT_NAMES:
-            os.replace(staging / name, out / name)
-            paths[name] = out / name
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+    paths = {name: out / name for name in OUTPUT_NAMES}
     _log_run(summary, paths, cfg)
     return SceneResult(out, summary, paths)
 
