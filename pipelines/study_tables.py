@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -82,10 +81,7 @@ def run(argv: Sequence[str] | None = None) -> TableResults | None:
     if not args.no_log:
         with tracked_run(experiment, run_name=args.run_name or "study-tables"):
             set_run_kind("study-tables")
-            with tempfile.TemporaryDirectory() as tmp:
-                path = Path(tmp) / ARTIFACT
-                path.write_text(text, encoding="utf-8")
-                mlflow.log_artifact(str(path))
+            mlflow.log_text(text, ARTIFACT)
             mlflow.log_metric("rows_run", float(len(results.found)))
             run_id = mlflow.active_run().info.run_id  # type: ignore[union-attr]
     print_summary(

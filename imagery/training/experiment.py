@@ -168,31 +168,20 @@ class FoldResult:
     history: list[dict[str, float]] = field(default_factory=list)
 
 
-def train_fold(
-    cfg: TrainConfig,
-    train_set: PatchSet,
-    test_set: PatchSet | None,
-    fold: int,
-    *,
-    log_flavour: bool = True,
-    data_digest: str = "",
-) -> FoldResult:
-    """Train on ``train_set`` (validation carved from it), evaluate on ``test_set``; logs to the active MLflow run."""
+def _fit(
+    cfg: TrainConfig, fit_set: PatchSet, sel_set: PatchSet, fold: int, data_digest: str
+) -> tuple[TrainResult, SegmenterMeta, torch.Tensor, torch.device]:
+    """Engineer the channels (the normaliser fitted on ``fit_set``), build the model and the loss, and train on
+    ``fit_set`` selecting on ``sel_set`` (the validation split, or the test fold under the study protocol).
+    Returns the result, the segmenter's metadata, ``sel_set``'s model inputs and the device."""
     device = resolve_device(cfg.device)
-    tr_pos, va_pos = holdout_positions(
-        train_set.ids, cfg.data.val_fraction, cfg.seed + fold, train_set.patch_labels(), train_set.groups
-    )
-    if len(va_pos) == 0 or len(tr_pos) == 0:
-        raise UserError(f"--val-fraction {cfg.data.val_fraction} leaves an empty split of {len(train_set)} patches")
-    tr, va = train_set.subset(tr_pos), train_set.subset(va_pos)
-    bands = train_set.bands
+    bands = fit_set.bands
     pre = Preprocessor(cfg.model.channel_set, bands=bands)
     with torch.no_grad():
-        tx = pre.transform_all(np.asarray(tr.images), device)  # engineered once, normalised in place below
+        tx = pre.transform_all(np.asarray(fit_set.images), device)  # engineered once, normalised in place below
         pre.normalizer = fit_normalizer(cfg.data.normalize, tx, bands)
         tx = pre.normalize(tx)
-        vx = pre.transform_all(np.asarray(va.images), device)
-    normalizer = pre.normalizer
+        sx = pre.transform_all(np.asarray(sel_set.images), device)  # engineered and normalised
     torch.manual_seed(cfg.seed + fold)
     model_cfg = copy.deepcopy(cfg.model)
     model_cfg.bands = list(bands)
@@ -204,11 +193,19 @@ def train_fold(
 
     resume_key = {**cfg.resume_key(), "data": data_digest, "fold": str(fold)}
     trainer = Trainer(
-        cfg, model, criterion, tx, tr.masks, vx, va.masks, device=device, log_metrics=log_epoch, resume_key=resume_key
+        cfg,
+        model,
+        criterion,
+        tx,
+        fit_set.masks,
+        sx,
+        sel_set.masks,
+        device=device,
+        log_metrics=log_epoch,
+        resume_key=resume_key,
     )
     result = trainer.fit()
-    if not ddp.current().is_main:
-        return FoldResult(fold, "", result.threshold, {}, {}, oof_frame(va.ids[:0], va.patch_labels()[:0], [], fold))
+    normalizer = pre.normalizer
     meta = SegmenterMeta(
         model_name=cfg.model.name,
         model_kwargs=model_cfg.create_kwargs(),
@@ -221,15 +218,41 @@ def train_fold(
         head=cfg.model.head,
         tta=cfg.tta,
         vote=cfg.vote,
-        patch_size=int(tr.images.shape[-1]),
+        patch_size=int(fit_set.images.shape[-1]),
     )
+    return result, meta, sx, device
+
+
+def _log_model_params(meta: SegmenterMeta) -> None:
+    mlflow.log_params({"bands": ",".join(meta.band_order), "in_channels": int(meta.model_kwargs["in_channels"])})
+
+
+def train_fold(
+    cfg: TrainConfig,
+    train_set: PatchSet,
+    test_set: PatchSet | None,
+    fold: int,
+    *,
+    log_flavour: bool = True,
+    data_digest: str = "",
+) -> FoldResult:
+    """Train on ``train_set`` (validation carved from it), evaluate on ``test_set``; logs to the active MLflow run."""
+    tr_pos, va_pos = holdout_positions(
+        train_set.ids, cfg.data.val_fraction, cfg.seed + fold, train_set.patch_labels(), train_set.groups
+    )
+    if len(va_pos) == 0 or len(tr_pos) == 0:
+        raise UserError(f"--val-fraction {cfg.data.val_fraction} leaves an empty split of {len(train_set)} patches")
+    tr, va = train_set.subset(tr_pos), train_set.subset(va_pos)
+    result, meta, vx, device = _fit(cfg, tr, va, fold, data_digest)
+    if not ddp.current().is_main:
+        return FoldResult(fold, "", result.threshold, {}, {}, oof_frame(va.ids[:0], va.patch_labels()[:0], [], fold))
     uri = log_segmenter(result.model, meta, input_example=vx[:1].detach().cpu().numpy(), log_flavour=log_flavour)
     val_metrics = segmentation_metrics(result.val_probs, va.masks, result.threshold, result.val_patch_probs)
     mlflow.log_metrics({f"val_{k}": v for k, v in val_metrics.items() if _finite(v)})
     mlflow.log_metrics({"threshold": result.threshold, "best_epoch": float(result.best_epoch + 1)})
     _log_table(result.threshold_table, "threshold_sweep.csv")
     _log_plots(cfg, va, result.val_probs, result.threshold)
-    mlflow.log_params({"bands": ",".join(bands), "in_channels": int(model_cfg.create_kwargs()["in_channels"])})
+    _log_model_params(meta)
 
     test_metrics: dict[str, float] = {}
     if test_set is not None and len(test_set):
@@ -239,52 +262,37 @@ def train_fold(
         )
         mlflow.log_metrics({f"test_{k}": v for k, v in test_metrics.items() if _finite(v)})
         if cfg.postprocessing_rows:
-            mlflow.log_metrics(_honest_postprocessing(cfg, seg, test_set, result.threshold))
+            # the rows that threshold at 0.95 use the validation-tuned threshold (nothing is chosen on the test fold)
+            mlflow.log_metrics(_postprocessing_metrics(cfg, seg, test_set, "test_pp_", result.threshold))
         oof = oof_frame(test_set.ids, test_set.patch_labels(), pred["patch_prob"], fold)
     else:
         oof = oof_frame(va.ids, va.patch_labels(), result.val_patch_probs, fold)
     return FoldResult(fold, uri, result.threshold, val_metrics, test_metrics, oof, result.history)
 
 
-def _honest_postprocessing(cfg: TrainConfig, seg: Segmenter, test_set: PatchSet, threshold: float) -> dict[str, float]:
-    """The deck's post-processing rows on the test fold of an honest run, ``test_pp_<row>_<metric>``: the rows
-    that threshold at 0.95 use the validation-tuned ``threshold`` instead (nothing is chosen on the test fold)."""
+def _postprocessing_metrics(
+    cfg: TrainConfig, seg: Segmenter, test_set: PatchSet, prefix: str, tuned: float | None = None
+) -> dict[str, float]:
+    """The deck's post-processing rows (:data:`STUDY_POSTPROCESSING`) on ``test_set``, ``<prefix><row>_<metric>``;
+    ``tuned`` replaces the rows' own threshold where it is not 0.5 (an honest run's validation-tuned threshold).
+    The voting row needs the multi-resolution head."""
+    images = np.asarray(test_set.images)
     out: dict[str, float] = {}
-    for row, (tta, vote, morph, t) in STUDY_POSTPROCESSING.items():
+    for row, (tta, vote, morph, threshold) in STUDY_POSTPROCESSING.items():
         if vote and cfg.model.head != "multires":
             continue
         pp, _ = evaluate_segmenter(
             seg,
-            np.asarray(test_set.images),
+            images,
             test_set.masks,
             batch_size=cfg.eval_batch_size,
             tta=tta,
             vote=vote,
             morphology=morph,
-            threshold=threshold if t != 0.5 else 0.5,
+            threshold=threshold if tuned is None or threshold == 0.5 else tuned,
         )
-        out.update({f"test_pp_{row}_{k}": float(pp[k]) for k in ("ls_f1", "ls_iou", "f1_2class_mean", "miou_2class")})
+        out.update({f"{prefix}{row}_{k}": float(pp[k]) for k in ("f1_2class_mean", "miou_2class", "ls_f1", "ls_iou")})
     return out
-
-
-def _segmenter_meta(
-    cfg: TrainConfig, model_cfg: Any, bands: tuple[str, ...], pre: Preprocessor, result: TrainResult, patch_size: int
-) -> SegmenterMeta:
-    normalizer = pre.normalizer
-    return SegmenterMeta(
-        model_name=cfg.model.name,
-        model_kwargs=model_cfg.create_kwargs(),
-        channel_set=cfg.model.channel_set,
-        threshold=result.threshold,
-        normalizer=normalizer.to_dict() if normalizer is not None else None,
-        band_order=list(bands),
-        units=MODEL_UNITS,
-        channels=list(channel_names(cfg.model.channel_set, bands)),
-        head=cfg.model.head,
-        tta=cfg.tta,
-        vote=cfg.vote,
-        patch_size=patch_size,
-    )
 
 
 def train_study_fold(
@@ -307,40 +315,9 @@ def train_study_fold(
       (``imagery.training.protocol.STUDY_POSTPROCESSING``) on the same checkpoint and test fold;
     * ``study_selected_epoch``: epochs trained when the kept checkpoint was scored.
     """
-    device = resolve_device(cfg.device)
-    bands = train_set.bands
-    pre = Preprocessor(cfg.model.channel_set, bands=bands)
-    with torch.no_grad():
-        tx = pre.transform_all(np.asarray(train_set.images), device)
-        pre.normalizer = fit_normalizer(cfg.data.normalize, tx, bands)
-        tx = pre.normalize(tx)
-        ex = pre.normalize(pre.transform_all(np.asarray(test_set.images), device))
-    torch.manual_seed(cfg.seed + fold)
-    model_cfg = copy.deepcopy(cfg.model)
-    model_cfg.bands = list(bands)
-    model = create_model(cfg.model.name, **model_cfg.create_kwargs())
-    criterion = build_criterion(cfg.loss.name, cfg.model.head, **cfg.loss.params())
-
-    def log_epoch(metrics: dict[str, float], epoch: int) -> None:
-        mlflow.log_metrics({k: float(v) for k, v in metrics.items() if _finite(v)}, step=epoch)
-
-    resume_key = {**cfg.resume_key(), "data": data_digest, "fold": str(fold)}
-    trainer = Trainer(
-        cfg,
-        model,
-        criterion,
-        tx,
-        train_set.masks,
-        ex,
-        test_set.masks,
-        device=device,
-        log_metrics=log_epoch,
-        resume_key=resume_key,
-    )
-    result = trainer.fit()
+    result, meta, ex, device = _fit(cfg, train_set, test_set, fold, data_digest)
     if not ddp.current().is_main:
         return FoldResult(fold, "", result.threshold, {}, {}, oof_frame(test_set.ids[:0], [], [], fold))
-    meta = _segmenter_meta(cfg, model_cfg, bands, pre, result, int(train_set.images.shape[-1]))
     uri = log_segmenter(result.model, meta, input_example=ex[:1].detach().cpu().numpy(), log_flavour=log_flavour)
     masks = test_set.masks
     metrics = {f"{STUDY_PREFIX}{k}": v for k, v in result.val_metrics.items()}
@@ -351,26 +328,11 @@ def train_study_fold(
     metrics[f"{STUDY_PREFIX}threshold"] = result.threshold
     metrics[f"{STUDY_PREFIX}selected_epoch"] = result.selected_epoch
     seg = Segmenter(result.model, meta, device)
-    images = np.asarray(test_set.images)
-    for row, (tta, vote, morph, threshold) in STUDY_POSTPROCESSING.items():
-        if vote and cfg.model.head != "multires":
-            continue
-        pp, _ = evaluate_segmenter(
-            seg,
-            images,
-            masks,
-            batch_size=cfg.eval_batch_size,
-            tta=tta,
-            vote=vote,
-            morphology=morph,
-            threshold=threshold,
-        )
-        for k in ("f1_2class_mean", "miou_2class", "ls_f1", "ls_iou"):
-            metrics[f"{STUDY_PREFIX}pp_{row}_{k}"] = pp[k]
+    metrics.update(_postprocessing_metrics(cfg, seg, test_set, f"{STUDY_PREFIX}pp_"))
     mlflow.log_metrics({k: float(v) for k, v in metrics.items() if _finite(v)})
     _log_table(result.threshold_table, "study_threshold_sweep.csv")
     _log_table(pd.DataFrame(result.evaluations), "study_evaluations.csv")
-    mlflow.log_params({"bands": ",".join(bands), "in_channels": int(model_cfg.create_kwargs()["in_channels"])})
+    _log_model_params(meta)
     oof = oof_frame(test_set.ids, test_set.patch_labels(), result.val_patch_probs, fold)
     return FoldResult(fold, uri, result.threshold, {}, metrics, oof, result.history)
 

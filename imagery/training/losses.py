@@ -106,6 +106,13 @@ def _zero(logits: torch.Tensor) -> torch.Tensor:
     return logits.sum() * 0.0
 
 
+def _labelled(logits: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, int]:
+    """Check the shapes; the labelled-pixel mask (B, H, W) and its count N."""
+    _check(logits, target)
+    valid = _valid(target)
+    return valid, int(valid.sum())
+
+
 def _check(logits: torch.Tensor, target: torch.Tensor) -> None:
     if (
         logits.ndim != 4
@@ -170,13 +177,16 @@ class FocalLoss(nn.Module):
         self.gamma, self.alpha = gamma, alpha
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        _check(logits, target)
-        valid = _valid(target)
-        n = int(valid.sum())
+        valid, n = _labelled(logits, target)
         if n == 0:
             return _zero(logits)
         terms = _focal_terms(logits, _clean(target), self.gamma, self.alpha)
         return terms[valid].sum() / (n * logits.shape[1])
+
+
+def _clipped_probs(logits: torch.Tensor) -> torch.Tensor:
+    """Softmax probabilities clipped to [1e-7, 1 - 1e-7], as the authors' losses do."""
+    return torch.softmax(logits.float(), dim=1).clamp(EPS, 1.0 - EPS)
 
 
 class _Region(nn.Module):
@@ -186,11 +196,13 @@ class _Region(nn.Module):
         super().__init__()
         self.classes = classes
 
-    def _py(self, logits: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def _py(self, logits: torch.Tensor, target: torch.Tensor, clip: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+        """``clip``: p clipped to [1e-7, 1 - 1e-7] (:func:`_clipped_probs`)."""
         _check(logits, target)
         k = logits.shape[1]
         idx = _class_index(self.classes, k)
-        p = torch.softmax(logits.float(), dim=1)[:, idx].transpose(0, 1).flatten(1)
+        probs = _clipped_probs(logits) if clip else torch.softmax(logits.float(), dim=1)
+        p = probs[:, idx].transpose(0, 1).flatten(1)
         y = _onehot(_clean(target), k)[:, idx].transpose(0, 1).flatten(1)
         valid = _valid(target).flatten()
         if not bool(valid.all()):  # labelled pixels only: the sums and sorts below never see ignored ones
@@ -325,9 +337,8 @@ class _WeightedPixelLoss(nn.Module):
         raise NotImplementedError
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        _check(logits, target)
-        valid = _valid(target)
-        if not bool(valid.any()):
+        valid, n = _labelled(logits, target)
+        if n == 0:
             return _zero(logits)
         clean = _clean(target)
         w = (1.0 + self.lam * self.weight_map(clean)) * valid
@@ -353,11 +364,6 @@ class CenterWeightedLoss(_WeightedPixelLoss):
 
 
 # ------------------------------------------------------------------ the seed study's losses (authors' formulas)
-def _clipped_probs(logits: torch.Tensor) -> torch.Tensor:
-    """Softmax probabilities clipped to [1e-7, 1 - 1e-7], as the authors' losses do."""
-    return torch.softmax(logits.float(), dim=1).clamp(EPS, 1.0 - EPS)
-
-
 class StudyLogCoshLoss(nn.Module):
     """Authors' ``log_cosh``: ``sum_i sum_c w_c log(cosh((pc_ic - y_ic)^2)) / (N*K)``, w = (0.8, 1)."""
 
@@ -366,9 +372,7 @@ class StudyLogCoshLoss(nn.Module):
         self.bg_weight = float(bg_weight)
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        _check(logits, target)
-        valid = _valid(target)
-        n = int(valid.sum())
+        valid, n = _labelled(logits, target)
         if n == 0:
             return _zero(logits)
         k = logits.shape[1]
@@ -406,19 +410,18 @@ def study_lovasz_grad(gt_sorted: torch.Tensor, eps: float = EPS) -> torch.Tensor
     return jac
 
 
-class StudyLovaszLoss(nn.Module):
+class StudyLovaszLoss(_Region):
     """Authors' ``lovasz``: sqrt errors on clipped p, ``-log`` IoU increments, mean over both classes."""
 
+    def __init__(self) -> None:
+        super().__init__("both")
+
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        _check(logits, target)
-        valid = _valid(target).flatten()
-        if not bool(valid.any()):
+        p, y = self._py(logits, target, clip=True)
+        if p.shape[1] == 0:
             return _zero(logits)
-        k = logits.shape[1]
-        p = _clipped_probs(logits).transpose(0, 1).flatten(1)[:, valid]
-        y = _onehot(_clean(target), k).transpose(0, 1).flatten(1)[:, valid]
         losses = []
-        for c in range(k):
+        for c in range(p.shape[0]):
             errors = torch.sqrt((y[c] - p[c]).abs())
             errors_sorted, perm = torch.sort(errors, descending=True)
             grad = study_lovasz_grad(y[c][perm]).detach()
@@ -456,9 +459,7 @@ class StudyBoundaryLoss(nn.Module):
         self.scale = float(scale)
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        _check(logits, target)
-        valid = _valid(target)
-        n = int(valid.sum())
+        valid, n = _labelled(logits, target)
         if n == 0:
             return _zero(logits)
         w = study_boundary_weights(target, self.scale) * valid
@@ -466,18 +467,13 @@ class StudyBoundaryLoss(nn.Module):
         return (w * terms).sum() / (n * logits.shape[1])
 
 
-class StudyCenterLoss(nn.Module):
-    """Authors' ``center`` as trained: ``sum_i (-log pc_{i,t_i}) / (N*K)`` (cross-entropy halved; its distance
-    maps are computed but never used). The deck's centre weighting is ``center_weighted``."""
+class StudyCenterLoss(FocalLoss):
+    """Authors' ``center`` as trained: ``sum_i (-log pc_{i,t_i}) / (N*K)``, the focal loss with gamma 0
+    (cross-entropy halved; its distance maps are computed but never used). The deck's centre weighting is
+    ``center_weighted``."""
 
-    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        _check(logits, target)
-        valid = _valid(target)
-        n = int(valid.sum())
-        if n == 0:
-            return _zero(logits)
-        terms = _focal_terms(logits, _clean(target), 0.0)
-        return terms[valid].sum() / (n * logits.shape[1])
+    def __init__(self) -> None:
+        super().__init__(gamma=0.0)
 
 
 class WeightedSum(nn.Module):

@@ -298,8 +298,11 @@ def test_study_losses_skip_ignored_pixels() -> None:
 
 def test_study_and_literature_names_are_disjoint_and_complete() -> None:
     from imagery.training.losses import LITERATURE_LOSSES, LOSSES, STUDY_LOSSES
+    from imagery.training.study_tables import TABLES
 
     assert set(STUDY_LOSSES) | set(LITERATURE_LOSSES) == set(LOSSES)
     assert not set(STUDY_LOSSES) & set(LITERATURE_LOSSES)
+    # the study names are exactly the deck's loss table (LITERATURE_LOSSES is derived, so check against the deck)
+    assert STUDY_LOSSES == tuple(r.key for r in next(t for t in TABLES if t.name == "losses").rows)
     for name in ("log_cosh_dice", "tversky_landslide", "lovasz_softmax", "boundary_weighted", "center_weighted"):
         assert name in LITERATURE_LOSSES
