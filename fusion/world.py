@@ -102,9 +102,6 @@ def write_world(
     cols, width, height = _layout(n, size, gap)
     grid = Grid(crs, Affine(10.0, 0, origin[0], 0, -10.0, origin[1]), width, height)
     offsets = [(gap + (k // cols) * (size + gap), gap + (k % cols) * (size + gap)) for k in range(n)]
-    block = np.zeros((height, width), dtype=bool)
-    for r, c in offsets:
-        block[r : r + size, c : c + size] = True
 
     def mosaic(channel: np.ndarray, fill: float, dtype: str, halo: int = 0) -> np.ndarray:
         """Blocks of ``channel`` ``(N, size, size)`` on the grid; ``halo`` px of each block's edge repeated
@@ -157,10 +154,8 @@ def write_world(
     ]
     write_gpkg(squares, out / "regions.gpkg", crs, layer="regions")
     write_geojson(squares, out / "regions.geojson", crs)
-    label = np.zeros(shape, dtype=np.int32)
+    label = _paint(np.arange(1, n + 1, dtype=np.int32), shape, offsets, size, 0)
     truth = mosaic(masks.astype(np.uint8), 0, "uint8")
-    for k, (r, c) in enumerate(offsets):
-        label[r : r + size, c : c + size] = k + 1
     slides = polygonize(truth, grid)
     for f in slides:
         x, y = f.geometry.representative_point().coords[0]

@@ -21,6 +21,8 @@ import argparse
 import sys
 from collections.abc import Sequence
 
+import pandas as pd
+
 from common.cli import UserError, add_common_args, csv_list, print_summary, progress_printer, run_main
 from common.seed import seed_everything
 from common.tracking import setup_tracking, tracked_run
@@ -107,10 +109,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     with tracked_run(args.experiment or EXPERIMENT, cfg, run_name=args.run_name) as run:
         result = assess(cfg, tracking_uri=uri, log=log)
     table = result.regions
-    verdicts = {
-        str(r.region_id): ("unknown" if r.decision is None or r.decision != r.decision else int(r.decision))
-        for r in table.itertuples()
-    }
+    verdicts = {str(r.region_id): ("unknown" if pd.isna(r.decision) else int(r.decision)) for r in table.itertuples()}
     print_summary(
         {
             "run_id": run.info.run_id,

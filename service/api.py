@@ -18,7 +18,6 @@ Endpoints (JSON in and out; errors are ``{"error": "<one line>"}`` with a 4xx st
 from __future__ import annotations
 
 import base64
-import datetime as dt
 import hmac
 import json
 import tempfile
@@ -32,7 +31,7 @@ from fastapi import Depends, FastAPI, File, Form, Header, Query, Request, Upload
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from common.cli import UserError, one_line
@@ -41,6 +40,7 @@ from fusion.scoring import RegionScorer, ScoringConfig
 from imagery.data import read_image
 from service.config import ServiceConfig
 from service.jobs import JobStore
+from service.regions import parse_date
 
 STATIC = Path(__file__).resolve().parent / "static"
 OUTPUT_FILES = (
@@ -93,17 +93,6 @@ def _error(status: int, message: str) -> JSONResponse:
     return JSONResponse(status_code=status, content={"error": one_line(message)[:1000]})
 
 
-def parse_date(text: str) -> dt.date:
-    """A ``YYYY-MM-DD`` date not in the future; :class:`ApiError` 400 otherwise."""
-    try:
-        day = dt.date.fromisoformat(text)
-    except ValueError:
-        raise ApiError(400, f"date {text!r}: expected YYYY-MM-DD") from None
-    if day > dt.date.today():
-        raise ApiError(400, f"date {text} is in the future; expected a date up to today")
-    return day
-
-
 class Assessor(Protocol):
     """What runs ``/v1/assess``: checks a request at once, runs it as a job, lists the server's scenes."""
 
@@ -124,6 +113,8 @@ def create_app(
 
         models = load_models(cfg.tabular_model, cfg.imagery_model, cfg.fusion_model, runtime=cfg.runtime)
     tab, seg, fus = models
+    policy = "stacked" if fus is not None else ("tabular" if seg is None else "imagery" if tab is None else "any")
+    scorer = RegionScorer(tab, seg, fus, ScoringConfig(policy=policy, write_masks=False, top_k=3))  # once, at start
     if assessor is None:
         from service.assess import Assessor as SceneAssessor  # noqa: PLC0415 - scene machinery only when serving
 
@@ -185,7 +176,7 @@ def create_app(
     def score(req: ScoreRequest) -> dict[str, Any]:
         if len(req.regions) > cfg.max_batch:
             raise ApiError(413, f"{len(req.regions)} regions in one request; the limit is {cfg.max_batch}")
-        return {"scores": score_rows(req.regions, (tab, seg, fus), cfg)}
+        return {"scores": score_rows(req.regions, scorer, cfg)}
 
     @app.get("/v1/scenes", dependencies=[Depends(authorized)])
     def scenes() -> dict[str, Any]:
@@ -210,7 +201,11 @@ def create_app(
             geo = json.loads(region) if region else None
         except ValueError:
             raise ApiError(400, "region: not valid GeoJSON") from None
-        request = {**AssessRequest(region=geo, date=date).model_dump(), "bands": bands, "upload": "upload.tif"}
+        try:
+            form = AssessRequest(region=geo, date=date)
+        except ValidationError as exc:  # a 422 like the JSON endpoint's, not a 500
+            raise RequestValidationError(exc.errors()) from None
+        request = {**form.model_dump(), "bands": bands, "upload": "upload.tif"}
         assessor.check(request)
         data = await scene.read()
         return {"job_id": store.submit(request, files={"upload.tif": data})}
@@ -241,13 +236,10 @@ def create_app(
     return app
 
 
-def score_rows(rows: list[dict[str, Any]], models: tuple[Any, Any, Any], cfg: ServiceConfig) -> list[dict[str, Any]]:
-    """Score region rows with the loaded models (see :class:`ScoreRequest`); one output dict per row."""
-    tab, seg, fus = models
+def score_rows(rows: list[dict[str, Any]], scorer: RegionScorer, cfg: ServiceConfig) -> list[dict[str, Any]]:
+    """Score region rows with the service's scorer (see :class:`ScoreRequest`); one output dict per row."""
     table = validate_region_table(pd.DataFrame(rows), "request")
-    images, has, notes = _request_images(rows, table, cfg) if seg is not None else (None, None, None)
-    policy = "stacked" if fus is not None else ("tabular" if seg is None else "imagery" if tab is None else "any")
-    scorer = RegionScorer(tab, seg, fus, ScoringConfig(policy=policy, write_masks=False, top_k=3))
+    images, has, notes = _request_images(rows, table, cfg) if scorer.segmenter is not None else (None, None, None)
     scorer.check_table(table, "request")
     out = scorer.score_batch(table, images, has, notes, None).drop(columns=["mask_path"])
     out = out.astype(object).where(out.notna(), None)

@@ -38,7 +38,7 @@ import shutil
 import tempfile
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -71,7 +71,7 @@ from imagery.data.stac import DEFAULT_COLLECTION, load_items, pick_item, search_
 from imagery.inference.config import SceneConfig
 from imagery.inference.scene import run_scene
 from service.config import ServiceConfig
-from service.regions import Region, bounds, box, check_regions, circle, from_request, read_regions
+from service.regions import Region, bounds, box, check_regions, circle, from_request, parse_date, read_regions
 from service.report import write_report, write_rgb_png
 
 WGS84 = "EPSG:4326"
@@ -163,12 +163,7 @@ def regions_of(cfg: AssessConfig) -> list[Region]:
 
 def date_window(date: str, days_before: int) -> tuple[str, str]:
     """``(start, end)`` dates (YYYY-MM-DD): ``days_before`` days before ``date``, and ``date``; not in the future."""
-    try:
-        day = dt.date.fromisoformat(date)
-    except ValueError:
-        raise UserError(f"--date {date!r}: expected YYYY-MM-DD") from None
-    if day > dt.date.today():
-        raise UserError(f"--date {date} is in the future; expected a date up to today")
+    day = parse_date(date, "--date")
     return (day - dt.timedelta(days=int(days_before))).isoformat(), day.isoformat()
 
 
@@ -180,10 +175,10 @@ def _padded(box_lonlat: Sequence[float], margin_m: float) -> list[float]:
 
 
 def acquire_scene(
-    cfg: AssessConfig, box_lonlat: list[float], folder: Path, log: Callable[[str], None]
+    cfg: AssessConfig, box_lonlat: list[float], window: tuple[str, str], folder: Path, log: Callable[[str], None]
 ) -> tuple[Path, list[str]]:
-    """The scene cut to ``box_lonlat`` in ``folder`` and notes (e.g. a scene date outside the window)."""
-    start, end = date_window(cfg.date, cfg.days_before)
+    """The scene cut to ``box_lonlat`` in ``folder`` and notes (e.g. a scene date outside ``window``)."""
+    start, end = window
     notes: list[str] = []
     sources = [k for k, v in (("--scene", cfg.scene), ("--items", cfg.items), ("--stac-url", cfg.stac_url)) if v]
     if len(sources) != 1:
@@ -412,7 +407,7 @@ def assess(
     step = progress or (lambda _f, _m: None)
     t0 = time.perf_counter()
     regions = regions_of(cfg)
-    date_window(cfg.date, cfg.days_before)
+    window = date_window(cfg.date, cfg.days_before)
     factors = factor_sources(cfg.factors)
     if models is None:
         from fusion.experiment import load_models  # noqa: PLC0415 - the service passes its loaded models
@@ -442,7 +437,7 @@ def assess(
     with atomic_dir(cfg.out) as staging, tempfile.TemporaryDirectory(prefix="assess-") as tmp:
         work = Path(tmp)
         step(0.05, "reading the scene")
-        scene_dir, scene_notes = acquire_scene(cfg, box_lonlat, work / "scene", log)
+        scene_dir, scene_notes = acquire_scene(cfg, box_lonlat, window, work / "scene", log)
         step(0.2, "segmenting the scene")
         scene_cfg = SceneConfig(
             scene=str(scene_dir),
@@ -482,7 +477,7 @@ def assess(
         summary = scene_res.summary
         report = {
             "date": cfg.date,
-            "window": list(date_window(cfg.date, cfg.days_before)),
+            "window": list(window),
             "scene": {
                 k: summary.get(k)
                 for k in (
@@ -570,7 +565,7 @@ class Assessor:
     def run(self, request: dict[str, Any], folder: Path, progress: Callable[[float, str], None]) -> dict[str, Any]:
         cfg = AssessConfig(
             date=request["date"],
-            days_before=int(request.get("days_before") or 30),
+            days_before=int(request.get("days_before", 30)),
             region_geojson=_request_geojson(request),
             out=str(folder / "result"),
             stac_url=request.get("stac_url"),
@@ -607,7 +602,3 @@ def _request_geojson(request: dict[str, Any]) -> dict[str, Any]:
             for r in regions
         ],
     }
-
-
-def config_dict(cfg: AssessConfig) -> dict[str, Any]:
-    return asdict(cfg)

@@ -111,8 +111,9 @@ class JobStore:
                 self._update(job_id, status="done", progress=1.0, message="done", result=result, finished=time.time())
 
     def _deadline(self, job_id: str, future: Any) -> None:
+        self._wait_until_started(job_id)  # the timeout counts from the start, not from the queue
         try:
-            future.result(timeout=self.timeout_s + self._queue_wait(job_id))
+            future.result(timeout=self.timeout_s)
         except TimeoutError:
             self._update(
                 job_id, status="failed", message=f"timed out after {self.timeout_s:.0f} s", finished=time.time()
@@ -120,12 +121,9 @@ class JobStore:
         except Exception:  # noqa: BLE001 - _run records its own failures
             pass
 
-    def _queue_wait(self, job_id: str) -> float:
-        state = self._read(job_id) or {}
-        while state.get("status") == "queued":
+    def _wait_until_started(self, job_id: str) -> None:
+        while (self._read(job_id) or {}).get("status") == "queued":
             time.sleep(0.2)
-            state = self._read(job_id) or {}
-        return 0.0
 
     def shutdown(self) -> None:
         """Stop taking jobs and wait for the running ones."""

@@ -8,15 +8,18 @@
   property, else its position.
 * :func:`check_regions`: every region valid, inside -180..180 / -90..90, and at most ``max_area_km2``
   (true, geodesic area).
+* :func:`parse_date`: the date of a request or command, ``YYYY-MM-DD`` and not in the future.
 
 Errors are one-line :class:`common.cli.UserError` s naming the value and what was expected.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 import shapely
@@ -37,9 +40,20 @@ class Region:
     id: str
     geometry: BaseGeometry
 
-    @property
+    @cached_property
     def area_km2(self) -> float:
         return geodesic_area_m2(self.geometry, WGS84) / 1e6
+
+
+def parse_date(text: str, what: str = "date") -> dt.date:
+    """A ``YYYY-MM-DD`` date not in the future (``what`` names it in the error)."""
+    try:
+        day = dt.date.fromisoformat(text)
+    except ValueError:
+        raise UserError(f"{what} {text!r}: expected YYYY-MM-DD") from None
+    if day > dt.date.today():
+        raise UserError(f"{what} {text} is in the future; expected a date up to today")
+    return day
 
 
 def check_point(lat: float, lon: float) -> None:

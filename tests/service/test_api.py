@@ -18,8 +18,6 @@ from tests.service.helpers import FakeAssessor
 from tests.service.helpers import rows as _rows
 from tests.service.helpers import strip as _strip
 
-FEATURES = ["slope_deg", "relief_m", "rain_7d_mm", "soil_moisture", "ndvi"]
-
 
 def _client(tmp_path: Path, models, **cfg: Any) -> TestClient:
     config = ServiceConfig(workdir=str(tmp_path / "jobs"), **cfg)
@@ -130,3 +128,10 @@ def test_no_stack_traces_in_responses(tmp_path: Path, models) -> None:
     client = TestClient(create_app(config, models=models, assessor=Broken(config)), raise_server_exceptions=False)
     r = client.get("/v1/scenes")
     assert r.status_code == 500 and r.json() == {"error": "internal error (RuntimeError)"}
+
+
+def test_upload_with_a_malformed_region_is_a_422(tmp_path: Path, models) -> None:
+    client = _client(tmp_path, models)
+    form = {"bands": "B4,B3,B2", "date": "2024-06-01", "region": "[1, 2]"}
+    r = client.post("/v1/assess/upload", data=form, files={"scene": ("s.tif", b"x")})
+    assert r.status_code == 422 and r.json()["error"].startswith("invalid request: region"), r.text

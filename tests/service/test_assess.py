@@ -4,6 +4,7 @@ regions outside the scene, and the bad inputs (one-line errors, nothing half-wri
 from __future__ import annotations
 
 import json
+from datetime import date, timedelta
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +19,7 @@ from tests.conftest import shared_dataset
 from tests.scenes.helpers import L2A_BANDS, tiny_model, write_tif
 
 SCENE_29RKH = "sentinel2_l2a_cogs_29RKH"
+BOX = ["--bbox", "-11.6", "24.6", "-11.5", "24.7"]  # 0.1 x 0.1 degree inside the 29RKH tile
 
 
 @pytest.fixture(scope="module")
@@ -31,11 +33,7 @@ def test_assess_a_box_on_the_real_scene(seg: Path, tmp_path: Path, tracking_uri:
     scene = shared_dataset(SCENE_29RKH)
     out = tmp_path / "out"
     argv = [
-        "--bbox",
-        "-11.6",
-        "24.6",
-        "-11.5",
-        "24.7",
+        *BOX,
         "--date",
         "2020-03-01",
         "--scene",
@@ -130,7 +128,7 @@ def test_regions_clouds_and_factor_coverage(seg: Path, tmp_path: Path, tracking_
     [
         (["--lat", "95", "--lon", "0"], "-90 <= lat <= 90"),
         (["--bbox", "-11.9", "24.3", "-10.9", "25.3", "--max-area-km2", "100"], "larger than the limit of 100 km2"),
-        (["--bbox", "-11.6", "24.6", "-11.5", "24.7", "--date", "2031-01-01"], "in the future"),
+        ([*BOX, "--date", (date.today() + timedelta(days=365)).isoformat()], "in the future"),
     ],
 )
 def test_bad_input_is_one_line(
@@ -158,11 +156,7 @@ def test_no_imagery_for_the_date(seg: Path, tmp_path: Path, tracking_uri: str, c
 
     item = local_29rkh_item(tmp_path)
     argv = [
-        "--bbox",
-        "-11.6",
-        "24.6",
-        "-11.5",
-        "24.7",
+        *BOX,
         "--date",
         "2023-01-01",
         "--items",
