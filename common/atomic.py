@@ -118,11 +118,14 @@ def atomic_write(path: str | os.PathLike[str], mode: str = "w", **open_kwargs: A
 
 
 @contextlib.contextmanager
-def atomic_dir(path: str | os.PathLike[str]) -> Iterator[Path]:
+def atomic_dir(path: str | os.PathLike[str], *, replace: bool = False) -> Iterator[Path]:
     """Yield a temporary folder beside ``path``; move its files into ``path`` when the block succeeds.
 
-    Files already in ``path`` are kept (those with the same names are replaced). On an exception
-    the temporary folder and everything in it are removed and ``path`` is left as it was.
+    Files already in ``path`` are kept (those with the same names are replaced); with ``replace`` the
+    finished folder takes the place of ``path`` whole, by rename (a dataset folder, say, whose old part
+    files must not survive). On an exception the temporary folder and everything in it are removed and
+    ``path`` is left as it was. A write the machine refuses (read-only, disk full) is a one-line
+    :class:`UserError` naming ``path``.
     """
     target = Path(path)
     if target.exists() and not target.is_dir():
@@ -136,13 +139,10 @@ def atomic_dir(path: str | os.PathLike[str]) -> Iterator[Path]:
         raise
     try:
         yield tmp
-        target.mkdir(exist_ok=True)
-        for item in sorted(tmp.rglob("*")):
-            dest = target / item.relative_to(tmp)
-            if item.is_dir():
-                dest.mkdir(exist_ok=True)
-            else:
-                os.replace(item, dest)
+        if replace:
+            _swap_in(tmp, target)
+        else:
+            _move_into(tmp, target)
     except BaseException as exc:
         shutil.rmtree(tmp, ignore_errors=True)
         refused = _refusal(target.parent, exc)
@@ -150,6 +150,28 @@ def atomic_dir(path: str | os.PathLike[str]) -> Iterator[Path]:
             raise write_error(target, refused) from exc
         raise
     shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _move_into(tmp: Path, target: Path) -> None:
+    """Move every file of ``tmp`` into ``target`` (created), keeping ``target``'s other files."""
+    target.mkdir(exist_ok=True)
+    for item in sorted(tmp.rglob("*")):
+        dest = target / item.relative_to(tmp)
+        if item.is_dir():
+            dest.mkdir(exist_ok=True)
+        else:
+            os.replace(item, dest)
+
+
+def _swap_in(tmp: Path, target: Path) -> None:
+    """Rename ``tmp`` to ``target``; an existing ``target`` is moved aside first and removed after."""
+    if not target.exists():
+        os.replace(tmp, target)
+        return
+    old = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".old", dir=target.parent))
+    os.replace(target, old / "d")
+    os.replace(tmp, target)
+    shutil.rmtree(old, ignore_errors=True)
 
 
 def check_free_space(folder: str | os.PathLike[str], n_bytes: int, *, what: str = "the output") -> None:

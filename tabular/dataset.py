@@ -33,8 +33,6 @@ import json
 import os
 import queue
 import re
-import shutil
-import tempfile
 import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -49,6 +47,7 @@ import pyarrow.compute as pc
 import pyarrow.dataset as pads
 import pyarrow.lib
 
+from common.atomic import atomic_dir
 from common.cli import InputNotFoundError, UserError
 
 META_KEY = b"landslide_table"
@@ -538,27 +537,7 @@ class TableSequence(lgb.Sequence):
         raise TypeError(f"TableSequence index must be an int or a slice, got {type(idx).__name__}")
 
 
-@contextlib.contextmanager
-def atomic_dataset_dir(path: str | os.PathLike[str]) -> Iterator[Path]:
-    """Yield a temporary folder beside ``path``; on success it replaces ``path`` (a folder) by rename.
-
-    On an exception the temporary folder is removed and an existing ``path`` is left untouched. An
-    existing ``path`` must be a folder (it is replaced whole).
-    """
-    target = Path(path)
-    if target.exists() and not target.is_dir():
-        raise UserError(f"--out {target} exists and is not a folder (expected a dataset folder)")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".partial", dir=target.parent))
-    try:
-        yield tmp
-        if target.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".old", dir=target.parent))
-            os.replace(target, old / "d")
-            os.replace(tmp, target)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, target)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+def atomic_dataset_dir(path: str | os.PathLike[str]) -> contextlib.AbstractContextManager[Path]:
+    """A dataset folder written under a temporary name that replaces ``path`` whole when complete
+    (:func:`common.atomic.atomic_dir` with ``replace``; old part files never mix with new ones)."""
+    return atomic_dir(path, replace=True)

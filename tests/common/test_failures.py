@@ -50,6 +50,21 @@ def test_atomic_dir_publishes_all_or_nothing(tmp_path: Path) -> None:
     assert sorted(p.name for p in tmp_path.iterdir()) == ["preds"]
 
 
+def test_atomic_dir_replace_swaps_the_whole_folder(tmp_path: Path) -> None:
+    out = tmp_path / "dataset"
+    out.mkdir()
+    (out / "part-old.parquet").write_text("old")
+    with pytest.raises(RuntimeError):
+        with atomic_dir(out, replace=True) as staging:
+            (staging / "part-0.parquet").write_text("new")
+            raise RuntimeError("crash before the end")
+    assert sorted(p.name for p in out.iterdir()) == ["part-old.parquet"]
+    with atomic_dir(out, replace=True) as staging:
+        (staging / "part-0.parquet").write_text("new")
+    assert sorted(p.name for p in out.iterdir()) == ["part-0.parquet"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["dataset"]
+
+
 @pytest.fixture
 def small_fs(tmp_path: Path):
     """Mount tmpfs folders: ``ro`` (read-only) and ``full`` (256 KiB); skip unless the test may mount."""
