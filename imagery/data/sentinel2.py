@@ -45,7 +45,7 @@ import os
 import re
 import warnings
 import xml.etree.ElementTree as ET
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -325,16 +325,21 @@ def _safe_metadata(root: Path) -> dict[str, Any]:
     return out
 
 
-def scene_from_safe(root: Path) -> SceneSource:
-    """A :class:`SceneSource` of an unzipped ``.SAFE`` product (L1C or L2A)."""
+def _band_files(paths: Iterable[Path]) -> dict[str, str]:
+    """``{band: path}`` of the raster files among ``paths`` named after a band (the finest file per band)."""
     found: dict[str, str] = {}
-    for p in sorted(root.glob("GRANULE/*/IMG_DATA/**/*")):
+    for p in sorted(paths):
         if p.suffix.lower() not in _RASTER_SUFFIXES or not p.is_file():
             continue
         band = band_from_name(p.name)
-        if band is None:
-            continue
-        found[band] = _finer(found[band], str(p)) if band in found else str(p)
+        if band is not None:
+            found[band] = _finer(found[band], str(p)) if band in found else str(p)
+    return found
+
+
+def scene_from_safe(root: Path) -> SceneSource:
+    """A :class:`SceneSource` of an unzipped ``.SAFE`` product (L1C or L2A)."""
+    found = _band_files(root.glob("GRANULE/*/IMG_DATA/**/*"))
     if not found:
         raise UserError(f"{root}: no band files under GRANULE/*/IMG_DATA (expected *_B04.jp2 or R10m/*_B04_10m.jp2)")
     meta = _safe_metadata(root)
@@ -389,14 +394,7 @@ def _folder_metadata(root: Path) -> tuple[dict[str, Any] | None, dict[str, Any] 
 
 def scene_from_folder(root: Path) -> SceneSource:
     """A :class:`SceneSource` of a folder of per-band files (module docstring)."""
-    found: dict[str, str] = {}
-    for p in sorted(root.iterdir()):
-        if p.suffix.lower() not in _RASTER_SUFFIXES or not p.is_file():
-            continue
-        band = band_from_name(p.name)
-        if band is None:
-            continue
-        found[band] = _finer(found[band], str(p)) if band in found else str(p)
+    found = _band_files(root.iterdir())
     if not found:
         names = ", ".join(sorted(p.name for p in root.iterdir())[:10]) or "nothing"
         raise UserError(
