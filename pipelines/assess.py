@@ -27,6 +27,7 @@ from common.cli import UserError, add_common_args, csv_list, print_summary, prog
 from common.seed import seed_everything
 from common.tracking import setup_tracking, tracked_run
 from fusion.crosscheck import POLICIES
+from pipelines._register import model_or_champion
 from service.assess import AssessConfig, assess
 
 EXPERIMENT = "assess"
@@ -52,7 +53,12 @@ def build_parser() -> argparse.ArgumentParser:
     when.add_argument("--dem", default=None, help="DEM GeoTIFF (any CRS) for models that use slope/DEM")
     p.add_argument("--factors", nargs="*", default=[], help="factor rasters: NAME=path or path (name = file stem)")
     p.add_argument("--tabular-model", default=None, help="tabular model URI")
-    p.add_argument("--imagery-model", required=True, help="segmenter URI (runs:/..., folder or .onnx)")
+    p.add_argument(
+        "--imagery-model",
+        default=None,
+        help="segmenter URI (runs:/..., models:/NAME@ALIAS, folder or .onnx); with no model named at all the "
+        "@champion of landslide-imagery (and of landslide-tabular / landslide-fuser where registered) is used",
+    )
     p.add_argument("--fusion-model", default=None, help="fuser URI (else --policy decides)")
     p.add_argument("--policy", default=None, choices=POLICIES, help="decision policy (default: stacked with a fuser)")
     p.add_argument("--out", required=True, help="output folder")
@@ -102,10 +108,19 @@ def config_from_args(args: argparse.Namespace) -> AssessConfig:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    cfg = config_from_args(args)
-    seed_everything(cfg.seed)
     uri = setup_tracking(args.tracking_uri, verbose=args.verbose)
     log = progress_printer(args.json)
+    none_named = args.imagery_model is None and args.tabular_model is None and args.fusion_model is None
+    if args.imagery_model is None and not none_named:
+        raise UserError("--imagery-model is needed with --tabular-model/--fusion-model (or name no model: @champion)")
+    args.imagery_model = model_or_champion(args.imagery_model, "imagery", "--imagery-model", required=True, log=log)
+    for flag, kind in (("tabular_model", "tabular"), ("fusion_model", "fusion")):
+        given = getattr(args, flag)
+        if given is not None or none_named:
+            option = f"--{flag.replace('_', '-')}"
+            setattr(args, flag, model_or_champion(given, kind, option, required=False, log=log))
+    cfg = config_from_args(args)
+    seed_everything(cfg.seed)
     with tracked_run(args.experiment or EXPERIMENT, cfg, run_name=args.run_name) as run:
         result = assess(cfg, tracking_uri=uri, log=log)
     table = result.regions

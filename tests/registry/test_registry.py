@@ -54,6 +54,26 @@ def test_tabular_registered_with_card_candidate_and_promoted(tracking_uri: str, 
     assert str(client.get_model_version_by_alias("landslide-tabular", "champion").version) == "1"
     assert run_main(promote.main, ["landslide-tabular", "2", "--allow-synthetic"]) == 0
     assert "previous_version: 1" in capsys.readouterr().out
+    # no model named: the champion, saying which version, with a warning that it learnt from synthetic data
+    from pipelines._register import model_or_champion
+
+    lines: list[str] = []
+    assert model_or_champion(None, "tabular", "--tabular-model", required=True, log=lines.append) == (
+        "models:/landslide-tabular@champion"
+    )
+    assert lines == ["--tabular-model models:/landslide-tabular@champion: landslide-tabular version 2"]
+    assert "trained on SYNTHETIC data" in capsys.readouterr().err
+    assert model_or_champion(None, "fusion", "--fusion-model", required=False) is None  # none registered
+    with pytest.raises(UserError, match="models:/landslide-imagery@champion is not registered"):
+        model_or_champion(None, "imagery", "--model", required=True)
+
+
+def test_predict_scene_without_model_and_without_champion_is_one_line(tracking_uri: str, tmp_path: Path, capsys):
+    from pipelines import predict_scene
+
+    assert run_main(predict_scene.main, ["--scene", str(tmp_path), "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "pipelines.promote landslide-imagery VERSION --alias champion" in err
 
 
 @pytest.mark.slow  # ~40 s on the loaded CPU; tests/imagery/test_train.py runs the same registration by default
