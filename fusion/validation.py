@@ -2,11 +2,13 @@
 
 **Where it counts.** Both inventories (any CRS each) are transformed to one metric CRS: the UTM zone (UPS near
 the poles) of the centre of the reference features. Only the area both cover counts: the ``aoi`` polygons when
-given, else the intersection of the two coverages, where the detected coverage is the footprint of the
-probability ``grid`` when one is given (a detector scans its whole scene) and otherwise the bounding box of the
-detected features, and the reference coverage is the bounding box of the reference features. A polygon counts
-when its representative point (a point always inside it) lies in that area; polygons are never clipped, so their
-sizes stay true. No overlap between the two, or no polygon left on one side, is a one-line ``UserError``.
+given, else the reference's coverage (the bounding box of its features) intersected with the detector's
+coverage, which is the footprint of the probability ``grid`` when one is given (a detector scans its whole
+scene). Without ``grid`` or ``aoi`` the detector's coverage is unknown (a few detections say nothing about where
+it looked, and their bounding box would hide every miss outside it), so the reference's coverage is used whole;
+pass ``--aoi`` or ``--grid`` when the detector saw less. A polygon counts when its representative point (a point
+always inside it) lies in that area; polygons are never clipped, so their sizes stay true. No overlap between
+the two, or no reference polygon in the area, is a one-line ``UserError``.
 
 **Object-level matching.** A detected polygon ``d`` and a reference polygon ``r`` *can match* when
 ``IoU(d, r) >= match_iou`` **or** ``d`` contains the centroid of ``r`` **or** ``r`` contains the centroid of ``d``
@@ -227,6 +229,8 @@ def validate_inventory(
     else:
         det_cover = _grid_footprint(grid, mcrs) if grid is not None else _coverage(d)
         area = shapely.intersection(det_cover, _coverage(r))
+        if grid is None and not area.is_empty:
+            area = _coverage(r)  # the detector's coverage is unknown: every reference polygon counts
         where = "the area both inventories cover"
     if area.is_empty or area.area <= 0:
         raise UserError(

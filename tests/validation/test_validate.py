@@ -107,6 +107,13 @@ def test_only_the_area_both_cover_counts(tmp_path: Path) -> None:
     assert (m["n_detected"], m["tp"], m["fp"], m["fn"]) == (1, 1, 0, 1)
 
 
+def test_a_few_detections_do_not_hide_the_misses_around_them(tmp_path: Path) -> None:
+    ref = _write(tmp_path / "r.gpkg", REF)
+    det = _write(tmp_path / "d.gpkg", [DET[0]])  # one detection in a corner of the reference's extent
+    m = validate_inventory(det, ref).metrics
+    assert (m["tp"], m["fn"], m["recall"]) == (1, 3, 0.25)
+
+
 def test_pixel_metrics_on_a_grid(files: dict[str, Path], tmp_path: Path) -> None:
     grid = Grid(UTM, Affine(10.0, 0, X0 - 100, 0, -10.0, Y0 + 200), 130, 30)  # -100..1200 x -100..200
     from common.geo import rasterize
