@@ -83,7 +83,14 @@ def check_file(path: Path, remote: RemoteFile) -> str | None:
 
 
 def _request(url: str, headers: Mapping[str, str], offset: int, timeout: float) -> Any:
-    req = urllib.request.Request(url, headers={"User-Agent": USER_AGENT, **headers})
+    """GET ``url``. ``Authorization`` goes to this host only, never along a redirect (a Hub file redirects to a
+    pre-signed CDN URL, which refuses a second credential); ``Range`` follows redirects."""
+    req = urllib.request.Request(url, headers={"User-Agent": USER_AGENT})
+    for key, value in headers.items():
+        if key.lower() == "authorization":
+            req.add_unredirected_header(key, value)
+        else:
+            req.add_header(key, value)
     if offset:
         req.add_header("Range", f"bytes={offset}-")
     return urllib.request.urlopen(req, timeout=timeout)  # noqa: S310 - http(s) URLs the user chose

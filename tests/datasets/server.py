@@ -23,6 +23,7 @@ class Routes:
     status: dict[str, int] = field(default_factory=dict)
     drop_after: dict[str, int] = field(default_factory=dict)
     throttle: float = 0.0
+    redirects: dict[str, str] = field(default_factory=dict)
     requests: list[dict[str, str | None]] = field(default_factory=list)
 
 
@@ -40,6 +41,12 @@ def _handler(routes: Routes) -> type[BaseHTTPRequestHandler]:
             )
             if path in routes.status:
                 self.send_response(routes.status[path])
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+                return
+            if path in routes.redirects:
+                self.send_response(302)
+                self.send_header("Location", routes.redirects[path])
                 self.send_header("Content-Length", "0")
                 self.end_headers()
                 return

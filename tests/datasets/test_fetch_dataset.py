@@ -234,7 +234,11 @@ def _hf_routes() -> tuple[Routes, dict[str, bytes]]:
     routes = Routes()
     routes.files[f"/api/datasets/{HF_REPO}/tree/main?recursive=true"] = json.dumps(tree).encode()
     for path, data in files.items():
-        routes.files[f"/datasets/{HF_REPO}/resolve/main/{path}"] = data
+        if path.endswith((".gz", ".zip")):  # LFS files redirect to a CDN, as on the Hub
+            routes.redirects[f"/datasets/{HF_REPO}/resolve/main/{path}"] = f"/cdn/{path}"
+            routes.files[f"/cdn/{path}"] = data
+        else:
+            routes.files[f"/datasets/{HF_REPO}/resolve/main/{path}"] = data
     return routes, files
 
 
@@ -250,7 +254,9 @@ def test_sen12landslides_parts_extras_and_token(tmp_path: Path) -> None:
     state = json.loads((out / ".fetch" / "sen12landslides.json").read_text())
     assert state["files"]["s2/s2_part1.tar.gz"]["checksum"].startswith("sha256:")
     assert state["files"]["tasks/S12LS-LD/s2/splits.json"]["checksum"] is None  # only the lock file checks it
-    assert {r["auth"] for r in routes.requests} == {"Bearer t0k"}
+    # the token goes to the Hub, never along the redirect to the CDN
+    assert {r["auth"] for r in routes.requests if not r["path"].startswith("/cdn/")} == {"Bearer t0k"}
+    assert {r["auth"] for r in routes.requests if r["path"].startswith("/cdn/")} == {None}
     assert verify("sen12landslides", out) == []
 
 
