@@ -35,8 +35,9 @@ from pydantic import BaseModel, Field, ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from common.cli import UserError, one_line
+from fusion.models import Models
 from fusion.regions import ID_COLUMN, validate_region_table
-from fusion.scoring import RegionScorer, ScoringConfig
+from fusion.scoring import RegionScorer
 from imagery.data import read_image
 from service.config import ServiceConfig
 from service.jobs import JobStore
@@ -104,17 +105,16 @@ class Assessor(Protocol):
 
 
 def create_app(
-    cfg: ServiceConfig, *, models: tuple[Any, Any, Any] | None = None, assessor: Assessor | None = None
+    cfg: ServiceConfig, *, models: Models | tuple[Any, Any, Any] | None = None, assessor: Assessor | None = None
 ) -> FastAPI:
-    """The application: models loaded once (``models`` = ``(tabular, segmenter, fuser)``, else from ``cfg``);
+    """The application: models loaded once (``models``: :class:`fusion.models.Models` or ``(tabular, segmenter,
+    fuser)``, else from ``cfg``);
     ``assessor`` runs ``/v1/assess`` (default :class:`service.assess.Assessor`)."""
-    if models is None:
-        from fusion.experiment import load_models  # noqa: PLC0415 - models load once, at start
-
-        models = load_models(cfg.tabular_model, cfg.imagery_model, cfg.fusion_model, runtime=cfg.runtime)
+    if models is None:  # models load once, at start
+        models = Models.load(cfg.tabular_model, cfg.imagery_model, cfg.fusion_model, runtime=cfg.runtime)
+    models = Models.of(models)
     tab, seg, fus = models
-    policy = "stacked" if fus is not None else ("tabular" if seg is None else "imagery" if tab is None else "any")
-    scorer = RegionScorer(tab, seg, fus, ScoringConfig(policy=policy, write_masks=False, top_k=3))  # once, at start
+    scorer = RegionScorer.of(models)  # once, at start; the models' default policy, as /v1/assess jobs
     if assessor is None:
         from service.assess import Assessor as SceneAssessor  # noqa: PLC0415 - scene machinery only when serving
 
@@ -122,7 +122,7 @@ def create_app(
     store = JobStore(cfg.workdir, assessor.run, workers=cfg.workers, timeout_s=cfg.job_timeout_s)
     key = cfg.key()
     app = FastAPI(title="Landslide detection", version="1", description=__doc__.split("\n\n")[0])
-    app.state.store = store
+    app.state.store, app.state.scorer = store, scorer
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
 
     @app.exception_handler(ApiError)

@@ -621,6 +621,20 @@ def _buffer_metres(geoms: np.ndarray, crs: str, buffer_m: float) -> np.ndarray:
     return out
 
 
+def buffer_m(geometries: Any, crs: Any, metres: float) -> Any:
+    """Geometries (one shapely geometry or an array) in ``crs`` grown by ``metres`` on the ground, still in ``crs``.
+
+    Projected CRS: a buffer in its units converted from metres; geographic CRS: each geometry is buffered
+    in the UTM zone of its centroid (UPS near the poles) and transformed back (as :func:`rasterize`).
+    """
+    if not math.isfinite(metres) or metres < 0:
+        raise UserError(f"buffer of {metres} m: expected a finite distance >= 0")
+    single = isinstance(geometries, BaseGeometry)
+    geoms = np.asarray([geometries] if single else list(geometries), dtype=object)
+    out = _buffer_metres(geoms, normalize_crs(crs), float(metres)) if metres > 0 else geoms
+    return out[0] if single else out
+
+
 def rasterize(
     geometries: Iterable[Any],
     grid: Grid,
