@@ -27,7 +27,7 @@ import numpy as np
 from mlflow.exceptions import MlflowException
 from sklearn.metrics import brier_score_loss, roc_auc_score
 
-from common.cli import InputNotFoundError, UserError
+from common.errors import InputNotFoundError, UserError
 from common.fingerprint import fingerprint_dataframe
 from common.oof import OOF_ARTIFACT, read_oof
 from common.tracking import KIND_TAG, MODEL_DIGEST_TAG, log_fingerprint, resolve_tracking_uri, set_run_kind

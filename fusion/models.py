@@ -23,7 +23,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from common.cli import UserError
+from common.errors import UserError
 from fusion.crosscheck import CrosscheckConfig
 
 DEFAULT_THRESHOLD = 0.5

@@ -34,7 +34,7 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from common.atomic import WRITE_ERRNOS, atomic_path, atomic_write, write_error
-from common.cli import UserError
+from common.errors import UserError
 from fusion.crosscheck import POLICIES, crosscheck
 from fusion.models import (  # noqa: F401 - re-exported: the model checks' former home
     Models,

@@ -29,17 +29,18 @@ import numpy as np
 import pandas as pd
 from fastapi import Depends, FastAPI, File, Form, Header, Query, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import FileResponse, JSONResponse
+from fastapi.responses import FileResponse
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, Field, ValidationError
-from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from common.cli import UserError, one_line
+from common.errors import UserError, one_line
 from fusion.models import Models
 from fusion.regions import ID_COLUMN, validate_region_table
 from fusion.scoring import RegionScorer
 from imagery.data import read_image
 from service.config import ServiceConfig
+from service.errors import ApiError, install_error_handlers
+from service.errors import error_response as _error
 from service.jobs import JobStore
 from service.regions import parse_date
 
@@ -53,14 +54,6 @@ OUTPUT_FILES = (
     "overview.png",
     "scene_rgb.png",
 )
-
-
-class ApiError(Exception):
-    """A client error: ``status`` (4xx) and a one-line message."""
-
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
 
 
 class ScoreRequest(BaseModel):
@@ -88,10 +81,6 @@ class AssessRequest(BaseModel):
     days_before: int = Field(default=30, ge=0, le=365)
     scene: str | None = None
     stac_url: str | None = None
-
-
-def _error(status: int, message: str) -> JSONResponse:
-    return JSONResponse(status_code=status, content={"error": one_line(message)[:1000]})
 
 
 class Assessor(Protocol):
@@ -125,27 +114,7 @@ def create_app(
     app.state.store, app.state.scorer = store, scorer
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
 
-    @app.exception_handler(ApiError)
-    async def _api_error(_: Request, exc: ApiError) -> JSONResponse:
-        return _error(exc.status, str(exc))
-
-    @app.exception_handler(UserError)
-    async def _user_error(_: Request, exc: UserError) -> JSONResponse:
-        return _error(400, str(exc))
-
-    @app.exception_handler(RequestValidationError)
-    async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
-        first = exc.errors()[0] if exc.errors() else {}
-        where = ".".join(str(p) for p in first.get("loc", ()) if p != "body")
-        return _error(422, f"invalid request: {where or 'body'}: {first.get('msg', 'malformed')}")
-
-    @app.exception_handler(StarletteHTTPException)
-    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
-        return _error(exc.status_code, str(exc.detail))
-
-    @app.exception_handler(Exception)
-    async def _bug(_: Request, exc: Exception) -> JSONResponse:  # never a stack trace in a response
-        return _error(500, f"internal error ({type(exc).__name__})")
+    install_error_handlers(app)  # one table from exception to status: service.errors
 
     @app.middleware("http")
     async def _limit_size(request: Request, call_next: Callable[..., Any]) -> Any:

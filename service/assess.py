@@ -49,7 +49,7 @@ import pandas as pd
 import shapely
 
 from common.atomic import atomic_dir, atomic_write
-from common.cli import UserError
+from common.errors import UserError
 from common.geo import (
     Feature,
     Grid,

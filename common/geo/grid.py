@@ -28,7 +28,7 @@ from rasterio.coords import BoundingBox
 from rasterio.warp import calculate_default_transform, transform_bounds
 from rasterio.windows import Window
 
-from common.cli import UserError
+from common.errors import UserError
 from common.geo._dataset import PathLike, open_raster
 
 __all__ = [

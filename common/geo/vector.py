@@ -44,7 +44,7 @@ from scipy import ndimage
 from shapely.geometry.base import BaseGeometry
 
 from common.atomic import atomic_path
-from common.cli import UserError
+from common.errors import UserError
 from common.geo._dataset import PathLike, first_line
 from common.geo.grid import Grid, normalize_crs, pixel_size_m
 
