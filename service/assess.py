@@ -12,14 +12,16 @@
    windowed, clouds and nodata masked from SCL), then per region the features ``fusion`` defines on the
    region's pixels with a known probability (:func:`fusion.region_features.masked_region_features`). A
    region whose pixels are all clouded or nodata has no imagery evidence (fallback: tabular, marked).
+   Shares are of the region's whole area (:mod:`common.geo.zonal`): the part outside the scene is missing.
 4. **Tabular evidence**: the tabular model's features as **zonal means** of the factor rasters over the
    region's cells (each raster warped onto the scene grid, bilinear; a factor named ``NAME=path`` or by
    its file stem). This matches a model trained on region tables whose features are region means (the
    main job's); a cell-level susceptibility model sees the region's mean conditions. A region that a
-   factor raster covers for less than half of its cells has no tabular evidence (fallback: imagery,
-   marked).
-5. **Fusion**: the stacker (or a decision policy) and the cross-check of :mod:`fusion.crosscheck`:
-   fused probability, decision, agreement, reason; the tabular model's top SHAP features.
+   factor raster covers for less than half of its cells (those outside the scene included) has no tabular
+   evidence (fallback: imagery, marked).
+5. **Fusion**: :meth:`fusion.scoring.RegionScorer.score_evidence`, the one fused row of ``/v1/score`` too
+   (stacker or decision policy, thresholds and the default policy of :mod:`fusion.models`, the cross-check
+   of :mod:`fusion.crosscheck`): fused probability, decision, agreement, reason; the top SHAP features.
 
 Outputs (in ``out``): ``regions.geojson`` (regions with every score), ``landslides.geojson`` (detected
 polygons inside the regions, EPSG:4326, with the region id), ``probability.tif`` (the cut scene's

@@ -33,7 +33,7 @@ MIN_SHARE = 0.5
 
 @dataclass(frozen=True)
 class Zone:
-    """A region on a grid: ``window`` (clipped to the grid; ``None`` when the region is off the grid),
+    """A region on a grid: ``window`` (clipped to the grid; ``None`` when no cell of the region is on it),
     ``inside`` ``(window.height, window.width)`` bool (the region's cells in the window), and ``cells``:
     the region's cells in all, on the grid or off it (>= 1)."""
 
@@ -72,11 +72,12 @@ def zone_of(grid: Grid, geometry: Any, crs: Any) -> Zone:
         burnt[burnt.shape[0] // 2, burnt.shape[1] // 2] = True
     cells = int(burnt.sum())
     win = grid.clip(full)
-    if win is None:
-        return Zone(None, np.zeros((0, 0), bool), cells)
-    r0, c0 = int(win.row_off - full.row_off), int(win.col_off - full.col_off)
-    inside = burnt[r0 : r0 + int(win.height), c0 : c0 + int(win.width)]
-    return Zone(win, inside, cells)
+    if win is not None:
+        r0, c0 = int(win.row_off - full.row_off), int(win.col_off - full.col_off)
+        inside = burnt[r0 : r0 + int(win.height), c0 : c0 + int(win.width)]
+        if inside.any():
+            return Zone(win, inside, cells)
+    return Zone(None, np.zeros((0, 0), bool), cells)  # no cell of the region on the grid
 
 
 def zonal_mean(values: np.ndarray, zone: Zone, min_share: float = MIN_SHARE) -> float | None:

@@ -60,3 +60,12 @@ def test_buffer_m_is_metres_on_the_ground() -> None:
     assert (13.0 - w) * 111_320 * np.cos(np.radians(46.0)) == pytest.approx(1000.0, rel=0.01)
     with pytest.raises(ValueError, match="expected a finite distance"):
         buffer_m(box, "EPSG:4326", float("inf"))
+
+
+def test_a_region_whose_window_overlaps_but_no_cell_is_on_the_grid_is_off_the_grid() -> None:
+    tri = shapely.Polygon([(400250.0, 5180050.0), (400190.0, 5180150.0), (400300.0, 5180150.0)])  # north of it
+    zone = zone_of(GRID, tri, GRID.crs)
+    assert zone.window is None and zone.cells > 0 and zone.on_grid == 0.0
+    diagonal = shapely.Polygon([(400195.0, 5180100.0), (400300.0, 5180100.0), (400300.0, 5179905.0)])
+    zone = zone_of(GRID, diagonal, GRID.crs)  # its window reaches the grid's corner, its cells do not
+    assert zone.window is None
