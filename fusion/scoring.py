@@ -217,7 +217,6 @@ class RegionScorer:
         per region, all NaN where a region has no imagery evidence (``None``: none has). ``notes``: why a
         modality is missing, per region. Policy and thresholds: the scorer's (:mod:`fusion.models`).
         """
-        ids = np.asarray(ids, dtype=object)
         n = len(ids)
         notes = list(notes) if notes is not None else [""] * n
         p_tab = np.full(n, np.nan)
@@ -242,7 +241,7 @@ class RegionScorer:
         if self.fuser is not None:
             p_fused = self.fuser.predict_proba(pd.DataFrame({"p_tabular": p_tab, "p_imagery": p_img}))[:, 1]
         cc = crosscheck(p_tab, p_img, self.crosscheck_config, p_fused=p_fused, scar_area_m2=feats["img_largest_cc_m2"])
-        out = pd.DataFrame({"region_id": ids})
+        out = pd.DataFrame({"region_id": ids})  # the ids' own dtype
         for c in ("p_tabular", "p_imagery", "p_fused", "decision", "agree", "evidence", "reason"):
             out[c] = cc[c].to_numpy()
         out["top_features"] = top
