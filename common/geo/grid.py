@@ -191,24 +191,25 @@ class Grid:
         """``Window(0, 0, width, height)``: the whole grid."""
         return Window(0, 0, self.width, self.height)
 
+    def geometry_in(self, geometry: shapely.Geometry, crs: Any) -> shapely.Geometry:
+        """``geometry`` (given in ``crs``) in the grid's CRS; its edges are densified first (every 0.001 degree or
+        100 m), so the curved image of a straight edge stays close to it."""
+        src = normalize_crs(crs)
+        if src == self.crs:
+            return geometry
+        step = 0.001 if CRS.from_user_input(src).is_geographic else 100.0
+        tr = Transformer.from_crs(src, self.crs, always_xy=True)
+        return shapely.transform(shapely.segmentize(geometry, step), lambda x, y: tr.transform(x, y), interleaved=False)
+
     def window_of(self, geometry: shapely.Geometry, crs: Any) -> Window:
         """The window of whole pixels around ``geometry`` (given in ``crs``), **not** clipped to the grid.
 
-        The geometry's edges are densified before it is transformed to the grid's CRS, so a curved
-        image of a straight edge stays enclosed. The window may reach past any edge of the grid (negative
-        offsets, or beyond ``width``/``height``): clip it with :meth:`clip`. It is at least one pixel.
+        The window may reach past any edge of the grid (negative offsets, or beyond ``width``/``height``):
+        clip it with :meth:`clip`. It is at least one pixel.
         """
-        src = normalize_crs(crs)
-        geom = geometry
-        if src != self.crs:
-            step = 0.001 if CRS.from_user_input(src).is_geographic else 100.0
-            tr = Transformer.from_crs(src, self.crs, always_xy=True)
-            geom = shapely.transform(
-                shapely.segmentize(geometry, step), lambda x, y: tr.transform(x, y), interleaved=False
-            )
-        left, bottom, right, top = geom.bounds
+        left, bottom, right, top = self.geometry_in(geometry, crs).bounds
         if not all(math.isfinite(v) for v in (left, bottom, right, top)):
-            raise UserError(f"a geometry does not transform from {src} to the grid's CRS {self.crs}")
+            raise UserError(f"a geometry does not transform from {normalize_crs(crs)} to the grid's CRS {self.crs}")
         t = self.transform
         c0, c1 = math.floor((left - t.c) / t.a), math.ceil((right - t.c) / t.a)
         r0, r1 = math.floor((top - t.f) / t.e), math.ceil((bottom - t.f) / t.e)

@@ -1,8 +1,8 @@
 """Zonal statistics: a region's cells on a grid, and a raster's mean or majority class over them.
 
 A :class:`Zone` is one region seen on a grid: the window of the grid around it (clipped to the grid),
-its cells in that window, and how many cells the whole region covers **on and off the grid** (counted on
-the unclipped window, at the grid's pixel size). Every share is of that whole count, so the part of a
+its cells in that window, and how many cells the whole region covers **on and off the grid** (its cells on
+the grid scaled by the share of its area on the grid). Every share is of that whole count, so the part of a
 region outside the grid counts as missing, exactly like a cloud or a nodata cell: a region 90 % outside a
 scene has at most 10 % of its cells known, whatever the raster says about the part it sees.
 
@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import shapely
 from rasterio.windows import Window
 
 from common.geo._dataset import PathLike
@@ -62,22 +63,23 @@ class Zone:
 def zone_of(grid: Grid, geometry: Any, crs: Any) -> Zone:
     """The :class:`Zone` of ``geometry`` (a shapely polygon in ``crs``) on ``grid``.
 
-    Cells are those whose centre is inside the polygon, counted on the window around the whole polygon
-    before it is clipped to the grid. A polygon smaller than a pixel gets the pixel under the centre of its
-    window (when that pixel is on the grid).
+    Cells are those whose centre is inside the polygon, burnt on the window clipped to the grid. The region's
+    cells in all are those on the grid divided by the share of its area on the grid (the polygon cut to the
+    grid's extent, areas in the grid's CRS), so a region wholly on the grid counts exactly its cells and no
+    raster is made of the part off it. A polygon smaller than a pixel gets the pixel under the centre of its
+    window on the grid.
     """
-    full = grid.window_of(geometry, crs)
-    burnt = rasterize([geometry], grid.subgrid(full), crs=crs).astype(bool)
-    if not burnt.any():  # a region smaller than a pixel: its centre pixel
-        burnt[burnt.shape[0] // 2, burnt.shape[1] // 2] = True
-    cells = int(burnt.sum())
-    win = grid.clip(full)
-    if win is not None:
-        r0, c0 = int(win.row_off - full.row_off), int(win.col_off - full.col_off)
-        inside = burnt[r0 : r0 + int(win.height), c0 : c0 + int(win.width)]
-        if inside.any():
-            return Zone(win, inside, cells)
-    return Zone(None, np.zeros((0, 0), bool), cells)  # no cell of the region on the grid
+    win = grid.clip(grid.window_of(geometry, crs))
+    local = grid.geometry_in(geometry, crs)
+    on_grid = shapely.box(*grid.bounds).intersection(local).area / local.area if local.area > 0 else 1.0
+    if win is None or on_grid <= 0:
+        return Zone(None, np.zeros((0, 0), bool), 1)
+    inside = rasterize([geometry], grid.subgrid(win), crs=crs).astype(bool)
+    if not inside.any():  # a region smaller than a pixel: its centre pixel
+        inside[inside.shape[0] // 2, inside.shape[1] // 2] = True
+    n = int(inside.sum())
+    cells = n if on_grid >= 1.0 - 1e-9 else max(n, round(n / on_grid))
+    return Zone(win, inside, cells)
 
 
 def zonal_mean(values: np.ndarray, zone: Zone, min_share: float = MIN_SHARE) -> float | None:
