@@ -162,7 +162,7 @@ class Models:
             raise UserError(
                 "incompatible models: "
                 + "; ".join(problems)
-                + " (use the base runs' models, or --allow-other-base-models)"
+                + " (use the base runs' models; pipelines.score_regions accepts others with --allow-other-base-models)"
             )
         return ("warning: " + "; ".join(problems)) if problems else ""
 
