@@ -32,7 +32,7 @@ from typing import Any
 from tqdm import tqdm
 
 from common.atomic import atomic_write
-from common.cli import UserError
+from common.errors import UserError
 
 CHUNK = 1 << 20
 USER_AGENT = "landslide-detect-fetch/1 (+python urllib)"

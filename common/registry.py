@@ -22,7 +22,7 @@ import mlflow
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-from common.cli import UserError, one_line
+from common.errors import UserError, one_line
 from common.model_card import CARD_ARTIFACT, ModelCard, render_card
 from common.tracking import resolve_tracking_uri
 

@@ -45,7 +45,7 @@ import pandas as pd
 import shapely
 from shapely.geometry import box
 
-from common.cli import UserError
+from common.errors import UserError
 from common.geo import (
     Feature,
     Grid,

@@ -37,8 +37,8 @@ from pathlib import Path
 from typing import Any, Literal, get_args
 
 from common.atomic import atomic_dir, atomic_write, check_free_space
-from common.cli import UserError
 from common.download import LockFile, RemoteFile, check_file, download, fetch_json
+from common.errors import UserError
 
 DatasetName = Literal["landslide4sense", "sen12landslides"]
 DATASETS: tuple[str, ...] = get_args(DatasetName)
