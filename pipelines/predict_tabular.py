@@ -73,6 +73,12 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="B1,B2,B3,B4",
         help="probability breaks of the 5 classes (default: 50/75/90/97.5th percentiles of the mapped area)",
     )
+    p.add_argument(
+        "--allow-sampled-map",
+        action="store_true",
+        help="with --raster-out: map a table built with --negatives-per-positive anyway (a warning; its map shows "
+        "only the sampled cells). Without it such a table is refused: rebuild it with --all-cells",
+    )
     p.add_argument("--engine", choices=["local", "dask"], default="local", help="large tables: local or Dask")
     p.add_argument("--scheduler", default=None, help="with --engine dask: scheduler address (default: local cluster)")
     p.add_argument("--batch-rows", type=positive_int, default=262_144, help="large tables: rows per batch")
@@ -108,6 +114,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         raster_out=args.raster_out,
         grid=args.grid,
         class_breaks=_breaks(args.class_breaks),
+        allow_sampled_map=args.allow_sampled_map,
         engine=args.engine,
         scheduler=args.scheduler,
         batch_rows=args.batch_rows,
@@ -128,8 +135,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(
             f"warning: categorical levels not seen in training were treated as missing: {res.unseen}", file=sys.stderr
         )
+    for note in res.warnings:
+        print(f"warning: {note}", file=sys.stderr)
     if not args.json:
         print(f"wrote {res.out}: {res.rows} regions, {res.positives} predicted landslides", flush=True)
+        for path in res.maps:
+            print(f"wrote {path}", flush=True)
     print_summary(
         {
             "run_id": res.run_id,
@@ -139,6 +150,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             "threshold": res.threshold,
             "compiled": res.compiled,
             "unseen_category_values": res.unseen,
+            "maps": list(res.maps),
+            "warnings": list(res.warnings),
         },
         as_json=args.json,
     )

@@ -93,6 +93,8 @@ class PredictTableResult:
     threshold: float
     unseen: dict[str, int]
     compiled: bool
+    maps: tuple[str, ...] = ()  # files written by --raster-out (probability COG, classes COG, PNG)
+    warnings: tuple[str, ...] = ()  # accepted-with-a-warning conditions (e.g. a map from a sampled table)
 
 
 def load_training_table(cfg: TrainTabularConfig) -> tuple[pd.DataFrame, str]:

@@ -711,13 +711,16 @@ def predict_dataset(cfg: PredictTabularConfig, *, tracking_uri: str | None = Non
         compile_s = time.perf_counter() - t0
     coords = src.coord_columns()
     writer = None
+    notes: list[str] = []
     if cfg.raster_out:
         from tabular.susceptibility import SusceptibilityRaster  # noqa: PLC0415 - rasterio only for --raster-out
 
         if coords is None:
             raise UserError(f"--raster-out needs cell coordinates x, y in {src.path}")
+        notes.extend(sampled_map_check(src, allow=cfg.allow_sampled_map))
         grid = _raster_grid(src, cfg)
         writer = SusceptibilityRaster(grid, Path(cfg.raster_out), breaks=cfg.class_breaks)
+        writer.check_writable()
     stats = score_dataset(src, model, out, coords=coords, raster=writer, batch_rows=cfg.batch_rows)
     n = stats.rows
     metrics = {
@@ -737,8 +740,39 @@ def predict_dataset(cfg: PredictTabularConfig, *, tracking_uri: str | None = Non
     if writer is not None:
         writer.log()
     return PredictTableResult(
-        run.info.run_id, str(out), n, stats.positives, model.threshold_, stats.unseen, model.is_compiled
+        run.info.run_id,
+        str(out),
+        n,
+        stats.positives,
+        model.threshold_,
+        stats.unseen,
+        model.is_compiled,
+        maps=tuple(str(p) for p in writer.written) if writer is not None else (),
+        warnings=tuple(notes),
     )
+
+
+def sampled_map_check(src: TableSource, *, allow: bool) -> list[str]:
+    """Refuse a susceptibility map of a table that keeps only a sample of the grid's cells.
+
+    A table built with ``--negatives-per-positive`` holds every landslide cell but only a share of the
+    others (its ``sampling`` metadata says so): its map would be a sprinkle of cells, not the area's.
+    With ``allow`` the map is written and the returned warning says what it is.
+    """
+    sampling = src.meta.sampling
+    rate = src.meta.negative_rate
+    if sampling.get("mode", "all") == "all" and rate >= 1.0:
+        return []
+    what = (
+        f"{src.path} keeps a sample of the grid's cells (sampling {sampling.get('mode', '?')}, negative cells kept "
+        f"at rate {rate:.4g})"
+    )
+    if not allow:
+        raise UserError(
+            f"--raster-out: {what}, so its map would be a sprinkle of cells; build the table with --all-cells "
+            "to map the area (or pass --allow-sampled-map to write it anyway)"
+        )
+    return [f"{what}: the map shows only the sampled cells (--allow-sampled-map)"]
 
 
 @dataclass(frozen=True)
