@@ -95,19 +95,22 @@ def _load_part(
     fmt: str,
     features: list[str],
     levels: dict[str, list[str]],
-    label: str,
+    labels: np.ndarray,
     offset: int,
     fold: np.ndarray,
     keep: np.ndarray | None,
 ) -> pd.DataFrame:
-    """One part as a pandas frame of float32 features, ``_label``, ``_fold`` and ``_row`` (runs on a worker)."""
-    table = _read_part(path, fmt, [*features, label])
+    """One part as a pandas frame of float32 features, ``_label``, ``_fold`` and ``_row`` (runs on a worker).
+
+    ``labels``, ``fold`` and ``keep``: this part's slices of the plan's 0/1 labels (read once by the driver
+    with the one target contract, ``--positive`` included), folds and kept rows."""
+    table = _read_part(path, fmt, list(features))
     batch = table.combine_chunks().to_batches()[0] if table.num_rows else None
     enc = FeatureEncoder(features, levels)
     n = table.num_rows
     X = enc.encode(batch) if batch is not None else np.empty((0, len(features)), dtype=np.float32)
     df = pd.DataFrame(X, columns=features)
-    df["_label"] = column_numpy(table.column(label)).astype(np.int8) if n else np.empty(0, np.int8)
+    df["_label"] = np.asarray(labels, dtype=np.int8)
     df["_fold"] = np.asarray(fold, dtype=np.int16)
     df["_row"] = np.arange(offset, offset + n, dtype=np.int64)
     if keep is not None:
@@ -141,7 +144,7 @@ def _frame(src: TableSource, plan: Any, keep: np.ndarray | None) -> Any:
         [src.format] * len(parts),
         [plan.features] * len(parts),
         [plan.levels] * len(parts),
-        [plan.target] * len(parts),
+        [plan.y[o : o + n] for _, o, n in parts],
         [o for _, o, _ in parts],
         [fold[o : o + n] for _, o, n in parts],
         [None if keep is None else keep[o : o + n] for _, o, n in parts],

@@ -50,6 +50,7 @@ from common.metrics import METRIC_NAMES, best_f1_threshold, binary_metrics
 from common.tracking import log_fingerprint
 from tabular.calibration import correct_prior, odds_factor, reliability_table, save_reliability_plot
 from tabular.config import PredictTabularConfig, TrainTabularConfig
+from tabular.data import encode_target_array
 from tabular.dataset import (
     FeatureEncoder,
     TableSequence,
@@ -153,12 +154,15 @@ def plan_table(cfg: TrainTabularConfig) -> TablePlan:
     cols = [target] + ([cfg.group] if cfg.group else []) + (list(coords) if coords else [])
     data = src.read_columns(cols)
     y_raw = data[target]
-    if y_raw.dtype == object or (np.isnan(y_raw).any() if y_raw.dtype.kind == "f" else False):
-        raise UserError(f"{src.path}: target column {target!r} has missing or non-numeric values (expected 0/1)")
-    values = np.unique(y_raw)
-    if not set(values.tolist()) <= {0, 1}:
-        raise UserError(f"{src.path}: target column {target!r} has values {values[:5].tolist()} (expected 0/1)")
-    y = y_raw.astype(np.int8)
+    y: np.ndarray | None = None
+    if len(y_raw) and cfg.positive is None and y_raw.dtype.kind in "iub":
+        if 0 <= int(y_raw.min()) and int(y_raw.max()) <= 1:  # 0/1 integers: the common case, not factorized
+            y = y_raw.astype(np.int8)
+    if y is None:  # anything else: the in-memory path's contract (tabular.data.encode_target), --positive too
+        try:
+            y = encode_target_array(y_raw, target, cfg.positive)
+        except UserError as exc:
+            raise UserError(f"{src.path}: {exc}") from None
     n_pos = int(y.sum())
     if n_pos == 0 or n_pos == len(y):
         which = "positive" if n_pos == 0 else "negative"
@@ -455,7 +459,7 @@ def finish_training(
         "best_iteration": best_iteration,
         "scale_pos_weight": scale_pos_weight,
         "target": plan.target,
-        "positive_label": "1",
+        "positive_label": str(cfg.positive) if cfg.positive is not None else "1",
         "seed": cfg.seed,
         "prior_odds_factor": factor,
     }

@@ -226,3 +226,31 @@ def test_zero_positives_is_a_user_error(tmp_path, tracking_uri, capsys):
     code = run_main(train_tabular.main, ["--data", str(root)])
     err = capsys.readouterr().err
     assert code == EXIT_USER_ERROR and "no positive rows" in err
+
+
+def test_streamed_path_honours_positive_like_the_in_memory_path(tmp_path, tracking_uri):
+    """One target contract (issue 17 item 7): labels 'stable'/'slide' with ``--positive slide`` train on a
+    dataset folder (streamed) and on the same rows as one Parquet file (in memory), with the same positives."""
+    rng = np.random.default_rng(1)
+    n = 600
+    a = rng.normal(size=n)
+    label = np.where(a + 0.5 * rng.normal(size=n) > 1.0, "slide", "stable")
+    table = pa.table({"a": a, "b": rng.normal(size=n), "x": rng.uniform(0, 5000, n), "y": rng.uniform(0, 5000, n)})
+    table = table.append_column("kind", pa.array(label))
+    (tmp_path / "ds").mkdir()
+    pq.write_table(table, tmp_path / "ds" / "part-0.parquet")
+    pq.write_table(table, tmp_path / "one.parquet")
+    client = mlflow.MlflowClient(tracking_uri)
+    positives = []
+    for data in (tmp_path / "ds", tmp_path / "one.parquet"):
+        args = ["--data", str(data), "--target", "kind", "--positive", "slide", "--folds", "2", "--cv", "stratified"]
+        args += ["--max-rounds", "10"]
+        cfg = train_tabular.config_from_args(train_tabular.build_parser().parse_args(args))
+        res = train_tabular.train(cfg, log=lambda s: None)
+        positives.append(int(float(client.get_run(res.run_id).data.params["n_positive"])))
+    assert positives == [int((label == "slide").sum())] * 2
+    # without --positive, two words neither of which says "positive" are refused the same way on both paths
+    for data in (tmp_path / "ds", tmp_path / "one.parquet"):
+        with pytest.raises(UserError, match="pass --positive"):
+            args = ["--data", str(data), "--target", "kind", "--folds", "2", "--cv", "stratified"]
+            train_tabular.train(train_tabular.config_from_args(train_tabular.build_parser().parse_args(args)))
