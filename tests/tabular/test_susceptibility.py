@@ -402,3 +402,21 @@ def test_raster_out_in_a_read_only_folder_names_the_users_path(built, tmp_path, 
         ro.chmod(0o755)
     assert code == EXIT_USER_ERROR and f"cannot write {ro / 's.tif'}" in err and len(err.splitlines()) == 1, err
     assert "TIFF" not in err and not (tmp_path / "scores").exists() and list(ro.iterdir()) == []
+
+
+def test_parts_sampled_differently_are_an_error_naming_both(scene, tmp_path, capsys, tracking_uri):
+    """Issue 17 item 10: one part built with --all-cells, one with --negatives-per-positive 5, in one folder."""
+    assert _build(scene, tmp_path / "all", "--all-cells") == 0
+    assert _build(scene, tmp_path / "sampled", "--negatives-per-positive", "5") == 0
+    mixed = tmp_path / "mixed"
+    mixed.mkdir()
+    a = next((tmp_path / "all").rglob("*.parquet"))
+    b = next((tmp_path / "sampled").rglob("*.parquet"))
+    (mixed / "part-a.parquet").write_bytes(a.read_bytes())
+    (mixed / "part-b.parquet").write_bytes(b.read_bytes())
+    capsys.readouterr()
+    code = run_main(train_tabular.main, ["--data", str(mixed), "--folds", "2"])
+    err = capsys.readouterr().err.strip()
+    assert code == EXIT_USER_ERROR and len(err.splitlines()) == 1, err
+    assert "part-a.parquet" in err and "part-b.parquet" in err and "sampled differently" in err
+    assert "negatives_per_positive" in err and "mode all" in err
