@@ -254,3 +254,40 @@ def test_streamed_path_honours_positive_like_the_in_memory_path(tmp_path, tracki
         with pytest.raises(UserError, match="pass --positive"):
             args = ["--data", str(data), "--target", "kind", "--folds", "2", "--cv", "stratified"]
             train_tabular.train(train_tabular.config_from_args(train_tabular.build_parser().parse_args(args)))
+
+
+@pytest.mark.parametrize("rows", ["1000000000000000", "10000000000"])
+def test_make_table_too_large_is_one_line_before_writing(rows, tmp_path, capsys):
+    """Issue 17 item 12: memory (1e15 rows) and free disk (1e10 rows, about 3 TB) are checked first."""
+    code = run_main(make_table.main, ["--rows", rows, "--out", str(tmp_path / "t")])
+    err = capsys.readouterr().err.strip()
+    assert code == EXIT_USER_ERROR and len(err.splitlines()) == 1, err
+    assert ("memory" in err or "free space" in err) and f"{int(rows):,}" in err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_sigterm_during_make_table_leaves_no_staging_folder(tmp_path, monkeypatch, capsys):
+    import os
+    import signal
+
+    import tabular.carinthia
+    from common.cli import EXIT_TERMINATED
+
+    real = tabular.carinthia._block
+    calls = []
+
+    def block_then_sigterm(*a, **k):
+        calls.append(1)
+        if len(calls) == 3:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return real(*a, **k)
+
+    monkeypatch.setattr(tabular.carinthia, "_block", block_then_sigterm)
+    before = signal.getsignal(signal.SIGTERM)
+    try:
+        args = ["--rows", "60000", "--out", str(tmp_path / "t"), "--rows-per-part", "10000"]
+        code = run_main(make_table.main, args)
+    finally:
+        signal.signal(signal.SIGTERM, before)
+    assert code == EXIT_TERMINATED and len(calls) >= 3
+    assert list(tmp_path.iterdir()) == []  # no table, no hidden .t.*.tmp folder

@@ -420,3 +420,33 @@ def test_parts_sampled_differently_are_an_error_naming_both(scene, tmp_path, cap
     assert code == EXIT_USER_ERROR and len(err.splitlines()) == 1, err
     assert "part-a.parquet" in err and "part-b.parquet" in err and "sampled differently" in err
     assert "negatives_per_positive" in err and "mode all" in err
+
+
+def test_sigterm_during_build_table_leaves_no_staging_folder(scene, tmp_path, monkeypatch, tracking_uri):
+    import os
+    import signal
+
+    import tabular.build
+    from common.cli import EXIT_TERMINATED
+
+    real = tabular.build._terrain_block
+    calls = []
+
+    def block_then_sigterm(*a, **k):
+        calls.append(1)
+        if len(calls) == 2:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return real(*a, **k)
+
+    monkeypatch.setattr(tabular.build, "_terrain_block", block_then_sigterm)
+    before = signal.getsignal(signal.SIGTERM)
+    out = tmp_path / "out" / "table"
+    try:
+        code = _build(scene, out)
+    finally:
+        signal.signal(signal.SIGTERM, before)
+    assert code == EXIT_TERMINATED and len(calls) >= 2
+    assert list(out.parent.iterdir()) == []  # no table, no hidden staging folder
+    client = mlflow.MlflowClient(tracking_uri)
+    runs = client.search_runs([e.experiment_id for e in client.search_experiments()])
+    assert runs[0].info.status == "KILLED"
