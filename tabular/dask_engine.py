@@ -3,7 +3,8 @@
 * **Cluster.** ``scheduler`` is the address of a running scheduler (``tcp://host:8786``; e.g. one
   started by ``dask-jobqueue``'s ``SLURMCluster`` on an HPC system); without it a
   ``distributed.LocalCluster`` of ``dask_workers`` worker processes on 127.0.0.1 is started and closed
-  at the end. An unreachable scheduler is a one-line :class:`common.cli.UserError`.
+  at the end. An unreachable scheduler, or a port that does not answer as one within
+  :data:`CONNECT_TIMEOUT_S` (:func:`probe_scheduler`), is a one-line :class:`common.cli.UserError`.
 * **Data.** One Dask partition per part file of the table (:class:`tabular.dataset.TableSource`, the
   same files and row order as the local engine), read and encoded on the workers with
   :class:`tabular.dataset.FeatureEncoder` (float32, categorical level codes). The folds and the
@@ -67,10 +68,12 @@ def dask_client(scheduler: str | None, n_workers: int = 2) -> Iterator[Any]:
 
     if scheduler:
         try:
+            probe_scheduler(scheduler, CONNECT_TIMEOUT_S)
             client = Client(scheduler, timeout=f"{CONNECT_TIMEOUT_S}s")
         except (OSError, TimeoutError, ValueError) as exc:
             raise UserError(
-                f"--scheduler {scheduler}: cannot reach the Dask scheduler ({one_line(exc)[:160]}); "
+                f"--scheduler {scheduler}: cannot reach the Dask scheduler "
+                f"({one_line(exc)[:160] or f'no answer within {CONNECT_TIMEOUT_S} s'}); "
                 "expected the address of a running scheduler, e.g. tcp://host:8786"
             ) from None
         with client:
@@ -83,6 +86,33 @@ def dask_client(scheduler: str | None, n_workers: int = 2) -> Iterator[Any]:
         Client(cluster) as client,
     ):
         yield client
+
+
+def probe_scheduler(address: str, timeout: float) -> None:
+    """Ask ``address`` for its identity within ``timeout`` seconds in all (connect, handshake, reply).
+
+    ``distributed.Client(address, timeout=...)`` bounds the TCP connect only: a port that accepts the
+    connection but speaks another protocol (an HTTP server, say) leaves it waiting for a handshake
+    forever. Raises ``TimeoutError``, ``OSError`` or ``ValueError`` (not a Dask scheduler).
+    """
+    import asyncio  # noqa: PLC0415 - only for --engine dask with --scheduler
+
+    from distributed.comm import connect  # noqa: PLC0415 - distributed loads only for --engine dask
+
+    async def identity() -> Any:
+        comm = await connect(address, timeout=timeout)
+        try:
+            await comm.write({"op": "identity", "reply": True})
+            return await comm.read()
+        finally:
+            comm.abort()
+
+    async def bounded() -> Any:
+        return await asyncio.wait_for(identity(), timeout)
+
+    reply = asyncio.run(bounded())
+    if not isinstance(reply, dict) or reply.get("type") != "Scheduler":
+        raise ValueError(f"it answered as {str(reply)[:60]!r}, not as a Dask scheduler")
 
 
 def _read_part(path: str, fmt: str, columns: list[str]) -> pa.Table:

@@ -291,3 +291,31 @@ def test_sigterm_during_make_table_leaves_no_staging_folder(tmp_path, monkeypatc
         signal.signal(signal.SIGTERM, before)
     assert code == EXIT_TERMINATED and len(calls) >= 3
     assert list(tmp_path.iterdir()) == []  # no table, no hidden .t.*.tmp folder
+
+
+def test_dask_scheduler_address_of_an_http_server_times_out_in_one_line(carinthia, tracking_uri, monkeypatch, capsys):
+    """Issue 17 item 12: a port that accepts the connection but is no scheduler (an HTTP server) used to hang."""
+    import http.server
+    import threading
+    import time
+
+    import tabular.dask_engine
+
+    class Quiet(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Quiet)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    monkeypatch.setattr(tabular.dask_engine, "CONNECT_TIMEOUT_S", 2)
+    t0 = time.perf_counter()
+    try:
+        code = run_main(
+            train_tabular.main,
+            ["--data", str(carinthia), "--engine", "dask", "--scheduler", f"tcp://127.0.0.1:{srv.server_address[1]}"],
+        )
+    finally:
+        srv.shutdown()
+    err = capsys.readouterr().err.strip()
+    assert code == EXIT_USER_ERROR and "cannot reach the Dask scheduler" in err and len(err.splitlines()) == 1, err
+    assert time.perf_counter() - t0 < 30
