@@ -16,9 +16,10 @@ bounded), and on a clean exit writes
   mapping when probabilities of a rare class are small). **Ties stay together**: cells with the same
   probability always get the same class, so a break can only fall between two distinct probabilities;
   each of the four breaks is put where the share of mapped cells below it is closest to its target
-  (50, 75, 90, 97.5 %; of two equally close positions the one keeping the tied cells in the lower class). A large flat area (the sea
-  of a whole-tile map) therefore stays in one class, and a class may be empty when one probability
-  covers more than its share (the legend then says "empty"). Fixed probability breaks can be given
+  (50, 75, 90, 97.5 %; of two equally close positions, the one keeping the tied cells in the lower
+  class). A large flat area (the sea of a whole-tile map) therefore stays in one class, and a class may
+  be empty when one probability covers more than its share (the legend then says "empty"). Fixed
+  probability breaks can be given
   instead (``breaks``: four increasing values); class ``c`` holds ``breaks[c-2] <= p < breaks[c-1]``;
 * ``susceptibility_map.png``: the classes with a legend (down-sampled to at most 2,000 pixels a side).
 

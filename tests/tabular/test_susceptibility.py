@@ -372,7 +372,11 @@ def test_map_of_a_sampled_table_is_refused_then_allowed_with_a_warning(scene, tm
     captured = capsys.readouterr()
     assert code == 0 and "warning:" in captured.err and "sampled cells" in captured.err
     summary = json.loads(captured.out.strip().splitlines()[-1])
-    assert summary["maps"] == [str(raster), str(raster.with_name("susceptibility_classes.tif")), str(raster.with_name(PNG))]
+    assert summary["maps"] == [
+        str(raster),
+        str(raster.with_name("susceptibility_classes.tif")),
+        str(raster.with_name(PNG)),
+    ]
     assert all(Path(m).exists() for m in summary["maps"])
 
 
