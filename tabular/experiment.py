@@ -3,7 +3,7 @@
 :func:`train_tabular_model`: load and validate the table, k-fold cross-validation (out-of-fold
 probabilities, the F1-optimal threshold, per-fold and mean ± std metrics), refit on every row with
 the mean best round count, SHAP (global importance, summary plot, per-region reasons), and the model
-with the MLflow LightGBM flavour. Artifacts: ``oof_predictions.csv`` (:mod:`common.oof`),
+with the MLflow pyfunc of :mod:`tabular.pyfunc_model`. Artifacts: ``oof_predictions.csv`` (:mod:`common.oof`),
 ``cv_fold_metrics.csv``, ``shap_importance.csv``, ``shap_summary.png``, ``explanations.csv``.
 
 :func:`predict_table`: a logged model applied to a new table, written as CSV with the top SHAP reasons.

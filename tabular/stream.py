@@ -344,6 +344,33 @@ def fit_on_positions(
     return FoldFit(booster, best, odds_factor(1.0, w), p)
 
 
+def early_stopping_iteration(
+    booster: lgb.Booster, X: np.ndarray, y: np.ndarray, rounds: int, patience: int
+) -> tuple[int, float]:
+    """The iteration LightGBM's ``early_stopping(patience, first_metric_only=True)`` callback would keep,
+    for a ``booster`` already trained ``rounds`` rounds, scored on the validation rows ``(X, y)``.
+
+    The validation ROC-AUC (the first metric of :meth:`tabular.config.LGBMParams.booster_params`) is
+    computed after every iteration from the accumulated raw scores; as the callback does, a score counts
+    as better only when strictly higher, and the scan stops ``patience`` iterations after the best.
+    Returns ``(best_iteration, best_auc)`` (iterations counted from 1). Used by engines whose
+    training cannot stop early (the Dask engine), so that both engines keep the same iteration.
+    """
+    from sklearn.metrics import roc_auc_score  # noqa: PLC0415 - only where an engine emulates early stopping
+
+    raw = np.zeros(len(y), dtype=np.float64)
+    best, best_it = -np.inf, 0
+    n_trees = min(rounds, booster.current_iteration())
+    for it in range(n_trees):
+        raw += booster.predict(X, start_iteration=it, num_iteration=1, raw_score=True)
+        auc = float(roc_auc_score(y, raw))
+        if auc > best:
+            best, best_it = auc, it
+        elif it - best_it >= patience:
+            break
+    return best_it + 1, best
+
+
 def _subsample_keep(y: np.ndarray, per_positive: float, seed: int) -> tuple[np.ndarray, float]:
     """Row positions kept by negative subsampling (all positives, negatives at rate q) and the realized rate."""
     n_pos = int(y.sum())
