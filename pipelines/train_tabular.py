@@ -3,7 +3,8 @@
 ``python -m pipelines.train_tabular`` without flags trains on the built-in synthetic region table
 (:func:`tabular.synthetic.make_region_table`). Logged to MLflow: the config, data fingerprint, git
 commit, per-fold metrics (``fold_<metric>`` at step = fold) and their ``<metric>_mean``/``_std``,
-the decision threshold, the refitted model (a pyfunc taking level names, :mod:`tabular.pyfunc_model`, + ``tabular_model.json``),
+the decision threshold, the refitted model (a pyfunc taking level names, :mod:`tabular.pyfunc_model`,
+with ``tabular_model.json``),
 ``oof_predictions.csv`` (region_id, y_true, p_oof, fold), ``cv_fold_metrics.csv``,
 ``shap_importance.csv``, ``shap_summary.png`` and ``explanations.csv`` (top-k reasons per region).
 
