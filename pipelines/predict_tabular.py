@@ -16,7 +16,7 @@ Large cell tables (``--data`` a Parquet dataset folder or Arrow IPC file) are sc
 into a Parquet dataset folder ``--out`` (``x``, ``y``, ``p_landslide``, ``label``; no SHAP reasons);
 ``--raster-out susceptibility.tif`` also writes the probabilities onto the table's grid as a COG,
 ``susceptibility_classes.tif`` (5 classes) and ``susceptibility_map.png`` (:mod:`tabular.susceptibility`).
-``--engine dask`` scores the partitions on a Dask cluster (:mod:`tabular.dask_engine`).
+``--engine dask`` scores the partitions on a Dask cluster (:mod:`tabular.large.dask_engine`).
 """
 
 from __future__ import annotations
@@ -28,8 +28,7 @@ from collections.abc import Sequence
 from common.cli import UserError, add_common_args, csv_list, non_negative_int, positive_int, print_summary, run_main
 from common.tracking import setup_tracking, tracked_run
 from tabular.config import PredictTabularConfig
-from tabular.dataset import is_dataset_path
-from tabular.experiment import predict_table
+from tabular.large import predict
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -121,16 +120,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     uri = setup_tracking(cfg.tracking_uri, verbose=args.verbose)
     with tracked_run(cfg.experiment, cfg, run_name=cfg.run_name):
-        if cfg.engine == "dask":
-            from tabular.dask_engine import predict_dask  # noqa: PLC0415 - dask loads only with --engine dask
-
-            res = predict_dask(cfg, tracking_uri=uri)
-        elif is_dataset_path(cfg.data) or cfg.raster_out:
-            from tabular.stream import predict_dataset  # noqa: PLC0415 - the large-table path loads on demand
-
-            res = predict_dataset(cfg, tracking_uri=uri)
-        else:
-            res = predict_table(cfg, tracking_uri=uri)
+        res = predict(cfg, tracking_uri=uri)
     if res.unseen:
         print(
             f"warning: categorical levels not seen in training were treated as missing: {res.unseen}", file=sys.stderr

@@ -58,7 +58,7 @@ from scipy.special import expit, ndtr
 
 from common.atomic import check_free_space
 from common.cli import UserError
-from tabular.dataset import atomic_dataset_dir, table_metadata
+from tabular.large.source import atomic_dataset_dir, table_metadata
 
 STUDY_ROWS = 57_842_689
 CRS = "EPSG:3416"

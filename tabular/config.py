@@ -94,7 +94,7 @@ class CVConfig:
 
 @dataclass
 class ScaleConfig:
-    """Options of the large-table path (a Parquet dataset folder or Arrow IPC input; :mod:`tabular.stream`).
+    """Options of the large-table path (a Parquet dataset folder or Arrow IPC input; :mod:`tabular.large`).
 
     ``engine``: ``"local"`` streams the table into LightGBM; ``"dask"`` trains with
     ``lightgbm.dask.DaskLGBMClassifier`` on ``scheduler`` (an address; None starts a local cluster of

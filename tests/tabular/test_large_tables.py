@@ -17,7 +17,7 @@ from common.cli import EXIT_USER_ERROR, UserError, run_main
 from pipelines import make_table, predict_tabular, train_tabular
 from tabular.calibration import correct_prior, odds_factor, reliability_table
 from tabular.carinthia import STATS, fit_quantile
-from tabular.dataset import FeatureEncoder, TableSequence, TableSource, discover_levels
+from tabular.large.source import FeatureEncoder, TableSequence, TableSource, discover_levels
 from tabular.spatial import inner_block_split, make_blocks, spatial_fold_of_rows
 
 ROWS = 40_000
@@ -201,9 +201,9 @@ def test_dask_engine_matches_local_on_same_folds(tmp_path, tracking_uri):
 
 
 def test_dask_unreachable_scheduler(carinthia, tracking_uri, monkeypatch, capsys):
-    import tabular.dask_engine
+    import tabular.large.dask_engine
 
-    monkeypatch.setattr(tabular.dask_engine, "CONNECT_TIMEOUT_S", 2)
+    monkeypatch.setattr(tabular.large.dask_engine, "CONNECT_TIMEOUT_S", 2)
     code = run_main(
         train_tabular.main,
         ["--data", str(carinthia), "--engine", "dask", "--scheduler", "tcp://127.0.0.1:9", "--folds", "2"],
@@ -299,7 +299,7 @@ def test_dask_scheduler_address_of_an_http_server_times_out_in_one_line(carinthi
     import threading
     import time
 
-    import tabular.dask_engine
+    import tabular.large.dask_engine
 
     class Quiet(http.server.SimpleHTTPRequestHandler):
         def log_message(self, *args):
@@ -307,7 +307,7 @@ def test_dask_scheduler_address_of_an_http_server_times_out_in_one_line(carinthi
 
     srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Quiet)
     threading.Thread(target=srv.serve_forever, daemon=True).start()
-    monkeypatch.setattr(tabular.dask_engine, "CONNECT_TIMEOUT_S", 2)
+    monkeypatch.setattr(tabular.large.dask_engine, "CONNECT_TIMEOUT_S", 2)
     t0 = time.perf_counter()
     try:
         code = run_main(
@@ -361,7 +361,7 @@ def test_early_stopping_emulation_keeps_lightgbms_iteration():
     """The rule the Dask engine applies after training keeps the iteration LightGBM's callback keeps."""
     import lightgbm as lgb
 
-    from tabular.stream import early_stopping_iteration
+    from tabular.large.core import early_stopping_iteration
 
     rng = np.random.default_rng(3)
     X = rng.normal(size=(4000, 6))

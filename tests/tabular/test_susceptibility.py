@@ -21,7 +21,7 @@ from affine import Affine
 from common.cli import EXIT_USER_ERROR, run_main
 from common.geo import Feature, Grid, transform_geometries, write_gpkg
 from pipelines import build_table, predict_tabular, train_tabular
-from tabular.dataset import TableSource
+from tabular.large.source import TableSource
 from tests.geo.helpers import write_tif
 
 UTM33 = "EPSG:32633"

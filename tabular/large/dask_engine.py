@@ -1,14 +1,17 @@
 """The Dask engine: train and score large tables on a Dask cluster (``--engine dask [--scheduler ADDRESS]``).
 
+On top of :mod:`tabular.large.plan`, :mod:`tabular.large.core` and :mod:`tabular.large.report`.
+
+
 * **Cluster.** ``scheduler`` is the address of a running scheduler (``tcp://host:8786``; e.g. one
   started by ``dask-jobqueue``'s ``SLURMCluster`` on an HPC system); without it a
   ``distributed.LocalCluster`` of ``dask_workers`` worker processes on 127.0.0.1 is started and closed
   at the end. An unreachable scheduler, or a port that does not answer as one within
   :data:`CONNECT_TIMEOUT_S` (:func:`probe_scheduler`), is a one-line :class:`common.cli.UserError`.
-* **Data.** One Dask partition per part file of the table (:class:`tabular.dataset.TableSource`, the
+* **Data.** One Dask partition per part file of the table (:class:`tabular.large.source.TableSource`, the
   same files and row order as the local engine), read and encoded on the workers with
-  :class:`tabular.dataset.FeatureEncoder` (float32, categorical level codes). The folds and the
-  negative subsample are decided once by the driver (:func:`tabular.stream.plan_table`, exactly as the
+  :class:`tabular.large.source.FeatureEncoder` (float32, categorical level codes). The folds and the
+  negative subsample are decided once by the driver (:func:`tabular.large.plan.plan_table`, exactly as the
   local engine does) and shipped with each partition as that part's slice of the fold array, so both
   engines use identical folds.
 * **Training.** ``lightgbm.dask.DaskLGBMClassifier`` per fold on the other folds' rows, predicted on
@@ -18,7 +21,7 @@
   inner split of each fold's training rows (whole blocks, ``valid_fraction``, seed), the fold trains
   ``num_boost_round`` rounds on the inner training rows, the inner validation rows (about
   ``valid_fraction`` of a fold's rows) are gathered to the driver and scored after every iteration, and
-  the iteration LightGBM's callback would keep (:func:`tabular.stream.early_stopping_iteration`) predicts
+  the iteration LightGBM's callback would keep (:func:`tabular.large.core.early_stopping_iteration`) predicts
   the fold. The refit on all rows uses the mean kept iteration, as the local engine's, and is logged
   exactly as the local engine's model (native Booster text + ``tabular_model.json``), with the same
   metrics, calibration artifacts and prior correction.
@@ -49,21 +52,12 @@ from common.cli import UserError, one_line
 from common.tracking import log_fingerprint
 from tabular.calibration import correct_prior, odds_factor
 from tabular.config import PredictTabularConfig, TrainTabularConfig
-from tabular.dataset import FeatureEncoder, TableSource, atomic_dataset_dir, column_numpy
-from tabular.experiment import PredictTableResult, TabularTrainResult
+from tabular.large.core import class_weight, early_stopping_iteration, inner_split
+from tabular.large.plan import plan_params, plan_table, subsample_keep, table_fingerprint
+from tabular.large.report import finish_training, log_cv_results, sample_rows
+from tabular.large.source import FeatureEncoder, TableSource, atomic_dataset_dir, column_numpy
+from tabular.results import PredictTableResult, TabularTrainResult
 from tabular.serving import load_tabular_model
-from tabular.stream import (
-    _sample_rows,
-    _subsample_keep,
-    class_weight,
-    early_stopping_iteration,
-    finish_training,
-    inner_split,
-    log_cv_results,
-    plan_params,
-    plan_table,
-    table_fingerprint,
-)
 
 CONNECT_TIMEOUT_S = 10
 
@@ -232,7 +226,7 @@ def train_dask_model(cfg: TrainTabularConfig, log: Callable[[str], None] = print
     keep = None
     train_rate = 1.0
     if sc.imbalance == "subsample":
-        used, train_rate = _subsample_keep(y, sc.negatives_per_positive, cfg.seed)
+        used, train_rate = subsample_keep(y, sc.negatives_per_positive, cfg.seed)
         keep = np.zeros(len(y), dtype=bool)
         keep[used] = True
     weights = sc.imbalance == "weights"
@@ -311,7 +305,7 @@ def train_dask_model(cfg: TrainTabularConfig, log: Callable[[str], None] = print
             best_iteration=rounds,
             scale_pos_weight=w,
             train_rate=train_rate,
-            shap_sample=_sample_rows(src, plan, sc.shap_rows, cfg.seed),
+            shap_sample=sample_rows(src, plan, sc.shap_rows, cfg.seed),
             summary=summary,
             start=start,
             metrics={"final_num_rounds": rounds},
@@ -321,7 +315,7 @@ def train_dask_model(cfg: TrainTabularConfig, log: Callable[[str], None] = print
 def _inner_validation_bits(plan: Any, keep: np.ndarray | None, cfg: TrainTabularConfig) -> np.ndarray:
     """int64 per table row: bit ``i`` set where the row validates fold ``i``'s early stopping.
 
-    The same split as the local engine's (:func:`tabular.stream.inner_split` of fold ``i``'s training
+    The same split as the local engine's (:func:`tabular.large.core.inner_split` of fold ``i``'s training
     positions among the rows used, seed ``cfg.seed + i``), so that both engines stop on the same rows."""
     used = np.flatnonzero(keep) if keep is not None else np.arange(len(plan.y))
     y_used = plan.y[used]
