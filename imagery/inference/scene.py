@@ -76,7 +76,7 @@ from common.geo.grid import Window
 from imagery.data.bands import BANDS, L4S_BAND_MEANS, model_unit_factor
 from imagery.data.sentinel2 import SCL_CLASSES, SCL_REASONS, SceneSource, open_scene
 from imagery.inference.config import SceneConfig
-from imagery.inference.predict import blend_weights, tile_starts
+from imagery.inference.predict import add_tile, blend_weights, tile_starts
 from imagery.inference.segmenter import Segmenter
 from imagery.inference.serving import load_segmenter
 from imagery.plot import save_figure
@@ -353,8 +353,7 @@ def predict_windowed(
                 batch = np.stack([padded[:, :, x : x + tw] for x in chunk])
                 prob = segmenter.predict(batch, batch_size=len(chunk), tta=cfg.tta, threshold=threshold)["prob"]
                 for x, p in zip(chunk, prob, strict=True):
-                    acc[:, x : x + tw] += weight * p
-                    norm[:, x : x + tw] += weight
+                    add_tile(acc, norm, p, weight, 0, x)
                 predicted += len(chunk)
                 bar.update(len(chunk))
             bar.update(len(cols_at) - len(boxes))
