@@ -73,6 +73,8 @@ class SceneConfig:
     seed's own rule of flagging a patch at 5 landslide pixels). ``scl_mask``: SCL classes masked as nodata.
     ``fill_b10``: a model that needs B10 (cirrus) may run on an L2A product, which has none, with B10 filled
     by its L4S mean (a warning; recorded in ``summary.json``); ``False`` makes that an error.
+    ``allow_resolution_mismatch``: run a model on a scene whose pixel size is far from the model's training
+    GSD (``imagery.inference.fitness``) with a warning instead of refusing.
     """
 
     scene: str = ""
@@ -91,6 +93,7 @@ class SceneConfig:
     tta: str | None = None
     scl_mask: list[int] = field(default_factory=lambda: [0, 1, 3, 8, 9, 10, 11])
     fill_b10: bool = True
+    allow_resolution_mismatch: bool = False
     log_rasters: bool = True
     progress: bool = True
     seed: int = 42
