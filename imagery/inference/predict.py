@@ -244,6 +244,8 @@ def predict_inputs(cfg: PredictConfig, *, tracking_uri: str | None = None) -> Pr
     log_fingerprint(fingerprint_files([it.source for it in items], source=cfg.input), context="inference")
     opts = {"tta": cfg.tta, "vote": cfg.vote, "morphology": None, "threshold": cfg.threshold}
     t = segmenter.threshold if cfg.threshold is None else cfg.threshold
+    tile = segmenter.fixed_size or cfg.tile  # an ONNX file exported with a fixed tile size: tile at its size
+    overlap = cfg.overlap if tile == cfg.tile else min(cfg.overlap, tile // 2)
     rows: list[dict[str, object]] = []
     with atomic_dir(out) as staging:  # every output appears together, or none does
         for item in items:
@@ -251,8 +253,8 @@ def predict_inputs(cfg: PredictConfig, *, tracking_uri: str | None = None) -> Pr
                 prob = predict_scene(
                     lambda b: segmenter.predict(b, batch_size=cfg.batch_size, **opts)["prob"],
                     item.image,
-                    tile=cfg.tile,
-                    overlap=cfg.overlap,
+                    tile=tile,
+                    overlap=overlap,
                     batch_size=cfg.batch_size,
                 )
                 mask = finish_mask(prob, t, cfg.morphology or segmenter.meta.morphology)

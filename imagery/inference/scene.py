@@ -39,6 +39,7 @@ centroid_lon, centroid_lat``, ``overview.png`` and ``summary.json``.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import math
 import time
@@ -557,6 +558,10 @@ def run_scene(
     scene = open_scene(cfg.scene, bands=cfg.bands, image_scale=cfg.image_scale)
     if segmenter is None:
         segmenter = load_segmenter(cfg.model_uri, device=cfg.device, tracking_uri=tracking_uri, runtime=cfg.runtime)
+    fixed = getattr(segmenter, "fixed_size", None)
+    if fixed and fixed != cfg.tile:  # an ONNX file exported with a fixed tile size: tile at its size
+        log(f"note: the model takes {fixed} px tiles only; --tile {cfg.tile} replaced by {fixed}")
+        cfg = dataclasses.replace(cfg, tile=fixed, overlap=min(cfg.overlap, fixed // 2))
     inp = plan_inputs(scene, segmenter, cfg, log)
     grid = inp.grid
     fit = check_resolution(

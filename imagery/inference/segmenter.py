@@ -181,6 +181,11 @@ class Segmenter:
         """The raw bands ``predict`` takes, in order (L4S model units)."""
         return self.meta.bands
 
+    @property
+    def fixed_size(self) -> int | None:
+        """The one tile size the network takes (an ONNX file exported with a fixed size), else ``None``."""
+        return getattr(self.model, "fixed_size", None)
+
     @torch.inference_mode()
     def predict(
         self,
@@ -213,6 +218,12 @@ class Segmenter:
             raise UserError(
                 f"Segmenter.predict: images have shape {tuple(x.shape)}, expected (N, {nb}, H, W) raw L4S bands "
                 f"({', '.join(self.bands)})"
+            )
+        fixed = self.fixed_size
+        if fixed and tuple(x.shape[2:]) != (fixed, fixed):
+            raise UserError(
+                f"the ONNX model takes {fixed}x{fixed} px tiles (exported with a fixed size), got "
+                f"{x.shape[2]}x{x.shape[3]}: pass --tile {fixed}, or export it again with pipelines.export_imagery"
             )
         tta = self.meta.tta if tta is None else tta
         vote = self.meta.vote if vote is None else vote
