@@ -57,7 +57,7 @@ def check_resolution(
     out: dict[str, Any] = {"scene_pixel_m": scene_px_m, "model_gsd_m": gsd, "gsd_ratio": ratio}
     if ratio > MAX_GSD_RATIO:
         text = (
-            f"--scene {source} has {scene_px_m:g} m pixels; the model {model} learnt at {gsd:g} m "
+            f"scene {source} has {scene_px_m:g} m pixels; the model {model} learnt at {gsd:g} m "
             f"({ratio:.1f}x, more than {MAX_GSD_RATIO}x)"
         )
         if not allow:

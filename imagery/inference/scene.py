@@ -568,7 +568,7 @@ def run_scene(
         _pixel_m(grid),
         segmenter.meta,
         allow=cfg.allow_resolution_mismatch,
-        source=str(cfg.scene),
+        source=scene.scene_id or str(cfg.scene),  # the id: assess passes a scene cut into a temporary folder
         model=cfg.model_uri,
         min_area_m2=cfg.min_area_m2,
     )
