@@ -9,6 +9,11 @@ the cause, instead of a traceback from deep inside a writer (h5py, torch, matplo
 * :func:`atomic_dir`: a folder of outputs, published all together (files already in the target folder
   stay; the new ones appear only when every one of them was written).
 * :func:`check_free_space`: refuse before writing ``n`` bytes to a disk that cannot hold them.
+* :func:`clean_stale_staging`: remove the hidden staging files/folders a killed process (SIGKILL, power
+  loss) left behind. Staging names carry the writer's pid and host (``.<name>.p<pid>@<host>.<random>.tmp``);
+  a staging entry is stale when it was made on this host and its process is gone. The first write of a
+  process into a folder removes that folder's stale staging; ``python -m pipelines.clean`` does a whole
+  tree on demand.
 """
 
 from __future__ import annotations
@@ -16,7 +21,9 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import re
 import shutil
+import socket
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -56,6 +63,88 @@ def _refusal(folder: Path, exc: BaseException) -> OSError | None:
     return None
 
 
+def host_tag() -> str:
+    """This machine's host name, reduced to ``[A-Za-z0-9_-]`` (at most 32 characters) for staging names."""
+    return re.sub(r"[^A-Za-z0-9_-]", "_", socket.gethostname())[:32] or "host"
+
+
+def _staging_prefix(name: str) -> str:
+    """The prefix of this process's staging entries for target ``name``: ``.<name>.p<pid>@<host>.``."""
+    return f".{name}.p{os.getpid()}@{host_tag()}."
+
+
+#: A staging entry: ``.<name>.p<pid>@<host>.<random>.tmp[<suffix>]`` or ``....old`` (a folder moved aside).
+_STAGING = re.compile(r"^\.(?P<name>.+)\.p(?P<pid>\d+)@(?P<host>[A-Za-z0-9_-]+)\.[^.]+\.(?:tmp.*|old)$")
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether process ``pid`` exists on this machine (``os.kill(pid, 0)``; another user's process counts)."""
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    except OSError:
+        return True  # unsure: treat as alive, never remove a live writer's files
+    return True
+
+
+def stale_staging(folder: str | os.PathLike[str], name: str | None = None, *, recursive: bool = False) -> list[Path]:
+    """Staging entries in ``folder`` (of target ``name`` only, when given) whose writer process is gone.
+
+    Only entries made on this host are judged (another machine's pid means nothing here); entries of a
+    live process, and hidden files of other programs, are never listed.
+    """
+    root = Path(folder)
+    if not root.is_dir():
+        return []
+    here = host_tag()
+    found: list[Path] = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        for entry in sorted([*dirnames, *filenames]):
+            m = _STAGING.match(entry)
+            if m is None or m["host"] != here or (name is not None and m["name"] != name):
+                continue
+            if not pid_alive(int(m["pid"])):
+                found.append(Path(dirpath) / entry)
+        # never descend into hidden folders (staging folders, .git, a .venv): recursion is for output trees
+        dirnames[:] = sorted(d for d in dirnames if recursive and not d.startswith("."))
+    return found
+
+
+def clean_stale_staging(
+    folder: str | os.PathLike[str], name: str | None = None, *, recursive: bool = False, dry_run: bool = False
+) -> list[Path]:
+    """Remove (unless ``dry_run``) the stale staging entries :func:`stale_staging` lists; returns them."""
+    found = stale_staging(folder, name, recursive=recursive)
+    if not dry_run:
+        for entry in found:
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry, ignore_errors=True)
+            else:
+                with contextlib.suppress(OSError):
+                    entry.unlink()
+    return found
+
+
+#: Folders whose stale staging this process already removed (each is scanned once per process).
+_CLEANED: set[str] = set()
+
+
+def _clean_once(folder: Path) -> None:
+    """Remove the stale staging of ``folder`` the first time this process writes there (one listing per
+    folder and process, so writing many files into one folder stays linear)."""
+    key = os.path.abspath(folder)
+    if key in _CLEANED:
+        return
+    _CLEANED.add(key)
+    with contextlib.suppress(OSError):
+        clean_stale_staging(folder)
+
+
 def _default_mode() -> int:
     """The mode a plainly created file gets (``0o666`` less the umask), read once at import."""
     mask = os.umask(0)
@@ -81,7 +170,8 @@ def atomic_path(path: str | os.PathLike[str], suffix: str | None = None) -> Iter
     sfx = target.suffix if suffix is None else suffix
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=f".tmp{sfx}", dir=target.parent)
+        _clean_once(target.parent)
+        fd, tmp_name = tempfile.mkstemp(prefix=_staging_prefix(target.name), suffix=f".tmp{sfx}", dir=target.parent)
     except OSError as exc:
         if _is_write_refusal(exc):
             raise write_error(target, exc) from exc
@@ -132,7 +222,8 @@ def atomic_dir(path: str | os.PathLike[str], *, replace: bool = False) -> Iterat
         raise UserError(f"{target}: exists and is not a folder")
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
+        _clean_once(target.parent)
+        tmp = Path(tempfile.mkdtemp(prefix=_staging_prefix(target.name), suffix=".tmp", dir=target.parent))
     except OSError as exc:
         if _is_write_refusal(exc):
             raise write_error(target, exc) from exc
@@ -170,7 +261,7 @@ def _swap_in(tmp: Path, target: Path) -> None:
     if not target.exists():
         os.replace(tmp, target)
         return
-    old = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".old", dir=target.parent))
+    old = Path(tempfile.mkdtemp(prefix=_staging_prefix(target.name), suffix=".old", dir=target.parent))
     os.replace(target, old / "d")
     os.replace(tmp, target)
     shutil.rmtree(old, ignore_errors=True)

@@ -11,6 +11,10 @@
   (flattened params and ``config.json``), the git commit and code version, and marks the run
   ``FAILED`` when the block raises (``KILLED`` on Ctrl-C). Experiments it creates carry MLflow's
   ``mlflow.experimentKind`` tag for model training, so the UI opens on their runs table.
+* **Killed runs.** Every run carries the tags ``landslide.pid`` and ``landslide.host`` of the process that
+  runs it. A run left ``RUNNING`` by a process that is gone (SIGKILL, power loss) is *orphaned*; a new
+  top-level run marks the orphans of its own experiment (its command) ``KILLED`` before it starts
+  (:func:`mark_orphaned_runs`), and ``python -m pipelines.clean`` does so for the whole store.
 * :func:`log_fingerprint` logs a data set's fingerprint as params and as an MLflow dataset input
   (name, digest, source, rows), which the UI's Dataset column shows.
 """
@@ -38,6 +42,7 @@ from mlflow.data.meta_dataset import MetaDataset
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
+from common.atomic import host_tag, pid_alive
 from common.cli import handle_sigterm, quiet_third_party
 from common.errors import InputNotFoundError, UserError, one_line
 from common.fingerprint import Fingerprint
@@ -244,11 +249,57 @@ def default_run_name(experiment: str, hint: str | None = None) -> str:
 KIND_TAG = "landslide.kind"
 MODEL_DIGEST_TAG = "landslide.model_digest"
 RESUMED_TAG = "landslide.resumed"
+PID_TAG = "landslide.pid"
+HOST_TAG = "landslide.host"
+
+
+def process_tags() -> dict[str, str]:
+    """The tags naming the process that runs a run: its pid and this host (as in staging names)."""
+    return {PID_TAG: str(os.getpid()), HOST_TAG: host_tag()}
+
+
+def orphaned_runs(client: MlflowClient, experiment_ids: list[str]) -> list[Any]:
+    """Runs of ``experiment_ids`` still ``RUNNING`` whose process (``landslide.pid`` on this host) is gone.
+
+    Runs of another host, or without the pid tag (older runs, other tools), are never listed."""
+    if not experiment_ids:
+        return []
+    runs = client.search_runs(
+        experiment_ids,
+        filter_string=f"attributes.status = 'RUNNING' and tags.`{HOST_TAG}` = '{host_tag()}'",
+        max_results=1000,
+    )
+    out = []
+    for run in runs:
+        pid = run.data.tags.get(PID_TAG, "")
+        if pid.isdigit() and not pid_alive(int(pid)):
+            out.append(run)
+    return out
+
+
+def mark_orphaned_runs(
+    experiment_ids: list[str], *, tracking_uri: str | None = None, dry_run: bool = False
+) -> list[Any]:
+    """Mark the :func:`orphaned_runs` of ``experiment_ids`` ``KILLED`` (unless ``dry_run``); returns them."""
+    uri = resolve_tracking_uri(tracking_uri) if tracking_uri else _current_uri()
+    client = MlflowClient(uri)
+    found = orphaned_runs(client, experiment_ids)
+    if not dry_run:
+        for run in found:
+            client.set_terminated(run.info.run_id, status="KILLED", end_time=int(time.time() * 1000))
+    return found
 
 
 def set_run_kind(kind: str) -> None:
     """Tag the active run with the pipeline that made it (``tabular``, ``imagery``, ``fusion``, ...)."""
     mlflow.set_tag(KIND_TAG, kind)
+
+
+def _mark_orphans_quietly(experiment_id: str) -> None:
+    """:func:`mark_orphaned_runs` for one experiment, before a run starts; a store error here never stops
+    the command (the run itself would report it)."""
+    with contextlib.suppress(MlflowException):
+        mark_orphaned_runs([experiment_id])
 
 
 @contextlib.contextmanager
@@ -268,20 +319,26 @@ def tracked_run(
     ``KILLED`` on ``KeyboardInterrupt`` or SIGTERM; the exception propagates. Yields the active run.
     A nested run goes into its parent's experiment. ``resume_run_id`` continues that run (a run
     killed earlier): its status goes back to RUNNING, its parameters stay, its metric histories
-    continue, and the tag ``landslide.resumed`` counts the resumptions.
+    continue, and the tag ``landslide.resumed`` counts the resumptions. A top-level run first marks the
+    orphaned runs of its experiment ``KILLED`` (:func:`mark_orphaned_runs`).
     """
     if resume_run_id is not None:
         previous = MlflowClient().get_run(resume_run_id)
         count = int(previous.data.tags.get(RESUMED_TAG, "0")) + 1
-        run = mlflow.start_run(run_id=resume_run_id, nested=nested, tags={RESUMED_TAG: str(count)})
+        if not nested:
+            _mark_orphans_quietly(previous.info.experiment_id)
+        run = mlflow.start_run(run_id=resume_run_id, nested=nested, tags={RESUMED_TAG: str(count), **process_tags()})
         config = None  # parameters are immutable in MLflow and the resume check made sure they did not change
     else:
         all_tags = {"git_commit": git_commit(), "code_version": code_version(), "entry_point": experiment}
+        all_tags.update(process_tags())
         all_tags.update(tags or {})
         name = run_name or default_run_name(experiment, name_hint)
         kwargs: dict[str, Any] = {"run_name": name, "nested": nested, "tags": all_tags}
         parent = mlflow.active_run() if nested else None
         kwargs["experiment_id"] = parent.info.experiment_id if parent is not None else ensure_experiment(experiment)
+        if parent is None:
+            _mark_orphans_quietly(kwargs["experiment_id"])
         run = mlflow.start_run(**kwargs)
     try:
         if config is not None:

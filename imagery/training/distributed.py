@@ -127,6 +127,31 @@ def check_world(world_size: int, batch_size: int, n_train: int) -> None:
         raise UserError(f"torchrun: {world_size} ranks but only {n_train} training patches")
 
 
+def resume_world_note(old_world_size: int | None, world_size: int, batch_size: int) -> str | None:
+    """What ``--resume`` says when the checkpoint was written by a job with another number of ranks.
+
+    ``--batch-size`` is the global batch, so the epoch order and every optimisation step stay those of the
+    interrupted job; only the per-rank shard changes. Returns ``None`` for the same world size (or a
+    checkpoint that does not record it), else a one-line note naming both world sizes and the per-rank
+    batch now used (``B/N``; shard sizes differ by at most one when ``N`` does not divide ``B``). Raises a
+    one-line :class:`UserError` when the global batch cannot be kept (more ranks than patches per batch).
+    """
+    if old_world_size is None or old_world_size == world_size:
+        return None
+    if world_size > batch_size:
+        raise UserError(
+            f"--resume: the checkpoint was written by {old_world_size} rank(s) with a global batch of {batch_size} "
+            f"patches, which {world_size} ranks cannot keep (each needs at least one patch); "
+            f"use --nproc-per-node <= {batch_size}"
+        )
+    q, r = divmod(batch_size, world_size)
+    per_rank = f"{q} patches" if r == 0 else f"{q}-{q + 1} patches (uneven shards)"
+    return (
+        f"--resume: checkpoint written by {old_world_size} rank(s), resuming on {world_size}: the global batch of "
+        f"{batch_size} patches is kept, each rank now takes {per_rank} per batch"
+    )
+
+
 def shard_bounds(n: int, world_size: int, rank: int) -> tuple[int, int]:
     """Rows ``[lo, hi)`` of rank ``rank`` in a batch of ``n`` rows: contiguous, sizes differing by at most one."""
     q, r = divmod(n, world_size)
@@ -274,6 +299,7 @@ __all__ = [
     "DistContext",
     "GlobalBatchNorm2d",
     "check_world",
+    "resume_world_note",
     "convert_global_batchnorm",
     "current",
     "env_context",

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import copy
 import math
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -203,6 +204,7 @@ class Trainer:
             "resume_key": self.resume_key,
             "n_train": int(self.train_x.shape[0]),
             "n_val": int(self.val_x.shape[0]),
+            "world_size": int(self.dist.world_size),
             "selector": self.selector.state(),
             "selected_epoch": self.selected_epoch,
             "evaluations": self.evaluations,
@@ -240,6 +242,12 @@ class Trainer:
                 f"--resume: {path} was written for {ck.get('n_train')} training / {ck.get('n_val')} validation patches,"
                 f" this run has {int(self.train_x.shape[0])} / {int(self.val_x.shape[0])}"
             )
+        old_world = ck.get("world_size")
+        note = ddp.resume_world_note(
+            None if old_world is None else int(old_world), self.dist.world_size, self.cfg.batch_size
+        )
+        if note and self.dist.is_main:
+            print(note, file=sys.stderr, flush=True)
         self.model.load_state_dict(ck["model"])
         self.optimizer.load_state_dict(ck["optimizer"])
         self.scheduler.last_epoch = int(ck["scheduler"]["last_epoch"])

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from common.cli import UserError
-from imagery.training.distributed import check_world, shard_bounds
+from imagery.training.distributed import check_world, resume_world_note, shard_bounds
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -156,3 +156,17 @@ def test_torchrun_resume_across_ranks_and_without_sync_bn(tmp_path: Path, tracki
     rel = np.abs(np.array(_history(client, lb.info.run_id, "train_loss")) - one) / one
     print(f"without --sync-bn: relative train_loss difference per epoch {np.round(rel, 4)}")
     assert np.isfinite(rel).all()
+
+
+def test_resume_with_another_world_size_keeps_the_global_batch_and_says_so() -> None:
+    assert resume_world_note(None, 2, 8) is None  # an older checkpoint that does not record it
+    assert resume_world_note(2, 2, 8) is None
+    note = resume_world_note(2, 4, 8)
+    assert note is not None and "\n" not in note
+    assert (
+        "2 rank(s), resuming on 4" in note and "global batch of 8 patches is kept" in note and "takes 2 patches" in note
+    )
+    assert "takes 2-3 patches (uneven shards)" in str(resume_world_note(1, 3, 8))
+    assert "takes 8 patches" in str(resume_world_note(4, 1, 8))
+    with pytest.raises(UserError, match=r"written by 2 rank\(s\) with a global batch of 4 patches, which 8 ranks"):
+        resume_world_note(2, 8, 4)

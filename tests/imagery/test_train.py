@@ -89,6 +89,24 @@ def test_resume_gives_the_same_result_as_an_uninterrupted_run(tmp_path: Path) ->
     assert r_full.threshold == r_resumed.threshold
 
 
+def test_resume_on_another_world_size_says_the_global_batch_is_kept(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data = _data(n=8, size=32)
+    _trainer(_cfg(tmp_path, epochs=1), data).fit()
+    path = tmp_path / "checkpoint.pt"
+    ck = torch.load(path, weights_only=True)
+    assert ck["world_size"] == 1
+    capsys.readouterr()
+    _trainer(_cfg(tmp_path, epochs=1, resume=True), data).load_checkpoint()
+    assert "--resume" not in capsys.readouterr().err  # same world size: nothing to say
+    ck["world_size"] = 2  # as if a 2-rank torchrun job had written it
+    torch.save(ck, path)
+    _trainer(_cfg(tmp_path, epochs=1, resume=True), data).load_checkpoint()
+    err = capsys.readouterr().err
+    assert "checkpoint written by 2 rank(s), resuming on 1" in err and "global batch of 8 patches is kept" in err
+
+
 def test_resume_without_checkpoint_is_a_user_error(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match="no checkpoint"):
         _trainer(_cfg(tmp_path, resume=True), _data(n=8, size=32)).fit()
