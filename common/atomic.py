@@ -68,13 +68,16 @@ def host_tag() -> str:
     return re.sub(r"[^A-Za-z0-9_-]", "_", socket.gethostname())[:32] or "host"
 
 
-def _staging_prefix(name: str) -> str:
-    """The prefix of this process's staging entries for target ``name``: ``.<name>.p<pid>@<host>.``."""
+def staging_prefix(name: str) -> str:
+    """The prefix of this process's staging entries for target ``name``: ``.<name>.p<pid>@<host>.``. Writers
+    that stage outside :func:`atomic_path` (a streamed raster, say) use it too, so a killed run's leftovers
+    are recognised; call :func:`clean_stale_folder` before."""
     return f".{name}.p{os.getpid()}@{host_tag()}."
 
 
-#: A staging entry: ``.<name>.p<pid>@<host>.<random>.tmp[<suffix>]`` or ``....old`` (a folder moved aside).
-_STAGING = re.compile(r"^\.(?P<name>.+)\.p(?P<pid>\d+)@(?P<host>[A-Za-z0-9_-]+)\.[^.]+\.(?:tmp.*|old)$")
+#: A staging entry: ``.<name>.p<pid>@<host>.<random>.<kind>`` (``tmp[<suffix>]``, ``old`` for a folder moved
+#: aside, ``part.tif`` for a streamed raster).
+_STAGING = re.compile(r"^\.(?P<name>.+)\.p(?P<pid>\d+)@(?P<host>[A-Za-z0-9_-]+)\.[^.]+\..+$")
 
 
 def pid_alive(pid: int) -> bool:
@@ -134,7 +137,7 @@ def clean_stale_staging(
 _CLEANED: set[str] = set()
 
 
-def _clean_once(folder: Path) -> None:
+def clean_stale_folder(folder: Path) -> None:
     """Remove the stale staging of ``folder`` the first time this process writes there (one listing per
     folder and process, so writing many files into one folder stays linear)."""
     key = os.path.abspath(folder)
@@ -170,8 +173,8 @@ def atomic_path(path: str | os.PathLike[str], suffix: str | None = None) -> Iter
     sfx = target.suffix if suffix is None else suffix
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
-        _clean_once(target.parent)
-        fd, tmp_name = tempfile.mkstemp(prefix=_staging_prefix(target.name), suffix=f".tmp{sfx}", dir=target.parent)
+        clean_stale_folder(target.parent)
+        fd, tmp_name = tempfile.mkstemp(prefix=staging_prefix(target.name), suffix=f".tmp{sfx}", dir=target.parent)
     except OSError as exc:
         if _is_write_refusal(exc):
             raise write_error(target, exc) from exc
@@ -222,8 +225,8 @@ def atomic_dir(path: str | os.PathLike[str], *, replace: bool = False) -> Iterat
         raise UserError(f"{target}: exists and is not a folder")
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
-        _clean_once(target.parent)
-        tmp = Path(tempfile.mkdtemp(prefix=_staging_prefix(target.name), suffix=".tmp", dir=target.parent))
+        clean_stale_folder(target.parent)
+        tmp = Path(tempfile.mkdtemp(prefix=staging_prefix(target.name), suffix=".tmp", dir=target.parent))
     except OSError as exc:
         if _is_write_refusal(exc):
             raise write_error(target, exc) from exc
@@ -261,7 +264,7 @@ def _swap_in(tmp: Path, target: Path) -> None:
     if not target.exists():
         os.replace(tmp, target)
         return
-    old = Path(tempfile.mkdtemp(prefix=_staging_prefix(target.name), suffix=".old", dir=target.parent))
+    old = Path(tempfile.mkdtemp(prefix=staging_prefix(target.name), suffix=".old", dir=target.parent))
     os.replace(target, old / "d")
     os.replace(tmp, target)
     shutil.rmtree(old, ignore_errors=True)

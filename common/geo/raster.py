@@ -39,7 +39,7 @@ from rasterio.enums import Resampling
 from rasterio.vrt import WarpedVRT
 from rasterio.windows import Window
 
-from common.atomic import atomic_path
+from common.atomic import atomic_path, clean_stale_folder, staging_prefix
 from common.errors import UserError
 from common.geo._dataset import PathLike, open_raster, read_errors
 from common.geo.grid import Grid, coverage_fraction, iter_windows
@@ -376,7 +376,8 @@ class CogWriter:
         # rasterio hands GDAL_CACHEMAX to GDALSetCacheMax64, i.e. in bytes
         self._env = rasterio.Env(GDAL_CACHEMAX=self.cache_mb << 20) if self.cache_mb else rasterio.Env()
         self._env.__enter__()
-        fd, name = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".part.tif", dir=self.path.parent)
+        clean_stale_folder(self.path.parent)
+        fd, name = tempfile.mkstemp(prefix=staging_prefix(self.path.name), suffix=".part.tif", dir=self.path.parent)
         os.close(fd)
         self._part = Path(name)
         profile = self.grid.to_profile(self.dtype, self.nodata, self.count)

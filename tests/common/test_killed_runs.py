@@ -94,9 +94,11 @@ def test_other_commands_runs_and_live_staging_are_left_alone(tmp_path: Path, tra
     live.write_text("being written")
     foreign = tmp_path / f".table.csv.p{_dead_pid()}@someotherhost.abcd1234.tmp.csv"  # another machine's
     foreign.write_text("x")
+    dead_raster = tmp_path / f".map.tif.p{_dead_pid()}@{host_tag()}.abcd1234.part.tif"  # a killed CogWriter's
+    dead_raster.write_text("x")
     with tracked_run("killtest"), atomic_write(tmp_path / "table.csv") as fh:
         fh.write("a\n")
-    assert live.exists() and foreign.exists()
+    assert live.exists() and foreign.exists() and not dead_raster.exists()
     assert client.get_run(orphan_elsewhere.info.run_id).info.status == "RUNNING"  # not this command's run
 
 
