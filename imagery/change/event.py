@@ -1,0 +1,224 @@
+"""Map an event: composites, change evidence, the detector, fusion and the inventory, written to a folder.
+
+:func:`map_event` runs block by block over the output grid (:func:`~imagery.change.acquisition.output_grid`):
+each block is composited for both windows (:func:`~imagery.change.composite.composite_block`), its change
+layers and slope (DEM read onto the grid, cubic, with a one-pixel halo: equal to a whole-array slope) are
+computed, the detector scores it and the optional ``fuse`` callable combines the score with the
+susceptibility block (``fusion.change_fusion.fuse_change`` in ``pipelines.map_event``; ``imagery`` does not
+import ``fusion``). Blocks are streamed into COGs; the inventory is built once over the whole detection mask,
+so a landslide crossing a block or tile border is one polygon, never cut.
+
+Outputs (in ``out``, which the caller stages atomically): ``pre.tif`` / ``post.tif`` (float32, NaN nodata,
+bands :data:`~imagery.change.composite.LAYERS` with their descriptions, the last one ``clear_count``),
+``change.tif`` (``dNDVI``, ``rdNDVI``, ``dBSI``, ``slope_deg``), ``probability.tif`` (float32, NaN where
+unobserved), ``landslides.gpkg`` (grid CRS) and ``landslides.geojson`` (EPSG:4326).
+
+Memory: the block's composites plus, for the whole area, the detection mask and the nine float32 layers the
+polygon statistics need (about 40 bytes per pixel: 200 MB for the default 500 km2 limit at 10 m).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from common.cli import UserError
+from common.geo import (
+    CogWriter,
+    Feature,
+    Grid,
+    RasterOnGrid,
+    iter_windows,
+    pixel_size_m,
+    slope,
+    terrain_window,
+    write_geojson,
+    write_gpkg,
+)
+from imagery.change.acquisition import EventWindows, area_km2, output_grid
+from imagery.change.composite import LAYERS, acquisitions, composite_block
+from imagery.change.detector import DetectorParams, change_score, detect, observed
+from imagery.change.indices import dndvi, rdndvi
+from imagery.change.inventory import build_inventory
+
+CHANGE_LAYERS: tuple[str, ...] = ("dNDVI", "rdNDVI", "dBSI", "slope_deg")
+#: ``fuse(score, susceptibility) -> probability``, all ``(h, w)`` float32 (susceptibility may be None).
+FuseFn = Callable[[np.ndarray, np.ndarray | None], np.ndarray]
+_I_NDVI, _I_BSI, _I_COUNT = LAYERS.index("NDVI"), LAYERS.index("BSI"), LAYERS.index("clear_count")
+
+
+@dataclass(frozen=True)
+class EventConfig:
+    """What :func:`map_event` needs besides the observations (units in the names)."""
+
+    bbox: tuple[float, float, float, float]
+    dem: str
+    susceptibility: str | None = None
+    min_area_m2: float = 500.0
+    block: int = 512
+    detector: DetectorParams = field(default_factory=DetectorParams)
+
+
+@dataclass
+class EventResult:
+    """What :func:`map_event` wrote: the grid, the inventory and the summary (also ``summary.json`` content)."""
+
+    grid: Grid
+    features: list[Feature]
+    summary: dict[str, Any]
+
+
+def _observations(windows: EventWindows, name: str) -> list[dict[str, Any]]:
+    obs = windows.pre if name == "pre" else windows.post
+    return [
+        {"id": o.item_id, "date": o.date.isoformat(), "orbit": o.orbit, "cloud_cover": o.cloud_cover, "scl": o.has_scl}
+        for o in obs
+    ]
+
+
+def _dates(windows: EventWindows, name: str) -> list[str]:
+    obs = windows.pre if name == "pre" else windows.post
+    return [g[0].date.isoformat() for g in acquisitions(obs)]
+
+
+def map_event(
+    windows: EventWindows,
+    config: EventConfig,
+    out: Path,
+    *,
+    fuse: FuseFn | None = None,
+    progress: Callable[[str], None] = lambda _m: None,
+) -> EventResult:
+    """Run the whole event into ``out`` (module docstring); one-line errors for a DEM not covering the area."""
+    t0 = time.perf_counter()
+    grid = output_grid(config.bbox)
+    p = config.detector
+    spacing = pixel_size_m(grid)
+    shape = grid.shape
+    keep = {k: np.full(shape, np.nan, np.float32) for k in ("probability", "dndvi", "rdndvi", "dbsi", "slope_deg")}
+    keep |= {k: np.full(shape, np.nan, np.float32) for k in ("ndvi_pre", "ndvi_post", "clear_pre", "clear_post")}
+    if config.susceptibility:
+        keep["susceptibility"] = np.full(shape, np.nan, np.float32)
+    detected = np.zeros(shape, dtype=bool)
+    rejected = {"flat_ground": 0, "bare_before": 0}
+    timings = {"composite_s": 0.0, "change_s": 0.0, "polygons_s": 0.0}
+    n_blocks = 0
+    out.mkdir(parents=True, exist_ok=True)
+    with contextlib.ExitStack() as stack:
+        dem = stack.enter_context(_open_dem(config.dem, grid))
+        sus = (
+            stack.enter_context(RasterOnGrid(config.susceptibility, grid, "bilinear", bands=1, min_coverage=0.0))
+            if config.susceptibility
+            else None
+        )
+        desc = list(LAYERS)
+        w_pre = stack.enter_context(
+            CogWriter(out / "pre.tif", grid, "float32", np.nan, len(LAYERS), band_descriptions=desc)
+        )
+        w_post = stack.enter_context(
+            CogWriter(out / "post.tif", grid, "float32", np.nan, len(LAYERS), band_descriptions=desc)
+        )
+        w_chg = stack.enter_context(
+            CogWriter(out / "change.tif", grid, "float32", np.nan, len(CHANGE_LAYERS), band_descriptions=CHANGE_LAYERS)
+        )
+        w_prob = stack.enter_context(
+            CogWriter(out / "probability.tif", grid, "float32", np.nan, 1, band_descriptions=["probability"])
+        )
+        for win in iter_windows(grid, config.block, config.block):
+            n_blocks += 1
+            rows = slice(int(win.row_off), int(win.row_off + win.height))
+            cols = slice(int(win.col_off), int(win.col_off + win.width))
+            t = time.perf_counter()
+            pre = composite_block(windows.pre, grid, win)
+            post = composite_block(windows.post, grid, win)
+            timings["composite_s"] += time.perf_counter() - t
+            t = time.perf_counter()
+            ndvi_pre, ndvi_post = pre[_I_NDVI], post[_I_NDVI]
+            d = dndvi(ndvi_pre, ndvi_post)
+            rd = rdndvi(ndvi_pre, ndvi_post)
+            db = (post[_I_BSI] - pre[_I_BSI]).astype(np.float32)
+            sl = terrain_window(slope, dem.read, grid, win, spacing=spacing).astype(np.float32)
+            score = change_score(d, sl, ndvi_pre, pre[_I_COUNT], post[_I_COUNT], p)
+            s_blk = sus.read(win) if sus is not None else None
+            prob = fuse(score, s_blk) if fuse is not None else score
+            prob = np.where(np.isfinite(score), prob, np.nan).astype(np.float32)
+            hit = detect(d, sl, ndvi_pre, pre[_I_COUNT], post[_I_COUNT], p)
+            with np.errstate(invalid="ignore"):
+                loss = (-d >= p.min_ndvi_loss) & observed(pre[_I_COUNT], post[_I_COUNT], p)
+                rejected["flat_ground"] += int((loss & (sl < p.min_slope_deg)).sum())
+                rejected["bare_before"] += int((loss & (ndvi_pre < p.min_pre_ndvi)).sum())
+            w_pre.write(pre, win)
+            w_post.write(post, win)
+            w_chg.write(np.stack([d, rd, db, sl]), win)
+            w_prob.write(prob[None], win)
+            for k, v in (("probability", prob), ("dndvi", d), ("rdndvi", rd), ("dbsi", db), ("slope_deg", sl)):
+                keep[k][rows, cols] = v
+            keep["ndvi_pre"][rows, cols], keep["ndvi_post"][rows, cols] = ndvi_pre, ndvi_post
+            keep["clear_pre"][rows, cols], keep["clear_post"][rows, cols] = pre[_I_COUNT], post[_I_COUNT]
+            if s_blk is not None:
+                keep["susceptibility"][rows, cols] = s_blk
+            detected[rows, cols] = hit
+            timings["change_s"] += time.perf_counter() - t
+            progress(f"  block {n_blocks}: rows {rows.start}-{rows.stop}, cols {cols.start}-{cols.stop}")
+    t = time.perf_counter()
+    pre_dates, post_dates = _dates(windows, "pre"), _dates(windows, "post")
+    features = build_inventory(
+        detected, grid, keep, pre_dates=pre_dates, post_dates=post_dates, min_area_m2=config.min_area_m2
+    )
+    write_gpkg(features, out / "landslides.gpkg", grid.crs, layer="landslides")
+    write_geojson(features, out / "landslides.geojson", grid.crs)
+    timings["polygons_s"] = time.perf_counter() - t
+    timings["total_s"] = time.perf_counter() - t0
+    timings = {k: round(v, 3) for k, v in timings.items()}
+    n_px = grid.width * grid.height
+    summary: dict[str, Any] = {
+        "event_date": windows.event_date.isoformat(),
+        "bbox": list(config.bbox),
+        "area_km2": round(area_km2(config.bbox), 4),
+        "grid": {"crs": grid.crs, "transform": list(grid.transform)[:6], "width": grid.width, "height": grid.height},
+        "windows": {
+            "pre": {"start": windows.pre_start.isoformat(), "end": windows.pre_end.isoformat()},
+            "post": {"start": windows.post_start.isoformat(), "end": windows.post_end.isoformat()},
+        },
+        "items": {"pre": _observations(windows, "pre"), "post": _observations(windows, "post")},
+        "acquisitions": {"pre": pre_dates, "post": post_dates},
+        "unobserved_share": {
+            "pre": round(float((np.nan_to_num(keep["clear_pre"]) < p.min_clear).mean()), 4),
+            "post": round(float((np.nan_to_num(keep["clear_post"]) < p.min_clear).mean()), 4),
+        },
+        "detector": {k: getattr(p, k) for k in p.__dataclass_fields__},
+        "segmenter": "none: inventory from change evidence alone (no --imagery-model)",
+        "susceptibility": config.susceptibility,
+        "blocks": n_blocks,
+        "n_landslides": len(features),
+        "detected_area_m2": round(float(sum(f.properties["area_m2"] for f in features)), 1),
+        "detected_pixels": int(detected.sum()),
+        "rejected_pixels": {
+            "flat_ground (vegetation loss on flat ground: likely harvest)": rejected["flat_ground"],
+            "bare_before (bare before the event: quarry, river bar, rock)": rejected["bare_before"],
+        },
+        "observed_pixels": int(np.isfinite(keep["probability"]).sum()),
+        "pixels": n_px,
+        "timings": timings,
+        "outputs": ["pre.tif", "post.tif", "change.tif", "probability.tif", "landslides.gpkg", "landslides.geojson"],
+    }
+    return EventResult(grid, features, summary)
+
+
+@contextlib.contextmanager
+def _open_dem(path: str, grid: Grid) -> Any:
+    """The DEM on the grid (cubic: see :class:`common.geo.RasterOnGrid`); it must cover the whole area."""
+    try:
+        with RasterOnGrid(path, grid, "cubic", bands=1, min_coverage=0.999) as r:
+            yield r
+    except UserError as exc:
+        text = str(exc)
+        if "cover" in text or "overlap" in text:
+            raise UserError(f"--dem {path}: does not cover the area ({text})") from None
+        raise
