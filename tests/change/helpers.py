@@ -62,3 +62,68 @@ def shifted(grid: Grid, dx: float) -> Grid:
     """``grid`` moved ``dx`` metres east."""
     t = grid.transform
     return Grid(grid.crs, Affine(t.a, t.b, t.c + dx, t.d, t.e, t.f), grid.width, grid.height)
+
+
+# -- a small synthetic event world --------------------------------------------------------------------
+#: Where things are on the synthetic grid (row slice, col slice).
+FIELD = (slice(40, 60), slice(8, 28))  # harvested field on flat ground
+QUARRY = (slice(8, 24), slice(60, 76))  # bare before and after, on the slope
+SLIDE = (slice(50, 70), slice(58, 74))  # vegetated before, bare after, on the slope
+CLOUD = (slice(48, 60), slice(56, 80))  # a cloud over part of the landslide on the first post date
+SYN_GRID = Grid("EPSG:32632", Affine(10.0, 0.0, 600000.0, 0.0, -10.0, 5000000.0), 96, 96)
+VEG = {"B2": 0.03, "B3": 0.06, "B4": 0.03, "B8": 0.35, "B11": 0.15}
+BARE = {"B2": 0.12, "B3": 0.15, "B4": 0.18, "B8": 0.24, "B11": 0.32}
+
+
+def synthetic_dem(grid: Grid = SYN_GRID) -> np.ndarray:
+    """Flat (100 m) west of column 48, a 30-degree slope rising east of it."""
+    cols = np.arange(grid.width, dtype=np.float32)
+    z = 100.0 + np.tan(np.radians(30.0)) * np.clip(cols - 48, 0, None) * 10.0
+    return np.broadcast_to(z, grid.shape).astype(np.float32)
+
+
+def write_synthetic_items(
+    folder: Path,
+    *,
+    pre_dates: tuple[str, ...] = ("2023-04-20", "2023-05-05"),
+    post_dates: tuple[str, ...] = ("2023-05-25", "2023-06-09"),
+    with_dates: bool = True,
+) -> tuple[Path, Path]:
+    """``(items.json, dem.tif)`` of the synthetic world (event 2023-05-16)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    grid = SYN_GRID
+    footprint = transform_geometries(shapely.box(*grid.bounds), grid.crs, "EPSG:4326")
+    features = []
+    for k, day in enumerate((*pre_dates, *post_dates)):
+        post = day in post_dates
+        assets = {}
+        scl = np.full(grid.shape, 4, np.uint8)
+        if post and day == post_dates[0]:
+            scl[CLOUD] = 9
+        for band, veg in VEG.items():
+            arr = np.full(grid.shape, veg * (1.05 if post and band == "B8" else 1.0), np.float32)  # seasonal greening
+            arr[QUARRY] = BARE[band]
+            if post:
+                arr[FIELD] = BARE[band]
+                arr[SLIDE] = BARE[band]
+            arr[scl == 9] = 0.5
+            name = f"{day}_{band}.tif"
+            write_cog(folder / name, np.round(arr * 1e4).astype(np.int16), grid, nodata=0)
+            assets[band] = {"href": name, "raster:bands": [{"scale": 1e-4, "offset": 0.0}]}
+        write_cog(folder / f"{day}_SCL.tif", scl, grid, nodata=0)
+        assets["SCL"] = {"href": f"{day}_SCL.tif"}
+        props = {"datetime": f"{day}T10:00:00Z", "eo:cloud_cover": 20.0} if with_dates else {}
+        features.append(
+            {
+                "type": "Feature",
+                "id": f"SYN_{k}",
+                "geometry": shapely.geometry.mapping(footprint),
+                "bbox": list(footprint.bounds),
+                "properties": props,
+                "assets": assets,
+            }
+        )
+    items = folder / "items.json"
+    items.write_text(json.dumps({"type": "FeatureCollection", "features": features}), encoding="utf-8")
+    write_cog(folder / "dem.tif", synthetic_dem(grid), grid, nodata=np.nan)
+    return items, folder / "dem.tif"

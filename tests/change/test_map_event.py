@@ -1,0 +1,103 @@
+"""map_event on a synthetic event world (no real data needed) and its bad-input errors."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from common.cli import run_main
+from common.geo import RasterOnGrid, write_cog
+from pipelines.map_event import main
+from tests.change.helpers import FIELD, QUARRY, SLIDE, SYN_GRID, lonlat_box, shifted, write_synthetic_items
+
+EVENT = "2023-05-16"
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    return write_synthetic_items(tmp_path_factory.mktemp("world"))
+
+
+def _argv(items: Path, dem: Path, out: Path, *extra: str) -> list[str]:
+    bbox = lonlat_box(SYN_GRID, inset_m=60.0)
+    return ["--bbox", *map(str, bbox), "--event-date", EVENT, "--items", str(items), "--dem", str(dem),
+            "--out", str(out), "--block", "32", *extra]  # fmt: skip
+
+
+def test_landslide_found_field_and_quarry_not(world, tmp_path: Path, tracking_uri: str) -> None:
+    items, dem = world
+    out = tmp_path / "out"
+    assert main(_argv(items, dem, out)) == 0
+    feats = json.loads((out / "landslides.geojson").read_text())["features"]
+    assert len(feats) == 1, [f["properties"]["reason"] for f in feats]
+    props = feats[0]["properties"]
+    assert props["mean_slope_deg"] > 25 and props["mean_dndvi"] < -0.3
+    assert "bare_after" in props["evidence"] and "steep" in props["evidence"]
+    assert props["clear_obs_pre"] == 2 and props["clear_obs_post"] == 1  # the cloud on the first post date
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["rejected_pixels"]["flat_ground (vegetation loss on flat ground: likely harvest)"] > 0
+    with RasterOnGrid(out / "probability.tif", SYN_GRID, "nearest", bands=1) as r:
+        prob = r.read()
+    assert np.nanmean(prob[SLIDE]) > 0.95  # loss, steep, vegetated before
+    assert np.nanmean(prob[FIELD]) < 0.55  # the same loss, damped by the slope gate's floor (0.5)
+    assert np.nanmean(prob[QUARRY]) < 0.1  # no loss: bare before and after
+    with RasterOnGrid(out / "post.tif", SYN_GRID, "nearest") as r:
+        assert r.count == 8
+        count = r.read()[-1]
+    assert count[55, 65] == 1 and count[75, 30] == 2
+
+
+def test_susceptibility_is_fused(world, tmp_path: Path, tracking_uri: str) -> None:
+    items, dem = world
+    sus = tmp_path / "sus.tif"
+    write_cog(sus, np.full(SYN_GRID.shape, 0.9, np.float32), SYN_GRID, nodata=np.nan)
+    plain, fused = tmp_path / "plain", tmp_path / "fused"
+    assert main(_argv(items, dem, plain)) == 0
+    assert main(_argv(items, dem, fused, "--susceptibility", str(sus))) == 0
+    a = json.loads((plain / "landslides.geojson").read_text())["features"][0]["properties"]
+    b = json.loads((fused / "landslides.geojson").read_text())["features"][0]["properties"]
+    assert b["confidence"] > a["confidence"] and b["susceptibility"] == pytest.approx(0.9, abs=1e-3)
+    assert "susceptible" in b["evidence"]
+
+
+def _fails(argv: list[str], capsys: pytest.CaptureFixture[str], *words: str) -> None:
+    assert run_main(main, argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error:") and len(err.splitlines()) == 1, err
+    for w in words:
+        assert w in err, err
+
+
+@pytest.mark.parametrize(
+    ("case", "words"),
+    [
+        ("future", ("--event-date", "not in the past")),
+        ("no_post", ("post-event window",)),
+        ("area", ("--max-area-km2",)),
+        ("dem", ("--dem", "does not cover")),
+        ("no_dates", ("has no date",)),
+    ],
+)
+def test_bad_input_one_line_nothing_left(case, words, world, tmp_path: Path, tracking_uri: str, capsys) -> None:
+    items, dem = world
+    out = tmp_path / "out"
+    argv = _argv(items, dem, out)
+    if case == "future":
+        argv[argv.index("--event-date") + 1] = "2999-01-01"
+    elif case == "no_post":
+        argv += ["--post-days", "5"]
+    elif case == "area":
+        argv += ["--max-area-km2", "0.1"]
+    elif case == "dem":
+        far = tmp_path / "far_dem.tif"
+        write_cog(far, np.zeros(SYN_GRID.shape, np.float32), shifted(SYN_GRID, 5000.0), nodata=np.nan)
+        argv[argv.index("--dem") + 1] = str(far)
+    elif case == "no_dates":
+        bad_items, _ = write_synthetic_items(tmp_path / "nodates", with_dates=False)
+        argv[argv.index("--items") + 1] = str(bad_items)
+    _fails(argv, capsys, *words)
+    assert not out.exists() or not any(out.iterdir())
+    assert not list(tmp_path.glob(".out.*"))
