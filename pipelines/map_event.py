@@ -10,7 +10,11 @@ was vegetation). ``--susceptibility`` (a ``predict_tabular --raster-out`` COG) i
 
 Writes into ``--out`` (all at once, or nothing): ``pre.tif``, ``post.tif``, ``change.tif``, ``probability.tif``,
 ``landslides.gpkg``, ``landslides.geojson``, ``summary.json``, ``report.html``; logs them to an MLflow run.
-``--reference mask.tif`` also scores the map (ROC-AUC, object recall; ``imagery.change.validation``).
+The area is cut into ``--block`` px blocks, each a task: ``--engine local`` runs them here, ``--engine dask`` on a
+local Dask cluster (``--workers``) or a running one (``--scheduler``), with identical results; finished blocks
+are cached beside ``--out`` (``.<out>.blocks``, removed on success) and ``--resume`` skips them after a kill
+when no input or setting changed. ``--reference mask.tif`` also scores the map (ROC-AUC, object recall;
+``imagery.change.validation``).
 
 Example::
 
@@ -23,6 +27,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
+import shutil
 import sys
 from collections.abc import Sequence
 from functools import partial
@@ -84,6 +89,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--min-slope-deg", type=_float, default=d.min_slope_deg, help="detector: slope, degrees (10)")
     p.add_argument("--min-pre-ndvi", type=_float, default=d.min_pre_ndvi, help="detector: NDVI before (0.20)")
     p.add_argument("--min-clear", type=positive_int, default=d.min_clear, help="detector: clear views per window (1)")
+    p.add_argument("--engine", choices=["local", "dask"], default="local", help="where blocks run (default local)")
+    p.add_argument("--scheduler", default=None, help="with --engine dask: scheduler address (default: local cluster)")
+    p.add_argument("--workers", type=positive_int, default=2, help="local Dask cluster: worker processes (default 2)")
+    p.add_argument("--resume", action="store_true", help="reuse the finished blocks of a killed run (same inputs)")
     p.add_argument("--reference", default=None, help="reference landslide mask raster (0/1) to score the map")
     add_common_args(p)
     return p
@@ -163,14 +172,31 @@ def main(argv: Sequence[str] | None = None) -> int:
             if args.susceptibility
             else None
         )
+        fuse_settings = (
+            {"weight": args.susceptibility_weight, "prior": args.susceptibility_prior} if args.susceptibility else None
+        )
+        cache_dir = out.absolute().parent / f".{out.name}.blocks"
         with atomic_dir(out) as staging:  # the outputs appear all together, or not at all
-            result = map_event(windows, cfg, staging, fuse=fuse, progress=log if args.verbose else lambda _m: None)
+            result = map_event(
+                windows,
+                cfg,
+                staging,
+                fuse=fuse,
+                fuse_settings=fuse_settings,
+                engine=args.engine,
+                scheduler=args.scheduler,
+                workers=args.workers,
+                cache_dir=cache_dir,
+                resume=args.resume,
+                progress=log if args.verbose else lambda _m: None,
+            )
             if args.reference:
                 result.summary["validation"] = score_against_reference(
                     staging, result.grid, args.reference, result.features
                 )
             (staging / "summary.json").write_text(json.dumps(result.summary, indent=1, default=str), encoding="utf-8")
             write_report(staging, result.grid, result.features, result.summary)
+        shutil.rmtree(cache_dir, ignore_errors=True)  # finished: the block cache is no longer needed
         s = result.summary
         mlflow.log_metrics(
             {"n_landslides": s["n_landslides"], "detected_area_m2": s["detected_area_m2"], **s["timings"]}
@@ -186,6 +212,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "detected_area_m2": s["detected_area_m2"],
         "items_pre": len(windows.pre),
         "items_post": len(windows.post),
+        "blocks_resumed": s["blocks_resumed"],
         **{k: v for k, v in s.get("validation", {}).items()},
         "segmenter": "none (change evidence alone)",
     }

@@ -23,6 +23,7 @@ import contextlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -41,9 +42,11 @@ from common.geo import (
     write_geojson,
     write_gpkg,
 )
+from common.geo.grid import Window
 from imagery.change.acquisition import EventWindows, area_km2, output_grid
 from imagery.change.composite import LAYERS, acquisitions, composite_block
 from imagery.change.detector import DetectorParams, change_score, detect, observed
+from imagery.change.engine import BlockCache, Engine, fingerprint, run_blocks
 from imagery.change.indices import dndvi, rdndvi
 from imagery.change.inventory import build_inventory
 
@@ -87,36 +90,107 @@ def _dates(windows: EventWindows, name: str) -> list[str]:
     return [g[0].date.isoformat() for g in acquisitions(obs)]
 
 
+def process_block(
+    win: Window,
+    *,
+    windows: EventWindows,
+    config: EventConfig,
+    grid: Grid,
+    fuse: FuseFn | None = None,
+) -> dict[str, np.ndarray]:
+    """One block as a task (picklable arguments, opens its own rasters): ``pre``/``post`` ``(8, h, w)``,
+    ``change`` ``(4, h, w)``, ``probability`` ``(h, w)``, ``detected`` ``(h, w)`` uint8, ``susceptibility``
+    (NaN without one) and ``rejected`` ``[flat_ground, bare_before]`` pixel counts; timings in ``seconds``."""
+    p = config.detector
+    t = time.perf_counter()
+    pre = composite_block(windows.pre, grid, win)
+    post = composite_block(windows.post, grid, win)
+    t_comp = time.perf_counter() - t
+    t = time.perf_counter()
+    ndvi_pre, ndvi_post = pre[_I_NDVI], post[_I_NDVI]
+    d = dndvi(ndvi_pre, ndvi_post)
+    rd = rdndvi(ndvi_pre, ndvi_post)
+    db = (post[_I_BSI] - pre[_I_BSI]).astype(np.float32)
+    with RasterOnGrid(config.dem, grid, "cubic", bands=1) as dem:
+        sl = terrain_window(slope, dem.read, grid, win, spacing=pixel_size_m(grid)).astype(np.float32)
+    score = change_score(d, sl, ndvi_pre, pre[_I_COUNT], post[_I_COUNT], p)
+    s_blk = np.full(score.shape, np.nan, np.float32)
+    if config.susceptibility:
+        with RasterOnGrid(config.susceptibility, grid, "bilinear", bands=1) as sus:
+            s_blk = sus.read(win)
+    prob = fuse(score, s_blk if config.susceptibility else None) if fuse is not None else score
+    prob = np.where(np.isfinite(score), prob, np.nan).astype(np.float32)
+    hit = detect(d, sl, ndvi_pre, pre[_I_COUNT], post[_I_COUNT], p)
+    with np.errstate(invalid="ignore"):
+        loss = (-d >= p.min_ndvi_loss) & observed(pre[_I_COUNT], post[_I_COUNT], p)
+        rejected = [int((loss & (sl < p.min_slope_deg)).sum()), int((loss & (ndvi_pre < p.min_pre_ndvi)).sum())]
+    return {
+        "pre": pre,
+        "post": post,
+        "change": np.stack([d, rd, db, sl]),
+        "probability": prob,
+        "detected": hit.astype(np.uint8),
+        "susceptibility": s_blk,
+        "rejected": np.array(rejected, np.int64),
+        "seconds": np.array([t_comp, time.perf_counter() - t]),
+    }
+
+
+def _settings(windows: EventWindows, config: EventConfig, grid: Grid, fuse_settings: Any) -> tuple[dict, list]:
+    """What a block's result depends on: settings (JSON-able) and files (for :func:`engine.fingerprint`)."""
+    obs = [*windows.pre, *windows.post]
+    settings = {
+        "config": {**config.__dict__, "detector": config.detector.__dict__},
+        "grid": [grid.crs, list(grid.transform)[:6], grid.width, grid.height],
+        "items": [[o.item_id, o.date.isoformat(), o.orbit] for o in obs],
+        "fusion": fuse_settings,
+        "version": 1,
+    }
+    files = [f.path for o in obs for f in o.files.values()] + [config.dem, config.susceptibility]
+    return settings, files
+
+
 def map_event(
     windows: EventWindows,
     config: EventConfig,
     out: Path,
     *,
     fuse: FuseFn | None = None,
+    fuse_settings: Any = None,
+    engine: Engine = "local",
+    scheduler: str | None = None,
+    workers: int = 2,
+    cache_dir: Path | None = None,
+    resume: bool = False,
     progress: Callable[[str], None] = lambda _m: None,
 ) -> EventResult:
-    """Run the whole event into ``out`` (module docstring); one-line errors for a DEM not covering the area."""
+    """Run the whole event into ``out`` (module docstring); one-line errors for a DEM not covering the area.
+
+    ``engine``/``scheduler``/``workers``: where the blocks run (:mod:`imagery.change.engine`). ``cache_dir``: the
+    block cache (``resume`` reuses its blocks when every input and setting is unchanged; ``fuse_settings``
+    describe ``fuse`` for that check); removed after success.
+    """
     t0 = time.perf_counter()
     grid = output_grid(config.bbox)
     p = config.detector
-    spacing = pixel_size_m(grid)
+    with _open_dem(config.dem, grid):
+        pass  # the coverage check, once, before any block runs
     shape = grid.shape
     keep = {k: np.full(shape, np.nan, np.float32) for k in ("probability", "dndvi", "rdndvi", "dbsi", "slope_deg")}
     keep |= {k: np.full(shape, np.nan, np.float32) for k in ("ndvi_pre", "ndvi_post", "clear_pre", "clear_post")}
     if config.susceptibility:
         keep["susceptibility"] = np.full(shape, np.nan, np.float32)
     detected = np.zeros(shape, dtype=bool)
-    rejected = {"flat_ground": 0, "bare_before": 0}
+    rejected = np.zeros(2, np.int64)
     timings = {"composite_s": 0.0, "change_s": 0.0, "polygons_s": 0.0}
-    n_blocks = 0
+    blocks = list(iter_windows(grid, config.block, config.block))
+    cache = None
+    if cache_dir is not None:
+        settings, files = _settings(windows, config, grid, fuse_settings)
+        cache = BlockCache(cache_dir, fingerprint(settings, files), resume=resume)
     out.mkdir(parents=True, exist_ok=True)
+    task = partial(process_block, windows=windows, config=config, grid=grid, fuse=fuse)
     with contextlib.ExitStack() as stack:
-        dem = stack.enter_context(_open_dem(config.dem, grid))
-        sus = (
-            stack.enter_context(RasterOnGrid(config.susceptibility, grid, "bilinear", bands=1, min_coverage=0.0))
-            if config.susceptibility
-            else None
-        )
         desc = list(LAYERS)
         w_pre = stack.enter_context(
             CogWriter(out / "pre.tif", grid, "float32", np.nan, len(LAYERS), band_descriptions=desc)
@@ -130,42 +204,32 @@ def map_event(
         w_prob = stack.enter_context(
             CogWriter(out / "probability.tif", grid, "float32", np.nan, 1, band_descriptions=["probability"])
         )
-        for win in iter_windows(grid, config.block, config.block):
-            n_blocks += 1
+        n_done = [0]
+
+        def collect(win: Window, r: dict[str, np.ndarray]) -> None:
+            nonlocal rejected
             rows = slice(int(win.row_off), int(win.row_off + win.height))
             cols = slice(int(win.col_off), int(win.col_off + win.width))
-            t = time.perf_counter()
-            pre = composite_block(windows.pre, grid, win)
-            post = composite_block(windows.post, grid, win)
-            timings["composite_s"] += time.perf_counter() - t
-            t = time.perf_counter()
-            ndvi_pre, ndvi_post = pre[_I_NDVI], post[_I_NDVI]
-            d = dndvi(ndvi_pre, ndvi_post)
-            rd = rdndvi(ndvi_pre, ndvi_post)
-            db = (post[_I_BSI] - pre[_I_BSI]).astype(np.float32)
-            sl = terrain_window(slope, dem.read, grid, win, spacing=spacing).astype(np.float32)
-            score = change_score(d, sl, ndvi_pre, pre[_I_COUNT], post[_I_COUNT], p)
-            s_blk = sus.read(win) if sus is not None else None
-            prob = fuse(score, s_blk) if fuse is not None else score
-            prob = np.where(np.isfinite(score), prob, np.nan).astype(np.float32)
-            hit = detect(d, sl, ndvi_pre, pre[_I_COUNT], post[_I_COUNT], p)
-            with np.errstate(invalid="ignore"):
-                loss = (-d >= p.min_ndvi_loss) & observed(pre[_I_COUNT], post[_I_COUNT], p)
-                rejected["flat_ground"] += int((loss & (sl < p.min_slope_deg)).sum())
-                rejected["bare_before"] += int((loss & (ndvi_pre < p.min_pre_ndvi)).sum())
-            w_pre.write(pre, win)
-            w_post.write(post, win)
-            w_chg.write(np.stack([d, rd, db, sl]), win)
-            w_prob.write(prob[None], win)
-            for k, v in (("probability", prob), ("dndvi", d), ("rdndvi", rd), ("dbsi", db), ("slope_deg", sl)):
+            w_pre.write(r["pre"], win)
+            w_post.write(r["post"], win)
+            w_chg.write(r["change"], win)
+            w_prob.write(r["probability"][None], win)
+            d, rd, db, sl = r["change"]
+            for k, v in (("probability", r["probability"]), ("dndvi", d), ("rdndvi", rd), ("dbsi", db)):
                 keep[k][rows, cols] = v
-            keep["ndvi_pre"][rows, cols], keep["ndvi_post"][rows, cols] = ndvi_pre, ndvi_post
-            keep["clear_pre"][rows, cols], keep["clear_post"][rows, cols] = pre[_I_COUNT], post[_I_COUNT]
-            if s_blk is not None:
-                keep["susceptibility"][rows, cols] = s_blk
-            detected[rows, cols] = hit
-            timings["change_s"] += time.perf_counter() - t
-            progress(f"  block {n_blocks}: rows {rows.start}-{rows.stop}, cols {cols.start}-{cols.stop}")
+            keep["slope_deg"][rows, cols] = sl
+            keep["ndvi_pre"][rows, cols], keep["ndvi_post"][rows, cols] = r["pre"][_I_NDVI], r["post"][_I_NDVI]
+            keep["clear_pre"][rows, cols], keep["clear_post"][rows, cols] = r["pre"][_I_COUNT], r["post"][_I_COUNT]
+            if config.susceptibility:
+                keep["susceptibility"][rows, cols] = r["susceptibility"]
+            detected[rows, cols] = r["detected"] > 0
+            rejected = rejected + r["rejected"]
+            timings["composite_s"] += float(r["seconds"][0])
+            timings["change_s"] += float(r["seconds"][1])
+            n_done[0] += 1
+            progress(f"  block {n_done[0]}/{len(blocks)}: rows {rows.start}-{rows.stop}, cols {cols.start}-{cols.stop}")
+
+        computed = run_blocks(task, blocks, collect, engine=engine, scheduler=scheduler, workers=workers, cache=cache)
     t = time.perf_counter()
     pre_dates, post_dates = _dates(windows, "pre"), _dates(windows, "post")
     features = build_inventory(
@@ -195,13 +259,16 @@ def map_event(
         "detector": {k: getattr(p, k) for k in p.__dataclass_fields__},
         "segmenter": "none: inventory from change evidence alone (no --imagery-model)",
         "susceptibility": config.susceptibility,
-        "blocks": n_blocks,
+        "engine": engine,
+        "blocks": len(blocks),
+        "blocks_computed": computed,
+        "blocks_resumed": len(blocks) - computed,
         "n_landslides": len(features),
         "detected_area_m2": round(float(sum(f.properties["area_m2"] for f in features)), 1),
         "detected_pixels": int(detected.sum()),
         "rejected_pixels": {
-            "flat_ground (vegetation loss on flat ground: likely harvest)": rejected["flat_ground"],
-            "bare_before (bare before the event: quarry, river bar, rock)": rejected["bare_before"],
+            "flat_ground (vegetation loss on flat ground: likely harvest)": int(rejected[0]),
+            "bare_before (bare before the event: quarry, river bar, rock)": int(rejected[1]),
         },
         "observed_pixels": int(np.isfinite(keep["probability"]).sum()),
         "pixels": n_px,
