@@ -13,15 +13,16 @@ bands :data:`~imagery.change.composite.LAYERS` with their descriptions, the last
 ``change.tif`` (``dNDVI``, ``rdNDVI``, ``dBSI``, ``slope_deg``), ``probability.tif`` (float32, NaN where
 unobserved), ``landslides.gpkg`` (grid CRS) and ``landslides.geojson`` (EPSG:4326).
 
-Memory: the block's composites plus, for the whole area, the detection mask and the nine float32 layers the
-polygon statistics need (about 40 bytes per pixel: 200 MB for the default 500 km2 limit at 10 m).
+Memory: the blocks in flight plus one whole-area array, the detection mask (1 byte per pixel: 240 MB for two
+full Sentinel-2 tiles); polygons are built strip by strip and their statistics read from the written COGs,
+one polygon's window at a time.
 """
 
 from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -35,6 +36,7 @@ from common.geo import (
     Feature,
     Grid,
     RasterOnGrid,
+    StripPolygonizer,
     iter_windows,
     pixel_size_m,
     slope,
@@ -175,12 +177,8 @@ def map_event(
     p = config.detector
     with _open_dem(config.dem, grid):
         pass  # the coverage check, once, before any block runs
-    shape = grid.shape
-    keep = {k: np.full(shape, np.nan, np.float32) for k in ("probability", "dndvi", "rdndvi", "dbsi", "slope_deg")}
-    keep |= {k: np.full(shape, np.nan, np.float32) for k in ("ndvi_pre", "ndvi_post", "clear_pre", "clear_post")}
-    if config.susceptibility:
-        keep["susceptibility"] = np.full(shape, np.nan, np.float32)
-    detected = np.zeros(shape, dtype=bool)
+    detected = np.zeros(grid.shape, dtype=np.uint8)  # the only whole-area array: 1 byte per pixel
+    counts = np.zeros(3, np.int64)  # unobserved before, unobserved after, observed (finite probability)
     rejected = np.zeros(2, np.int64)
     timings = {"composite_s": 0.0, "change_s": 0.0, "polygons_s": 0.0}
     blocks = list(iter_windows(grid, config.block, config.block))
@@ -214,15 +212,10 @@ def map_event(
             w_post.write(r["post"], win)
             w_chg.write(r["change"], win)
             w_prob.write(r["probability"][None], win)
-            d, rd, db, sl = r["change"]
-            for k, v in (("probability", r["probability"]), ("dndvi", d), ("rdndvi", rd), ("dbsi", db)):
-                keep[k][rows, cols] = v
-            keep["slope_deg"][rows, cols] = sl
-            keep["ndvi_pre"][rows, cols], keep["ndvi_post"][rows, cols] = r["pre"][_I_NDVI], r["post"][_I_NDVI]
-            keep["clear_pre"][rows, cols], keep["clear_post"][rows, cols] = r["pre"][_I_COUNT], r["post"][_I_COUNT]
-            if config.susceptibility:
-                keep["susceptibility"][rows, cols] = r["susceptibility"]
-            detected[rows, cols] = r["detected"] > 0
+            counts[0] += int((np.nan_to_num(r["pre"][_I_COUNT]) < p.min_clear).sum())
+            counts[1] += int((np.nan_to_num(r["post"][_I_COUNT]) < p.min_clear).sum())
+            counts[2] += int(np.isfinite(r["probability"]).sum())
+            detected[rows, cols] = r["detected"]
             rejected = rejected + r["rejected"]
             timings["composite_s"] += float(r["seconds"][0])
             timings["change_s"] += float(r["seconds"][1])
@@ -232,9 +225,11 @@ def map_event(
         computed = run_blocks(task, blocks, collect, engine=engine, scheduler=scheduler, workers=workers, cache=cache)
     t = time.perf_counter()
     pre_dates, post_dates = _dates(windows, "pre"), _dates(windows, "post")
-    features = build_inventory(
-        detected, grid, keep, pre_dates=pre_dates, post_dates=post_dates, min_area_m2=config.min_area_m2
-    )
+    strips = StripPolygonizer(grid, min_area_m2=config.min_area_m2)
+    for row in range(0, grid.height, config.block):
+        strips.add(detected[row : row + config.block], row)
+    with _layer_reader(out, grid, config.susceptibility) as read:
+        features = build_inventory(strips.features(), grid, read, pre_dates=pre_dates, post_dates=post_dates)
     write_gpkg(features, out / "landslides.gpkg", grid.crs, layer="landslides")
     write_geojson(features, out / "landslides.geojson", grid.crs)
     timings["polygons_s"] = time.perf_counter() - t
@@ -253,8 +248,8 @@ def map_event(
         "items": {"pre": _observations(windows, "pre"), "post": _observations(windows, "post")},
         "acquisitions": {"pre": pre_dates, "post": post_dates},
         "unobserved_share": {
-            "pre": round(float((np.nan_to_num(keep["clear_pre"]) < p.min_clear).mean()), 4),
-            "post": round(float((np.nan_to_num(keep["clear_post"]) < p.min_clear).mean()), 4),
+            "pre": round(float(counts[0] / (grid.width * grid.height)), 4),
+            "post": round(float(counts[1] / (grid.width * grid.height)), 4),
         },
         "detector": {k: getattr(p, k) for k in p.__dataclass_fields__},
         "segmenter": "none: inventory from change evidence alone (no --imagery-model)",
@@ -270,12 +265,34 @@ def map_event(
             "flat_ground (vegetation loss on flat ground: likely harvest)": int(rejected[0]),
             "bare_before (bare before the event: quarry, river bar, rock)": int(rejected[1]),
         },
-        "observed_pixels": int(np.isfinite(keep["probability"]).sum()),
+        "observed_pixels": int(counts[2]),
         "pixels": n_px,
         "timings": timings,
         "outputs": ["pre.tif", "post.tif", "change.tif", "probability.tif", "landslides.gpkg", "landslides.geojson"],
     }
     return EventResult(grid, features, summary)
+
+
+@contextlib.contextmanager
+def _layer_reader(out: Path, grid: Grid, susceptibility: str | None) -> Iterator[Callable[[Window], dict]]:
+    """``read(window) -> {layer: (h, w)}`` of the written COGs (and the susceptibility), for the inventory."""
+    with contextlib.ExitStack() as stack:
+        prob = stack.enter_context(RasterOnGrid(out / "probability.tif", grid, "nearest", bands=1))
+        chg = stack.enter_context(RasterOnGrid(out / "change.tif", grid, "nearest", bands=[1, 2, 3, 4]))
+        pre = stack.enter_context(RasterOnGrid(out / "pre.tif", grid, "nearest", bands=[_I_NDVI + 1, _I_COUNT + 1]))
+        post = stack.enter_context(RasterOnGrid(out / "post.tif", grid, "nearest", bands=[_I_NDVI + 1, _I_COUNT + 1]))
+        sus = stack.enter_context(RasterOnGrid(susceptibility, grid, "bilinear", bands=1)) if susceptibility else None
+
+        def read(win: Window) -> dict[str, np.ndarray]:
+            d, rd, db, sl = chg.read(win)
+            (ndvi_pre, clear_pre), (ndvi_post, clear_post) = pre.read(win), post.read(win)
+            layers = {"probability": prob.read(win), "dndvi": d, "rdndvi": rd, "dbsi": db, "slope_deg": sl}
+            layers |= {"ndvi_pre": ndvi_pre, "ndvi_post": ndvi_post, "clear_pre": clear_pre, "clear_post": clear_post}
+            if sus is not None:
+                layers["susceptibility"] = sus.read(win)
+            return layers
+
+        yield read
 
 
 @contextlib.contextmanager

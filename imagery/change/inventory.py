@@ -1,8 +1,9 @@
 """The event inventory: one polygon per detected region, with its evidence and the reason in words.
 
-Regions are 8-connected groups of detected pixels (:func:`imagery.change.detector.detect`), polygonized with
-:func:`common.geo.polygonize` (pixel-edge geometry in the grid's CRS, geodesic ``area_m2``; regions under
-``min_area_m2`` dropped). Per polygon, over its pixels (NaN ignored):
+Regions are 8-connected groups of detected pixels (:func:`imagery.change.detector.detect`), polygonized over
+the whole area strip by strip (:class:`common.geo.StripPolygonizer`: pixel-edge geometry in the grid's CRS,
+geodesic ``area_m2``, regions under ``min_area_m2`` dropped; a region crossing block or tile borders is one
+polygon). Per polygon, over its pixels (NaN ignored):
 
 ``id``, ``area_m2``, ``confidence`` (mean fused probability), ``max_probability``, ``mean_dndvi``,
 ``mean_rdndvi``, ``mean_dbsi``, ``mean_slope_deg``, ``mean_ndvi_pre``, ``mean_ndvi_post``, ``clear_obs_pre``
@@ -14,13 +15,13 @@ acquisition dates of each window, comma-separated), ``evidence`` (short tags joi
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
-from scipy import ndimage
 
-from common.geo import Feature, Grid, polygonize
+from common.geo import Feature, Grid, rasterize
+from common.geo.grid import Window
 
 #: Slope above which a polygon is called steep in its reason, degrees.
 STEEP_DEG = 25.0
@@ -29,23 +30,6 @@ BARE_DBSI = 0.05
 #: Susceptibility read as high / low in the reason.
 HIGH_SUSCEPTIBILITY = 0.5
 LOW_SUSCEPTIBILITY = 0.2
-
-
-def _means(values: np.ndarray, labels: np.ndarray, n: int) -> np.ndarray:
-    flat, v = labels.ravel(), np.asarray(values, dtype=np.float64).ravel()
-    ok = (flat > 0) & np.isfinite(v)
-    sums = np.bincount(flat[ok], weights=v[ok], minlength=n + 1)
-    counts = np.bincount(flat[ok], minlength=n + 1)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(counts > 0, sums / np.maximum(counts, 1), np.nan)
-
-
-def _extreme(values: np.ndarray, labels: np.ndarray, n: int, fn: Any, start: float) -> np.ndarray:
-    flat, v = labels.ravel(), np.asarray(values, dtype=np.float64).ravel()
-    ok = (flat > 0) & np.isfinite(v)
-    out = np.full(n + 1, start)
-    fn.at(out, flat[ok], v[ok])
-    return np.where(np.isfinite(out), out, np.nan)
 
 
 def reason(props: Mapping[str, Any]) -> tuple[str, str]:
@@ -81,48 +65,67 @@ def reason(props: Mapping[str, Any]) -> tuple[str, str]:
     return "+".join(tags), "; ".join(words)
 
 
+def _window_of(geom: Any, grid: Grid) -> Window:
+    """The pixel window of ``grid`` holding ``geom``'s bounds (pixel-edge geometries: exact)."""
+    t = grid.transform
+    minx, miny, maxx, maxy = geom.bounds
+    c0 = max(0, int(np.floor((minx - t.c) / t.a + 1e-6)))
+    c1 = min(grid.width, int(np.ceil((maxx - t.c) / t.a - 1e-6)))
+    r0 = max(0, int(np.floor((t.f - maxy) / -t.e + 1e-6)))
+    r1 = min(grid.height, int(np.ceil((t.f - miny) / -t.e - 1e-6)))
+    return Window(c0, r0, max(1, c1 - c0), max(1, r1 - r0))
+
+
+def _mean(values: np.ndarray, inside: np.ndarray) -> float:
+    v = values[inside]
+    v = v[np.isfinite(v)]
+    return float(v.mean()) if v.size else float("nan")
+
+
+def _min(values: np.ndarray, inside: np.ndarray) -> int:
+    v = np.nan_to_num(values[inside], nan=0.0)
+    return int(v.min()) if v.size else 0
+
+
 def build_inventory(
-    detected: np.ndarray,
+    polygons: Sequence[Feature],
     grid: Grid,
-    layers: Mapping[str, np.ndarray],
+    read: Callable[[Window], Mapping[str, np.ndarray]],
     *,
     pre_dates: Sequence[str],
     post_dates: Sequence[str],
-    min_area_m2: float = 0.0,
 ) -> list[Feature]:
-    """Polygons of ``detected`` (``(h, w)`` bool on ``grid``) with the module docstring's properties.
+    """The inventory from ``polygons`` (:func:`common.geo.polygonize` / :class:`common.geo.StripPolygonizer`
+    output on ``grid``) with the module docstring's properties.
 
-    ``layers``: ``(h, w)`` arrays named ``probability``, ``dndvi``, ``rdndvi``, ``dbsi``, ``slope_deg``,
-    ``ndvi_pre``, ``ndvi_post``, ``clear_pre``, ``clear_post`` and optionally ``susceptibility``.
-    Returns features sorted by confidence, highest first, ids 1..n in that order.
+    ``read(window)`` returns the ``(h, w)`` layers of a window of ``grid``: ``probability``, ``dndvi``,
+    ``rdndvi``, ``dbsi``, ``slope_deg``, ``ndvi_pre``, ``ndvi_post``, ``clear_pre``, ``clear_post`` and
+    optionally ``susceptibility``; each polygon reads only its own bounding window, so memory does not grow
+    with the area. Returns features sorted by confidence, highest first, ids 1..n in that order.
     """
-    labels, n = ndimage.label(np.asarray(detected, bool), structure=np.ones((3, 3), bool))
-    if n == 0:
-        return []
-    # polygonize labels regions in the same raster-scan order; the mean of the label array is each region's label
-    feats = polygonize(labels > 0, grid, values=labels.astype(np.float64), min_area_m2=min_area_m2)
-    means = {k: _means(layers[k], labels, n) for k in layers if k not in ("clear_pre", "clear_post")}
-    maxima = _extreme(layers["probability"], labels, n, np.maximum, -np.inf)
-    minima = {k: _extreme(layers[k], labels, n, np.minimum, np.inf) for k in ("clear_pre", "clear_post")}
     out: list[Feature] = []
-    for feat in feats:
-        lab = int(round(feat.properties["mean_prob"]))
+    for feat in polygons:
+        win = _window_of(feat.geometry, grid)
+        inside = rasterize([feat.geometry], grid.subgrid(win)) > 0
+        layers = read(win)
+        prob = layers["probability"][inside]
+        prob = prob[np.isfinite(prob)]
         props: dict[str, Any] = {
             "id": 0,
             "area_m2": round(float(feat.properties["area_m2"]), 1),
-            "confidence": round(float(means["probability"][lab]), 4),
-            "max_probability": round(float(maxima[lab]), 4),
-            "mean_dndvi": round(float(means["dndvi"][lab]), 4),
-            "mean_rdndvi": round(float(means["rdndvi"][lab]), 2),
-            "mean_dbsi": round(float(means["dbsi"][lab]), 4),
-            "mean_slope_deg": round(float(means["slope_deg"][lab]), 2),
-            "mean_ndvi_pre": round(float(means["ndvi_pre"][lab]), 4),
-            "mean_ndvi_post": round(float(means["ndvi_post"][lab]), 4),
-            "clear_obs_pre": int(np.nan_to_num(minima["clear_pre"][lab])),
-            "clear_obs_post": int(np.nan_to_num(minima["clear_post"][lab])),
+            "confidence": round(float(prob.mean()) if prob.size else float("nan"), 4),
+            "max_probability": round(float(prob.max()) if prob.size else float("nan"), 4),
+            "mean_dndvi": round(_mean(layers["dndvi"], inside), 4),
+            "mean_rdndvi": round(_mean(layers["rdndvi"], inside), 2),
+            "mean_dbsi": round(_mean(layers["dbsi"], inside), 4),
+            "mean_slope_deg": round(_mean(layers["slope_deg"], inside), 2),
+            "mean_ndvi_pre": round(_mean(layers["ndvi_pre"], inside), 4),
+            "mean_ndvi_post": round(_mean(layers["ndvi_post"], inside), 4),
+            "clear_obs_pre": _min(layers["clear_pre"], inside),
+            "clear_obs_post": _min(layers["clear_post"], inside),
         }
-        if "susceptibility" in means:
-            props["susceptibility"] = round(float(means["susceptibility"][lab]), 4)
+        if "susceptibility" in layers:
+            props["susceptibility"] = round(_mean(layers["susceptibility"], inside), 4)
         props["evidence"], props["reason"] = reason(props)
         props["pre_dates"] = ",".join(pre_dates)
         props["post_dates"] = ",".join(post_dates)
