@@ -7,8 +7,11 @@ For one window of dates and one block:
    reflectance with the item's scale/offset;
 2. a pixel is a clear observation when its SCL class is in :data:`CLEAR_SCL` (vegetation, not vegetated,
    water, unclassified; clouds, shadows, cirrus, snow, saturated and nodata are masked: snow after the event
-   would read as vegetation loss) and all bands are finite; an item without SCL counts every valid pixel as
-   clear (reported by the caller);
+   would read as vegetation loss) and all bands are finite; clouds, cirrus and cloud shadows
+   (:data:`CLOUD_SCL`) are grown by one pixel first: their edges are mixed pixels, and bilinear resampling
+   onto the output grid spreads a cloud's brightness into its clear neighbours (without the buffer, cloud
+   edges read as vegetation loss in the two-zone synthetic test); an item without SCL counts every valid
+   pixel as clear (reported by the caller);
 3. items of one acquisition (date + orbit) are mosaicked: the first clear pixel wins;
 4. NDVI and BSI are computed per acquisition, then each band and index gets the per-pixel median over the
    acquisitions (the median of the index, not the index of the medians: on the Sen12Landslides sample the
@@ -26,6 +29,7 @@ from collections.abc import Sequence
 
 import numpy as np
 import shapely
+from scipy import ndimage
 
 from common.geo import Grid, RasterOnGrid, transform_geometries
 from common.geo.grid import Window
@@ -34,6 +38,8 @@ from imagery.change.indices import bsi, ndvi
 
 #: SCL classes counted as clear: 4 vegetation, 5 not vegetated, 6 water, 7 unclassified.
 CLEAR_SCL: tuple[int, ...] = (4, 5, 6, 7)
+#: SCL classes grown by one pixel before masking: 3 cloud shadow, 8 / 9 cloud (medium / high), 10 cirrus.
+CLOUD_SCL: tuple[int, ...] = (3, 8, 9, 10)
 #: Layers of a composite, in band order of ``pre.tif`` / ``post.tif``.
 LAYERS: tuple[str, ...] = (*COMPOSITE_BANDS, "NDVI", "BSI", "clear_count")
 
@@ -53,8 +59,9 @@ def read_observation(obs: Observation, grid: Grid, window: Window) -> tuple[np.n
     clear = np.all(np.isfinite(bands), axis=0)
     if obs.has_scl:
         f = obs.files["SCL"]
-        scl = _read(f.path, f.index, grid, window, "nearest")
-        clear &= np.isin(np.nan_to_num(scl, nan=0).astype(np.int16), CLEAR_SCL)
+        scl = np.nan_to_num(_read(f.path, f.index, grid, window, "nearest"), nan=0).astype(np.int16)
+        cloud = ndimage.binary_dilation(np.isin(scl, CLOUD_SCL), structure=np.ones((3, 3), bool))
+        clear &= np.isin(scl, CLEAR_SCL) & ~cloud
     return bands, clear
 
 

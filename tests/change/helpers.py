@@ -10,6 +10,7 @@ import shapely
 from affine import Affine
 
 from common.geo import Grid, transform_geometries, write_cog
+from common.geo.grid import Window
 from imagery.data.sen12landslides import S2_BANDS, Sen12Patch
 
 
@@ -127,3 +128,39 @@ def write_synthetic_items(
     items.write_text(json.dumps({"type": "FeatureCollection", "features": features}), encoding="utf-8")
     write_cog(folder / "dem.tif", synthetic_dem(grid), grid, nodata=np.nan)
     return items, folder / "dem.tif"
+
+
+def split_into_two_zones(items_json: Path, folder: Path, *, border_col: int = 66, overlap: int = 6) -> Path:
+    """The synthetic items re-cut as two tiles per date: the west one (columns ``< border_col``) on the world's
+    UTM 32N grid, the east one (from ``border_col - overlap``) warped into UTM zone 33N, as two MGRS tiles of
+    neighbouring zones are. Returns the new items JSON."""
+    from common.geo import reproject_to_cog
+
+    folder.mkdir(parents=True, exist_ok=True)
+    data = json.loads(items_json.read_text(encoding="utf-8"))
+    g = SYN_GRID
+    west = g.subgrid(Window(0, 0, border_col, g.height))
+    east_utm32 = g.subgrid(Window(border_col - overlap, 0, g.width - border_col + overlap, g.height))
+    east = east_utm32.to_crs("EPSG:32633", resolution=10.0)
+    features = []
+    for item in data["features"]:
+        for tile, grid in (("W", west), ("E", east)):
+            assets = {}
+            for band, asset in item["assets"].items():
+                src = items_json.parent / asset["href"]
+                name = f"{tile}_{asset['href']}"
+                reproject_to_cog(src, folder / name, grid, "nearest" if band == "SCL" else "bilinear")
+                assets[band] = {**asset, "href": name}
+            fp = transform_geometries(shapely.box(*grid.bounds), grid.crs, "EPSG:4326")
+            features.append(
+                {
+                    **item,
+                    "id": f"{item['id']}_{tile}",
+                    "geometry": shapely.geometry.mapping(fp),
+                    "bbox": list(fp.bounds),
+                    "assets": assets,
+                }
+            )
+    out = folder / "items.json"
+    out.write_text(json.dumps({"type": "FeatureCollection", "features": features}), encoding="utf-8")
+    return out

@@ -11,7 +11,16 @@ import pytest
 from common.cli import run_main
 from common.geo import RasterOnGrid, write_cog
 from pipelines.map_event import main
-from tests.change.helpers import FIELD, QUARRY, SLIDE, SYN_GRID, lonlat_box, shifted, write_synthetic_items
+from tests.change.helpers import (
+    FIELD,
+    QUARRY,
+    SLIDE,
+    SYN_GRID,
+    lonlat_box,
+    shifted,
+    split_into_two_zones,
+    write_synthetic_items,
+)
 
 EVENT = "2023-05-16"
 
@@ -101,3 +110,19 @@ def test_bad_input_one_line_nothing_left(case, words, world, tmp_path: Path, tra
     _fails(argv, capsys, *words)
     assert not out.exists() or not any(out.iterdir())
     assert not list(tmp_path.glob(".out.*"))
+
+
+def test_two_tiles_in_two_utm_zones_one_polygon_across_the_border(world, tmp_path: Path, tracking_uri: str) -> None:
+    items, dem = world
+    two = split_into_two_zones(items, tmp_path / "tiles")
+    one_out, two_out = tmp_path / "one", tmp_path / "two"
+    assert main(_argv(items, dem, one_out)) == 0
+    assert main(_argv(two, dem, two_out)) == 0
+    summary = json.loads((two_out / "summary.json").read_text())
+    assert len(summary["items"]["pre"]) == 4 and summary["acquisitions"]["pre"] == ["2023-04-20", "2023-05-05"]
+    one = json.loads((one_out / "landslides.geojson").read_text())["features"]
+    feats = json.loads((two_out / "landslides.geojson").read_text())["features"]
+    assert len(feats) == 1, [f["properties"]["reason"] for f in feats]  # the landslide across the border: whole
+    a, b = one[0]["properties"], feats[0]["properties"]
+    assert b["area_m2"] == pytest.approx(a["area_m2"], rel=0.2)  # two warps blur the edge by about a pixel
+    assert b["clear_obs_pre"] == 2  # a+b tiles of one date count once
