@@ -74,6 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--items", help="saved STAC ItemCollection JSON (hrefs may be local band files)")
     src.add_argument("--stac-url", help=f"STAC API to search (e.g. {DEFAULT_STAC_URL})")
+    p.add_argument("--stac-timeout", type=_float, default=60.0, help="seconds to wait for the STAC API (default 60)")
     p.add_argument("--collection", default=DEFAULT_COLLECTION, help="STAC collection (default %(default)s)")
     p.add_argument("--dem", required=True, help="DEM raster covering the area (any CRS), for slope")
     p.add_argument("--susceptibility", default=None, help="susceptibility COG (0..1) fused per pixel")
@@ -161,7 +162,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         else:
             start = (event - dt.timedelta(days=args.pre_days)).isoformat()
             end = (event + dt.timedelta(days=args.post_days)).isoformat()
-            items, where = search_items(args.stac_url, args.collection, bbox, start, end), args.stac_url
+            items = search_items(args.stac_url, args.collection, bbox, start, end, timeout=args.stac_timeout)
+            where = args.stac_url
             log_fingerprint(fingerprint_files([args.dem], source=args.stac_url), context="event")
         windows = select_observations(
             items, bbox, event, args.pre_days, args.post_days, max_cloud=args.max_cloud, where=where

@@ -126,3 +126,37 @@ def test_two_tiles_in_two_utm_zones_one_polygon_across_the_border(world, tmp_pat
     a, b = one[0]["properties"], feats[0]["properties"]
     assert b["area_m2"] == pytest.approx(a["area_m2"], rel=0.2)  # two warps blur the edge by about a pixel
     assert b["clear_obs_pre"] == 2  # a+b tiles of one date count once
+
+
+def test_stac_api_search_and_a_hung_api(world, tmp_path: Path, tracking_uri: str, capsys) -> None:
+    import socket
+    import threading
+
+    from tests.scenes.stac_server import StacServer
+
+    items, dem = world
+    data = json.loads(items.read_text())["features"]
+    for it in data:  # a STAC API serves absolute hrefs
+        for asset in it["assets"].values():
+            asset["href"] = str(items.parent / asset["href"])
+    argv = _argv(items, dem, tmp_path / "out")
+    i = argv.index("--items")
+    with StacServer({"sentinel-2-l2a": data}) as url:
+        argv[i : i + 2] = ["--stac-url", url]
+        assert main(argv) == 0
+    assert len(json.loads((tmp_path / "out" / "landslides.geojson").read_text())["features"]) == 1
+
+    hung = socket.socket()
+    hung.bind(("127.0.0.1", 0))
+    hung.listen(1)
+    accepted: list[socket.socket] = []
+    threading.Thread(target=lambda: accepted.append(hung.accept()[0]), daemon=True).start()
+    argv = _argv(items, dem, tmp_path / "hung")
+    argv[i : i + 2] = ["--stac-url", f"http://127.0.0.1:{hung.getsockname()[1]}", "--stac-timeout", "1"]
+    try:
+        _fails(argv, capsys, "STAC API", "127.0.0.1")
+    finally:
+        for c in accepted:
+            c.close()
+        hung.close()
+    assert not (tmp_path / "hung").exists()
