@@ -160,3 +160,20 @@ def test_stac_api_search_and_a_hung_api(world, tmp_path: Path, tracking_uri: str
             c.close()
         hung.close()
     assert not (tmp_path / "hung").exists()
+
+
+def test_aoi_file_in_any_crs(world, tmp_path: Path, tracking_uri: str) -> None:
+    import shapely
+
+    from common.geo import Feature, transform_geometries, write_gpkg
+
+    items, dem = world
+    box = transform_geometries(shapely.box(*lonlat_box(SYN_GRID, inset_m=60.0)), "EPSG:4326", "EPSG:3857")
+    aoi = write_gpkg([Feature(box, {"name": "area"})], tmp_path / "aoi.gpkg", "EPSG:3857")
+    argv = _argv(items, dem, tmp_path / "out")
+    i = argv.index("--bbox")
+    argv[i : i + 5] = ["--aoi", str(aoi)]
+    assert main(argv) == 0
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert summary["bbox"] == pytest.approx(list(lonlat_box(SYN_GRID, inset_m=60.0)), abs=1e-6)
+    assert summary["n_landslides"] == 1
