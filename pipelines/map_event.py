@@ -170,7 +170,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         log(f"{len(windows.pre)} item(s) before, {len(windows.post)} after the event of {event}; {km2:.2f} km2")
         fuse = (
-            partial(_fuse, weight=args.susceptibility_weight, prior=args.susceptibility_prior)
+            partial(fuse_change, weight=args.susceptibility_weight, prior=args.susceptibility_prior)
             if args.susceptibility
             else None
         )
@@ -220,10 +220,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     }
     print_summary(line, as_json=args.json)
     return 0
-
-
-def _fuse(score, susceptibility, *, weight: float, prior: float):  # noqa: ANN001, ANN202 - numpy arrays
-    return fuse_change(score, susceptibility, weight=weight, prior=prior)
 
 
 if __name__ == "__main__":
