@@ -26,6 +26,8 @@ API for callers (``map_event`` tests, temporal training channel sets)::
     patch.pre, patch.post   # index arrays into the time axis
     patch.mask, patch.dem   # (H, W) uint8, (H, W) float32
     patch.grid              # common.geo.Grid (CRS, transform, width, height)
+    patch.clear()           # (T, H, W) bool: SCL says clear (S2); all True for S1
+    patch.composite("NDVI", patch.pre)   # (H, W) per-pixel median over the clear pre-event steps
 """
 
 from __future__ import annotations
@@ -117,6 +119,23 @@ class Sen12Patch:
         if self.scl is None:
             return np.ones((self.n_times, *self.grid.shape), dtype=bool)
         return np.isin(self.scl, SCL_CLEAR)
+
+    def composite(self, band: str, steps: Sequence[int] | np.ndarray | None = None) -> np.ndarray:
+        """Per-pixel median of ``band`` (reflectance, or ``"NDVI"`` from B04/B08) over the clear observations of
+        ``steps`` (indices into the time axis, e.g. :attr:`pre` / :attr:`post`; default all): ``(H, W)`` float32,
+        NaN where no step is clear."""
+        idx = np.arange(self.n_times) if steps is None else np.asarray(steps, dtype=int)
+        if band == "NDVI":
+            red, nir = self.reflectance("B04")[idx], self.reflectance("B08")[idx]
+            with np.errstate(invalid="ignore", divide="ignore"):
+                values = (nir - red) / (nir + red)
+        else:
+            values = self.reflectance(band)[idx]
+        values = np.where(self.clear()[idx] & np.isfinite(values), values, np.nan)
+        out = np.full(self.grid.shape, np.nan, dtype=np.float32)
+        seen = np.isfinite(values).any(axis=0)
+        out[seen] = np.nanmedian(values[:, seen], axis=0)
+        return out
 
 
 class Sen12LandslidesBase:

@@ -116,6 +116,11 @@ def test_sen12_reader_real() -> None:
     assert s2.pre.tolist() == list(range(8)) and s2.post.tolist() == list(range(8, 15))
     assert s2.mask.sum() == 631 and s2.bands["B04"].shape == (15, 128, 128) and s2.scl.shape == (15, 128, 128)
     assert 0 < float(np.nanmedian(s2.reflectance("B08"))) < 1
+    from sklearn.metrics import roc_auc_score
+
+    d = s2.composite("NDVI", s2.post) - s2.composite("NDVI", s2.pre)
+    ok = np.isfinite(d)
+    assert roc_auc_score(s2.mask[ok], -d[ok]) == pytest.approx(0.81, abs=0.01)  # SOURCE.md's realness check
     with pytest.warns(UserWarning, match="9 pre \\+ 10 post"):
         s1 = reader_for(folder / "italy_s1asc_4120.nc")(folder / "italy_s1asc_4120.nc")
     assert s1.sensor == "s1" and set(s1.bands) == {"VV", "VH"} and s1.scl is None and len(s1.pre) == 10
