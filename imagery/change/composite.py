@@ -25,7 +25,10 @@ about 80 MB), whatever the area's size.
 
 from __future__ import annotations
 
+import os
+from collections import OrderedDict
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import shapely
@@ -44,9 +47,36 @@ CLOUD_SCL: tuple[int, ...] = (3, 8, 9, 10)
 LAYERS: tuple[str, ...] = (*COMPOSITE_BANDS, "NDVI", "BSI", "clear_count")
 
 
+#: Readers kept open per process (least recently used closed first): a block reads every item's band files,
+#: and opening a file costs more than reading a block of it. Keyed by path, modification time, grid, band.
+MAX_OPEN_READERS = 128
+_READERS: OrderedDict[tuple[Any, ...], RasterOnGrid] = OrderedDict()
+
+
+def _mtime(path: str) -> int | None:
+    try:
+        return os.stat(path).st_mtime_ns
+    except OSError:
+        return None  # remote (/vsicurl/...): never rewritten under the same name during a run
+
+
 def _read(path: str, index: int, grid: Grid, window: Window, resampling: str) -> np.ndarray:
-    with RasterOnGrid(path, grid, resampling, bands=index) as r:
-        return r.read(window)
+    key = (path, _mtime(path), grid, index, resampling)
+    reader = _READERS.get(key)
+    if reader is None:
+        reader = RasterOnGrid(path, grid, resampling, bands=index).__enter__()
+        _READERS[key] = reader
+        while len(_READERS) > MAX_OPEN_READERS:
+            _READERS.popitem(last=False)[1].close()
+    else:
+        _READERS.move_to_end(key)
+    return reader.read(window)
+
+
+def close_readers() -> None:
+    """Close the readers kept open (end of a run)."""
+    while _READERS:
+        _READERS.popitem()[1].close()
 
 
 def read_observation(obs: Observation, grid: Grid, window: Window) -> tuple[np.ndarray, np.ndarray]:

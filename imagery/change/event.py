@@ -46,7 +46,7 @@ from common.geo import (
 )
 from common.geo.grid import Window
 from imagery.change.acquisition import EventWindows, area_km2, output_grid
-from imagery.change.composite import LAYERS, acquisitions, composite_block
+from imagery.change.composite import LAYERS, acquisitions, close_readers, composite_block
 from imagery.change.detector import DetectorParams, change_score, detect, observed
 from imagery.change.engine import BlockCache, Engine, fingerprint, run_blocks
 from imagery.change.indices import dndvi, rdndvi
@@ -222,7 +222,12 @@ def map_event(
             n_done[0] += 1
             progress(f"  block {n_done[0]}/{len(blocks)}: rows {rows.start}-{rows.stop}, cols {cols.start}-{cols.stop}")
 
-        computed = run_blocks(task, blocks, collect, engine=engine, scheduler=scheduler, workers=workers, cache=cache)
+        try:
+            computed = run_blocks(
+                task, blocks, collect, engine=engine, scheduler=scheduler, workers=workers, cache=cache
+            )
+        finally:
+            close_readers()  # this process's; Dask workers close theirs when they exit
     t = time.perf_counter()
     pre_dates, post_dates = _dates(windows, "pre"), _dates(windows, "post")
     strips = StripPolygonizer(grid, min_area_m2=config.min_area_m2)
