@@ -30,6 +30,7 @@ import json
 import shutil
 import sys
 from collections.abc import Sequence
+from dataclasses import replace
 from functools import partial
 from pathlib import Path
 
@@ -47,7 +48,14 @@ from imagery.change.detector import DetectorParams
 from imagery.change.event import EventConfig, map_event
 from imagery.change.report import write_report
 from imagery.change.validation import score_against_reference
-from imagery.data.stac import DEFAULT_COLLECTION, DEFAULT_STAC_URL, check_bbox, load_items, search_items
+from imagery.data.stac import (
+    DEFAULT_COLLECTION,
+    DEFAULT_STAC_URL,
+    check_bbox,
+    fetch_dem,
+    load_items,
+    search_items,
+)
 
 EXPERIMENT = "event-map"
 #: Largest area mapped in one run, km2 (memory: about 40 bytes per 10 m pixel, i.e. 200 MB at 500 km2).
@@ -76,7 +84,9 @@ def build_parser() -> argparse.ArgumentParser:
     src.add_argument("--stac-url", help=f"STAC API to search (e.g. {DEFAULT_STAC_URL})")
     p.add_argument("--stac-timeout", type=_float, default=60.0, help="seconds to wait for the STAC API (default 60)")
     p.add_argument("--collection", default=DEFAULT_COLLECTION, help="STAC collection (default %(default)s)")
-    p.add_argument("--dem", required=True, help="DEM raster covering the area (any CRS), for slope")
+    dem = p.add_mutually_exclusive_group(required=True)
+    dem.add_argument("--dem", help="DEM raster covering the area (any CRS), for slope")
+    dem.add_argument("--dem-collection", help="with --stac-url: DEM collection over the area (cop-dem-glo-30)")
     p.add_argument("--susceptibility", default=None, help="susceptibility COG (0..1) fused per pixel")
     p.add_argument("--susceptibility-weight", type=_float, default=0.5, help="fusion weight 0..1 (default 0.5)")
     p.add_argument("--susceptibility-prior", type=_float, default=0.5, help="prior the change score assumes (0.5)")
@@ -115,6 +125,19 @@ def _bbox(args: argparse.Namespace) -> tuple[float, float, float, float]:
     return check_bbox([w, s, e, n])
 
 
+def _fetch_dem(args: argparse.Namespace, bbox: tuple[float, float, float, float], out: Path) -> str:
+    """Mosaic ``--dem-collection`` over the area (padded: the UTM grid's corners reach past the lon/lat box) into a
+    hidden file beside ``--out`` (kept after a failure for ``--resume``, removed after success)."""
+    w, s, e, n = bbox
+    pad_x, pad_y = 0.05 * (e - w) + 0.001, 0.05 * (n - s) + 0.001
+    box = (w - pad_x, s - pad_y, e + pad_x, n + pad_y)
+    path = out.absolute().parent / f".{out.name}.dem.tif"
+    if not (args.resume and path.is_file()):
+        dem_items = search_items(args.stac_url, args.dem_collection, box, timeout=args.stac_timeout)
+        fetch_dem(dem_items, box, path, collection=args.dem_collection)
+    return str(path)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     bbox = _bbox(args)
@@ -143,9 +166,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
     except ValueError as exc:
         raise UserError(f"detector settings: {exc}") from None
+    if args.dem_collection and not args.stac_url:
+        raise UserError("--dem-collection searches a STAC API; use it with --stac-url (or give --dem)")
     cfg = EventConfig(
         bbox=bbox,
-        dem=args.dem,
+        dem=args.dem or "",
         susceptibility=args.susceptibility,
         min_area_m2=args.min_area_m2,
         block=args.block,
@@ -164,7 +189,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             end = (event + dt.timedelta(days=args.post_days)).isoformat()
             items = search_items(args.stac_url, args.collection, bbox, start, end, timeout=args.stac_timeout)
             where = args.stac_url
-            log_fingerprint(fingerprint_files([args.dem], source=args.stac_url), context="event")
+            if args.dem_collection:
+                cfg = replace(cfg, dem=_fetch_dem(args, bbox, out))
+            log_fingerprint(fingerprint_files([cfg.dem], source=args.stac_url), context="event")
         windows = select_observations(
             items, bbox, event, args.pre_days, args.post_days, max_cloud=args.max_cloud, where=where
         )
@@ -199,6 +226,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             (staging / "summary.json").write_text(json.dumps(result.summary, indent=1, default=str), encoding="utf-8")
             write_report(staging, result.grid, result.features, result.summary)
         shutil.rmtree(cache_dir, ignore_errors=True)  # finished: the block cache is no longer needed
+        if args.dem_collection:
+            Path(cfg.dem).unlink(missing_ok=True)
         s = result.summary
         mlflow.log_metrics(
             {"n_landslides": s["n_landslides"], "detected_area_m2": s["detected_area_m2"], **s["timings"]}

@@ -177,3 +177,44 @@ def test_aoi_file_in_any_crs(world, tmp_path: Path, tracking_uri: str) -> None:
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())
     assert summary["bbox"] == pytest.approx(list(lonlat_box(SYN_GRID, inset_m=60.0)), abs=1e-6)
     assert summary["n_landslides"] == 1
+
+
+def test_dem_collection_from_the_stac_api(world, tmp_path: Path, tracking_uri: str) -> None:
+    import shapely
+
+    from common.geo import Grid, transform_geometries
+    from tests.scenes.stac_server import StacServer
+
+    items, _dem = world
+    data = json.loads(items.read_text())["features"]
+    for it in data:
+        for asset in it["assets"].values():
+            asset["href"] = str(items.parent / asset["href"])
+    # the synthetic slope on a lon/lat grid well beyond the area, as a cop-dem-glo-30 item
+    w, s, e, n = transform_geometries(shapely.box(*SYN_GRID.bounds), SYN_GRID.crs, "EPSG:4326").buffer(0.01).bounds
+    grid = Grid.from_bounds((w, s, e, n), "EPSG:4326", 1 / 3600)
+    lon, lat = grid.cell_centres()
+    pts = transform_geometries(shapely.points(np.column_stack([lon.ravel(), lat.ravel()])), "EPSG:4326", SYN_GRID.crs)
+    x = shapely.get_x(pts).reshape(grid.shape)
+    col = (x - SYN_GRID.transform.c) / 10.0 - 0.5
+    z = (100.0 + np.tan(np.radians(30.0)) * np.clip(col - 48, 0, None) * 10.0).astype(np.float32)
+    write_cog(tmp_path / "cop.tif", z, grid, nodata=np.nan)
+    dem_item = {
+        "type": "Feature",
+        "id": "Copernicus_DSM_test",
+        "collection": "cop-dem-glo-30",
+        "geometry": shapely.geometry.mapping(shapely.box(w, s, e, n)),
+        "bbox": [w, s, e, n],
+        "properties": {"datetime": "2021-04-22T00:00:00Z"},
+        "assets": {"data": {"href": str(tmp_path / "cop.tif"), "roles": ["data"]}},
+    }
+    argv = _argv(items, _dem, tmp_path / "out")
+    i = argv.index("--items")
+    with StacServer({"sentinel-2-l2a": data, "cop-dem-glo-30": [dem_item]}) as url:
+        argv[i : i + 2] = ["--stac-url", url]
+        j = argv.index("--dem")
+        argv[j : j + 2] = ["--dem-collection", "cop-dem-glo-30"]
+        assert main(argv) == 0
+    feats = json.loads((tmp_path / "out" / "landslides.geojson").read_text())["features"]
+    assert len(feats) == 1 and feats[0]["properties"]["mean_slope_deg"] > 25
+    assert not list(tmp_path.glob(".out.*"))  # the fetched DEM is removed after success
