@@ -29,6 +29,8 @@ from imagery.data.sentinel2 import BandFile, scene_from_item
 
 #: Bands the composites need (canonical names of :mod:`imagery.data.sentinel2`): blue, green, red, NIR, SWIR1.
 COMPOSITE_BANDS: tuple[str, ...] = ("B2", "B3", "B4", "B8", "B11")
+#: Sentinel-2 revisit with two satellites, days (at the equator; more often at higher latitudes).
+REVISIT_DAYS = 5
 #: Output pixel size, metres (Sentinel-2's finest bands).
 RESOLUTION_M = 10.0
 
@@ -121,11 +123,14 @@ def select_observations(
     area = shapely.box(*bbox)
     pre: list[Observation] = []
     post: list[Observation] = []
+    latest: dt.date | None = None
     for item in items:
         day = _item_date(item, where)
+        shape = _footprint(item)
+        if shape is None or shape.intersects(area):
+            latest = day if latest is None or day > latest else latest
         if not (pre_start <= day <= pre_end or post_start <= day <= post_end):
             continue
-        shape = _footprint(item)
         if shape is not None and not shape.intersects(area):
             continue
         props = item.get("properties") or {}
@@ -148,9 +153,16 @@ def select_observations(
         (pre if day < event else post).append(obs)
     for name, obs_list, start, end in (("pre", pre, pre_start, pre_end), ("post", post, post_start, post_end)):
         if not obs_list:
+            hint = f"widen --{name}-days or raise --max-cloud"
+            if name == "post" and (latest is None or latest <= event):
+                after = latest or event
+                hint = (
+                    f"the latest item over the area is from {latest or 'no date'}: the next Sentinel-2 acquisition "
+                    f"is expected around {after + dt.timedelta(days=REVISIT_DAYS)} (revisit {REVISIT_DAYS} days)"
+                )
             raise UserError(
                 f"no Sentinel-2 item over bbox {tuple(round(v, 5) for v in bbox)} in the {name}-event window "
-                f"{start}..{end} (cloud cover <= {max_cloud:g}%) in {where}; widen --{name}-days or raise --max-cloud"
+                f"{start}..{end} (cloud cover <= {max_cloud:g}%) in {where}; {hint}"
             )
     pre.sort(key=lambda o: (o.date, o.item_id))
     post.sort(key=lambda o: (o.date, o.item_id))

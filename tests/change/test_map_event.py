@@ -85,6 +85,7 @@ def _fails(argv: list[str], capsys: pytest.CaptureFixture[str], *words: str) -> 
     [
         ("future", ("--event-date", "not in the past")),
         ("no_post", ("post-event window",)),
+        ("not_yet", ("post-event window", "next Sentinel-2 acquisition is expected around 2023-05-10")),
         ("area", ("--max-area-km2",)),
         ("dem", ("--dem", "does not cover")),
         ("no_dates", ("has no date",)),
@@ -98,6 +99,9 @@ def test_bad_input_one_line_nothing_left(case, words, world, tmp_path: Path, tra
         argv[argv.index("--event-date") + 1] = "2999-01-01"
     elif case == "no_post":
         argv += ["--post-days", "5"]
+    elif case == "not_yet":  # only the pre-event items exist yet
+        pre_only, _ = write_synthetic_items(tmp_path / "preonly", post_dates=())
+        argv[argv.index("--items") + 1] = str(pre_only)
     elif case == "area":
         argv += ["--max-area-km2", "0.1"]
     elif case == "dem":
