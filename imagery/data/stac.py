@@ -37,7 +37,7 @@ import shapely
 
 from common.atomic import atomic_write
 from common.cli import InputNotFoundError, UserError, one_line
-from common.geo import CogWriter, Grid, RasterOnGrid, iter_windows, transform_geometries
+from common.geo import CogWriter, Grid, RasterOnGrid, host_allowed, iter_windows, transform_geometries
 from common.geo.grid import Window
 from imagery.data.bands import KNOWN_BANDS, canonical_band
 from imagery.data.sentinel2 import SCENE_JSON, href_to_path, item_band_assets, item_scale
@@ -96,17 +96,31 @@ def search_items(
     end: str | None = None,
     *,
     max_items: int = 500,
+    timeout_s: float = 60.0,
+    hosts: Sequence[str] | None = None,
 ) -> list[dict[str, Any]]:
-    """Items of ``collection`` intersecting ``bbox`` (and the date range, when given) from the STAC API ``url``."""
+    """Items of ``collection`` intersecting ``bbox`` (and the date range, when given) from the STAC API ``url``.
+
+    Every HTTP request has a ``timeout_s`` connect and read timeout and is retried at most once; with
+    ``hosts``, a request to any other host (a ``next`` link elsewhere) is refused."""
     from pystac_client import Client  # noqa: PLC0415 - CLI start-up time
     from pystac_client.exceptions import APIError  # noqa: PLC0415 - CLI start-up time
+    from pystac_client.stac_api_io import StacApiIO  # noqa: PLC0415 - CLI start-up time
+
+    def only_hosts(request: Any) -> None:
+        if hosts is not None and not host_allowed(str(request.url), hosts):
+            raise UserError(f"STAC API {url}: a link leads to a host this service does not allow")
 
     try:
-        client = Client.open(url)
+        # timeout and request_modifier go to open(): it overwrites those of the StacApiIO given
+        io_ = StacApiIO(max_retries=1)
+        client = Client.open(url, stac_io=io_, timeout=timeout_s, request_modifier=only_hosts)
         kwargs: dict[str, Any] = {"collections": [collection], "bbox": list(bbox), "max_items": max_items}
         if start and end:
             kwargs["datetime"] = f"{start}T00:00:00Z/{end}T23:59:59Z"
         return list(client.search(**kwargs).items_as_dicts())
+    except UserError:
+        raise
     except APIError as exc:
         raise _api_error(url, exc) from None
     except OSError as exc:  # requests' connection errors are OSErrors
