@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import hmac
 import json
+import os
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -260,9 +261,9 @@ def server_labels(cfg: ServiceConfig) -> dict[str, str]:
     folders = {cfg.images_root: "the images folder", cfg.scenes_root: "the scenes folder", cfg.workdir: "a job folder"}
     out: dict[str, str] = {}
     for folder, label in folders.items():
-        if folder:
-            out[str(Path(folder))] = label
-            out[str(Path(folder).resolve())] = label
+        if folder:  # absolute forms only: a relative name could be an ordinary word of a message
+            out[os.path.abspath(folder)] = label
+            out[os.path.realpath(folder)] = label
     return out
 
 

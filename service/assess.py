@@ -240,7 +240,8 @@ def _acquire(
     )
     item = pick_item(items, box_lonlat, start=start, end=end, max_cloud=cfg.max_cloud, where=where)
     log(f"item {item.get('id')} ({str((item.get('properties') or {}).get('datetime', ''))[:10]})")
-    return write_box(item, box_lonlat, folder, source=where, log=lambda _line: None), notes
+    box_dir = write_box(item, box_lonlat, folder, source=where, log=lambda _line: None, timeout_s=cfg.http_timeout_s)
+    return box_dir, notes
 
 
 def factor_sources(factors: Sequence[str]) -> dict[str, str]:
@@ -647,7 +648,10 @@ class Assessor:
         for spec in self.cfg.factors:
             name, _, path = spec.partition("=") if "=" in spec else (Path(spec).stem, "", spec)
             out[path] = f"factor raster {name}"
-        return {**out, **{os.path.realpath(k): v for k, v in out.items()}}
+        return {
+            **{os.path.abspath(k): v for k, v in out.items()},  # absolute forms only (see service.api)
+            **{os.path.realpath(k): v for k, v in out.items()},
+        }
 
     def run(self, request: dict[str, Any], folder: Path, progress: Callable[[float, str], None]) -> dict[str, Any]:
         try:

@@ -130,7 +130,7 @@ class JobStore:
             try:
                 state["result"] = json.loads((self.folder(job_id) / RESULT_FILE).read_text(encoding="utf-8"))
             except (FileNotFoundError, ValueError):
-                state["result"] = None
+                state.setdefault("result", None)  # a job finished by an older version kept it in job.json
         return state
 
     def folder(self, job_id: str) -> Path:

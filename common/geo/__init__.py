@@ -20,7 +20,7 @@ User errors raise one-line :class:`common.cli.UserError` naming the file or valu
 
 from __future__ import annotations
 
-from common.geo.client import ClientSources, client_reads, host_allowed, inspect_upload
+from common.geo.client import ClientSources, client_reads, host_allowed, http_timeouts, inspect_upload
 from common.geo.grid import Grid, coverage_fraction, iter_windows, normalize_crs, pixel_size_m, tile_windows
 from common.geo.raster import (
     CLASSES_TAG,
@@ -63,6 +63,7 @@ __all__ = [
     "ClientSources",
     "client_reads",
     "host_allowed",
+    "http_timeouts",
     "inspect_upload",
     "Grid",
     "normalize_crs",

@@ -81,6 +81,21 @@ def client_reads(sources: ClientSources) -> Iterator[None]:
         _SOURCES.reset(token)
 
 
+@contextlib.contextmanager
+def http_timeouts(timeout_s: float = 60.0, connect_timeout_s: float = 10.0) -> Iterator[None]:
+    """GDAL's HTTP reads inside the block time out (whole request ``timeout_s``, connection ``connect_timeout_s``)
+    and are retried at most once; inside :func:`client_reads` the client sources' own limits stay in force."""
+    if current_sources() is not None:
+        yield
+        return
+    with rasterio.Env(
+        GDAL_HTTP_TIMEOUT=str(max(1, int(timeout_s))),
+        GDAL_HTTP_CONNECTTIMEOUT=str(max(1, int(connect_timeout_s))),
+        GDAL_HTTP_MAX_RETRY="1",
+    ):
+        yield
+
+
 def host_allowed(url: str, hosts: Sequence[str]) -> bool:
     """True for an ``http(s)`` URL whose host (or ``host:port``) is in ``hosts`` (case-insensitive)."""
     try:
@@ -166,5 +181,6 @@ __all__ = [
     "client_reads",
     "current_sources",
     "host_allowed",
+    "http_timeouts",
     "inspect_upload",
 ]

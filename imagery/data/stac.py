@@ -37,7 +37,7 @@ import shapely
 
 from common.atomic import atomic_write
 from common.cli import InputNotFoundError, UserError, one_line
-from common.geo import CogWriter, Grid, RasterOnGrid, host_allowed, iter_windows, transform_geometries
+from common.geo import CogWriter, Grid, RasterOnGrid, host_allowed, http_timeouts, iter_windows, transform_geometries
 from common.geo.grid import Window
 from imagery.data.bands import KNOWN_BANDS, canonical_band
 from imagery.data.sentinel2 import SCENE_JSON, href_to_path, item_band_assets, item_scale
@@ -259,6 +259,7 @@ def write_box(
     bands: Sequence[str] | None = None,
     source: str = "",
     log: Any = print,
+    timeout_s: float = 60.0,
 ) -> Path:
     """Write the box of ``item``'s band assets into ``out`` (module docstring); returns ``out``."""
     folder = Path(out)
@@ -271,7 +272,8 @@ def write_box(
         raise UserError(f"item {item.get('id')}: none of the bands {', '.join(bands or [])} among its assets")
     props = item.get("properties") or {}
     sources = {b: (href_to_path(str(assets[b][1]["href"]), base), 1) for b in wanted}
-    grids = write_band_boxes(sources, bbox, folder, {"item": item.get("id", "")})
+    with http_timeouts(timeout_s):  # remote COGs: no read waits forever
+        grids = write_band_boxes(sources, bbox, folder, {"item": item.get("id", "")})
     meta_bands: dict[str, Any] = {}
     for band, sub in grids.items():
         key, asset = assets[band]
@@ -309,7 +311,12 @@ def _data_asset(item: dict[str, Any]) -> dict[str, Any]:
 
 
 def fetch_dem(
-    items: list[dict[str, Any]], bbox: Sequence[float], out_path: str | os.PathLike[str], *, collection: str = ""
+    items: list[dict[str, Any]],
+    bbox: Sequence[float],
+    out_path: str | os.PathLike[str],
+    *,
+    collection: str = "",
+    timeout_s: float = 60.0,
 ) -> Path:
     """Mosaic the DEM ``items`` over ``bbox`` onto one EPSG:4326 grid and write it as a float32 COG.
 
@@ -317,6 +324,13 @@ def fetch_dem(
     """
     if not items:
         raise UserError(f"no DEM item of collection {collection!r} intersects bbox {tuple(bbox)}")
+    with http_timeouts(timeout_s):  # remote COGs: no read waits forever
+        return _fetch_dem(items, bbox, out_path, collection)
+
+
+def _fetch_dem(
+    items: list[dict[str, Any]], bbox: Sequence[float], out_path: str | os.PathLike[str], collection: str
+) -> Path:
     w, s, e, n = bbox
     paths = [href_to_path(str(_data_asset(it)["href"]), Path(it.get("_base", "."))) for it in items]
     first = Grid.from_raster(paths[0])

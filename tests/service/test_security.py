@@ -372,6 +372,16 @@ def test_stac_search_has_a_timeout_on_a_server_that_never_answers() -> None:
     assert "unreachable or failed" in outcome["error"] and time.perf_counter() - t0 < 10
 
 
+def test_asset_reads_have_a_timeout_on_a_server_that_never_answers() -> None:
+    with Recorder(hang=True) as hung:
+        host = hung.url.split("//")[1]
+        t0 = time.perf_counter()
+        with client_reads(ClientSources(hosts=(host,), http_timeout_s=1, connect_timeout_s=1)):
+            with pytest.raises(UserError, match="cannot read a raster of the scene"):
+                Grid.from_raster(f"/vsicurl/{hung.url}/B04.tif")
+        assert hung.requests and time.perf_counter() - t0 < 15
+
+
 def test_a_timed_out_job_frees_its_worker(tmp_path: Path, world: dict[str, Any]) -> None:
     """A job on a STAC API that never answers times out and the only worker runs the next job at once."""
     with Recorder(hang=True) as hung:
