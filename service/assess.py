@@ -49,6 +49,7 @@ import pandas as pd
 import shapely
 
 from common.atomic import atomic_dir, atomic_write
+from common.cancel import check_cancelled
 from common.cli import UserError
 from common.geo import (
     ClientSources,
@@ -344,6 +345,7 @@ def region_evidence(
         ]
         absent = [name for name in features if name not in factors]
         for r in regions:
+            check_cancelled()  # a service job past its timeout stops here
             note = [f"tabular missing: no factor raster for {', '.join(absent)}"] if absent else []
             win = _region_window(r, grid)
             img = dict.fromkeys(IMAGERY_FEATURES, np.nan)
@@ -420,6 +422,7 @@ def _landslides_in(regions: Sequence[Region], scene_geojson: Path) -> list[Featu
     data = json.loads(scene_geojson.read_text(encoding="utf-8"))
     out = []
     for f in data.get("features", []):
+        check_cancelled()
         geom = shapely.geometry.shape(f["geometry"])
         for r in regions:
             part = geom.intersection(r.geometry)

@@ -9,9 +9,10 @@ finished job: on start, jobs that were queued or running when the previous proce
 Status only moves forward: ``queued`` -> ``running`` -> ``done`` | ``failed`` | ``interrupted``; a finished
 job never changes again. One owner decides each job's end: the worker that runs it. The job itself runs
 in a thread of its own; the worker waits for it at most ``timeout_s`` seconds, then marks the job
-``failed`` ("timed out") and is free for the next job at once. The timed-out run is told to stop (its
-``progress`` callback raises :class:`JobCancelled`, and the job checks it in every loop) and its result is
-dropped; every outbound request of a job has its own timeout, so a run blocked on the network ends too.
+``failed`` ("timed out") and is free for the next job at once. The timed-out run is told to stop: its
+``progress`` callback raises :class:`JobCancelled`, and the loops of the scene cut, the segmentation and the
+region evidence call :func:`common.cancel.check_cancelled`; its result is dropped. Every outbound request of
+a job has its own timeout, so a run blocked on the network ends too.
 
 At most ``max_queue`` jobs wait; :meth:`JobStore.submit` raises :class:`QueueFull` beyond (the API answers
 429 with ``Retry-After``).
@@ -32,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from common.atomic import atomic_write
+from common.cancel import Cancelled, cancellable
 from common.cli import UserError, one_line
 
 JOB_FILE = "job.json"
@@ -176,7 +178,10 @@ class JobStore:
 
         def run() -> None:
             try:
-                outcome["result"] = self.job_fn(request, self.folder(job_id), lambda f, m: self._progress(job_id, f, m))
+                with cancellable(cancel):  # loops that call common.cancel.check_cancelled stop once it is set
+                    outcome["result"] = self.job_fn(
+                        request, self.folder(job_id), lambda f, m: self._progress(job_id, f, m)
+                    )
             except BaseException as exc:  # noqa: BLE001 - recorded below by the worker, never a traceback
                 outcome["error"] = exc
 
@@ -195,7 +200,7 @@ class JobStore:
             self._move(job_id, "done", progress=1.0, message="done")
         elif isinstance(error, UserError):
             self._move(job_id, "failed", message=one_line(error))
-        elif isinstance(error, JobCancelled):
+        elif isinstance(error, JobCancelled | Cancelled):
             self._move(job_id, "interrupted", message="stopped by the service")
         else:  # a bug: recorded for the operator, never sent as a traceback
             self._move(job_id, "failed", message=f"internal error ({type(error).__name__})")

@@ -36,6 +36,7 @@ import numpy as np
 import shapely
 
 from common.atomic import atomic_write
+from common.cancel import check_cancelled
 from common.cli import InputNotFoundError, UserError, one_line
 from common.geo import CogWriter, Grid, RasterOnGrid, host_allowed, http_timeouts, iter_windows, transform_geometries
 from common.geo.grid import Window
@@ -246,6 +247,7 @@ def write_band_boxes(
             target = folder / f"{FILE_NAMES[band]}.tif"
             with CogWriter(target, sub, dtype, nodata, tags={"band": band, **tags}) as w:
                 for win in iter_windows(sub, 1024, 1024):
+                    check_cancelled()  # a service job past its timeout stops here
                     w.write(r.read(win), win)
         written[band] = sub
     return written

@@ -20,6 +20,7 @@ import pytest
 import shapely
 from fastapi.testclient import TestClient
 
+from common.cancel import check_cancelled
 from common.cli import UserError, run_main
 from common.geo import ClientSources, Grid, client_reads, inspect_upload, transform_geometries
 from service.api import create_app
@@ -427,6 +428,20 @@ def test_job_states_are_one_way_and_large_results_live_beside_job_json(tmp_path:
     time.sleep(1.2)
     state = store2.get(late)
     assert state["status"] == "failed" and state["message"] == "timed out after 0.2 s" and "result" not in state
+    # a timed-out run stops at its next loop check (common.cancel), it does not run on in the background
+    stopped = threading.Event()
+
+    def endless(req, folder, progress):
+        try:
+            while True:
+                check_cancelled()
+                time.sleep(0.01)
+        finally:
+            stopped.set()
+
+    store4 = JobStore(tmp_path / "e", endless, workers=1, timeout_s=0.2)
+    store4.submit({})
+    assert stopped.wait(5) and store4.get(next(p.name for p in (tmp_path / "e").iterdir()))["status"] == "failed"
     # a restart marks unfinished jobs interrupted; finished ones stay as they were
     folder = tmp_path / "c"
     (folder / ("a" * 32)).mkdir(parents=True)
