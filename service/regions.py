@@ -47,6 +47,9 @@ MIN_RADIUS_M, MAX_RADIUS_M = 10.0, 100_000.0
 MAX_DAYS_BEFORE = 365
 #: Vertices of all regions of one request.
 MAX_VERTICES = 20_000
+#: Outline length of one region (degrees of lon/lat): three times the whole-world box's (1,080), which a
+#: region within the area limit never approaches; the geodesic area densifies the outline every 0.01 degree.
+MAX_OUTLINE_DEG = 3_600
 #: How the values are called: in an API request, and on the command line.
 API_NAMES = {"date": "date", "days_before": "days_before", "radius_m": "point.radius_m", "scene": "scene"}
 CLI_NAMES = {"date": "--date", "days_before": "--days-before", "radius_m": "--radius-m", "scene": "--scene"}
@@ -175,7 +178,7 @@ def _unwrapped(geom: BaseGeometry) -> BaseGeometry:
             hole = _unwrap(shapely.get_coordinates(h))
             hole[:, 0] += 360.0 * round((shell[:, 0].mean() - hole[:, 0].mean()) / 360.0)
             holes.append(hole)
-        polys.append(split_antimeridian(shapely.Polygon(shell, holes)))
+        polys.append(split_antimeridian(shapely.make_valid(shapely.Polygon(shell, holes))))
     return polys[0] if len(polys) == 1 else shapely.union_all(polys)
 
 
@@ -192,10 +195,15 @@ def box(bbox: Sequence[float], region_id: str = "box") -> Region:
 def _polygonal(geom: BaseGeometry, rid: str) -> BaseGeometry:
     if geom.is_empty or geom.geom_type not in ("Polygon", "MultiPolygon"):
         raise UserError(f"region {rid}: expected a Polygon or MultiPolygon, got {geom.geom_type}")
-    if crosses_antimeridian(geom):
-        geom = _unwrapped(geom)
-    if not geom.is_valid:
-        geom = shapely.make_valid(geom)
+    try:
+        if crosses_antimeridian(geom):
+            geom = _unwrapped(geom)
+        if not geom.is_valid:
+            geom = shapely.make_valid(geom)
+    except shapely.errors.GEOSException:
+        raise UserError(f"region {rid}: an invalid polygon that could not be repaired") from None
+    if geom.is_empty:
+        raise UserError(f"region {rid}: the polygon has no area")
     return geom
 
 
@@ -247,6 +255,11 @@ def check_regions(regions: Sequence[Region], max_area_km2: float) -> None:
         w, s, e, n = r.geometry.bounds
         if not (-180.0 <= w and e <= 180.0 and -90.0 <= s and n <= 90.0):
             raise UserError(f"region {r.id}: bounds {w:.4f} {s:.4f} {e:.4f} {n:.4f} are outside lon/lat ranges")
+        outline = float(shapely.length(r.geometry))  # degrees; bounds the work of the geodesic area below
+        if r.known_area_km2 is None and outline > MAX_OUTLINE_DEG:
+            raise UserError(
+                f"region {r.id}: an outline of {outline:,.0f} degrees; expected at most {MAX_OUTLINE_DEG:,}"
+            )
         if r.area_km2 > max_area_km2:
             raise UserError(f"region {r.id}: {r.area_km2:,.1f} km2 is larger than the limit of {max_area_km2:,.0f} km2")
 

@@ -330,6 +330,12 @@ def test_geometry_limits_use_true_areas() -> None:
     many = {"type": "Polygon", "coordinates": [(ring * 0.01).tolist()]}
     with pytest.raises(UserError, match="vertices"):
         from_geojson(many)
+    zigzag = [[-179.0 if i % 2 else 179.0, -80 + i * 0.01] for i in range(2000)]
+    spiky = {"type": "Polygon", "coordinates": [[*zigzag, [-179.0, 80.0], zigzag[0]]]}
+    t0 = time.perf_counter()
+    with pytest.raises(UserError, match="outline of"):  # not millions of densified vertices first
+        check_regions(from_geojson(spiky), 2500)
+    assert time.perf_counter() - t0 < 5
 
 
 def test_a_full_queue_answers_429_with_retry_after(tmp_path: Path, models) -> None:
