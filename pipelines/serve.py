@@ -47,6 +47,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-batch", type=positive_int, default=d.max_batch, help="regions per /v1/score request")
     p.add_argument("--max-area-km2", type=float, default=d.max_area_km2, help="largest region /v1/assess takes")
     p.add_argument("--max-request-mb", type=float, default=d.max_request_mb, help="largest request body")
+    p.add_argument(
+        "--max-decoded-mb", type=float, default=d.max_decoded_mb, help="decoded inline patches per /v1/score request"
+    )
     p.add_argument("--job-timeout", type=float, default=d.job_timeout_s, help="seconds an assess job may run")
     p.add_argument("--workers", type=positive_int, default=d.workers, help="assess jobs run at a time")
     p.add_argument("--max-queue", type=positive_int, default=d.max_queue, help="assess jobs waiting (then 429)")
@@ -101,6 +104,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         max_batch=args.max_batch,
         max_area_km2=args.max_area_km2,
         max_request_mb=args.max_request_mb,
+        max_decoded_mb=args.max_decoded_mb,
         job_timeout_s=args.job_timeout,
         workers=args.workers,
         max_queue=args.max_queue,

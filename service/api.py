@@ -45,7 +45,7 @@ from imagery.data import read_image
 from service.config import ServiceConfig
 from service.jobs import JobStore, QueueFull
 from service.regions import API_NAMES, check_values
-from service.security import BodyLimit, BodyTooLarge, client_message, decode_patch, report_csp
+from service.security import BodyLimit, BodyTooLarge, DecodedTooLarge, client_message, decode_patch, report_csp
 
 STATIC = Path(__file__).resolve().parent / "static"
 OUTPUT_FILES = (
@@ -309,11 +309,13 @@ def _request_images(
     is checked before its data are read: at most ``max_side`` pixels a side (the model's patch size)."""
     root = Path(cfg.images_root).resolve() if cfg.images_root else None
     arrays, has, notes = [], np.zeros(len(rows), bool), [""] * len(rows)
+    budget = int(cfg.max_decoded_mb * 1e6)  # decoded float32 bytes of all inline patches of the request
     for i, row in enumerate(rows):
         rid = table[ID_COLUMN].iloc[i]
         try:
             if row.get("patch_b64"):
-                img = decode_patch(row["patch_b64"], max_side=max_side)
+                img = decode_patch(row["patch_b64"], max_side=max_side, max_bytes=budget)
+                budget -= img.nbytes
             elif row.get("image"):
                 path = Path(str(row["image"]))
                 path = (root / path if root and not path.is_absolute() else path).resolve()
@@ -323,6 +325,8 @@ def _request_images(
             else:
                 notes[i] = "no image for this region"
                 continue
+        except DecodedTooLarge:
+            raise ApiError(413, f"the request's patches decode to more than {cfg.max_decoded_mb:g} MB") from None
         except (UserError, ValueError) as exc:
             notes[i] = f"image unreadable: {client_message(exc, labels)}"
             continue

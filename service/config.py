@@ -14,6 +14,7 @@ class ServiceConfig:
     """Models (URIs or paths; ``None`` = not used), where jobs live, and the limits of the API.
 
     Limits: ``max_batch`` regions per ``/v1/score`` request, ``max_request_mb`` per request body,
+    ``max_decoded_mb`` for the decoded inline patches of one ``/v1/score`` request (float32),
     ``max_area_km2`` per assessed region (true area), ``job_timeout_s`` per ``/v1/assess`` job and
     ``workers`` jobs at a time (further jobs wait in the queue). ``images_root``: the only folder whose
     files ``/v1/score`` may read by path (``None``: paths are refused; send the patch inline).
@@ -42,6 +43,7 @@ class ServiceConfig:
     factors: list[str] = field(default_factory=list)
     max_batch: int = 1024
     max_request_mb: float = 32.0
+    max_decoded_mb: float = 256.0
     max_area_km2: float = 2500.0
     job_timeout_s: float = 1800.0
     workers: int = 1

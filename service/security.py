@@ -69,11 +69,18 @@ def client_message(text: object, labels: Mapping[str, str] | None = None) -> str
     return _FLAG.sub(lambda m: FLAG_FIELDS.get(m.group(0), "a server setting"), message)
 
 
-def decode_patch(b64: Any, *, max_side: int, bands: int = 14, what: str = "patch_b64") -> np.ndarray:
+class DecodedTooLarge(UserError):
+    """The patches of one request would decode to more than the request's budget."""
+
+
+def decode_patch(
+    b64: Any, *, max_side: int, bands: int = 14, what: str = "patch_b64", max_bytes: int | None = None
+) -> np.ndarray:
     """The ``(bands, H, W)`` float32 image of a base64 L4S ``image_N.h5`` file (dataset ``img``, ``(H, W, bands)``).
 
-    The dataset's shape (``H, W <= max_side``: the model's patch size) and float data type are checked
-    from the HDF5 header before any data are read or decompressed.
+    The dataset's shape (``H, W <= max_side``: the model's patch size), its float data type and its decoded
+    size (at most ``max_bytes`` as float32, else :class:`DecodedTooLarge`) are checked from the HDF5 header
+    before any data are read or decompressed.
     """
     try:
         raw = base64.b64decode(str(b64), validate=True)
@@ -89,6 +96,8 @@ def decode_patch(b64: Any, *, max_side: int, bands: int = 14, what: str = "patch
                 raise UserError(f"{what}: image of shape {shape}; expected (H, W, {bands}) with H, W <= {max_side}")
             if dtype.kind != "f" or dtype.itemsize > 8:
                 raise UserError(f"{what}: data type {dtype}; expected float16/float32/float64")
+            if max_bytes is not None and 4 * int(np.prod(shape)) > max_bytes:
+                raise DecodedTooLarge(f"{what}: the request's patches decode to more than its budget")
             arr = obj[()]
     except UserError:
         raise

@@ -304,6 +304,16 @@ def test_patch_shape_is_checked_before_decoding(tmp_path: Path, models) -> None:
     assert r.status_code == 200 and time.perf_counter() - t0 < 10
     note = r.json()["scores"][0]["note"]
     assert "patch_b64: image of shape (2048, 2048, 14); expected (H, W, 14) with H, W <= 128" in note, note
+    # many small bombs of the model's size: the request's decoded total is bounded too (413 before decoding)
+    buf = io.BytesIO()
+    with h5py.File(buf, "w") as fh:
+        fh.create_dataset("img", shape=(128, 128, 14), dtype="float32", chunks=(128, 128, 14), compression="gzip")
+    many = _strip(_rows(8))
+    for row in many:
+        row["patch_b64"] = base64.b64encode(buf.getvalue()).decode()
+    small = _client(tmp_path / "s", models, max_decoded_mb=4.0)  # 4 patches of 0.92 MB fit, the 5th does not
+    r = small.post("/v1/score", json={"regions": many})
+    assert r.status_code == 413 and "decode to more than 4 MB" in r.json()["error"], r.text
 
 
 def test_geometry_limits_use_true_areas() -> None:
