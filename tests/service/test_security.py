@@ -176,8 +176,15 @@ def test_the_operators_saved_item_under_the_scenes_root_is_read(tmp_path: Path, 
     assessor = Assessor(cfg, (None, world["seg"], None))
     request = _request(world, scene="item.json")
     assessor.check(request)
-    result = assessor.run(request, tmp_path, lambda _f, _m: None)
-    assert result["regions"]["features"] and (tmp_path / "probability.tif").is_file()
+    store = JobStore(tmp_path / "jobs", assessor.run, timeout_s=120)  # in a job thread, as the service runs it
+    job = store.submit(request)
+    for _ in range(600):
+        if store.get(job)["status"] not in ("queued", "running"):
+            break
+        time.sleep(0.1)
+    state = store.get(job)
+    assert state["status"] == "done", state
+    assert state["result"]["regions"]["features"] and (store.folder(job) / "probability.tif").is_file()
     # the same item with one href outside the root is refused
     item["assets"]["B04"]["href"] = str(tmp_path / "probability.tif")
     (world["root"] / "bad.json").write_text(json.dumps(item))
