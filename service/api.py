@@ -35,14 +35,16 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, Field, ValidationError
-from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from common.cli import UserError, one_line
+from common.errors import UserError
 from common.geo import inspect_upload
+from fusion.models import Models
 from fusion.regions import ID_COLUMN, validate_region_table
-from fusion.scoring import RegionScorer, ScoringConfig
+from fusion.scoring import RegionScorer
 from imagery.data import read_image
 from service.config import ServiceConfig
+from service.errors import ApiError, install_error_handlers
+from service.errors import error_response as _error
 from service.jobs import JobStore, QueueFull
 from service.regions import API_NAMES, check_values
 from service.security import BodyLimit, BodyTooLarge, DecodedTooLarge, client_message, decode_patch, report_csp
@@ -57,14 +59,6 @@ OUTPUT_FILES = (
     "overview.png",
     "scene_rgb.png",
 )
-
-
-class ApiError(Exception):
-    """A client error: ``status`` (4xx) and a one-line message."""
-
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
 
 
 class ScoreRequest(BaseModel):
@@ -94,10 +88,6 @@ class AssessRequest(BaseModel):
     stac_url: str | None = None
 
 
-def _error(status: int, message: str) -> JSONResponse:
-    return JSONResponse(status_code=status, content={"error": one_line(message)[:1000]})
-
-
 class Assessor(Protocol):
     """What runs ``/v1/assess``: checks a request at once, runs it as a job, lists the server's scenes."""
 
@@ -109,17 +99,16 @@ class Assessor(Protocol):
 
 
 def create_app(
-    cfg: ServiceConfig, *, models: tuple[Any, Any, Any] | None = None, assessor: Assessor | None = None
+    cfg: ServiceConfig, *, models: Models | tuple[Any, Any, Any] | None = None, assessor: Assessor | None = None
 ) -> FastAPI:
-    """The application: models loaded once (``models`` = ``(tabular, segmenter, fuser)``, else from ``cfg``);
+    """The application: models loaded once (``models``: :class:`fusion.models.Models` or ``(tabular, segmenter,
+    fuser)``, else from ``cfg``);
     ``assessor`` runs ``/v1/assess`` (default :class:`service.assess.Assessor`)."""
-    if models is None:
-        from fusion.experiment import load_models  # noqa: PLC0415 - models load once, at start
-
-        models = load_models(cfg.tabular_model, cfg.imagery_model, cfg.fusion_model, runtime=cfg.runtime)
+    if models is None:  # models load once, at start
+        models = Models.load(cfg.tabular_model, cfg.imagery_model, cfg.fusion_model, runtime=cfg.runtime)
+    models = Models.of(models)
     tab, seg, fus = models
-    policy = "stacked" if fus is not None else ("tabular" if seg is None else "imagery" if tab is None else "any")
-    scorer = RegionScorer(tab, seg, fus, ScoringConfig(policy=policy, write_masks=False, top_k=3))  # once, at start
+    scorer = RegionScorer.of(models)  # once, at start; the models' default policy, as /v1/assess jobs
     if assessor is None:
         from service.assess import Assessor as SceneAssessor  # noqa: PLC0415 - scene machinery only when serving
 
@@ -130,43 +119,23 @@ def create_app(
     key = cfg.key()
     labels = server_labels(cfg)
     app = FastAPI(title="Landslide detection", version="1", description=__doc__.split("\n\n")[0])
-    app.state.store = store
+    app.state.store, app.state.scorer = store, scorer
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     app.add_middleware(
         BodyLimit, limit_mb=lambda path: cfg.max_upload_mb if path == "/v1/assess/upload" else cfg.max_request_mb
     )
 
-    @app.exception_handler(ApiError)
-    async def _api_error(_: Request, exc: ApiError) -> JSONResponse:
-        return _error(exc.status, str(exc))
+    install_error_handlers(app)  # one table from exception to status: service.errors
 
-    @app.exception_handler(UserError)
+    @app.exception_handler(UserError)  # the table's 400; its message without server paths (service.security)
     async def _user_error(_: Request, exc: UserError) -> JSONResponse:
         return _error(400, client_message(exc, labels))
 
-    @app.exception_handler(BodyTooLarge)
-    async def _too_large(_: Request, exc: BodyTooLarge) -> JSONResponse:
-        return _error(413, str(exc.detail))
-
-    @app.exception_handler(QueueFull)
+    @app.exception_handler(QueueFull)  # 429 with Retry-After
     async def _queue_full(_: Request, exc: QueueFull) -> JSONResponse:
         response = _error(429, f"the job queue is full: {exc}")
         response.headers["Retry-After"] = str(exc.retry_after_s)
         return response
-
-    @app.exception_handler(RequestValidationError)
-    async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
-        first = exc.errors()[0] if exc.errors() else {}
-        where = ".".join(str(p) for p in first.get("loc", ()) if p != "body")
-        return _error(422, f"invalid request: {where or 'body'}: {first.get('msg', 'malformed')}")
-
-    @app.exception_handler(StarletteHTTPException)
-    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
-        return _error(exc.status_code, str(exc.detail))
-
-    @app.exception_handler(Exception)
-    async def _bug(_: Request, exc: Exception) -> JSONResponse:  # never a stack trace in a response
-        return _error(500, f"internal error ({type(exc).__name__})")
 
     def authorized(x_api_key: Annotated[str | None, Header()] = None) -> None:
         given = x_api_key or ""  # the header only: a key in the URL ends up in logs, proxies and history

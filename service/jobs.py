@@ -34,7 +34,7 @@ from typing import Any
 
 from common.atomic import atomic_write
 from common.cancel import Cancelled, cancellable
-from common.cli import UserError, one_line
+from common.errors import UserError, one_line
 
 JOB_FILE = "job.json"
 RESULT_FILE = "result.json"

@@ -35,7 +35,7 @@ import shapely
 from shapely.geometry import shape
 from shapely.geometry.base import BaseGeometry
 
-from common.cli import UserError
+from common.errors import UserError
 from common.geo import geodesic_area_m2, read_vector, to_lonlat, transform_geometries
 
 WGS84 = "EPSG:4326"

@@ -24,7 +24,7 @@ import h5py
 import numpy as np
 from starlette.exceptions import HTTPException
 
-from common.cli import UserError, one_line
+from common.errors import UserError, one_line
 from common.geo import host_allowed
 
 #: How request fields are called on the command line, for messages that come from shared code.

@@ -29,7 +29,7 @@ from urllib.parse import urlsplit
 import numpy as np
 import rasterio
 
-from common.cli import UserError
+from common.errors import UserError
 
 #: TIFF and BigTIFF magic bytes, little and big endian.
 TIFF_MAGIC = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
