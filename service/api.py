@@ -47,7 +47,15 @@ from service.errors import ApiError, install_error_handlers
 from service.errors import error_response as _error
 from service.jobs import JobStore, QueueFull
 from service.regions import API_NAMES, check_values
-from service.security import BodyLimit, BodyTooLarge, DecodedTooLarge, client_message, decode_patch, report_csp
+from service.security import (
+    BodyLimit,
+    BodyTooLarge,
+    DecodedTooLarge,
+    SecurityHeaders,
+    client_message,
+    decode_patch,
+    report_csp,
+)
 
 STATIC = Path(__file__).resolve().parent / "static"
 OUTPUT_FILES = (
@@ -121,6 +129,7 @@ def create_app(
     app = FastAPI(title="Landslide detection", version="1", description=__doc__.split("\n\n")[0])
     app.state.store, app.state.scorer = store, scorer
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
+    app.add_middleware(SecurityHeaders)
     app.add_middleware(
         BodyLimit, limit_mb=lambda path: cfg.max_upload_mb if path == "/v1/assess/upload" else cfg.max_request_mb
     )

@@ -6,6 +6,7 @@
   from (or "a server file"), command-line flags by request field names.
 * :func:`decode_patch`: a ``patch_b64`` L4S image whose shape and data type are checked in the HDF5
   header before its (possibly compressed) data are read; read from memory, no temporary file.
+* :class:`SecurityHeaders`: ``nosniff``, no framing, no referrer on every response.
 * :class:`BodyLimit`: an ASGI middleware counting the bytes of every request body as they are read (chunked
   bodies included) and answering 413 at the limit.
 """
@@ -149,6 +150,35 @@ class BodyLimit:
             return message
 
         await self.app(scope, counted, send)
+
+
+#: Headers on every response: no MIME sniffing, no framing by other sites, no URL sent on to other sites.
+SECURITY_HEADERS = (
+    (b"x-content-type-options", b"nosniff"),
+    (b"x-frame-options", b"DENY"),
+    (b"referrer-policy", b"no-referrer"),
+)
+
+
+class SecurityHeaders:
+    """Add :data:`SECURITY_HEADERS` to every HTTP response (those it already has are kept)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def with_headers(message: dict[str, Any]) -> None:
+            if message["type"] == "http.response.start":
+                have = {k.lower() for k, _ in message.get("headers", [])}
+                extra = [(k, v) for k, v in SECURITY_HEADERS if k not in have]
+                message = {**message, "headers": [*message.get("headers", []), *extra]}
+            await send(message)
+
+        await self.app(scope, receive, with_headers)
 
 
 async def _send_413(send: Any, limit_mb: float) -> None:

@@ -508,6 +508,9 @@ def test_report_pages_carry_a_content_security_policy(tmp_path: Path, models) ->
     csp = r.headers["Content-Security-Policy"]
     script_src = next(p for p in csp.split("; ") if p.startswith("script-src"))
     assert script_src.count("'sha256-") == 2 and "unsafe-inline" not in script_src and "default-src 'none'" in csp
+    for page in (r, client.get("/"), client.get("/healthz"), client.post("/v1/assess", json={})):
+        assert page.headers["X-Content-Type-Options"] == "nosniff" and page.headers["X-Frame-Options"] == "DENY"
+        assert page.headers["Referrer-Policy"] == "no-referrer"
 
 
 # -------------------------------------------------------------------------------------- nonsense values
