@@ -59,6 +59,7 @@ from common.geo.vector import (
     read_vector,
     to_lonlat,
     transform_geometries,
+    utm_crs,
     write_geojson,
     write_gpkg,
 )
@@ -101,6 +102,7 @@ __all__ = [
     "geodesic_area_m2",
     "to_lonlat",
     "transform_geometries",
+    "utm_crs",
     "write_geojson",
     "write_gpkg",
     "read_vector",
