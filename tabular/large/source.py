@@ -298,7 +298,7 @@ class TableSource:
         cols = list(dict.fromkeys(columns))
         self.require(cols)
         if prefetch > 0:
-            yield from _prefetched(self._batches(cols, batch_rows), prefetch)
+            yield from prefetched(self._batches(cols, batch_rows), prefetch)
             return
         yield from self._batches(cols, batch_rows)
 
@@ -345,7 +345,7 @@ class TableSource:
 _DONE = object()
 
 
-def _prefetched(it: Iterator[Any], depth: int) -> Iterator[Any]:
+def prefetched(it: Iterator[Any], depth: int) -> Iterator[Any]:
     """Items of ``it`` produced by a background thread at most ``depth`` ahead; its errors re-raised here."""
     q: queue.Queue[Any] = queue.Queue(maxsize=depth)
     stop = threading.Event()
