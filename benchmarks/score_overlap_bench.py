@@ -59,6 +59,41 @@ def _model(table: str, work: Path, train_rows: int, rounds: int, threads: int):
     return LandslideClassifier.from_booster(lgb.Booster(model_file=str(model_file)), meta)
 
 
+def stage_seconds(src, model, batch_rows: int, out: Path) -> dict[str, float]:
+    """Seconds of each stage of one sequential pass: Arrow read, encode, predict, Parquet encode + write."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from tabular.large.source import FeatureEncoder, column_numpy
+
+    enc = FeatureEncoder(model.feature_names_, model.categorical_levels_)
+    cols = [*model.feature_names_, "x", "y"]
+    dtype = np.float64 if model.is_compiled else np.float32
+    t = dict.fromkeys(("read", "encode", "predict", "write"), 0.0)
+    schema = pa.schema([("x", pa.float64()), ("y", pa.float64()), ("p_landslide", pa.float32()), ("label", pa.int8())])
+    it = iter(src.batches(cols, batch_rows))
+    with pq.ParquetWriter(out, schema, compression="zstd") as pw:
+        while True:
+            t0 = time.perf_counter()
+            batch = next(it, None)
+            t1 = time.perf_counter()
+            t["read"] += t1 - t0
+            if batch is None:
+                break
+            X = enc.encode(batch, dtype)
+            t2 = time.perf_counter()
+            p = model._predict_positive(X).astype(np.float32)
+            t3 = time.perf_counter()
+            xs, ys = (column_numpy(batch.column(batch.schema.get_field_index(c))) for c in ("x", "y"))
+            arrays = [pa.array(xs), pa.array(ys), pa.array(p), pa.array((p >= 0.5).astype(np.int8))]
+            pw.write_batch(pa.RecordBatch.from_arrays(arrays, schema=schema))
+            t4 = time.perf_counter()
+            t["encode"] += t2 - t1
+            t["predict"] += t3 - t2
+            t["write"] += t4 - t3
+    return t
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--table", required=True)
@@ -88,6 +123,7 @@ def main() -> None:
             compile_s = time.perf_counter() - t0
         src = TableSource(a.table)
         coords = src.coord_columns()
+        stages = stage_seconds(src, model, a.batch_rows, Path(tmp) / "stages.parquet")
         best: dict[bool, tuple[float, float]] = {}
         for _ in range(a.repeats):
             for overlap in (False, True):
@@ -108,6 +144,12 @@ def main() -> None:
         f"{a.threads} threads, batch {a.batch_rows:,}, best of {a.repeats}; outputs equal row for row\n"
         f"load: {load}\n"
     )
+    total = sum(stages.values())
+    print("| stage (one sequential pass) | seconds | share | rows/s alone |")
+    print("|---|---:|---:|---:|")
+    for k, v in stages.items():
+        print(f"| {k} | {v:.2f} | {v / total:.0%} | {n / v:,.0f} |")
+    print()
     print("| mode | seconds | rows/s end to end | predict s | ratio vs sequential |")
     print("|---|---:|---:|---:|---:|")
     for overlap in (False, True):

@@ -160,3 +160,20 @@ def test_sink_error_reaches_the_producer_and_an_abort_drops_the_rest():
         sink.put(1)
         raise KeyError("producer failed")
     assert not sink._thread.is_alive()
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_encoder_blocked_fill_equals_column_by_column(dtype):
+    n = 4096 * 2 + 123  # crosses row blocks, ends in a partial one
+    rng = np.random.default_rng(0)
+    a = rng.normal(size=n)
+    b = np.where(rng.random(n) < 0.1, None, rng.integers(0, 5, n)).tolist()  # int with nulls
+    c = rng.integers(1, 4, n).astype(np.int16)  # categorical, level "3" unknown
+    batch = pa.RecordBatch.from_arrays([pa.array(a), pa.array(b, pa.int32()), pa.array(c)], names=["a", "b", "c"])
+    enc = FeatureEncoder(["c", "a", "b"], {"c": ["1", "2"]})
+    X = enc.encode(batch, dtype)
+    codes = np.where(c == 3, np.nan, c - 1.0)
+    expected = np.column_stack([codes, a, np.array([np.nan if v is None else v for v in b], dtype=np.float64)])
+    assert X.dtype == dtype and X.flags.c_contiguous
+    np.testing.assert_array_equal(X, expected.astype(dtype))
+    assert enc.unseen == {"c": int((c == 3).sum())}
