@@ -33,6 +33,7 @@ from common.cli import (
 )
 from common.metrics import METRIC_NAMES
 from common.tracking import setup_tracking, tracked_run
+from pipelines._register import add_register_args, register_trained
 from tabular.config import DEFAULT_BLOCK_SIZE_M, CVConfig, LGBMParams, ScaleConfig, TrainTabularConfig
 from tabular.large import train as train_model
 from tabular.results import TabularTrainResult
@@ -115,6 +116,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--early-stopping", type=int, default=LGBMParams.early_stopping_rounds, help="patience in rounds (0: off)"
     )
     p.add_argument("--class-balance", choices=["scale_pos_weight", "none"], default=LGBMParams.class_balance)
+    add_register_args(p, "tabular")
     add_common_args(p)
     return p
 
@@ -184,10 +186,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not args.json:
         print(format_result(result, cfg.experiment), flush=True)
     means = {f"{m}_mean": result.summary[f"{m}_mean"] for m in METRIC_NAMES}
-    print_summary(
-        {"run_id": result.run_id, "model_uri": result.model_uri, "threshold": result.threshold, "metrics": means},
-        as_json=args.json,
-    )
+    out = {"run_id": result.run_id, "model_uri": result.model_uri, "threshold": result.threshold, "metrics": means}
+    if not args.no_register:
+        out["registered"] = register_trained(
+            "tabular",
+            result.logged_model_uri or result.model_uri,
+            name=args.register_name,
+            card_run_id=result.run_id,
+            data_name=cfg.data or f"built-in synthetic region table ({cfg.n_regions} rows, seed {cfg.seed})",
+            data_kind="real" if cfg.data else "synthetic",
+            metrics=result.summary,
+            protocol=f"{result.n_folds}-fold cross-validation, out-of-fold scores",
+            threshold=result.threshold,
+            log=log,
+        )
+    print_summary(out, as_json=args.json)
     return 0
 
 

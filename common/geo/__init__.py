@@ -23,6 +23,7 @@ User errors raise one-line :class:`common.cli.UserError` naming the file or valu
 
 from __future__ import annotations
 
+from common.geo.client import ClientSources, client_reads, host_allowed, http_timeouts, inspect_upload
 from common.geo.grid import Grid, coverage_fraction, iter_windows, normalize_crs, pixel_size_m, tile_windows
 from common.geo.raster import (
     CLASSES_TAG,
@@ -58,12 +59,18 @@ from common.geo.vector import (
     read_vector,
     to_lonlat,
     transform_geometries,
+    utm_crs,
     write_geojson,
     write_gpkg,
 )
 from common.geo.zonal import ZonalRaster, Zone, zonal_majority, zonal_mean, zone_of
 
 __all__ = [
+    "ClientSources",
+    "client_reads",
+    "host_allowed",
+    "http_timeouts",
+    "inspect_upload",
     "Grid",
     "normalize_crs",
     "pixel_size_m",
@@ -95,6 +102,7 @@ __all__ = [
     "geodesic_area_m2",
     "to_lonlat",
     "transform_geometries",
+    "utm_crs",
     "write_geojson",
     "write_gpkg",
     "read_vector",
