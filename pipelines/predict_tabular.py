@@ -80,7 +80,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--engine", choices=["local", "dask"], default="local", help="large tables: local or Dask")
     p.add_argument("--scheduler", default=None, help="with --engine dask: scheduler address (default: local cluster)")
-    p.add_argument("--batch-rows", type=positive_int, default=262_144, help="large tables: rows per batch")
+    p.add_argument("--batch-rows", type=positive_int, default=65_536, help="large tables: rows per batch")
     add_common_args(p)
     return p
 

@@ -167,4 +167,6 @@ class PredictTabularConfig:
     allow_sampled_map: bool = False  # --raster-out on a table that keeps only a sample of the cells (warns)
     engine: Engine = "local"
     scheduler: str | None = None
-    batch_rows: int = 262_144
+    # 65,536 x 43 float64 = 22.5 MB a batch matrix: under glibc's 32 MB mmap ceiling, so malloc reuses it
+    # instead of page-faulting a fresh 90 MB mapping per batch (encode 2.7x, read 2x faster; RESULTS.md)
+    batch_rows: int = 65_536

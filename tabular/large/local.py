@@ -29,7 +29,7 @@ import contextlib
 import gc
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -55,7 +55,8 @@ from tabular.large.report import (
     sample_indices,
     sample_rows,
 )
-from tabular.large.source import FeatureEncoder, TableSource, atomic_dataset_dir, column_numpy
+from tabular.large.source import FeatureEncoder, TableSource, atomic_dataset_dir, column_numpy, prefetched
+from tabular.large.stages import BackgroundSink
 from tabular.model import LandslideClassifier
 from tabular.results import PredictTableResult, TabularTrainResult
 from tabular.serving import load_tabular_model
@@ -327,48 +328,77 @@ def score_dataset(
     coords: tuple[str, str] | None,
     raster: Any = None,
     batch_rows: int = 262_144,
+    overlap: bool = True,
 ) -> ScoreStats:
     """Score ``src`` batch by batch into the Parquet dataset folder ``out`` (written atomically).
 
     Columns: the coordinates (float64, when given), ``p_landslide`` (float32, prior-corrected as the
     model says) and ``label`` (int8 at the model's threshold). ``raster``: an open
     :class:`tabular.susceptibility.SusceptibilityRaster` that receives each batch (NaN where a model
-    input is NaN). Memory holds one batch.
+    input is NaN). ``overlap`` (the default) runs the stages at once: Arrow decodes two batches ahead in
+    one thread, another encodes them, this thread predicts and a :class:`tabular.large.stages.BackgroundSink`
+    compresses and writes (every queue two batches deep); the output is the same as with ``overlap=False``
+    (one stage after the other), and so are the errors. Memory holds a few batches.
     """
     encoder = FeatureEncoder(model.feature_names_, model.categorical_levels_)
     n = n_pos = 0
     p_sum = t_pred = 0.0
     start = time.perf_counter()
     cols = list(model.feature_names_) + (list(coords) if coords else [])
+    dtype = np.float64 if model.is_compiled else np.float32
+    depth = 2 if overlap else 0
+
+    def encoded() -> Iterator[tuple[np.ndarray, np.ndarray | None, np.ndarray | None]]:
+        for batch in src.batches(cols, batch_rows, prefetch=depth):
+            X = encoder.encode(batch, dtype)
+            xs = ys = None
+            if coords:
+                xs = column_numpy(batch.column(batch.schema.get_field_index(coords[0])))
+                ys = column_numpy(batch.column(batch.schema.get_field_index(coords[1])))
+            yield X, xs, ys
+
     with atomic_dataset_dir(out) as tmp_dir:
         fields = [pa.field(coords[0], pa.float64()), pa.field(coords[1], pa.float64())] if coords else []
         fields += [pa.field("p_landslide", pa.float32()), pa.field("label", pa.int8())]
         schema = pa.schema(fields, metadata=src.schema.metadata)
-        # the rasters are finished (or fail) before the dataset folder is renamed into place
+        # the rasters are finished (or fail) before the dataset folder is renamed into place; the sink's
+        # thread has ended before the Parquet writer closes
         with (
             contextlib.nullcontext() if raster is None else raster,
             pq.ParquetWriter(tmp_dir / "part-00000.parquet", schema, compression="zstd") as pw,
+            BackgroundSink(pw.write_batch, depth=2, name="parquet-writer")
+            if overlap
+            else _Inline(pw.write_batch) as sink,
         ):
-            dtype = np.float64 if model.is_compiled else np.float32
-            for batch in src.batches(cols, batch_rows, prefetch=2):
-                X = encoder.encode(batch, dtype)
+            for X, xs, ys in prefetched(encoded(), depth) if overlap else encoded():
                 t0 = time.perf_counter()
                 p = model._predict_positive(X).astype(np.float32)
                 t_pred += time.perf_counter() - t0
                 label = (p >= model.threshold_).astype(np.int8)
                 arrays: list[pa.Array] = []
-                if coords:
-                    xs = column_numpy(batch.column(batch.schema.get_field_index(coords[0])))
-                    ys = column_numpy(batch.column(batch.schema.get_field_index(coords[1])))
+                if xs is not None and ys is not None:
                     arrays += [pa.array(xs, pa.float64()), pa.array(ys, pa.float64())]
                     if raster is not None:
                         raster.add(xs, ys, np.where(np.isnan(X).any(axis=1), np.float32(np.nan), p))
                 arrays += [pa.array(p), pa.array(label)]
-                pw.write_batch(pa.RecordBatch.from_arrays(arrays, schema=schema))
+                sink.put(pa.RecordBatch.from_arrays(arrays, schema=schema))
                 n += len(p)
                 n_pos += int(label.sum())
                 p_sum += float(p.sum(dtype=np.float64))
     return ScoreStats(n, n_pos, p_sum, dict(encoder.unseen), t_pred, time.perf_counter() - start)
+
+
+class _Inline:
+    """The sequential stand-in for :class:`tabular.large.stages.BackgroundSink`: ``put`` consumes at once."""
+
+    def __init__(self, consume: Callable[[Any], Any]) -> None:
+        self.put = consume
+
+    def __enter__(self) -> _Inline:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None
 
 
 def _raster_grid(src: TableSource, cfg: PredictTabularConfig) -> Any:

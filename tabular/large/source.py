@@ -298,7 +298,7 @@ class TableSource:
         cols = list(dict.fromkeys(columns))
         self.require(cols)
         if prefetch > 0:
-            yield from _prefetched(self._batches(cols, batch_rows), prefetch)
+            yield from prefetched(self._batches(cols, batch_rows), prefetch)
             return
         yield from self._batches(cols, batch_rows)
 
@@ -345,7 +345,7 @@ class TableSource:
 _DONE = object()
 
 
-def _prefetched(it: Iterator[Any], depth: int) -> Iterator[Any]:
+def prefetched(it: Iterator[Any], depth: int) -> Iterator[Any]:
     """Items of ``it`` produced by a background thread at most ``depth`` ahead; its errors re-raised here."""
     q: queue.Queue[Any] = queue.Queue(maxsize=depth)
     stop = threading.Event()
@@ -400,6 +400,9 @@ def _level_string(v: Any) -> str:
     return str(v).strip()
 
 
+_ENCODE_BLOCK_ROWS = 4096
+
+
 class FeatureEncoder:
     """Record batches to a float32 matrix ``(rows, len(features))`` in ``features`` order.
 
@@ -423,16 +426,21 @@ class FeatureEncoder:
 
     def encode(self, batch: pa.RecordBatch, dtype: Any = np.float32) -> np.ndarray:
         """``(rows, features)`` matrix of ``dtype`` (float32; float64 for the compiled trees, saving a copy)."""
-        out = np.empty((batch.num_rows, len(self.features)), dtype=dtype)
         names = batch.schema.names
-        for j, name in enumerate(self.features):
+        cols: list[np.ndarray] = []
+        for name in self.features:
             if name not in names:
                 raise UserError(f"input is missing feature column {name!r}")
             col = batch.column(names.index(name))
-            if name in self.levels:
-                out[:, j] = self._codes(name, col)
-            else:
-                out[:, j] = column_numpy(col)
+            cols.append(self._codes(name, col) if name in self.levels else column_numpy(col))
+        n = batch.num_rows
+        out = np.empty((n, len(cols)), dtype=dtype)
+        # filled a block of rows at a time: a whole column written into the row-major matrix at once
+        # touches a cache line per value, for every column (7x slower on 262,144 x 43 float64)
+        for a in range(0, n, _ENCODE_BLOCK_ROWS):
+            b = min(a + _ENCODE_BLOCK_ROWS, n)
+            for j, values in enumerate(cols):
+                out[a:b, j] = values[a:b]
         return out
 
     def _codes(self, name: str, col: pa.Array) -> np.ndarray:
