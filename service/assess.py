@@ -385,6 +385,17 @@ def _landslides_in(regions: Sequence[Region], scene_geojson: Path) -> list[Featu
     return out
 
 
+def _model_thresholds(tab_model: Any, fuser: Any) -> dict[str, float | None]:
+    """The tabular and fused decision thresholds ``fuse`` applies, for the report (None when absent)."""
+    base = getattr(fuser, "base_thresholds_", {}) if fuser is not None else {}
+    tab = base.get("tabular", getattr(tab_model, "threshold_", None)) if tab_model is not None else None
+    fused = getattr(fuser, "threshold_", None) if fuser is not None else None
+    return {
+        "tabular_threshold": None if tab is None else float(tab),
+        "fused_threshold": None if fused is None else float(fused),
+    }
+
+
 def _json_value(v: Any) -> Any:
     if v is None or v is pd.NA or (isinstance(v, float) and not math.isfinite(v)):
         return None
@@ -500,6 +511,7 @@ def assess(
                 "fusion": cfg.fusion_model,
                 "policy": cfg.policy,
                 "imagery_threshold": threshold,
+                **_model_thresholds(tab_model, fuser),
             },
             "regions": props,
             "landslides": len(slides),
