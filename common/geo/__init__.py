@@ -12,6 +12,9 @@
 * :mod:`common.geo.vector`: :func:`polygonize` with geodesic areas (:class:`StripPolygonizer` for masks
   streamed strip by strip), GeoJSON/GeoPackage writers,
   :func:`read_vector` (GeoPackage/shapefile/GeoJSON/CSV), :func:`rasterize`, :func:`distance_to`.
+* :mod:`common.geo.style`: styles QGIS applies on load: ``.qml`` sidecars for probability and class
+  rasters, default styles in a GeoPackage's ``layer_styles`` table (regions by decision, landslides by
+  confidence).
 
 Conventions: arrays are ``(rows, cols)`` or ``(bands, rows, cols)``, row 0 north; nodata in float
 arrays is NaN; coordinates are (x, y) / (lon, lat) order; distances and areas are true metres.
@@ -30,6 +33,14 @@ from common.geo.raster import (
     read_raster,
     reproject_to_cog,
     write_cog,
+)
+from common.geo.style import (
+    classes_qml,
+    landslides_by_confidence_qml,
+    probability_qml,
+    regions_by_decision_qml,
+    write_layer_style,
+    write_qml,
 )
 from common.geo.terrain import (
     aspect,
@@ -95,4 +106,10 @@ __all__ = [
     "read_vector",
     "rasterize",
     "distance_to",
+    "probability_qml",
+    "classes_qml",
+    "regions_by_decision_qml",
+    "landslides_by_confidence_qml",
+    "write_qml",
+    "write_layer_style",
 ]
