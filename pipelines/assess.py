@@ -21,13 +21,10 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-import pandas as pd
-
 from common.cli import UserError, add_common_args, csv_list, print_summary, progress_printer, run_main
 from common.seed import seed_everything
-from common.tracking import setup_tracking, tracked_run
 from fusion.crosscheck import POLICIES
-from service.assess import AssessConfig, assess
+from service.config import AssessConfig
 
 EXPERIMENT = "assess"
 
@@ -102,6 +99,11 @@ def config_from_args(args: argparse.Namespace) -> AssessConfig:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    import pandas as pd  # noqa: PLC0415 - loaded when the command runs: --help stays fast
+
+    from common.tracking import setup_tracking, tracked_run  # noqa: PLC0415 - loaded when the command runs: --help stays fast
+    from service.assess import assess  # noqa: PLC0415 - loaded when the command runs: --help stays fast
+
     cfg = config_from_args(args)
     seed_everything(cfg.seed)
     uri = setup_tracking(args.tracking_uri, verbose=args.verbose)

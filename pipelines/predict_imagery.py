@@ -20,9 +20,7 @@ from collections.abc import Sequence
 
 from common.cli import add_common_args, print_summary, run_main
 from common.seed import seed_everything
-from common.tracking import setup_tracking, tracked_run
 from imagery.inference import PredictConfig
-from imagery.inference.predict import predict_inputs
 from pipelines._segmenter_args import add_segmenter_args
 
 EXPERIMENT = "imagery-predict"
@@ -41,6 +39,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    from common.tracking import setup_tracking, tracked_run  # noqa: PLC0415 - loaded when the command runs: --help stays fast
+    from imagery.inference.predict import predict_inputs  # noqa: PLC0415 - loaded when the command runs: --help stays fast
+
     cfg = PredictConfig(
         model_uri=args.model,
         input=args.input,

@@ -21,7 +21,6 @@ from pathlib import Path
 
 from common.cli import InputNotFoundError, UserError, add_common_args, positive_int, run_main
 from common.seed import seed_everything
-from common.tracking import setup_tracking
 from service.config import ServiceConfig
 
 
@@ -50,12 +49,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     import uvicorn  # noqa: PLC0415 - the server only when serving (keeps --help fast)
 
+    from common.tracking import setup_tracking  # noqa: PLC0415 - mlflow: loaded when the command runs
     from service.api import create_app  # noqa: PLC0415 - loads torch and the models
     from service.assess import factor_sources  # noqa: PLC0415 - with the service
 
-    args = build_parser().parse_args(argv)
     if args.tabular_model is None and args.imagery_model is None:
         raise UserError("give --tabular-model, --imagery-model or both")
     cfg = ServiceConfig(

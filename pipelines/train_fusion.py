@@ -20,12 +20,13 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from common.cli import UserError, add_common_args, positive_int, print_summary, progress_printer, run_main
-from common.tracking import setup_tracking, tracked_run
-from fusion.config import TrainFusionConfig
-from fusion.experiment import FusionTrainResult, train_fuser
-from fusion.stacking import CALIBRATIONS
+from fusion.config import CALIBRATIONS, TrainFusionConfig
+
+if TYPE_CHECKING:
+    from fusion.experiment import FusionTrainResult
 
 EXPERIMENT = "train_fusion"
 
@@ -72,6 +73,9 @@ def config_from_args(args: argparse.Namespace) -> TrainFusionConfig:
 
 def train(cfg: TrainFusionConfig, log=print, *, verbose: bool = False) -> FusionTrainResult:
     """Set up the store, open the run and fit the fuser (:func:`fusion.experiment.train_fuser`)."""
+    from common.tracking import setup_tracking, tracked_run  # noqa: PLC0415 - loaded when the command runs: --help stays fast
+    from fusion.experiment import train_fuser  # noqa: PLC0415 - loaded when the command runs: --help stays fast
+
     uri = setup_tracking(cfg.tracking_uri, verbose=verbose)
     with tracked_run(cfg.experiment, cfg, run_name=cfg.run_name):
         return train_fuser(cfg, tracking_uri=uri, log=log)

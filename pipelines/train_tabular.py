@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
 from common.cli import (
     UserError,
@@ -31,10 +32,10 @@ from common.cli import (
     run_main,
 )
 from common.metrics import METRIC_NAMES
-from common.tracking import setup_tracking, tracked_run
 from tabular.config import DEFAULT_BLOCK_SIZE_M, CVConfig, LGBMParams, ScaleConfig, TrainTabularConfig
-from tabular.dataset import is_dataset_path
-from tabular.experiment import TabularTrainResult, train_tabular_model
+
+if TYPE_CHECKING:
+    from tabular.experiment import TabularTrainResult
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -154,6 +155,10 @@ def config_from_args(args: argparse.Namespace) -> TrainTabularConfig:
 
 def train(cfg: TrainTabularConfig, log: Callable[[str], None] = print, *, verbose: bool = False) -> TabularTrainResult:
     """Set up the store, open the run and train (:func:`tabular.experiment.train_tabular_model`)."""
+    from common.tracking import setup_tracking, tracked_run  # noqa: PLC0415 - loaded when the command runs: --help stays fast
+    from tabular.dataset import is_dataset_path  # noqa: PLC0415 - loaded when the command runs: --help stays fast
+    from tabular.experiment import train_tabular_model  # noqa: PLC0415 - loaded when the command runs: --help stays fast
+
     setup_tracking(cfg.tracking_uri, verbose=verbose)
     with tracked_run(cfg.experiment, cfg, run_name=cfg.run_name):
         if cfg.scale.engine == "dask":

@@ -38,7 +38,7 @@ import shutil
 import tempfile
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -67,61 +67,15 @@ from fusion.region_features import IMAGERY_FEATURES, masked_region_features
 from fusion.scoring import check_base_models, check_compatible, format_top_features, tabular_proba
 from imagery.data.crop import crop_scene
 from imagery.data.sentinel2 import open_scene
-from imagery.data.stac import DEFAULT_COLLECTION, load_items, pick_item, search_items, write_box
+from imagery.data.stac import load_items, pick_item, search_items, write_box
 from imagery.inference.config import SceneConfig
 from imagery.inference.scene import run_scene
-from service.config import ServiceConfig
+from service.config import AssessConfig, ServiceConfig
 from service.regions import Region, bounds, box, check_regions, circle, from_request, parse_date, read_regions
 from service.report import write_report, write_rgb_png
 
 WGS84 = "EPSG:4326"
 MIN_FACTOR_COVERAGE = 0.5
-
-
-@dataclass
-class AssessConfig:
-    """``python -m pipelines.assess``: regions, date, scene source, rasters, models, output, options.
-
-    Regions: one of ``regions`` (vector file), ``lat``/``lon``/``radius_m``, ``bbox`` (W S E N) or
-    ``region_geojson``. Scene: one of ``scene``, ``items`` (saved STAC items) or ``stac_url``.
-    ``factors``: ``NAME=path`` or ``path`` (name = file stem) per factor raster. ``missing_factors``:
-    when the tabular model needs a factor no raster gives, ``"error"`` (the command) or ``"imagery"``
-    (the service: no tabular evidence, each region marked, fusion falls back to the imagery).
-    """
-
-    date: str = ""
-    regions: str | None = None
-    lat: float | None = None
-    lon: float | None = None
-    radius_m: float = 500.0
-    bbox: list[float] | None = None
-    region_geojson: dict[str, Any] | None = None
-    days_before: int = 30
-    scene: str | None = None
-    bands: list[str] | None = None
-    items: str | None = None
-    stac_url: str | None = None
-    collection: str = DEFAULT_COLLECTION
-    max_cloud: float = 20.0
-    dem: str | None = None
-    factors: list[str] = field(default_factory=list)
-    tabular_model: str | None = None
-    imagery_model: str | None = None
-    fusion_model: str | None = None
-    out: str = "assess_out"
-    policy: str = "stacked"
-    runtime: str = "torch"
-    device: str = "auto"
-    threshold: float | None = None
-    min_area_m2: float = 500.0
-    margin_m: float = 200.0
-    tile: int = 128
-    overlap: int = 32
-    batch_size: int = 16
-    max_area_km2: float = 2500.0
-    missing_factors: str = "error"
-    progress: bool = True
-    seed: int = 42
 
 
 @dataclass(frozen=True)
