@@ -57,6 +57,7 @@ class AssessConfig:
     ``factors``: ``NAME=path`` or ``path`` (name = file stem) per factor raster. ``missing_factors``:
     when the tabular model needs a factor no raster gives, ``"error"`` (the command) or ``"imagery"``
     (the service: no tabular evidence, each region marked, fusion falls back to the imagery).
+    ``policy``: the decision policy; ``None``: the models' default (:meth:`fusion.models.Models.default_policy`).
     """
 
     date: str = ""
@@ -79,7 +80,7 @@ class AssessConfig:
     imagery_model: str | None = None
     fusion_model: str | None = None
     out: str = "assess_out"
-    policy: str = "stacked"
+    policy: str | None = None
     runtime: str = "torch"
     device: str = "auto"
     threshold: float | None = None
