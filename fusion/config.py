@@ -3,13 +3,8 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal, get_args
 
 from fusion.scoring import ScoringConfig
-
-# the stacker's calibrations (implemented in fusion.stacking), here so that train_fusion --help needs no sklearn
-Calibration = Literal["none", "sigmoid", "isotonic"]
-CALIBRATIONS: tuple[str, ...] = get_args(Calibration)
 
 
 @dataclass

@@ -47,7 +47,7 @@ from common.errors import InputNotFoundError, UserError, one_line
 from common.metrics import best_f1_threshold
 from common.oof import validate_oof
 from common.tracking import download_model
-from fusion.config import CALIBRATIONS
+from fusion.choices import CALIBRATIONS
 
 FORMAT = "landslide-stacking-fuser"
 FORMAT_VERSION = 1

@@ -23,7 +23,8 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from common.cli import UserError, add_common_args, positive_int, print_summary, progress_printer, run_main
-from fusion.config import CALIBRATIONS, TrainFusionConfig
+from fusion.choices import CALIBRATIONS
+from fusion.config import TrainFusionConfig
 
 if TYPE_CHECKING:
     from fusion.experiment import FusionTrainResult
