@@ -3,13 +3,15 @@
 ``python -m pipelines.train_tabular`` without flags trains on the built-in synthetic region table
 (:func:`tabular.synthetic.make_region_table`). Logged to MLflow: the config, data fingerprint, git
 commit, per-fold metrics (``fold_<metric>`` at step = fold) and their ``<metric>_mean``/``_std``,
-the decision threshold, the refitted model (LightGBM flavour + ``tabular_model.json``),
+the decision threshold, the refitted model (a pyfunc taking level names, :mod:`tabular.pyfunc_model`,
+with ``tabular_model.json``),
 ``oof_predictions.csv`` (region_id, y_true, p_oof, fold), ``cv_fold_metrics.csv``,
 ``shap_importance.csv``, ``shap_summary.png`` and ``explanations.csv`` (top-k reasons per region).
 
 Large cell tables (``--data`` a Parquet dataset folder, hive-partitioned or not, or Arrow IPC
-``.arrow``/``.feather`` files) are streamed into LightGBM without pandas (:mod:`tabular.stream`), or
-trained on a Dask cluster with ``--engine dask [--scheduler ADDRESS]`` (:mod:`tabular.dask_engine`).
+``.arrow``/``.feather`` files) are streamed into LightGBM without pandas (:mod:`tabular.large.local`), or
+trained on a Dask cluster with ``--engine dask [--scheduler ADDRESS]`` (:mod:`tabular.large.dask_engine`);
+:func:`tabular.large.train` picks the path.
 Cross-validation is spatial (``--cv spatial --block-size METRES``) by default when the table has
 ``x``/``y`` columns and no ``--group`` is given; ``--tune N`` runs an Optuna search inside every fold.
 """
@@ -22,7 +24,6 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 from common.cli import (
-    UserError,
     add_common_args,
     csv_list,
     non_negative_int,
@@ -35,7 +36,7 @@ from common.metrics import METRIC_NAMES
 from tabular.config import DEFAULT_BLOCK_SIZE_M, CVConfig, LGBMParams, ScaleConfig, TrainTabularConfig
 
 if TYPE_CHECKING:
-    from tabular.experiment import TabularTrainResult
+    from tabular.results import TabularTrainResult
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -154,27 +155,13 @@ def config_from_args(args: argparse.Namespace) -> TrainTabularConfig:
 
 
 def train(cfg: TrainTabularConfig, log: Callable[[str], None] = print, *, verbose: bool = False) -> TabularTrainResult:
-    """Set up the store, open the run and train (:func:`tabular.experiment.train_tabular_model`)."""
+    """Set up the store, open the run and train (:func:`tabular.large.train` picks the path)."""
     from common.tracking import setup_tracking, tracked_run  # noqa: PLC0415 - loaded when the command runs: --help stays fast
-    from tabular.dataset import is_dataset_path  # noqa: PLC0415 - loaded when the command runs: --help stays fast
-    from tabular.experiment import train_tabular_model  # noqa: PLC0415 - loaded when the command runs: --help stays fast
+    from tabular.large import train as train_model  # noqa: PLC0415 - loaded when the command runs: --help stays fast
 
     setup_tracking(cfg.tracking_uri, verbose=verbose)
     with tracked_run(cfg.experiment, cfg, run_name=cfg.run_name):
-        if cfg.scale.engine == "dask":
-            from tabular.dask_engine import train_dask_model  # noqa: PLC0415 - dask loads only with --engine dask
-
-            return train_dask_model(cfg, log=log)
-        if cfg.data is not None and (is_dataset_path(cfg.data) or cfg.scale.tune_trials > 0):
-            from tabular.stream import train_dataset_model  # noqa: PLC0415 - the large-table path loads on demand
-
-            return train_dataset_model(cfg, log=log)
-        if cfg.scale.imbalance != "none":
-            raise UserError(
-                f"--imbalance {cfg.scale.imbalance} applies to large tables (a Parquet dataset folder or Arrow IPC "
-                "file); use --class-balance for a CSV/Parquet file"
-            )
-        return train_tabular_model(cfg, log=log)
+        return train_model(cfg, log=log)
 
 
 def format_result(result: TabularTrainResult, experiment: str) -> str:
