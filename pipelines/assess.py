@@ -24,6 +24,7 @@ from collections.abc import Sequence
 from common.cli import UserError, add_common_args, csv_list, print_summary, progress_printer, run_main
 from common.seed import seed_everything
 from fusion.crosscheck import POLICIES
+from pipelines._register import model_or_champion
 from service.config import AssessConfig
 
 EXPERIMENT = "assess"
@@ -49,7 +50,12 @@ def build_parser() -> argparse.ArgumentParser:
     when.add_argument("--dem", default=None, help="DEM GeoTIFF (any CRS) for models that use slope/DEM")
     p.add_argument("--factors", nargs="*", default=[], help="factor rasters: NAME=path or path (name = file stem)")
     p.add_argument("--tabular-model", default=None, help="tabular model URI")
-    p.add_argument("--imagery-model", required=True, help="segmenter URI (runs:/..., folder or .onnx)")
+    p.add_argument(
+        "--imagery-model",
+        default=None,
+        help="segmenter URI (runs:/..., models:/NAME@ALIAS, folder or .onnx); with no model named at all the "
+        "@champion of landslide-imagery (and of landslide-tabular / landslide-fuser where registered) is used",
+    )
     p.add_argument("--fusion-model", default=None, help="fuser URI (else --policy decides)")
     p.add_argument(
         "--policy",
@@ -108,10 +114,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     from common.tracking import setup_tracking, tracked_run  # noqa: PLC0415 - loaded when the command runs: --help stays fast
     from service.assess import assess  # noqa: PLC0415 - loaded when the command runs: --help stays fast
 
-    cfg = config_from_args(args)
-    seed_everything(cfg.seed)
     uri = setup_tracking(args.tracking_uri, verbose=args.verbose)
     log = progress_printer(args.json)
+    none_named = args.imagery_model is None and args.tabular_model is None and args.fusion_model is None
+    if args.imagery_model is None and not none_named:
+        raise UserError("--imagery-model is needed with --tabular-model/--fusion-model (or name no model: @champion)")
+    args.imagery_model = model_or_champion(args.imagery_model, "imagery", "--imagery-model", required=True, log=log)
+    for flag, kind in (("tabular_model", "tabular"), ("fusion_model", "fusion")):
+        given = getattr(args, flag)
+        if given is not None or none_named:
+            option = f"--{flag.replace('_', '-')}"
+            setattr(args, flag, model_or_champion(given, kind, option, required=False, log=log))
+    cfg = config_from_args(args)
+    seed_everything(cfg.seed)
     with tracked_run(args.experiment or EXPERIMENT, cfg, run_name=args.run_name) as run:
         result = assess(cfg, tracking_uri=uri, log=log)
     table = result.regions

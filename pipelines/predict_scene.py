@@ -25,6 +25,7 @@ from common.cli import add_common_args, csv_list, positive_int, print_summary, p
 from common.seed import seed_everything
 from imagery.data.sentinel2 import SCENE_SCALES
 from imagery.inference.config import SceneConfig
+from pipelines._register import model_or_champion
 from pipelines._segmenter_args import add_segmenter_args
 
 EXPERIMENT = "imagery-scene"
@@ -85,7 +86,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--no-log-rasters", action="store_true", help="do not copy the two COGs into the MLflow run")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    add_segmenter_args(p, unit="tiles", mask_options=False)
+    add_segmenter_args(p, unit="tiles", mask_options=False, champion=True)
     add_common_args(p)
     return p
 
@@ -95,9 +96,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     from common.tracking import setup_tracking, tracked_run  # noqa: PLC0415 - loaded when the command runs: --help stays fast
     from imagery.inference.scene import run_scene, scene_summary_line  # noqa: PLC0415 - loaded when the command runs: --help stays fast
 
+    uri = setup_tracking(args.tracking_uri, verbose=args.verbose)
+    model = model_or_champion(args.model, "imagery", "--model", required=True, log=progress_printer(args.json))
     cfg = SceneConfig(
         scene=args.scene,
-        model_uri=args.model,
+        model_uri=model,
         out=args.out,
         dem=args.dem,
         bands=args.bands,
@@ -117,7 +120,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         seed=args.seed,
     )
     seed_everything(cfg.seed)
-    uri = setup_tracking(args.tracking_uri, verbose=args.verbose)
     with tracked_run(args.experiment or EXPERIMENT, cfg, run_name=args.run_name) as run:
         result = run_scene(cfg, tracking_uri=uri, log=progress_printer(args.json))
     if args.json:

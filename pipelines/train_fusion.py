@@ -20,14 +20,18 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+
+import mlflow
+from mlflow.exceptions import MlflowException
+from mlflow.tracking import MlflowClient
 
 from common.cli import UserError, add_common_args, positive_int, print_summary, progress_printer, run_main
+from common.model_card import SYNTHETIC_TAG
+from common.tracking import setup_tracking, tracked_run
 from fusion.choices import CALIBRATIONS
 from fusion.config import TrainFusionConfig
-
-if TYPE_CHECKING:
-    from fusion.experiment import FusionTrainResult
+from fusion.experiment import FusionTrainResult, train_fuser
+from pipelines._register import add_register_args, register_trained
 
 EXPERIMENT = "train_fusion"
 
@@ -51,6 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--allow-partial", action="store_true", help="keep regions present in only one OOF table (fit fallbacks only)"
     )
+    add_register_args(p, "fusion")
     add_common_args(p)
     return p
 
@@ -74,12 +79,34 @@ def config_from_args(args: argparse.Namespace) -> TrainFusionConfig:
 
 def train(cfg: TrainFusionConfig, log=print, *, verbose: bool = False) -> FusionTrainResult:
     """Set up the store, open the run and fit the fuser (:func:`fusion.experiment.train_fuser`)."""
-    from common.tracking import setup_tracking, tracked_run  # noqa: PLC0415 - loaded when the command runs: --help stays fast
-    from fusion.experiment import train_fuser  # noqa: PLC0415 - loaded when the command runs: --help stays fast
 
     uri = setup_tracking(cfg.tracking_uri, verbose=verbose)
     with tracked_run(cfg.experiment, cfg, run_name=cfg.run_name):
         return train_fuser(cfg, tracking_uri=uri, log=log)
+
+
+def register_fuser(result: FusionTrainResult, cfg: TrainFusionConfig, name: str, log=print) -> str:
+    """Register the fuser (its run's artifacts: ``fuser.json`` and plots) with its model card; synthetic when
+    either base model's run is tagged synthetic."""
+    client = MlflowClient(mlflow.get_tracking_uri())
+    kinds = []
+    for run_id in (cfg.tabular_run, cfg.imagery_run):
+        try:
+            kinds.append(client.get_run(run_id).data.tags.get(SYNTHETIC_TAG))
+        except MlflowException:
+            kinds.append(None)
+    data_kind = "synthetic" if "true" in kinds else "real" if kinds == ["false", "false"] else "unknown"
+    return register_trained(
+        "fusion",
+        f"runs:/{result.run_id}",
+        name=name,
+        card_run_id=result.run_id,
+        data_name=f"out-of-fold predictions of runs {cfg.tabular_run} (tabular) and {cfg.imagery_run} (imagery)",
+        data_kind=data_kind,
+        metrics=result.metrics,
+        protocol=f"{cfg.cv}-fold cross-validation of the stacker on out-of-fold base predictions",
+        log=log,
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -87,6 +114,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     cfg = config_from_args(args)
     result = train(cfg, log=progress_printer(args.json), verbose=args.verbose)
     summary = {"run_id": result.run_id, "fusion_model": result.fuser_uri, "metrics": result.metrics}
+    if not args.no_register:
+        summary["registered"] = register_fuser(result, cfg, args.register_name, log=progress_printer(args.json))
     print_summary(summary, as_json=args.json)
     return 0
 

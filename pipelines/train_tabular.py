@@ -33,6 +33,8 @@ from common.cli import (
     run_main,
 )
 from common.metrics import METRIC_NAMES
+from common.tracking import setup_tracking, tracked_run
+from pipelines._register import add_register_args, register_trained
 from tabular.config import DEFAULT_BLOCK_SIZE_M, CVConfig, LGBMParams, ScaleConfig, TrainTabularConfig
 
 if TYPE_CHECKING:
@@ -116,6 +118,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--early-stopping", type=int, default=LGBMParams.early_stopping_rounds, help="patience in rounds (0: off)"
     )
     p.add_argument("--class-balance", choices=["scale_pos_weight", "none"], default=LGBMParams.class_balance)
+    add_register_args(p, "tabular")
     add_common_args(p)
     return p
 
@@ -156,7 +159,6 @@ def config_from_args(args: argparse.Namespace) -> TrainTabularConfig:
 
 def train(cfg: TrainTabularConfig, log: Callable[[str], None] = print, *, verbose: bool = False) -> TabularTrainResult:
     """Set up the store, open the run and train (:func:`tabular.large.train` picks the path)."""
-    from common.tracking import setup_tracking, tracked_run  # noqa: PLC0415 - loaded when the command runs: --help stays fast
     from tabular.large import train as train_model  # noqa: PLC0415 - loaded when the command runs: --help stays fast
 
     setup_tracking(cfg.tracking_uri, verbose=verbose)
@@ -188,10 +190,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not args.json:
         print(format_result(result, cfg.experiment), flush=True)
     means = {f"{m}_mean": result.summary[f"{m}_mean"] for m in METRIC_NAMES}
-    print_summary(
-        {"run_id": result.run_id, "model_uri": result.model_uri, "threshold": result.threshold, "metrics": means},
-        as_json=args.json,
-    )
+    out = {"run_id": result.run_id, "model_uri": result.model_uri, "threshold": result.threshold, "metrics": means}
+    if not args.no_register:
+        out["registered"] = register_trained(
+            "tabular",
+            result.logged_model_uri or result.model_uri,
+            name=args.register_name,
+            card_run_id=result.run_id,
+            data_name=cfg.data or f"built-in synthetic region table ({cfg.n_regions} rows, seed {cfg.seed})",
+            data_kind="real" if cfg.data else "synthetic",
+            metrics=result.summary,
+            protocol=f"{result.n_folds}-fold cross-validation, out-of-fold scores",
+            threshold=result.threshold,
+            log=log,
+        )
+    print_summary(out, as_json=args.json)
     return 0
 
 

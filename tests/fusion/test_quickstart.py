@@ -85,6 +85,12 @@ def test_quickstart_tiny_end_to_end(tmp_path: Path, tracking_uri: str, capsys: p
     assert len(both) == 24
     np.testing.assert_allclose(both["p_tabular_y"], both["p_tabular_x"], atol=1e-4)
     assert "test_assess_fused_roc_auc" in names["evaluation"].data.metrics
+    # the three models are registered as @candidate, carded and tagged as synthetic; the printed imagery model loads
+    client = mlflow.MlflowClient(tracking_uri, registry_uri=tracking_uri)
+    for name in ("landslide-tabular", "landslide-imagery", "landslide-fuser"):
+        mv = client.get_model_version_by_alias(name, "candidate")
+        assert mv.tags["landslide.synthetic"] == "true" and "SYNTHETIC DATA" in mv.description, name
+    assert "imagery_model: models:/landslide-imagery/1" in text
 
 
 def gpd_like(path: Path) -> pd.DataFrame:
