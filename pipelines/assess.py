@@ -21,7 +21,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from common.cli import UserError, add_common_args, csv_list, print_summary, progress_printer, run_main
+from common.cli import UserError, add_common_args, csv_list, positive_int, print_summary, progress_printer, run_main
 from common.seed import seed_everything
 from fusion.crosscheck import POLICIES
 from pipelines._register import model_or_champion
@@ -68,6 +68,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default=d.device, help="auto, cpu or cuda")
     p.add_argument("--threshold", type=float, default=None, help="override the segmenter's threshold")
     p.add_argument("--min-area-m2", type=float, default=d.min_area_m2, help="smallest landslide polygon kept")
+    p.add_argument(
+        "--tile", type=positive_int, default=d.tile, help="tile size of the segmenter, px (default %(default)s)"
+    )
+    p.add_argument(
+        "--allow-resolution-mismatch",
+        action="store_true",
+        help="run even when the scene's pixel size is more than 1.5x off the model's training GSD (a warning)",
+    )
     p.add_argument("--max-area-km2", type=float, default=d.max_area_km2, help="largest region accepted")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     add_common_args(p)
@@ -101,6 +109,8 @@ def config_from_args(args: argparse.Namespace) -> AssessConfig:
         device=args.device,
         threshold=args.threshold,
         min_area_m2=args.min_area_m2,
+        tile=args.tile,
+        allow_resolution_mismatch=args.allow_resolution_mismatch,
         max_area_km2=args.max_area_km2,
         progress=not args.no_progress,
         seed=args.seed,

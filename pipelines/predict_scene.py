@@ -70,7 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--min-area-m2",
         type=_non_negative_float,
         default=d.min_area_m2,
-        help="smallest landslide polygon kept, m2 (default 500: five 10 m pixels)",
+        help="smallest landslide polygon kept, m2 (default 500: five 10 m pixels; below one pixel's area: a warning)",
     )
     p.add_argument(
         "--scl-mask",
@@ -83,6 +83,11 @@ def build_parser() -> argparse.ArgumentParser:
         action=argparse.BooleanOptionalAction,
         default=True,
         help="fill a model-needed B10 that an L2A product lacks with its L4S mean (a warning; default on)",
+    )
+    p.add_argument(
+        "--allow-resolution-mismatch",
+        action="store_true",
+        help="run even when the scene's pixel size is more than 1.5x off the model's training GSD (a warning)",
     )
     p.add_argument("--no-log-rasters", action="store_true", help="do not copy the two COGs into the MLflow run")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -115,6 +120,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         tta=args.tta,
         scl_mask=args.scl_mask,
         fill_b10=args.fill_b10,
+        allow_resolution_mismatch=args.allow_resolution_mismatch,
         log_rasters=not args.no_log_rasters,
         progress=not args.no_progress,
         seed=args.seed,

@@ -179,7 +179,7 @@ def imagery_config(cfg: QuickstartConfig) -> TrainConfig:
     return TrainConfig(
         model=ModelConfig(cfg.imagery_model, cfg.imagery_channels, cfg.imagery_head, None, None, cfg.imagery_width),
         optim=OptimConfig(lr=cfg.imagery_lr, schedule="constant"),
-        data=DataConfig(path="paired-synthetic", folds=2),
+        data=DataConfig(path="paired-synthetic", folds=2, kind="synthetic"),
         epochs=cfg.imagery_epochs,
         batch_size=cfg.imagery_batch_size,
         seed=cfg.seed,
@@ -218,6 +218,9 @@ class QuickstartResult:
     evaluation_run_id: str
     tracking_uri: str
     registered: dict[str, str] = field(default_factory=dict)
+    #: the usable segmenter (``runs:/<fold-0 run>/segmenter``); ``imagery_run_id`` is the cross-fitting parent
+    #: run that holds the out-of-fold predictions ``train_fusion --imagery-run`` reads, but no model
+    imagery_model: str = ""
 
 
 def register_quickstart_models(
@@ -446,8 +449,23 @@ def run(cfg: QuickstartConfig, log: Callable[[str], None] = print) -> Quickstart
     log(f"  then open its runs table: {runs_table_url(cfg.experiment, uri)}")
     log(f"serve the same models (map page at http://127.0.0.1:8000/): {serve_cmd}")
     return QuickstartResult(
-        table, timings, str(scores_csv), tab.run_id, img.run_id, fus.run_id, sc.run_id, eval_run, uri, registered
+        table,
+        timings,
+        str(scores_csv),
+        tab.run_id,
+        img.run_id,
+        fus.run_id,
+        sc.run_id,
+        eval_run,
+        uri,
+        registered,
+        img.model_uris[0],
     )
+
+
+def run_id_of(uri: str) -> str:
+    """The run id of a ``runs:/<run_id>/...`` URI."""
+    return uri.removeprefix("runs:/").split("/", 1)[0]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -458,8 +476,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     summary = {
         "evaluation_run_id": result.evaluation_run_id,
         "tabular_model": f"runs:/{result.tabular_run_id}/model",
-        "imagery_run_id": result.imagery_run_id,
-        "imagery_model": result.registered.get("imagery", ""),
+        # the run that holds the usable imagery model (issue 17): the fold-0 run, not the cross-fitting parent
+        "imagery_model": result.imagery_model,
+        "imagery_run_id": run_id_of(result.imagery_model),
+        "imagery_oof_run_id": result.imagery_run_id,
+        "imagery_registered": result.registered.get("imagery", ""),
         "fusion_model": f"runs:/{result.fusion_run_id}/fuser.json",
         "scores": result.scores,
         "seconds": result.timings["total_s"],

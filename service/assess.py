@@ -328,6 +328,7 @@ def assess(
             runtime=cfg.runtime,
             min_area_m2=cfg.min_area_m2,
             threshold=cfg.threshold,
+            allow_resolution_mismatch=cfg.allow_resolution_mismatch,
             log_rasters=False,
             progress=cfg.progress,
         )

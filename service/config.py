@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from imagery.data.stac import DEFAULT_COLLECTION
+from imagery.inference.config import DEFAULT_OVERLAP
 
 ENV_API_KEY = "LANDSLIDE_API_KEY"
 
@@ -87,8 +88,9 @@ class AssessConfig:
     min_area_m2: float = 500.0
     margin_m: float = 200.0
     tile: int = 128
-    overlap: int = 32
+    overlap: int = DEFAULT_OVERLAP
     batch_size: int = 16
+    allow_resolution_mismatch: bool = False
     max_area_km2: float = 2500.0
     missing_factors: str = "error"
     progress: bool = True

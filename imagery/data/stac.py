@@ -96,13 +96,17 @@ def search_items(
     end: str | None = None,
     *,
     max_items: int = 500,
+    timeout: float | None = None,
 ) -> list[dict[str, Any]]:
-    """Items of ``collection`` intersecting ``bbox`` (and the date range, when given) from the STAC API ``url``."""
+    """Items of ``collection`` intersecting ``bbox`` (and the date range, when given) from the STAC API ``url``.
+
+    ``timeout``: seconds to wait for each answer (connect and read); a hung API is then a one-line error.
+    """
     from pystac_client import Client  # noqa: PLC0415 - CLI start-up time
     from pystac_client.exceptions import APIError  # noqa: PLC0415 - CLI start-up time
 
     try:
-        client = Client.open(url)
+        client = Client.open(url, timeout=timeout)
         kwargs: dict[str, Any] = {"collections": [collection], "bbox": list(bbox), "max_items": max_items}
         if start and end:
             kwargs["datetime"] = f"{start}T00:00:00Z/{end}T23:59:59Z"
