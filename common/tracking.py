@@ -16,7 +16,12 @@
   top-level run marks the orphans of its own experiment (its command) ``KILLED`` before it starts
   (:func:`mark_orphaned_runs`), and ``python -m pipelines.clean`` does so for the whole store.
 * :func:`log_fingerprint` logs a data set's fingerprint as params and as an MLflow dataset input
-  (name, digest, source, rows), which the UI's Dataset column shows.
+  (name, digest, source, rows), which the UI's Dataset column shows. The input is named after the data
+  (:func:`data_name`: ``lsat_cells``, ``sentinel2_l2a_cogs_29RKH``), and a path inside a temporary folder
+  the job made is logged as ``temporary copy of <name>``, never as the throw-away path.
+* Runs are named ``<command>[-<hint>]-<data>-<YYYYmmdd-HHMMSS>-<4 hex>`` (:func:`default_run_name`), e.g.
+  ``train_tabular-lsat_cells-20240601-120000-1a2b``; :func:`runs_table_url` is the MLflow UI's link to an
+  experiment's runs table.
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ import os
 import re
 import secrets
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Iterator, Mapping
@@ -212,6 +218,44 @@ def log_config(config: Any, artifact_name: str = "config.json") -> dict[str, Any
     return data
 
 
+_TEMP_PART = re.compile(r"^(tmp|[\w.]+-)[a-z0-9_]{8}$")  # tempfile.mkdtemp's names: tmpXXXXXXXX, <prefix>XXXXXXXX
+
+
+def clean_source(source: str) -> str:
+    """``source`` unless it is a path inside a temporary folder a job made: then ``temporary copy of <name>``."""
+    text = str(source or "")
+    try:
+        path = Path(text)
+        tmp = Path(tempfile.gettempdir()).resolve()
+        if path.is_absolute() and path.resolve().is_relative_to(tmp):
+            parts = path.resolve().relative_to(tmp).parts
+            if any(_TEMP_PART.match(p) for p in parts[:-1]) or (len(parts) == 1 and _TEMP_PART.match(parts[0])):
+                return f"temporary copy of {path.name}"
+    except (OSError, ValueError):
+        pass
+    return text
+
+
+def data_name(source: str | None, default: str = "data") -> str:
+    """A short name for a data source: a file's stem or a folder's name (``cells/`` -> ``cells``,
+    ``/data/lsat.csv`` -> ``lsat``), a URI's last part, else the source's leading word (``paired(n=800)`` ->
+    ``paired``); ``default`` when empty. Only letters, digits, ``._-``; at most 48 characters."""
+    text = clean_source(source or "").removeprefix("temporary copy of ").strip()
+    if not text:
+        return default
+    if "/" in text or "\\" in text or Path(text).suffix:
+        last = [p for p in re.split(r"[/\\]", text.rstrip("/\\")) if p and not p.endswith(":")]
+        if last:
+            stem = last[-1]
+            for ext in (".gz", ".zip", ".json", ".csv", ".tsv", ".parquet", ".feather", ".arrow", ".h5", ".tif"):
+                stem = stem.removesuffix(ext)
+            text = stem or text
+    word = re.match(r"[A-Za-z][\w.]*", text)
+    name = word.group(0) if word and not re.fullmatch(r"[\w.-]+", text) else text
+    name = re.sub(r"[^\w.-]+", "-", name).strip("-.")[:48]
+    return name or default
+
+
 def _dataset(fp: Fingerprint, name: str) -> Any:
     """An MLflow dataset that records a fingerprint without the data: name, digest, source and size."""
 
@@ -227,22 +271,61 @@ def _dataset(fp: Fingerprint, name: str) -> Any:
             out["profile"] = json.dumps(self.profile)
             return out
 
-    source = CodeDatasetSource(tags={"source": fp.source or "unknown"})
+    source = CodeDatasetSource(tags={"source": clean_source(fp.source) or "unknown"})
     return FingerprintDataset(source=source, name=name, digest=fp.sha256[:16])
 
 
 def log_fingerprint(fp: Fingerprint, prefix: str = "data", *, context: str = "training") -> None:
     """Log a data fingerprint: params ``<prefix>_sha256``/``_rows``/``_columns``/``_source`` and an
-    MLflow dataset input (name ``prefix``, digest, source, rows) shown in the UI's Dataset column."""
+    MLflow dataset input (digest, source, rows) shown in the UI's Dataset column, named after the data
+    (:func:`data_name`; ``<name>-<split>`` for a prefix ``data_<split>``, ``<name>-<prefix>`` for others)."""
+    fp = dataclasses.replace(fp, source=clean_source(fp.source))
     mlflow.log_params({k: str(v) for k, v in fp.as_params(prefix).items()})
-    mlflow.log_input(_dataset(fp, prefix), context=context)
+    name = data_name(fp.source, default=prefix)
+    if prefix != "data" and name != prefix:
+        name = f"{name}-{prefix.removeprefix('data_')}"
+    mlflow.log_input(_dataset(fp, name), context=context)
 
 
-def default_run_name(experiment: str, hint: str | None = None) -> str:
-    """``<experiment>[-<hint>]-<YYYYmmdd-HHMMSS>-<4 hex>`` (hint: the model, say): readable, unique
-    (the suffix comes from the OS, not from the seeded global RNG MLflow would draw its names from)."""
-    parts = [experiment, hint] if hint else [experiment]
-    return "-".join([*parts, time.strftime("%Y%m%d-%H%M%S"), secrets.token_hex(2)])
+def command_name(default: str) -> str:
+    """The running command (``train_tabular`` for ``python -m pipelines.train_tabular``), else ``default``."""
+    spec = getattr(sys.modules.get("__main__"), "__spec__", None)
+    name = getattr(spec, "name", "") or ""
+    return name.split(".", 1)[1] if name.startswith("pipelines.") else default
+
+
+_DATA_FIELDS = ("data", "scene", "regions", "input", "items")
+
+
+def config_data_name(config: Any) -> str | None:
+    """What a command ran on, from its config: :func:`data_name` of its ``data``/``scene``/``regions``/
+    ``input``/``items`` field, ``synthetic`` when a ``data`` field is empty (the built-in data), else None."""
+    for attr in _DATA_FIELDS:
+        if hasattr(config, attr):
+            value = getattr(config, attr)
+            if value:
+                return data_name(str(value))
+            if attr == "data":
+                return "synthetic"
+    return None
+
+
+def default_run_name(experiment: str, hint: str | None = None, data: str | None = None) -> str:
+    """``<command>[-<hint>]-[<data>-]<YYYYmmdd-HHMMSS>-<4 hex>`` (hint: the model, say; data: what it ran
+    on; command: the ``pipelines`` module running, else ``experiment``): readable, unique (the suffix comes
+    from the OS, not from the seeded global RNG MLflow would draw its names from)."""
+    parts = [command_name(experiment), *(p for p in (hint, data) if p)]
+    return "-".join([*dict.fromkeys(parts), time.strftime("%Y%m%d-%H%M%S"), secrets.token_hex(2)])
+
+
+def runs_table_url(experiment: str, tracking_uri: str | None = None, ui: str = "http://127.0.0.1:5000") -> str:
+    """The MLflow UI's link to ``experiment``'s runs table (``mlflow ui`` serves ``ui``; MLflow 3 may open
+    an experiment on its GenAI traces otherwise)."""
+    try:
+        exp = MlflowClient(tracking_uri).get_experiment_by_name(experiment)
+    except MlflowException:
+        exp = None
+    return f"{ui}/#/experiments/{exp.experiment_id}/runs" if exp is not None else f"{ui}/#/experiments"
 
 
 #: Run tags the project sets: which pipeline made a run, and the sha256 of the model it logged.
@@ -333,7 +416,7 @@ def tracked_run(
         all_tags = {"git_commit": git_commit(), "code_version": code_version(), "entry_point": experiment}
         all_tags.update(process_tags())
         all_tags.update(tags or {})
-        name = run_name or default_run_name(experiment, name_hint)
+        name = run_name or default_run_name(experiment, name_hint, config_data_name(config))
         kwargs: dict[str, Any] = {"run_name": name, "nested": nested, "tags": all_tags}
         parent = mlflow.active_run() if nested else None
         kwargs["experiment_id"] = parent.info.experiment_id if parent is not None else ensure_experiment(experiment)

@@ -31,7 +31,7 @@ import os
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, get_args
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -47,6 +47,7 @@ from common.errors import InputNotFoundError, UserError, one_line
 from common.metrics import best_f1_threshold
 from common.oof import validate_oof
 from common.tracking import download_model
+from fusion.choices import CALIBRATIONS
 
 FORMAT = "landslide-stacking-fuser"
 FORMAT_VERSION = 1
@@ -147,10 +148,6 @@ def _check_X(X: Any) -> tuple[np.ndarray, np.ndarray]:
     if finite.size and (finite.min() < 0 or finite.max() > 1):
         raise ValueError("fuser input must hold probabilities in [0, 1] (NaN = missing modality)")
     return arr[:, 0], arr[:, 1]
-
-
-Calibration = Literal["none", "sigmoid", "isotonic"]
-CALIBRATIONS: tuple[str, ...] = get_args(Calibration)
 
 
 class StackingFuser(ClassifierMixin, BaseEstimator):

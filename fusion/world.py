@@ -113,7 +113,13 @@ def write_world(
 
     for i, band in enumerate(SPECTRAL):
         dn = np.clip(np.round(images[:, i] * float(L4S_BAND_MEANS[i])), 1, 65535)
-        write_cog(out / "scene" / f"{_file_name(band)}.tif", mosaic(dn, 0, "uint16"), grid, 0, tags={"band": band})
+        write_cog(
+            out / "scene" / f"{_file_name(band)}.tif",
+            mosaic(dn, 0, "uint16"),
+            grid,
+            0,
+            tags={"band": band, "units": "DN"},
+        )
     meta = {
         "id": "QUICKSTART_WORLD",
         "date": date,
@@ -126,7 +132,7 @@ def write_world(
     (out / "scene" / "scene.json").write_text(json.dumps(meta, indent=2), encoding="utf-8")
     dem_m = images[:, BANDS.index("DEM")] * float(L4S_BAND_MEANS[BANDS.index("DEM")])
     dem = mosaic(dem_m, np.nan, "float32", halo=max(0, min(1, gap // 2)))
-    write_cog(out / "dem.tif", dem, grid, np.nan, tags={"units": "metres"})
+    write_cog(out / "dem.tif", dem, grid, np.nan, tags={"units": "metres", "long_name": "elevation"})
 
     factors: dict[str, Path] = {}
     shape = (height, width)
@@ -137,11 +143,15 @@ def write_world(
             levels = sorted(col.astype(str).unique())
             codes = col.astype(str).map({v: j for j, v in enumerate(levels)}).to_numpy(dtype=np.uint8)
             arr = _paint(codes, shape, offsets, size, CLASS_NODATA)
-            tags = {CLASSES_TAG: json.dumps({str(j): v for j, v in enumerate(levels)})}
+            tags = {
+                CLASSES_TAG: json.dumps({str(j): v for j, v in enumerate(levels)}),
+                "long_name": name,
+                "units": "class",
+            }
             write_cog(path, arr, grid, CLASS_NODATA, tags=tags)
         else:
             arr = _paint(col.to_numpy(dtype=np.float32), shape, offsets, size, np.nan)
-            write_cog(path, arr, grid, np.nan)
+            write_cog(path, arr, grid, np.nan, tags={"long_name": name})
         factors[name] = path
 
     ids = table["region_id"].to_numpy()

@@ -6,8 +6,7 @@ from __future__ import annotations
 import argparse
 
 from common.cli import positive_int, unit_float
-from imagery.inference import MORPHOLOGY, TTA_MODES
-from imagery.inference.serving import RUNTIMES
+from imagery.inference.config import MORPHOLOGY, RUNTIMES, TTA_MODES
 
 
 def add_segmenter_args(

@@ -21,14 +21,11 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-import pandas as pd
-
 from common.cli import UserError, add_common_args, csv_list, positive_int, print_summary, progress_printer, run_main
 from common.seed import seed_everything
-from common.tracking import setup_tracking, tracked_run
 from fusion.crosscheck import POLICIES
 from pipelines._register import model_or_champion
-from service.assess import AssessConfig, assess
+from service.config import AssessConfig
 from service.regions import CLI_NAMES, check_values
 
 EXPERIMENT = "assess"
@@ -127,6 +124,11 @@ def config_from_args(args: argparse.Namespace) -> AssessConfig:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    import pandas as pd  # noqa: PLC0415 - loaded when the command runs: --help stays fast
+
+    from common.tracking import setup_tracking, tracked_run  # noqa: PLC0415 - loaded when the command runs: --help stays fast
+    from service.assess import assess  # noqa: PLC0415 - loaded when the command runs: --help stays fast
+
     uri = setup_tracking(args.tracking_uri, verbose=args.verbose)
     log = progress_printer(args.json)
     none_named = args.imagery_model is None and args.tabular_model is None and args.fusion_model is None

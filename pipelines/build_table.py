@@ -17,12 +17,13 @@ import argparse
 import dataclasses
 import sys
 from collections.abc import Sequence
-
-import mlflow
+from typing import TYPE_CHECKING
 
 from common.cli import add_common_args, csv_list, positive_int, print_summary, progress_printer, run_main
-from common.tracking import setup_tracking, tracked_run
-from tabular.build import TERRAIN_CHOICES, BuildTableConfig, BuildTableResult, build_table
+from tabular.config import TERRAIN_CHOICES
+
+if TYPE_CHECKING:
+    from tabular.build import BuildTableConfig, BuildTableResult
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -59,6 +60,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def config_from_args(args: argparse.Namespace) -> BuildTableConfig:
+    from tabular.build import BuildTableConfig  # noqa: PLC0415 - loaded when the command runs: --help stays fast
+
     return BuildTableConfig(
         rasters=list(args.rasters),
         inventory=args.inventory,
@@ -82,7 +85,11 @@ def config_from_args(args: argparse.Namespace) -> BuildTableConfig:
 
 def run(cfg: BuildTableConfig, *, verbose: bool = False, log=print) -> BuildTableResult:
     """Set up the store, open the run and build the table with a progress bar."""
+    import mlflow  # noqa: PLC0415 - loaded when the command runs: --help stays fast
     from tqdm import tqdm  # noqa: PLC0415 - progress bar only when building
+
+    from common.tracking import setup_tracking, tracked_run  # noqa: PLC0415 - loaded when the command runs: --help stays fast
+    from tabular.build import build_table  # noqa: PLC0415 - loaded when the command runs: --help stays fast
 
     setup_tracking(cfg.tracking_uri, verbose=verbose)
     with tracked_run(cfg.experiment, cfg, run_name=cfg.run_name):

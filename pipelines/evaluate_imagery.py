@@ -21,10 +21,8 @@ from collections.abc import Sequence
 
 from common.cli import add_common_args, csv_list, positive_int, run_main
 from common.seed import seed_everything
-from common.tracking import setup_tracking, tracked_run
 from imagery.data.chips import IMAGE_SCALES
 from imagery.inference import EvalConfig
-from imagery.inference.evaluate import evaluate_split
 from pipelines._segmenter_args import add_segmenter_args
 
 EXPERIMENT = "imagery-evaluate"
@@ -50,6 +48,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    from common.tracking import setup_tracking, tracked_run  # noqa: PLC0415 - loaded when the command runs: --help stays fast
+    from imagery.inference.evaluate import evaluate_split  # noqa: PLC0415 - loaded when the command runs: --help stays fast
+
     cfg = EvalConfig(
         model_uri=args.model,
         data=args.data,

@@ -23,16 +23,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import mlflow
-import numpy as np
-import torch
-
 from common.cli import UserError, add_common_args, print_summary, run_main
-from common.fingerprint import fingerprint_files
-from common.tracking import log_fingerprint, setup_tracking, tracked_run
-from imagery.data import load_patches
-from imagery.inference import load_segmenter
-from imagery.inference.onnx import calibration_inputs, export_onnx
 
 EXPERIMENT = "imagery-export"
 
@@ -64,6 +55,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    import mlflow  # noqa: PLC0415 - loaded when the command runs: --help stays fast
+    import numpy as np  # noqa: PLC0415 - loaded when the command runs: --help stays fast
+    import torch  # noqa: PLC0415 - loaded when the command runs: --help stays fast
+
+    from common.fingerprint import fingerprint_files  # noqa: PLC0415 - loaded when the command runs: --help stays fast
+    from common.tracking import log_fingerprint, setup_tracking, tracked_run  # noqa: PLC0415 - loaded when the command runs: --help stays fast
+    from imagery.data import load_patches  # noqa: PLC0415 - loaded when the command runs: --help stays fast
+    from imagery.inference import load_segmenter  # noqa: PLC0415 - loaded when the command runs: --help stays fast
+    from imagery.inference.onnx import calibration_inputs, export_onnx  # noqa: PLC0415 - loaded when the command runs: --help stays fast
+
     cfg = ExportConfig(args.model, args.out, args.int8, args.calibration, args.calibration_split, args.seed)
     if Path(cfg.out).suffix != ".onnx":
         raise UserError(f"--out {cfg.out}: expected a path ending in .onnx")

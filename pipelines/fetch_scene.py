@@ -21,12 +21,9 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-import mlflow
-
 from common.atomic import atomic_dir
 from common.cli import UserError, add_common_args, csv_list, run_main
 from common.seed import seed_everything
-from common.tracking import setup_tracking, tracked_run
 from imagery.data.stac import (
     DEFAULT_COLLECTION,
     DEFAULT_STAC_URL,
@@ -61,6 +58,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    import mlflow  # noqa: PLC0415 - loaded when the command runs: --help stays fast
+
+    from common.tracking import setup_tracking, tracked_run  # noqa: PLC0415 - loaded when the command runs: --help stays fast
+
     bbox = check_bbox(args.bbox)
     start, end = check_dates(args.start, args.end)
     url = args.stac_url or DEFAULT_STAC_URL

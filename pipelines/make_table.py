@@ -18,7 +18,7 @@ import sys
 from collections.abc import Sequence
 
 from common.cli import add_common_args, handle_sigterm, positive_int, print_summary, quiet_third_party, run_main
-from tabular.carinthia import STUDY_ROWS, write_carinthia_like
+from tabular.config import STUDY_ROWS
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -34,6 +34,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    from tabular.carinthia import write_carinthia_like  # noqa: PLC0415 - loaded when the command runs: --help stays fast
+
     quiet_third_party(args.verbose)
     handle_sigterm()  # SIGTERM ends like Ctrl-C: the hidden staging folder is removed (common.atomic)
     from tqdm import tqdm  # noqa: PLC0415 - progress bar only when writing

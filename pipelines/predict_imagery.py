@@ -20,10 +20,8 @@ from collections.abc import Sequence
 
 from common.cli import add_common_args, print_summary, run_main
 from common.seed import seed_everything
-from common.tracking import setup_tracking, tracked_run
 from imagery.inference import PredictConfig
 from imagery.inference.config import DEFAULT_OVERLAP
-from imagery.inference.predict import predict_inputs
 from pipelines._segmenter_args import add_segmenter_args
 
 EXPERIMENT = "imagery-predict"
@@ -44,6 +42,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    from common.tracking import setup_tracking, tracked_run  # noqa: PLC0415 - loaded when the command runs: --help stays fast
+    from imagery.inference.predict import predict_inputs  # noqa: PLC0415 - loaded when the command runs: --help stays fast
+
     cfg = PredictConfig(
         model_uri=args.model,
         input=args.input,

@@ -23,10 +23,8 @@ from collections.abc import Sequence
 
 from common.cli import add_common_args, csv_list, positive_int, print_summary, progress_printer, run_main
 from common.seed import seed_everything
-from common.tracking import setup_tracking, tracked_run
 from imagery.data.sentinel2 import SCENE_SCALES
 from imagery.inference.config import SceneConfig
-from imagery.inference.scene import run_scene, scene_summary_line
 from pipelines._register import model_or_champion
 from pipelines._segmenter_args import add_segmenter_args
 
@@ -100,6 +98,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    from common.tracking import setup_tracking, tracked_run  # noqa: PLC0415 - loaded when the command runs: --help stays fast
+    from imagery.inference.scene import run_scene, scene_summary_line  # noqa: PLC0415 - loaded when the command runs: --help stays fast
+
     uri = setup_tracking(args.tracking_uri, verbose=args.verbose)
     model = model_or_champion(args.model, "imagery", "--model", required=True, log=progress_printer(args.json))
     cfg = SceneConfig(

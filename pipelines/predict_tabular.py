@@ -26,9 +26,7 @@ import sys
 from collections.abc import Sequence
 
 from common.cli import UserError, add_common_args, csv_list, non_negative_int, positive_int, print_summary, run_main
-from common.tracking import setup_tracking, tracked_run
 from tabular.config import PredictTabularConfig
-from tabular.large import predict
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -96,6 +94,9 @@ def _breaks(values: list[str] | None) -> list[float] | None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    from common.tracking import setup_tracking, tracked_run  # noqa: PLC0415 - loaded when the command runs: --help stays fast
+    from tabular.large import predict  # noqa: PLC0415 - loaded when the command runs: --help stays fast
+
     if args.compile_cache is not None and not args.compiled:
         raise UserError("--compile-cache needs --compiled")
     cfg = PredictTabularConfig(

@@ -18,7 +18,6 @@ import sys
 from collections.abc import Sequence
 
 from common.cli import add_common_args, print_summary, progress_printer, run_main
-from common.tracking import setup_tracking, tracked_run
 from imagery.data.cache import CACHE_DTYPES, PrepareImageryConfig, prepare_cache
 
 EXPERIMENT = "imagery-prepare"
@@ -37,6 +36,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    from common.tracking import setup_tracking, tracked_run  # noqa: PLC0415 - loaded when the command runs: --help stays fast
+
     cfg = PrepareImageryConfig(
         data=args.data, out=args.out, splits=list(args.split), layout=args.layout, dtype=args.dtype, seed=args.seed
     )

@@ -48,7 +48,7 @@ from common.atomic import atomic_write
 from common.cli import UserError, add_common_args, positive_int, print_summary, progress_printer, run_main
 from common.fingerprint import fingerprint_array, fingerprint_dataframe
 from common.registry import DEFAULT_NAMES
-from common.tracking import log_fingerprint, setup_tracking, tracked_run
+from common.tracking import log_fingerprint, runs_table_url, setup_tracking, tracked_run
 from fusion.config import ScoreRegionsConfig, TrainFusionConfig
 from fusion.evaluation import evaluate_held_out, fused_roc_auc
 from fusion.experiment import score_regions, train_fuser
@@ -446,6 +446,7 @@ def run(cfg: QuickstartConfig, log: Callable[[str], None] = print) -> Quickstart
         eval_run = run.info.run_id
     log(f"\ntotal {timings['total_s']:.0f}s; scores: {scores_csv}")
     log(f"compare the runs: mlflow ui --backend-store-uri {uri}")
+    log(f"  then open its runs table: {runs_table_url(cfg.experiment, uri)}")
     log(f"serve the same models (map page at http://127.0.0.1:8000/): {serve_cmd}")
     return QuickstartResult(
         table,

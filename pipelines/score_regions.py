@@ -24,14 +24,15 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from common.cli import UserError, add_common_args, positive_int, print_summary, progress_printer, run_main, unit_float
-from common.tracking import setup_tracking, tracked_run
 from fusion.config import ScoreRegionsConfig
 from fusion.crosscheck import POLICIES
-from fusion.experiment import ScoreResult, score_regions
 from fusion.scoring import ScoringConfig
+
+if TYPE_CHECKING:
+    from fusion.experiment import ScoreResult
 
 EXPERIMENT = "score_regions"
 
@@ -117,6 +118,9 @@ def config_from_args(args: argparse.Namespace) -> ScoreRegionsConfig:
 
 def score(cfg: ScoreRegionsConfig, log: Any = print, *, verbose: bool = False) -> ScoreResult:
     """Set up the store, open the run and score (:func:`fusion.experiment.score_regions`)."""
+    from common.tracking import setup_tracking, tracked_run  # noqa: PLC0415 - loaded when the command runs: --help stays fast
+    from fusion.experiment import score_regions  # noqa: PLC0415 - loaded when the command runs: --help stays fast
+
     uri = setup_tracking(cfg.tracking_uri, verbose=verbose)
     with tracked_run(cfg.experiment, cfg, run_name=cfg.run_name):
         return score_regions(cfg, tracking_uri=uri, log=log)

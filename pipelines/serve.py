@@ -25,7 +25,6 @@ from pathlib import Path
 
 from common.cli import InputNotFoundError, UserError, add_common_args, positive_int, run_main
 from common.seed import seed_everything
-from common.tracking import setup_tracking
 from pipelines._register import model_or_champion
 from service.config import ServiceConfig
 
@@ -81,12 +80,13 @@ def check_port(host: str, port: int) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     import uvicorn  # noqa: PLC0415 - the server only when serving (keeps --help fast)
 
+    from common.tracking import setup_tracking  # noqa: PLC0415 - mlflow: loaded when the command runs
     from service.api import create_app  # noqa: PLC0415 - loads torch and the models
     from service.assess import factor_sources  # noqa: PLC0415 - with the service
 
-    args = build_parser().parse_args(argv)
     setup_tracking(args.tracking_uri, verbose=args.verbose)
     none_named = args.tabular_model is None and args.imagery_model is None and args.fusion_model is None
     for flag, kind in (("tabular_model", "tabular"), ("imagery_model", "imagery"), ("fusion_model", "fusion")):

@@ -28,9 +28,9 @@ from mlflow.tracking import MlflowClient
 from common.cli import UserError, add_common_args, positive_int, print_summary, progress_printer, run_main
 from common.model_card import SYNTHETIC_TAG
 from common.tracking import setup_tracking, tracked_run
+from fusion.choices import CALIBRATIONS
 from fusion.config import TrainFusionConfig
 from fusion.experiment import FusionTrainResult, train_fuser
-from fusion.stacking import CALIBRATIONS
 from pipelines._register import add_register_args, register_trained
 
 EXPERIMENT = "train_fusion"
@@ -79,6 +79,7 @@ def config_from_args(args: argparse.Namespace) -> TrainFusionConfig:
 
 def train(cfg: TrainFusionConfig, log=print, *, verbose: bool = False) -> FusionTrainResult:
     """Set up the store, open the run and fit the fuser (:func:`fusion.experiment.train_fuser`)."""
+
     uri = setup_tracking(cfg.tracking_uri, verbose=verbose)
     with tracked_run(cfg.experiment, cfg, run_name=cfg.run_name):
         return train_fuser(cfg, tracking_uri=uri, log=log)

@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
 from common.cli import (
     add_common_args,
@@ -35,8 +36,9 @@ from common.metrics import METRIC_NAMES
 from common.tracking import setup_tracking, tracked_run
 from pipelines._register import add_register_args, register_trained
 from tabular.config import DEFAULT_BLOCK_SIZE_M, CVConfig, LGBMParams, ScaleConfig, TrainTabularConfig
-from tabular.large import train as train_model
-from tabular.results import TabularTrainResult
+
+if TYPE_CHECKING:
+    from tabular.results import TabularTrainResult
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -157,6 +159,8 @@ def config_from_args(args: argparse.Namespace) -> TrainTabularConfig:
 
 def train(cfg: TrainTabularConfig, log: Callable[[str], None] = print, *, verbose: bool = False) -> TabularTrainResult:
     """Set up the store, open the run and train (:func:`tabular.large.train` picks the path)."""
+    from tabular.large import train as train_model  # noqa: PLC0415 - loaded when the command runs: --help stays fast
+
     setup_tracking(cfg.tracking_uri, verbose=verbose)
     with tracked_run(cfg.experiment, cfg, run_name=cfg.run_name):
         return train_model(cfg, log=log)

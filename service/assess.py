@@ -41,7 +41,7 @@ import shutil
 import tempfile
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -71,10 +71,10 @@ from fusion.region_features import IMAGERY_FEATURES, masked_region_features
 from fusion.scoring import RegionScorer, ScoringConfig
 from imagery.data.crop import crop_scene
 from imagery.data.sentinel2 import open_scene
-from imagery.data.stac import DEFAULT_COLLECTION, load_items, pick_item, search_items, write_box
-from imagery.inference.config import DEFAULT_OVERLAP, SceneConfig
+from imagery.data.stac import load_items, pick_item, search_items, write_box
+from imagery.inference.config import SceneConfig
 from imagery.inference.scene import run_scene
-from service.config import ServiceConfig
+from service.config import AssessConfig, ServiceConfig
 from service.regions import (
     API_NAMES,
     CLI_NAMES,
@@ -92,55 +92,6 @@ from service.report import write_report, write_rgb_png
 from service.security import check_stac_url, client_message
 
 WGS84 = "EPSG:4326"
-
-
-@dataclass
-class AssessConfig:
-    """``python -m pipelines.assess``: regions, date, scene source, rasters, models, output, options.
-
-    Regions: one of ``regions`` (vector file), ``lat``/``lon``/``radius_m``, ``bbox`` (W S E N) or
-    ``region_geojson``. Scene: one of ``scene``, ``items`` (saved STAC items) or ``stac_url``.
-    ``factors``: ``NAME=path`` or ``path`` (name = file stem) per factor raster. ``missing_factors``:
-    when the tabular model needs a factor no raster gives, ``"error"`` (the command) or ``"imagery"``
-    (the service: no tabular evidence, each region marked, fusion falls back to the imagery).
-    ``policy``: the decision policy; ``None``: the models' default (:meth:`fusion.models.Models.default_policy`).
-    """
-
-    date: str = ""
-    regions: str | None = None
-    lat: float | None = None
-    lon: float | None = None
-    radius_m: float = 500.0
-    bbox: list[float] | None = None
-    region_geojson: dict[str, Any] | None = None
-    days_before: int = 30
-    scene: str | None = None
-    bands: list[str] | None = None
-    items: str | None = None
-    stac_url: str | None = None
-    collection: str = DEFAULT_COLLECTION
-    max_cloud: float = 20.0
-    dem: str | None = None
-    factors: list[str] = field(default_factory=list)
-    tabular_model: str | None = None
-    imagery_model: str | None = None
-    fusion_model: str | None = None
-    out: str = "assess_out"
-    policy: str | None = None
-    runtime: str = "torch"
-    device: str = "auto"
-    threshold: float | None = None
-    min_area_m2: float = 500.0
-    margin_m: float = 200.0
-    tile: int = 128
-    overlap: int = DEFAULT_OVERLAP
-    batch_size: int = 16
-    allow_resolution_mismatch: bool = False
-    max_area_km2: float = 2500.0
-    http_timeout_s: float = 60.0
-    missing_factors: str = "error"
-    progress: bool = True
-    seed: int = 42
 
 
 @dataclass(frozen=True)
@@ -347,6 +298,16 @@ def _landslides_in(regions: Sequence[Region], scene_geojson: Path) -> list[Featu
     return out
 
 
+def _model_thresholds(scorer: RegionScorer, has_tabular: bool) -> dict[str, float | None]:
+    """The tabular and fused decision thresholds the cross-check applies, for the report (None when unused)."""
+    cc = scorer.crosscheck_config
+    fused = {"stacked": cc.fused_threshold, "weighted": cc.weighted_threshold}.get(cc.policy)
+    return {
+        "tabular_threshold": float(cc.tabular_threshold) if has_tabular else None,
+        "fused_threshold": None if fused is None else float(fused),
+    }
+
+
 def _json_value(v: Any) -> Any:
     if v is None or v is pd.NA or (isinstance(v, float) and not math.isfinite(v)):
         return None
@@ -469,6 +430,7 @@ def assess(
                 "fusion": cfg.fusion_model,
                 "policy": scorer.crosscheck_config.policy,
                 "imagery_threshold": threshold,
+                **_model_thresholds(scorer, tab_model is not None),
             },
             "regions": props,
             "landslides": len(slides),

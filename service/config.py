@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
+from typing import Any
 from urllib.parse import urlsplit
+
+from imagery.data.stac import DEFAULT_COLLECTION
+from imagery.inference.config import DEFAULT_OVERLAP
 
 ENV_API_KEY = "LANDSLIDE_API_KEY"
 
@@ -68,3 +72,52 @@ class ServiceConfig:
     def key(self) -> str | None:
         """The API key in force (the flag, else the environment variable), or ``None``."""
         return self.api_key or os.environ.get(ENV_API_KEY) or None
+
+
+@dataclass
+class AssessConfig:
+    """``python -m pipelines.assess``: regions, date, scene source, rasters, models, output, options.
+
+    Regions: one of ``regions`` (vector file), ``lat``/``lon``/``radius_m``, ``bbox`` (W S E N) or
+    ``region_geojson``. Scene: one of ``scene``, ``items`` (saved STAC items) or ``stac_url``.
+    ``factors``: ``NAME=path`` or ``path`` (name = file stem) per factor raster. ``missing_factors``:
+    when the tabular model needs a factor no raster gives, ``"error"`` (the command) or ``"imagery"``
+    (the service: no tabular evidence, each region marked, fusion falls back to the imagery).
+    ``policy``: the decision policy; ``None``: the models' default (:meth:`fusion.models.Models.default_policy`).
+    """
+
+    date: str = ""
+    regions: str | None = None
+    lat: float | None = None
+    lon: float | None = None
+    radius_m: float = 500.0
+    bbox: list[float] | None = None
+    region_geojson: dict[str, Any] | None = None
+    days_before: int = 30
+    scene: str | None = None
+    bands: list[str] | None = None
+    items: str | None = None
+    stac_url: str | None = None
+    collection: str = DEFAULT_COLLECTION
+    max_cloud: float = 20.0
+    dem: str | None = None
+    factors: list[str] = field(default_factory=list)
+    tabular_model: str | None = None
+    imagery_model: str | None = None
+    fusion_model: str | None = None
+    out: str = "assess_out"
+    policy: str | None = None
+    runtime: str = "torch"
+    device: str = "auto"
+    threshold: float | None = None
+    min_area_m2: float = 500.0
+    margin_m: float = 200.0
+    tile: int = 128
+    overlap: int = DEFAULT_OVERLAP
+    batch_size: int = 16
+    allow_resolution_mismatch: bool = False
+    max_area_km2: float = 2500.0
+    http_timeout_s: float = 60.0
+    missing_factors: str = "error"
+    progress: bool = True
+    seed: int = 42

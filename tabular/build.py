@@ -70,10 +70,10 @@ from common.geo import (
     transform_geometries,
 )
 from common.geo import terrain as geo_terrain
+from tabular.config import TERRAIN_CHOICES
 from tabular.large.source import atomic_dataset_dir, table_metadata
 
 MAX_LEVELS = 255
-TERRAIN_CHOICES = ("slope", "aspect", "curvature", "tpi", "tri", "roughness", "twi")
 RASTER_SUFFIXES = (".tif", ".tiff", ".vrt", ".img", ".jp2", ".asc")
 TARGET = "landslide"
 

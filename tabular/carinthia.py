@@ -58,9 +58,9 @@ from scipy.special import expit, ndtr
 
 from common.atomic import check_free_space
 from common.cli import UserError
+from tabular.config import STUDY_ROWS
 from tabular.large.source import atomic_dataset_dir, table_metadata
 
-STUDY_ROWS = 57_842_689
 CRS = "EPSG:3416"
 CELL_M = 10.0
 ORIGIN = (380_000.0, 420_000.0)  # top-left corner (x, y) of the first row, metres

@@ -11,6 +11,9 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 SMALL_DATA_ROWS = 100_000
+# choices and constants the commands' --help shows, here (no LightGBM, no pandas) so that it answers at once
+TERRAIN_CHOICES = ("slope", "aspect", "curvature", "tpi", "tri", "roughness", "twi")  # tabular.build
+STUDY_ROWS = 57_842_689  # rows of the Carinthia study table (tabular.carinthia)
 
 
 @dataclass

@@ -21,7 +21,10 @@ bounded), and on a clean exit writes
   be empty when one probability covers more than its share (the legend then says "empty"). Fixed
   probability breaks can be given
   instead (``breaks``: four increasing values); class ``c`` holds ``breaks[c-2] <= p < breaks[c-1]``;
-* ``susceptibility_map.png``: the classes with a legend (down-sampled to at most 2,000 pixels a side).
+* ``susceptibility_map.png``: the classes with a legend (down-sampled to at most 2,000 pixels a side);
+* QGIS styles: the class raster carries a colour table and its class names (``CLASSES`` tag); both rasters
+  get a ``.qml`` sidecar (the classes, and the probability ramp at the class breaks) that QGIS applies on
+  load (:mod:`common.geo.style`).
 
 Everything is written under temporary names and renamed at the end (``common.geo.CogWriter``,
 ``common.atomic``); on an error nothing is left behind.
@@ -30,6 +33,7 @@ Everything is written under temporary names and renamed at the end (``common.geo
 from __future__ import annotations
 
 import errno
+import json
 import os
 import shutil
 import tempfile
@@ -42,7 +46,8 @@ import numpy as np
 
 from common.atomic import atomic_path, write_error
 from common.cli import UserError
-from common.geo import CogWriter, Grid, iter_windows
+from common.geo import CLASSES_TAG, CogWriter, Grid, classes_qml, iter_windows, write_qml
+from common.geo.style import breaks_qml, qml_path
 
 AREA_QUANTILES = (0.50, 0.75, 0.90, 0.975)
 CLASS_NAMES = ("very low", "low", "moderate", "high", "very high")
@@ -187,21 +192,29 @@ class SusceptibilityRaster:
         self.shares = class_shares(np.asarray(arr), self.breaks)
         rows = max(1, (8 << 20) // (4 * self.grid.width))
         tags = {"units": "probability", "long_name": "P(landslide)"}
+        names = legend_labels(*self.shares)
         class_tags = {
             "classes": ", ".join(f"{i + 1}={n}" for i, n in enumerate(CLASS_NAMES)),
             "breaks": ",".join(f"{b:.6g}" for b in self.breaks),
+            "long_name": "landslide susceptibility class",
+            "units": "class",
+            CLASSES_TAG: json.dumps({str(i + 1): n for i, n in enumerate(CLASS_NAMES)}),
             "class_shares": ",".join(f"{v:.4f}" for v in self.shares[0]),
         }
+        palette = {i + 1: c for i, c in enumerate(CLASS_COLOURS)}
         # both rasters are finished before either is renamed into place
         with atomic_path(self.classes_path) as tmp_cls, atomic_path(self.png_path) as tmp_png:
-            with CogWriter(tmp_cls, self.grid, "uint8", 0, tags=class_tags) as wc:
-                with CogWriter(self.path, self.grid, "float32", np.nan, tags=tags) as wp:
+            with CogWriter(tmp_cls, self.grid, "uint8", 0, tags=class_tags, colormap=palette) as wc:
+                qml = breaks_qml(self.breaks, CLASS_COLOURS, names)
+                with CogWriter(self.path, self.grid, "float32", np.nan, tags=tags, qml=qml) as wp:
                     for win in iter_windows(self.grid, rows):
                         block = np.asarray(arr[win.row_off : win.row_off + win.height, :])
                         wp.write(block, win)
                         wc.write(classify(block, self.breaks), win)
             self._png(tmp_png)
-        self.written = [self.path, self.classes_path, self.png_path]
+        legend = {i + 1: (c, n) for i, (c, n) in enumerate(zip(CLASS_COLOURS, names, strict=True))}
+        write_qml(self.classes_path, classes_qml(legend))
+        self.written = [self.path, self.classes_path, self.png_path, *self.style_paths]
 
     def _png(self, path: Path) -> None:
         import matplotlib  # noqa: PLC0415 - plotting loads only when a map is drawn
@@ -242,13 +255,18 @@ class SusceptibilityRaster:
 
     def log(self) -> None:
         """Log the three outputs and the class breaks to the active MLflow run."""
-        for p in (self.path, self.classes_path, self.png_path):
+        for p in (self.path, self.classes_path, self.png_path, *self.style_paths):
             mlflow.log_artifact(str(p), artifact_path="susceptibility")
         if self.breaks is not None:
             mlflow.log_params({f"class_break_{i + 1}": f"{b:.6g}" for i, b in enumerate(self.breaks)})
         if self.shares is not None:
             mlflow.log_metrics({f"class_share_{i + 1}": float(v) for i, v in enumerate(self.shares[0])})
         mlflow.log_metrics({"raster_cells": float(self.cells), "rows_off_grid": float(self.off_grid)})
+
+    @property
+    def style_paths(self) -> tuple[Path, Path]:
+        """The QGIS ``.qml`` sidecars of the probability and class rasters."""
+        return qml_path(self.path), qml_path(self.classes_path)
 
     def summary(self) -> dict[str, Any]:
         return {

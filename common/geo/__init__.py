@@ -15,6 +15,9 @@
   :func:`buffer_m` (metres on the ground in any CRS).
 * :mod:`common.geo.zonal`: a region's cells on a grid (:func:`zone_of`, shares of its true extent, the
   part off the grid counted as missing) and zonal means / majority classes (:class:`ZonalRaster`).
+* :mod:`common.geo.style`: styles QGIS applies on load: ``.qml`` sidecars for probability and class
+  rasters, default styles in a GeoPackage's ``layer_styles`` table (regions by decision, landslides by
+  confidence).
 
 Conventions: arrays are ``(rows, cols)`` or ``(bands, rows, cols)``, row 0 north; nodata in float
 arrays is NaN; coordinates are (x, y) / (lon, lat) order; distances and areas are true metres.
@@ -34,6 +37,14 @@ from common.geo.raster import (
     read_raster,
     reproject_to_cog,
     write_cog,
+)
+from common.geo.style import (
+    classes_qml,
+    landslides_by_confidence_qml,
+    probability_qml,
+    regions_by_decision_qml,
+    write_layer_style,
+    write_qml,
 )
 from common.geo.terrain import (
     aspect,
@@ -114,4 +125,10 @@ __all__ = [
     "zone_of",
     "zonal_mean",
     "zonal_majority",
+    "probability_qml",
+    "classes_qml",
+    "regions_by_decision_qml",
+    "landslides_by_confidence_qml",
+    "write_qml",
+    "write_layer_style",
 ]

@@ -43,6 +43,7 @@ from common.atomic import atomic_path, clean_stale_folder, staging_prefix
 from common.errors import UserError
 from common.geo._dataset import PathLike, open_raster, read_errors
 from common.geo.grid import Grid, coverage_fraction, iter_windows
+from common.geo.style import hex_rgba, write_qml
 
 __all__ = ["RasterOnGrid", "RasterData", "read_raster", "CogWriter", "write_cog", "reproject_to_cog"]
 
@@ -324,7 +325,11 @@ class CogWriter:
       temporary name and renamed onto ``path`` atomically. On an exception both temporaries are
       removed and an existing ``path`` is left untouched.
     * ``nodata`` is required (NaN is allowed for float dtypes); ``tags`` are dataset metadata
-      (``{"units": "degrees"}``); ``band_descriptions`` name the bands.
+      (``{"units": "degrees"}``); ``band_descriptions`` name the bands (default: the ``long_name`` or
+      ``band`` tag for one band) and ``units`` give each band's unit (default: the ``units`` tag).
+    * Styles QGIS reads: ``colormap`` ``{code: "#rrggbb[aa]"}`` is the first band's colour table
+      (uint8/uint16; GeoTIFF keeps RGB, not alpha), ``qml`` is written as the ``.qml`` sidecar beside ``path`` (see
+      :mod:`common.geo.style`) when the raster is complete.
     * ``cache_mb``: GDAL's block cache while writing and converting (``GDAL_CACHEMAX``, in MB; 0 keeps
       GDAL's default of 5% of RAM, which can hold most of a scene). With 64 MB, writing and converting
       an 8192 x 8192 float32 raster (268 MB) peaked ~115 MB above the process's baseline (~390 MB
@@ -341,6 +346,9 @@ class CogWriter:
         tags: Mapping[str, Any] | None = None,
         *,
         band_descriptions: Sequence[str] | None = None,
+        units: str | Sequence[str] | None = None,
+        colormap: Mapping[int, str] | None = None,
+        qml: str | None = None,
         blocksize: int = 512,
         compress: str = "deflate",
         overview_resampling: str | None = None,
@@ -359,7 +367,18 @@ class CogWriter:
         self.tags = {str(k): str(v) for k, v in (tags or {}).items()}
         if band_descriptions is not None and len(band_descriptions) != self.count:
             raise ValueError(f"expected {self.count} band descriptions, got {len(band_descriptions)}")
+        if band_descriptions is None and self.count == 1 and (self.tags.get("long_name") or self.tags.get("band")):
+            band_descriptions = [self.tags.get("long_name") or self.tags["band"]]
         self.band_descriptions = band_descriptions
+        if units is None:
+            units = self.tags.get("units")
+        self.units = [units] * self.count if isinstance(units, str) else list(units or [])
+        if self.units and len(self.units) != self.count:
+            raise ValueError(f"expected {self.count} band units, got {len(self.units)}")
+        if colormap is not None and self.dtype not in (np.dtype("uint8"), np.dtype("uint16")):
+            raise ValueError(f"a colour table needs a uint8 or uint16 raster, not {self.dtype.name} ({self.path})")
+        self.colormap = dict(colormap or {})
+        self.qml = qml
         if blocksize % 16 or blocksize < 16:
             raise ValueError(f"blocksize must be a multiple of 16, got {blocksize}")
         self.blocksize = int(blocksize)
@@ -389,6 +408,10 @@ class CogWriter:
                 self._dst.update_tags(**self.tags)
             for i, desc in enumerate(self.band_descriptions or (), start=1):
                 self._dst.set_band_description(i, desc)
+            for i, unit in enumerate(self.units, start=1):
+                self._dst.set_band_unit(i, unit)
+            if self.colormap:
+                self._dst.write_colormap(1, {int(k): hex_rgba(v) for k, v in self.colormap.items()})
         except BaseException:
             self._cleanup()
             raise
@@ -443,6 +466,8 @@ class CogWriter:
                         overview_resampling=self.overview_resampling,
                         bigtiff="IF_SAFER",
                     )
+                if self.qml is not None:
+                    write_qml(self.path, self.qml)
         finally:
             self._cleanup()
 

@@ -47,6 +47,7 @@ from common.atomic import atomic_path
 from common.errors import UserError
 from common.geo._dataset import PathLike, first_line
 from common.geo.grid import Grid, normalize_crs, pixel_size_m
+from common.geo.style import write_layer_style
 
 __all__ = [
     "Feature",
@@ -443,6 +444,7 @@ def _write_ogr(
     layer: str,
     layer_options: dict[str, str],
     promote: bool,
+    style_qml: str | None = None,
 ) -> Path:
     feats = list(features)
     geoms = np.empty(len(feats), dtype=object)
@@ -466,6 +468,8 @@ def _write_ogr(
             promote_to_multi=to_multi,
             layer_options=layer_options,
         )
+        if style_qml is not None:
+            write_layer_style(tmp, layer, style_qml)
     return target
 
 
@@ -485,8 +489,13 @@ def write_geojson(features: Sequence[Feature], path: PathLike, crs: Any) -> Path
     return _write_ogr(ll, path, WGS84, "GeoJSON", Path(path).stem, options, promote=False)
 
 
-def write_gpkg(features: Sequence[Feature], path: PathLike, crs: Any, layer: str = "features") -> Path:
+def write_gpkg(
+    features: Sequence[Feature], path: PathLike, crs: Any, layer: str = "features", *, style_qml: str | None = None
+) -> Path:
     """Write features to a GeoPackage layer in their own ``crs`` atomically; returns ``path``.
+
+    ``style_qml`` (see :mod:`common.geo.style`) is stored as the layer's default style in the
+    ``layer_styles`` table, so QGIS opens the layer styled.
 
     A layer mixing Polygons and MultiPolygons (as :func:`polygonize` can return) is written as
     MultiPolygon, which GIS software expects of a GeoPackage layer.
@@ -494,7 +503,7 @@ def write_gpkg(features: Sequence[Feature], path: PathLike, crs: Any, layer: str
     The file is written under a temporary name beside ``path`` and renamed, so an existing
     GeoPackage is replaced whole (other layers in it are not kept).
     """
-    return _write_ogr(list(features), path, normalize_crs(crs), "GPKG", layer, {}, promote=True)
+    return _write_ogr(list(features), path, normalize_crs(crs), "GPKG", layer, {}, promote=True, style_qml=style_qml)
 
 
 # -- reading --------------------------------------------------------------------------------------
@@ -515,6 +524,16 @@ def _pick(columns: Sequence[str], wanted: Sequence[str]) -> str | None:
         if name in lower:
             return lower[name]
     return None
+
+
+def _first_data_layer(path: Path) -> str | None:
+    """A GeoPackage's first layer that is not its ``layer_styles`` table (None: let OGR choose or fail)."""
+    try:
+        names = [str(n) for n, _g in pyogrio.list_layers(path)]
+    except _PYOGRIO_ERRORS:
+        return None
+    data = [n for n in names if n != "layer_styles"]
+    return data[0] if data else None
 
 
 def read_vector(
@@ -573,6 +592,8 @@ def read_vector(
             "AUTODETECT_TYPE": "YES",
             "AUTODETECT_SIZE_LIMIT": "0",
         }
+    if layer is None and p.suffix.lower() == ".gpkg":
+        layer = _first_data_layer(p)
     try:
         meta, _, wkb, field_data = pyogrio.raw.read(p, layer=layer, where=where, **options)
     except _PYOGRIO_ERRORS as exc:

@@ -24,13 +24,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import mlflow
 import numpy as np
 
 from common.atomic import atomic_path, atomic_write, check_free_space
 from common.cli import InputNotFoundError, UserError, errors_message, one_line
 from common.fingerprint import Fingerprint, fingerprint_files
-from common.tracking import log_fingerprint
 from imagery.data.l4s import (
     check_some_finite,
     detect_layout,
@@ -192,6 +190,8 @@ class PrepareImageryConfig:
 def prepare_cache(cfg: PrepareImageryConfig, log: Callable[[str], None] = print) -> list[dict[str, Any]]:
     """Build the cache of every split of ``cfg`` (:func:`build_cache`); logs fingerprints, counts and the
     index to the active MLflow run and returns the index entries."""
+    import mlflow  # noqa: PLC0415 - logging loads with the work, not with prepare_imagery --help
+
     if not Path(cfg.data).exists():
         raise InputNotFoundError(f"{cfg.data}: data folder not found")
     layout = cfg.layout or detect_layout(cfg.data)
@@ -227,6 +227,10 @@ def _no_empty_folder(out: Path) -> Iterator[None]:
 
 def _prepare_split(cfg: PrepareImageryConfig, split: str, log: Callable[[str], None]) -> dict[str, Any]:
     """One split of :func:`prepare_cache`: build it, log its fingerprint and counts; returns its index entry."""
+    import mlflow  # noqa: PLC0415 - logging loads with the work, not with prepare_imagery --help
+
+    from common.tracking import log_fingerprint  # noqa: PLC0415 - see above
+
     t0 = time.perf_counter()
     entry = build_cache(cfg.data, cfg.out, split=split, layout=cfg.layout, dtype=cfg.dtype)
     secs = time.perf_counter() - t0

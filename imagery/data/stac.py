@@ -352,7 +352,9 @@ def _fetch_dem(
         raise UserError(
             f"the DEM items of {collection!r} cover {share:.1%} of bbox {tuple(bbox)}; expected the whole box"
         )
-    with CogWriter(out_path, grid, "float32", np.nan, tags={"units": "metres", "collection": collection}) as wr:
+    with CogWriter(
+        out_path, grid, "float32", np.nan, tags={"units": "metres", "long_name": "elevation", "collection": collection}
+    ) as wr:
         wr.write(mosaic)
     return Path(out_path)
 

@@ -4,6 +4,16 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Literal, get_args
+
+# Choices of the inference flags, here (no torch) so that a command's --help answers at once; implemented in
+# imagery.inference.postprocess (TTA, morphology) and imagery.inference.serving (runtimes).
+TtaMode = Literal["none", "rot4", "rot4flip"]
+Morphology = Literal["none", "open", "close"]
+Runtime = Literal["torch", "onnx"]
+TTA_MODES: tuple[str, ...] = get_args(TtaMode)
+MORPHOLOGY: tuple[str, ...] = get_args(Morphology)
+RUNTIMES: tuple[str, ...] = get_args(Runtime)
 
 #: Default tile overlap for 128 px tiles, px: chosen by measurement (``tests/imagery/test_seams.py``; a 384 px
 #: mosaic of the 11 real L4S patches predicted whole and cropped by 64 px, 99th percentile of the absolute

@@ -14,8 +14,6 @@
 
 from __future__ import annotations
 
-from typing import Literal, get_args
-
 import cv2
 import numpy as np
 import pandas as pd
@@ -25,12 +23,9 @@ from torch import nn
 
 from common.cli import UserError
 from imagery.data.patches import IGNORE
+from imagery.inference.config import TTA_MODES
 from imagery.models.heads import patch_probability
 
-TtaMode = Literal["none", "rot4", "rot4flip"]
-Morphology = Literal["none", "open", "close"]
-TTA_MODES: tuple[str, ...] = get_args(TtaMode)
-MORPHOLOGY: tuple[str, ...] = get_args(Morphology)
 DEFAULT_THRESHOLDS = np.round(np.arange(0.30, 0.995, 0.01), 2)
 
 

@@ -61,13 +61,17 @@ from common.atomic import atomic_dir, atomic_write
 from common.cancel import check_cancelled
 from common.cli import UserError
 from common.geo import (
+    CLASSES_TAG,
     CogWriter,
     Feature,
     Grid,
     RasterOnGrid,
     StripPolygonizer,
+    classes_qml,
     coverage_fraction,
+    landslides_by_confidence_qml,
     pixel_size_m,
+    probability_qml,
     read_raster,
     slope,
     terrain_window,
@@ -99,12 +103,16 @@ MAX_OUTLINES = 20000  # the largest polygons drawn on overview.png (all are in t
 OUTPUT_NAMES = (
     "probability.tif",
     "mask.tif",
+    "probability.qml",
+    "mask.qml",
     "landslides.geojson",
     "landslides.gpkg",
     "overview.png",
     "summary.json",
 )
 _REASON_ORDER = ("nodata", "saturated", "cloud", "cloud_shadow", "snow", "no_dem")
+
+MASK_CLASSES = {"0": "no landslide", "1": "landslide"}  # mask.tif codes (255 nodata)
 
 
 def _reason_code(name: str) -> int:
@@ -332,14 +340,28 @@ def predict_windowed(
         _StripReader(inp, cfg) as reader,
         ThreadPoolExecutor(max_workers=1) as pool,
         CogWriter(
-            staging / "probability.tif", grid, "float32", np.nan, tags={**tags, "units": "probability 0-1"}
+            staging / "probability.tif",
+            grid,
+            "float32",
+            np.nan,
+            tags={**tags, "units": "probability 0-1", "long_name": "landslide probability", "threshold": threshold},
+            qml=probability_qml(threshold),
         ) as pw,
         CogWriter(
             staging / "mask.tif",
             grid,
             "uint8",
             255,
-            tags={**tags, "values": "0 no landslide, 1 landslide, 255 nodata", "threshold": threshold},
+            tags={
+                **tags,
+                "values": "0 no landslide, 1 landslide, 255 nodata",
+                "threshold": threshold,
+                "long_name": f"landslide mask (probability >= {threshold:.3g})",
+                "units": "class",
+                CLASSES_TAG: json.dumps(MASK_CLASSES),
+            },
+            colormap={0: "#ffffff00", 1: "#e31a1c"},
+            qml=classes_qml({0: ("#ffffff00", MASK_CLASSES["0"]), 1: ("#e31a1c", MASK_CLASSES["1"])}),
         ) as mw,
     ):
 
@@ -593,7 +615,13 @@ def run_scene(
         features = res["features"]
         t0 = time.perf_counter()
         write_geojson(features, staging / "landslides.geojson", grid.crs)
-        write_gpkg(features, staging / "landslides.gpkg", grid.crs, layer="landslides")
+        write_gpkg(
+            features,
+            staging / "landslides.gpkg",
+            grid.crs,
+            layer="landslides",
+            style_qml=landslides_by_confidence_qml(res["threshold"]),
+        )
         res["timings"]["vector_s"] = time.perf_counter() - t0
         t0 = time.perf_counter()
         write_overview(staging / "overview.png", inp, staging / "probability.tif", features, res["threshold"])

@@ -23,7 +23,6 @@ import json
 import tempfile
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
-from typing import Literal, get_args
 
 import mlflow
 import numpy as np
@@ -34,6 +33,7 @@ from torch import nn
 from common.atomic import atomic_path, atomic_write
 from common.cli import InputNotFoundError, UserError
 from common.tracking import MODEL_DIGEST_TAG, download_model
+from imagery.inference.config import RUNTIMES
 from imagery.inference.segmenter import Segmenter, SegmenterMeta, state_digest
 from imagery.models import create_model
 
@@ -131,10 +131,6 @@ def _segmenter_folder(uri: str, tracking_uri: str | None, dst: str, flag: str) -
     if not hits:
         raise UserError(f"{flag} {uri}: no {META_NAME} found; expected a segmenter logged by pipelines.train_imagery")
     return hits[0]
-
-
-Runtime = Literal["torch", "onnx"]
-RUNTIMES: tuple[str, ...] = get_args(Runtime)
 
 
 def load_segmenter(

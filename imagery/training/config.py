@@ -15,7 +15,7 @@ from common.cli import UserError
 from common.tracking import config_to_dict, flatten_params
 from imagery.data.bands import canonical_bands
 from imagery.device import PRECISIONS
-from imagery.inference.postprocess import TTA_MODES
+from imagery.inference.config import TTA_MODES
 from imagery.models import ATTENTIONS, HEADS, list_models
 from imagery.training.losses import LOSSES, MIXTURE_LOSSES, unknown_loss_message
 from imagery.training.optim import OPTIMIZERS, SCHEDULES, SPEC_AUGMENT_OFF_EPOCHS, SPEC_EPOCHS

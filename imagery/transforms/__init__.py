@@ -1,16 +1,46 @@
 """From raw patches to model inputs: cleaning, normalisation, engineered channels, augmentation."""
 
-from imagery.transforms.augment import augment_batch
-from imagery.transforms.features import (
-    CHANNEL_SETS,
-    CHANNELS,
-    DEFAULT_CHANNEL_SET,
-    channel_names,
-    compute_features,
-    n_channels,
-)
-from imagery.transforms.normalize import MODES, Normalizer, clean_image
-from imagery.transforms.preprocess import Preprocessor, fit_normalizer
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from imagery.transforms.augment import augment_batch
+    from imagery.transforms.features import (
+        CHANNEL_SETS,
+        CHANNELS,
+        DEFAULT_CHANNEL_SET,
+        channel_names,
+        compute_features,
+        n_channels,
+    )
+    from imagery.transforms.normalize import MODES, Normalizer, clean_image
+    from imagery.transforms.preprocess import Preprocessor, fit_normalizer
+
+# name -> module: imported on first use (PEP 562), so importing one submodule stays cheap
+_LAZY = {
+    "augment_batch": "imagery.transforms.augment",
+    "CHANNEL_SETS": "imagery.transforms.features",
+    "CHANNELS": "imagery.transforms.features",
+    "DEFAULT_CHANNEL_SET": "imagery.transforms.features",
+    "channel_names": "imagery.transforms.features",
+    "compute_features": "imagery.transforms.features",
+    "n_channels": "imagery.transforms.features",
+    "MODES": "imagery.transforms.normalize",
+    "Normalizer": "imagery.transforms.normalize",
+    "clean_image": "imagery.transforms.normalize",
+    "Preprocessor": "imagery.transforms.preprocess",
+    "fit_normalizer": "imagery.transforms.preprocess",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
 
 __all__ = [
     "CHANNELS",

@@ -26,7 +26,15 @@ map.on("mouseup", (e) => {
   const v = ["west", "south", "east", "north"].map((k) => parseFloat($(k).value));
   if (v.every((x) => !isNaN(x))) { setBox(L.latLngBounds([v[1], v[0]], [v[3], v[2]])); map.fitBounds(box.getBounds()); }
 }));
-$("date").value = new Date().toISOString().slice(0, 10);
+$("date").value = new Date().toISOString().slice(0, 10);  // until the scenes say otherwise
+const WORDS = { 1: "landslide likely", 0: "unlikely" };
+const COLOURS = { 1: "#d7301f", 0: "#1a9850" };
+function textNode(lines) {  // a popup/tooltip as DOM text, never parsed as HTML
+  const div = document.createElement("div");
+  for (const line of lines) { const p = document.createElement("div"); p.textContent = line; div.appendChild(p); }
+  return div;
+}
+const p3 = (v) => (v == null ? "" : Number(v).toFixed(3));
 
 async function api(path, options) {
   const r = await fetch(path, Object.assign({ headers: headers() }, options || {}));
@@ -39,19 +47,35 @@ async function init() {
     const h = await api("/healthz");
     $("health").textContent = "models: " + Object.entries(h.models).filter(([, v]) => v).map(([k]) => k).join(", ");
     const s = await api("/v1/scenes");
-    for (const sc of s.scenes) {
-      const o = document.createElement("option"); o.value = sc.name; o.textContent = sc.name; $("scene").appendChild(o);
-      if (sc.bbox && !box) {  // start with a small box in the middle of the first scene
-        const cx = (sc.bbox[0] + sc.bbox[2]) / 2, cy = (sc.bbox[1] + sc.bbox[3]) / 2, h = 0.025;
-        setBox(L.latLngBounds([cy - h, cx - h], [cy + h, cx + h]));
-        map.fitBounds(L.latLngBounds([sc.bbox[1], sc.bbox[0]], [sc.bbox[3], sc.bbox[2]]));
+    // newest first: the date defaults to the newest scene's, so a first request finds imagery
+    const scenes = s.scenes.slice().sort((a, b) => String(b.date || "").localeCompare(String(a.date || "")));
+    const outlines = L.featureGroup().addTo(map);
+    for (const sc of scenes) {
+      const o = document.createElement("option");
+      o.value = sc.name; o.textContent = sc.name + (sc.date ? " (" + sc.date + ")" : ""); $("scene").appendChild(o);
+      if (sc.bbox) {  // what can be assessed, before any request
+        const r = L.rectangle([[sc.bbox[1], sc.bbox[0]], [sc.bbox[3], sc.bbox[2]]], { color: "#555", weight: 1, dashArray: "4", fill: false });
+        r.bindTooltip(textNode(["scene " + sc.name, sc.date ? "date " + sc.date : "date unknown"])).addTo(outlines);
       }
     }
-    if (s.scenes.length) $("scene").value = s.scenes[0].name;
+    if (scenes.length) {
+      $("scene").value = scenes[0].name;
+      if (scenes[0].date) $("date").value = String(scenes[0].date).slice(0, 10);
+      const sc = scenes.find((x) => x.bbox);
+      if (sc && !box) {  // start with a small box in the middle of the newest scene
+        const cx = (sc.bbox[0] + sc.bbox[2]) / 2, cy = (sc.bbox[1] + sc.bbox[3]) / 2, h = 0.025;
+        setBox(L.latLngBounds([cy - h, cx - h], [cy + h, cx + h]));
+      }
+      if (outlines.getLayers().length) map.fitBounds(outlines.getBounds());
+    } else {
+      $("status").textContent = "This service has no scenes to assess yet; ask whoever runs it to add a scenes folder.";
+      $("submit").disabled = true;
+    }
   } catch (e) { $("error").textContent = e.message; }
 }
 $("submit").onclick = async () => {
-  $("error").textContent = ""; layers.clearLayers(); document.querySelector("#scores tbody").innerHTML = "";
+  $("error").textContent = ""; layers.clearLayers(); document.querySelector("#scores tbody").replaceChildren();
+  $("files").replaceChildren(); $("warnings").replaceChildren();
   const bbox = ["west", "south", "east", "north"].map((k) => parseFloat($(k).value));
   if (bbox.some((x) => isNaN(x))) { $("error").textContent = "draw or type a box first"; return; }
   const req = { bbox: bbox, date: $("date").value };
@@ -74,22 +98,56 @@ function show(id, job) {
   const res = job.result || {};
   if (job.files["scene_rgb.png"] && res.scene_bounds) {
     const b = res.scene_bounds;
-    // the key goes in the header only (never the URL): the image is fetched and shown from a blob URL
-    fetch(job.files["scene_rgb.png"], { headers: headers() }).then((r) => (r.ok ? r.blob() : null)).then((blob) => {
-      if (blob) L.imageOverlay(URL.createObjectURL(blob), [[b[1], b[0]], [b[3], b[2]]], { opacity: 0.9 }).addTo(layers);
-    });
+    fetch(job.files["scene_rgb.png"], { headers: headers() })  // the API key travels as a header, never in a URL
+      .then((r) => (r.ok ? r.blob() : Promise.reject(new Error("scene_rgb.png: " + r.statusText))))
+      .then((blob) => { L.imageOverlay(URL.createObjectURL(blob), [[b[1], b[0]], [b[3], b[2]]], { opacity: 0.9 }).addTo(layers).bringToBack(); })
+      .catch((e) => { $("error").textContent = e.message; });
   }
-  const regions = L.geoJSON(res.regions, { style: { color: "#06c", weight: 2, fill: false } }).addTo(layers);
-  const polys = L.geoJSON(res.landslides, { style: { color: "#d00", weight: 1, fillOpacity: 0.4 },
-    onEachFeature: (f, l) => l.bindPopup("area " + Math.round(f.properties.area_m2) + " m²") }).addTo(layers);
+  const word = (d) => (d == null ? "unknown: no evidence" : WORDS[d] || String(d));
+  const byId = {};
+  const regions = L.geoJSON(res.regions, {
+    style: (f) => ({ color: COLOURS[f.properties.decision] || "#969696", weight: 2, fillOpacity: 0.1 }),
+    onEachFeature: (f, l) => {
+      const p = f.properties; byId[p.region_id] = l;
+      l.bindPopup(textNode(["region " + p.region_id, word(p.decision), "p_fused " + p3(p.p_fused),
+        "p_tabular " + p3(p.p_tabular), "p_imagery " + p3(p.p_imagery), p.reason || ""]));
+    } }).addTo(layers);
+  L.geoJSON(res.landslides, { style: { color: "#000", weight: 1, fillColor: "#ffd92f", fillOpacity: 0.75 },
+    onEachFeature: (f, l) => l.bindPopup(textNode(["landslide", Math.round(f.properties.area_m2) + " m²"])) }).addTo(layers);
   map.fitBounds(regions.getBounds());
   const tbody = document.querySelector("#scores tbody");
-  for (const f of res.regions.features) {
+  const rows = res.regions.features.slice().sort((a, b) => (b.properties.p_fused ?? -1) - (a.properties.p_fused ?? -1));
+  for (const f of rows) {
     const p = f.properties, tr = document.createElement("tr");
-    const cells = [p.region_id, p.p_fused == null ? "" : p.p_fused.toFixed(3), p.decision == null ? "unknown" : p.decision,
-      p.agree == null ? "" : p.agree, p.evidence, p.reason, p.top_features || ""];
-    for (const c of cells) { const td = document.createElement("td"); td.textContent = c; tr.appendChild(td); }
+    const cells = [p.region_id, p3(p.p_fused), word(p.decision), p.agree == null ? "" : (p.agree ? "yes" : "no"),
+      p.evidence, p.reason, p.top_features || ""];
+    cells.forEach((c, i) => {
+      const td = document.createElement("td");
+      if (i === 0 && byId[p.region_id]) {  // the id shows its polygon on the map
+        const a = document.createElement("a"); a.href = "#map"; a.textContent = c;
+        a.addEventListener("click", (e) => { e.preventDefault(); map.fitBounds(byId[p.region_id].getBounds()); byId[p.region_id].openPopup(); });
+        td.appendChild(a);
+      } else td.textContent = c == null ? "" : c;
+      tr.appendChild(td);
+    });
     tbody.appendChild(tr);
+  }
+  for (const w of [].concat(res.warnings || [], res.scene_notes || [])) {
+    const li = document.createElement("li"); li.textContent = typeof w === "string" ? w : (w.message || JSON.stringify(w)); $("warnings").appendChild(li);
+  }
+  for (const [name, path] of Object.entries(job.files || {})) {  // downloads carry the API key as a header
+    const a = document.createElement("a"); a.href = path; a.textContent = name; a.download = name;
+    a.addEventListener("click", async (e) => {
+      e.preventDefault();
+      try {
+        const r = await fetch(path, { headers: headers() });
+        if (!r.ok) throw new Error(name + ": " + r.statusText);
+        const url = URL.createObjectURL(await r.blob());
+        const tmp = document.createElement("a"); tmp.href = url; tmp.download = name; document.body.appendChild(tmp); tmp.click();
+        setTimeout(() => { URL.revokeObjectURL(url); tmp.remove(); }, 0);
+      } catch (err) { $("error").textContent = err.message; }
+    });
+    const li = document.createElement("li"); li.appendChild(a); $("files").appendChild(li);
   }
   $("polygons").textContent = res.landslides.features.length + " landslide polygon(s)";
   $("polygons").className = "done";

@@ -9,8 +9,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -84,7 +86,7 @@ def test_experiment_kind_tag_and_dataset_input(tracking_uri: str) -> None:
     inputs = client.get_run(run.info.run_id).inputs.dataset_inputs
     assert len(inputs) == 1
     ds = inputs[0].dataset
-    assert ds.name == "data" and ds.digest == fp.sha256[:16]
+    assert ds.name == "table" and ds.digest == fp.sha256[:16]  # named after the data, not "data"
     assert json.loads(ds.source)["tags"]["source"] == "unit/table.csv"
     assert json.loads(ds.profile)["num_rows"] == 3
     assert {t.key: t.value for t in inputs[0].tags}.get("mlflow.data.context") == "training"
@@ -172,3 +174,38 @@ def test_commands_use_only_the_flag_store(tmp_path: Path) -> None:
     assert len(client.search_runs([scored.experiment_id])) == 1
     assert len(pd.read_csv(work / "scores.csv")) == 10
     assert not (work / "mlruns").exists()
+
+
+def test_names_say_what_ran_on_what(tracking_uri: str, tmp_path: Path) -> None:
+    import tempfile
+
+    from common.tracking import clean_source, data_name, default_run_name, runs_table_url
+
+    assert data_name("/data/lsat_cells/") == "lsat_cells" and data_name("regions.csv") == "regions"
+    assert data_name("../shared/data/sentinel2_l2a_cogs_29RKH") == "sentinel2_l2a_cogs_29RKH"
+    assert data_name("paired(n=800,seed=42)") == "paired" and data_name("") == "data"
+    assert data_name("s3://bucket/l4s/train.h5") == "train"
+    made = Path(tempfile.mkdtemp())  # a job's throw-away folder: its path is never logged
+    try:
+        assert clean_source(str(made / "regions.csv")) == "temporary copy of regions.csv"
+        assert data_name(str(made / "regions.csv")) == "regions"
+    finally:
+        made.rmdir()
+    assert clean_source(str(tmp_path / "mine.csv")) == str(tmp_path / "mine.csv")  # a user's file keeps its path
+    name = default_run_name("tabular", None, "lsat_cells")
+    assert re.fullmatch(r"tabular-lsat_cells-\d{8}-\d{6}-[0-9a-f]{4}", name), name
+
+    @dataclasses.dataclass
+    class Cfg:
+        data: str
+
+    with tracked_run("names-check", Cfg(str(tmp_path / "lsat.csv"))) as run:
+        log_fingerprint(
+            fingerprint_dataframe(pd.DataFrame({"a": [1]}), source=str(tmp_path / "lsat.csv")), prefix="data_train"
+        )
+    client = mlflow.MlflowClient(tracking_uri)
+    got = client.get_run(run.info.run_id)
+    assert got.info.run_name.startswith("names-check-lsat-")  # pytest runs no pipelines.* command
+    assert [i.dataset.name for i in got.inputs.dataset_inputs] == ["lsat-train"]
+    exp_id = client.get_experiment_by_name("names-check").experiment_id
+    assert runs_table_url("names-check", tracking_uri) == f"http://127.0.0.1:5000/#/experiments/{exp_id}/runs"

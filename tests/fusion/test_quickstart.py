@@ -55,6 +55,8 @@ def test_quickstart_tiny_end_to_end(tmp_path: Path, tracking_uri: str, capsys: p
     assert run_main(quickstart.main, [*TINY, "--out-dir", str(out)]) == 0
     text = capsys.readouterr().out
     assert f"mlflow ui --backend-store-uri {tracking_uri}" in text
+    exp_id = mlflow.MlflowClient(tracking_uri).get_experiment_by_name("quickstart").experiment_id
+    assert f"then open its runs table: http://127.0.0.1:5000/#/experiments/{exp_id}/runs" in text
     for name in ("tabular", "imagery", "fused", "fused - tabular"):
         assert f"\n{name} " in text
     metrics = pd.read_csv(out / "metrics.csv").set_index("model")

@@ -47,7 +47,16 @@ def test_real_scene_end_to_end(tmp_path: Path, tracking_uri: str, l2a_model: Pat
     argv = ["--scene", str(src), "--model", str(l2a_model), "--out", str(out), "--tile", "256"]
     assert _cli([*argv, "--allow-resolution-mismatch"], tracking_uri) == 0
     assert sorted(p.name for p in out.iterdir()) == sorted(
-        ["probability.tif", "mask.tif", "landslides.geojson", "landslides.gpkg", "overview.png", "summary.json"]
+        [
+            "probability.tif",
+            "mask.tif",
+            "probability.qml",
+            "mask.qml",
+            "landslides.geojson",
+            "landslides.gpkg",
+            "overview.png",
+            "summary.json",
+        ]
     )
     finest = Grid.from_raster(src / "B02.tif")
     for name, dtype, nodata in (("probability.tif", "float32", None), ("mask.tif", "uint8", 255)):
@@ -94,13 +103,13 @@ def test_real_scene_through_stac_item_finds_polygons(tmp_path: Path) -> None:
     res = run_scene(cfg, segmenter=seg, log=lambda _: None)
     s = res.summary
     assert s["scene_kind"] == "stac-item" and s["landslide_count"] > 0
-    info = pyogrio.read_info(res.paths["landslides.gpkg"])
+    info = pyogrio.read_info(res.paths["landslides.gpkg"], layer="landslides")
     assert info["features"] == s["landslide_count"]
     with rasterio.open(res.paths["mask.tif"]) as ds:
         mask = ds.read(1)
     assert s["landslide_pixels"] == int((mask == 1).sum())
     # every polygon is at least --min-area-m2 and areas are true m2: 100 m pixels are 1e4 m2 each
-    meta, _, _, fields = pyogrio.raw.read(res.paths["landslides.gpkg"])
+    meta, _, _, fields = pyogrio.raw.read(res.paths["landslides.gpkg"], layer="landslides")
     area = fields[list(meta["fields"]).index("area_m2")]
     npx = fields[list(meta["fields"]).index("n_pixels")]
     assert area.min() >= 20000 and np.allclose(area, npx * 1e4, rtol=0.01)

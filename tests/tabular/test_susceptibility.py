@@ -348,7 +348,8 @@ def test_class_breaks_keep_ties_together_and_hold_the_shares(tmp_path):
         c = ds.read(1)
         assert ds.tags()["class_shares"].startswith("0.5")
     assert (c[:10] == 0).all() and (c[10:50] == 1).all() and (np.diff(c[50:].ravel().astype(int)) >= 0).all()
-    assert w.summary()["files"] == [str(tmp_path / n) for n in ("s.tif", "susceptibility_classes.tif", PNG)]
+    names = ("s.tif", "susceptibility_classes.tif", PNG, "s.qml", "susceptibility_classes.qml")  # with the QGIS styles
+    assert w.summary()["files"] == [str(tmp_path / n) for n in names]
 
 
 PNG = "susceptibility_map.png"
@@ -376,6 +377,8 @@ def test_map_of_a_sampled_table_is_refused_then_allowed_with_a_warning(scene, tm
         str(raster),
         str(raster.with_name("susceptibility_classes.tif")),
         str(raster.with_name(PNG)),
+        str(raster.with_suffix(".qml")),
+        str(raster.with_name("susceptibility_classes.qml")),
     ]
     assert all(Path(m).exists() for m in summary["maps"])
 
