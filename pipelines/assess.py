@@ -27,6 +27,7 @@ from common.cli import UserError, add_common_args, csv_list, print_summary, prog
 from common.seed import seed_everything
 from common.tracking import setup_tracking, tracked_run
 from fusion.crosscheck import POLICIES
+from pipelines._segmenter_args import add_engine_args, engine_spec_of
 from service.assess import AssessConfig, assess
 
 EXPERIMENT = "assess"
@@ -56,7 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fusion-model", default=None, help="fuser URI (else --policy decides)")
     p.add_argument("--policy", default=None, choices=POLICIES, help="decision policy (default: stacked with a fuser)")
     p.add_argument("--out", required=True, help="output folder")
-    p.add_argument("--runtime", choices=("torch", "onnx"), default=d.runtime)
+    add_engine_args(p)
     p.add_argument("--device", default=d.device, help="auto, cpu or cuda")
     p.add_argument("--threshold", type=float, default=None, help="override the segmenter's threshold")
     p.add_argument("--min-area-m2", type=float, default=d.min_area_m2, help="smallest landslide polygon kept")
@@ -90,7 +91,7 @@ def config_from_args(args: argparse.Namespace) -> AssessConfig:
         fusion_model=args.fusion_model,
         out=args.out,
         policy=policy,
-        runtime=args.runtime,
+        runtime=engine_spec_of(args),
         device=args.device,
         threshold=args.threshold,
         min_area_m2=args.min_area_m2,

@@ -25,7 +25,7 @@ from common.tracking import setup_tracking, tracked_run
 from imagery.data.chips import IMAGE_SCALES
 from imagery.inference import EvalConfig
 from imagery.inference.evaluate import evaluate_split
-from pipelines._segmenter_args import add_segmenter_args
+from pipelines._segmenter_args import add_segmenter_args, engine_spec_of
 
 EXPERIMENT = "imagery-evaluate"
 
@@ -65,7 +65,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         threshold=args.threshold,
         batch_size=args.batch_size,
         device=args.device,
-        runtime=args.runtime,
+        runtime=engine_spec_of(args),
         seed=args.seed,
     )
     seed_everything(cfg.seed)
@@ -78,6 +78,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "run_id": run.info.run_id,
                 "n_patches": result.n_patches,
                 **{k: round(float(v), 6) for k, v in result.metrics.items()},
+                "engine": result.engine,
             },
             indent=2,
         )

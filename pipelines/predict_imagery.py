@@ -23,7 +23,7 @@ from common.seed import seed_everything
 from common.tracking import setup_tracking, tracked_run
 from imagery.inference import PredictConfig
 from imagery.inference.predict import predict_inputs
-from pipelines._segmenter_args import add_segmenter_args
+from pipelines._segmenter_args import add_segmenter_args, engine_spec_of
 
 EXPERIMENT = "imagery-predict"
 
@@ -53,7 +53,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         overlap=args.overlap,
         overlays=not args.no_overlays,
         device=args.device,
-        runtime=args.runtime,
+        runtime=engine_spec_of(args),
         seed=args.seed,
     )
     seed_everything(cfg.seed)

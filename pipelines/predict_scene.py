@@ -27,7 +27,7 @@ from common.tracking import setup_tracking, tracked_run
 from imagery.data.sentinel2 import SCENE_SCALES
 from imagery.inference.config import SceneConfig
 from imagery.inference.scene import run_scene, scene_summary_line
-from pipelines._segmenter_args import add_segmenter_args
+from pipelines._segmenter_args import add_segmenter_args, engine_spec_of
 
 EXPERIMENT = "imagery-scene"
 
@@ -105,7 +105,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         overlap=args.overlap,
         batch_size=args.batch_size,
         device=args.device,
-        runtime=args.runtime,
+        runtime=engine_spec_of(args),
         min_area_m2=args.min_area_m2,
         threshold=args.threshold,
         tta=args.tta,

@@ -32,6 +32,7 @@ from fusion.config import ScoreRegionsConfig
 from fusion.crosscheck import POLICIES
 from fusion.experiment import ScoreResult, score_regions
 from fusion.scoring import ScoringConfig
+from pipelines._segmenter_args import add_engine_args, engine_spec_of
 
 EXPERIMENT = "score_regions"
 
@@ -71,9 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--resume", action="store_true", help="continue from <out>.partial, skipping regions already scored")
     p.add_argument("--device", default="cpu", help="segmenter device: cpu, cuda or auto")
-    p.add_argument(
-        "--runtime", choices=("torch", "onnx"), default="torch", help="segmenter runtime (onnx: ONNX Runtime)"
-    )
+    add_engine_args(p)
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     add_common_args(p)
     return p
@@ -107,7 +106,7 @@ def config_from_args(args: argparse.Namespace) -> ScoreRegionsConfig:
         resume=args.resume,
         progress=not args.no_progress,
         device=args.device,
-        runtime=args.runtime,
+        runtime=engine_spec_of(args),
         seed=args.seed,
         experiment=args.experiment or EXPERIMENT,
         run_name=args.run_name,

@@ -110,7 +110,7 @@ class AssessConfig:
     fusion_model: str | None = None
     out: str = "assess_out"
     policy: str = "stacked"
-    runtime: str = "torch"
+    runtime: str = "auto"
     device: str = "auto"
     threshold: float | None = None
     min_area_m2: float = 500.0

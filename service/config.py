@@ -24,7 +24,7 @@ class ServiceConfig:
     tabular_model: str | None = None
     imagery_model: str | None = None
     fusion_model: str | None = None
-    runtime: str = "torch"
+    runtime: str = "auto"
     workdir: str = "serve_jobs"
     host: str = "127.0.0.1"
     port: int = 8000

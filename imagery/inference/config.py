@@ -28,7 +28,7 @@ class EvalConfig:
     threshold: float | None = None
     batch_size: int = 16
     device: str = "auto"
-    runtime: str = "torch"
+    runtime: str = "auto"
     seed: int = 42
 
 
@@ -52,7 +52,7 @@ class PredictConfig:
     overlap: int = 32
     overlays: bool = True
     device: str = "auto"
-    runtime: str = "torch"
+    runtime: str = "auto"
     seed: int = 42
 
 
@@ -79,7 +79,7 @@ class SceneConfig:
     overlap: int = 32
     batch_size: int = 16
     device: str = "auto"
-    runtime: str = "torch"
+    runtime: str = "auto"
     min_area_m2: float = 500.0
     threshold: float | None = None
     tta: str | None = None

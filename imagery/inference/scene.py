@@ -76,6 +76,7 @@ from common.geo.grid import Window
 from imagery.data.bands import BANDS, L4S_BAND_MEANS, model_unit_factor
 from imagery.data.sentinel2 import SCL_CLASSES, SCL_REASONS, SceneSource, open_scene
 from imagery.inference.config import SceneConfig
+from imagery.inference.engine import log_engine_summary
 from imagery.inference.predict import blend_weights, tile_starts
 from imagery.inference.segmenter import Segmenter
 from imagery.inference.serving import load_segmenter
@@ -597,6 +598,7 @@ def run_scene(
             "overlap": cfg.overlap,
             "batch_size": cfg.batch_size,
             "device": str(segmenter.device),
+            "engine": log_engine_summary(segmenter),
             "tiles": tiles,
             "tiles_per_s": tiles["predicted"] / infer_s if infer_s > 0 else None,
             "timings_s": {k: round(v, 3) for k, v in res["timings"].items()},
