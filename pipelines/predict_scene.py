@@ -85,6 +85,17 @@ def build_parser() -> argparse.ArgumentParser:
         default=True,
         help="fill a model-needed B10 that an L2A product lacks with its L4S mean (a warning; default on)",
     )
+    p.add_argument(
+        "--no-skip",
+        action="store_true",
+        help="run every tile: no skipping of tiles all water or flat (steepest slope below --flat-slope-deg)",
+    )
+    p.add_argument(
+        "--flat-slope-deg",
+        type=_non_negative_float,
+        default=d.flat_slope_deg,
+        help="with --dem: tiles whose steepest slope is below this (degrees) are not run (default %(default)s)",
+    )
     p.add_argument("--no-log-rasters", action="store_true", help="do not copy the two COGs into the MLflow run")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     add_segmenter_args(p, unit="tiles", mask_options=False)
@@ -111,6 +122,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         tta=args.tta,
         scl_mask=args.scl_mask,
         fill_b10=args.fill_b10,
+        skip=not args.no_skip,
+        flat_slope_deg=args.flat_slope_deg,
         log_rasters=not args.no_log_rasters,
         progress=not args.no_progress,
         seed=args.seed,

@@ -85,6 +85,10 @@ class SceneConfig:
     tta: str | None = None
     scl_mask: list[int] = field(default_factory=lambda: [0, 1, 3, 8, 9, 10, 11])
     fill_b10: bool = True
+    #: skip rules (:mod:`imagery.inference.skip`): tiles all water, or flat (steepest slope below
+    #: ``flat_slope_deg`` degrees, with a DEM), are not run; ``False`` (``--no-skip``) runs them
+    skip: bool = True
+    flat_slope_deg: float = 5.0
     log_rasters: bool = True
     progress: bool = True
     seed: int = 42

@@ -164,8 +164,6 @@ def load_segmenter(
     if str(uri).endswith(".onnx"):
         from imagery.inference import onnx as onnx_rt  # noqa: PLC0415 - onnxruntime loads only for ONNX models
 
-        if rt == "torch" or precision not in ("auto", "fp32", "int8"):
-            raise UserError(f"{flag} {uri}: an .onnx model runs on ONNX Runtime; use --runtime auto or onnx")
         path = download_model(uri, tracking_uri=tracking_uri, default_artifact="model.onnx", flag=flag)
         return onnx_rt.load_onnx_segmenter(path)
     if runtime != "torch":

@@ -127,7 +127,7 @@ def test_synthetic_scene_with_geographic_dem(synthetic: Path, tmp_path: Path) ->
         windowed = ds.read(1)
     inp = plan_inputs(open_scene(synthetic), seg, cfg, lambda _: None)
     with _StripReader(inp, cfg) as reader:
-        raw, _ = reader.read(0, inp.grid.height)
+        raw, _, _ = reader.read(0, inp.grid.height)
     baseline = predict_scene(lambda b: seg.predict(b)["prob"], raw, tile=64, overlap=16, batch_size=5)
     np.testing.assert_allclose(windowed, baseline, atol=1e-6)
 
