@@ -40,7 +40,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import platform
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -53,6 +52,7 @@ from torch import nn
 
 from common.atomic import atomic_write
 from common.cli import UserError
+from imagery.device import cpu_flags, cpu_has_bf16, cpu_model_name
 
 PATHS: tuple[str, ...] = ("torch-fp32", "torch-bf16", "torch-compile", "onnx-fp32", "onnx-int8")
 RUNTIMES: tuple[str, ...] = ("auto", "torch", "onnx")
@@ -67,42 +67,9 @@ CACHE_ENV = "LANDSLIDE_ENGINE_CACHE"
 CANDIDATES_ENV = "LANDSLIDE_ENGINE_CANDIDATES"
 COMPILE_ENV = "LANDSLIDE_ENGINE_COMPILE"
 CACHE_FORMAT = 1
-_FLAGS_OF_NOTE = ("avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16", "amx_int8", "amx_tile")
 
 
 # ----------------------------------------------------------------------------- the machine
-def cpu_flags() -> tuple[str, ...]:
-    """The CPU flags of note for the numeric paths (from ``/proc/cpuinfo``; empty where it is absent)."""
-    try:
-        text = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
-    except OSError:
-        return ()
-    for line in text.splitlines():
-        if line.startswith(("flags", "Features")):
-            have = set(line.split(":", 1)[1].split())
-            return tuple(f for f in _FLAGS_OF_NOTE if f in have)
-    return ()
-
-
-def cpu_has_bf16(flags: tuple[str, ...] | None = None) -> bool:
-    """Native bf16 arithmetic (AVX512-BF16 or AMX-BF16); without it bf16 autocast is emulated and slow."""
-    flags = cpu_flags() if flags is None else flags
-    if flags:
-        return "avx512_bf16" in flags or "amx_bf16" in flags
-    return torch.backends.cpu.get_cpu_capability() == "AMX"  # no /proc/cpuinfo: torch's own detection
-
-
-def cpu_model_name() -> str:
-    """The CPU's model name (``/proc/cpuinfo``), else ``platform.processor()``."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace").splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
 def cache_dir() -> Path:
     """Where engine choices (and exported ONNX files) are cached: ``$LANDSLIDE_ENGINE_CACHE``, else the
     user cache folder (``$XDG_CACHE_HOME`` or ``~/.cache``) ``/landslide/engines``."""
@@ -175,16 +142,20 @@ class EngineNetwork:
         }
 
 
-def gflop_per_patch(model: nn.Module, channels: int, size: int) -> float:
-    """GFLOP of one forward pass on one ``(channels, size, size)`` patch (``torch.utils.flop_counter``;
-    a multiply-add counts as 2 FLOPs)."""
+def gflop_per_patch(model: nn.Module, example: torch.Tensor) -> float:
+    """GFLOP of one forward pass on one preprocessed patch ``example`` ``(1, C, H, W)``
+    (``torch.utils.flop_counter``; a multiply-add counts as 2 FLOPs)."""
     from torch.utils.flop_counter import FlopCounterMode  # noqa: PLC0415
 
     model = model.eval()
-    x = torch.zeros(1, channels, size, size, device=next(model.parameters()).device)
     with torch.inference_mode(), FlopCounterMode(display=False) as counter:
-        model(x)
+        model(example[:1])
     return counter.get_total_flops() / 1e9
+
+
+def segmenter_gflop(seg: Any) -> float:
+    """GFLOP per patch of the torch segmenter ``seg`` on its own input channels and patch size."""
+    return gflop_per_patch(seg.model, reference_inputs(seg, n=1))
 
 
 # ----------------------------------------------------------------------------- candidates
@@ -396,7 +367,7 @@ def choose_engine(
             choice = EngineChoice(**{k: v for k, v in hit.items() if k in EngineChoice.__dataclass_fields__})
             choice.source = "cache"
             return choice
-    gflop = gflop_per_patch(seg.model, seg.channel_set, int(seg.meta.patch_size))
+    gflop = segmenter_gflop(seg)
     cands = candidates if candidates is not None else default_candidates(seg, gflop)
     if len(cands) == 1:  # nothing to choose among (e.g. $LANDSLIDE_ENGINE_CANDIDATES names one path)
         return EngineChoice(cands[0].name, "only candidate", gflop)
@@ -465,10 +436,10 @@ def apply_engine(seg: Any, spec: str = "auto", *, batch: int = 8, log: Callable[
     runtime, precision = parse_spec(spec)
     forced = path_for(runtime, precision)
     if forced is not None:
-        gflop = gflop_per_patch(seg.model, seg.channel_set, int(seg.meta.patch_size))
+        gflop = segmenter_gflop(seg)
         choice = EngineChoice(forced, "forced", gflop)
     elif seg.device.type != "cpu":
-        gflop = gflop_per_patch(seg.model, seg.channel_set, int(seg.meta.patch_size))
+        gflop = segmenter_gflop(seg)
         choice = EngineChoice(REFERENCE, "device", gflop)
     else:
         choice = choose_engine(seg, batch=batch)

@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from common.cli import UserError
+from imagery import device
 from imagery.inference import Segmenter, SegmenterMeta, engine, load_segmenter, save_segmenter_files
 from imagery.inference.engine import Candidate, EngineNetwork
 from imagery.models import create_model
@@ -138,7 +139,15 @@ def test_load_segmenter_uses_the_choice(cache: Path, tmp_path: Path) -> None:
 def test_bf16_is_a_candidate_only_where_the_cpu_has_it(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv(engine.CANDIDATES_ENV, raising=False)
     seg = _segmenter()
-    monkeypatch.setattr(engine, "cpu_flags", lambda: ("avx2", "avx512f"))
+    monkeypatch.setattr(device, "cpu_flags", lambda: ("avx2", "avx512f"))
     assert [c.name for c in engine.default_candidates(seg, 1.0)] == ["torch-fp32", "onnx-fp32", "onnx-int8"]
-    monkeypatch.setattr(engine, "cpu_flags", lambda: ("avx512f", "avx512_bf16"))
+    monkeypatch.setattr(device, "cpu_flags", lambda: ("avx512f", "avx512_bf16"))
     assert "torch-bf16" in [c.name for c in engine.default_candidates(seg, 1.0)]
+
+
+def test_cpu_training_uses_bf16_only_where_the_cpu_has_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    cpu = torch.device("cpu")
+    monkeypatch.setattr(device, "cpu_flags", lambda: ("avx2", "avx512f"))
+    assert not device.use_bf16("auto", cpu) and device.use_bf16("bf16", cpu)
+    monkeypatch.setattr(device, "cpu_flags", lambda: ("avx512f", "amx_bf16"))
+    assert device.use_bf16("auto", cpu) and not device.use_bf16("fp32", cpu)
