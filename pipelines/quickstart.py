@@ -96,6 +96,8 @@ class QuickstartConfig:
     imagery_epochs: int = 10
     imagery_lr: float = 1e-2
     imagery_batch_size: int = 16
+    #: auto: bf16 autocast where the CPU has native bf16 (imagery.device.use_bf16), else fp32
+    imagery_precision: str = "auto"
     n_bootstrap: int = 1000
     out_dir: str = "quickstart_out"
     seed: int = 42
@@ -128,6 +130,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--imagery-epochs", type=positive_int, default=d.imagery_epochs)
     p.add_argument("--imagery-lr", type=float, default=d.imagery_lr)
     p.add_argument("--imagery-batch-size", type=positive_int, default=d.imagery_batch_size)
+    p.add_argument(
+        "--imagery-precision",
+        choices=("auto", "fp32", "bf16"),
+        default=d.imagery_precision,
+        help="imagery training precision (auto: bf16 where the CPU has native bf16, else fp32)",
+    )
     p.add_argument("--n-bootstrap", type=positive_int, default=d.n_bootstrap)
     p.add_argument("--out-dir", default=d.out_dir, help="where scores.csv, masks and metrics.csv go")
     p.add_argument("--progress", action="store_true", help="show progress bars")
@@ -148,6 +156,7 @@ def config_from_args(args: argparse.Namespace) -> QuickstartConfig:
         imagery_epochs=args.imagery_epochs,
         imagery_lr=args.imagery_lr,
         imagery_batch_size=args.imagery_batch_size,
+        imagery_precision=args.imagery_precision,
         n_bootstrap=args.n_bootstrap,
         out_dir=args.out_dir,
         seed=args.seed,
@@ -175,6 +184,7 @@ def imagery_config(cfg: QuickstartConfig) -> TrainConfig:
         batch_size=cfg.imagery_batch_size,
         seed=cfg.seed,
         device="cpu",
+        precision=cfg.imagery_precision,
         n_overlays=0,
         progress=cfg.progress,
     ).validate()

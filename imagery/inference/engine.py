@@ -69,7 +69,7 @@ COMPILE_ENV = "LANDSLIDE_ENGINE_COMPILE"
 CACHE_FORMAT = 1
 
 
-# ----------------------------------------------------------------------------- the machine
+# ----------------------------------------------------------------------------- the cache
 def cache_dir() -> Path:
     """Where engine choices (and exported ONNX files) are cached: ``$LANDSLIDE_ENGINE_CACHE``, else the
     user cache folder (``$XDG_CACHE_HOME`` or ``~/.cache``) ``/landslide/engines``."""
@@ -127,6 +127,8 @@ class EngineNetwork:
         with torch.inference_mode(), torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
             out = self.fn(x)
         out = {k: v.float() for k, v in out.items()}
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)  # the time the network took, not the time to queue it
         self.seconds += time.perf_counter() - t0
         self.patches += int(x.shape[0])
         return out
@@ -356,6 +358,7 @@ def choose_engine(
     rounds: int = 2,
     candidates: list[Candidate] | None = None,
     use_cache: bool = True,
+    reference: int = REFERENCE_PATCHES,
 ) -> EngineChoice:
     """The fastest path for the torch segmenter ``seg`` that passes the parity check (module docstring);
     from the cache when this model was measured on this machine before, else measured and cached."""
@@ -371,7 +374,7 @@ def choose_engine(
     cands = candidates if candidates is not None else default_candidates(seg, gflop)
     if len(cands) == 1:  # nothing to choose among (e.g. $LANDSLIDE_ENGINE_CANDIDATES names one path)
         return EngineChoice(cands[0].name, "only candidate", gflop)
-    ref_x = reference_inputs(seg)
+    ref_x = reference_inputs(seg, n=reference)
     x = reference_inputs(seg, n=batch, seed=1) if batch != len(ref_x) else ref_x
     results = measure_candidates(cands, x, ref_x, threshold=seg.threshold, gflop=gflop, rounds=rounds)
     passing = {n: r for n, r in results.items() if r.get("passed") and r.get("patches_per_s")}
