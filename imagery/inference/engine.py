@@ -81,7 +81,8 @@ def cache_dir() -> Path:
 
 
 def cache_key(digest: str) -> str:
-    """The key of a model's choice on this machine: digest, CPU flags, library versions, thread count."""
+    """The key of a model's choice on this machine: digest, CPU flags, library versions, thread count (and the
+    candidate restrictions of the environment)."""
     try:
         import onnxruntime as ort  # noqa: PLC0415 - optional at this point
 
@@ -90,6 +91,7 @@ def cache_key(digest: str) -> str:
         ort_version = "none"
     parts = [digest, ",".join(cpu_flags()), f"torch {torch.__version__}", f"ort {ort_version}"]
     parts.append(f"threads {torch.get_num_threads()}")
+    parts.append(f"{os.environ.get(CANDIDATES_ENV, '')}|{os.environ.get(COMPILE_ENV, '')}")  # what auto may pick
     return hashlib.sha256("|".join(parts).encode()).hexdigest()[:32]
 
 
