@@ -13,6 +13,7 @@ at each path's throughput (an estimate from throughput: no tile is run).
 Usage::
 
     python benchmarks/inference_engines.py [--models w8 small rau1] [--batch 8] [--rounds 2] [--compile]
+        [--paths torch-fp32,torch-bf16] [--time-rejected]
 """
 
 from __future__ import annotations
@@ -84,6 +85,8 @@ def main() -> None:
     p.add_argument("--rounds", type=int, default=2, help="timed batches per path (best kept)")
     p.add_argument("--reference", type=int, default=8, help="patches of the parity check")
     p.add_argument("--compile", action="store_true", help="add torch.compile (minutes of compiling on 2 cores)")
+    p.add_argument("--paths", default=None, help="comma-separated paths to compare (default: all this CPU has)")
+    p.add_argument("--time-rejected", action="store_true", help="time the paths that fail parity too")
     args = p.parse_args()
     load = os.getloadavg()
     flags = cpu_flags()
@@ -103,6 +106,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         os.environ[engine.CACHE_ENV] = tmp  # fresh exports, nothing cached
         os.environ.pop(engine.CANDIDATES_ENV, None)
+        if args.paths:
+            os.environ[engine.CANDIDATES_ENV] = args.paths
         if args.compile:
             os.environ[engine.COMPILE_ENV] = "1"
         print(
@@ -116,7 +121,12 @@ def main() -> None:
             seg = Segmenter(create_model(name, **kw), SegmenterMeta(name, kw, 23, head="multires"), "cpu")
             t0 = time.perf_counter()
             choice = engine.choose_engine(
-                seg, batch=args.batch, rounds=args.rounds, use_cache=False, reference=args.reference
+                seg,
+                batch=args.batch,
+                rounds=args.rounds,
+                use_cache=False,
+                reference=args.reference,
+                time_rejected=args.time_rejected,
             )
             took = time.perf_counter() - t0
             base = choice.candidates.get("torch-fp32", {}).get("patches_per_s")

@@ -14,11 +14,14 @@ the same preprocessed inputs and checks each against fp32 eager (the reference) 
 
 **Parity check** (against ``torch-fp32`` on the same :data:`REFERENCE_PATCHES` synthetic patches,
 preprocessed as the model's inputs): a path passes when the largest landslide-probability difference is
-at most :data:`MAX_PROB_DIFF` (0.10), the mean difference at most :data:`MEAN_PROB_DIFF` (0.01), and the
+at most :data:`MAX_PROB_DIFF` (0.25), the mean difference at most :data:`MEAN_PROB_DIFF` (0.01), and the
 landslide mask at the model's threshold agrees with fp32's at F1 >= :data:`MIN_F1_AGREEMENT` (0.95; fp32's
-mask taken as the truth; two empty masks agree). Why these: bf16 keeps 8 mantissa bits (about 0.4% per
-operation), so through 20-odd layers a few pixels near the decision boundary move by some hundredths; what
-an analyst sees is the mask, which the F1 bound holds to within 5% of fp32's pixels.
+mask taken as the truth; two empty masks agree). Why these: what an analyst sees is the mask, which the F1
+bound holds to within 5% of fp32's pixels, and the map, whose average the mean bound holds to 0.01. The
+largest difference catches a broken path (classes swapped, NaN, a wrong operator: differences of 0.3 to 1);
+it is not tighter because bf16 keeps 8 mantissa bits (about 0.4% per operation) and through 20-odd layers
+single pixels near 0.5 move by up to 0.15 (measured on the small RAU-Net 1 with random weights: mean 0.005,
+mask F1 0.992; ``benchmarks/RESULTS.md``). Static int8 fails on random weights (mean 0.03-0.04, F1 0.93-0.95).
 
 **Choice**: the fastest path (best of ``rounds`` timed batches, candidates interleaved so that a loaded
 machine penalises all alike) among those that pass. It is cached as JSON in :func:`cache_dir`
@@ -58,7 +61,7 @@ PATHS: tuple[str, ...] = ("torch-fp32", "torch-bf16", "torch-compile", "onnx-fp3
 RUNTIMES: tuple[str, ...] = ("auto", "torch", "onnx")
 PRECISIONS: tuple[str, ...] = ("auto", "fp32", "bf16", "int8")
 REFERENCE = "torch-fp32"
-MAX_PROB_DIFF = 0.10
+MAX_PROB_DIFF = 0.25
 MEAN_PROB_DIFF = 0.01
 MIN_F1_AGREEMENT = 0.95
 REFERENCE_PATCHES = 8
@@ -303,10 +306,12 @@ def measure_candidates(
     threshold: float,
     gflop: float,
     rounds: int = 2,
+    time_rejected: bool = False,
 ) -> dict[str, dict[str, Any]]:
     """Build, check (against the first candidate, the fp32 reference, on ``ref_x``) and time each candidate
     on ``x`` (``rounds`` interleaved timed batches after a warm-up; best time kept). A candidate that fails
-    to build or run, or fails parity, is recorded with ``passed: False`` and a ``reason``."""
+    to build or run, or fails parity, is recorded with ``passed: False`` and a ``reason`` (and timed only with
+    ``time_rejected``, for benchmarks)."""
     results: dict[str, dict[str, Any]] = {}
     nets: dict[str, EngineNetwork] = {}
     reference: np.ndarray | None = None
@@ -327,7 +332,7 @@ def measure_candidates(
         elif not res["passed"]:
             res["reason"] = "failed the parity check against torch-fp32"
         results[cand.name] = res
-        if res["passed"]:
+        if res["passed"] or time_rejected:
             nets[cand.name] = net
     best: dict[str, float] = {}
     for _ in range(max(1, rounds)):
@@ -361,6 +366,7 @@ def choose_engine(
     candidates: list[Candidate] | None = None,
     use_cache: bool = True,
     reference: int = REFERENCE_PATCHES,
+    time_rejected: bool = False,
 ) -> EngineChoice:
     """The fastest path for the torch segmenter ``seg`` that passes the parity check (module docstring);
     from the cache when this model was measured on this machine before, else measured and cached."""
@@ -378,7 +384,9 @@ def choose_engine(
         return EngineChoice(cands[0].name, "only candidate", gflop)
     ref_x = reference_inputs(seg, n=reference)
     x = reference_inputs(seg, n=batch, seed=1) if batch != len(ref_x) else ref_x
-    results = measure_candidates(cands, x, ref_x, threshold=seg.threshold, gflop=gflop, rounds=rounds)
+    results = measure_candidates(
+        cands, x, ref_x, threshold=seg.threshold, gflop=gflop, rounds=rounds, time_rejected=time_rejected
+    )
     passing = {n: r for n, r in results.items() if r.get("passed") and r.get("patches_per_s")}
     path = max(passing, key=lambda n: passing[n]["patches_per_s"]) if passing else REFERENCE
     machine = {"cpu": cpu_model_name(), "flags": list(cpu_flags()), "threads": torch.get_num_threads()}

@@ -72,6 +72,10 @@ def test_parity_tolerances() -> None:
     one_flip = ref.copy()
     one_flip[0, 3, 3] = 0.6  # one pixel moves by 0.4 (and flips)
     assert not engine.parity(ref, one_flip, 0.5)["passed"]
+    big = np.full((1, 100, 100), 0.9, np.float32)
+    moved = big.copy()
+    moved[0, 0, 0] = 0.6  # one pixel of 10,000 by 0.3, still a landslide: only the largest difference sees it
+    assert not engine.parity(big, moved, 0.5)["passed"] and engine.parity(big, big - 0.2, 0.5)["f1_agreement"] == 1
     assert engine.mask_f1(np.zeros(3, bool), np.zeros(3, bool)) == 1.0
 
 
