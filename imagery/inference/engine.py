@@ -65,6 +65,7 @@ MAX_PROB_DIFF = 0.25
 MEAN_PROB_DIFF = 0.01
 MIN_F1_AGREEMENT = 0.95
 REFERENCE_PATCHES = 8
+TIMING_BATCH = 8
 COMPILE_BUDGET_S = 120.0
 CACHE_ENV = "LANDSLIDE_ENGINE_CACHE"
 CANDIDATES_ENV = "LANDSLIDE_ENGINE_CANDIDATES"
@@ -361,11 +362,11 @@ def cache_file() -> Path:
 def choose_engine(
     seg: Any,
     *,
-    batch: int = 8,
+    batch: int | None = None,
     rounds: int = 2,
     candidates: list[Candidate] | None = None,
     use_cache: bool = True,
-    reference: int = REFERENCE_PATCHES,
+    reference: int | None = None,
     time_rejected: bool = False,
 ) -> EngineChoice:
     """The fastest path for the torch segmenter ``seg`` that passes the parity check (module docstring);
@@ -382,7 +383,8 @@ def choose_engine(
     cands = candidates if candidates is not None else default_candidates(seg, gflop)
     if len(cands) == 1:  # nothing to choose among (e.g. $LANDSLIDE_ENGINE_CANDIDATES names one path)
         return EngineChoice(cands[0].name, "only candidate", gflop)
-    ref_x = reference_inputs(seg, n=reference)
+    ref_x = reference_inputs(seg, n=reference or REFERENCE_PATCHES)
+    batch = batch or TIMING_BATCH
     x = reference_inputs(seg, n=batch, seed=1) if batch != len(ref_x) else ref_x
     results = measure_candidates(
         cands, x, ref_x, threshold=seg.threshold, gflop=gflop, rounds=rounds, time_rejected=time_rejected
@@ -437,7 +439,9 @@ def parse_spec(spec: str) -> tuple[str, str]:
     return runtime, precision or "auto"
 
 
-def apply_engine(seg: Any, spec: str = "auto", *, batch: int = 8, log: Callable[[str], None] | None = None) -> Any:
+def apply_engine(
+    seg: Any, spec: str = "auto", *, batch: int | None = None, log: Callable[[str], None] | None = None
+) -> Any:
     """A segmenter like ``seg`` (a torch one) running on the path ``spec`` names, or on the automatic
     choice (:func:`choose_engine`) for ``auto``; ``seg.engine`` holds the :class:`EngineChoice`.
 
@@ -455,7 +459,7 @@ def apply_engine(seg: Any, spec: str = "auto", *, batch: int = 8, log: Callable[
         gflop = segmenter_gflop(seg)
         choice = EngineChoice(REFERENCE, "device", gflop)
     else:
-        choice = choose_engine(seg, batch=batch)
+        choice = choose_engine(seg, batch=batch or TIMING_BATCH)
         if log is not None and choice.source == "measured":
             log(f"inference engine: {describe_choice(choice)}")
     net = build_path(seg, choice.path, choice.gflop_per_patch)

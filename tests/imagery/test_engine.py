@@ -30,6 +30,8 @@ def cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """A fresh engine cache; auto may choose among torch fp32 and bf16 (no ONNX export: seconds per model)."""
     monkeypatch.setenv(engine.CACHE_ENV, str(tmp_path / "engines"))
     monkeypatch.setenv(engine.CANDIDATES_ENV, "torch-fp32,torch-bf16")
+    monkeypatch.setattr(engine, "REFERENCE_PATCHES", 2)  # tiny batches: the suite's tests stay quick
+    monkeypatch.setattr(engine, "TIMING_BATCH", 2)
     return tmp_path / "engines"
 
 
