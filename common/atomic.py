@@ -22,7 +22,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
 
-from common.cli import UserError
+from common.errors import UserError
 
 #: ``OSError`` numbers that mean "the machine refuses this write" (not a bug).
 WRITE_ERRNOS = frozenset({errno.EROFS, errno.ENOSPC, errno.EACCES, errno.EPERM, errno.EDQUOT, errno.EFBIG})

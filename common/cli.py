@@ -13,8 +13,8 @@ Errors, by who can fix them:
 
 Set ``LANDSLIDE_DEBUG=1`` to see the traceback of user errors too.
 
-:func:`one_line` and :func:`errors_message` are the single helpers that format messages: one
-line per problem, and many problems (for example every bad file of a folder) joined into one.
+:class:`UserError`, :class:`InputNotFoundError`, :func:`one_line` and :func:`errors_message` live in
+:mod:`common.errors` (libraries import them from there) and are re-exported here.
 """
 
 from __future__ import annotations
@@ -30,23 +30,16 @@ import warnings
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+from common.errors import MAX_ERRORS_SHOWN, InputNotFoundError, UserError, errors_message, one_line  # noqa: F401 - re-exported
+
 EXIT_USER_ERROR = 2
 EXIT_BUG = 1
 ENV_DEBUG = "LANDSLIDE_DEBUG"
-MAX_ERRORS_SHOWN = 20
 
 #: ``OSError`` numbers that describe the user's paths or machine, not a bug.
 PATH_ERRNOS = frozenset(
     {errno.ENOENT, errno.EACCES, errno.EPERM, errno.EISDIR, errno.ENOTDIR, errno.EROFS, errno.ENOSPC, errno.EEXIST}
 )
-
-
-class UserError(ValueError):
-    """An input problem the user can fix; its message names what was wrong and what was expected."""
-
-
-class InputNotFoundError(UserError, FileNotFoundError):
-    """A file or folder the user named does not exist (also a ``FileNotFoundError``)."""
 
 
 class Terminated(KeyboardInterrupt):
@@ -66,18 +59,6 @@ def handle_sigterm() -> None:
         signal.signal(signal.SIGTERM, _raise)
     except ValueError:  # not the main thread (e.g. a command called from a server's worker)
         pass
-
-
-def one_line(text: object) -> str:
-    """``text`` with every run of whitespace (newlines included) collapsed to one space."""
-    return " ".join(str(text).split())
-
-
-def errors_message(errors: Sequence[str], where: str) -> str:
-    """Many problems as one line: ``N bad file(s) in WHERE: e1; e2; ... and K more``."""
-    shown = "; ".join(one_line(e) for e in errors[:MAX_ERRORS_SHOWN])
-    more = f"; ... and {len(errors) - MAX_ERRORS_SHOWN} more" if len(errors) > MAX_ERRORS_SHOWN else ""
-    return f"{len(errors)} bad file(s) in {where}: {shown}{more}"
 
 
 def is_user_error(exc: BaseException) -> bool:

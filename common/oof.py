@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 
 from common.atomic import atomic_write
-from common.cli import InputNotFoundError, UserError
+from common.errors import InputNotFoundError, UserError
 
 OOF_COLUMNS: tuple[str, ...] = ("region_id", "y_true", "p_oof", "fold")
 OOF_ARTIFACT = "oof_predictions.csv"

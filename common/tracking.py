@@ -38,7 +38,8 @@ from mlflow.data.meta_dataset import MetaDataset
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-from common.cli import InputNotFoundError, UserError, handle_sigterm, one_line, quiet_third_party
+from common.cli import handle_sigterm, quiet_third_party
+from common.errors import InputNotFoundError, UserError, one_line
 from common.fingerprint import Fingerprint
 
 DEFAULT_STORE_DIR = "mlruns"

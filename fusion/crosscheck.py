@@ -31,7 +31,7 @@ from typing import Literal, get_args
 import numpy as np
 import pandas as pd
 
-from common.cli import UserError
+from common.errors import UserError
 
 Policy = Literal["stacked", "tabular", "imagery", "any", "both", "weighted"]
 Evidence = Literal["both", "tabular_only", "imagery_only", "none"]

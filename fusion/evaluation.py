@@ -5,13 +5,21 @@ held-out regions, with a 95% percentile interval from ``scipy.stats.bootstrap`` 
 replicate resamples the same regions for every model). Rows ``fused - <model>`` give the point
 difference and the interval of the paired difference, so "fused is better" is read off an interval
 that excludes 0.
+
+:func:`evaluate_held_out`: the main job's held-out evaluation: a scores table (``fusion.scoring`` columns)
+joined to the truth by ``region_id``, the table above at each model's decision threshold, the share of regions
+where both models agree, and the metrics logged (:meth:`HeldOutEvaluation.metrics`). :func:`fused_roc_auc`: the
+ROC-AUC of ``p_fused`` over the regions that have one (the assess path's check against the truth).
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import pandas as pd
 from scipy.stats import bootstrap
+from sklearn.metrics import roc_auc_score
 
 from common.metrics import binary_metrics
 
@@ -77,3 +85,57 @@ def format_table(table: pd.DataFrame, n_test: int, n_pos: int) -> str:
         ]
         lines.append(f"{r.model:<17}" + "".join(f"{c:>24}" for c in cells))
     return "\n".join(lines)
+
+
+@dataclass(frozen=True)
+class HeldOutEvaluation:
+    """The held-out comparison: ``table`` (:func:`bootstrap_table`), ``n`` regions (``n_pos`` with a landslide)
+    and ``agreement`` (share of regions where both models take the same side of their thresholds)."""
+
+    table: pd.DataFrame
+    n: int
+    n_pos: int
+    agreement: float
+
+    def metrics(self) -> dict[str, float]:
+        """``test_<model>_<metric>`` (with ``_lo``/``_hi``; ``fused - x`` as ``delta_fused_minus_x``) and
+        ``agreement_rate``, the finite ones, as logged to MLflow."""
+        out: dict[str, float] = {}
+        for r in self.table.itertuples(index=False):
+            key = str(r.model).replace("fused - ", "delta_fused_minus_")
+            for k in EVAL_METRICS:
+                for suffix in ("", "_lo", "_hi"):
+                    v = getattr(r, k + suffix)
+                    if np.isfinite(v):
+                        out[f"test_{key}_{k}{suffix}"] = float(v)
+        out["agreement_rate"] = float(self.agreement)
+        return out
+
+    def format(self) -> str:
+        """The printed results table."""
+        return format_table(self.table, self.n, self.n_pos)
+
+
+def evaluate_held_out(
+    truth: pd.DataFrame, scores: pd.DataFrame, thresholds: dict[str, float], n_boot: int, seed: int
+) -> HeldOutEvaluation:
+    """Compare ``p_tabular``, ``p_imagery`` and ``p_fused`` of ``scores`` with ``truth`` (``region_id``,
+    ``landslide``) on every region of ``truth`` (joined one to one by ``region_id``); ``thresholds``: each
+    model's decision threshold (``tabular``, ``imagery``, ``fused``)."""
+    merged = truth[["region_id", "landslide"]].merge(scores, on="region_id", how="left", validate="one_to_one")
+    y = merged["landslide"].to_numpy()
+    probs = {name: merged[f"p_{name}"].to_numpy() for name in ("tabular", "imagery", "fused")}
+    table = bootstrap_table(y, probs, thresholds, n_boot, seed)
+    agree = float(merged["agree"].astype(str).str.lower().eq("true").mean())
+    return HeldOutEvaluation(table, len(y), int(y.sum()), agree)
+
+
+def fused_roc_auc(truth: pd.DataFrame, scores: pd.DataFrame) -> float:
+    """ROC-AUC of ``p_fused`` against ``truth`` (``region_id``, ``landslide``) over the regions with a fused
+    probability (ids compared as text); NaN unless both classes are among them."""
+    t = truth[["region_id", "landslide"]].assign(region_id=lambda d: d["region_id"].astype(str))
+    got = scores.assign(region_id=scores["region_id"].astype(str))
+    merged = t.merge(got, on="region_id", how="left", validate="one_to_one")
+    p = merged["p_fused"].astype(float)
+    y = merged.loc[p.notna(), "landslide"]
+    return float(roc_auc_score(y, p[p.notna()])) if y.nunique() == 2 else float("nan")

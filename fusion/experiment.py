@@ -27,15 +27,15 @@ import numpy as np
 from mlflow.exceptions import MlflowException
 from sklearn.metrics import brier_score_loss, roc_auc_score
 
-from common.cli import InputNotFoundError, UserError
+from common.errors import InputNotFoundError, UserError
 from common.fingerprint import fingerprint_dataframe
 from common.oof import OOF_ARTIFACT, read_oof
 from common.tracking import KIND_TAG, MODEL_DIGEST_TAG, log_fingerprint, resolve_tracking_uri, set_run_kind
 from fusion.config import ScoreRegionsConfig, TrainFusionConfig
+from fusion.models import Models
 from fusion.regions import read_region_table
 from fusion.scoring import RegionScorer, model_digest, score_table
-from fusion.stacking import FUSER_ARTIFACT, StackingFuser, load_fuser, reliability_plot
-from tabular.serving import load_tabular_model
+from fusion.stacking import FUSER_ARTIFACT, StackingFuser, reliability_plot
 
 TABULAR_META_ARTIFACT = "tabular_model.json"  # written by tabular.serving.log_tabular_model
 
@@ -225,20 +225,11 @@ def load_models(
     runtime: str = "torch",
     device: str = "cpu",
     tracking_uri: str | None = None,
-) -> tuple[Any, Any, Any]:
-    """(tabular model | None, segmenter | None, fuser | None) from their URIs (``None``: not given)."""
-    tab = seg = fus = None
-    if tabular_model:
-        tab = load_tabular_model(tabular_model, tracking_uri=tracking_uri, flag="--tabular-model")
-    if imagery_model:
-        from imagery.inference.serving import load_segmenter  # noqa: PLC0415 - torch only with an imagery model (fusion stays torch-free)
-
-        seg = load_segmenter(
-            imagery_model, device=device, tracking_uri=tracking_uri, flag="--imagery-model", runtime=runtime
-        )
-    if fusion_model:
-        fus = load_fuser(fusion_model, tracking_uri=tracking_uri)
-    return tab, seg, fus
+) -> Models:
+    """:meth:`fusion.models.Models.load` (kept under its former name; unpacks as ``tab, seg, fus``)."""
+    return Models.load(
+        tabular_model, imagery_model, fusion_model, runtime=runtime, device=device, tracking_uri=tracking_uri
+    )
 
 
 def _stderr(line: str) -> None:
@@ -264,7 +255,7 @@ def score_regions(
         raise InputNotFoundError(f"--images folder not found: {cfg.images}")
     table = read_region_table(cfg.regions)
     log_fingerprint(fingerprint_dataframe(table, source=str(cfg.regions)), context="inference")
-    tab, seg, fus = load_models(
+    tab, seg, fus = Models.load(
         cfg.tabular_model,
         cfg.imagery_model,
         cfg.fusion_model,

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from common.cli import UserError
+from common.errors import UserError
 from imagery.data.synthetic import synth_patch
 from tabular.synthetic import make_region_table
 

@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from common.cli import InputNotFoundError, UserError
+from common.errors import InputNotFoundError, UserError
 from imagery.data import read_image
 from tabular.data import load_table
 

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -34,8 +34,15 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from common.atomic import WRITE_ERRNOS, atomic_path, atomic_write, write_error
-from common.cli import UserError
-from fusion.crosscheck import POLICIES, CrosscheckConfig, crosscheck
+from common.errors import UserError
+from fusion.crosscheck import POLICIES, crosscheck
+from fusion.models import (  # noqa: F401 - re-exported: the model checks' former home
+    Models,
+    check_base_models,
+    check_compatible,
+    model_digest,
+    tabular_feature_names,
+)
 from fusion.region_features import IMAGERY_FEATURES, imagery_region_features
 from fusion.regions import ID_COLUMN, load_images, require_columns, resolve_image_refs
 
@@ -90,14 +97,6 @@ class ScoringConfig:
 
 
 # ---------------------------------------------------------------------------- model adapters
-def tabular_feature_names(model: Any) -> list[str]:
-    """The feature columns a tabular model was trained with (``feature_names_``)."""
-    names = getattr(model, "feature_names_", None)
-    if names is None:
-        raise ValueError("tabular model has no feature_names_; expected a fitted LandslideClassifier")
-    return [str(n) for n in names]
-
-
 def tabular_proba(model: Any, X: pd.DataFrame) -> np.ndarray:
     """P(landslide) ``(n,)`` from ``model.predict_proba`` (accepts ``(n, 2)`` or ``(n,)`` output)."""
     p = np.asarray(model.predict_proba(X), dtype=np.float64)
@@ -163,67 +162,14 @@ def format_top_features(explanations: Any, n: int) -> list[str]:
     return out
 
 
-def model_digest(model: Any | None) -> str:
-    """The digest identifying a loaded model (tabular ``model_digest()``, segmenter ``digest``), or ``""``."""
-    if model is None:
-        return ""
-    digest = getattr(model, "model_digest", None)
-    if callable(digest):
-        return str(digest())
-    return str(getattr(model, "digest", "") or "")
-
-
-def check_base_models(tabular_model: Any | None, segmenter: Any | None, fuser: Any | None) -> list[str]:
-    """Problems with the base models: each one that is not the model of the fuser's base run.
-
-    The fuser records the digests of its base runs' models (``meta_``); a model whose digest is
-    known and differs is listed (the caller refuses, or warns with ``--allow-other-base-models``).
-    """
-    meta = getattr(fuser, "meta_", {}) if fuser is not None else {}
-    problems = []
-    want_tab = meta.get("tabular_model_digest")
-    have_tab = model_digest(tabular_model)
-    if tabular_model is not None and want_tab and have_tab and have_tab != want_tab:
-        problems.append(
-            f"--tabular-model (digest {have_tab[:12]}) is not the model of the fuser's tabular run "
-            f"{meta.get('tabular_run_id', '?')} (digest {str(want_tab)[:12]})"
-        )
-    want_img = meta.get("imagery_model_digests") or []
-    have_img = model_digest(segmenter)
-    if segmenter is not None and want_img and have_img and have_img not in want_img:
-        problems.append(
-            f"--imagery-model (digest {have_img[:12]}) is not a model of the fuser's imagery run "
-            f"{meta.get('imagery_run_id', '?')} (its folds: {', '.join(d[:12] for d in want_img)})"
-        )
-    return problems
-
-
-def check_compatible(tabular_model: Any | None, segmenter: Any | None, fuser: Any | None) -> None:
-    """Refuse models from incompatible runs: the fuser records the tabular feature columns and the
-    imagery channel set of the runs it was fitted on (``meta_``); the models given must match."""
-    meta = getattr(fuser, "meta_", {}) if fuser is not None else {}
-    want_feats = meta.get("tabular_features")
-    if tabular_model is not None and want_feats:
-        have = tabular_feature_names(tabular_model)
-        if list(want_feats) != have:
-            extra = sorted(set(have) - set(want_feats))
-            missing = sorted(set(want_feats) - set(have))
-            raise UserError(
-                f"incompatible models: the fusion model was fitted on tabular run {meta.get('tabular_run_id', '?')} "
-                f"whose feature columns differ from --tabular-model (missing {missing[:5]}, extra {extra[:5]})"
-            )
-    want_cs = meta.get("imagery_channel_set")
-    if segmenter is not None and want_cs is not None:
-        have_cs = int(getattr(segmenter, "channel_set", want_cs))
-        if int(want_cs) != have_cs:
-            raise UserError(
-                f"incompatible models: the fusion model was fitted on imagery run {meta.get('imagery_run_id', '?')} "
-                f"with channel set {want_cs}; --imagery-model uses channel set {have_cs}"
-            )
-
-
 class RegionScorer:
-    """Score batches of regions with whichever models are given (at least one base model)."""
+    """Score batches of regions with whichever models are given (at least one base model).
+
+    :meth:`score_evidence` builds the fused row from evidence already in hand (a tabular feature row and
+    the imagery region features): the one place where the models are fused and a region decided, used by
+    the patch path (:meth:`score_batch`, ``/v1/score``, ``pipelines.score_regions``) and by the scene path
+    (:mod:`service.assess`, ``/v1/assess``). Thresholds and the default policy: :mod:`fusion.models`.
+    """
 
     def __init__(
         self,
@@ -232,37 +178,78 @@ class RegionScorer:
         fuser: Any | None = None,
         config: ScoringConfig = ScoringConfig(),
     ) -> None:
-        if tabular_model is None and segmenter is None:
-            raise UserError("scoring needs a tabular model, an imagery model, or both")
-        if config.policy == "stacked" and fuser is None:
-            raise UserError("policy 'stacked' needs a fusion model (--fusion-model); or pick another --policy")
-        check_compatible(tabular_model, segmenter, fuser)
-        problems = check_base_models(tabular_model, segmenter, fuser)
-        if problems and not config.allow_other_base_models:
-            raise UserError(
-                "incompatible models: "
-                + "; ".join(problems)
-                + " (use the base runs' models, or --allow-other-base-models)"
-            )
+        models = Models(tabular_model, segmenter, fuser)
         #: written into every row's note when other base models were allowed
-        self.warning = ("warning: " + "; ".join(problems)) if problems else ""
+        self.warning = models.check(config.allow_other_base_models)
+        self.crosscheck_config = models.crosscheck_config(
+            config.policy, config.imagery_weight, config.weighted_threshold
+        )
+        self.models = models
         self.tabular_model, self.segmenter, self.fuser, self.config = tabular_model, segmenter, fuser, config
         self.features = tabular_feature_names(tabular_model) if tabular_model is not None else []
-        base = getattr(fuser, "base_thresholds_", {}) if fuser is not None else {}
-        tab_thr = float(base.get("tabular", getattr(tabular_model, "threshold_", 0.5) or 0.5))
-        self.crosscheck_config = CrosscheckConfig(
-            policy=config.policy,
-            tabular_threshold=tab_thr,
-            imagery_threshold=float(base.get("imagery", 0.5)),
-            fused_threshold=float(getattr(fuser, "threshold_", 0.5)) if fuser is not None else 0.5,
-            imagery_weight=config.imagery_weight,
-            weighted_threshold=config.weighted_threshold,
-        )
+
+    @classmethod
+    def of(cls, models: Models | tuple[Any, Any, Any], config: ScoringConfig | None = None) -> RegionScorer:
+        """A scorer of ``models``; without ``config``, the default policy of :meth:`Models.default_policy`."""
+        m = Models.of(models)
+        config = config or ScoringConfig(policy=m.default_policy(), write_masks=False)
+        return cls(m.tabular, m.segmenter, m.fuser, config)
 
     def check_table(self, table: pd.DataFrame, source: str = "region table") -> None:
         """Raise if ``table`` lacks a column the tabular model was trained with."""
         if self.tabular_model is not None:
             require_columns(table, self.features, "the tabular model", source)
+
+    def score_evidence(
+        self,
+        ids: Sequence[Any] | np.ndarray,
+        tabular_X: pd.DataFrame | None,
+        imagery_features: pd.DataFrame | None,
+        notes: Sequence[str] | None = None,
+        *,
+        has_tabular: np.ndarray | None = None,
+    ) -> pd.DataFrame:
+        """The fused rows (:data:`ALL_COLUMNS`, ``mask_path`` empty) of N regions from their evidence.
+
+        ``tabular_X``: the tabular model's feature columns, one row per region (``None``: no tabular
+        evidence); ``has_tabular`` ``(N,)`` bool: the rows that are tabular evidence (default: every row;
+        LightGBM takes NaN features as missing values). ``imagery_features``: the :data:`IMAGERY_FEATURES`
+        per region, all NaN where a region has no imagery evidence (``None``: none has). ``notes``: why a
+        modality is missing, per region. Policy and thresholds: the scorer's (:mod:`fusion.models`).
+        """
+        n = len(ids)
+        notes = list(notes) if notes is not None else [""] * n
+        p_tab = np.full(n, np.nan)
+        top = [""] * n
+        if self.tabular_model is not None and tabular_X is not None:
+            ok = np.ones(n, bool) if has_tabular is None else np.asarray(has_tabular, bool)
+            if ok.any():
+                X = tabular_X.loc[:, self.features].iloc[np.flatnonzero(ok)].reset_index(drop=True)
+                p_tab[ok] = tabular_proba(self.tabular_model, X)
+                if self.config.top_k > 0 and hasattr(self.tabular_model, "explain"):
+                    tops = format_top_features(self.tabular_model.explain(X, top_k=self.config.top_k), len(X))
+                    for j, i in enumerate(np.flatnonzero(ok)):
+                        top[i] = tops[j]
+        if imagery_features is None:
+            feats = pd.DataFrame(np.nan, index=range(n), columns=list(IMAGERY_FEATURES))
+        else:
+            feats = imagery_features.loc[:, list(IMAGERY_FEATURES)].reset_index(drop=True)
+        p_img = feats["img_patch_prob"].to_numpy(dtype=np.float64, copy=True)
+        if self.segmenter is None:
+            p_img[:] = np.nan
+        p_fused = None
+        if self.fuser is not None:
+            p_fused = self.fuser.predict_proba(pd.DataFrame({"p_tabular": p_tab, "p_imagery": p_img}))[:, 1]
+        cc = crosscheck(p_tab, p_img, self.crosscheck_config, p_fused=p_fused, scar_area_m2=feats["img_largest_cc_m2"])
+        out = pd.DataFrame({"region_id": ids})  # the ids' own dtype
+        for c in ("p_tabular", "p_imagery", "p_fused", "decision", "agree", "evidence", "reason"):
+            out[c] = cc[c].to_numpy()
+        out["top_features"] = top
+        out["mask_path"] = ""
+        out["note"] = [f"{t}; {self.warning}" if t and self.warning else t or self.warning for t in notes]
+        for c in IMAGERY_FEATURES:
+            out[c] = feats[c].to_numpy()
+        return out
 
     def score_batch(
         self,
@@ -278,14 +265,6 @@ class RegionScorer:
         has_image = np.zeros(n, bool) if has_image is None else np.asarray(has_image, bool)
         notes = list(notes) if notes is not None else [""] * n
         ids = table[ID_COLUMN].to_numpy()
-        p_tab = np.full(n, np.nan)
-        top = [""] * n
-        if self.tabular_model is not None:
-            X = table.loc[:, self.features]
-            p_tab = tabular_proba(self.tabular_model, X)
-            if self.config.top_k > 0 and hasattr(self.tabular_model, "explain"):
-                top = format_top_features(self.tabular_model.explain(X, top_k=self.config.top_k), n)
-        p_img = np.full(n, np.nan)
         feats = pd.DataFrame(np.nan, index=range(n), columns=list(IMAGERY_FEATURES))
         mask_paths = [""] * n
         if self.segmenter is not None and images is not None and has_image.any():
@@ -295,7 +274,6 @@ class RegionScorer:
             )
             rows = np.flatnonzero(has_image)
             feats.iloc[rows] = rf.to_numpy()
-            p_img[rows] = rf["img_patch_prob"].to_numpy()
             if self.config.write_masks and masks_dir is not None:
                 for j, r in enumerate(rows):
                     mask_paths[r] = str(write_mask_png(masks_dir / f"region_{ids[r]}.png", pred["mask"][j]))
@@ -303,18 +281,9 @@ class RegionScorer:
             for r in range(n):
                 if not notes[r]:
                     notes[r] = "no image for this region"
-        p_fused = None
-        if self.fuser is not None:
-            p_fused = self.fuser.predict_proba(pd.DataFrame({"p_tabular": p_tab, "p_imagery": p_img}))[:, 1]
-        cc = crosscheck(p_tab, p_img, self.crosscheck_config, p_fused=p_fused, scar_area_m2=feats["img_largest_cc_m2"])
-        out = pd.DataFrame({"region_id": ids})
-        for c in ("p_tabular", "p_imagery", "p_fused", "decision", "agree", "evidence", "reason"):
-            out[c] = cc[c].to_numpy()
-        out["top_features"] = top
+        tabular_X = table if self.tabular_model is not None else None
+        out = self.score_evidence(ids, tabular_X, feats, notes)
         out["mask_path"] = mask_paths
-        out["note"] = [f"{n}; {self.warning}" if n and self.warning else n or self.warning for n in notes]
-        for c in IMAGERY_FEATURES:
-            out[c] = feats[c].to_numpy()
         return out
 
 

@@ -43,7 +43,7 @@ from sklearn.metrics import brier_score_loss, f1_score, roc_auc_score
 from sklearn.model_selection import StratifiedKFold
 
 from common.atomic import atomic_path, atomic_write
-from common.cli import InputNotFoundError, UserError, one_line
+from common.errors import InputNotFoundError, UserError, one_line
 from common.metrics import best_f1_threshold
 from common.oof import validate_oof
 from common.tracking import download_model

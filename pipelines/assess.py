@@ -55,7 +55,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tabular-model", default=None, help="tabular model URI")
     p.add_argument("--imagery-model", required=True, help="segmenter URI (runs:/..., folder or .onnx)")
     p.add_argument("--fusion-model", default=None, help="fuser URI (else --policy decides)")
-    p.add_argument("--policy", default=None, choices=POLICIES, help="decision policy (default: stacked with a fuser)")
+    p.add_argument(
+        "--policy",
+        default=None,
+        choices=POLICIES,
+        help="decision policy (default: stacked with a fuser, else any, or the one model given)",
+    )
     p.add_argument("--out", required=True, help="output folder")
     add_engine_args(p)
     p.add_argument("--device", default=d.device, help="auto, cpu or cuda")
@@ -68,8 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def config_from_args(args: argparse.Namespace) -> AssessConfig:
-    policy = args.policy or ("stacked" if args.fusion_model else ("any" if args.tabular_model else "imagery"))
-    if policy == "stacked" and not args.fusion_model:
+    if args.policy == "stacked" and not args.fusion_model:
         raise UserError("--policy stacked needs --fusion-model; or pick another --policy")
     return AssessConfig(
         date=args.date,
@@ -90,7 +94,7 @@ def config_from_args(args: argparse.Namespace) -> AssessConfig:
         imagery_model=args.imagery_model,
         fusion_model=args.fusion_model,
         out=args.out,
-        policy=policy,
+        policy=args.policy,
         runtime=engine_spec_of(args),
         device=args.device,
         threshold=args.threshold,

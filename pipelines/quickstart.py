@@ -48,8 +48,9 @@ from common.cli import UserError, add_common_args, positive_int, print_summary, 
 from common.fingerprint import fingerprint_array, fingerprint_dataframe
 from common.tracking import log_fingerprint, setup_tracking, tracked_run
 from fusion.config import ScoreRegionsConfig, TrainFusionConfig
-from fusion.evaluation import bootstrap_table, format_table
+from fusion.evaluation import evaluate_held_out, fused_roc_auc
 from fusion.experiment import score_regions, train_fuser
+from fusion.models import Models
 from fusion.paired import PairedConfig, PairedRegions, make_paired_regions
 from fusion.scoring import ScoringConfig
 from fusion.stacking import load_fuser
@@ -253,13 +254,7 @@ def assess_world(
     )
     with tracked_run(cfg.experiment, acfg, run_name="assess"):
         res = assess(acfg, log=log)
-    truth = test.table[["region_id", "landslide"]].assign(region_id=lambda t: t["region_id"].astype(str))
-    got = res.regions.assign(region_id=res.regions["region_id"].astype(str))
-    merged = truth.merge(got, on="region_id", how="left", validate="one_to_one")
-    p = merged["p_fused"].astype(float)
-    y = merged.loc[p.notna(), "landslide"]
-    auc = float(roc_auc_score(y, p[p.notna()])) if y.nunique() == 2 else float("nan")
-    return res, auc
+    return res, fused_roc_auc(test.table, res.regions)
 
 
 def run(cfg: QuickstartConfig, log: Callable[[str], None] = print) -> QuickstartResult:
@@ -353,25 +348,14 @@ def run(cfg: QuickstartConfig, log: Callable[[str], None] = print) -> Quickstart
             sc = score_regions(sc_cfg, tracking_uri=uri, log=quiet)
         timings["score_s"] = time.perf_counter() - t0
 
-    scores = pd.read_csv(scores_csv)
-    truth = test.table[["region_id", "landslide"]]
-    merged = truth.merge(scores, on="region_id", how="left", validate="one_to_one")
-    y = merged["landslide"].to_numpy()
-    fuser = load_fuser(fus.fuser_uri, tracking_uri=uri)
-    probs = {
-        "tabular": merged["p_tabular"].to_numpy(),
-        "imagery": merged["p_imagery"].to_numpy(),
-        "fused": merged["p_fused"].to_numpy(),
-    }
-    thresholds = {
-        "tabular": float(fuser.base_thresholds_.get("tabular", 0.5)),
-        "imagery": float(fuser.base_thresholds_.get("imagery", 0.5)),
-        "fused": float(fuser.threshold_),
-    }
-    table = bootstrap_table(y, probs, thresholds, cfg.n_bootstrap, cfg.seed)
-    agree = merged["agree"].astype(str).str.lower().eq("true").mean()
-    log(f"[5/6] scored {sc.scored} held-out regions ({timings['score_s']:.0f}s); models agree on {agree:.0%}\n")
-    log(format_table(table, len(y), int(y.sum())))
+    thresholds = Models(fuser=load_fuser(fus.fuser_uri, tracking_uri=uri)).thresholds()
+    held_out = evaluate_held_out(test.table, pd.read_csv(scores_csv), thresholds, cfg.n_bootstrap, cfg.seed)
+    table = held_out.table
+    log(
+        f"[5/6] scored {sc.scored} held-out regions ({timings['score_s']:.0f}s); "
+        f"models agree on {held_out.agreement:.0%}\n"
+    )
+    log(held_out.format())
 
     t0 = time.perf_counter()
     world_res, world_auc = assess_world(cfg, test, tab.model_uri, img.model_uris[0], fus.fuser_uri, quiet)
@@ -405,16 +389,8 @@ def run(cfg: QuickstartConfig, log: Callable[[str], None] = print) -> Quickstart
             fingerprint_dataframe(pairs.table, source=f"paired(n={cfg.n_regions},seed={cfg.seed})"),
             context="evaluation",
         )
-        metrics = {}
-        for r in table.itertuples(index=False):
-            key = str(r.model).replace("fused - ", "delta_fused_minus_")
-            for k in ("roc_auc", "pr_auc", "f1"):
-                for suffix in ("", "_lo", "_hi"):
-                    v = getattr(r, k + suffix)
-                    if np.isfinite(v):
-                        metrics[f"test_{key}_{k}{suffix}"] = float(v)
+        metrics = held_out.metrics()
         metrics.update(timings)
-        metrics["agreement_rate"] = float(agree)
         metrics["test_assess_fused_roc_auc"] = world_auc
         mlflow.log_metrics(metrics)
         with atomic_write(out_dir / "metrics.csv") as fh:

@@ -29,16 +29,18 @@ import numpy as np
 import pandas as pd
 from fastapi import Depends, FastAPI, File, Form, Header, Query, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import FileResponse, JSONResponse
+from fastapi.responses import FileResponse
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, Field, ValidationError
-from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from common.cli import UserError, one_line
+from common.errors import UserError, one_line
+from fusion.models import Models
 from fusion.regions import ID_COLUMN, validate_region_table
-from fusion.scoring import RegionScorer, ScoringConfig
+from fusion.scoring import RegionScorer
 from imagery.data import read_image
 from service.config import ServiceConfig
+from service.errors import ApiError, install_error_handlers
+from service.errors import error_response as _error
 from service.jobs import JobStore
 from service.regions import parse_date
 
@@ -52,14 +54,6 @@ OUTPUT_FILES = (
     "overview.png",
     "scene_rgb.png",
 )
-
-
-class ApiError(Exception):
-    """A client error: ``status`` (4xx) and a one-line message."""
-
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
 
 
 class ScoreRequest(BaseModel):
@@ -89,10 +83,6 @@ class AssessRequest(BaseModel):
     stac_url: str | None = None
 
 
-def _error(status: int, message: str) -> JSONResponse:
-    return JSONResponse(status_code=status, content={"error": one_line(message)[:1000]})
-
-
 class Assessor(Protocol):
     """What runs ``/v1/assess``: checks a request at once, runs it as a job, lists the server's scenes."""
 
@@ -104,17 +94,16 @@ class Assessor(Protocol):
 
 
 def create_app(
-    cfg: ServiceConfig, *, models: tuple[Any, Any, Any] | None = None, assessor: Assessor | None = None
+    cfg: ServiceConfig, *, models: Models | tuple[Any, Any, Any] | None = None, assessor: Assessor | None = None
 ) -> FastAPI:
-    """The application: models loaded once (``models`` = ``(tabular, segmenter, fuser)``, else from ``cfg``);
+    """The application: models loaded once (``models``: :class:`fusion.models.Models` or ``(tabular, segmenter,
+    fuser)``, else from ``cfg``);
     ``assessor`` runs ``/v1/assess`` (default :class:`service.assess.Assessor`)."""
-    if models is None:
-        from fusion.experiment import load_models  # noqa: PLC0415 - models load once, at start
-
-        models = load_models(cfg.tabular_model, cfg.imagery_model, cfg.fusion_model, runtime=cfg.runtime)
+    if models is None:  # models load once, at start
+        models = Models.load(cfg.tabular_model, cfg.imagery_model, cfg.fusion_model, runtime=cfg.runtime)
+    models = Models.of(models)
     tab, seg, fus = models
-    policy = "stacked" if fus is not None else ("tabular" if seg is None else "imagery" if tab is None else "any")
-    scorer = RegionScorer(tab, seg, fus, ScoringConfig(policy=policy, write_masks=False, top_k=3))  # once, at start
+    scorer = RegionScorer.of(models)  # once, at start; the models' default policy, as /v1/assess jobs
     if assessor is None:
         from service.assess import Assessor as SceneAssessor  # noqa: PLC0415 - scene machinery only when serving
 
@@ -122,30 +111,10 @@ def create_app(
     store = JobStore(cfg.workdir, assessor.run, workers=cfg.workers, timeout_s=cfg.job_timeout_s)
     key = cfg.key()
     app = FastAPI(title="Landslide detection", version="1", description=__doc__.split("\n\n")[0])
-    app.state.store = store
+    app.state.store, app.state.scorer = store, scorer
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
 
-    @app.exception_handler(ApiError)
-    async def _api_error(_: Request, exc: ApiError) -> JSONResponse:
-        return _error(exc.status, str(exc))
-
-    @app.exception_handler(UserError)
-    async def _user_error(_: Request, exc: UserError) -> JSONResponse:
-        return _error(400, str(exc))
-
-    @app.exception_handler(RequestValidationError)
-    async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
-        first = exc.errors()[0] if exc.errors() else {}
-        where = ".".join(str(p) for p in first.get("loc", ()) if p != "body")
-        return _error(422, f"invalid request: {where or 'body'}: {first.get('msg', 'malformed')}")
-
-    @app.exception_handler(StarletteHTTPException)
-    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
-        return _error(exc.status_code, str(exc.detail))
-
-    @app.exception_handler(Exception)
-    async def _bug(_: Request, exc: Exception) -> JSONResponse:  # never a stack trace in a response
-        return _error(500, f"internal error ({type(exc).__name__})")
+    install_error_handlers(app)  # one table from exception to status: service.errors
 
     @app.middleware("http")
     async def _limit_size(request: Request, call_next: Callable[..., Any]) -> Any:

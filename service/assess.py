@@ -12,14 +12,16 @@
    windowed, clouds and nodata masked from SCL), then per region the features ``fusion`` defines on the
    region's pixels with a known probability (:func:`fusion.region_features.masked_region_features`). A
    region whose pixels are all clouded or nodata has no imagery evidence (fallback: tabular, marked).
+   Shares are of the region's whole area (:mod:`common.geo.zonal`): the part outside the scene is missing.
 4. **Tabular evidence**: the tabular model's features as **zonal means** of the factor rasters over the
    region's cells (each raster warped onto the scene grid, bilinear; a factor named ``NAME=path`` or by
    its file stem). This matches a model trained on region tables whose features are region means (the
    main job's); a cell-level susceptibility model sees the region's mean conditions. A region that a
-   factor raster covers for less than half of its cells has no tabular evidence (fallback: imagery,
-   marked).
-5. **Fusion**: the stacker (or a decision policy) and the cross-check of :mod:`fusion.crosscheck`:
-   fused probability, decision, agreement, reason; the tabular model's top SHAP features.
+   factor raster covers for less than half of its cells (those outside the scene included) has no tabular
+   evidence (fallback: imagery, marked).
+5. **Fusion**: :meth:`fusion.scoring.RegionScorer.score_evidence`, the one fused row of ``/v1/score`` too
+   (stacker or decision policy, thresholds and the default policy of :mod:`fusion.models`, the cross-check
+   of :mod:`fusion.crosscheck`): fused probability, decision, agreement, reason; the top SHAP features.
 
 Outputs (in ``out``): ``regions.geojson`` (regions with every score), ``landslides.geojson`` (detected
 polygons inside the regions, EPSG:4326, with the region id), ``probability.tif`` (the cut scene's
@@ -39,6 +41,7 @@ import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -48,23 +51,20 @@ import pandas as pd
 import shapely
 
 from common.atomic import atomic_dir, atomic_write
-from common.cli import UserError
+from common.errors import UserError
 from common.geo import (
     Feature,
     Grid,
     RasterOnGrid,
-    class_names,
-    coverage_fraction,
+    ZonalRaster,
+    buffer_m,
     geodesic_area_m2,
-    pixel_size_m,
-    rasterize,
-    transform_geometries,
     write_geojson,
+    zone_of,
 )
-from common.geo.grid import Window
-from fusion.crosscheck import CrosscheckConfig, crosscheck
+from fusion.models import Models
 from fusion.region_features import IMAGERY_FEATURES, masked_region_features
-from fusion.scoring import check_base_models, check_compatible, format_top_features, tabular_proba
+from fusion.scoring import RegionScorer, ScoringConfig
 from imagery.data.crop import crop_scene
 from imagery.data.sentinel2 import open_scene
 from imagery.data.stac import DEFAULT_COLLECTION, load_items, pick_item, search_items, write_box
@@ -75,7 +75,6 @@ from service.regions import Region, bounds, box, check_regions, circle, from_req
 from service.report import write_report, write_rgb_png
 
 WGS84 = "EPSG:4326"
-MIN_FACTOR_COVERAGE = 0.5
 
 
 @dataclass
@@ -87,6 +86,7 @@ class AssessConfig:
     ``factors``: ``NAME=path`` or ``path`` (name = file stem) per factor raster. ``missing_factors``:
     when the tabular model needs a factor no raster gives, ``"error"`` (the command) or ``"imagery"``
     (the service: no tabular evidence, each region marked, fusion falls back to the imagery).
+    ``policy``: the decision policy; ``None``: the models' default (:meth:`fusion.models.Models.default_policy`).
     """
 
     date: str = ""
@@ -109,7 +109,7 @@ class AssessConfig:
     imagery_model: str | None = None
     fusion_model: str | None = None
     out: str = "assess_out"
-    policy: str = "stacked"
+    policy: str | None = None
     runtime: str = "auto"
     device: str = "auto"
     threshold: float | None = None
@@ -168,10 +168,9 @@ def date_window(date: str, days_before: int) -> tuple[str, str]:
 
 
 def _padded(box_lonlat: Sequence[float], margin_m: float) -> list[float]:
-    w, s, e, n = box_lonlat
-    dlat = margin_m / 111_320.0
-    dlon = margin_m / (111_320.0 * max(0.05, math.cos(math.radians((s + n) / 2))))
-    return [max(-180.0, w - dlon), max(-90.0, s - dlat), min(180.0, e + dlon), min(90.0, n + dlat)]
+    """``box_lonlat`` (W S E N) grown by ``margin_m`` metres on the ground, within the lon/lat ranges."""
+    w, s, e, n = buffer_m(shapely.box(*box_lonlat), WGS84, margin_m).bounds
+    return [max(-180.0, w), max(-90.0, s), min(180.0, e), min(90.0, n)]
 
 
 def acquire_scene(
@@ -211,67 +210,6 @@ def factor_sources(factors: Sequence[str]) -> dict[str, str]:
     return out
 
 
-def _region_window(region: Region, grid: Grid) -> tuple[Window, np.ndarray] | None:
-    """The window of ``grid`` around ``region`` and the region's cells in it (``None``: no overlap)."""
-    geom = transform_geometries(shapely.segmentize(region.geometry, 0.001), WGS84, grid.crs)
-    left, bottom, right, top = geom.bounds
-    t = grid.transform
-    c0 = max(0, math.floor((left - t.c) / t.a))
-    c1 = min(grid.width, math.ceil((right - t.c) / t.a))
-    r0 = max(0, math.floor((top - t.f) / t.e))
-    r1 = min(grid.height, math.ceil((bottom - t.f) / t.e))
-    if c1 <= c0 or r1 <= r0:
-        return None
-    win = Window(c0, r0, c1 - c0, r1 - r0)
-    inside = rasterize([region.geometry], grid.subgrid(win), crs=WGS84).astype(bool)
-    if not inside.any():  # a region smaller than a pixel: its centre pixel
-        inside[inside.shape[0] // 2, inside.shape[1] // 2] = True
-    return win, inside
-
-
-def _majority(codes: np.ndarray, legend: dict[int, str] | None) -> str | None:
-    """The most frequent class code (ties: the smallest), as the model's level: its name, or the code."""
-    values, counts = np.unique(codes.astype(np.int64), return_counts=True)
-    code = int(values[np.argmax(counts)])
-    if legend is None:
-        return str(code)
-    return legend.get(code)
-
-
-class _Factor:
-    """One factor raster seen on the probability grid: zonal mean, or the majority class for categorical ones."""
-
-    def __init__(self, name: str, path: str, grid: Grid, categorical: bool) -> None:
-        src_grid = Grid.from_raster(path)
-        self.name, self.path, self.categorical = name, path, categorical
-        self.covers = coverage_fraction(grid, tuple(src_grid.bounds), src_grid.crs) > 0
-        self.reader = RasterOnGrid(path, grid, "nearest" if categorical else "bilinear", 1) if self.covers else None
-        self.legend: dict[int, str] | None = None
-
-    def __enter__(self) -> _Factor:
-        if self.reader is not None:
-            self.reader.__enter__()
-            if self.categorical:
-                self.legend = class_names(self.reader.tags, self.path)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self.reader is not None:
-            self.reader.close()
-
-    def value(self, win: Window, inside: np.ndarray) -> float | str | None:
-        """The region's value, or ``None`` when the raster covers less than half of its cells."""
-        if self.reader is None:
-            return None
-        vals = self.reader.read(win)[inside]
-        finite = np.isfinite(vals)
-        if finite.mean() < MIN_FACTOR_COVERAGE:
-            return None
-        if self.categorical:
-            return _majority(vals[finite], self.legend)
-        return float(vals[finite].mean())
-
-
 def region_evidence(
     regions: Sequence[Region],
     prob_path: Path,
@@ -282,92 +220,67 @@ def region_evidence(
 ) -> tuple[pd.DataFrame, pd.DataFrame, list[str]]:
     """Per region: the imagery features, the tabular feature row and a note.
 
-    Tabular features are zonal means of the factor rasters over the region's cells (bilinear onto the
-    probability grid); a ``categorical`` feature is the majority class (nearest), named by the raster's
-    ``CLASSES`` tag when it has one, else the class code itself (as ``pipelines.build_table`` writes them).
-    Each raster is opened once for all regions.
+    Every share is of the region's whole area (:mod:`common.geo.zonal`): the part outside the scene counts
+    as missing, like a cloud. Imagery: the features of the region's pixels with a known probability.
+    Tabular: zonal means of the factor rasters (bilinear onto the probability grid); a ``categorical``
+    feature is the majority class (nearest), named by the raster's ``CLASSES`` tag when it has one, else
+    the class code itself (as ``pipelines.build_table`` writes them). A factor known on less than half of
+    the region leaves the whole row empty (no tabular evidence). Each raster is opened once for all regions.
     """
     grid = Grid.from_raster(prob_path)
-    dy, dx = pixel_size_m(grid)
     img_rows, tab_rows, notes = [], [], []
     with contextlib.ExitStack() as stack:
         prob_src = stack.enter_context(RasterOnGrid(prob_path, grid, "nearest", 1))
-        readers = [
-            stack.enter_context(_Factor(name, factors[name], grid, name in categorical))
+        readers = {
+            name: stack.enter_context(ZonalRaster(factors[name], grid, name in categorical))
             for name in features
             if name in factors
-        ]
+        }
         absent = [name for name in features if name not in factors]
         for r in regions:
             note = [f"tabular missing: no factor raster for {', '.join(absent)}"] if absent else []
-            win = _region_window(r, grid)
+            zone = zone_of(grid, r.geometry, WGS84)
             img = dict.fromkeys(IMAGERY_FEATURES, np.nan)
             tab: dict[str, Any] = dict.fromkeys(features, np.nan)
-            if win is None:
+            if zone.window is None:
                 note.append("imagery missing: the region is outside the scene")
             else:
-                window, inside = win
-                prob = prob_src.read(window)
-                valid = inside & np.isfinite(prob)
-                share = valid.sum() / inside.sum()
+                prob = prob_src.read(zone.window)
+                valid = zone.inside & np.isfinite(prob)
+                share = zone.share(valid)
+                outside = 1.0 - zone.on_grid
                 if share == 0:
                     note.append("imagery missing: cloud or no data over the whole region")
                 else:
-                    rows = slice(window.row_off, window.row_off + window.height)
-                    area = float(np.mean(dy[rows]) * np.mean(dx[rows]))
-                    img = masked_region_features(prob, valid, threshold, area)
-                    if share < 0.999:
-                        note.append(f"{1 - share:.0%} of the region under cloud or nodata")
-                missing_cover = []
-                for f in readers:
-                    value = f.value(window, inside)
-                    if value is None:
-                        missing_cover.append(f.name)
-                    else:
-                        tab[f.name] = value
+                    img = masked_region_features(prob, valid, threshold, zone.pixel_area_m2(grid))
+                if 0 < share < 0.999 and outside >= 0.001:
+                    note.append(f"{1 - share:.0%} of the region without imagery ({outside:.0%} outside the scene)")
+                elif 0 < share < 0.999:
+                    note.append(f"{1 - share:.0%} of the region under cloud or nodata")
+                values = {name: reader.value(zone) for name, reader in readers.items()}
+                missing_cover = [name for name, v in values.items() if v is None]
                 if missing_cover:
                     note.append(f"tabular missing: factor raster(s) {', '.join(missing_cover)} do not cover the region")
-                    tab = dict.fromkeys(features, np.nan)
+                else:
+                    tab.update(values)
             img_rows.append(img)
             tab_rows.append(tab)
             notes.append("; ".join(note))
     return pd.DataFrame(img_rows, columns=list(IMAGERY_FEATURES)), pd.DataFrame(tab_rows, columns=features), notes
 
 
-def fuse(
-    ids: list[str], img: pd.DataFrame, tab: pd.DataFrame, models: tuple[Any, Any, Any], policy: str, notes: list[str]
-) -> pd.DataFrame:
-    """Per region: p_tabular, p_imagery, p_fused, decision, agree, evidence, reason, top_features, note."""
-    tab_model, seg, fuser = models
-    n = len(ids)
-    p_tab = np.full(n, np.nan)
-    top = [""] * n
-    if tab_model is not None:
-        ok = tab.notna().all(axis=1).to_numpy()
-        if ok.any():
-            X = tab.loc[ok].reset_index(drop=True)
-            p_tab[ok] = tabular_proba(tab_model, X)
-            tops = format_top_features(tab_model.explain(X, top_k=3), int(ok.sum()))
-            for j, i in enumerate(np.flatnonzero(ok)):
-                top[i] = tops[j]
-    p_img = img["img_patch_prob"].to_numpy(dtype=np.float64) if seg is not None else np.full(n, np.nan)
-    p_fused = None
-    if fuser is not None:
-        p_fused = fuser.predict_proba(pd.DataFrame({"p_tabular": p_tab, "p_imagery": p_img}))[:, 1]
-    base = getattr(fuser, "base_thresholds_", {}) if fuser is not None else {}
-    cfg = CrosscheckConfig(
-        policy=policy if fuser is not None or policy != "stacked" else ("any" if tab_model is not None else "imagery"),
-        tabular_threshold=float(base.get("tabular", getattr(tab_model, "threshold_", 0.5) or 0.5)),
-        imagery_threshold=float(base.get("imagery", getattr(seg, "threshold", 0.5) if seg is not None else 0.5)),
-        fused_threshold=float(getattr(fuser, "threshold_", 0.5)) if fuser is not None else 0.5,
-    )
-    cc = crosscheck(p_tab, p_img, cfg, p_fused=p_fused, scar_area_m2=img["img_largest_cc_m2"])
-    out = pd.DataFrame({"region_id": ids})
-    for c in ("p_tabular", "p_imagery", "p_fused", "decision", "agree", "evidence", "reason"):
-        out[c] = cc[c].to_numpy()
-    out["top_features"] = top
-    out["note"] = notes
-    return pd.concat([out, img], axis=1)
+def scorer_of(models: Models | tuple[Any, Any, Any], policy: str | None = None) -> RegionScorer:
+    """The fusion of ``models`` for assessed regions: ``policy`` (``None``: the models' default policy),
+    the top 3 SHAP features; the same :class:`fusion.scoring.RegionScorer` rules as ``/v1/score``."""
+    m = Models.of(models)
+    return RegionScorer.of(m, ScoringConfig(policy=policy, write_masks=False) if policy else None)
+
+
+def fuse(scorer: RegionScorer, ids: list[str], img: pd.DataFrame, tab: pd.DataFrame, notes: list[str]) -> pd.DataFrame:
+    """Per region: p_tabular, p_imagery, p_fused, decision, agree, evidence, reason, top_features, note and the
+    imagery features, from :meth:`RegionScorer.score_evidence` (a row with an empty feature is no evidence)."""
+    has_tab = tab.notna().all(axis=1).to_numpy()
+    return scorer.score_evidence(ids, tab, img, notes, has_tabular=has_tab).drop(columns=["mask_path"])
 
 
 def _landslides_in(regions: Sequence[Region], scene_geojson: Path) -> list[Feature]:
@@ -398,21 +311,24 @@ def _json_value(v: Any) -> Any:
 def assess(
     cfg: AssessConfig,
     *,
-    models: tuple[Any, Any, Any] | None = None,
+    models: Models | tuple[Any, Any, Any] | None = None,
+    scorer: RegionScorer | None = None,
     tracking_uri: str | None = None,
     log: Callable[[str], None] = print,
     progress: Callable[[float, str], None] | None = None,
 ) -> AssessResult:
-    """Assess the regions of ``cfg`` (module docstring); logs to the active MLflow run when there is one."""
+    """Assess the regions of ``cfg`` (module docstring); logs to the active MLflow run when there is one.
+
+    ``models``: loaded models (else loaded from ``cfg``'s URIs); ``scorer``: their fusion, when the caller
+    keeps one (else :func:`scorer_of` ``(models, cfg.policy)``).
+    """
     step = progress or (lambda _f, _m: None)
     t0 = time.perf_counter()
     regions = regions_of(cfg)
     window = date_window(cfg.date, cfg.days_before)
     factors = factor_sources(cfg.factors)
     if models is None:
-        from fusion.experiment import load_models  # noqa: PLC0415 - the service passes its loaded models
-
-        models = load_models(
+        models = Models.load(
             cfg.tabular_model,
             cfg.imagery_model,
             cfg.fusion_model,
@@ -420,13 +336,11 @@ def assess(
             device=cfg.device,
             tracking_uri=tracking_uri,
         )
-    tab_model, seg, fuser = models
-    check_compatible(tab_model, seg, fuser)
-    problems = check_base_models(tab_model, seg, fuser)
-    if problems:
-        raise UserError("incompatible models: " + "; ".join(problems))
-    if seg is None:
+    models = Models.of(models)
+    if models.segmenter is None:
         raise UserError("assess needs an imagery model (--imagery-model): the scene is its evidence")
+    scorer = scorer or scorer_of(models, cfg.policy)  # refuses models that do not belong together
+    tab_model, seg = models.tabular, models.segmenter
     features = list(getattr(tab_model, "feature_names_", []) or [])
     missing = [f for f in features if f not in factors]
     if tab_model is not None and missing and cfg.missing_factors == "error":
@@ -461,7 +375,7 @@ def assess(
         img, tab, notes = region_evidence(
             regions, scene_res.paths["probability.tif"], threshold, factors, features, categorical
         )
-        table = fuse([r.id for r in regions], img, tab, models, cfg.policy, notes)
+        table = fuse(scorer, [r.id for r in regions], img, tab, notes)
         table = pd.concat([table, tab.add_prefix("factor_")], axis=1)
         props = [{k: _json_value(v) for k, v in row.items()} for row in table.to_dict(orient="records")]
         for p, r in zip(props, regions, strict=True):
@@ -498,7 +412,7 @@ def assess(
                 "tabular": cfg.tabular_model,
                 "imagery": cfg.imagery_model,
                 "fusion": cfg.fusion_model,
-                "policy": cfg.policy,
+                "policy": scorer.crosscheck_config.policy,
                 "imagery_threshold": threshold,
             },
             "regions": props,
@@ -531,8 +445,13 @@ def assess(
 class Assessor:
     """``/v1/assess`` on the service's loaded models: requests checked at once, run as jobs."""
 
-    def __init__(self, cfg: ServiceConfig, models: tuple[Any, Any, Any]) -> None:
-        self.cfg, self.models = cfg, models
+    def __init__(self, cfg: ServiceConfig, models: Models | tuple[Any, Any, Any]) -> None:
+        self.cfg, self.models = cfg, Models.of(models)
+
+    @cached_property
+    def scorer(self) -> RegionScorer:
+        """The fusion of the service's models under their default policy (built once, like ``/v1/score``'s)."""
+        return scorer_of(self.models)
 
     def check(self, request: dict[str, Any]) -> None:
         check_regions(from_request(request), self.cfg.max_area_km2)
@@ -579,9 +498,8 @@ class Assessor:
             factors=list(self.cfg.factors),
             missing_factors="imagery",
             progress=False,
-            policy="stacked" if self.models[2] is not None else "any",
         )
-        result = assess(cfg, models=self.models, log=lambda _line: None, progress=progress)
+        result = assess(cfg, models=self.models, scorer=self.scorer, log=lambda _line: None, progress=progress)
         for name in result.out.iterdir():  # the job's files live beside job.json
             shutil.move(str(name), folder / name.name)
         shutil.rmtree(result.out, ignore_errors=True)

@@ -11,7 +11,10 @@
   and TWI from a DEM with true metres per pixel; :func:`terrain_window` for block-wise processing.
 * :mod:`common.geo.vector`: :func:`polygonize` with geodesic areas (:class:`StripPolygonizer` for masks
   streamed strip by strip), GeoJSON/GeoPackage writers,
-  :func:`read_vector` (GeoPackage/shapefile/GeoJSON/CSV), :func:`rasterize`, :func:`distance_to`.
+  :func:`read_vector` (GeoPackage/shapefile/GeoJSON/CSV), :func:`rasterize`, :func:`distance_to`,
+  :func:`buffer_m` (metres on the ground in any CRS).
+* :mod:`common.geo.zonal`: a region's cells on a grid (:func:`zone_of`, shares of its true extent, the
+  part off the grid counted as missing) and zonal means / majority classes (:class:`ZonalRaster`).
 
 Conventions: arrays are ``(rows, cols)`` or ``(bands, rows, cols)``, row 0 north; nodata in float
 arrays is NaN; coordinates are (x, y) / (lon, lat) order; distances and areas are true metres.
@@ -47,6 +50,7 @@ from common.geo.vector import (
     Feature,
     StripPolygonizer,
     VectorData,
+    buffer_m,
     distance_to,
     geodesic_area_m2,
     polygonize,
@@ -57,6 +61,7 @@ from common.geo.vector import (
     write_geojson,
     write_gpkg,
 )
+from common.geo.zonal import ZonalRaster, Zone, zonal_majority, zonal_mean, zone_of
 
 __all__ = [
     "Grid",
@@ -95,4 +100,10 @@ __all__ = [
     "read_vector",
     "rasterize",
     "distance_to",
+    "buffer_m",
+    "Zone",
+    "ZonalRaster",
+    "zone_of",
+    "zonal_mean",
+    "zonal_majority",
 ]

@@ -12,7 +12,7 @@ import rasterio
 import rasterio.errors
 from rasterio.errors import RasterioError, RasterioIOError
 
-from common.cli import UserError
+from common.errors import UserError
 
 PathLike = str | os.PathLike[str]
 

@@ -28,7 +28,7 @@ from rasterio.coords import BoundingBox
 from rasterio.warp import calculate_default_transform, transform_bounds
 from rasterio.windows import Window
 
-from common.cli import UserError
+from common.errors import UserError
 from common.geo._dataset import PathLike, open_raster
 
 __all__ = [
@@ -190,6 +190,39 @@ class Grid:
     def full_window(self) -> Window:
         """``Window(0, 0, width, height)``: the whole grid."""
         return Window(0, 0, self.width, self.height)
+
+    def geometry_in(self, geometry: shapely.Geometry, crs: Any) -> shapely.Geometry:
+        """``geometry`` (given in ``crs``) in the grid's CRS; its edges are densified first (every 0.001 degree or
+        100 m), so the curved image of a straight edge stays close to it."""
+        src = normalize_crs(crs)
+        if src == self.crs:
+            return geometry
+        step = 0.001 if CRS.from_user_input(src).is_geographic else 100.0
+        tr = Transformer.from_crs(src, self.crs, always_xy=True)
+        return shapely.transform(shapely.segmentize(geometry, step), lambda x, y: tr.transform(x, y), interleaved=False)
+
+    def window_of(self, geometry: shapely.Geometry, crs: Any) -> Window:
+        """The window of whole pixels around ``geometry`` (given in ``crs``), **not** clipped to the grid.
+
+        The window may reach past any edge of the grid (negative offsets, or beyond ``width``/``height``):
+        clip it with :meth:`clip`. It is at least one pixel.
+        """
+        left, bottom, right, top = self.geometry_in(geometry, crs).bounds
+        if not all(math.isfinite(v) for v in (left, bottom, right, top)):
+            raise UserError(f"a geometry does not transform from {normalize_crs(crs)} to the grid's CRS {self.crs}")
+        t = self.transform
+        c0, c1 = math.floor((left - t.c) / t.a), math.ceil((right - t.c) / t.a)
+        r0, r1 = math.floor((top - t.f) / t.e), math.ceil((bottom - t.f) / t.e)
+        return Window(c0, r0, max(1, c1 - c0), max(1, r1 - r0))
+
+    def clip(self, window: Window) -> Window | None:
+        """``window`` cut to the grid, or ``None`` when they do not overlap."""
+        c0, r0 = max(0, int(window.col_off)), max(0, int(window.row_off))
+        c1 = min(self.width, int(window.col_off + window.width))
+        r1 = min(self.height, int(window.row_off + window.height))
+        if c1 <= c0 or r1 <= r0:
+            return None
+        return Window(c0, r0, c1 - c0, r1 - r0)
 
     def to_profile(self, dtype: Any = "float32", nodata: float | None = None, count: int = 1) -> dict[str, Any]:
         """A rasterio profile (``rasterio.open(path, "w", **profile)``) for a tiled, deflate GeoTIFF on this grid."""

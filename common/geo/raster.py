@@ -38,7 +38,7 @@ from rasterio.vrt import WarpedVRT
 from rasterio.windows import Window
 
 from common.atomic import atomic_path
-from common.cli import UserError
+from common.errors import UserError
 from common.geo._dataset import PathLike, open_raster, read_errors
 from common.geo.grid import Grid, coverage_fraction, iter_windows
 

@@ -44,7 +44,7 @@ from scipy import ndimage
 from shapely.geometry.base import BaseGeometry
 
 from common.atomic import atomic_path
-from common.cli import UserError
+from common.errors import UserError
 from common.geo._dataset import PathLike, first_line
 from common.geo.grid import Grid, normalize_crs, pixel_size_m
 
@@ -619,6 +619,20 @@ def _buffer_metres(geoms: np.ndarray, crs: str, buffer_m: float) -> np.ndarray:
         local = transform_geometries(geoms[sel], crs, f"EPSG:{epsg}")
         out[sel] = transform_geometries(shapely.buffer(local, buffer_m), f"EPSG:{epsg}", crs)
     return out
+
+
+def buffer_m(geometries: Any, crs: Any, metres: float) -> Any:
+    """Geometries (one shapely geometry or an array) in ``crs`` grown by ``metres`` on the ground, still in ``crs``.
+
+    Projected CRS: a buffer in its units converted from metres; geographic CRS: each geometry is buffered
+    in the UTM zone of its centroid (UPS near the poles) and transformed back (as :func:`rasterize`).
+    """
+    if not math.isfinite(metres) or metres < 0:
+        raise UserError(f"buffer of {metres} m: expected a finite distance >= 0")
+    single = isinstance(geometries, BaseGeometry)
+    geoms = np.asarray([geometries] if single else list(geometries), dtype=object)
+    out = _buffer_metres(geoms, normalize_crs(crs), float(metres)) if metres > 0 else geoms
+    return out[0] if single else out
 
 
 def rasterize(
