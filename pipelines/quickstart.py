@@ -65,6 +65,9 @@ EXPERIMENT = "quickstart"
 #: The date the synthetic world's scene is dated (and assessed at).
 WORLD_DATE = "2024-06-01"
 MODALITIES: tuple[str, ...] = ("tabular", "imagery", "fused")
+#: The quick start trains new models every run, so an automatic engine choice would be measured (ONNX export
+#: and int8 calibration included) every run for a few hundred 32 px patches: it scores on torch eager fp32.
+QUICKSTART_RUNTIME = "torch"
 
 
 @dataclass
@@ -249,6 +252,7 @@ def assess_world(
         imagery_model=imagery_model,
         fusion_model=fusion_model,
         out=str(out_dir / "assess"),
+        runtime=QUICKSTART_RUNTIME,
         progress=cfg.progress,
         seed=cfg.seed,
     )
@@ -339,6 +343,7 @@ def run(cfg: QuickstartConfig, log: Callable[[str], None] = print) -> Quickstart
             fusion_model=fus.fuser_uri,
             masks_dir=str(out_dir / "masks"),
             scoring=ScoringConfig(),
+            runtime=QUICKSTART_RUNTIME,
             progress=cfg.progress,
             seed=cfg.seed,
             experiment=cfg.experiment,
