@@ -77,7 +77,7 @@ def _params(threads: int):
 
 def _plan(path: str, folds: int, threads: int):
     from tabular.config import CVConfig, ScaleConfig, TrainTabularConfig
-    from tabular.stream import plan_table
+    from tabular.large.plan import plan_table
 
     cfg = TrainTabularConfig(
         data=path,
@@ -93,9 +93,9 @@ def _plan(path: str, folds: int, threads: int):
 def _task_train(a: dict, q) -> None:
     import lightgbm as lgb
 
-    from tabular.dataset import FeatureEncoder
+    from tabular.large.core import build_binned_dataset
+    from tabular.large.source import FeatureEncoder
     from tabular.model import LandslideClassifier
-    from tabular.stream import build_binned_dataset
 
     base = _rss_mb()
     t0 = time.perf_counter()
@@ -147,8 +147,8 @@ def _load_model(work: str):
 
 
 def _task_score(a: dict, q, raster: bool) -> None:
-    from tabular.dataset import FeatureEncoder, TableSource
-    from tabular.stream import score_dataset
+    from tabular.large.local import score_dataset
+    from tabular.large.source import FeatureEncoder, TableSource
 
     base = _rss_mb()
     model = _load_model(a["work"])
@@ -194,8 +194,9 @@ def _folds_file(work: str) -> Path:
 def _task_ours(a: dict, q) -> None:
     from sklearn.metrics import roc_auc_score
 
-    from tabular.dataset import FeatureEncoder
-    from tabular.stream import _predict_folds, build_binned_dataset, fit_on_positions
+    from tabular.large.core import build_binned_dataset, fit_on_positions
+    from tabular.large.local import predict_folds
+    from tabular.large.source import FeatureEncoder
 
     base = _rss_mb()
     t0 = time.perf_counter()
@@ -222,7 +223,7 @@ def _task_ours(a: dict, q) -> None:
                 seed=i,
             )
         )
-    oof, _ = _predict_folds(plan.source, enc, plan, fits, 1.0, cfg.scale, 0)
+    oof, _ = predict_folds(plan.source, enc, plan, fits, 1.0, cfg.scale, 0)
     aucs = [float(roc_auc_score(plan.y[plan.fold == i], oof[plan.fold == i])) for i in range(3)]
     q.put({"seconds": time.perf_counter() - t0, "aucs": aucs, "peak_mb": _rss_mb(), "base_mb": base})
 
@@ -369,7 +370,7 @@ def run_task(task: str, a: dict) -> dict:
 def _write_subset(table: str, rows: int, out: Path) -> int:
     import pyarrow.parquet as pq
 
-    from tabular.dataset import TableSource
+    from tabular.large.source import TableSource
 
     src = TableSource(table)
     out.mkdir(parents=True, exist_ok=True)

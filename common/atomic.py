@@ -148,6 +148,8 @@ def atomic_dir(path: str | os.PathLike[str], *, replace: bool = False) -> Iterat
         refused = _refusal(target.parent, exc)
         if refused is not None:
             raise write_error(target, refused) from exc
+        if isinstance(exc, UserError) and str(tmp) in str(exc):  # a writer named the hidden staging folder
+            raise UserError(str(exc).replace(str(tmp), str(target))) from exc
         raise
     shutil.rmtree(tmp, ignore_errors=True)
 

@@ -121,6 +121,7 @@ def write_world(
         "crs": crs,
         "bands": {band: {"scale": 1e-4, "offset": 0.0} for band in SPECTRAL},
         "note": "synthetic world of paired regions (fusion.world); clouds painted into the bands, no SCL",
+        "synthetic": True,
     }
     (out / "scene" / "scene.json").write_text(json.dumps(meta, indent=2), encoding="utf-8")
     dem_m = images[:, BANDS.index("DEM")] * float(L4S_BAND_MEANS[BANDS.index("DEM")])

@@ -10,13 +10,22 @@ from imagery.inference import MORPHOLOGY, TTA_MODES
 from imagery.inference.engine import PRECISIONS, RUNTIMES, engine_spec
 
 
-def add_segmenter_args(p: argparse.ArgumentParser, *, unit: str = "patches", mask_options: bool = True) -> None:
+def add_segmenter_args(
+    p: argparse.ArgumentParser, *, unit: str = "patches", mask_options: bool = True, champion: bool = False
+) -> None:
     """``--model`` and the post-processing, batching and device flags; ``None`` = as stored with the model.
 
     ``unit`` names what a batch holds in the help text; ``mask_options=False`` leaves out ``--vote`` and
-    ``--morphology`` (for ``predict_scene``, which thresholds blended tiles itself).
+    ``--morphology`` (for ``predict_scene``, which thresholds blended tiles itself). ``champion``: ``--model`` may
+    be left out, meaning ``models:/landslide-imagery@champion``.
     """
-    p.add_argument("--model", required=True, help="segmenter URI: runs:/<run_id>[/segmenter], models:/... or a folder")
+    default = " (default: models:/landslide-imagery@champion)" if champion else ""
+    p.add_argument(
+        "--model",
+        required=not champion,
+        default=None,
+        help=f"segmenter URI: runs:/<run_id>[/segmenter], models:/NAME@ALIAS or /VERSION, or a folder{default}",
+    )
     p.add_argument(
         "--tta", choices=TTA_MODES, default=None, help="test-time augmentation (default: stored with the model)"
     )

@@ -23,10 +23,11 @@ from collections.abc import Sequence
 
 import pandas as pd
 
-from common.cli import UserError, add_common_args, csv_list, print_summary, progress_printer, run_main
+from common.cli import UserError, add_common_args, csv_list, positive_int, print_summary, progress_printer, run_main
 from common.seed import seed_everything
 from common.tracking import setup_tracking, tracked_run
 from fusion.crosscheck import POLICIES
+from pipelines._register import model_or_champion
 from pipelines._segmenter_args import add_engine_args, engine_spec_of
 from service.assess import AssessConfig, assess
 
@@ -53,7 +54,12 @@ def build_parser() -> argparse.ArgumentParser:
     when.add_argument("--dem", default=None, help="DEM GeoTIFF (any CRS) for models that use slope/DEM")
     p.add_argument("--factors", nargs="*", default=[], help="factor rasters: NAME=path or path (name = file stem)")
     p.add_argument("--tabular-model", default=None, help="tabular model URI")
-    p.add_argument("--imagery-model", required=True, help="segmenter URI (runs:/..., folder or .onnx)")
+    p.add_argument(
+        "--imagery-model",
+        default=None,
+        help="segmenter URI (runs:/..., models:/NAME@ALIAS, folder or .onnx); with no model named at all the "
+        "@champion of landslide-imagery (and of landslide-tabular / landslide-fuser where registered) is used",
+    )
     p.add_argument("--fusion-model", default=None, help="fuser URI (else --policy decides)")
     p.add_argument(
         "--policy",
@@ -66,6 +72,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default=d.device, help="auto, cpu or cuda")
     p.add_argument("--threshold", type=float, default=None, help="override the segmenter's threshold")
     p.add_argument("--min-area-m2", type=float, default=d.min_area_m2, help="smallest landslide polygon kept")
+    p.add_argument(
+        "--tile", type=positive_int, default=d.tile, help="tile size of the segmenter, px (default %(default)s)"
+    )
+    p.add_argument(
+        "--allow-resolution-mismatch",
+        action="store_true",
+        help="run even when the scene's pixel size is more than 1.5x off the model's training GSD (a warning)",
+    )
     p.add_argument("--max-area-km2", type=float, default=d.max_area_km2, help="largest region accepted")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     add_common_args(p)
@@ -99,6 +113,8 @@ def config_from_args(args: argparse.Namespace) -> AssessConfig:
         device=args.device,
         threshold=args.threshold,
         min_area_m2=args.min_area_m2,
+        tile=args.tile,
+        allow_resolution_mismatch=args.allow_resolution_mismatch,
         max_area_km2=args.max_area_km2,
         progress=not args.no_progress,
         seed=args.seed,
@@ -107,10 +123,19 @@ def config_from_args(args: argparse.Namespace) -> AssessConfig:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    cfg = config_from_args(args)
-    seed_everything(cfg.seed)
     uri = setup_tracking(args.tracking_uri, verbose=args.verbose)
     log = progress_printer(args.json)
+    none_named = args.imagery_model is None and args.tabular_model is None and args.fusion_model is None
+    if args.imagery_model is None and not none_named:
+        raise UserError("--imagery-model is needed with --tabular-model/--fusion-model (or name no model: @champion)")
+    args.imagery_model = model_or_champion(args.imagery_model, "imagery", "--imagery-model", required=True, log=log)
+    for flag, kind in (("tabular_model", "tabular"), ("fusion_model", "fusion")):
+        given = getattr(args, flag)
+        if given is not None or none_named:
+            option = f"--{flag.replace('_', '-')}"
+            setattr(args, flag, model_or_champion(given, kind, option, required=False, log=log))
+    cfg = config_from_args(args)
+    seed_everything(cfg.seed)
     with tracked_run(args.experiment or EXPERIMENT, cfg, run_name=args.run_name) as run:
         result = assess(cfg, tracking_uri=uri, log=log)
     table = result.regions

@@ -5,7 +5,9 @@
 The table follows the seed study's Carinthia data (column names, dtypes, ranges, marginal statistics,
 missing rates; ``slide`` 0/1 label; ``x``/``y`` cell centres on a 10 m grid in EPSG:3416); the
 mechanism behind the label is documented in :mod:`tabular.carinthia`. Memory holds one block of
-cells at a time; the folder is written under a temporary name and renamed when complete.
+cells at a time; the folder is written under a temporary name and renamed when complete (SIGTERM and
+Ctrl-C remove it). A table that needs more memory than is available, or more disk than is free, is
+refused before anything is written (:func:`tabular.carinthia.check_resources`).
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import dataclasses
 import sys
 from collections.abc import Sequence
 
-from common.cli import add_common_args, positive_int, print_summary, quiet_third_party, run_main
+from common.cli import add_common_args, handle_sigterm, positive_int, print_summary, quiet_third_party, run_main
 from tabular.carinthia import STUDY_ROWS, write_carinthia_like
 
 
@@ -33,6 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     quiet_third_party(args.verbose)
+    handle_sigterm()  # SIGTERM ends like Ctrl-C: the hidden staging folder is removed (common.atomic)
     from tqdm import tqdm  # noqa: PLC0415 - progress bar only when writing
 
     with tqdm(total=args.rows, unit="row", unit_scale=True, disable=None, file=sys.stderr) as bar:

@@ -22,6 +22,7 @@ from common.cli import add_common_args, print_summary, run_main
 from common.seed import seed_everything
 from common.tracking import setup_tracking, tracked_run
 from imagery.inference import PredictConfig
+from imagery.inference.config import DEFAULT_OVERLAP
 from imagery.inference.predict import predict_inputs
 from pipelines._segmenter_args import add_segmenter_args, engine_spec_of
 
@@ -32,7 +33,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m pipelines.predict_imagery", description=__doc__.split("\n\n")[0])
     p.add_argument("--input", required=True, help="image_N.h5, a folder of them, or a scene .npy/.h5 (H, W, 14)")
     p.add_argument("--out", required=True, help="output folder")
-    p.add_argument("--overlap", type=int, default=32, help="tile overlap for scenes, px (0 <= overlap < 128)")
+    p.add_argument(
+        "--overlap", type=int, default=DEFAULT_OVERLAP, help="tile overlap for scenes, px (default %(default)s)"
+    )
     p.add_argument("--no-overlays", action="store_true", help="skip the overlay PNGs")
     add_segmenter_args(p)
     add_common_args(p)

@@ -27,6 +27,7 @@ from common.tracking import setup_tracking, tracked_run
 from imagery.data.sentinel2 import SCENE_SCALES
 from imagery.inference.config import SceneConfig
 from imagery.inference.scene import run_scene, scene_summary_line
+from pipelines._register import model_or_champion
 from pipelines._segmenter_args import add_segmenter_args, engine_spec_of
 
 EXPERIMENT = "imagery-scene"
@@ -71,7 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--min-area-m2",
         type=_non_negative_float,
         default=d.min_area_m2,
-        help="smallest landslide polygon kept, m2 (default 500: five 10 m pixels)",
+        help="smallest landslide polygon kept, m2 (default 500: five 10 m pixels; below one pixel's area: a warning)",
     )
     p.add_argument(
         "--scl-mask",
@@ -96,18 +97,25 @@ def build_parser() -> argparse.ArgumentParser:
         default=d.flat_slope_deg,
         help="with --dem: tiles whose steepest slope is below this (degrees) are not run (default %(default)s)",
     )
+    p.add_argument(
+        "--allow-resolution-mismatch",
+        action="store_true",
+        help="run even when the scene's pixel size is more than 1.5x off the model's training GSD (a warning)",
+    )
     p.add_argument("--no-log-rasters", action="store_true", help="do not copy the two COGs into the MLflow run")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    add_segmenter_args(p, unit="tiles", mask_options=False)
+    add_segmenter_args(p, unit="tiles", mask_options=False, champion=True)
     add_common_args(p)
     return p
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    uri = setup_tracking(args.tracking_uri, verbose=args.verbose)
+    model = model_or_champion(args.model, "imagery", "--model", required=True, log=progress_printer(args.json))
     cfg = SceneConfig(
         scene=args.scene,
-        model_uri=args.model,
+        model_uri=model,
         out=args.out,
         dem=args.dem,
         bands=args.bands,
@@ -124,12 +132,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         fill_b10=args.fill_b10,
         skip=not args.no_skip,
         flat_slope_deg=args.flat_slope_deg,
+        allow_resolution_mismatch=args.allow_resolution_mismatch,
         log_rasters=not args.no_log_rasters,
         progress=not args.no_progress,
         seed=args.seed,
     )
     seed_everything(cfg.seed)
-    uri = setup_tracking(args.tracking_uri, verbose=args.verbose)
     with tracked_run(args.experiment or EXPERIMENT, cfg, run_name=args.run_name) as run:
         result = run_scene(cfg, tracking_uri=uri, log=progress_printer(args.json))
     if args.json:

@@ -16,7 +16,7 @@ Large cell tables (``--data`` a Parquet dataset folder or Arrow IPC file) are sc
 into a Parquet dataset folder ``--out`` (``x``, ``y``, ``p_landslide``, ``label``; no SHAP reasons);
 ``--raster-out susceptibility.tif`` also writes the probabilities onto the table's grid as a COG,
 ``susceptibility_classes.tif`` (5 classes) and ``susceptibility_map.png`` (:mod:`tabular.susceptibility`).
-``--engine dask`` scores the partitions on a Dask cluster (:mod:`tabular.dask_engine`).
+``--engine dask`` scores the partitions on a Dask cluster (:mod:`tabular.large.dask_engine`).
 """
 
 from __future__ import annotations
@@ -28,8 +28,7 @@ from collections.abc import Sequence
 from common.cli import UserError, add_common_args, csv_list, non_negative_int, positive_int, print_summary, run_main
 from common.tracking import setup_tracking, tracked_run
 from tabular.config import PredictTabularConfig
-from tabular.dataset import is_dataset_path
-from tabular.experiment import predict_table
+from tabular.large import predict
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -73,6 +72,12 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="B1,B2,B3,B4",
         help="probability breaks of the 5 classes (default: 50/75/90/97.5th percentiles of the mapped area)",
     )
+    p.add_argument(
+        "--allow-sampled-map",
+        action="store_true",
+        help="with --raster-out: map a table built with --negatives-per-positive anyway (a warning; its map shows "
+        "only the sampled cells). Without it such a table is refused: rebuild it with --all-cells",
+    )
     p.add_argument("--engine", choices=["local", "dask"], default="local", help="large tables: local or Dask")
     p.add_argument("--scheduler", default=None, help="with --engine dask: scheduler address (default: local cluster)")
     p.add_argument("--batch-rows", type=positive_int, default=262_144, help="large tables: rows per batch")
@@ -108,28 +113,24 @@ def main(argv: Sequence[str] | None = None) -> int:
         raster_out=args.raster_out,
         grid=args.grid,
         class_breaks=_breaks(args.class_breaks),
+        allow_sampled_map=args.allow_sampled_map,
         engine=args.engine,
         scheduler=args.scheduler,
         batch_rows=args.batch_rows,
     )
     uri = setup_tracking(cfg.tracking_uri, verbose=args.verbose)
     with tracked_run(cfg.experiment, cfg, run_name=cfg.run_name):
-        if cfg.engine == "dask":
-            from tabular.dask_engine import predict_dask  # noqa: PLC0415 - dask loads only with --engine dask
-
-            res = predict_dask(cfg, tracking_uri=uri)
-        elif is_dataset_path(cfg.data) or cfg.raster_out:
-            from tabular.stream import predict_dataset  # noqa: PLC0415 - the large-table path loads on demand
-
-            res = predict_dataset(cfg, tracking_uri=uri)
-        else:
-            res = predict_table(cfg, tracking_uri=uri)
+        res = predict(cfg, tracking_uri=uri)
     if res.unseen:
         print(
             f"warning: categorical levels not seen in training were treated as missing: {res.unseen}", file=sys.stderr
         )
+    for note in res.warnings:
+        print(f"warning: {note}", file=sys.stderr)
     if not args.json:
         print(f"wrote {res.out}: {res.rows} regions, {res.positives} predicted landslides", flush=True)
+        for path in res.maps:
+            print(f"wrote {path}", flush=True)
     print_summary(
         {
             "run_id": res.run_id,
@@ -139,6 +140,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             "threshold": res.threshold,
             "compiled": res.compiled,
             "unseen_category_values": res.unseen,
+            "maps": list(res.maps),
+            "warnings": list(res.warnings),
         },
         as_json=args.json,
     )

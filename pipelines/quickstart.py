@@ -34,8 +34,9 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import mlflow
 import numpy as np
@@ -46,6 +47,7 @@ from sklearn.model_selection import train_test_split
 from common.atomic import atomic_write
 from common.cli import UserError, add_common_args, positive_int, print_summary, progress_printer, run_main
 from common.fingerprint import fingerprint_array, fingerprint_dataframe
+from common.registry import DEFAULT_NAMES
 from common.tracking import log_fingerprint, setup_tracking, tracked_run
 from fusion.config import ScoreRegionsConfig, TrainFusionConfig
 from fusion.evaluation import evaluate_held_out, fused_roc_auc
@@ -57,6 +59,7 @@ from fusion.stacking import load_fuser
 from fusion.world import write_world
 from imagery.data import PatchSet, write_image
 from imagery.training import DataConfig, FoldsResult, ModelConfig, OptimConfig, TrainConfig, run_folds
+from pipelines._register import imagery_extra, register_trained
 from service.assess import AssessConfig, AssessResult, assess
 from tabular.config import CVConfig, TrainTabularConfig
 from tabular.experiment import train_tabular_model
@@ -108,6 +111,7 @@ class QuickstartConfig:
     experiment: str = EXPERIMENT
     tracking_uri: str | None = None
     progress: bool = False
+    register: bool = True
 
     def __post_init__(self) -> None:
         if not 0.05 <= self.test_fraction <= 0.8:
@@ -143,6 +147,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--n-bootstrap", type=positive_int, default=d.n_bootstrap)
     p.add_argument("--out-dir", default=d.out_dir, help="where scores.csv, masks and metrics.csv go")
     p.add_argument("--progress", action="store_true", help="show progress bars")
+    p.add_argument(
+        "--no-register", action="store_true", help="do not register the (synthetic) models in the Model Registry"
+    )
     add_common_args(p)
     return p
 
@@ -167,6 +174,7 @@ def config_from_args(args: argparse.Namespace) -> QuickstartConfig:
         experiment=args.experiment or EXPERIMENT,
         tracking_uri=args.tracking_uri,
         progress=args.progress,
+        register=not args.no_register,
     )
 
 
@@ -183,7 +191,7 @@ def imagery_config(cfg: QuickstartConfig) -> TrainConfig:
     return TrainConfig(
         model=ModelConfig(cfg.imagery_model, cfg.imagery_channels, cfg.imagery_head, None, None, cfg.imagery_width),
         optim=OptimConfig(lr=cfg.imagery_lr, schedule="constant"),
-        data=DataConfig(path="paired-synthetic", folds=2),
+        data=DataConfig(path="paired-synthetic", folds=2, kind="synthetic"),
         epochs=cfg.imagery_epochs,
         batch_size=cfg.imagery_batch_size,
         seed=cfg.seed,
@@ -222,6 +230,50 @@ class QuickstartResult:
     score_run_id: str
     evaluation_run_id: str
     tracking_uri: str
+    registered: dict[str, str] = field(default_factory=dict)
+    #: the usable segmenter (``runs:/<fold-0 run>/segmenter``); ``imagery_run_id`` is the cross-fitting parent
+    #: run that holds the out-of-fold predictions ``train_fusion --imagery-run`` reads, but no model
+    imagery_model: str = ""
+
+
+def register_quickstart_models(
+    cfg: QuickstartConfig, tab: Any, img: FoldsResult, fus: Any, log: Callable[[str], None] = print
+) -> dict[str, str]:
+    """Register the three models under the default names, carded and tagged as trained on synthetic data."""
+    data = f"built-in paired synthetic regions (n={cfg.n_regions}, seed {cfg.seed})"
+    note = ["made by pipelines.quickstart: a demonstration on synthetic data"]
+    common = {"data_name": data, "data_kind": "synthetic", "notes": note, "log": log}
+    return {
+        "tabular": register_trained(
+            "tabular",
+            tab.logged_model_uri or tab.model_uri,
+            name=DEFAULT_NAMES["tabular"],
+            card_run_id=tab.run_id,
+            metrics=tab.summary,
+            threshold=tab.threshold,
+            protocol=f"{cfg.tabular_folds}-fold cross-validation, out-of-fold scores",
+            **common,
+        ),
+        "imagery": register_trained(
+            "imagery",
+            img.model_uris[0],
+            name=DEFAULT_NAMES["imagery"],
+            card_run_id=img.model_uris[0][len("runs:/") :].split("/", 1)[0],
+            metrics=img.metrics,
+            protocol="2-fold cross-fitting (fold 1's model registered)",
+            extra=imagery_extra(img.model_uris[0]),
+            **common,
+        ),
+        "fusion": register_trained(
+            "fusion",
+            f"runs:/{fus.run_id}",
+            name=DEFAULT_NAMES["fusion"],
+            card_run_id=fus.run_id,
+            metrics=fus.metrics,
+            protocol="cross-validated stacker on out-of-fold base predictions",
+            **common,
+        ),
+    }
 
 
 def _features(table: pd.DataFrame) -> list[str]:
@@ -332,6 +384,10 @@ def run(cfg: QuickstartConfig, log: Callable[[str], None] = print) -> Quickstart
             f"(run {fus.run_id}, {timings['fusion_s']:.0f}s)"
         )
 
+        registered = (
+            register_quickstart_models(cfg, tab, img, fus, quiet) if cfg.register else {"imagery": img.model_uris[0]}
+        )
+
         t0 = time.perf_counter()
         scores_csv = out_dir / "scores.csv"
         sc_cfg = ScoreRegionsConfig(
@@ -407,8 +463,23 @@ def run(cfg: QuickstartConfig, log: Callable[[str], None] = print) -> Quickstart
     log(f"compare the runs: mlflow ui --backend-store-uri {uri}")
     log(f"serve the same models (map page at http://127.0.0.1:8000/): {serve_cmd}")
     return QuickstartResult(
-        table, timings, str(scores_csv), tab.run_id, img.run_id, fus.run_id, sc.run_id, eval_run, uri
+        table,
+        timings,
+        str(scores_csv),
+        tab.run_id,
+        img.run_id,
+        fus.run_id,
+        sc.run_id,
+        eval_run,
+        uri,
+        registered,
+        img.model_uris[0],
     )
+
+
+def run_id_of(uri: str) -> str:
+    """The run id of a ``runs:/<run_id>/...`` URI."""
+    return uri.removeprefix("runs:/").split("/", 1)[0]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -419,7 +490,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     summary = {
         "evaluation_run_id": result.evaluation_run_id,
         "tabular_model": f"runs:/{result.tabular_run_id}/model",
-        "imagery_run_id": result.imagery_run_id,
+        # the run that holds the usable imagery model (issue 17): the fold-0 run, not the cross-fitting parent
+        "imagery_model": result.imagery_model,
+        "imagery_run_id": run_id_of(result.imagery_model),
+        "imagery_oof_run_id": result.imagery_run_id,
+        "imagery_registered": result.registered.get("imagery", ""),
         "fusion_model": f"runs:/{result.fusion_run_id}/fuser.json",
         "scores": result.scores,
         "seconds": result.timings["total_s"],

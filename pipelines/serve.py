@@ -22,6 +22,7 @@ from pathlib import Path
 from common.cli import InputNotFoundError, UserError, add_common_args, positive_int, run_main
 from common.seed import seed_everything
 from common.tracking import setup_tracking
+from pipelines._register import model_or_champion
 from pipelines._segmenter_args import add_engine_args, engine_spec_of
 from service.config import ServiceConfig
 
@@ -57,8 +58,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     from service.assess import factor_sources  # noqa: PLC0415 - with the service
 
     args = build_parser().parse_args(argv)
+    setup_tracking(args.tracking_uri, verbose=args.verbose)
+    none_named = args.tabular_model is None and args.imagery_model is None and args.fusion_model is None
+    for flag, kind in (("tabular_model", "tabular"), ("imagery_model", "imagery"), ("fusion_model", "fusion")):
+        given = getattr(args, flag)
+        if given is not None or none_named:  # no model named: the registered @champion of each kind
+            option = f"--{flag.replace('_', '-')}"
+            setattr(args, flag, model_or_champion(given, kind, option, required=False))
     if args.tabular_model is None and args.imagery_model is None:
-        raise UserError("give --tabular-model, --imagery-model or both")
+        raise UserError(
+            "give --tabular-model, --imagery-model or both (or promote registered models to @champion: "
+            "python -m pipelines.promote landslide-imagery VERSION --alias champion)"
+        )
     cfg = ServiceConfig(
         tabular_model=args.tabular_model,
         imagery_model=args.imagery_model,
@@ -83,7 +94,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     if cfg.dem and not Path(cfg.dem).is_file():
         raise InputNotFoundError(f"--dem {cfg.dem}: not found")
     seed_everything(cfg.seed)
-    setup_tracking(args.tracking_uri, verbose=args.verbose)
     app = create_app(cfg)
     print(f"serving on http://{cfg.host}:{cfg.port}/ (docs: /docs); Ctrl-C to stop", flush=True)
     uvicorn.run(app, host=cfg.host, port=cfg.port, log_level="warning" if not args.verbose else "info")

@@ -21,11 +21,17 @@ import argparse
 import sys
 from collections.abc import Sequence
 
+import mlflow
+from mlflow.exceptions import MlflowException
+from mlflow.tracking import MlflowClient
+
 from common.cli import UserError, add_common_args, positive_int, print_summary, progress_printer, run_main
+from common.model_card import SYNTHETIC_TAG
 from common.tracking import setup_tracking, tracked_run
 from fusion.config import TrainFusionConfig
 from fusion.experiment import FusionTrainResult, train_fuser
 from fusion.stacking import CALIBRATIONS
+from pipelines._register import add_register_args, register_trained
 
 EXPERIMENT = "train_fusion"
 
@@ -49,6 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--allow-partial", action="store_true", help="keep regions present in only one OOF table (fit fallbacks only)"
     )
+    add_register_args(p, "fusion")
     add_common_args(p)
     return p
 
@@ -77,11 +84,37 @@ def train(cfg: TrainFusionConfig, log=print, *, verbose: bool = False) -> Fusion
         return train_fuser(cfg, tracking_uri=uri, log=log)
 
 
+def register_fuser(result: FusionTrainResult, cfg: TrainFusionConfig, name: str, log=print) -> str:
+    """Register the fuser (its run's artifacts: ``fuser.json`` and plots) with its model card; synthetic when
+    either base model's run is tagged synthetic."""
+    client = MlflowClient(mlflow.get_tracking_uri())
+    kinds = []
+    for run_id in (cfg.tabular_run, cfg.imagery_run):
+        try:
+            kinds.append(client.get_run(run_id).data.tags.get(SYNTHETIC_TAG))
+        except MlflowException:
+            kinds.append(None)
+    data_kind = "synthetic" if "true" in kinds else "real" if kinds == ["false", "false"] else "unknown"
+    return register_trained(
+        "fusion",
+        f"runs:/{result.run_id}",
+        name=name,
+        card_run_id=result.run_id,
+        data_name=f"out-of-fold predictions of runs {cfg.tabular_run} (tabular) and {cfg.imagery_run} (imagery)",
+        data_kind=data_kind,
+        metrics=result.metrics,
+        protocol=f"{cfg.cv}-fold cross-validation of the stacker on out-of-fold base predictions",
+        log=log,
+    )
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     cfg = config_from_args(args)
     result = train(cfg, log=progress_printer(args.json), verbose=args.verbose)
     summary = {"run_id": result.run_id, "fusion_model": result.fuser_uri, "metrics": result.metrics}
+    if not args.no_register:
+        summary["registered"] = register_fuser(result, cfg, args.register_name, log=progress_printer(args.json))
     print_summary(summary, as_json=args.json)
     return 0
 

@@ -35,7 +35,16 @@ from collections.abc import Sequence
 
 import mlflow
 
-from common.cli import UserError, add_common_args, csv_list, positive_int, print_summary, run_main, unit_float
+from common.cli import (
+    UserError,
+    add_common_args,
+    csv_list,
+    positive_int,
+    print_summary,
+    progress_printer,
+    run_main,
+    unit_float,
+)
 from common.seed import seed_everything
 from common.tracking import setup_tracking, tracked_run
 from imagery.data.chips import IMAGE_SCALES
@@ -53,6 +62,7 @@ from imagery.training import distributed as ddp
 from imagery.training.experiment import checkpoint_run_id
 from imagery.training.protocol import PROTOCOL_TAG_VALUES, PROTOCOLS, STUDY_FOLDS
 from imagery.training.study_tables import check_row
+from pipelines._register import add_register_args, imagery_extra, register_trained
 
 #: Defaults that differ between the protocols (a flag given on the command line always wins).
 PROTOCOL_DEFAULTS: dict[str, dict[str, object]] = {
@@ -256,6 +266,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="skip the MLflow PyTorch flavour export (slow on a CPU); the segmenter itself is always logged",
     )
     r.add_argument("--no-progress", action="store_true", help="no progress bars")
+    add_register_args(p, "imagery")
     add_common_args(p)
     return p
 
@@ -371,10 +382,35 @@ def run(argv: Sequence[str] | None = None) -> FoldsResult:
             mlflow.log_metrics(result.metrics)
             if ctx.enabled:
                 mlflow.set_tags({"ddp_world_size": str(ctx.world_size), "ddp_sync_bn": str(cfg.sync_bn)})
-        print_summary(summary(result, cfg), as_json=args.json)
+        out = summary(result, cfg)
+        if not args.no_register and result.model_uris:
+            out["registered"] = register_imagery(result, cfg, args.register_name, log=progress_printer(args.json))
+        print_summary(out, as_json=args.json)
         return result
     finally:
         ddp.shutdown()
+
+
+def register_imagery(result: FoldsResult, cfg: TrainConfig, name: str, log=print) -> str:
+    """Register the first segmenter of ``result`` (the only one unless --folds k) with its model card."""
+    model_uri = result.model_uris[0]
+    synthetic = cfg.data.path is None
+    data_name = cfg.data.path or f"built-in synthetic patches ({cfg.data.n_synthetic}, seed {cfg.seed})"
+    n = len(result.model_uris)
+    notes = [f"fold 1 of {n} (each fold's model is in its own run)"] if n > 1 else []
+    return register_trained(
+        "imagery",
+        model_uri,
+        name=name,
+        card_run_id=model_uri[len("runs:/") :].split("/", 1)[0],
+        data_name=data_name,
+        data_kind="synthetic" if synthetic else "real",
+        metrics=result.metrics,
+        protocol=PROTOCOL_TAG_VALUES.get(str(cfg.protocol), str(cfg.protocol)),
+        extra=imagery_extra(model_uri),
+        notes=notes,
+        log=log,
+    )
 
 
 def summary(result: FoldsResult, cfg: TrainConfig | None = None) -> dict[str, object]:

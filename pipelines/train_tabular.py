@@ -3,13 +3,15 @@
 ``python -m pipelines.train_tabular`` without flags trains on the built-in synthetic region table
 (:func:`tabular.synthetic.make_region_table`). Logged to MLflow: the config, data fingerprint, git
 commit, per-fold metrics (``fold_<metric>`` at step = fold) and their ``<metric>_mean``/``_std``,
-the decision threshold, the refitted model (LightGBM flavour + ``tabular_model.json``),
+the decision threshold, the refitted model (a pyfunc taking level names, :mod:`tabular.pyfunc_model`,
+with ``tabular_model.json``),
 ``oof_predictions.csv`` (region_id, y_true, p_oof, fold), ``cv_fold_metrics.csv``,
 ``shap_importance.csv``, ``shap_summary.png`` and ``explanations.csv`` (top-k reasons per region).
 
 Large cell tables (``--data`` a Parquet dataset folder, hive-partitioned or not, or Arrow IPC
-``.arrow``/``.feather`` files) are streamed into LightGBM without pandas (:mod:`tabular.stream`), or
-trained on a Dask cluster with ``--engine dask [--scheduler ADDRESS]`` (:mod:`tabular.dask_engine`).
+``.arrow``/``.feather`` files) are streamed into LightGBM without pandas (:mod:`tabular.large.local`), or
+trained on a Dask cluster with ``--engine dask [--scheduler ADDRESS]`` (:mod:`tabular.large.dask_engine`);
+:func:`tabular.large.train` picks the path.
 Cross-validation is spatial (``--cv spatial --block-size METRES``) by default when the table has
 ``x``/``y`` columns and no ``--group`` is given; ``--tune N`` runs an Optuna search inside every fold.
 """
@@ -21,7 +23,6 @@ import sys
 from collections.abc import Callable, Sequence
 
 from common.cli import (
-    UserError,
     add_common_args,
     csv_list,
     non_negative_int,
@@ -32,9 +33,10 @@ from common.cli import (
 )
 from common.metrics import METRIC_NAMES
 from common.tracking import setup_tracking, tracked_run
+from pipelines._register import add_register_args, register_trained
 from tabular.config import DEFAULT_BLOCK_SIZE_M, CVConfig, LGBMParams, ScaleConfig, TrainTabularConfig
-from tabular.dataset import is_dataset_path
-from tabular.experiment import TabularTrainResult, train_tabular_model
+from tabular.large import train as train_model
+from tabular.results import TabularTrainResult
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -114,6 +116,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--early-stopping", type=int, default=LGBMParams.early_stopping_rounds, help="patience in rounds (0: off)"
     )
     p.add_argument("--class-balance", choices=["scale_pos_weight", "none"], default=LGBMParams.class_balance)
+    add_register_args(p, "tabular")
     add_common_args(p)
     return p
 
@@ -153,23 +156,10 @@ def config_from_args(args: argparse.Namespace) -> TrainTabularConfig:
 
 
 def train(cfg: TrainTabularConfig, log: Callable[[str], None] = print, *, verbose: bool = False) -> TabularTrainResult:
-    """Set up the store, open the run and train (:func:`tabular.experiment.train_tabular_model`)."""
+    """Set up the store, open the run and train (:func:`tabular.large.train` picks the path)."""
     setup_tracking(cfg.tracking_uri, verbose=verbose)
     with tracked_run(cfg.experiment, cfg, run_name=cfg.run_name):
-        if cfg.scale.engine == "dask":
-            from tabular.dask_engine import train_dask_model  # noqa: PLC0415 - dask loads only with --engine dask
-
-            return train_dask_model(cfg, log=log)
-        if cfg.data is not None and (is_dataset_path(cfg.data) or cfg.scale.tune_trials > 0):
-            from tabular.stream import train_dataset_model  # noqa: PLC0415 - the large-table path loads on demand
-
-            return train_dataset_model(cfg, log=log)
-        if cfg.scale.imbalance != "none":
-            raise UserError(
-                f"--imbalance {cfg.scale.imbalance} applies to large tables (a Parquet dataset folder or Arrow IPC "
-                "file); use --class-balance for a CSV/Parquet file"
-            )
-        return train_tabular_model(cfg, log=log)
+        return train_model(cfg, log=log)
 
 
 def format_result(result: TabularTrainResult, experiment: str) -> str:
@@ -196,10 +186,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not args.json:
         print(format_result(result, cfg.experiment), flush=True)
     means = {f"{m}_mean": result.summary[f"{m}_mean"] for m in METRIC_NAMES}
-    print_summary(
-        {"run_id": result.run_id, "model_uri": result.model_uri, "threshold": result.threshold, "metrics": means},
-        as_json=args.json,
-    )
+    out = {"run_id": result.run_id, "model_uri": result.model_uri, "threshold": result.threshold, "metrics": means}
+    if not args.no_register:
+        out["registered"] = register_trained(
+            "tabular",
+            result.logged_model_uri or result.model_uri,
+            name=args.register_name,
+            card_run_id=result.run_id,
+            data_name=cfg.data or f"built-in synthetic region table ({cfg.n_regions} rows, seed {cfg.seed})",
+            data_kind="real" if cfg.data else "synthetic",
+            metrics=result.summary,
+            protocol=f"{result.n_folds}-fold cross-validation, out-of-fold scores",
+            threshold=result.threshold,
+            log=log,
+        )
+    print_summary(out, as_json=args.json)
     return 0
 
 

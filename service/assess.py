@@ -68,7 +68,7 @@ from fusion.scoring import RegionScorer, ScoringConfig
 from imagery.data.crop import crop_scene
 from imagery.data.sentinel2 import open_scene
 from imagery.data.stac import DEFAULT_COLLECTION, load_items, pick_item, search_items, write_box
-from imagery.inference.config import SceneConfig
+from imagery.inference.config import DEFAULT_OVERLAP, SceneConfig
 from imagery.inference.scene import run_scene
 from service.config import ServiceConfig
 from service.regions import Region, bounds, box, check_regions, circle, from_request, parse_date, read_regions
@@ -116,8 +116,9 @@ class AssessConfig:
     min_area_m2: float = 500.0
     margin_m: float = 200.0
     tile: int = 128
-    overlap: int = 32
+    overlap: int = DEFAULT_OVERLAP
     batch_size: int = 16
+    allow_resolution_mismatch: bool = False
     max_area_km2: float = 2500.0
     missing_factors: str = "error"
     progress: bool = True
@@ -365,6 +366,7 @@ def assess(
             runtime=cfg.runtime,
             min_area_m2=cfg.min_area_m2,
             threshold=cfg.threshold,
+            allow_resolution_mismatch=cfg.allow_resolution_mismatch,
             log_rasters=False,
             progress=cfg.progress,
         )

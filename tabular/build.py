@@ -28,7 +28,7 @@
 * **Output.** A Parquet dataset folder: ``x``, ``y`` (cell centres in the grid CRS, float64), the
   factors (float32; categorical ones as int32 class values), ``landslide`` (int8), with the grid's
   CRS/transform, the categorical columns and the sampling in the schema metadata
-  (:data:`tabular.dataset.META_KEY`). Written block by block (``block_cells`` cells at a time, one
+  (:data:`tabular.large.source.META_KEY`). Written block by block (``block_cells`` cells at a time, one
   Parquet row group each, parts of ``rows_per_part`` rows) under a temporary name, renamed at the end.
 
 Memory: one block of every raster, plus whole-grid arrays only where a factor needs the whole grid:
@@ -70,7 +70,7 @@ from common.geo import (
     transform_geometries,
 )
 from common.geo import terrain as geo_terrain
-from tabular.dataset import atomic_dataset_dir, table_metadata
+from tabular.large.source import atomic_dataset_dir, table_metadata
 
 MAX_LEVELS = 255
 TERRAIN_CHOICES = ("slope", "aspect", "curvature", "tpi", "tri", "roughness", "twi")

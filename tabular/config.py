@@ -94,7 +94,7 @@ class CVConfig:
 
 @dataclass
 class ScaleConfig:
-    """Options of the large-table path (a Parquet dataset folder or Arrow IPC input; :mod:`tabular.stream`).
+    """Options of the large-table path (a Parquet dataset folder or Arrow IPC input; :mod:`tabular.large`).
 
     ``engine``: ``"local"`` streams the table into LightGBM; ``"dask"`` trains with
     ``lightgbm.dask.DaskLGBMClassifier`` on ``scheduler`` (an address; None starts a local cluster of
@@ -164,6 +164,7 @@ class PredictTabularConfig:
     raster_out: str | None = None  # susceptibility GeoTIFF (large-table path; also classes GeoTIFF and PNG)
     grid: str | None = None  # reference raster for --raster-out when the table carries no grid
     class_breaks: list[float] | None = None  # probability breaks of the 5 classes (None: area quantiles)
+    allow_sampled_map: bool = False  # --raster-out on a table that keeps only a sample of the cells (warns)
     engine: Engine = "local"
     scheduler: str | None = None
     batch_rows: int = 262_144

@@ -109,6 +109,18 @@ def encode_target(series: pd.Series, positive: str | None = None) -> np.ndarray:
     raise UserError(f"target column {name!r} has labels {levels}: pass --positive to say which is the positive class")
 
 
+def encode_target_array(values: np.ndarray, name: str, positive: str | None = None) -> np.ndarray:
+    """:func:`encode_target` for a large column (int8 0/1): the same contract (0/1, booleans, two words,
+    ``positive``), applied once to the column's distinct values and broadcast, so that the streamed and
+    the in-memory paths read a target the same way."""
+    codes, uniques = pd.factorize(values, use_na_sentinel=True)
+    missing = int((codes < 0).sum())
+    if missing:
+        raise UserError(f"target column {name!r} has {missing} missing values (expected 0/1 for every row)")
+    per_level = encode_target(pd.Series(np.asarray(uniques), name=name), positive)
+    return per_level.astype(np.int8)[codes]
+
+
 @dataclass
 class TrainingTable:
     """A validated training table: features ``X`` (rows x features), target ``y`` (0/1 int64),

@@ -3,7 +3,7 @@
 :func:`train_tabular_model`: load and validate the table, k-fold cross-validation (out-of-fold
 probabilities, the F1-optimal threshold, per-fold and mean ± std metrics), refit on every row with
 the mean best round count, SHAP (global importance, summary plot, per-region reasons), and the model
-with the MLflow LightGBM flavour. Artifacts: ``oof_predictions.csv`` (:mod:`common.oof`),
+with the MLflow pyfunc of :mod:`tabular.pyfunc_model`. Artifacts: ``oof_predictions.csv`` (:mod:`common.oof`),
 ``cv_fold_metrics.csv``, ``shap_importance.csv``, ``shap_summary.png``, ``explanations.csv``.
 
 :func:`predict_table`: a logged model applied to a new table, written as CSV with the top SHAP reasons.
@@ -18,7 +18,6 @@ import tempfile
 import time
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 import mlflow
@@ -35,64 +34,12 @@ from tabular.cv import cross_validate
 from tabular.data import load_table, prepare_training_table
 from tabular.explain import global_importance, save_summary_plot
 from tabular.model import LandslideClassifier
+from tabular.results import PredictTableResult, TabularTrainResult
 from tabular.serving import load_tabular_model, log_tabular_model
 from tabular.spatial import frame_coords, resolve_cv_mode, spatial_folds
 from tabular.synthetic import make_region_table
 
 PREDICT_SUFFIXES = (".csv",)
-
-
-@dataclass(frozen=True)
-class TabularTrainResult:
-    """A finished training run: where the model is, its cross-validated scores and threshold."""
-
-    run_id: str
-    model_uri: str
-    logged_model_uri: str
-    summary: dict[str, float]
-    threshold: float
-    top_features: list[str]
-    n_folds: int
-    seconds: float
-
-    @classmethod
-    def of_run(
-        cls,
-        run_id: str,
-        *,
-        logged_model_uri: str,
-        summary: dict[str, float],
-        threshold: float,
-        importance: pd.DataFrame,
-        n_folds: int,
-        seconds: float,
-    ) -> TabularTrainResult:
-        """The result of run ``run_id``; an empty ``summary`` (no cross-validation) reads as NaN scores."""
-        if not summary:
-            summary = {f"{m}_{s}": float("nan") for m in METRIC_NAMES for s in ("mean", "std")}
-        return cls(
-            run_id=run_id,
-            model_uri=f"runs:/{run_id}/model",
-            logged_model_uri=logged_model_uri,
-            summary=summary,
-            threshold=threshold,
-            top_features=importance["feature"].head(5).tolist(),
-            n_folds=n_folds,
-            seconds=seconds,
-        )
-
-
-@dataclass(frozen=True)
-class PredictTableResult:
-    """A finished prediction run: the output file, row and positive counts, unseen category values."""
-
-    run_id: str
-    out: str
-    rows: int
-    positives: int
-    threshold: float
-    unseen: dict[str, int]
-    compiled: bool
 
 
 def load_training_table(cfg: TrainTabularConfig) -> tuple[pd.DataFrame, str]:

@@ -9,12 +9,18 @@ bounded), and on a clean exit writes
   (CRS, transform, size), NaN nodata where the table has no row for the cell or any model input of
   the row was nodata;
 * ``susceptibility_classes.tif`` beside it: uint8 classes 1 very low, 2 low, 3 moderate, 4 high,
-  5 very high (0 = nodata). Default breaks (:data:`AREA_QUANTILES`): the 50th, 75th, 90th and 97.5th
-  percentiles of the mapped probabilities, i.e. the most susceptible 2.5 % of the mapped area is
-  "very high", the next 7.5 % "high", then 15 % "moderate", 25 % "low" and the remaining half "very
-  low" (an area-quantile zoning, common in susceptibility mapping when probabilities of a rare class
-  are small). Fixed probability breaks can be given instead (``breaks``: four increasing values);
-  class ``c`` holds ``breaks[c-2] <= p < breaks[c-1]``;
+  5 very high (0 = nodata: cells without a row and cells whose model input was nodata are never
+  classed and never counted in the shares). Default zoning (:data:`AREA_QUANTILES`): the most
+  susceptible 2.5 % of the mapped area is "very high", the next 7.5 % "high", then 15 % "moderate",
+  25 % "low" and the remaining half "very low" (an area-quantile zoning, common in susceptibility
+  mapping when probabilities of a rare class are small). **Ties stay together**: cells with the same
+  probability always get the same class, so a break can only fall between two distinct probabilities;
+  each of the four breaks is put where the share of mapped cells below it is closest to its target
+  (50, 75, 90, 97.5 %; of two equally close positions, the one keeping the tied cells in the lower
+  class). A large flat area (the sea of a whole-tile map) therefore stays in one class, and a class may
+  be empty when one probability covers more than its share (the legend then says "empty"). Fixed
+  probability breaks can be given
+  instead (``breaks``: four increasing values); class ``c`` holds ``breaks[c-2] <= p < breaks[c-1]``;
 * ``susceptibility_map.png``: the classes with a legend (down-sampled to at most 2,000 pixels a side).
 
 Everything is written under temporary names and renamed at the end (``common.geo.CogWriter``,
@@ -23,6 +29,8 @@ Everything is written under temporary names and renamed at the end (``common.geo
 
 from __future__ import annotations
 
+import errno
+import os
 import shutil
 import tempfile
 from pathlib import Path
@@ -32,7 +40,7 @@ from typing import Any
 import mlflow
 import numpy as np
 
-from common.atomic import atomic_path
+from common.atomic import atomic_path, write_error
 from common.cli import UserError
 from common.geo import CogWriter, Grid, iter_windows
 
@@ -45,7 +53,14 @@ PNG_MAX_PIXELS = 2000
 
 
 def class_breaks(p: np.ndarray, breaks: list[float] | None = None) -> np.ndarray:
-    """Four increasing probability breaks: ``breaks`` checked, or the :data:`AREA_QUANTILES` of ``p`` (NaN ignored)."""
+    """Four non-decreasing probability breaks: ``breaks`` checked, or the tie-aware area zoning of ``p``.
+
+    The zoning (module docstring): over the distinct finite values ``u`` of ``p`` with cumulative
+    shares ``s`` (share of the finite cells ``<= u[j]``), break ``k`` is ``u[j+1]`` for the ``j``
+    whose share is closest to ``AREA_QUANTILES[k]`` (share 0, all cells above, allowed; the break is
+    then ``u[0]``), so that every cell of one value falls on one side of every break. When the nearest
+    position is "every cell below", the break is ``+inf``. Equal breaks mean an empty class. NaN ignored.
+    """
     if breaks is not None:
         b = np.asarray(breaks, dtype=np.float64)
         if b.shape != (4,) or not (np.diff(b) > 0).all() or b[0] <= 0 or b[-1] >= 1:
@@ -54,14 +69,48 @@ def class_breaks(p: np.ndarray, breaks: list[float] | None = None) -> np.ndarray
     valid = p[np.isfinite(p)]
     if valid.size == 0:
         raise UserError("no cell of the grid received a probability (do the table's x/y lie on the grid?)")
-    return np.quantile(valid, AREA_QUANTILES).astype(np.float64)
+    values, counts = np.unique(valid, return_counts=True)
+    # shares[j]: share of cells below the break placed just above values[j-1] (j = 0: no cell below)
+    shares = np.concatenate([[0.0], np.cumsum(counts, dtype=np.float64) / valid.size])
+    upper = np.concatenate([values.astype(np.float64), [np.inf]])  # the break for position j is upper[j]
+    out = []
+    for q in AREA_QUANTILES:
+        d = np.abs(shares - q)
+        j = len(d) - 1 - int(np.argmin(d[::-1]))  # of two equally close positions the higher: ties stay low
+        out.append(upper[j])
+    return np.asarray(out, dtype=np.float64)
 
 
 def classify(p: np.ndarray, breaks: np.ndarray) -> np.ndarray:
-    """uint8 classes 1..5 (:data:`CLASS_NAMES`) by ``breaks``; 0 where ``p`` is NaN."""
+    """uint8 classes 1..5 (:data:`CLASS_NAMES`): class ``c`` holds ``breaks[c-2] <= p < breaks[c-1]``; 0 where
+    ``p`` is NaN (equal breaks leave the class between them empty; equal probabilities share one class)."""
     cls = (np.searchsorted(breaks, p, side="right") + 1).astype(np.uint8)
     cls[~np.isfinite(p)] = 0
     return cls
+
+
+def class_shares(p: np.ndarray, breaks: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per class 1..5: share of the finite cells of ``p``, and min and max probability (NaN when empty)."""
+    valid = p[np.isfinite(p)]
+    cls = classify(valid, breaks)
+    n = max(valid.size, 1)
+    shares = np.array([(cls == c).sum() / n for c in range(1, 6)])
+    lo = np.array([valid[cls == c].min() if (cls == c).any() else np.nan for c in range(1, 6)])
+    hi = np.array([valid[cls == c].max() if (cls == c).any() else np.nan for c in range(1, 6)])
+    return shares, lo, hi
+
+
+def legend_labels(shares: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> list[str]:
+    """Legend text per class: the name, the range of probabilities it holds and its share of the mapped area."""
+    labels = []
+    for name, s, a, b in zip(CLASS_NAMES, shares, lo, hi, strict=True):
+        if not np.isfinite(a):
+            labels.append(f"{name} (empty)")
+        elif a == b:
+            labels.append(f"{name} (p = {a:.3g}, {s:.1%} of area)")
+        else:
+            labels.append(f"{name} ({a:.3g}-{b:.3g}, {s:.1%} of area)")
+    return labels
 
 
 class SusceptibilityRaster:
@@ -76,14 +125,29 @@ class SusceptibilityRaster:
         self.png_path = self.path.with_name(PNG_NAME)
         self.user_breaks = breaks
         self.breaks: np.ndarray | None = None
+        self.shares: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
         self.cells = 0
         self.off_grid = 0
+        self.written: list[Path] = []
         self._tmp: Path | None = None
         self._arr: np.ndarray | None = None
 
+    def check_writable(self) -> None:
+        """Refuse, naming ``--raster-out``, a folder the maps cannot be written to (before any scoring)."""
+        folder = self.path.parent
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise write_error(self.path, exc) from None
+        if not os.access(folder, os.W_OK | os.X_OK):
+            raise write_error(self.path, OSError(errno.EACCES, "folder is read-only or not writable"))
+
     def __enter__(self) -> SusceptibilityRaster:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._tmp = Path(tempfile.mkdtemp(prefix=f".{self.path.name}.", suffix=".work", dir=self.path.parent))
+        self.check_writable()
+        try:
+            self._tmp = Path(tempfile.mkdtemp(prefix=f".{self.path.name}.", suffix=".work", dir=self.path.parent))
+        except OSError as exc:
+            raise write_error(self.path, exc) from None
         self._arr = np.lib.format.open_memmap(self._tmp / "p.npy", mode="w+", dtype=np.float32, shape=self.grid.shape)
         self._arr[:] = np.nan
         return self
@@ -120,11 +184,13 @@ class SusceptibilityRaster:
                 f"(CRS {self.grid.crs}); are x/y in the grid's CRS?"
             )
         self.breaks = class_breaks(np.asarray(arr), self.user_breaks)
+        self.shares = class_shares(np.asarray(arr), self.breaks)
         rows = max(1, (8 << 20) // (4 * self.grid.width))
         tags = {"units": "probability", "long_name": "P(landslide)"}
         class_tags = {
             "classes": ", ".join(f"{i + 1}={n}" for i, n in enumerate(CLASS_NAMES)),
             "breaks": ",".join(f"{b:.6g}" for b in self.breaks),
+            "class_shares": ",".join(f"{v:.4f}" for v in self.shares[0]),
         }
         # both rasters are finished before either is renamed into place
         with atomic_path(self.classes_path) as tmp_cls, atomic_path(self.png_path) as tmp_png:
@@ -135,6 +201,7 @@ class SusceptibilityRaster:
                         wp.write(block, win)
                         wc.write(classify(block, self.breaks), win)
             self._png(tmp_png)
+        self.written = [self.path, self.classes_path, self.png_path]
 
     def _png(self, path: Path) -> None:
         import matplotlib  # noqa: PLC0415 - plotting loads only when a map is drawn
@@ -144,7 +211,7 @@ class SusceptibilityRaster:
         from matplotlib.colors import ListedColormap  # noqa: PLC0415 - see above
         from matplotlib.patches import Patch  # noqa: PLC0415 - see above
 
-        assert self._arr is not None and self.breaks is not None
+        assert self._arr is not None and self.breaks is not None and self.shares is not None
         step = max(1, int(np.ceil(max(self.grid.shape) / PNG_MAX_PIXELS)))
         small = classify(np.asarray(self._arr[::step, ::step]), self.breaks).astype(np.float32)
         small[small == 0] = np.nan
@@ -158,14 +225,7 @@ class SusceptibilityRaster:
             extent=(left, right, bottom, top),
             interpolation="nearest",
         )
-        b = self.breaks
-        labels = [
-            f"{CLASS_NAMES[0]} (p < {b[0]:.3g})",
-            f"{CLASS_NAMES[1]} ({b[0]:.3g}-{b[1]:.3g})",
-            f"{CLASS_NAMES[2]} ({b[1]:.3g}-{b[2]:.3g})",
-            f"{CLASS_NAMES[3]} ({b[2]:.3g}-{b[3]:.3g})",
-            f"{CLASS_NAMES[4]} (p >= {b[3]:.3g})",
-        ]
+        labels = legend_labels(*self.shares)
         ax.legend(
             handles=[Patch(color=c, label=lab) for c, lab in zip(CLASS_COLOURS, labels, strict=True)],
             loc="upper left",
@@ -186,11 +246,15 @@ class SusceptibilityRaster:
             mlflow.log_artifact(str(p), artifact_path="susceptibility")
         if self.breaks is not None:
             mlflow.log_params({f"class_break_{i + 1}": f"{b:.6g}" for i, b in enumerate(self.breaks)})
+        if self.shares is not None:
+            mlflow.log_metrics({f"class_share_{i + 1}": float(v) for i, v in enumerate(self.shares[0])})
         mlflow.log_metrics({"raster_cells": float(self.cells), "rows_off_grid": float(self.off_grid)})
 
     def summary(self) -> dict[str, Any]:
         return {
             "cells": self.cells,
             "off_grid": self.off_grid,
-            "breaks": None if self.breaks is None else self.breaks.tolist(),
+            "breaks": None if self.breaks is None else [float(b) if np.isfinite(b) else None for b in self.breaks],
+            "class_shares": None if self.shares is None else [round(float(v), 6) for v in self.shares[0]],
+            "files": [str(p) for p in self.written],
         }

@@ -55,9 +55,8 @@ def _imports(path: Path) -> list[tuple[str, bool]]:
 
 GRAPH = {mod: _imports(path) for mod, path in MODULES.items()}
 
-#: Import circles that are known and owned elsewhere. tabular.stream <-> tabular.tuning (a lazy import each
-#: way) is dissolved by the tabular branch of issue 19 (tabular/large/); the lead removes this entry on merge.
-KNOWN_CYCLES: set[frozenset[str]] = {frozenset({"tabular.stream", "tabular.tuning"})}
+#: Import circles that are known and owned elsewhere (none: tabular/large/ dissolved stream <-> tuning).
+KNOWN_CYCLES: set[frozenset[str]] = set()
 
 
 def _cycles(edges: dict[str, list[str]]) -> list[list[str]]:

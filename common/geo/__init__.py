@@ -58,6 +58,7 @@ from common.geo.vector import (
     read_vector,
     to_lonlat,
     transform_geometries,
+    utm_crs,
     write_geojson,
     write_gpkg,
 )
@@ -95,6 +96,7 @@ __all__ = [
     "geodesic_area_m2",
     "to_lonlat",
     "transform_geometries",
+    "utm_crs",
     "write_geojson",
     "write_gpkg",
     "read_vector",

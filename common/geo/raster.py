@@ -23,8 +23,10 @@ import contextlib
 import json
 import math
 import os
+import re
+import sys
 import tempfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any, NamedTuple
@@ -272,6 +274,43 @@ def _check_nodata(nodata: float, dtype: np.dtype) -> None:
         raise ValueError(f"nodata {nodata!r} is outside the range of {dtype.name} ({info.min}..{info.max})")
 
 
+_LIBTIFF_LINE = re.compile(rb"^_?tiff\w*: |^TIFF\w+: ", re.IGNORECASE)
+
+
+@contextlib.contextmanager
+def _quiet_libtiff() -> Iterator[None]:
+    """libtiff prints an I/O failure (``_tiffWriteProc: No space left on device.``) straight to the C stderr
+    before GDAL raises it as an exception, which the commands report in their own line: while GDAL writes,
+    fd 2 goes to a temporary file; afterwards its lines come back, less libtiff's."""
+    fd = 2  # the C library's stderr, whatever Python's sys.stderr is
+    with contextlib.suppress(AttributeError, OSError, ValueError):
+        sys.stderr.flush()
+    try:
+        saved = os.dup(fd)
+    except OSError:  # no fd 2 at all
+        yield
+        return
+    try:
+        held = tempfile.TemporaryFile()
+    except OSError:
+        os.close(saved)
+        yield
+        return
+    with held:
+        os.dup2(held.fileno(), fd)
+        try:
+            yield
+        finally:
+            with contextlib.suppress(AttributeError, OSError, ValueError):
+                sys.stderr.flush()
+            os.dup2(saved, fd)
+            os.close(saved)
+            held.seek(0)
+            kept = [line for line in held.read().splitlines(keepends=True) if not _LIBTIFF_LINE.match(line)]
+            if kept:
+                os.write(fd, b"".join(kept))
+
+
 class CogWriter:
     """Write a raster window by window, ending as a Cloud-Optimized GeoTIFF at ``path``.
 
@@ -381,7 +420,8 @@ class CogWriter:
             lo, hi = arr.min(), arr.max()
             if lo < info.min or hi > info.max:
                 raise ValueError(f"values {lo}..{hi} do not fit {self.dtype.name} for {self.path}")
-        self._dst.write(arr.astype(self.dtype, copy=False), window=win)
+        with _quiet_libtiff():
+            self._dst.write(arr.astype(self.dtype, copy=False), window=win)
 
     def __exit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
@@ -389,9 +429,10 @@ class CogWriter:
         try:
             dst, self._dst = self._dst, None
             if dst is not None:
-                dst.close()
+                with _quiet_libtiff():
+                    dst.close()
             if exc_type is None:
-                with atomic_path(self.path) as tmp:
+                with atomic_path(self.path) as tmp, _quiet_libtiff():
                     rasterio.shutil.copy(
                         self._part,
                         tmp,

@@ -605,6 +605,11 @@ def _utm_epsg(lon: float, lat: float) -> int:
     return (32600 if lat >= 0 else 32700) + zone
 
 
+def utm_crs(lon: float, lat: float) -> str:
+    """The metric CRS (UTM zone, UPS near the poles) of a lon/lat point, as ``"EPSG:n"``."""
+    return f"EPSG:{_utm_epsg(lon, lat)}"
+
+
 def _buffer_metres(geoms: np.ndarray, crs: str, buffer_m: float) -> np.ndarray:
     """Buffer each geometry by ``buffer_m`` metres, in ``crs`` units for projected CRSs, else in its UTM zone."""
     parsed = CRS.from_user_input(crs)

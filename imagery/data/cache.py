@@ -19,7 +19,7 @@ import contextlib
 import json
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -204,25 +204,45 @@ def prepare_cache(cfg: PrepareImageryConfig, log: Callable[[str], None] = print)
             "the same patches twice; give one split, or use the official or hf layout for several"
         )
     entries = []
-    for split in splits:
-        t0 = time.perf_counter()
-        entry = build_cache(cfg.data, cfg.out, split=split, layout=cfg.layout, dtype=cfg.dtype)
-        secs = time.perf_counter() - t0
-        n = int(entry["shape"][0])
-        log_fingerprint(Fingerprint(entry["fingerprint"], n, 0, str(cfg.data)), prefix=f"data_{split}")
-        mlflow.log_metrics(
-            {
-                f"{split}_patches": n,
-                f"{split}_seconds": secs,
-                f"{split}_nonfinite": entry["n_nonfinite"],
-                f"{split}_nonfinite_share": entry["n_nonfinite"] / max(1, int(np.prod(entry["shape"]))),
-            }
-        )
-        labelled = "with masks" if entry["masks"] else "no masks"
-        log(f"{split}: {n} patches ({labelled}) -> {Path(cfg.out) / entry['images']} in {secs:.1f}s")
-        entries.append(entry)
+    with _no_empty_folder(Path(cfg.out)):
+        for split in splits:
+            entries.append(_prepare_split(cfg, split, log))
     mlflow.log_artifact(str(Path(cfg.out) / INDEX))
     return entries
+
+
+@contextlib.contextmanager
+def _no_empty_folder(out: Path) -> Iterator[None]:
+    """Remove the folders of ``out`` this block created when it fails and they are still empty (a refused
+    cache, e.g. on a full disk, leaves no empty folder behind)."""
+    made = [p for p in (out, *out.parents) if not p.exists()]
+    try:
+        yield
+    except BaseException:
+        for folder in made:
+            with contextlib.suppress(OSError):
+                folder.rmdir()  # only an empty folder
+        raise
+
+
+def _prepare_split(cfg: PrepareImageryConfig, split: str, log: Callable[[str], None]) -> dict[str, Any]:
+    """One split of :func:`prepare_cache`: build it, log its fingerprint and counts; returns its index entry."""
+    t0 = time.perf_counter()
+    entry = build_cache(cfg.data, cfg.out, split=split, layout=cfg.layout, dtype=cfg.dtype)
+    secs = time.perf_counter() - t0
+    n = int(entry["shape"][0])
+    log_fingerprint(Fingerprint(entry["fingerprint"], n, 0, str(cfg.data)), prefix=f"data_{split}")
+    mlflow.log_metrics(
+        {
+            f"{split}_patches": n,
+            f"{split}_seconds": secs,
+            f"{split}_nonfinite": entry["n_nonfinite"],
+            f"{split}_nonfinite_share": entry["n_nonfinite"] / max(1, int(np.prod(entry["shape"]))),
+        }
+    )
+    labelled = "with masks" if entry["masks"] else "no masks"
+    log(f"{split}: {n} patches ({labelled}) -> {Path(cfg.out) / entry['images']} in {secs:.1f}s")
+    return entry
 
 
 def cache_info(root: str | os.PathLike[str]) -> dict[str, Any]:

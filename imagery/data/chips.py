@@ -47,7 +47,7 @@ from pathlib import Path
 import numpy as np
 
 from common.cli import InputNotFoundError, UserError, errors_message, one_line
-from common.geo import Grid, RasterOnGrid, read_raster
+from common.geo import Grid, RasterOnGrid, pixel_size_m, read_raster
 from imagery.data.bands import BANDS, canonical_band, to_model_units
 from imagery.data.patches import IGNORE, PatchSet
 
@@ -309,7 +309,19 @@ def load_chips(root: str | os.PathLike[str], spec: ChipSpec) -> PatchSet:
         paths=paths,
         bands=tuple(common),
         groups=np.asarray(groups, dtype=np.int64),
+        gsd_m=_chips_gsd([p.image for p in pairs]),
     )
+
+
+def _chips_gsd(paths: list[str]) -> float:
+    """Median over the chips of the finer pixel side at the chip's centre, true metres (also for a geographic
+    CRS); 10 (Sentinel-2's finest) when no chip carries a CRS."""
+    sizes = []
+    for path in paths:
+        grid = Grid.from_raster(path)
+        if grid.crs:
+            sizes.append(min(float(v[grid.height // 2]) for v in pixel_size_m(grid)))
+    return float(np.median(sizes)) if sizes else 10.0
 
 
 def labelled_share(masks: np.ndarray) -> float:

@@ -44,6 +44,7 @@ def crop_scene(scene: SceneSource, bbox: Sequence[float], out: str | os.PathLike
                 "bbox": list(bbox),
                 "source": scene.source,
                 "bands": meta_bands,
+                "synthetic": bool(scene.metadata.get("synthetic")),
             },
             fh,
             indent=2,

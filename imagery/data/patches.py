@@ -36,6 +36,8 @@ class PatchSet:
         bands: the band names of ``images`` (default the 14 L4S bands).
         groups: optional ``(N,)`` int64 group per patch (tiles cut from one chip share a group, so a
             validation split never holds tiles of a chip that is also trained on).
+        gsd_m: ground sampling distance of the patches, m per pixel (10 for L4S and the synthetic patches; a
+            chip folder's own pixel size), stored with a model trained on them.
     """
 
     images: np.ndarray
@@ -44,6 +46,7 @@ class PatchSet:
     paths: list[str] = field(default_factory=list)
     bands: tuple[str, ...] = BANDS
     groups: np.ndarray | None = None
+    gsd_m: float = 10.0
 
     def __post_init__(self) -> None:
         if self.images.ndim != 4:
@@ -84,6 +87,7 @@ class PatchSet:
             paths=[self.paths[i] for i in sel] if self.paths else [],
             bands=self.bands,
             groups=None if self.groups is None else self.groups[sel],
+            gsd_m=self.gsd_m,
         )
 
     def select_bands(self, bands: Sequence[str]) -> PatchSet:
@@ -106,6 +110,7 @@ class PatchSet:
             paths=self.paths,
             bands=tuple(bands),
             groups=self.groups,
+            gsd_m=self.gsd_m,
         )
 
     def select_ids(self, ids: Sequence[int] | np.ndarray) -> PatchSet:

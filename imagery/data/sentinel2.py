@@ -420,7 +420,7 @@ def scene_from_folder(root: Path) -> SceneSource:
             processing_baseline=scene_json.get("processing_baseline"),
             files=files,
             scale_source=f"{SCENE_JSON}",
-            metadata={"eo:cloud_cover": scene_json.get("cloud_cover")},
+            metadata={"eo:cloud_cover": scene_json.get("cloud_cover"), "synthetic": bool(scene_json.get("synthetic"))},
         )
     if item is not None:
         from_item = scene_from_item(item, root, str(root), kind="folder")

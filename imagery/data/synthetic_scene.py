@@ -149,6 +149,7 @@ def write_synthetic_scene(
         "crs": crs,
         "bands": {canonical_band(name): {"scale": 1e-4, "offset": 0.0} for name, _ in S2_L2A_FILES},
         "note": "synthetic scene (imagery.data.synthetic_scene); DN written without the baseline-04 offset",
+        "synthetic": True,
     }
     (out / "scene.json").write_text(json.dumps(meta, indent=2), encoding="utf-8")
     return out

@@ -1,8 +1,9 @@
 """Segmenters on ONNX Runtime: export any network of the family to ONNX (fp32 or int8), and run it.
 
 What is exported is the *network*: preprocessed input ``x`` ``(B, C, H, W)`` float32 (dynamic batch
-``B``) to its head outputs as logits, one ONNX output per key of the network's output dict (``out``
-``(B, 2, H, W)``; ``out_256`` and ``out_64`` for the multi-resolution head; ``patch_logit`` ``(B,)`` for
+``B``, dynamic ``H`` and ``W`` in multiples of :data:`STRIDE`, so any ``--tile`` runs) to its head outputs
+as logits, one ONNX output per key of the network's output dict (``out`` ``(B, 2, H, W)``; ``out_256`` and
+``out_64`` for the multi-resolution head; ``patch_logit`` ``(B,)`` for
 the dual head). Everything around it stays in Python and is the same code as the torch path, so both
 runtimes give the same outputs:
 
@@ -13,7 +14,11 @@ runtimes give the same outputs:
 
 The model's :class:`~imagery.inference.segmenter.SegmenterMeta` travels inside the ``.onnx`` file
 (metadata key ``landslide.segmenter_meta``), so one file is a deployable segmenter:
-:func:`load_onnx_segmenter`.
+:func:`load_onnx_segmenter`. It also stores ``source_digest``, the :func:`~imagery.inference.segmenter.state_digest`
+of the torch weights it was exported from: the converted model's ``digest`` is its source model's, so a fuser
+trained on that model's out-of-fold predictions accepts it (int8 too: the same model, quantized). Files
+exported before this carry no ``source_digest`` (digest: the file's sha256) and may have a fixed tile size
+(``OnnxNetwork.fixed_size``; scene prediction then tiles at that size).
 
 int8 (``int8=True``): static post-training quantization with ONNX Runtime (QDQ format, per-channel
 int8 weights, uint8 activations), calibrated on preprocessed patches (the project's synthetic
@@ -44,12 +49,14 @@ from common.atomic import atomic_path
 from common.cli import UserError, one_line
 from imagery.data.bands import band_indices
 from imagery.data.synthetic import synth_patch
-from imagery.inference.segmenter import Segmenter, SegmenterMeta
+from imagery.inference.segmenter import Segmenter, SegmenterMeta, state_digest
 from imagery.transforms import Normalizer, Preprocessor
 
 META_KEY = "landslide.segmenter_meta"
 INPUT_NAME = "x"
 OPSET = 18
+#: The network halves its input 4 times: exported heights and widths are multiples of this.
+STRIDE = 16
 
 
 class _Outputs(nn.Module):
@@ -103,20 +110,20 @@ def export_onnx(
     names = _output_names(net, example)
     wrapped = _Outputs(net, names).eval()
     target = Path(path)
+    source_digest = state_digest(net)
     with tempfile.TemporaryDirectory() as tmp:
         fp32 = Path(tmp) / "fp32.onnx"
+        dims = {0: torch.export.Dim("batch", min=1)}
+        dynamic = {
+            **dims,
+            2: STRIDE * torch.export.Dim("h16", min=1, max=4096),
+            3: STRIDE * torch.export.Dim("w16", min=1, max=4096),
+        }
         with _silenced():
-            torch.onnx.export(
-                wrapped,
-                (example,),
-                str(fp32),
-                input_names=[INPUT_NAME],
-                output_names=list(names),
-                dynamic_shapes={"x": {0: torch.export.Dim("batch", min=1)}},
-                opset_version=opset,
-                dynamo=True,
-                external_data=False,
-            )
+            try:  # any tile size (multiples of STRIDE); a network that cannot be traced so keeps its patch size
+                _export(wrapped, example, fp32, names, dynamic, opset)
+            except Exception:  # noqa: BLE001 - torch.export raises many types for a shape it cannot generalise
+                _export(wrapped, example, fp32, names, dims, opset)
         model_path = fp32
         if int8:
             prepared = Path(tmp) / "prepared.onnx"
@@ -134,11 +141,27 @@ def export_onnx(
                     weight_type=QuantType.QInt8,
                 )
         model = onnx.load(str(model_path))
-        stored = {**meta.to_dict(), "onnx_outputs": list(names), "int8": bool(int8)}
+        stored = {**meta.to_dict(), "onnx_outputs": list(names), "int8": bool(int8), "source_digest": source_digest}
         onnx.helper.set_model_props(model, {META_KEY: json.dumps(stored)})
         with atomic_path(target) as part:
             onnx.save(model, str(part))
     return target
+
+
+def _export(
+    wrapped: nn.Module, example: torch.Tensor, path: Path, names: tuple[str, ...], dims: dict, opset: int
+) -> None:
+    torch.onnx.export(
+        wrapped,
+        (example,),
+        str(path),
+        input_names=[INPUT_NAME],
+        output_names=list(names),
+        dynamic_shapes={"x": dims},
+        opset_version=opset,
+        dynamo=True,
+        external_data=False,
+    )
 
 
 def calibration_inputs(meta: SegmenterMeta, n: int = 16, seed: int = 0) -> np.ndarray:
@@ -165,7 +188,9 @@ class OnnxNetwork:
     """An ONNX Runtime session with the network contract: ``net(x (B, C, H, W) tensor) -> {name: logits}``.
 
     Runs on the CPU (``CPUExecutionProvider``) with ``threads`` intra-op threads (0 = ONNX Runtime's
-    default, all cores). ``digest`` is the sha256 of the ``.onnx`` file.
+    default, all cores). ``digest`` is the source model's weight digest stored at export (files exported
+    before: the sha256 of the ``.onnx`` file). ``fixed_size``: the tile size a file exported with a fixed
+    height and width takes (``None``: any multiple of :data:`STRIDE`).
     """
 
     def __init__(self, path: str | os.PathLike[str], threads: int = 0) -> None:
@@ -178,7 +203,10 @@ class OnnxNetwork:
         except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own types for a bad file
             raise UserError(f"{p}: not a loadable ONNX model ({one_line(exc)[:160]})") from None
         self.output_names = [o.name for o in self.session.get_outputs()]
-        self.digest = hashlib.sha256(p.read_bytes()).hexdigest()
+        stored = _stored_meta(p, self.session.get_modelmeta().custom_metadata_map)
+        self.digest = str(stored.get("source_digest") or hashlib.sha256(p.read_bytes()).hexdigest())
+        h, w = self.session.get_inputs()[0].shape[2:4]
+        self.fixed_size: int | None = int(h) if isinstance(h, int) and h == w else None
 
     def eval(self) -> OnnxNetwork:
         return self
@@ -196,9 +224,22 @@ def read_meta(path: str | os.PathLike[str]) -> SegmenterMeta:
         props = {m.key: m.value for m in onnx.load(str(p), load_external_data=False).metadata_props}
     except Exception as exc:  # noqa: BLE001 - onnx raises several types for a bad file
         raise UserError(f"{p}: not an ONNX file ({one_line(exc)[:160]})") from None
+    return SegmenterMeta.from_dict(_stored_meta(p, props), source=str(p))
+
+
+def _stored_meta(p: Path, props: dict[str, str]) -> dict:
+    """The segmenter metadata JSON stored in an ``.onnx`` file's properties ``props``; one-line errors."""
     if META_KEY not in props:
         raise UserError(f"{p}: no segmenter metadata ({META_KEY}); expected a file from pipelines.export_imagery")
-    return SegmenterMeta.from_dict(json.loads(props[META_KEY]), source=str(p))
+    try:
+        data = json.loads(props[META_KEY])
+    except json.JSONDecodeError as exc:
+        raise UserError(
+            f"{p}: its segmenter metadata ({META_KEY}) is not valid JSON ({exc.msg}); re-export it"
+        ) from None
+    if not isinstance(data, dict):
+        raise UserError(f"{p}: its segmenter metadata ({META_KEY}) is not a JSON object; re-export it")
+    return data
 
 
 def load_onnx_segmenter(path: str | os.PathLike[str], threads: int = 0) -> Segmenter:

@@ -29,7 +29,7 @@ from common.cli import InputNotFoundError, UserError
 from common.fingerprint import fingerprint_files
 from common.tracking import log_fingerprint
 from imagery.data import BANDS, N_BANDS, write_mask
-from imagery.inference.config import PredictConfig
+from imagery.inference.config import DEFAULT_OVERLAP, PredictConfig
 from imagery.inference.postprocess import apply_threshold
 from imagery.inference.postprocess import morphology as morph
 from imagery.inference.serving import load_segmenter
@@ -117,19 +117,34 @@ def tile_starts(length: int, tile: int, overlap: int) -> list[int]:
 
 
 def blend_weights(tile: int, overlap: int) -> np.ndarray:
-    """``(tile, tile)`` float32 stitching weights: 1 in the centre, ramping linearly to ``1/(overlap+1)`` at
-    the border."""
-    ramp = np.ones(tile, dtype=np.float32)
-    if overlap > 0:
-        edge = np.arange(1, overlap + 1, dtype=np.float32) / (overlap + 1)
-        n = min(overlap, tile // 2)
-        ramp[:n] = edge[:n]
-        ramp[tile - n :] = edge[:n][::-1]
-    return np.outer(ramp, ramp)
+    """``(tile, tile)`` float32 stitching weights: the outer product of a 1-D window that is 1 in the tile's
+    centre and falls smoothly to near 0 at its border over ``min(overlap, tile // 2)`` px (a raised cosine,
+    ``sin^2(pi/2 (i + 0.5) / n)``; ``overlap >= tile / 2`` gives a full Hann window). Never 0, so a pixel that
+    only one tile covers (a scene edge) keeps that tile's prediction.
+
+    Two neighbours overlapping by exactly ``overlap`` px have ramps that sum to 1 (``sin^2 + cos^2``), so the
+    blended probability moves from one tile's to the other's without a step: no seam where the grid falls.
+    """
+    ramp = np.ones(tile, dtype=np.float64)
+    n = min(overlap, tile // 2)
+    if n > 0:
+        edge = np.sin(0.5 * np.pi * (np.arange(n) + 0.5) / n) ** 2
+        ramp[:n] = edge
+        ramp[tile - n :] = edge[::-1]
+    return np.outer(ramp, ramp).astype(np.float32)
+
+
+def add_tile(acc: np.ndarray, norm: np.ndarray, prob: np.ndarray, weight: np.ndarray, y: int, x: int) -> None:
+    """Accumulate one tile's probability ``prob`` ``(h, w)`` at ``(y, x)`` of the buffers ``acc``/``norm``
+    (weighted sum and sum of weights; the blended probability is ``acc / norm``). The one blending step of
+    both tiled paths (:func:`predict_scene` in memory, :mod:`imagery.inference.scene` windowed)."""
+    h, w = prob.shape
+    acc[y : y + h, x : x + w] += weight * prob
+    norm[y : y + h, x : x + w] += weight
 
 
 def predict_scene(
-    prob_fn: ProbFn, scene: np.ndarray, *, tile: int = 128, overlap: int = 32, batch_size: int = 16
+    prob_fn: ProbFn, scene: np.ndarray, *, tile: int = 128, overlap: int = DEFAULT_OVERLAP, batch_size: int = 16
 ) -> np.ndarray:
     """Landslide probability ``(H, W)`` float32 for a raw scene ``(14, H, W)``.
 
@@ -157,8 +172,7 @@ def predict_scene(
         if probs.shape != (len(chunk), tile, tile):
             raise ValueError(f"prob_fn returned shape {probs.shape}, expected {(len(chunk), tile, tile)}")
         for (y, x), p in zip(chunk, probs, strict=True):
-            acc[y : y + tile, x : x + tile] += weight * p
-            norm[y : y + tile, x : x + tile] += weight
+            add_tile(acc, norm, p, weight, y, x)
     return (acc / norm)[:h, :w].astype(np.float32)
 
 
@@ -230,6 +244,8 @@ def predict_inputs(cfg: PredictConfig, *, tracking_uri: str | None = None) -> Pr
     log_fingerprint(fingerprint_files([it.source for it in items], source=cfg.input), context="inference")
     opts = {"tta": cfg.tta, "vote": cfg.vote, "morphology": None, "threshold": cfg.threshold}
     t = segmenter.threshold if cfg.threshold is None else cfg.threshold
+    tile = segmenter.fixed_size or cfg.tile  # an ONNX file exported with a fixed tile size: tile at its size
+    overlap = cfg.overlap if tile == cfg.tile else min(cfg.overlap, tile // 2)
     rows: list[dict[str, object]] = []
     with atomic_dir(out) as staging:  # every output appears together, or none does
         for item in items:
@@ -237,8 +253,8 @@ def predict_inputs(cfg: PredictConfig, *, tracking_uri: str | None = None) -> Pr
                 prob = predict_scene(
                     lambda b: segmenter.predict(b, batch_size=cfg.batch_size, **opts)["prob"],
                     item.image,
-                    tile=cfg.tile,
-                    overlap=cfg.overlap,
+                    tile=tile,
+                    overlap=overlap,
                     batch_size=cfg.batch_size,
                 )
                 mask = finish_mask(prob, t, cfg.morphology or segmenter.meta.morphology)
@@ -275,6 +291,7 @@ __all__ = [
     "PredictResult",
     "finish_mask",
     "predict_inputs",
+    "add_tile",
     "blend_weights",
     "predict_scene",
     "read_inputs",

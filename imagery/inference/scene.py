@@ -39,6 +39,7 @@ centroid_lon, centroid_lat``, ``overview.png`` and ``summary.json``.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import math
 import time
@@ -77,7 +78,14 @@ from imagery.data.bands import BANDS, L4S_BAND_MEANS, model_unit_factor
 from imagery.data.sentinel2 import SCL_CLASSES, SCL_REASONS, SceneSource, open_scene
 from imagery.inference.config import SceneConfig
 from imagery.inference.engine import log_engine_summary
-from imagery.inference.predict import blend_weights, tile_starts
+from imagery.inference.fitness import (
+    DOMAIN_SCORE_MAX,
+    DomainCheck,
+    check_flagged_share,
+    check_resolution,
+    check_training_data,
+)
+from imagery.inference.predict import add_tile, blend_weights, tile_starts
 from imagery.inference.segmenter import Segmenter
 from imagery.inference.serving import load_segmenter
 from imagery.inference.skip import SCL_WATER, SKIP_REASONS, SkipRules, plan_tiles, reason_code
@@ -315,8 +323,11 @@ def predict_windowed(
     staging: Path,
     *,
     progress: bool = True,
+    domain: DomainCheck | None = None,
 ) -> dict[str, Any]:
-    """Run the tiles of the scene row by row; write the COGs into ``staging``; return counts, features, timings."""
+    """Run the tiles of the scene row by row; write the COGs into ``staging``; return counts, features, timings.
+
+    ``domain``: sampled with every final row block's valid pixels (``imagery.inference.fitness``)."""
     grid = inp.grid
     height, width = grid.height, grid.width
     tile, overlap = cfg.tile, cfg.overlap
@@ -380,8 +391,7 @@ def predict_windowed(
                 batch = np.stack([padded[:, :, x : x + tw] for x in chunk])
                 prob = segmenter.predict(batch, batch_size=len(chunk), tta=cfg.tta, threshold=threshold)["prob"]
                 for x, p in zip(chunk, prob, strict=True):
-                    acc[:, x : x + tw] += weight * p
-                    norm[:, x : x + tw] += weight
+                    add_tile(acc, norm, p, weight, 0, x)
                 predicted += len(chunk)
                 bar.update(len(chunk))
             bar.update(len(cols_at) - len(boxes))
@@ -394,6 +404,8 @@ def predict_windowed(
                 with np.errstate(invalid="ignore", divide="ignore"):
                     prob_rows = (acc[lo : lo + n_final, :width] / norm[lo : lo + n_final, :width]).astype(np.float32)
                 rsn = reason[lo : lo + n_final]
+                if domain is not None:
+                    domain.add(raw[:, lo : lo + n_final], rsn == 0)
                 prob_rows[rsn > 0] = np.nan
                 prob_rows[~np.isfinite(prob_rows)] = np.nan
                 skip_rows = np.where(np.isnan(prob_rows) & (rsn == 0), skip_buf[lo : lo + n_final, :width], 0)
@@ -546,6 +558,13 @@ def write_overview(path: Path, inp: _Inputs, prob_path: Path, features: list[Fea
 
 
 # ----------------------------------------------------------------------------- the command's library call
+def _pixel_m(grid: Grid) -> float:
+    """The scene's pixel size in true metres at its centre row (geometric mean of the two sides)."""
+    dy, dx = pixel_size_m(grid)
+    row = grid.height // 2
+    return float(np.sqrt(float(dy[row]) * float(dx[row])))
+
+
 def _check_cfg(cfg: SceneConfig) -> None:
     if cfg.tile < 16 or cfg.tile % 16:
         raise UserError(f"--tile must be a multiple of 16 (the network halves it 4 times), got {cfg.tile}")
@@ -578,16 +597,36 @@ def run_scene(
     scene = open_scene(cfg.scene, bands=cfg.bands, image_scale=cfg.image_scale)
     if segmenter is None:
         segmenter = load_segmenter(cfg.model_uri, device=cfg.device, tracking_uri=tracking_uri, runtime=cfg.runtime)
+    fixed = getattr(segmenter, "fixed_size", None)
+    if fixed and fixed != cfg.tile:  # an ONNX file exported with a fixed tile size: tile at its size
+        log(f"note: the model takes {fixed} px tiles only; --tile {cfg.tile} replaced by {fixed}")
+        cfg = dataclasses.replace(cfg, tile=fixed, overlap=min(cfg.overlap, fixed // 2))
     inp = plan_inputs(scene, segmenter, cfg, log)
-    scl_share = precheck_scl(scene, cfg.scl_mask)
     grid = inp.grid
+    fit = check_resolution(
+        _pixel_m(grid),
+        segmenter.meta,
+        allow=cfg.allow_resolution_mismatch,
+        source=scene.scene_id or str(cfg.scene),  # the id: assess passes a scene cut into a temporary folder
+        model=cfg.model_uri,
+        min_area_m2=cfg.min_area_m2,
+    )
+    fit["training_data"] = check_training_data(
+        segmenter.meta, scene_synthetic=bool(scene.metadata.get("synthetic")), model=cfg.model_uri
+    )
+    scl_share = precheck_scl(scene, cfg.scl_mask)
+    domain = DomainCheck(inp.model_bands, getattr(segmenter.meta, "band_stats", None), grid.width * grid.height)
     out = Path(cfg.out)
     with atomic_dir(out) as staging:  # every output appears together, or none does
         log(
             f"scene {scene.scene_id} ({scene.date or 'date unknown'}, {scene.product}): {grid.width}x{grid.height} px "
             f"in {grid.crs}, bands {', '.join(inp.model_bands)}; scale from {scene.scale_source}"
         )
-        res = predict_windowed(segmenter, inp, cfg, staging, progress=cfg.progress)
+        res = predict_windowed(segmenter, inp, cfg, staging, progress=cfg.progress, domain=domain)
+        fit["domain_scores"] = domain.scores()
+        fit["domain_bands_far"] = domain.warn(fit["domain_scores"], cfg.model_uri)
+        fit["domain_score_max"] = DOMAIN_SCORE_MAX
+        fit["flagged_share"] = check_flagged_share(res["counts"]["landslide"], res["counts"]["valid"])
         features = res["features"]
         t0 = time.perf_counter()
         write_geojson(features, staging / "landslides.geojson", grid.crs)
@@ -644,6 +683,7 @@ def run_scene(
             "tiles_per_s": tiles["predicted"] / infer_s if infer_s > 0 else None,
             "timings_s": {k: round(v, 3) for k, v in res["timings"].items()},
             "outputs": list(OUTPUT_NAMES),
+            "model_fit": fit,
         }
         with atomic_write(staging / "summary.json") as fh:
             json.dump(summary, fh, indent=2)
@@ -668,6 +708,9 @@ def _log_run(summary: dict[str, Any], paths: dict[str, Path], cfg: SceneConfig) 
     }
     if summary["tiles_per_s"]:
         metrics["tiles_per_s"] = summary["tiles_per_s"]
+    fit = summary.get("model_fit", {})
+    metrics.update({f"domain_score_{b}": v for b, v in fit.get("domain_scores", {}).items()})
+    metrics.update({k: fit[k] for k in ("flagged_share", "gsd_ratio", "scene_pixel_m") if k in fit})
     mlflow.log_metrics({k: float(v) for k, v in metrics.items()})
     mlflow.log_params(
         {"scene_id": summary["scene_id"], "scene_date": str(summary["date"]), "scene_crs": summary["crs"]}

@@ -28,6 +28,10 @@ from imagery.transforms.normalize import Normalizer
 from imagery.transforms.preprocess import Preprocessor
 
 META_FORMAT = 1
+#: Ground sampling distance (m per pixel) of a model stored without ``gsd_m``: every model trained before the
+#: field existed learnt from L4S patches or the project's synthetic patches, both 10 m.
+DEFAULT_GSD_M = 10.0
+TRAINING_KINDS = ("synthetic", "real")
 
 
 @dataclass
@@ -40,6 +44,12 @@ class SegmenterMeta:
     takes, in that order (canonical names; empty in models written before band sets: all 14 L4S bands);
     ``units`` the units of those inputs (:data:`imagery.data.bands.MODEL_UNITS`, ``"l4s"``); ``channels`` the
     names of the model's input channels (``imagery.transforms.features.channel_names``).
+
+    What the model learnt from, for the checks before it is applied to a scene (``imagery.inference.scene``):
+    ``gsd_m`` the ground sampling distance of its training patches, m per pixel (:data:`DEFAULT_GSD_M` for
+    models stored without it); ``band_stats`` ``{band: {"mean": m, "std": s}}`` of each raw input band over
+    the training patches, in model units (empty in older models: no domain check); ``training_data``
+    ``{"name", "kind": "synthetic"|"real", "fingerprint"}`` of the training set (``None`` in older models).
     """
 
     model_name: str
@@ -55,6 +65,9 @@ class SegmenterMeta:
     patch_size: int = 128
     units: str = MODEL_UNITS
     channels: list[str] = field(default_factory=list)
+    gsd_m: float = DEFAULT_GSD_M
+    band_stats: dict[str, dict[str, float]] = field(default_factory=dict)
+    training_data: dict[str, str] | None = None
     format_version: int = META_FORMAT
 
     @property
@@ -72,7 +85,35 @@ class SegmenterMeta:
         if missing:
             raise UserError(f"{source}: missing keys {missing}; expected a segmenter model_meta.json")
         known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
+        if known.get("gsd_m") is None:
+            known.pop("gsd_m", None)
+        try:
+            gsd = float(known.get("gsd_m", DEFAULT_GSD_M))
+        except (TypeError, ValueError):
+            gsd = float("nan")
+        if not (gsd > 0 and np.isfinite(gsd)):
+            raise UserError(f"{source}: gsd_m must be a positive number of metres, got {known.get('gsd_m')!r}")
         return cls(**known)
+
+    @property
+    def synthetic(self) -> bool:
+        """Whether the model learnt from synthetic data only (``training_data.kind == "synthetic"``)."""
+        return bool(self.training_data) and self.training_data.get("kind") == "synthetic"  # type: ignore[union-attr]
+
+
+def band_statistics(images: np.ndarray, bands: tuple[str, ...] | list[str], max_patches: int = 512) -> dict:
+    """``{band: {"mean", "std"}}`` of raw patches ``images`` ``(N, len(bands), H, W)`` (model units, NaN ignored),
+    from at most ``max_patches`` patches evenly spaced through the set (the statistics stored with a model)."""
+    n = int(images.shape[0])
+    idx = np.unique(np.linspace(0, n - 1, num=min(n, max_patches)).round().astype(np.int64)) if n else []
+    sample = np.asarray(images[idx], dtype=np.float64)
+    out = {}
+    for i, b in enumerate(bands):
+        v = sample[:, i]
+        v = v[np.isfinite(v)]
+        if v.size:
+            out[str(b)] = {"mean": float(v.mean()), "std": float(v.std())}
+    return out
 
 
 def state_digest(model: nn.Module) -> str:
@@ -140,6 +181,11 @@ class Segmenter:
         """The raw bands ``predict`` takes, in order (L4S model units)."""
         return self.meta.bands
 
+    @property
+    def fixed_size(self) -> int | None:
+        """The one tile size the network takes (an ONNX file exported with a fixed size), else ``None``."""
+        return getattr(self.model, "fixed_size", None)
+
     @torch.inference_mode()
     def predict(
         self,
@@ -172,6 +218,12 @@ class Segmenter:
             raise UserError(
                 f"Segmenter.predict: images have shape {tuple(x.shape)}, expected (N, {nb}, H, W) raw L4S bands "
                 f"({', '.join(self.bands)})"
+            )
+        fixed = self.fixed_size
+        if fixed and tuple(x.shape[2:]) != (fixed, fixed):
+            raise UserError(
+                f"the ONNX model takes {fixed}x{fixed} px tiles (exported with a fixed size), got "
+                f"{x.shape[2]}x{x.shape[3]}: pass --tile {fixed}, or export it again with pipelines.export_imagery"
             )
         tta = self.meta.tta if tta is None else tta
         vote = self.meta.vote if vote is None else vote

@@ -132,6 +132,8 @@ class DataConfig:
     ``folds_order``: ``shuffled`` (seeded k-fold) or ``natural`` (the study's contiguous blocks of the
     naturally sorted file names; always so under ``--protocol study``).
     ``normalize`` is a ``imagery.transforms.normalize.Normalizer`` mode (``"none"`` reproduces the seed).
+    ``kind``: ``synthetic`` or ``real``, stored with the model (``SegmenterMeta.training_data``); ``None``:
+    ``synthetic`` without ``path`` (the built-in patches), else ``real``.
     """
 
     path: str | None = None
@@ -149,6 +151,7 @@ class DataConfig:
     fold: int | None = None
     normalize: str = "none"
     folds_order: str = "shuffled"
+    kind: str | None = None
 
 
 @dataclass

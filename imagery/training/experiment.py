@@ -47,7 +47,7 @@ from imagery.device import resolve_device
 from imagery.inference.evaluate import evaluate_segmenter, save_pr_curve
 from imagery.inference.metrics import segmentation_metrics
 from imagery.inference.predict import save_overlay
-from imagery.inference.segmenter import Segmenter, SegmenterMeta
+from imagery.inference.segmenter import Segmenter, SegmenterMeta, band_statistics
 from imagery.inference.serving import log_segmenter
 from imagery.models import create_model
 from imagery.training import distributed as ddp
@@ -219,8 +219,17 @@ def _fit(
         tta=cfg.tta,
         vote=cfg.vote,
         patch_size=int(fit_set.images.shape[-1]),
+        gsd_m=float(fit_set.gsd_m),
+        band_stats=band_statistics(np.asarray(fit_set.images), bands),
+        training_data=training_data_info(cfg.data, data_digest),
     )
     return result, meta, sx, device
+
+
+def training_data_info(d: DataConfig, digest: str) -> dict[str, str]:
+    """``{"name", "kind", "fingerprint"}`` of the training data, stored with the model (``SegmenterMeta``)."""
+    kind = d.kind or ("synthetic" if d.path is None else "real")
+    return {"name": str(d.path or "built-in synthetic patches"), "kind": kind, "fingerprint": digest}
 
 
 def _log_model_params(meta: SegmenterMeta) -> None:

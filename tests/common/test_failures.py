@@ -111,7 +111,26 @@ def test_full_disk_cache_is_refused_before_writing(small_fs, tmp_path: Path, tra
     err = capsys.readouterr().err
     assert code == 2 and "not enough free space" in err and err.count("\n") == 1
     assert not [p for p in full.rglob("*") if p.is_file()]  # nothing written, no temporary file left
+    assert not (full / "cache").exists()  # ... and no empty folder (issue 17)
     assert mlflow.search_runs(experiment_names=["imagery-prepare"])["status"].tolist() == ["FAILED"]
+
+
+def test_full_disk_scene_output_is_one_line_naming_the_users_path(small_fs, tmp_path: Path, tracking_uri: str, capfd):
+    """predict_scene --out on a full disk: one line naming --out (not the hidden staging folder), no libtiff lines."""
+    from imagery.data.synthetic_scene import write_synthetic_scene
+    from pipelines import predict_scene
+    from tests.scenes.helpers import L2A_BANDS, tiny_model
+
+    scene = write_synthetic_scene(tmp_path / "scene", 300, cloud_fraction=0.0)
+    model = tiny_model(tmp_path / "model", L2A_BANDS, prob=None)  # random weights: an incompressible map
+    full = small_fs("full", "size=300k")
+    out = full / "maps"
+    argv = ["--scene", str(scene), "--model", str(model), "--out", str(out), "--no-progress"]
+    assert run_main(predict_scene.main, [*argv, "--tracking-uri", tracking_uri]) == 2
+    err = capfd.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and f"cannot write {out}" in err and "No space left" in err, err
+    assert ".tmp" not in err and "tiff" not in err.lower().replace(".tif", "")
+    assert not list(full.iterdir())
 
 
 def test_read_only_tracking_store_fails_fast(small_fs, tmp_path: Path) -> None:

@@ -11,6 +11,7 @@ import pytest
 
 from common.cli import run_main
 from fusion.evaluation import bootstrap_table
+from imagery.inference.serving import load_segmenter
 from pipelines import quickstart
 
 TINY = [
@@ -83,6 +84,17 @@ def test_quickstart_tiny_end_to_end(tmp_path: Path, tracking_uri: str, capsys: p
     assert len(both) == 24
     np.testing.assert_allclose(both["p_tabular_y"], both["p_tabular_x"], atol=1e-4)
     assert "test_assess_fused_roc_auc" in names["evaluation"].data.metrics
+    # the three models are registered as @candidate, carded and tagged as synthetic; the printed imagery model loads
+    client = mlflow.MlflowClient(tracking_uri, registry_uri=tracking_uri)
+    for name in ("landslide-tabular", "landslide-imagery", "landslide-fuser"):
+        mv = client.get_model_version_by_alias(name, "candidate")
+        assert mv.tags["landslide.synthetic"] == "true" and "SYNTHETIC DATA" in mv.description, name
+    assert "imagery_registered: models:/landslide-imagery/1" in text
+    # the printed imagery_run_id names the run that holds the usable model (issue 17, item 8)
+    printed = dict(line.split(": ", 1) for line in text.splitlines() if line.startswith("imagery_"))
+    assert printed["imagery_model"] == f"runs:/{printed['imagery_run_id']}/segmenter"
+    assert printed["imagery_oof_run_id"] == names["imagery"].info.run_id
+    assert load_segmenter(f"runs:/{printed['imagery_run_id']}").bands
 
 
 def gpd_like(path: Path) -> pd.DataFrame:

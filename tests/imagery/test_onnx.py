@@ -3,17 +3,22 @@ L4S patches, through the same pre- and post-processing; int8 keeps the landslide
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
+from unittest import mock
 
+import mlflow
 import numpy as np
+import onnx
 import pytest
 import torch
 
-from common.cli import run_main
+from common.cli import UserError, run_main
 from imagery.data import load_patches
+from imagery.data.synthetic_scene import write_synthetic_scene
 from imagery.inference import Segmenter, SegmenterMeta, load_segmenter, save_segmenter_files
 from imagery.inference.metrics import segmentation_metrics
-from imagery.inference.onnx import export_onnx, load_onnx_segmenter, read_meta
+from imagery.inference.onnx import META_KEY, export_onnx, load_onnx_segmenter, read_meta
 from imagery.models import create_model
 from imagery.training import TrainConfig, Trainer, build_criterion
 from imagery.transforms import Preprocessor
@@ -48,7 +53,116 @@ def test_onnx_matches_torch_on_real_patches(exported: dict) -> None:
         assert np.abs(a["prob"] - b["prob"]).max() < 1e-4
         assert np.abs(a["patch_prob"] - b["patch_prob"]).max() < 1e-4
         assert np.array_equal(a["mask"], b["mask"])
-    assert read_meta(exported["fp32"]).channel_set == 23 and onnx_seg.digest != exported["torch"].digest
+    assert read_meta(exported["fp32"]).channel_set == 23
+    # the converted model is its source model: the same digest, so a fuser trained on it accepts it (issue 17)
+    assert onnx_seg.digest == exported["torch"].digest
+
+
+@pytest.mark.real_data
+def test_onnx_runs_any_tile_size(exported: dict) -> None:
+    """Dynamic height and width: 64 and 256 px tiles give the torch probabilities (issue 17, item 11)."""
+    images = np.asarray(exported["patches"].images[:4])
+    big = np.concatenate([np.concatenate(list(images[:2]), axis=2), np.concatenate(list(images[2:4]), axis=2)], axis=1)
+    onnx_seg = load_onnx_segmenter(exported["fp32"])
+    assert onnx_seg.fixed_size is None
+    for x in (images[:, :, :64, :64], big[None]):
+        a, b = exported["torch"].predict(x)["prob"], onnx_seg.predict(x)["prob"]
+        assert a.shape == b.shape == (len(x), *x.shape[2:]) and np.abs(a - b).max() < 1e-4
+
+
+def _rewrite_props(src: Path, dst: Path, edit) -> Path:
+    model = onnx.load(str(src))
+    props = {m.key: m.value for m in model.metadata_props}
+    del model.metadata_props[:]
+    onnx.helper.set_model_props(model, edit(props))
+    onnx.save(model, str(dst))
+    return dst
+
+
+@pytest.mark.real_data
+def test_truncated_onnx_metadata_is_a_one_line_error(exported: dict, tmp_path: Path, tracking_uri: str, capsys) -> None:
+    from pipelines import predict_scene
+
+    bad = _rewrite_props(exported["fp32"], tmp_path / "bad.onnx", lambda p: {**p, META_KEY: p[META_KEY][:40]})
+    with pytest.raises(UserError, match="segmenter metadata .* is not valid JSON"):
+        load_onnx_segmenter(bad)
+    scene = write_synthetic_scene(tmp_path / "scene", 96, cloud_fraction=0.0)
+    argv = ["--scene", str(scene), "--model", str(bad), "--out", str(tmp_path / "o"), "--tracking-uri", tracking_uri]
+    assert run_main(predict_scene.main, argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "bad.onnx" in err and "not valid JSON" in err
+
+
+@pytest.mark.real_data
+def test_predict_scene_with_an_onnx_model_and_any_tile(exported: dict, tmp_path: Path, tracking_uri: str) -> None:
+    from pipelines import predict_scene
+
+    scene = write_synthetic_scene(tmp_path / "scene", 192, cloud_fraction=0.0)
+    argv = ["--scene", str(scene), "--dem", str(scene / "dem.tif"), "--model", str(exported["fp32"])]
+    for tile in ("64", "128"):
+        out = tmp_path / f"o{tile}"
+        more = ["--tile", tile, "--overlap", "32", "--out", str(out), "--no-progress", "--tracking-uri", tracking_uri]
+        assert run_main(predict_scene.main, [*argv, *more]) == 0
+        assert json.loads((out / "summary.json").read_text())["tile"] == int(tile)
+
+
+@pytest.mark.real_data
+def test_an_old_fixed_size_onnx_file_is_tiled_at_its_size(exported: dict, tmp_path: Path, tracking_uri: str) -> None:
+    """Files exported before dynamic sizes: scene prediction tiles at their size; a wrong patch size is a
+    one-line error; their digest stays the file's sha256 (no stored source digest)."""
+    from imagery.inference.onnx import _export, _output_names, _Outputs  # noqa: PLC0415 - the old export
+
+    net = exported["torch"].model.float().to(memory_format=torch.contiguous_format)
+    example = torch.zeros(2, 23, 128, 128)
+    names = _output_names(net, example)
+    _export(
+        _Outputs(net, names).eval(), example, tmp_path / "fixed_raw.onnx", names, {0: torch.export.Dim("b", min=1)}, 18
+    )
+    meta = json.dumps(META.to_dict())
+    old = _rewrite_props(tmp_path / "fixed_raw.onnx", tmp_path / "old.onnx", lambda p: {META_KEY: meta})
+    seg = load_onnx_segmenter(old)
+    assert seg.fixed_size == 128 and len(seg.digest) == 64 and seg.digest != exported["torch"].digest
+    images = np.asarray(exported["patches"].images[:2])
+    with pytest.raises(UserError, match="takes 128x128 px tiles .* pass --tile 128"):
+        seg.predict(images[:, :, :64, :64])
+    scene = np.concatenate(list(images), axis=2)  # (14, 128, 256)
+    res = predict_inputs_like(seg, scene, tmp_path)
+    assert res.shape == (128, 256) and np.isfinite(res).all()
+
+
+def predict_inputs_like(seg: Segmenter, scene: np.ndarray, tmp_path: Path) -> np.ndarray:
+    """``predict_imagery`` on a scene array with ``--tile 64``: the fixed-size model tiles at 128 instead."""
+    from imagery.inference.config import PredictConfig  # noqa: PLC0415
+    from imagery.inference.predict import predict_inputs  # noqa: PLC0415
+
+    np.save(tmp_path / "scene.npy", np.moveaxis(scene, 0, -1))
+    cfg = PredictConfig(input=str(tmp_path / "scene.npy"), out=str(tmp_path / "pred"), tile=64, overlap=16)
+    with mock.patch("imagery.inference.predict.load_segmenter", return_value=seg), mlflow.start_run():
+        predict_inputs(cfg)
+    return np.load(tmp_path / "pred" / "prob_scene.npy")
+
+
+def test_assess_takes_a_tile_flag() -> None:
+    from pipelines import assess
+
+    args = assess.build_parser().parse_args(
+        [
+            "--bbox",
+            "0",
+            "0",
+            "1",
+            "1",
+            "--date",
+            "2024-01-01",
+            "--imagery-model",
+            "m.onnx",
+            "--out",
+            "o",
+            "--tile",
+            "64",
+        ]
+    )
+    assert assess.config_from_args(args).tile == 64
 
 
 @pytest.mark.slow

@@ -132,6 +132,11 @@ def test_train_cli_logs_model_artifacts_and_oof(tmp_path: Path, tracking_uri: st
     assert {"oof_predictions.csv", "segmenter", "plots", "overlays", "config.json"} <= arts
     seg = load_segmenter(out.model_uris[0], device="cpu")
     assert seg.threshold == pytest.approx(run_info.data.metrics["threshold"])
+    # what the model learnt from, for the checks before a scene (issue 17): 10 m, band statistics, synthetic
+    assert seg.meta.gsd_m == 10.0 and set(seg.meta.band_stats) == set(seg.bands)
+    assert all(s["std"] > 0 for s in seg.meta.band_stats.values())
+    assert seg.meta.training_data["kind"] == "synthetic" and seg.meta.synthetic
+    assert seg.meta.training_data["fingerprint"] == run_info.data.params["data_sha256"]
     assert list(out.oof.columns) == ["region_id", "y_true", "p_oof", "fold"]
     assert (tmp_path / "ck" / "checkpoint.pt").is_file()
     hist = client.get_metric_history(out.run_id, "val_ls_f1")

@@ -23,8 +23,17 @@ from tests.conftest import shared_dataset
 L2A_BANDS = ["B1", "B2", "B3", "B4", "B5", "B6", "B7", "B8", "B9", "B11", "B12"]
 
 
-def tiny_model(folder: Path, bands: list[str], *, prob: float | None = 1e-6, channel_set: int = 23) -> Path:
-    """A width-4 small RAU-Net (mono head) saved as a segmenter folder.
+def tiny_model(
+    folder: Path,
+    bands: list[str],
+    *,
+    prob: float | None = 1e-6,
+    channel_set: int = 23,
+    gsd_m: float = 10.0,
+    **meta_fields: object,
+) -> Path:
+    """A width-4 small RAU-Net (mono head) saved as a segmenter folder (``gsd_m`` and ``meta_fields``: stored in
+    its ``SegmenterMeta``).
 
     ``prob``: the head's output conv is set to give this landslide probability everywhere (an empty mask
     at the default threshold: deterministic outputs); ``None`` keeps the random initialisation.
@@ -39,7 +48,17 @@ def tiny_model(folder: Path, bands: list[str], *, prob: float | None = 1e-6, cha
         with torch.no_grad():
             last.weight.zero_()
             last.bias.copy_(torch.tensor([0.0, logit]))
-    meta = SegmenterMeta("small_rau_net1", kw, channel_set, threshold=0.5, band_order=bands, head="mono", channels=ch)
+    meta = SegmenterMeta(
+        "small_rau_net1",
+        kw,
+        channel_set,
+        threshold=0.5,
+        band_order=bands,
+        head="mono",
+        channels=ch,
+        gsd_m=gsd_m,
+        **meta_fields,  # type: ignore[arg-type]
+    )
     save_segmenter_files(model, meta, folder)
     return folder
 

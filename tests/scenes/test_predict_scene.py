@@ -44,7 +44,8 @@ def test_real_scene_end_to_end(tmp_path: Path, tracking_uri: str, l2a_model: Pat
     """The real L2A tile (12 bands at 100/200/600 m + SCL) predicted whole through the CLI."""
     src = shared_dataset("sentinel2_l2a_cogs_29RKH")
     out = tmp_path / "out"
-    assert _cli(["--scene", str(src), "--model", str(l2a_model), "--out", str(out), "--tile", "256"], tracking_uri) == 0
+    argv = ["--scene", str(src), "--model", str(l2a_model), "--out", str(out), "--tile", "256"]
+    assert _cli([*argv, "--allow-resolution-mismatch"], tracking_uri) == 0
     assert sorted(p.name for p in out.iterdir()) == sorted(
         ["probability.tif", "mask.tif", "landslides.geojson", "landslides.gpkg", "overview.png", "summary.json"]
     )
@@ -88,6 +89,7 @@ def test_real_scene_through_stac_item_finds_polygons(tmp_path: Path) -> None:
         progress=False,
         tile=256,
         min_area_m2=20000,
+        allow_resolution_mismatch=True,
     )
     res = run_scene(cfg, segmenter=seg, log=lambda _: None)
     s = res.summary
@@ -186,7 +188,7 @@ def _fails(args: list[str], tracking_uri: str, capsys, match: str, out: Path) ->
 def test_bad_inputs_are_one_line_errors(tmp_path: Path, tracking_uri: str, l2a_model: Path, capsys) -> None:
     src = shared_dataset("sentinel2_l2a_cogs_29RKH")
     dem = shared_dataset("copernicus_dem_cog") / "Copernicus_DSM_COG_10_N00_00_E006_00_DEM.tif"
-    model = ["--model", str(l2a_model)]
+    model = ["--model", str(l2a_model), "--allow-resolution-mismatch"]
     # a DEM that does not cover the scene names the covered share
     dem_model = tiny_model(tmp_path / "dem_model", ["B2", "B3", "B4", "B8", "slope"])
     _fails(
@@ -252,6 +254,7 @@ def test_b10_is_filled_with_a_warning(tmp_path: Path) -> None:
         out=str(tmp_path / "o"),
         progress=False,
         tile=256,
+        allow_resolution_mismatch=True,
     )
     with pytest.warns(UserWarning, match="needs B10"):
         res = run_scene(cfg, segmenter=seg, log=lambda _: None)
@@ -267,7 +270,14 @@ def test_a_band_in_another_crs_is_reprojected(tmp_path: Path) -> None:
     reproject_to_cog(scene / "B06.tif", tmp_path / "b06_utm28.tif", grid.to_crs("EPSG:32628"))
     (tmp_path / "b06_utm28.tif").replace(scene / "B06.tif")
     seg = RuleSegmenter(["B2", "B3", "B4", "B6"], red_min=0.45)
-    cfg = SceneConfig(scene=str(scene), model_uri="rule", out=str(tmp_path / "o"), progress=False, tile=256)
+    cfg = SceneConfig(
+        scene=str(scene),
+        model_uri="rule",
+        out=str(tmp_path / "o"),
+        progress=False,
+        tile=256,
+        allow_resolution_mismatch=True,
+    )
     notes: list[str] = []
     res = run_scene(cfg, segmenter=seg, log=notes.append)
     assert res.summary["bands_reprojected"] == ["B6"] and res.summary["crs"] == "EPSG:32629"

@@ -46,6 +46,7 @@ def test_assess_a_box_on_the_real_scene(seg: Path, tmp_path: Path, tracking_uri:
         "--device",
         "cpu",
         "--json",
+        "--allow-resolution-mismatch",  # the tile's 100 m pixels, a 10 m model (issue 17): refused without it
     ]
     assert run_main(assess.main, argv) == 0
     summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])

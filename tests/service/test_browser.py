@@ -39,7 +39,7 @@ def test_map_page_assesses_a_box(tmp_path: Path, _template_store: Path) -> None:
     scenes = tmp_path / "scenes"
     scenes.mkdir()
     (scenes / "29RKH").symlink_to(shared_dataset("sentinel2_l2a_cogs_29RKH"))
-    seg = tiny_model(tmp_path / "seg", L2A_BANDS, prob=0.9)
+    seg = tiny_model(tmp_path / "seg", L2A_BANDS, prob=0.9, gsd_m=100.0)  # the 29RKH tile's pixels
     shutil.copyfile(_template_store, tmp_path / "store.db")
     port = _free_port()
     env = {**{k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}, "PYTHONPATH": str(ROOT)}

@@ -299,3 +299,39 @@ def test_grouped_cv_and_string_target(tmp_path, tracking_uri, capsys):
     folds_per_cell = oof.assign(cell=cell_of.loc[oof["region_id"]].to_numpy()).groupby("cell")["fold"].nunique()
     assert (folds_per_cell == 1).all()
     assert oof["y_true"].sum() == (df["landslide"] == "slide").sum()
+
+
+def test_logged_input_example_is_what_the_product_scores(trained, tmp_path, capsys):
+    """Issue 17 item 6: the input example and signature in the MLflow UI are level names (not the Booster's
+    float codes); fed back to predict_tabular it scores with no unseen level, and MLflow's pyfunc (what
+    ``mlflow models serve`` runs) gives the same probabilities."""
+    from mlflow.models import Model
+
+    uri, result = trained["uri"], trained["result"]
+    mlflow.set_tracking_uri(uri)
+    local = mlflow.artifacts.download_artifacts(artifact_uri=result.model_uri, dst_path=str(tmp_path / "m"))
+    logged = Model.load(local)
+    example = logged.load_input_example(local)
+    assert isinstance(example, pd.DataFrame) and len(example) > 0
+    model = load_tabular_model(result.model_uri, tracking_uri=uri)
+    for col, levels in model.categorical_levels_.items():
+        values = set(example[col].dropna().astype(str))
+        assert values and values <= set(levels), (col, values, levels)  # names, not codes like '1.0'
+    inputs = {c["name"]: c["type"] for c in logged.signature.inputs.to_dict()}
+    assert inputs["lithology"] == "string" and list(inputs) == model.feature_names_
+    csv = tmp_path / "example.csv"
+    example.to_csv(csv, index=False)
+    out = tmp_path / "scores.csv"
+    capsys.readouterr()
+    code = run_main(
+        predict_tabular.main, ["--model", result.model_uri, "--data", str(csv), "--out", str(out), "--json"]
+    )
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    assert "warning" not in captured.err
+    scores = pd.read_csv(out)
+    assert len(scores) == len(example) and scores["p_landslide"].between(0, 1).all()
+    pyfunc = mlflow.pyfunc.load_model(result.model_uri)
+    got = pyfunc.predict(example)
+    np.testing.assert_allclose(got["p_landslide"].to_numpy(), scores["p_landslide"].to_numpy(), rtol=1e-6)
+    np.testing.assert_array_equal(got["label"].to_numpy(), scores["label"].to_numpy())

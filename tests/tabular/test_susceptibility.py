@@ -21,7 +21,7 @@ from affine import Affine
 from common.cli import EXIT_USER_ERROR, run_main
 from common.geo import Feature, Grid, transform_geometries, write_gpkg
 from pipelines import build_table, predict_tabular, train_tabular
-from tabular.dataset import TableSource
+from tabular.large.source import TableSource
 from tests.geo.helpers import write_tif
 
 UTM33 = "EPSG:32633"
@@ -308,3 +308,149 @@ def test_real_dem_terrain_and_glc_inventory(tmp_path, tracking_uri, capsys):
     code = run_main(build_table.main, [*args, "--inventory", str(glc), "--buffer-m", "500"])
     err = capsys.readouterr().err.strip()
     assert code == EXIT_USER_ERROR and "none falls on the grid" in err and len(err.splitlines()) == 1
+
+
+# -- issue 17: classes on ties, sampled tables, the map files in the summary --------------------------
+def test_class_breaks_keep_ties_together_and_hold_the_shares(tmp_path):
+    """A flat 'sea' of one probability (60 % of the cells) stays in one class, the lowest; the island's
+    shares are the documented 25/15/7.5/2.5 % as closely as ties allow; NaN cells are class 0 and not counted."""
+    from tabular.susceptibility import SusceptibilityRaster, class_breaks, class_shares, classify, legend_labels
+
+    rng = np.random.default_rng(0)
+    sea = np.full(60_000, 9.54e-06)
+    island = rng.uniform(1e-4, 0.5, 40_000)
+    p = np.concatenate([sea, island, np.full(5_000, np.nan)])
+    b = class_breaks(p)
+    cls = classify(p, b)
+    assert (cls[:60_000] == 1).all()  # ties together, in the lowest class (old code: all "low")
+    assert (cls[-5_000:] == 0).all()
+    shares, lo, hi = class_shares(p, b)
+    np.testing.assert_allclose(shares, [0.60, 0.15, 0.15, 0.075, 0.025], atol=2e-4)
+    labels = legend_labels(shares, lo, hi)
+    assert labels[0].startswith("very low (p = 9.54e-06") and "9.54e-06-9.54e-06" not in " ".join(labels)
+    # the island alone: the documented shares (old code on a real tile: 6/69/15/7.5/2.5 %)
+    isl = np.concatenate([np.round(island, 2), np.full(100, np.nan)])  # coarse values: many ties
+    s_isl = class_shares(isl, class_breaks(isl))[0]
+    np.testing.assert_allclose(s_isl, [0.50, 0.25, 0.15, 0.075, 0.025], atol=0.012)
+    # one value everywhere: one class, the others empty (and said so)
+    flat = np.full(1000, 0.3)
+    s_flat, lo_f, hi_f = class_shares(flat, class_breaks(flat))
+    assert s_flat.tolist() == [1.0, 0.0, 0.0, 0.0, 0.0]
+    assert legend_labels(s_flat, lo_f, hi_f)[1] == "low (empty)"
+    # on a grid: masked (NaN) cells are 0 in the classes raster and the shares are of the mapped cells
+    grid = Grid("EPSG:32633", Affine(10, 0, 0, 0, -10, 1000), 100, 100)
+    vals = np.where(np.arange(10_000) < 5_000, 0.01, np.linspace(0.02, 0.9, 10_000)).reshape(100, 100)
+    vals[:10] = np.nan
+    xs, ys = grid.cell_centres()
+    with SusceptibilityRaster(grid, tmp_path / "s.tif") as w:
+        w.add(xs.ravel(), ys.ravel(), vals.ravel().astype(np.float32))
+    with rasterio.open(tmp_path / "susceptibility_classes.tif") as ds:
+        c = ds.read(1)
+        assert ds.tags()["class_shares"].startswith("0.5")
+    assert (c[:10] == 0).all() and (c[10:50] == 1).all() and (np.diff(c[50:].ravel().astype(int)) >= 0).all()
+    assert w.summary()["files"] == [str(tmp_path / n) for n in ("s.tif", "susceptibility_classes.tif", PNG)]
+
+
+PNG = "susceptibility_map.png"
+
+
+def test_map_of_a_sampled_table_is_refused_then_allowed_with_a_warning(scene, tmp_path, capsys, tracking_uri):
+    out = tmp_path / "sampled"
+    assert _build(scene, out, "--negatives-per-positive", "2") == 0
+    train = ["--data", str(out), "--folds", "2", "--block-size", "900", "--max-rounds", "20"]
+    cfg = train_tabular.config_from_args(train_tabular.build_parser().parse_args(train))
+    res = train_tabular.train(cfg, log=lambda s: None)
+    raster = tmp_path / "maps" / "s.tif"
+    args = ["--model", res.model_uri, "--data", str(out), "--out", str(tmp_path / "scores")]
+    args += ["--raster-out", str(raster)]
+    capsys.readouterr()
+    code = run_main(predict_tabular.main, args)
+    err = capsys.readouterr().err.strip()
+    assert code == EXIT_USER_ERROR and "--all-cells" in err and len(err.splitlines()) == 1, err
+    assert not raster.exists() and not (tmp_path / "scores").exists()
+    code = run_main(predict_tabular.main, [*args, "--allow-sampled-map", "--json"])
+    captured = capsys.readouterr()
+    assert code == 0 and "warning:" in captured.err and "sampled cells" in captured.err
+    summary = json.loads(captured.out.strip().splitlines()[-1])
+    assert summary["maps"] == [
+        str(raster),
+        str(raster.with_name("susceptibility_classes.tif")),
+        str(raster.with_name(PNG)),
+    ]
+    assert all(Path(m).exists() for m in summary["maps"])
+
+
+def test_raster_out_in_a_read_only_folder_names_the_users_path(built, tmp_path, capsys, tracking_uri, monkeypatch):
+    import os
+
+    import tabular.susceptibility
+
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    ro.chmod(0o555)
+    if os.geteuid() == 0:  # root writes anyway: the folder check is what is tested
+        real = os.access
+        monkeypatch.setattr(tabular.susceptibility.os, "access", lambda p, m: False if Path(p) == ro else real(p, m))
+    try:
+        train = ["--data", str(built["out"]), "--folds", "0", "--max-rounds", "10"]
+        cfg = train_tabular.config_from_args(train_tabular.build_parser().parse_args(train))
+        res = train_tabular.train(cfg, log=lambda s: None)
+        capsys.readouterr()
+        code = run_main(
+            predict_tabular.main,
+            ["--model", res.model_uri, "--data", str(built["out"]), "--out", str(tmp_path / "scores")]
+            + ["--raster-out", str(ro / "s.tif")],
+        )
+        err = capsys.readouterr().err.strip()
+    finally:
+        ro.chmod(0o755)
+    assert code == EXIT_USER_ERROR and f"cannot write {ro / 's.tif'}" in err and len(err.splitlines()) == 1, err
+    assert "TIFF" not in err and not (tmp_path / "scores").exists() and list(ro.iterdir()) == []
+
+
+def test_parts_sampled_differently_are_an_error_naming_both(scene, tmp_path, capsys, tracking_uri):
+    """Issue 17 item 10: one part built with --all-cells, one with --negatives-per-positive 5, in one folder."""
+    assert _build(scene, tmp_path / "all", "--all-cells") == 0
+    assert _build(scene, tmp_path / "sampled", "--negatives-per-positive", "5") == 0
+    mixed = tmp_path / "mixed"
+    mixed.mkdir()
+    a = next((tmp_path / "all").rglob("*.parquet"))
+    b = next((tmp_path / "sampled").rglob("*.parquet"))
+    (mixed / "part-a.parquet").write_bytes(a.read_bytes())
+    (mixed / "part-b.parquet").write_bytes(b.read_bytes())
+    capsys.readouterr()
+    code = run_main(train_tabular.main, ["--data", str(mixed), "--folds", "2"])
+    err = capsys.readouterr().err.strip()
+    assert code == EXIT_USER_ERROR and len(err.splitlines()) == 1, err
+    assert "part-a.parquet" in err and "part-b.parquet" in err and "sampled differently" in err
+    assert "negatives_per_positive" in err and "mode all" in err
+
+
+def test_sigterm_during_build_table_leaves_no_staging_folder(scene, tmp_path, monkeypatch, tracking_uri):
+    import os
+    import signal
+
+    import tabular.build
+    from common.cli import EXIT_TERMINATED
+
+    real = tabular.build._terrain_block
+    calls = []
+
+    def block_then_sigterm(*a, **k):
+        calls.append(1)
+        if len(calls) == 2:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return real(*a, **k)
+
+    monkeypatch.setattr(tabular.build, "_terrain_block", block_then_sigterm)
+    before = signal.getsignal(signal.SIGTERM)
+    out = tmp_path / "out" / "table"
+    try:
+        code = _build(scene, out)
+    finally:
+        signal.signal(signal.SIGTERM, before)
+    assert code == EXIT_TERMINATED and len(calls) >= 2
+    assert list(out.parent.iterdir()) == []  # no table, no hidden staging folder
+    client = mlflow.MlflowClient(tracking_uri)
+    runs = client.search_runs([e.experiment_id for e in client.search_experiments()])
+    assert runs[0].info.status == "KILLED"

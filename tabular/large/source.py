@@ -141,6 +141,14 @@ def table_metadata(
     return {META_KEY: json.dumps(raw).encode("utf-8")}
 
 
+def _sampling_text(sampling: dict[str, Any]) -> str:
+    """A table part's sampling metadata in a few words, for an error message."""
+    if not sampling:
+        return "no sampling metadata"
+    words = [f"{k} {sampling[k]}" for k in ("mode", "negatives_per_positive", "negative_rate", "seed") if k in sampling]
+    return ", ".join(words)
+
+
 class TableSource:
     """A Parquet dataset, Arrow IPC file(s) or one Parquet file, read in column-selected batches.
 
@@ -205,8 +213,16 @@ class TableSource:
         first = self.fragments[0]
         ref = first.physical_schema
         ref_types = {f.name: f.type for f in ref}
+        ref_sampling = TableMeta.from_schema(ref).sampling
         for frag in self.fragments[1:]:
             sch = frag.physical_schema
+            sampling = TableMeta.from_schema(sch).sampling
+            if sampling != ref_sampling:
+                raise UserError(
+                    f"{self.path}: part {frag.path} was sampled differently ({_sampling_text(sampling)}) from "
+                    f"part {first.path} ({_sampling_text(ref_sampling)}); expected one table built in one run "
+                    "(its rate corrects the probabilities: build the parts together or keep them in separate folders)"
+                )
             types = {f.name: f.type for f in sch}
             for name, t in ref_types.items():
                 if name not in types:

@@ -26,7 +26,7 @@ import optuna
 
 from common.tracking import tracked_run
 from tabular.config import LGBMParams
-from tabular.stream import class_weight, inner_split, subset_rows
+from tabular.large.core import class_weight, inner_split, subset_rows
 
 
 def search_space(trial: optuna.Trial) -> dict[str, Any]:

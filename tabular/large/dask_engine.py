@@ -1,21 +1,30 @@
 """The Dask engine: train and score large tables on a Dask cluster (``--engine dask [--scheduler ADDRESS]``).
 
+On top of :mod:`tabular.large.plan`, :mod:`tabular.large.core` and :mod:`tabular.large.report`.
+
+
 * **Cluster.** ``scheduler`` is the address of a running scheduler (``tcp://host:8786``; e.g. one
   started by ``dask-jobqueue``'s ``SLURMCluster`` on an HPC system); without it a
   ``distributed.LocalCluster`` of ``dask_workers`` worker processes on 127.0.0.1 is started and closed
-  at the end. An unreachable scheduler is a one-line :class:`common.cli.UserError`.
-* **Data.** One Dask partition per part file of the table (:class:`tabular.dataset.TableSource`, the
+  at the end. An unreachable scheduler, or a port that does not answer as one within
+  :data:`CONNECT_TIMEOUT_S` (:func:`probe_scheduler`), is a one-line :class:`common.cli.UserError`.
+* **Data.** One Dask partition per part file of the table (:class:`tabular.large.source.TableSource`, the
   same files and row order as the local engine), read and encoded on the workers with
-  :class:`tabular.dataset.FeatureEncoder` (float32, categorical level codes). The folds and the
-  negative subsample are decided once by the driver (:func:`tabular.stream.plan_table`, exactly as the
+  :class:`tabular.large.source.FeatureEncoder` (float32, categorical level codes). The folds and the
+  negative subsample are decided once by the driver (:func:`tabular.large.plan.plan_table`, exactly as the
   local engine does) and shipped with each partition as that part's slice of the fold array, so both
   engines use identical folds.
 * **Training.** ``lightgbm.dask.DaskLGBMClassifier`` per fold on the other folds' rows, predicted on
   the fold's rows (``predict_proba``, gathered to the driver for the metrics). LightGBM's Dask
-  interface has no early stopping, so each fold trains ``num_boost_round`` rounds (use
-  ``--early-stopping 0`` on the local engine to compare like for like). The refit on all rows is
-  logged exactly as the local engine's model (native Booster text + ``tabular_model.json``), with the
-  same metrics, calibration artifacts and prior correction.
+  interface has no early stopping (and scores an ``eval_set`` per worker, on that worker's rows only),
+  so early stopping is done as the local engine does it, to the same model: the driver makes the same
+  inner split of each fold's training rows (whole blocks, ``valid_fraction``, seed), the fold trains
+  ``num_boost_round`` rounds on the inner training rows, the inner validation rows (about
+  ``valid_fraction`` of a fold's rows) are gathered to the driver and scored after every iteration, and
+  the iteration LightGBM's callback would keep (:func:`tabular.large.core.early_stopping_iteration`) predicts
+  the fold. The refit on all rows uses the mean kept iteration, as the local engine's, and is logged
+  exactly as the local engine's model (native Booster text + ``tabular_model.json``), with the same
+  metrics, calibration artifacts and prior correction.
 * **Scoring** (:func:`predict_dask`): each partition is scored on a worker (``map_partitions`` over the
   parts, the Booster rebuilt from its text once per worker) and written with ``to_parquet`` into the
   output dataset folder (atomically renamed).
@@ -43,19 +52,12 @@ from common.cli import UserError, one_line
 from common.tracking import log_fingerprint
 from tabular.calibration import correct_prior, odds_factor
 from tabular.config import PredictTabularConfig, TrainTabularConfig
-from tabular.dataset import FeatureEncoder, TableSource, atomic_dataset_dir, column_numpy
-from tabular.experiment import PredictTableResult, TabularTrainResult
+from tabular.large.core import class_weight, early_stopping_iteration, inner_split
+from tabular.large.plan import plan_params, plan_table, subsample_keep, table_fingerprint
+from tabular.large.report import finish_training, log_cv_results, sample_rows
+from tabular.large.source import FeatureEncoder, TableSource, atomic_dataset_dir, column_numpy
+from tabular.results import PredictTableResult, TabularTrainResult
 from tabular.serving import load_tabular_model
-from tabular.stream import (
-    _sample_rows,
-    _subsample_keep,
-    class_weight,
-    finish_training,
-    log_cv_results,
-    plan_params,
-    plan_table,
-    table_fingerprint,
-)
 
 CONNECT_TIMEOUT_S = 10
 
@@ -67,10 +69,12 @@ def dask_client(scheduler: str | None, n_workers: int = 2) -> Iterator[Any]:
 
     if scheduler:
         try:
+            probe_scheduler(scheduler, CONNECT_TIMEOUT_S)
             client = Client(scheduler, timeout=f"{CONNECT_TIMEOUT_S}s")
         except (OSError, TimeoutError, ValueError) as exc:
             raise UserError(
-                f"--scheduler {scheduler}: cannot reach the Dask scheduler ({one_line(exc)[:160]}); "
+                f"--scheduler {scheduler}: cannot reach the Dask scheduler "
+                f"({one_line(exc)[:160] or f'no answer within {CONNECT_TIMEOUT_S} s'}); "
                 "expected the address of a running scheduler, e.g. tcp://host:8786"
             ) from None
         with client:
@@ -85,6 +89,33 @@ def dask_client(scheduler: str | None, n_workers: int = 2) -> Iterator[Any]:
         yield client
 
 
+def probe_scheduler(address: str, timeout: float) -> None:
+    """Ask ``address`` for its identity within ``timeout`` seconds in all (connect, handshake, reply).
+
+    ``distributed.Client(address, timeout=...)`` bounds the TCP connect only: a port that accepts the
+    connection but speaks another protocol (an HTTP server, say) leaves it waiting for a handshake
+    forever. Raises ``TimeoutError``, ``OSError`` or ``ValueError`` (not a Dask scheduler).
+    """
+    import asyncio  # noqa: PLC0415 - only for --engine dask with --scheduler
+
+    from distributed.comm import connect  # noqa: PLC0415 - distributed loads only for --engine dask
+
+    async def identity() -> Any:
+        comm = await connect(address, timeout=timeout)
+        try:
+            await comm.write({"op": "identity", "reply": True})
+            return await comm.read()
+        finally:
+            comm.abort()
+
+    async def bounded() -> Any:
+        return await asyncio.wait_for(identity(), timeout)
+
+    reply = asyncio.run(bounded())
+    if not isinstance(reply, dict) or reply.get("type") != "Scheduler":
+        raise ValueError(f"it answered as {str(reply)[:60]!r}, not as a Dask scheduler")
+
+
 def _read_part(path: str, fmt: str, columns: list[str]) -> pa.Table:
     ds = pads.dataset(path, format=fmt)
     return ds.to_table(columns=columns)
@@ -95,20 +126,26 @@ def _load_part(
     fmt: str,
     features: list[str],
     levels: dict[str, list[str]],
-    label: str,
+    labels: np.ndarray,
     offset: int,
     fold: np.ndarray,
+    vmask: np.ndarray,
     keep: np.ndarray | None,
 ) -> pd.DataFrame:
-    """One part as a pandas frame of float32 features, ``_label``, ``_fold`` and ``_row`` (runs on a worker)."""
-    table = _read_part(path, fmt, [*features, label])
+    """One part as a pandas frame of float32 features, ``_label``, ``_fold``, ``_vmask`` and ``_row`` (on a worker).
+
+    ``labels``, ``fold``, ``vmask`` and ``keep``: this part's slices of the plan's 0/1 labels (read once by the
+    driver with the one target contract, ``--positive`` included), folds, inner-validation bits (bit ``i``:
+    the row validates fold ``i``'s early stopping) and kept rows."""
+    table = _read_part(path, fmt, list(features))
     batch = table.combine_chunks().to_batches()[0] if table.num_rows else None
     enc = FeatureEncoder(features, levels)
     n = table.num_rows
     X = enc.encode(batch) if batch is not None else np.empty((0, len(features)), dtype=np.float32)
     df = pd.DataFrame(X, columns=features)
-    df["_label"] = column_numpy(table.column(label)).astype(np.int8) if n else np.empty(0, np.int8)
+    df["_label"] = np.asarray(labels, dtype=np.int8)
     df["_fold"] = np.asarray(fold, dtype=np.int16)
+    df["_vmask"] = np.asarray(vmask, dtype=np.int64)
     df["_row"] = np.arange(offset, offset + n, dtype=np.int64)
     if keep is not None:
         df = df[np.asarray(keep, dtype=bool)]
@@ -126,14 +163,16 @@ def _parts(src: TableSource) -> list[tuple[str, int, int]]:
     return out
 
 
-def _frame(src: TableSource, plan: Any, keep: np.ndarray | None) -> Any:
+def _frame(src: TableSource, plan: Any, keep: np.ndarray | None, vmask: np.ndarray | None = None) -> Any:
     import dask.dataframe as dd  # noqa: PLC0415 - dask loads only for --engine dask
 
     parts = _parts(src)
     fold = plan.fold if plan.fold is not None else np.zeros(len(plan.y), dtype=np.int16)
+    vm = vmask if vmask is not None else np.zeros(len(plan.y), dtype=np.int64)
     meta = pd.DataFrame({c: pd.Series(dtype=np.float32) for c in plan.features})
     meta["_label"] = pd.Series(dtype=np.int8)
     meta["_fold"] = pd.Series(dtype=np.int16)
+    meta["_vmask"] = pd.Series(dtype=np.int64)
     meta["_row"] = pd.Series(dtype=np.int64)
     return dd.from_map(
         _load_part,
@@ -141,9 +180,10 @@ def _frame(src: TableSource, plan: Any, keep: np.ndarray | None) -> Any:
         [src.format] * len(parts),
         [plan.features] * len(parts),
         [plan.levels] * len(parts),
-        [plan.target] * len(parts),
+        [plan.y[o : o + n] for _, o, n in parts],
         [o for _, o, _ in parts],
         [fold[o : o + n] for _, o, n in parts],
+        [vm[o : o + n] for _, o, n in parts],
         [None if keep is None else keep[o : o + n] for _, o, n in parts],
         meta=meta,
         enforce_metadata=False,
@@ -186,7 +226,7 @@ def train_dask_model(cfg: TrainTabularConfig, log: Callable[[str], None] = print
     keep = None
     train_rate = 1.0
     if sc.imbalance == "subsample":
-        used, train_rate = _subsample_keep(y, sc.negatives_per_positive, cfg.seed)
+        used, train_rate = subsample_keep(y, sc.negatives_per_positive, cfg.seed)
         keep = np.zeros(len(y), dtype=bool)
         keep[used] = True
     weights = sc.imbalance == "weights"
@@ -202,26 +242,45 @@ def train_dask_model(cfg: TrainTabularConfig, log: Callable[[str], None] = print
             f"dask: {len(client.scheduler_info().get('workers', {}))} worker(s) at {client.scheduler.address}; "
             f"{n:,} rows, {len(plan.features)} features, {plan.cv_mode} CV ({plan.cv_reason})"
         )
-        ddf = _frame(src, plan, keep).persist()
+        patience = cfg.lgbm.early_stopping_rounds
+        vmask = _inner_validation_bits(plan, keep, cfg) if plan.fold is not None and patience > 0 else None
+        ddf = _frame(src, plan, keep, vmask).persist()
         if plan.fold is not None:
             oof = np.full(n, np.nan)
             full = _frame(src, plan, None)
+            best_its: list[int] = []
             for i in range(cfg.cv.n_folds):
                 t0 = time.perf_counter()
-                train = ddf[ddf["_fold"] != i]
                 w = class_weight(y[(plan.fold != i) & (keep if keep is not None else True)]) if weights else 1.0
                 clf = _classifier(cfg, client, rounds, w)
-                clf.fit(train[plan.features], train["_label"], categorical_feature=cat_idx)
+                if vmask is None:
+                    train = ddf[ddf["_fold"] != i]
+                    clf.fit(train[plan.features], train["_label"], categorical_feature=cat_idx)
+                    best = rounds
+                else:  # early stopping as the local engine does it: same inner split, same rule
+                    inner = (ddf["_vmask"] & (1 << i)) != 0
+                    train = ddf[(ddf["_fold"] != i) & ~inner]
+                    clf.fit(train[plan.features], train["_label"], categorical_feature=cat_idx)
+                    valid = ddf[inner]
+                    Xv, yv = client.compute([valid[plan.features], valid["_label"]], sync=True)
+                    best, _ = early_stopping_iteration(
+                        clf.booster_, Xv.to_numpy(np.float32), yv.to_numpy(), rounds, patience
+                    )
+                    del Xv, yv
+                best_its.append(best)
                 test = full[full["_fold"] == i]
-                p = clf.predict_proba(test[plan.features])[:, 1]
+                p = clf.predict_proba(test[plan.features], num_iteration=best)[:, 1]
                 rows = test["_row"].to_dask_array(lengths=True)
                 p_np, rows_np = client.compute([p, rows], sync=True)
                 oof[np.asarray(rows_np)] = correct_prior(np.asarray(p_np), odds_factor(1.0, w) * train_rate)
-                log(f"fold {i + 1}/{cfg.cv.n_folds}: {len(rows_np):,} held-out rows, {time.perf_counter() - t0:.1f}s")
+                log(
+                    f"fold {i + 1}/{cfg.cv.n_folds}: {len(rows_np):,} held-out rows, {best} rounds, "
+                    f"{time.perf_counter() - t0:.1f}s"
+                )
             if np.isnan(oof).any():
                 raise ValueError("the folds do not cover every row")
             fold_rows = [
-                {"fold": i, "n_valid": int((plan.fold == i).sum()), "best_iteration": rounds}
+                {"fold": i, "n_valid": int((plan.fold == i).sum()), "best_iteration": best_its[i]}
                 for i in range(cfg.cv.n_folds)
             ]
             threshold, summary = log_cv_results(
@@ -232,6 +291,7 @@ def train_dask_model(cfg: TrainTabularConfig, log: Callable[[str], None] = print
                 title=f"reliability, {plan.cv_mode} CV (dask)",
                 oof_max_rows=sc.oof_max_rows,
             )
+            rounds = max(1, int(round(float(np.mean(best_its)))))  # the refit's rounds, as the local engine's
         w = class_weight(y if keep is None else y[keep]) if weights else 1.0
         log(f"refit on all rows with {rounds} rounds")
         clf = _classifier(cfg, client, rounds, w)
@@ -245,11 +305,28 @@ def train_dask_model(cfg: TrainTabularConfig, log: Callable[[str], None] = print
             best_iteration=rounds,
             scale_pos_weight=w,
             train_rate=train_rate,
-            shap_sample=_sample_rows(src, plan, sc.shap_rows, cfg.seed),
+            shap_sample=sample_rows(src, plan, sc.shap_rows, cfg.seed),
             summary=summary,
             start=start,
             metrics={"final_num_rounds": rounds},
         )
+
+
+def _inner_validation_bits(plan: Any, keep: np.ndarray | None, cfg: TrainTabularConfig) -> np.ndarray:
+    """int64 per table row: bit ``i`` set where the row validates fold ``i``'s early stopping.
+
+    The same split as the local engine's (:func:`tabular.large.core.inner_split` of fold ``i``'s training
+    positions among the rows used, seed ``cfg.seed + i``), so that both engines stop on the same rows."""
+    used = np.flatnonzero(keep) if keep is not None else np.arange(len(plan.y))
+    y_used = plan.y[used]
+    fold_used = plan.fold[used]
+    groups_used = None if plan.blocks is None else plan.blocks[used]
+    bits = np.zeros(len(plan.y), dtype=np.int64)
+    for i in range(cfg.cv.n_folds):
+        positions = np.flatnonzero(fold_used != i)
+        _, va = inner_split(positions, groups_used, y_used, cfg.lgbm.valid_fraction, cfg.seed + i)
+        bits[used[va]] |= np.int64(1) << i
+    return bits
 
 
 _BOOSTERS: dict[str, lgb.Booster] = {}
