@@ -30,6 +30,7 @@ from fusion.crosscheck import POLICIES
 from pipelines._register import model_or_champion
 from pipelines._segmenter_args import add_engine_args, engine_spec_of
 from service.assess import AssessConfig, assess
+from service.regions import CLI_NAMES, check_values
 
 EXPERIMENT = "assess"
 
@@ -87,6 +88,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def config_from_args(args: argparse.Namespace) -> AssessConfig:
+    # the same check as the API's (service.regions.check_values), before a run is opened
+    check_values(
+        date=args.date, days_before=args.days_before, radius_m=args.radius_m, scene=args.scene, names=CLI_NAMES
+    )
     if args.policy == "stacked" and not args.fusion_model:
         raise UserError("--policy stacked needs --fusion-model; or pick another --policy")
     return AssessConfig(

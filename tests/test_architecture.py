@@ -151,9 +151,15 @@ def test_layer_rules() -> None:
     assert _violations("fusion", forbidden, top_level_only=True) == []
 
 
+def test_change_package_is_torch_free() -> None:
+    # imagery.change (map_event's change evidence) needs no trained model: no network code, no torch
+    forbidden = ("imagery.transforms", "imagery.models", "imagery.training", "imagery.inference", "imagery.device")
+    assert _violations("imagery.change", forbidden) == []
+
+
 def test_data_package_imports_no_torch() -> None:
     for mod, path in MODULES.items():
-        if mod.startswith("imagery.data"):
+        if mod.startswith(("imagery.data", "imagery.change", "fusion.change_fusion")):
             tree = ast.parse(path.read_text(encoding="utf-8"))
             top = [n for n in tree.body if isinstance(n, ast.Import | ast.ImportFrom)]
             names = [a.name for n in top if isinstance(n, ast.Import) for a in n.names]

@@ -1,0 +1,313 @@
+"""Map an event: composites, change evidence, the detector, fusion and the inventory, written to a folder.
+
+:func:`map_event` runs block by block over the output grid (:func:`~imagery.change.acquisition.output_grid`):
+each block is composited for both windows (:func:`~imagery.change.composite.composite_block`), its change
+layers and slope (DEM read onto the grid, cubic, with a one-pixel halo: equal to a whole-array slope) are
+computed, the detector scores it and the optional ``fuse`` callable combines the score with the
+susceptibility block (``fusion.change_fusion.fuse_change`` in ``pipelines.map_event``; ``imagery`` does not
+import ``fusion``). Blocks are streamed into COGs; the inventory is built once over the whole detection mask,
+so a landslide crossing a block or tile border is one polygon, never cut.
+
+Outputs (in ``out``, which the caller stages atomically): ``pre.tif`` / ``post.tif`` (float32, NaN nodata,
+bands :data:`~imagery.change.composite.LAYERS` with their descriptions, the last one ``clear_count``),
+``change.tif`` (``dNDVI``, ``rdNDVI``, ``dBSI``, ``slope_deg``), ``probability.tif`` (float32, NaN where
+unobserved), ``landslides.gpkg`` (grid CRS) and ``landslides.geojson`` (EPSG:4326).
+
+Memory: the blocks in flight plus one whole-area array, the detection mask (1 byte per pixel: 240 MB for two
+full Sentinel-2 tiles); polygons are built strip by strip and their statistics read from the written COGs,
+one polygon's window at a time.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from common.cli import UserError
+from common.geo import (
+    CogWriter,
+    Feature,
+    Grid,
+    RasterOnGrid,
+    StripPolygonizer,
+    iter_windows,
+    pixel_size_m,
+    slope,
+    terrain_window,
+    write_geojson,
+    write_gpkg,
+)
+from common.geo.grid import Window
+from imagery.change.acquisition import EventWindows, area_km2, output_grid
+from imagery.change.composite import LAYERS, acquisitions, close_readers, composite_block
+from imagery.change.detector import DetectorParams, change_score, detect, observed
+from imagery.change.engine import BlockCache, Engine, fingerprint, run_blocks
+from imagery.change.indices import dndvi, rdndvi
+from imagery.change.inventory import build_inventory
+
+CHANGE_LAYERS: tuple[str, ...] = ("dNDVI", "rdNDVI", "dBSI", "slope_deg")
+#: ``fuse(score, susceptibility) -> probability``, all ``(h, w)`` float32 (susceptibility may be None).
+FuseFn = Callable[[np.ndarray, np.ndarray | None], np.ndarray]
+_I_NDVI, _I_BSI, _I_COUNT = LAYERS.index("NDVI"), LAYERS.index("BSI"), LAYERS.index("clear_count")
+
+
+@dataclass(frozen=True)
+class EventConfig:
+    """What :func:`map_event` needs besides the observations (units in the names)."""
+
+    bbox: tuple[float, float, float, float]
+    dem: str
+    susceptibility: str | None = None
+    min_area_m2: float = 500.0
+    block: int = 512
+    detector: DetectorParams = field(default_factory=DetectorParams)
+
+
+@dataclass
+class EventResult:
+    """What :func:`map_event` wrote: the grid, the inventory and the summary (also ``summary.json`` content)."""
+
+    grid: Grid
+    features: list[Feature]
+    summary: dict[str, Any]
+
+
+def _observations(windows: EventWindows, name: str) -> list[dict[str, Any]]:
+    obs = windows.pre if name == "pre" else windows.post
+    return [
+        {"id": o.item_id, "date": o.date.isoformat(), "orbit": o.orbit, "cloud_cover": o.cloud_cover, "scl": o.has_scl}
+        for o in obs
+    ]
+
+
+def _dates(windows: EventWindows, name: str) -> list[str]:
+    obs = windows.pre if name == "pre" else windows.post
+    return [g[0].date.isoformat() for g in acquisitions(obs)]
+
+
+def process_block(
+    win: Window,
+    *,
+    windows: EventWindows,
+    config: EventConfig,
+    grid: Grid,
+    fuse: FuseFn | None = None,
+) -> dict[str, np.ndarray]:
+    """One block as a task (picklable arguments, opens its own rasters): ``pre``/``post`` ``(8, h, w)``,
+    ``change`` ``(4, h, w)``, ``probability`` ``(h, w)``, ``detected`` ``(h, w)`` uint8, ``susceptibility``
+    (NaN without one) and ``rejected`` ``[flat_ground, bare_before]`` pixel counts; timings in ``seconds``."""
+    p = config.detector
+    t = time.perf_counter()
+    pre = composite_block(windows.pre, grid, win)
+    post = composite_block(windows.post, grid, win)
+    t_comp = time.perf_counter() - t
+    t = time.perf_counter()
+    ndvi_pre, ndvi_post = pre[_I_NDVI], post[_I_NDVI]
+    d = dndvi(ndvi_pre, ndvi_post)
+    rd = rdndvi(ndvi_pre, ndvi_post)
+    db = (post[_I_BSI] - pre[_I_BSI]).astype(np.float32)
+    with RasterOnGrid(config.dem, grid, "cubic", bands=1) as dem:
+        sl = terrain_window(slope, dem.read, grid, win, spacing=pixel_size_m(grid)).astype(np.float32)
+    score = change_score(d, sl, ndvi_pre, pre[_I_COUNT], post[_I_COUNT], p)
+    s_blk = np.full(score.shape, np.nan, np.float32)
+    if config.susceptibility:
+        with RasterOnGrid(config.susceptibility, grid, "bilinear", bands=1) as sus:
+            s_blk = sus.read(win)
+    prob = fuse(score, s_blk if config.susceptibility else None) if fuse is not None else score
+    prob = np.where(np.isfinite(score), prob, np.nan).astype(np.float32)
+    hit = detect(d, sl, ndvi_pre, pre[_I_COUNT], post[_I_COUNT], p)
+    with np.errstate(invalid="ignore"):
+        loss = (-d >= p.min_ndvi_loss) & observed(pre[_I_COUNT], post[_I_COUNT], p)
+        rejected = [int((loss & (sl < p.min_slope_deg)).sum()), int((loss & (ndvi_pre < p.min_pre_ndvi)).sum())]
+    return {
+        "pre": pre,
+        "post": post,
+        "change": np.stack([d, rd, db, sl]),
+        "probability": prob,
+        "detected": hit.astype(np.uint8),
+        "susceptibility": s_blk,
+        "rejected": np.array(rejected, np.int64),
+        "seconds": np.array([t_comp, time.perf_counter() - t]),
+    }
+
+
+def _settings(windows: EventWindows, config: EventConfig, grid: Grid, fuse_settings: Any) -> tuple[dict, list]:
+    """What a block's result depends on: settings (JSON-able) and files (for :func:`engine.fingerprint`)."""
+    obs = [*windows.pre, *windows.post]
+    settings = {
+        "config": {**config.__dict__, "detector": config.detector.__dict__},
+        "grid": [grid.crs, list(grid.transform)[:6], grid.width, grid.height],
+        "items": [[o.item_id, o.date.isoformat(), o.orbit] for o in obs],
+        "fusion": fuse_settings,
+        "version": 1,
+    }
+    files = [f.path for o in obs for f in o.files.values()] + [config.dem, config.susceptibility]
+    return settings, files
+
+
+def map_event(
+    windows: EventWindows,
+    config: EventConfig,
+    out: Path,
+    *,
+    fuse: FuseFn | None = None,
+    fuse_settings: Any = None,
+    engine: Engine = "local",
+    scheduler: str | None = None,
+    workers: int = 2,
+    cache_dir: Path | None = None,
+    resume: bool = False,
+    progress: Callable[[str], None] = lambda _m: None,
+) -> EventResult:
+    """Run the whole event into ``out`` (module docstring); one-line errors for a DEM not covering the area.
+
+    ``engine``/``scheduler``/``workers``: where the blocks run (:mod:`imagery.change.engine`). ``cache_dir``: the
+    block cache (``resume`` reuses its blocks when every input and setting is unchanged; ``fuse_settings``
+    describe ``fuse`` for that check); removed after success.
+    """
+    t0 = time.perf_counter()
+    grid = output_grid(config.bbox)
+    p = config.detector
+    with _open_dem(config.dem, grid):
+        pass  # the coverage check, once, before any block runs
+    detected = np.zeros(grid.shape, dtype=np.uint8)  # the only whole-area array: 1 byte per pixel
+    counts = np.zeros(3, np.int64)  # unobserved before, unobserved after, observed (finite probability)
+    rejected = np.zeros(2, np.int64)
+    timings = {"composite_s": 0.0, "change_s": 0.0, "polygons_s": 0.0}
+    blocks = list(iter_windows(grid, config.block, config.block))
+    cache = None
+    if cache_dir is not None:
+        settings, files = _settings(windows, config, grid, fuse_settings)
+        cache = BlockCache(cache_dir, fingerprint(settings, files), resume=resume)
+    out.mkdir(parents=True, exist_ok=True)
+    task = partial(process_block, windows=windows, config=config, grid=grid, fuse=fuse)
+    with contextlib.ExitStack() as stack:
+        desc = list(LAYERS)
+        w_pre = stack.enter_context(
+            CogWriter(out / "pre.tif", grid, "float32", np.nan, len(LAYERS), band_descriptions=desc)
+        )
+        w_post = stack.enter_context(
+            CogWriter(out / "post.tif", grid, "float32", np.nan, len(LAYERS), band_descriptions=desc)
+        )
+        w_chg = stack.enter_context(
+            CogWriter(out / "change.tif", grid, "float32", np.nan, len(CHANGE_LAYERS), band_descriptions=CHANGE_LAYERS)
+        )
+        w_prob = stack.enter_context(
+            CogWriter(out / "probability.tif", grid, "float32", np.nan, 1, band_descriptions=["probability"])
+        )
+        n_done = [0]
+
+        def collect(win: Window, r: dict[str, np.ndarray]) -> None:
+            nonlocal rejected
+            rows = slice(int(win.row_off), int(win.row_off + win.height))
+            cols = slice(int(win.col_off), int(win.col_off + win.width))
+            w_pre.write(r["pre"], win)
+            w_post.write(r["post"], win)
+            w_chg.write(r["change"], win)
+            w_prob.write(r["probability"][None], win)
+            counts[0] += int((np.nan_to_num(r["pre"][_I_COUNT]) < p.min_clear).sum())
+            counts[1] += int((np.nan_to_num(r["post"][_I_COUNT]) < p.min_clear).sum())
+            counts[2] += int(np.isfinite(r["probability"]).sum())
+            detected[rows, cols] = r["detected"]
+            rejected = rejected + r["rejected"]
+            timings["composite_s"] += float(r["seconds"][0])
+            timings["change_s"] += float(r["seconds"][1])
+            n_done[0] += 1
+            progress(f"  block {n_done[0]}/{len(blocks)}: rows {rows.start}-{rows.stop}, cols {cols.start}-{cols.stop}")
+
+        try:
+            computed = run_blocks(
+                task, blocks, collect, engine=engine, scheduler=scheduler, workers=workers, cache=cache
+            )
+        finally:
+            close_readers()  # this process's; Dask workers close theirs when they exit
+    t = time.perf_counter()
+    pre_dates, post_dates = _dates(windows, "pre"), _dates(windows, "post")
+    strips = StripPolygonizer(grid, min_area_m2=config.min_area_m2)
+    for row in range(0, grid.height, config.block):
+        strips.add(detected[row : row + config.block], row)
+    with _layer_reader(out, grid, config.susceptibility) as read:
+        features = build_inventory(strips.features(), grid, read, pre_dates=pre_dates, post_dates=post_dates)
+    write_gpkg(features, out / "landslides.gpkg", grid.crs, layer="landslides")
+    write_geojson(features, out / "landslides.geojson", grid.crs)
+    timings["polygons_s"] = time.perf_counter() - t
+    timings["total_s"] = time.perf_counter() - t0
+    timings = {k: round(v, 3) for k, v in timings.items()}
+    n_px = grid.width * grid.height
+    summary: dict[str, Any] = {
+        "event_date": windows.event_date.isoformat(),
+        "bbox": list(config.bbox),
+        "area_km2": round(area_km2(config.bbox), 4),
+        "grid": {"crs": grid.crs, "transform": list(grid.transform)[:6], "width": grid.width, "height": grid.height},
+        "windows": {
+            "pre": {"start": windows.pre_start.isoformat(), "end": windows.pre_end.isoformat()},
+            "post": {"start": windows.post_start.isoformat(), "end": windows.post_end.isoformat()},
+        },
+        "items": {"pre": _observations(windows, "pre"), "post": _observations(windows, "post")},
+        "acquisitions": {"pre": pre_dates, "post": post_dates},
+        "unobserved_share": {
+            "pre": round(float(counts[0] / (grid.width * grid.height)), 4),
+            "post": round(float(counts[1] / (grid.width * grid.height)), 4),
+        },
+        "detector": {k: getattr(p, k) for k in p.__dataclass_fields__},
+        "segmenter": "none: inventory from change evidence alone (no --imagery-model)",
+        "susceptibility": config.susceptibility,
+        "engine": engine,
+        "blocks": len(blocks),
+        "blocks_computed": computed,
+        "blocks_resumed": len(blocks) - computed,
+        "n_landslides": len(features),
+        "detected_area_m2": round(float(sum(f.properties["area_m2"] for f in features)), 1),
+        "detected_pixels": int(detected.sum()),
+        "rejected_pixels": {
+            "flat_ground (vegetation loss on flat ground: likely harvest)": int(rejected[0]),
+            "bare_before (bare before the event: quarry, river bar, rock)": int(rejected[1]),
+        },
+        "observed_pixels": int(counts[2]),
+        "pixels": n_px,
+        "timings": timings,
+        "outputs": ["pre.tif", "post.tif", "change.tif", "probability.tif", "landslides.gpkg", "landslides.geojson"],
+    }
+    return EventResult(grid, features, summary)
+
+
+@contextlib.contextmanager
+def _layer_reader(out: Path, grid: Grid, susceptibility: str | None) -> Iterator[Callable[[Window], dict]]:
+    """``read(window) -> {layer: (h, w)}`` of the written COGs (and the susceptibility), for the inventory."""
+    with contextlib.ExitStack() as stack:
+        prob = stack.enter_context(RasterOnGrid(out / "probability.tif", grid, "nearest", bands=1))
+        chg = stack.enter_context(RasterOnGrid(out / "change.tif", grid, "nearest", bands=[1, 2, 3, 4]))
+        pre = stack.enter_context(RasterOnGrid(out / "pre.tif", grid, "nearest", bands=[_I_NDVI + 1, _I_COUNT + 1]))
+        post = stack.enter_context(RasterOnGrid(out / "post.tif", grid, "nearest", bands=[_I_NDVI + 1, _I_COUNT + 1]))
+        sus = stack.enter_context(RasterOnGrid(susceptibility, grid, "bilinear", bands=1)) if susceptibility else None
+
+        def read(win: Window) -> dict[str, np.ndarray]:
+            d, rd, db, sl = chg.read(win)
+            (ndvi_pre, clear_pre), (ndvi_post, clear_post) = pre.read(win), post.read(win)
+            layers = {"probability": prob.read(win), "dndvi": d, "rdndvi": rd, "dbsi": db, "slope_deg": sl}
+            layers |= {"ndvi_pre": ndvi_pre, "ndvi_post": ndvi_post, "clear_pre": clear_pre, "clear_post": clear_post}
+            if sus is not None:
+                layers["susceptibility"] = sus.read(win)
+            return layers
+
+        yield read
+
+
+@contextlib.contextmanager
+def _open_dem(path: str, grid: Grid) -> Any:
+    """The DEM on the grid (cubic: see :class:`common.geo.RasterOnGrid`); it must cover the whole area."""
+    try:
+        with RasterOnGrid(path, grid, "cubic", bands=1, min_coverage=0.999) as r:
+            yield r
+    except UserError as exc:
+        text = str(exc)
+        if "cover" in text or "overlap" in text:
+            raise UserError(f"--dem {path}: does not cover the area ({text})") from None
+        raise

@@ -1,0 +1,224 @@
+"""map_event on a synthetic event world (no real data needed) and its bad-input errors."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from common.cli import run_main
+from common.geo import RasterOnGrid, write_cog
+from pipelines.map_event import main
+from tests.change.helpers import (
+    FIELD,
+    QUARRY,
+    SLIDE,
+    SYN_GRID,
+    lonlat_box,
+    shifted,
+    split_into_two_zones,
+    write_synthetic_items,
+)
+
+EVENT = "2023-05-16"
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    return write_synthetic_items(tmp_path_factory.mktemp("world"))
+
+
+def _argv(items: Path, dem: Path, out: Path, *extra: str) -> list[str]:
+    bbox = lonlat_box(SYN_GRID, inset_m=60.0)
+    return ["--bbox", *map(str, bbox), "--event-date", EVENT, "--items", str(items), "--dem", str(dem),
+            "--out", str(out), "--block", "32", *extra]  # fmt: skip
+
+
+def test_landslide_found_field_and_quarry_not(world, tmp_path: Path, tracking_uri: str) -> None:
+    items, dem = world
+    out = tmp_path / "out"
+    assert main(_argv(items, dem, out)) == 0
+    feats = json.loads((out / "landslides.geojson").read_text())["features"]
+    assert len(feats) == 1, [f["properties"]["reason"] for f in feats]
+    props = feats[0]["properties"]
+    assert props["mean_slope_deg"] > 25 and props["mean_dndvi"] < -0.3
+    assert "bare_after" in props["evidence"] and "steep" in props["evidence"]
+    assert props["clear_obs_pre"] == 2 and props["clear_obs_post"] == 1  # the cloud on the first post date
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["rejected_pixels"]["flat_ground (vegetation loss on flat ground: likely harvest)"] > 0
+    with RasterOnGrid(out / "probability.tif", SYN_GRID, "nearest", bands=1) as r:
+        prob = r.read()
+    assert np.nanmean(prob[SLIDE]) > 0.95  # loss, steep, vegetated before
+    assert np.nanmean(prob[FIELD]) < 0.55  # the same loss, damped by the slope gate's floor (0.5)
+    assert np.nanmean(prob[QUARRY]) < 0.1  # no loss: bare before and after
+    with RasterOnGrid(out / "post.tif", SYN_GRID, "nearest") as r:
+        assert r.count == 8
+        count = r.read()[-1]
+    assert count[55, 65] == 1 and count[75, 30] == 2
+
+
+def test_susceptibility_is_fused(world, tmp_path: Path, tracking_uri: str) -> None:
+    items, dem = world
+    sus = tmp_path / "sus.tif"
+    write_cog(sus, np.full(SYN_GRID.shape, 0.9, np.float32), SYN_GRID, nodata=np.nan)
+    plain, fused = tmp_path / "plain", tmp_path / "fused"
+    assert main(_argv(items, dem, plain)) == 0
+    assert main(_argv(items, dem, fused, "--susceptibility", str(sus))) == 0
+    a = json.loads((plain / "landslides.geojson").read_text())["features"][0]["properties"]
+    b = json.loads((fused / "landslides.geojson").read_text())["features"][0]["properties"]
+    assert b["confidence"] > a["confidence"] and b["susceptibility"] == pytest.approx(0.9, abs=1e-3)
+    assert "susceptible" in b["evidence"]
+
+
+def _fails(argv: list[str], capsys: pytest.CaptureFixture[str], *words: str) -> None:
+    assert run_main(main, argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error:") and len(err.splitlines()) == 1, err
+    for w in words:
+        assert w in err, err
+
+
+@pytest.mark.parametrize(
+    ("case", "words"),
+    [
+        ("future", ("--event-date", "not in the past")),
+        ("no_post", ("post-event window",)),
+        ("not_yet", ("post-event window", "next Sentinel-2 acquisition is expected around 2023-05-10")),
+        ("area", ("--max-area-km2",)),
+        ("dem", ("--dem", "does not cover")),
+        ("no_dates", ("has no date",)),
+    ],
+)
+def test_bad_input_one_line_nothing_left(case, words, world, tmp_path: Path, tracking_uri: str, capsys) -> None:
+    items, dem = world
+    out = tmp_path / "out"
+    argv = _argv(items, dem, out)
+    if case == "future":
+        argv[argv.index("--event-date") + 1] = "2999-01-01"
+    elif case == "no_post":
+        argv += ["--post-days", "5"]
+    elif case == "not_yet":  # only the pre-event items exist yet
+        pre_only, _ = write_synthetic_items(tmp_path / "preonly", post_dates=())
+        argv[argv.index("--items") + 1] = str(pre_only)
+    elif case == "area":
+        argv += ["--max-area-km2", "0.1"]
+    elif case == "dem":
+        far = tmp_path / "far_dem.tif"
+        write_cog(far, np.zeros(SYN_GRID.shape, np.float32), shifted(SYN_GRID, 5000.0), nodata=np.nan)
+        argv[argv.index("--dem") + 1] = str(far)
+    elif case == "no_dates":
+        bad_items, _ = write_synthetic_items(tmp_path / "nodates", with_dates=False)
+        argv[argv.index("--items") + 1] = str(bad_items)
+    _fails(argv, capsys, *words)
+    assert not out.exists() or not any(out.iterdir())
+    assert not list(tmp_path.glob(".out.*"))
+
+
+def test_two_tiles_in_two_utm_zones_one_polygon_across_the_border(world, tmp_path: Path, tracking_uri: str) -> None:
+    items, dem = world
+    two = split_into_two_zones(items, tmp_path / "tiles")
+    one_out, two_out = tmp_path / "one", tmp_path / "two"
+    assert main(_argv(items, dem, one_out)) == 0
+    assert main(_argv(two, dem, two_out)) == 0
+    summary = json.loads((two_out / "summary.json").read_text())
+    assert len(summary["items"]["pre"]) == 4 and summary["acquisitions"]["pre"] == ["2023-04-20", "2023-05-05"]
+    one = json.loads((one_out / "landslides.geojson").read_text())["features"]
+    feats = json.loads((two_out / "landslides.geojson").read_text())["features"]
+    assert len(feats) == 1, [f["properties"]["reason"] for f in feats]  # the landslide across the border: whole
+    a, b = one[0]["properties"], feats[0]["properties"]
+    assert b["area_m2"] == pytest.approx(a["area_m2"], rel=0.2)  # two warps blur the edge by about a pixel
+    assert b["clear_obs_pre"] == 2  # a+b tiles of one date count once
+
+
+def test_stac_api_search_and_a_hung_api(world, tmp_path: Path, tracking_uri: str, capsys) -> None:
+    import socket
+    import threading
+
+    from tests.scenes.stac_server import StacServer
+
+    items, dem = world
+    data = json.loads(items.read_text())["features"]
+    for it in data:  # a STAC API serves absolute hrefs
+        for asset in it["assets"].values():
+            asset["href"] = str(items.parent / asset["href"])
+    argv = _argv(items, dem, tmp_path / "out")
+    i = argv.index("--items")
+    with StacServer({"sentinel-2-l2a": data}) as url:
+        argv[i : i + 2] = ["--stac-url", url]
+        assert main(argv) == 0
+    assert len(json.loads((tmp_path / "out" / "landslides.geojson").read_text())["features"]) == 1
+
+    hung = socket.socket()
+    hung.bind(("127.0.0.1", 0))
+    hung.listen(1)
+    accepted: list[socket.socket] = []
+    threading.Thread(target=lambda: accepted.append(hung.accept()[0]), daemon=True).start()
+    argv = _argv(items, dem, tmp_path / "hung")
+    argv[i : i + 2] = ["--stac-url", f"http://127.0.0.1:{hung.getsockname()[1]}", "--stac-timeout", "1"]
+    try:
+        _fails(argv, capsys, "STAC API", "127.0.0.1")
+    finally:
+        for c in accepted:
+            c.close()
+        hung.close()
+    assert not (tmp_path / "hung").exists()
+
+
+def test_aoi_file_in_any_crs(world, tmp_path: Path, tracking_uri: str) -> None:
+    import shapely
+
+    from common.geo import Feature, transform_geometries, write_gpkg
+
+    items, dem = world
+    box = transform_geometries(shapely.box(*lonlat_box(SYN_GRID, inset_m=60.0)), "EPSG:4326", "EPSG:3857")
+    aoi = write_gpkg([Feature(box, {"name": "area"})], tmp_path / "aoi.gpkg", "EPSG:3857")
+    argv = _argv(items, dem, tmp_path / "out")
+    i = argv.index("--bbox")
+    argv[i : i + 5] = ["--aoi", str(aoi)]
+    assert main(argv) == 0
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert summary["bbox"] == pytest.approx(list(lonlat_box(SYN_GRID, inset_m=60.0)), abs=1e-6)
+    assert summary["n_landslides"] == 1
+
+
+def test_dem_collection_from_the_stac_api(world, tmp_path: Path, tracking_uri: str) -> None:
+    import shapely
+
+    from common.geo import Grid, transform_geometries
+    from tests.scenes.stac_server import StacServer
+
+    items, _dem = world
+    data = json.loads(items.read_text())["features"]
+    for it in data:
+        for asset in it["assets"].values():
+            asset["href"] = str(items.parent / asset["href"])
+    # the synthetic slope on a lon/lat grid well beyond the area, as a cop-dem-glo-30 item
+    w, s, e, n = transform_geometries(shapely.box(*SYN_GRID.bounds), SYN_GRID.crs, "EPSG:4326").buffer(0.01).bounds
+    grid = Grid.from_bounds((w, s, e, n), "EPSG:4326", 1 / 3600)
+    lon, lat = grid.cell_centres()
+    pts = transform_geometries(shapely.points(np.column_stack([lon.ravel(), lat.ravel()])), "EPSG:4326", SYN_GRID.crs)
+    x = shapely.get_x(pts).reshape(grid.shape)
+    col = (x - SYN_GRID.transform.c) / 10.0 - 0.5
+    z = (100.0 + np.tan(np.radians(30.0)) * np.clip(col - 48, 0, None) * 10.0).astype(np.float32)
+    write_cog(tmp_path / "cop.tif", z, grid, nodata=np.nan)
+    dem_item = {
+        "type": "Feature",
+        "id": "Copernicus_DSM_test",
+        "collection": "cop-dem-glo-30",
+        "geometry": shapely.geometry.mapping(shapely.box(w, s, e, n)),
+        "bbox": [w, s, e, n],
+        "properties": {"datetime": "2021-04-22T00:00:00Z"},
+        "assets": {"data": {"href": str(tmp_path / "cop.tif"), "roles": ["data"]}},
+    }
+    argv = _argv(items, _dem, tmp_path / "out")
+    i = argv.index("--items")
+    with StacServer({"sentinel-2-l2a": data, "cop-dem-glo-30": [dem_item]}) as url:
+        argv[i : i + 2] = ["--stac-url", url]
+        j = argv.index("--dem")
+        argv[j : j + 2] = ["--dem-collection", "cop-dem-glo-30"]
+        assert main(argv) == 0
+    feats = json.loads((tmp_path / "out" / "landslides.geojson").read_text())["features"]
+    assert len(feats) == 1 and feats[0]["properties"]["mean_slope_deg"] > 25
+    assert not list(tmp_path.glob(".out.*"))  # the fetched DEM is removed after success
