@@ -39,7 +39,7 @@ class ScoreRegionsConfig:
     resume: bool = False
     progress: bool = True
     device: str = "cpu"
-    runtime: str = "torch"
+    runtime: str = "auto"
     seed: int = 42
     experiment: str = "score_regions"
     run_name: str | None = None

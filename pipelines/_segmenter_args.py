@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 
 from common.cli import positive_int, unit_float
-from imagery.inference.config import MORPHOLOGY, RUNTIMES, TTA_MODES
+from imagery.inference.config import MORPHOLOGY, PRECISIONS, RUNTIMES, TTA_MODES
 
 
 def add_segmenter_args(
@@ -36,9 +36,29 @@ def add_segmenter_args(
     p.add_argument("--threshold", type=unit_float, default=None, help="override the stored threshold")
     p.add_argument("--batch-size", type=positive_int, default=16, help=f"{unit} per forward pass (default %(default)s)")
     p.add_argument("--device", default="auto", help="cuda, cpu or auto (default %(default)s)")
+    add_engine_args(p)
+
+
+def add_engine_args(p: argparse.ArgumentParser) -> None:
+    """``--runtime`` and ``--precision``: the inference path (default: measured fastest on this machine and
+    checked against fp32, see :mod:`imagery.inference.engine`); read back with :func:`engine_spec_of`."""
     p.add_argument(
         "--runtime",
         choices=RUNTIMES,
-        default="torch",
-        help="torch, or onnx: ONNX Runtime on the CPU (a torch model is exported on the fly; an .onnx model always is)",
+        default="auto",
+        help="auto (the fastest path that passes the fp32 parity check, measured once per model and machine), "
+        "torch, or onnx: ONNX Runtime on the CPU (a torch model is exported; an .onnx model always runs on it)",
     )
+    p.add_argument(
+        "--precision",
+        choices=PRECISIONS,
+        default="auto",
+        help="auto, fp32, bf16 (torch autocast) or int8 (ONNX Runtime); with --runtime auto it picks the path",
+    )
+
+
+def engine_spec_of(args: argparse.Namespace) -> str:
+    """The engine spec the configs carry (``auto``, ``torch``, ``torch:bf16``...) for ``--runtime``/``--precision``."""
+    from imagery.inference.engine import engine_spec  # noqa: PLC0415 - torch loads when the command runs, not on --help
+
+    return engine_spec(args.runtime, args.precision)

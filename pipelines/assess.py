@@ -25,6 +25,7 @@ from common.cli import UserError, add_common_args, csv_list, positive_int, print
 from common.seed import seed_everything
 from fusion.crosscheck import POLICIES
 from pipelines._register import model_or_champion
+from pipelines._segmenter_args import add_engine_args, engine_spec_of
 from service.config import AssessConfig
 from service.regions import CLI_NAMES, check_values
 
@@ -65,7 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="decision policy (default: stacked with a fuser, else any, or the one model given)",
     )
     p.add_argument("--out", required=True, help="output folder")
-    p.add_argument("--runtime", choices=("torch", "onnx"), default=d.runtime)
+    add_engine_args(p)
     p.add_argument("--device", default=d.device, help="auto, cpu or cuda")
     p.add_argument("--threshold", type=float, default=None, help="override the segmenter's threshold")
     p.add_argument("--min-area-m2", type=float, default=d.min_area_m2, help="smallest landslide polygon kept")
@@ -110,7 +111,7 @@ def config_from_args(args: argparse.Namespace) -> AssessConfig:
         fusion_model=args.fusion_model,
         out=args.out,
         policy=args.policy,
-        runtime=args.runtime,
+        runtime=engine_spec_of(args),
         device=args.device,
         threshold=args.threshold,
         min_area_m2=args.min_area_m2,

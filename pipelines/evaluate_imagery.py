@@ -23,7 +23,7 @@ from common.cli import add_common_args, csv_list, positive_int, run_main
 from common.seed import seed_everything
 from imagery.data.chips import IMAGE_SCALES
 from imagery.inference import EvalConfig
-from pipelines._segmenter_args import add_segmenter_args
+from pipelines._segmenter_args import add_segmenter_args, engine_spec_of
 
 EXPERIMENT = "imagery-evaluate"
 
@@ -66,7 +66,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         threshold=args.threshold,
         batch_size=args.batch_size,
         device=args.device,
-        runtime=args.runtime,
+        runtime=engine_spec_of(args),
         seed=args.seed,
     )
     seed_everything(cfg.seed)
@@ -79,6 +79,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "run_id": run.info.run_id,
                 "n_patches": result.n_patches,
                 **{k: round(float(v), 6) for k, v in result.metrics.items()},
+                "engine": result.engine,
             },
             indent=2,
         )

@@ -22,7 +22,7 @@ from common.cli import add_common_args, print_summary, run_main
 from common.seed import seed_everything
 from imagery.inference import PredictConfig
 from imagery.inference.config import DEFAULT_OVERLAP
-from pipelines._segmenter_args import add_segmenter_args
+from pipelines._segmenter_args import add_segmenter_args, engine_spec_of
 
 EXPERIMENT = "imagery-predict"
 
@@ -57,7 +57,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         overlap=args.overlap,
         overlays=not args.no_overlays,
         device=args.device,
-        runtime=args.runtime,
+        runtime=engine_spec_of(args),
         seed=args.seed,
     )
     seed_everything(cfg.seed)

@@ -26,7 +26,7 @@ from common.seed import seed_everything
 from imagery.data.sentinel2 import SCENE_SCALES
 from imagery.inference.config import SceneConfig
 from pipelines._register import model_or_champion
-from pipelines._segmenter_args import add_segmenter_args
+from pipelines._segmenter_args import add_segmenter_args, engine_spec_of
 
 EXPERIMENT = "imagery-scene"
 
@@ -85,6 +85,17 @@ def build_parser() -> argparse.ArgumentParser:
         help="fill a model-needed B10 that an L2A product lacks with its L4S mean (a warning; default on)",
     )
     p.add_argument(
+        "--no-skip",
+        action="store_true",
+        help="run every tile: no skipping of tiles all water or flat (steepest slope below --flat-slope-deg)",
+    )
+    p.add_argument(
+        "--flat-slope-deg",
+        type=_non_negative_float,
+        default=d.flat_slope_deg,
+        help="with --dem: tiles whose steepest slope is below this (degrees) are not run (default %(default)s)",
+    )
+    p.add_argument(
         "--allow-resolution-mismatch",
         action="store_true",
         help="run even when the scene's pixel size is more than 1.5x off the model's training GSD (a warning)",
@@ -114,12 +125,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         overlap=args.overlap,
         batch_size=args.batch_size,
         device=args.device,
-        runtime=args.runtime,
+        runtime=engine_spec_of(args),
         min_area_m2=args.min_area_m2,
         threshold=args.threshold,
         tta=args.tta,
         scl_mask=args.scl_mask,
         fill_b10=args.fill_b10,
+        skip=not args.no_skip,
+        flat_slope_deg=args.flat_slope_deg,
         allow_resolution_mismatch=args.allow_resolution_mismatch,
         log_rasters=not args.no_log_rasters,
         progress=not args.no_progress,

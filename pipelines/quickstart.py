@@ -68,6 +68,9 @@ EXPERIMENT = "quickstart"
 #: The date the synthetic world's scene is dated (and assessed at).
 WORLD_DATE = "2024-06-01"
 MODALITIES: tuple[str, ...] = ("tabular", "imagery", "fused")
+#: The quick start trains new models every run, so an automatic engine choice would be measured (ONNX export
+#: and int8 calibration included) every run for a few hundred 32 px patches: it scores on torch eager fp32.
+QUICKSTART_RUNTIME = "torch"
 
 
 @dataclass
@@ -100,6 +103,8 @@ class QuickstartConfig:
     imagery_epochs: int = 10
     imagery_lr: float = 1e-2
     imagery_batch_size: int = 16
+    #: auto: bf16 autocast where the CPU has native bf16 (imagery.device.use_bf16), else fp32
+    imagery_precision: str = "auto"
     n_bootstrap: int = 1000
     out_dir: str = "quickstart_out"
     seed: int = 42
@@ -133,6 +138,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--imagery-epochs", type=positive_int, default=d.imagery_epochs)
     p.add_argument("--imagery-lr", type=float, default=d.imagery_lr)
     p.add_argument("--imagery-batch-size", type=positive_int, default=d.imagery_batch_size)
+    p.add_argument(
+        "--imagery-precision",
+        choices=("auto", "fp32", "bf16"),
+        default=d.imagery_precision,
+        help="imagery training precision (auto: bf16 where the CPU has native bf16, else fp32)",
+    )
     p.add_argument("--n-bootstrap", type=positive_int, default=d.n_bootstrap)
     p.add_argument("--out-dir", default=d.out_dir, help="where scores.csv, masks and metrics.csv go")
     p.add_argument("--progress", action="store_true", help="show progress bars")
@@ -156,6 +167,7 @@ def config_from_args(args: argparse.Namespace) -> QuickstartConfig:
         imagery_epochs=args.imagery_epochs,
         imagery_lr=args.imagery_lr,
         imagery_batch_size=args.imagery_batch_size,
+        imagery_precision=args.imagery_precision,
         n_bootstrap=args.n_bootstrap,
         out_dir=args.out_dir,
         seed=args.seed,
@@ -184,6 +196,7 @@ def imagery_config(cfg: QuickstartConfig) -> TrainConfig:
         batch_size=cfg.imagery_batch_size,
         seed=cfg.seed,
         device="cpu",
+        precision=cfg.imagery_precision,
         n_overlays=0,
         progress=cfg.progress,
     ).validate()
@@ -291,6 +304,7 @@ def assess_world(
         imagery_model=imagery_model,
         fusion_model=fusion_model,
         out=str(out_dir / "assess"),
+        runtime=QUICKSTART_RUNTIME,
         progress=cfg.progress,
         seed=cfg.seed,
     )
@@ -385,6 +399,7 @@ def run(cfg: QuickstartConfig, log: Callable[[str], None] = print) -> Quickstart
             fusion_model=fus.fuser_uri,
             masks_dir=str(out_dir / "masks"),
             scoring=ScoringConfig(),
+            runtime=QUICKSTART_RUNTIME,
             progress=cfg.progress,
             seed=cfg.seed,
             experiment=cfg.experiment,

@@ -30,6 +30,7 @@ from common.cli import UserError, add_common_args, positive_int, print_summary, 
 from fusion.config import ScoreRegionsConfig
 from fusion.crosscheck import POLICIES
 from fusion.scoring import ScoringConfig
+from pipelines._segmenter_args import add_engine_args, engine_spec_of
 
 if TYPE_CHECKING:
     from fusion.experiment import ScoreResult
@@ -72,9 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--resume", action="store_true", help="continue from <out>.partial, skipping regions already scored")
     p.add_argument("--device", default="cpu", help="segmenter device: cpu, cuda or auto")
-    p.add_argument(
-        "--runtime", choices=("torch", "onnx"), default="torch", help="segmenter runtime (onnx: ONNX Runtime)"
-    )
+    add_engine_args(p)
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     add_common_args(p)
     return p
@@ -108,7 +107,7 @@ def config_from_args(args: argparse.Namespace) -> ScoreRegionsConfig:
         resume=args.resume,
         progress=not args.no_progress,
         device=args.device,
-        runtime=args.runtime,
+        runtime=engine_spec_of(args),
         seed=args.seed,
         experiment=args.experiment or EXPERIMENT,
         run_name=args.run_name,

@@ -26,6 +26,7 @@ from pathlib import Path
 from common.cli import InputNotFoundError, UserError, add_common_args, positive_int, run_main
 from common.seed import seed_everything
 from pipelines._register import model_or_champion
+from pipelines._segmenter_args import add_engine_args, engine_spec_of
 from service.config import ServiceConfig
 
 
@@ -35,7 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tabular-model", default=None, help="tabular model URI (runs:/<id>/model, run id or folder)")
     p.add_argument("--imagery-model", default=None, help="segmenter URI (runs:/<id>, folder or .onnx)")
     p.add_argument("--fusion-model", default=None, help="fuser URI (runs:/<id>/fuser.json, run id or JSON path)")
-    p.add_argument("--runtime", choices=("torch", "onnx"), default=d.runtime, help="segmenter runtime")
+    add_engine_args(p)
     p.add_argument("--host", default=d.host, help="interface to listen on (default %(default)s: this machine only)")
     p.add_argument("--port", type=positive_int, default=d.port)
     p.add_argument("--workdir", default=d.workdir, help="where assess jobs and their outputs are kept")
@@ -103,7 +104,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         tabular_model=args.tabular_model,
         imagery_model=args.imagery_model,
         fusion_model=args.fusion_model,
-        runtime=args.runtime,
+        runtime=engine_spec_of(args),
         workdir=args.workdir,
         host=args.host,
         port=args.port,

@@ -36,7 +36,7 @@ class ServiceConfig:
     tabular_model: str | None = None
     imagery_model: str | None = None
     fusion_model: str | None = None
-    runtime: str = "torch"
+    runtime: str = "auto"
     workdir: str = "serve_jobs"
     host: str = "127.0.0.1"
     port: int = 8000
@@ -107,7 +107,7 @@ class AssessConfig:
     fusion_model: str | None = None
     out: str = "assess_out"
     policy: str | None = None
-    runtime: str = "torch"
+    runtime: str = "auto"
     device: str = "auto"
     threshold: float | None = None
     min_area_m2: float = 500.0

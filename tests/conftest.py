@@ -11,6 +11,14 @@ ROOT = Path(__file__).resolve().parent.parent
 SHARED_DATA = Path(os.environ.get("LANDSLIDE_SHARED_DATA", ROOT.parent / "shared" / "data"))
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _engine_pinned(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Commands run the segmenter on torch fp32 in tests (``imagery.inference.engine``: no timing of every
+    path for every tiny test model) with a throw-away engine cache; the engine's own tests unpin it."""
+    os.environ.setdefault("LANDSLIDE_ENGINE_CANDIDATES", "torch-fp32")
+    os.environ.setdefault("LANDSLIDE_ENGINE_CACHE", str(tmp_path_factory.mktemp("engine-cache")))
+
+
 @pytest.fixture(scope="session")
 def _template_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """An empty, already-migrated MLflow SQLite database (creating one costs ~2 s of migrations)."""

@@ -7,13 +7,15 @@ from dataclasses import dataclass, field
 from typing import Literal, get_args
 
 # Choices of the inference flags, here (no torch) so that a command's --help answers at once; implemented in
-# imagery.inference.postprocess (TTA, morphology) and imagery.inference.serving (runtimes).
+# imagery.inference.postprocess (TTA, morphology) and imagery.inference.engine (runtimes, precisions).
 TtaMode = Literal["none", "rot4", "rot4flip"]
 Morphology = Literal["none", "open", "close"]
-Runtime = Literal["torch", "onnx"]
+Runtime = Literal["auto", "torch", "onnx"]
+Precision = Literal["auto", "fp32", "bf16", "int8"]
 TTA_MODES: tuple[str, ...] = get_args(TtaMode)
 MORPHOLOGY: tuple[str, ...] = get_args(Morphology)
 RUNTIMES: tuple[str, ...] = get_args(Runtime)
+PRECISIONS: tuple[str, ...] = get_args(Precision)
 
 #: Default tile overlap for 128 px tiles, px: chosen by measurement (``tests/imagery/test_seams.py``; a 384 px
 #: mosaic of the 11 real L4S patches predicted whole and cropped by 64 px, 99th percentile of the absolute
@@ -44,7 +46,7 @@ class EvalConfig:
     threshold: float | None = None
     batch_size: int = 16
     device: str = "auto"
-    runtime: str = "torch"
+    runtime: str = "auto"
     seed: int = 42
 
 
@@ -68,7 +70,7 @@ class PredictConfig:
     overlap: int = DEFAULT_OVERLAP
     overlays: bool = True
     device: str = "auto"
-    runtime: str = "torch"
+    runtime: str = "auto"
     seed: int = 42
 
 
@@ -97,12 +99,16 @@ class SceneConfig:
     overlap: int = DEFAULT_OVERLAP
     batch_size: int = 16
     device: str = "auto"
-    runtime: str = "torch"
+    runtime: str = "auto"
     min_area_m2: float = 500.0
     threshold: float | None = None
     tta: str | None = None
     scl_mask: list[int] = field(default_factory=lambda: [0, 1, 3, 8, 9, 10, 11])
     fill_b10: bool = True
+    #: skip rules (:mod:`imagery.inference.skip`): tiles all water, or flat (steepest slope below
+    #: ``flat_slope_deg`` degrees, with a DEM), are not run; ``False`` (``--no-skip``) runs them
+    skip: bool = True
+    flat_slope_deg: float = 5.0
     allow_resolution_mismatch: bool = False
     log_rasters: bool = True
     progress: bool = True

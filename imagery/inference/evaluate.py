@@ -10,7 +10,7 @@ The train/validate/test protocol (single run or k-fold) is in :mod:`imagery.trai
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +27,7 @@ from imagery.data import load_patches
 from imagery.data.chips import ChipSpec, is_chip_folder, load_chips
 from imagery.data.patches import IGNORE
 from imagery.inference.config import EvalConfig
+from imagery.inference.engine import log_engine_summary
 from imagery.inference.metrics import segmentation_metrics
 from imagery.inference.serving import load_segmenter
 
@@ -62,6 +63,8 @@ class EvalResult:
 
     n_patches: int
     metrics: dict[str, float]
+    #: the inference path that ran and its throughput (:func:`imagery.inference.engine.engine_summary`)
+    engine: dict[str, Any] = field(default_factory=dict)
 
 
 def evaluate_split(cfg: EvalConfig, *, tracking_uri: str | None = None) -> EvalResult:
@@ -104,7 +107,7 @@ def evaluate_split(cfg: EvalConfig, *, tracking_uri: str | None = None) -> EvalR
     )
     metrics["labelled_pixels"] = float(np.count_nonzero(np.asarray(patches.masks) != IGNORE))
     mlflow.log_metrics({k: float(v) for k, v in metrics.items() if np.isfinite(v)})
-    return EvalResult(len(patches), metrics)
+    return EvalResult(len(patches), metrics, log_engine_summary(segmenter))
 
 
 def save_pr_curve(

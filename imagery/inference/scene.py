@@ -82,6 +82,7 @@ from common.geo.grid import Window
 from imagery.data.bands import BANDS, L4S_BAND_MEANS, model_unit_factor
 from imagery.data.sentinel2 import SCL_CLASSES, SCL_REASONS, SceneSource, open_scene
 from imagery.inference.config import SceneConfig
+from imagery.inference.engine import log_engine_summary
 from imagery.inference.fitness import (
     DOMAIN_SCORE_MAX,
     DomainCheck,
@@ -92,6 +93,7 @@ from imagery.inference.fitness import (
 from imagery.inference.predict import add_tile, blend_weights, tile_starts
 from imagery.inference.segmenter import Segmenter
 from imagery.inference.serving import load_segmenter
+from imagery.inference.skip import SCL_WATER, SKIP_REASONS, SkipRules, plan_tiles, reason_code
 from imagery.plot import save_figure
 
 #: Value a model-needed B10 gets on an L2A product (no cirrus band): its L4S mean, 1.0 in model units.
@@ -241,10 +243,12 @@ class _StripReader:
     def __exit__(self, *exc: object) -> None:
         self.stack.close()
 
-    def read(self, row: int, rows: int) -> tuple[np.ndarray, np.ndarray]:
-        """``(raw (C, rows, W) float32 in model units with NaN where masked, reason (rows, W) uint8)``.
+    def read(self, row: int, rows: int) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray | None]]:
+        """``(raw (C, rows, W) float32 in model units with NaN where masked, reason (rows, W) uint8, terrain)``.
 
-        ``reason`` is 0 for a valid pixel, else 1 + the index in ``_REASON_ORDER`` of the first reason.
+        ``reason`` is 0 for a valid pixel, else 1 + the index in ``_REASON_ORDER`` of the first reason;
+        ``terrain``: ``water`` (rows, W) bool (SCL water; None without SCL) and ``slope`` (rows, W) degrees
+        (None without a DEM), for the skip rules (:mod:`imagery.inference.skip`).
         """
         win = Window(0, row, self.grid.width, rows)
         files = self.inp.scene.files
@@ -252,6 +256,8 @@ class _StripReader:
         reason = np.zeros((rows, self.grid.width), dtype=np.uint8)
         nodata = np.zeros((rows, self.grid.width), dtype=bool)
         dem_block = None
+        slope_deg = None
+        water = None
         if self.dem is not None:
             cache: dict[str, np.ndarray] = {}
 
@@ -279,6 +285,7 @@ class _StripReader:
             scl = self.scl.read(win)
             nodata |= ~np.isfinite(scl)
             classes = np.where(np.isfinite(scl), scl, 0).astype(np.int64)
+            water = classes == SCL_WATER
             for cls, code in self.scl_codes:
                 reason[classes == cls] = code
         no_dem = np.zeros_like(nodata)
@@ -287,10 +294,22 @@ class _StripReader:
         reason[nodata] = 1
         reason[(reason == 0) & no_dem] = _reason_code("no_dem")
         out[:, reason > 0] = np.nan
-        return out, reason
+        return out, reason, {"water": water, "slope": slope_deg}
 
 
 # ----------------------------------------------------------------------------- the loop
+def _padded_terrain(
+    terrain: dict[str, np.ndarray | None], th: int, tw: int
+) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """``(water, slope)`` of a strip padded like its bands (``_pad``), for the skip rules."""
+    water, slope_deg = terrain.get("water"), terrain.get("slope")
+    if water is not None:
+        water = _pad(water[None].astype(np.float32), th, tw)[0] > 0
+    if slope_deg is not None:
+        slope_deg = _pad(slope_deg[None].astype(np.float32), th, tw)[0]
+    return water, slope_deg
+
+
 def _iter_rows(starts: list[int], height: int) -> Iterator[tuple[int, int]]:
     """``(start, final_end)``: after the tile row at ``start``, rows up to ``final_end`` are final."""
     for i, y in enumerate(starts):
@@ -329,8 +348,12 @@ def predict_windowed(
     buf_h = max(tile, height)
     acc = np.zeros((min(buf_h, tile), max(width, tile)), dtype=np.float32)
     norm = np.zeros_like(acc)
+    skip_buf = np.zeros(acc.shape, dtype=np.uint8)  # skip-rule code of the pixels of tiles not run (0: none)
+    rules = SkipRules(cfg.skip, cfg.flat_slope_deg)
+    tiles_skipped = dict.fromkeys(SKIP_REASONS, 0)
     polys = StripPolygonizer(grid, min_area_m2=cfg.min_area_m2)
     counts = {"valid": 0, "landslide": 0, **{r: 0 for r in _REASON_ORDER}}
+    counts.update({f"skipped_{name}": 0 for name in SKIP_REASONS[1:]})
     timings = {"read_s": 0.0, "infer_s": 0.0, "write_s": 0.0, "polygon_s": 0.0}
     n_tiles = len(rows_at) * len(cols_at)
     predicted = 0
@@ -365,24 +388,28 @@ def predict_windowed(
         ) as mw,
     ):
 
-        def load(y: int) -> tuple[np.ndarray, np.ndarray, float]:
+        def load(y: int) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray | None], float]:
             t0 = time.perf_counter()
             rows = min(th, height - y) if height >= th else height
-            raw, reason = reader.read(y if height >= th else 0, rows)
-            return raw, reason, time.perf_counter() - t0
+            raw, reason, terrain = reader.read(y if height >= th else 0, rows)
+            return raw, reason, terrain, time.perf_counter() - t0
 
         written = 0
         pending = pool.submit(load, rows_at[0])
         for k, (y, final_end) in enumerate(_iter_rows(rows_at, height)):
             check_cancelled()  # a service job past its timeout stops here
-            raw, reason, read_s = pending.result()
+            raw, reason, terrain, read_s = pending.result()
             timings["read_s"] += read_s
             if k + 1 < len(rows_at):
                 pending = pool.submit(load, rows_at[k + 1])
             t0 = time.perf_counter()
             padded = _pad(raw, th, tw)
             valid_pad = _pad(reason[None].astype(np.float32), th, tw)[0] == 0
-            boxes = [x for x in cols_at if valid_pad[:, x : x + tw].any()]
+            boxes, skipped = plan_tiles(cols_at, tw, valid_pad, *_padded_terrain(terrain, th, tw), rules)
+            for x, why in skipped.items():
+                tiles_skipped[why] += 1
+                if why != "masked":  # masked pixels stay nodata; water/flat ones become 0 with their reason
+                    np.maximum(skip_buf[:, x : x + tw], reason_code(why), out=skip_buf[:, x : x + tw])
             for start in range(0, len(boxes), cfg.batch_size):
                 chunk = boxes[start : start + cfg.batch_size]
                 batch = np.stack([padded[:, :, x : x + tw] for x in chunk])
@@ -405,6 +432,10 @@ def predict_windowed(
                     domain.add(raw[:, lo : lo + n_final], rsn == 0)
                 prob_rows[rsn > 0] = np.nan
                 prob_rows[~np.isfinite(prob_rows)] = np.nan
+                skip_rows = np.where(np.isnan(prob_rows) & (rsn == 0), skip_buf[lo : lo + n_final, :width], 0)
+                prob_rows[skip_rows > 0] = 0.0  # skipped by rule, not run: probability 0, counted by reason
+                for name in SKIP_REASONS[1:]:
+                    counts[f"skipped_{name}"] += int((skip_rows == reason_code(name)).sum())
                 ok = np.isfinite(prob_rows)
                 mask_rows = np.where(ok, (prob_rows > threshold).astype(np.uint8), np.uint8(255))
                 win = Window(0, written, width, n_final)
@@ -425,11 +456,14 @@ def predict_windowed(
             if 0 < shift < acc.shape[0]:
                 acc[:-shift] = acc[shift:]
                 norm[:-shift] = norm[shift:]
+                skip_buf[:-shift] = skip_buf[shift:]
                 acc[-shift:] = 0
                 norm[-shift:] = 0
+                skip_buf[-shift:] = 0
             else:
                 acc[:] = 0
                 norm[:] = 0
+                skip_buf[:] = 0
         bar.close()
         if counts["valid"] == 0:
             masked = _shares(counts, height * width)
@@ -443,7 +477,12 @@ def predict_windowed(
         "counts": counts,
         "features": features,
         "timings": timings,
-        "tiles": {"total": n_tiles, "predicted": predicted, "skipped": n_tiles - predicted},
+        "tiles": {
+            "total": n_tiles,
+            "predicted": predicted,
+            "skipped": n_tiles - predicted,
+            "skipped_by": tiles_skipped,
+        },
         "threshold": threshold,
     }
 
@@ -656,6 +695,9 @@ def run_scene(
             "valid_pixels": counts["valid"],
             "masked_share": 1.0 - counts["valid"] / total,
             "masked_by": _shares(counts, total),
+            "skip_rules": {"enabled": cfg.skip, "flat_slope_deg": cfg.flat_slope_deg if cfg.dem else None},
+            "skipped_share": sum(counts[f"skipped_{n}"] for n in SKIP_REASONS[1:]) / total,
+            "skipped_by": {n: counts[f"skipped_{n}"] / total for n in SKIP_REASONS[1:]},
             "landslide_pixels": counts["landslide"],
             "landslide_count": len(features),
             "landslide_area_m2": float(sum(f.properties["area_m2"] for f in features)),
@@ -666,6 +708,7 @@ def run_scene(
             "overlap": cfg.overlap,
             "batch_size": cfg.batch_size,
             "device": str(segmenter.device),
+            "engine": log_engine_summary(segmenter),
             "tiles": tiles,
             "tiles_per_s": tiles["predicted"] / infer_s if infer_s > 0 else None,
             "timings_s": {k: round(v, 3) for k, v in res["timings"].items()},
@@ -689,6 +732,7 @@ def _log_run(summary: dict[str, Any], paths: dict[str, Path], cfg: SceneConfig) 
         "landslide_area_m2": summary["landslide_area_m2"],
         "landslide_pixels": summary["landslide_pixels"],
         "tiles_predicted": summary["tiles"]["predicted"],
+        "skipped_share": summary["skipped_share"],
         **{f"masked_{k}": v for k, v in summary["masked_by"].items()},
         **{f"time_{k}": v for k, v in summary["timings_s"].items()},
     }
@@ -712,7 +756,8 @@ def scene_summary_line(result: SceneResult) -> str:
     s = result.summary
     return (
         f"{s['landslide_count']} landslide polygon(s), {s['landslide_area_m2'] / 1e4:.2f} ha, in {s['scene_id']} "
-        f"({s['masked_share']:.1%} masked: {_describe(s['masked_by'])}); {s['tiles']['predicted']} tiles in "
+        f"({s['masked_share']:.1%} masked: {_describe(s['masked_by'])}; {s['skipped_share']:.1%} skipped by rule"
+        f"{': ' + _describe(s['skipped_by']) if s['skipped_share'] else ''}); {s['tiles']['predicted']} tiles in "
         f"{s['timings_s']['total_s']:.1f} s; outputs in {result.out}"
     )
 

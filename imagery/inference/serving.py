@@ -33,7 +33,6 @@ from torch import nn
 from common.atomic import atomic_path, atomic_write
 from common.cli import InputNotFoundError, UserError
 from common.tracking import MODEL_DIGEST_TAG, download_model
-from imagery.inference.config import RUNTIMES
 from imagery.inference.segmenter import Segmenter, SegmenterMeta, state_digest
 from imagery.models import create_model
 
@@ -146,21 +145,26 @@ def load_segmenter(
     ``tracking_uri`` (default: the command's store); ``flag`` names the command-line flag in error messages.
 
     The network is created by name (``imagery.models.create_model``) and its weights are read with
-    ``torch.load(weights_only=True)``: nothing is unpickled. ``runtime="onnx"`` runs it on ONNX Runtime
-    (CPU; a torch segmenter is exported on the fly, see :mod:`imagery.inference.onnx`).
-    """
-    if runtime not in RUNTIMES:
-        raise UserError(f"--runtime must be one of {', '.join(RUNTIMES)}; got {runtime!r}")
-    if str(uri).endswith(".onnx") or runtime == "onnx":
-        from imagery.inference import onnx as onnx_rt  # noqa: PLC0415 - onnxruntime loads only for --runtime onnx
+    ``torch.load(weights_only=True)``: nothing is unpickled.
 
-        if str(uri).endswith(".onnx"):
-            path = download_model(uri, tracking_uri=tracking_uri, default_artifact="model.onnx", flag=flag)
-            return onnx_rt.load_onnx_segmenter(path)
-        seg = load_segmenter(uri, "cpu", tracking_uri=tracking_uri, flag=flag)
-        with tempfile.TemporaryDirectory() as tmp:
-            path = onnx_rt.export_onnx(seg.model, seg.meta, Path(tmp) / "model.onnx")
-            return onnx_rt.load_onnx_segmenter(path)
+    ``runtime``: ``"torch"`` (the default for library callers) is torch eager fp32; any other engine spec
+    (``"auto"``, ``"onnx"``, ``"torch:bf16"``, ``"onnx:int8"``, see :func:`imagery.inference.engine.engine_spec`)
+    runs the network on the path it names, or on the path measured fastest on this machine for ``"auto"``
+    (:mod:`imagery.inference.engine`; ``seg.engine`` says which). An ``.onnx`` file always runs on ONNX Runtime.
+    """
+    from imagery.inference import engine  # noqa: PLC0415 - engine imports serving's neighbours lazily
+
+    rt, precision = engine.parse_spec(runtime)
+    engine.path_for(rt, precision)  # a one-line error for a bad --runtime/--precision before any download
+    if str(uri).endswith(".onnx"):
+        from imagery.inference import onnx as onnx_rt  # noqa: PLC0415 - onnxruntime loads only for ONNX models
+
+        path = download_model(uri, tracking_uri=tracking_uri, default_artifact="model.onnx", flag=flag)
+        return onnx_rt.load_onnx_segmenter(path)
+    if runtime != "torch":
+        if rt == "onnx":
+            device = "cpu"
+        return engine.apply_engine(load_segmenter(uri, device, tracking_uri=tracking_uri, flag=flag), runtime)
     with tempfile.TemporaryDirectory() as tmp:
         folder = _segmenter_folder(str(uri), tracking_uri, tmp, flag)
         meta_path, state_path = folder / META_NAME, folder / STATE_NAME

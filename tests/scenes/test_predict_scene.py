@@ -138,7 +138,7 @@ def test_synthetic_scene_with_geographic_dem(synthetic: Path, tmp_path: Path) ->
         windowed = ds.read(1)
     inp = plan_inputs(open_scene(synthetic), seg, cfg, lambda _: None)
     with _StripReader(inp, cfg) as reader:
-        raw, _ = reader.read(0, inp.grid.height)
+        raw, _, _ = reader.read(0, inp.grid.height)
     baseline = predict_scene(lambda b: seg.predict(b)["prob"], raw, tile=64, overlap=16, batch_size=5)
     np.testing.assert_allclose(windowed, baseline, atol=1e-6)
 
@@ -174,7 +174,7 @@ def test_slope_from_a_geographic_dem_equals_utm(tmp_path: Path) -> None:
         cfg = SceneConfig(scene=str(scene), model_uri="x", out="", dem=str(tmp_path / dem))
         inp = plan_inputs(open_scene(scene), seg, cfg, lambda _: None)
         with _StripReader(inp, cfg) as reader:
-            raw, _ = reader.read(10, 100)
+            raw, _, _ = reader.read(10, 100)
         slopes.append(raw[1, 5:-5, 5:-5] * 20.29228266)  # back to degrees
     expected = np.degrees(np.arctan(np.hypot(a, b)))
     for s in slopes:

@@ -1,0 +1,549 @@
+"""The inference engine of a segmenter: the fastest numeric path this machine offers, chosen and checked.
+
+On first use of a model on a machine, :func:`choose_engine` times every candidate path on a few batches of
+the same preprocessed inputs and checks each against fp32 eager (the reference) on a reference batch:
+
+* ``torch-fp32``: torch eager, fp32, channels-last (the reference; always passes);
+* ``torch-bf16``: torch eager under bf16 autocast, channels-last; only where the CPU has native bf16
+  (``avx512_bf16`` or ``amx_bf16`` in ``/proc/cpuinfo``; emulated bf16 is slower than fp32);
+* ``torch-compile``: ``torch.compile`` of the fastest eager precision; only when enabled
+  (``LANDSLIDE_ENGINE_COMPILE=1``): on a loaded 2-core CPU inductor takes minutes to compile, and a path
+  is kept only if its first call (the compile) stays under :data:`COMPILE_BUDGET_S`;
+* ``onnx-fp32`` and ``onnx-int8``: ONNX Runtime with the export of :mod:`imagery.inference.onnx` (int8:
+  static QDQ quantization calibrated on synthetic patches); the exported files are cached too.
+
+**Parity check** (against ``torch-fp32`` on the same :data:`REFERENCE_PATCHES` synthetic patches,
+preprocessed as the model's inputs): a path passes when the largest landslide-probability difference is
+at most :data:`MAX_PROB_DIFF` (0.25), the mean difference at most :data:`MEAN_PROB_DIFF` (0.01), and the
+landslide mask at the model's threshold agrees with fp32's at F1 >= :data:`MIN_F1_AGREEMENT` (0.95; fp32's
+mask taken as the truth; two empty masks agree). Why these: what an analyst sees is the mask, which the F1
+bound holds to within 5% of fp32's pixels, and the map, whose average the mean bound holds to 0.01. The
+largest difference catches a broken path (classes swapped, NaN, a wrong operator: differences of 0.3 to 1);
+it is not tighter because bf16 keeps 8 mantissa bits (about 0.4% per operation) and through 20-odd layers
+single pixels near 0.5 move by up to 0.15 (measured on the small RAU-Net 1 with random weights: mean 0.005,
+mask F1 0.992; ``benchmarks/RESULTS.md``). Static int8 fails on random weights (mean 0.03-0.04, F1 0.93-0.95).
+
+**Choice**: the fastest path (best of ``rounds`` timed batches, candidates interleaved so that a loaded
+machine penalises all alike) among those that pass. It is cached as JSON in :func:`cache_dir`
+(``$LANDSLIDE_ENGINE_CACHE``, else ``$XDG_CACHE_HOME/landslide/engines``, else ``~/.cache/...``), keyed by
+the model digest, the CPU's flags of note, the torch and ONNX Runtime versions and the thread count, so a
+second use on the same machine measures nothing.
+
+**Overrides**: ``runtime`` (``auto``, ``torch``, ``onnx``) and ``precision`` (``auto``, ``fp32``, ``bf16``,
+``int8``) name a path directly and win over the cache (:func:`path_for`); ``LANDSLIDE_ENGINE_CANDIDATES``
+(comma-separated path names) restricts what ``auto`` may choose among (the test suite pins ``torch-fp32``).
+
+Every path runs behind :class:`EngineNetwork`, the network contract (``net(x) -> {name: logits}``) plus
+its own counters, so that a command can state which path ran and the GFLOP/s it achieved
+(:func:`engine_summary`; FLOPs per patch from ``torch.utils.flop_counter``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from common.atomic import atomic_write
+from common.cli import UserError
+from imagery.device import cpu_flags, cpu_has_bf16, cpu_model_name
+from imagery.inference.config import PRECISIONS, RUNTIMES
+
+PATHS: tuple[str, ...] = ("torch-fp32", "torch-bf16", "torch-compile", "onnx-fp32", "onnx-int8")
+REFERENCE = "torch-fp32"
+MAX_PROB_DIFF = 0.25
+MEAN_PROB_DIFF = 0.01
+MIN_F1_AGREEMENT = 0.95
+REFERENCE_PATCHES = 8
+TIMING_BATCH = 8
+COMPILE_BUDGET_S = 120.0
+CACHE_ENV = "LANDSLIDE_ENGINE_CACHE"
+CANDIDATES_ENV = "LANDSLIDE_ENGINE_CANDIDATES"
+COMPILE_ENV = "LANDSLIDE_ENGINE_COMPILE"
+CACHE_FORMAT = 1
+
+
+# ----------------------------------------------------------------------------- the cache
+def cache_dir() -> Path:
+    """Where engine choices (and exported ONNX files) are cached: ``$LANDSLIDE_ENGINE_CACHE``, else the
+    user cache folder (``$XDG_CACHE_HOME`` or ``~/.cache``) ``/landslide/engines``."""
+    env = os.environ.get(CACHE_ENV)
+    if env:
+        return Path(env)
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "landslide" / "engines"
+
+
+def cache_key(digest: str) -> str:
+    """The key of a model's choice on this machine: digest, CPU flags, library versions, thread count (and the
+    candidate restrictions of the environment)."""
+    try:
+        import onnxruntime as ort  # noqa: PLC0415 - optional at this point
+
+        ort_version = ort.__version__
+    except ImportError:  # pragma: no cover - onnxruntime is a dependency
+        ort_version = "none"
+    parts = [digest, ",".join(cpu_flags()), f"torch {torch.__version__}", f"ort {ort_version}"]
+    parts.append(f"threads {torch.get_num_threads()}")
+    parts.append(f"{os.environ.get(CANDIDATES_ENV, '')}|{os.environ.get(COMPILE_ENV, '')}")  # what auto may pick
+    return hashlib.sha256("|".join(parts).encode()).hexdigest()[:32]
+
+
+# ----------------------------------------------------------------------------- the network wrapper
+class EngineNetwork:
+    """One numeric path with the network contract: ``net(x (B, C, H, W)) -> {name: float32 logits}``.
+
+    Counts the patches it ran and the seconds spent in the network, so that :meth:`stats` gives the
+    throughput and GFLOP/s (``gflop_per_patch`` from the FLOP counter) achieved during a command.
+    ``digest`` is the digest of the weights it runs (the torch model's, for every path).
+    """
+
+    def __init__(
+        self,
+        path: str,
+        fn: Callable[[torch.Tensor], dict[str, torch.Tensor]],
+        *,
+        digest: str,
+        device: torch.device,
+        bf16: bool = False,
+        channels_last: bool = False,
+        gflop_per_patch: float = 0.0,
+    ) -> None:
+        self.path, self.fn, self.digest, self.device = path, fn, digest, device
+        self.bf16, self.channels_last, self.gflop_per_patch = bf16, channels_last, gflop_per_patch
+        self.patches, self.seconds = 0, 0.0
+
+    def eval(self) -> EngineNetwork:
+        return self
+
+    def __call__(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        t0 = time.perf_counter()
+        if self.channels_last and x.ndim == 4:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with torch.inference_mode(), torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
+            out = self.fn(x)
+        out = {k: v.float() for k, v in out.items()}
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)  # the time the network took, not the time to queue it
+        self.seconds += time.perf_counter() - t0
+        self.patches += int(x.shape[0])
+        return out
+
+    def stats(self) -> dict[str, Any]:
+        """``patches``, ``seconds`` in the network, ``patches_per_s`` and ``gflops`` (None before any run)."""
+        rate = self.patches / self.seconds if self.seconds > 0 else None
+        return {
+            "patches": self.patches,
+            "seconds": round(self.seconds, 3),
+            "patches_per_s": rate,
+            "gflops": rate * self.gflop_per_patch if rate and self.gflop_per_patch else None,
+        }
+
+
+def gflop_per_patch(model: nn.Module, example: torch.Tensor) -> float:
+    """GFLOP of one forward pass on one preprocessed patch ``example`` ``(1, C, H, W)``
+    (``torch.utils.flop_counter``; a multiply-add counts as 2 FLOPs)."""
+    from torch.utils.flop_counter import FlopCounterMode  # noqa: PLC0415
+
+    model = model.eval()
+    with torch.inference_mode(), FlopCounterMode(display=False) as counter:
+        model(example[:1])
+    return counter.get_total_flops() / 1e9
+
+
+def segmenter_gflop(seg: Any) -> float:
+    """GFLOP per patch of the torch segmenter ``seg`` on its own input channels and patch size."""
+    return gflop_per_patch(seg.model, reference_inputs(seg, n=1))
+
+
+# ----------------------------------------------------------------------------- candidates
+@dataclass
+class Candidate:
+    """A path that :func:`choose_engine` may time: ``build()`` returns its :class:`EngineNetwork`."""
+
+    name: str
+    build: Callable[[], EngineNetwork]
+
+
+def _torch_net(seg: Any, path: str, gflop: float, *, bf16: bool, compiled: bool = False) -> EngineNetwork:
+    model: nn.Module = seg.model.to(memory_format=torch.channels_last).eval()
+    fn: Callable[[torch.Tensor], dict[str, torch.Tensor]] = model
+    if compiled:
+        fn = torch.compile(model)
+    return EngineNetwork(
+        path, fn, digest=seg.digest, device=seg.device, bf16=bf16, channels_last=True, gflop_per_patch=gflop
+    )
+
+
+def _onnx_net(seg: Any, path: str, gflop: float, *, int8: bool) -> EngineNetwork:
+    from imagery.inference import onnx as onnx_rt  # noqa: PLC0415 - onnxruntime loads only when asked for
+
+    folder = cache_dir() / "onnx"
+    file = folder / f"{seg.digest[:32]}-{'int8' if int8 else 'fp32'}.onnx"
+    if not file.is_file():
+        folder.mkdir(parents=True, exist_ok=True)
+        onnx_rt.export_onnx(seg.model, seg.meta, file, int8=int8)
+    net = onnx_rt.OnnxNetwork(file)
+    return EngineNetwork(path, net, digest=seg.digest, device=torch.device("cpu"), gflop_per_patch=gflop)
+
+
+def build_path(seg: Any, path: str, gflop: float = 0.0) -> EngineNetwork:
+    """The :class:`EngineNetwork` of ``path`` for the torch segmenter ``seg`` (its model an ``nn.Module``)."""
+    if path == "torch-fp32":
+        return _torch_net(seg, path, gflop, bf16=False)
+    if path == "torch-bf16":
+        return _torch_net(seg, path, gflop, bf16=True)
+    if path == "torch-compile":
+        return _torch_net(seg, path, gflop, bf16=seg.device.type == "cpu" and cpu_has_bf16(), compiled=True)
+    if path in ("onnx-fp32", "onnx-int8"):
+        if seg.device.type != "cpu":
+            raise UserError(f"--runtime onnx runs on the CPU; got --device {seg.device}")
+        return _onnx_net(seg, path, gflop, int8=path == "onnx-int8")
+    raise UserError(f"unknown inference path {path!r}; expected one of {', '.join(PATHS)}")
+
+
+def default_candidates(seg: Any, gflop: float) -> list[Candidate]:
+    """The paths worth timing for ``seg`` on this machine (``$LANDSLIDE_ENGINE_CANDIDATES`` restricts them)."""
+    names = ["torch-fp32"]
+    if seg.device.type == "cpu":
+        if cpu_has_bf16():
+            names.append("torch-bf16")
+        if os.environ.get(COMPILE_ENV) == "1":
+            names.append("torch-compile")
+        names += ["onnx-fp32", "onnx-int8"]
+    allowed = os.environ.get(CANDIDATES_ENV)
+    if allowed:
+        wanted = {n.strip() for n in allowed.split(",") if n.strip()}
+        unknown = wanted - set(PATHS)
+        if unknown:
+            raise UserError(f"${CANDIDATES_ENV}: unknown path(s) {sorted(unknown)}; expected {', '.join(PATHS)}")
+        names = [n for n in names if n in wanted] or ["torch-fp32"]
+    return [Candidate(n, lambda n=n: build_path(seg, n, gflop)) for n in names]
+
+
+# ----------------------------------------------------------------------------- parity and timing
+def landslide_prob(net: Callable[[torch.Tensor], dict[str, torch.Tensor]], x: torch.Tensor) -> np.ndarray:
+    """Landslide probability ``(B, H, W)`` of the main output for preprocessed ``x``."""
+    with torch.inference_mode():
+        out = net(x)
+    return torch.softmax(out["out"].float(), dim=1)[:, 1].cpu().numpy()
+
+
+def mask_f1(reference: np.ndarray, other: np.ndarray) -> float:
+    """F1 of ``other``'s mask taking ``reference``'s as the truth (1.0 when both are empty)."""
+    tp = int(np.logical_and(reference, other).sum())
+    fp = int(np.logical_and(~reference, other).sum())
+    fn = int(np.logical_and(reference, ~other).sum())
+    return 1.0 if tp + fp + fn == 0 else 2 * tp / (2 * tp + fp + fn)
+
+
+def parity(reference: np.ndarray, other: np.ndarray, threshold: float) -> dict[str, Any]:
+    """``max_prob_diff``, ``mean_prob_diff``, ``f1_agreement`` and ``passed`` (the documented tolerances)."""
+    diff = np.abs(reference.astype(np.float64) - other.astype(np.float64))
+    finite = bool(np.isfinite(other).all())
+    out = {
+        "max_prob_diff": float(diff.max()) if finite and diff.size else float("inf"),
+        "mean_prob_diff": float(diff.mean()) if finite and diff.size else float("inf"),
+        "f1_agreement": mask_f1(reference > threshold, other > threshold) if finite else 0.0,
+    }
+    out["passed"] = bool(
+        out["max_prob_diff"] <= MAX_PROB_DIFF
+        and out["mean_prob_diff"] <= MEAN_PROB_DIFF
+        and out["f1_agreement"] >= MIN_F1_AGREEMENT
+    )
+    return out
+
+
+def reference_inputs(seg: Any, n: int = REFERENCE_PATCHES, seed: int = 0) -> torch.Tensor:
+    """``n`` synthetic patches (half with landslides) preprocessed as ``seg``'s inputs ``(n, C, H, W)``."""
+    from imagery.data.bands import band_indices  # noqa: PLC0415
+    from imagery.data.synthetic import synth_patch  # noqa: PLC0415
+
+    rng = np.random.default_rng(seed)
+    size = int(seg.meta.patch_size)
+    raw = np.stack([synth_patch(rng, has_landslide=i % 2 == 0, size=size)[0] for i in range(n)])
+    raw = raw[:, band_indices(seg.meta.bands)]
+    return seg.preprocess(raw, seg.device)
+
+
+@dataclass
+class EngineChoice:
+    """Which path runs a model here, how it was decided (``measured``, ``cache``, ``forced``) and the
+    measurements behind it (per candidate: ``patches_per_s``, ``gflops``, the parity numbers, ``passed``,
+    ``reason`` when rejected)."""
+
+    path: str
+    source: str
+    gflop_per_patch: float
+    key: str = ""
+    batch: int = 0
+    candidates: dict[str, dict[str, Any]] = field(default_factory=dict)
+    machine: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def measured_gflops(self) -> float | None:
+        """GFLOP/s the chosen path reached while it was timed (None when nothing was timed)."""
+        return self.candidates.get(self.path, {}).get("gflops")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def measure_candidates(
+    candidates: list[Candidate],
+    x: torch.Tensor,
+    ref_x: torch.Tensor,
+    *,
+    threshold: float,
+    gflop: float,
+    rounds: int = 2,
+    time_rejected: bool = False,
+) -> dict[str, dict[str, Any]]:
+    """Build, check (against the first candidate, the fp32 reference, on ``ref_x``) and time each candidate
+    on ``x`` (``rounds`` interleaved timed batches after a warm-up; best time kept). A candidate that fails
+    to build or run, or fails parity, is recorded with ``passed: False`` and a ``reason`` (and timed only with
+    ``time_rejected``, for benchmarks)."""
+    results: dict[str, dict[str, Any]] = {}
+    nets: dict[str, EngineNetwork] = {}
+    reference: np.ndarray | None = None
+    for cand in candidates:
+        t0 = time.perf_counter()
+        try:
+            net = cand.build()
+            prob = landslide_prob(net, ref_x)  # also the warm-up (and the compile, for torch-compile)
+        except Exception as exc:  # noqa: BLE001 - any failure of a candidate rejects it, never the command
+            results[cand.name] = {"passed": False, "reason": f"failed: {exc.__class__.__name__}: {str(exc)[:120]}"}
+            continue
+        first_s = time.perf_counter() - t0
+        if reference is None:
+            reference = prob
+        res = {**parity(reference, prob, threshold), "first_call_s": round(first_s, 3)}
+        if cand.name == "torch-compile" and first_s > COMPILE_BUDGET_S:
+            res.update(passed=False, reason=f"compile took {first_s:.0f} s > {COMPILE_BUDGET_S:.0f} s")
+        elif not res["passed"]:
+            res["reason"] = "failed the parity check against torch-fp32"
+        results[cand.name] = res
+        if res["passed"] or time_rejected:
+            nets[cand.name] = net
+    best: dict[str, float] = {}
+    for _ in range(max(1, rounds)):
+        for name, net in nets.items():
+            t0 = time.perf_counter()
+            net(x)
+            best[name] = min(best.get(name, float("inf")), time.perf_counter() - t0)
+    for name, secs in best.items():
+        rate = int(x.shape[0]) / secs
+        results[name].update(patches_per_s=round(rate, 3), gflops=round(rate * gflop, 2) if gflop else None)
+    return results
+
+
+def _read_cache(file: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(file.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        return {}
+    return data if isinstance(data, dict) and data.get("format") == CACHE_FORMAT else {}
+
+
+def cache_file() -> Path:
+    return cache_dir() / "choices.json"
+
+
+def choose_engine(
+    seg: Any,
+    *,
+    batch: int | None = None,
+    rounds: int = 2,
+    candidates: list[Candidate] | None = None,
+    use_cache: bool = True,
+    reference: int | None = None,
+    time_rejected: bool = False,
+) -> EngineChoice:
+    """The fastest path for the torch segmenter ``seg`` that passes the parity check (module docstring);
+    from the cache when this model was measured on this machine before, else measured and cached."""
+    key = cache_key(seg.digest)
+    file = cache_file()
+    if use_cache and candidates is None:
+        hit = _read_cache(file).get("choices", {}).get(key)
+        if hit and hit.get("path") in PATHS:
+            choice = EngineChoice(**{k: v for k, v in hit.items() if k in EngineChoice.__dataclass_fields__})
+            choice.source = "cache"
+            return choice
+    gflop = segmenter_gflop(seg)
+    cands = candidates if candidates is not None else default_candidates(seg, gflop)
+    if len(cands) == 1:  # nothing to choose among (e.g. $LANDSLIDE_ENGINE_CANDIDATES names one path)
+        return EngineChoice(cands[0].name, "only candidate", gflop)
+    ref_x = reference_inputs(seg, n=reference or REFERENCE_PATCHES)
+    batch = batch or TIMING_BATCH
+    x = reference_inputs(seg, n=batch, seed=1) if batch != len(ref_x) else ref_x
+    results = measure_candidates(
+        cands, x, ref_x, threshold=seg.threshold, gflop=gflop, rounds=rounds, time_rejected=time_rejected
+    )
+    passing = {n: r for n, r in results.items() if r.get("passed") and r.get("patches_per_s")}
+    path = max(passing, key=lambda n: passing[n]["patches_per_s"]) if passing else REFERENCE
+    machine = {"cpu": cpu_model_name(), "flags": list(cpu_flags()), "threads": torch.get_num_threads()}
+    machine["torch"] = torch.__version__
+    choice = EngineChoice(path, "measured", gflop, key, batch, results, machine)
+    if use_cache:
+        data = _read_cache(file) or {"format": CACHE_FORMAT, "choices": {}}
+        data["choices"][key] = {**choice.to_dict(), "digest": seg.digest, "when": time.strftime("%Y-%m-%dT%H:%M:%SZ")}
+        try:
+            file.parent.mkdir(parents=True, exist_ok=True)
+            with atomic_write(file) as fh:
+                json.dump(data, fh, indent=2)
+        except (OSError, UserError):
+            pass  # a read-only cache folder costs a re-measurement next time, nothing else
+    return choice
+
+
+# ----------------------------------------------------------------------------- overrides and wiring
+def path_for(runtime: str, precision: str) -> str | None:
+    """The path ``runtime``/``precision`` name, or None for ``auto``/``auto`` (measure). One-line errors."""
+    if runtime not in RUNTIMES:
+        raise UserError(f"--runtime must be one of {', '.join(RUNTIMES)}; got {runtime!r}")
+    if precision not in PRECISIONS:
+        raise UserError(f"--precision must be one of {', '.join(PRECISIONS)}; got {precision!r}")
+    if runtime == "auto" and precision == "auto":
+        return None
+    if runtime == "auto":
+        runtime = "onnx" if precision == "int8" else "torch"
+    if precision == "auto":
+        precision = "fp32"
+    path = f"{runtime}-{precision}"
+    if path not in PATHS:
+        choices = ", ".join(PATHS)
+        raise UserError(f"--runtime {runtime} --precision {precision}: no such path; expected one of {choices}")
+    return path
+
+
+def engine_spec(runtime: str, precision: str = "auto") -> str:
+    """One string for a command's ``--runtime``/``--precision`` (what the configs carry): ``auto``,
+    ``torch``, ``onnx``, or ``RUNTIME:PRECISION`` (e.g. ``torch:bf16``); :func:`parse_spec` reads it."""
+    path_for(runtime, precision)  # validates
+    return runtime if precision == "auto" else f"{runtime}:{precision}"
+
+
+def parse_spec(spec: str) -> tuple[str, str]:
+    """``(runtime, precision)`` of an :func:`engine_spec` string."""
+    runtime, _, precision = str(spec).partition(":")
+    return runtime, precision or "auto"
+
+
+def apply_engine(
+    seg: Any, spec: str = "auto", *, batch: int | None = None, log: Callable[[str], None] | None = None
+) -> Any:
+    """A segmenter like ``seg`` (a torch one) running on the path ``spec`` names, or on the automatic
+    choice (:func:`choose_engine`) for ``auto``; ``seg.engine`` holds the :class:`EngineChoice`.
+
+    ``auto`` on a CUDA device runs torch fp32 (the choice is measured for CPUs). The choice is logged to
+    the active MLflow run (tags ``engine.path``/``engine.source``, metric ``engine_choice_gflops``).
+    """
+    from imagery.inference.segmenter import Segmenter  # noqa: PLC0415 - segmenter imports nothing from here
+
+    runtime, precision = parse_spec(spec)
+    forced = path_for(runtime, precision)
+    if forced is not None:
+        gflop = segmenter_gflop(seg)
+        choice = EngineChoice(forced, "forced", gflop)
+    elif seg.device.type != "cpu":
+        gflop = segmenter_gflop(seg)
+        choice = EngineChoice(REFERENCE, "device", gflop)
+    else:
+        choice = choose_engine(seg, batch=batch or TIMING_BATCH)
+        if log is not None and choice.source == "measured":
+            log(f"inference engine: {describe_choice(choice)}")
+    net = build_path(seg, choice.path, choice.gflop_per_patch)
+    out = Segmenter(net, seg.meta, seg.device)
+    out.engine = choice  # type: ignore[attr-defined]
+    _log_choice(choice)
+    return out
+
+
+def describe_choice(choice: EngineChoice) -> str:
+    """One line: the path, how it was chosen, and each candidate's throughput or why it was rejected."""
+    parts = []
+    for name, r in choice.candidates.items():
+        if r.get("passed") and r.get("patches_per_s"):
+            parts.append(f"{name} {r['patches_per_s']:.2f} patches/s")
+        else:
+            parts.append(f"{name} rejected ({r.get('reason', 'not timed')})")
+    extra = f": {'; '.join(parts)}" if parts else ""
+    return f"{choice.path} ({choice.source}){extra}"
+
+
+def _log_choice(choice: EngineChoice) -> None:
+    import mlflow  # noqa: PLC0415
+
+    if mlflow.active_run() is None:
+        return
+    mlflow.set_tags({"engine.path": choice.path, "engine.source": choice.source})
+    if choice.measured_gflops:
+        mlflow.log_metric("engine_choice_gflops", float(choice.measured_gflops))
+
+
+def engine_summary(seg: Any) -> dict[str, Any]:
+    """What a summary states about the path that ran: ``path``, ``source``, ``gflop_per_patch``, the
+    throughput and GFLOP/s achieved in this command (``patches_per_s``, ``gflops``) and at the choice."""
+    choice: EngineChoice | None = getattr(seg, "engine", None)
+    net = getattr(seg, "model", None)
+    stats = net.stats() if isinstance(net, EngineNetwork) else {}
+    if choice is None:
+        runtime = "onnx" if net.__class__.__name__ == "OnnxNetwork" else "torch"
+        return {"path": f"{runtime}-fp32", "source": "plain", **stats}
+    return {
+        "path": choice.path,
+        "source": choice.source,
+        "gflop_per_patch": round(choice.gflop_per_patch, 3),
+        "choice_gflops": choice.measured_gflops,
+        **stats,
+    }
+
+
+def log_engine_summary(seg: Any) -> dict[str, Any]:
+    """:func:`engine_summary`, also logged to the active MLflow run (metrics ``engine_gflops``,
+    ``engine_patches_per_s``)."""
+    import mlflow  # noqa: PLC0415
+
+    summary = engine_summary(seg)
+    if mlflow.active_run() is not None:
+        metrics = {"engine_gflops": summary.get("gflops"), "engine_patches_per_s": summary.get("patches_per_s")}
+        mlflow.log_metrics({k: float(v) for k, v in metrics.items() if v})
+        mlflow.set_tag("engine.path", summary["path"])
+    return summary
+
+
+__all__ = [
+    "CACHE_ENV",
+    "CANDIDATES_ENV",
+    "MAX_PROB_DIFF",
+    "MEAN_PROB_DIFF",
+    "MIN_F1_AGREEMENT",
+    "PATHS",
+    "PRECISIONS",
+    "RUNTIMES",
+    "Candidate",
+    "EngineChoice",
+    "EngineNetwork",
+    "apply_engine",
+    "build_path",
+    "cache_dir",
+    "cache_key",
+    "choose_engine",
+    "cpu_flags",
+    "cpu_has_bf16",
+    "engine_spec",
+    "engine_summary",
+    "gflop_per_patch",
+    "log_engine_summary",
+    "parity",
+    "path_for",
+]

@@ -1,0 +1,159 @@
+"""The inference engine choice (imagery.inference.engine): the fastest path that passes the fp32 parity check,
+cached by model digest, overridden by --runtime/--precision; a path that fails parity is never chosen."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from common.cli import UserError
+from imagery import device
+from imagery.inference import Segmenter, SegmenterMeta, engine, load_segmenter, save_segmenter_files
+from imagery.inference.engine import Candidate, EngineNetwork
+from imagery.models import create_model
+
+KW = {"in_channels": 23, "num_classes": 2, "head": "multires", "base_width": 8}
+META = SegmenterMeta("small_rau_net1", KW, 23, threshold=0.5, head="multires")
+
+
+def _segmenter(seed: int = 0) -> Segmenter:
+    torch.manual_seed(seed)
+    return Segmenter(create_model("small_rau_net1", **KW), META, "cpu")
+
+
+@pytest.fixture
+def cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A fresh engine cache; auto may choose among torch fp32 and bf16 (no ONNX export: seconds per model)."""
+    monkeypatch.setenv(engine.CACHE_ENV, str(tmp_path / "engines"))
+    monkeypatch.setenv(engine.CANDIDATES_ENV, "torch-fp32,torch-bf16")
+    monkeypatch.setattr(engine, "REFERENCE_PATCHES", 2)  # tiny batches: the suite's tests stay quick
+    monkeypatch.setattr(engine, "TIMING_BATCH", 2)
+    return tmp_path / "engines"
+
+
+def _fake(seg: Segmenter, name: str, transform) -> Candidate:
+    """A candidate running the same network with its landslide logits changed by ``transform``."""
+
+    def build() -> EngineNetwork:
+        base = engine.build_path(seg, "torch-fp32")
+
+        def fn(x: torch.Tensor) -> dict[str, torch.Tensor]:
+            out = dict(seg.model(x))
+            out["out"] = transform(out["out"])
+            return out
+
+        return EngineNetwork(name, fn, digest=base.digest, device=base.device)
+
+    return Candidate(name, build)
+
+
+def test_a_path_failing_parity_is_rejected_and_the_choice_passes(cache: Path) -> None:
+    seg = _segmenter()
+    cands = engine.default_candidates(seg, 1.0)
+    cands.append(_fake(seg, "fake-swapped", lambda o: o.flip(1)))  # classes swapped: p -> 1 - p
+    cands.append(_fake(seg, "fake-nan", lambda o: o * float("nan")))
+    choice = engine.choose_engine(seg, batch=2, rounds=1, candidates=cands)
+    res = choice.candidates
+    assert res["torch-fp32"]["passed"] and res["torch-fp32"]["max_prob_diff"] == 0.0
+    for fake in ("fake-swapped", "fake-nan"):
+        assert not res[fake]["passed"] and "parity" in res[fake]["reason"] and "patches_per_s" not in res[fake]
+    assert choice.path in ("torch-fp32", "torch-bf16") and res[choice.path]["passed"]
+    assert res[choice.path]["patches_per_s"] == max(r.get("patches_per_s", 0) for r in res.values())
+    assert choice.gflop_per_patch > 1.0 and choice.measured_gflops > 0  # width-8: about 2.5 GFLOP per patch
+
+
+def test_parity_tolerances() -> None:
+    ref = np.full((2, 4, 4), 0.2, np.float32)
+    ref[:, :2] = 0.9
+    assert engine.parity(ref, ref + 0.005, 0.5)["passed"]
+    assert not engine.parity(ref, ref + 0.02, 0.5)["passed"]  # mean difference above 0.01
+    one_flip = ref.copy()
+    one_flip[0, 3, 3] = 0.6  # one pixel moves by 0.4 (and flips)
+    assert not engine.parity(ref, one_flip, 0.5)["passed"]
+    big = np.full((1, 100, 100), 0.9, np.float32)
+    moved = big.copy()
+    moved[0, 0, 0] = 0.6  # one pixel of 10,000 by 0.3, still a landslide: only the largest difference sees it
+    assert not engine.parity(big, moved, 0.5)["passed"] and engine.parity(big, big - 0.2, 0.5)["f1_agreement"] == 1
+    assert engine.mask_f1(np.zeros(3, bool), np.zeros(3, bool)) == 1.0
+
+
+def test_the_choice_is_cached_by_model_digest(cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    seg = _segmenter()
+    first = engine.choose_engine(seg, batch=2, rounds=1)
+    assert first.source == "measured" and first.candidates[first.path]["passed"]
+    stored = json.loads((cache / "choices.json").read_text())["choices"]
+    assert list(stored) == [engine.cache_key(seg.digest)] and stored[first.key]["digest"] == seg.digest
+
+    def no_measuring(*a: object, **k: object) -> None:
+        raise AssertionError("measured again")
+
+    monkeypatch.setattr(engine, "measure_candidates", no_measuring)
+    again = engine.choose_engine(_segmenter())  # the same weights: the same digest
+    assert again.source == "cache" and again.path == first.path
+    with pytest.raises(AssertionError, match="measured again"):
+        engine.choose_engine(_segmenter(seed=1))  # other weights: not in the cache
+
+
+def test_overrides_win_over_the_cache(cache: Path) -> None:
+    seg = _segmenter()
+    choice = engine.choose_engine(seg, batch=2, rounds=1)
+    other = "torch-fp32" if choice.path != "torch-fp32" else "torch-bf16"
+    runtime, precision = other.split("-")
+    forced = engine.apply_engine(seg, engine.engine_spec(runtime, precision))
+    assert forced.engine.path == other and forced.engine.source == "forced"
+    assert forced.model.path == other and forced.model.bf16 == (other == "torch-bf16")
+    out = forced.predict(np.zeros((2, 14, 128, 128), np.float32))
+    assert out["prob"].shape == (2, 128, 128) and np.isfinite(out["prob"]).all()
+    summary = engine.engine_summary(forced)
+    assert summary["path"] == other and summary["patches"] == 2 and summary["gflops"] > 0
+    auto = engine.apply_engine(seg, "auto")
+    assert auto.engine.source == "cache" and auto.engine.path == choice.path
+
+
+def test_runtime_and_precision_flags() -> None:
+    assert engine.path_for("auto", "auto") is None
+    assert engine.path_for("torch", "auto") == "torch-fp32"
+    assert engine.path_for("auto", "bf16") == "torch-bf16"
+    assert engine.path_for("auto", "int8") == "onnx-int8"
+    assert engine.path_for("onnx", "auto") == "onnx-fp32"
+    assert engine.parse_spec(engine.engine_spec("torch", "bf16")) == ("torch", "bf16")
+    for runtime, precision in (("torch", "int8"), ("onnx", "bf16"), ("tpu", "auto"), ("auto", "fp8")):
+        with pytest.raises(UserError):
+            engine.path_for(runtime, precision)
+
+
+def test_load_segmenter_uses_the_choice(cache: Path, tmp_path: Path) -> None:
+    seg = _segmenter()
+    save_segmenter_files(seg.model, META, tmp_path / "segmenter")
+    auto = load_segmenter(str(tmp_path / "segmenter"), "cpu", runtime="auto")
+    assert auto.engine.source == "measured" and auto.digest == seg.digest
+    again = load_segmenter(str(tmp_path / "segmenter"), "cpu", runtime="auto")
+    assert again.engine.source == "cache" and again.engine.path == auto.engine.path
+    plain = load_segmenter(str(tmp_path / "segmenter"), "cpu")  # library default: torch eager fp32, no wrapper
+    assert isinstance(plain.model, torch.nn.Module) and engine.engine_summary(plain)["path"] == "torch-fp32"
+    x = np.random.default_rng(0).normal(1.0, 0.3, size=(2, 14, 128, 128)).astype(np.float32)
+    ref, got = plain.predict(x)["prob"], again.predict(x)["prob"]
+    assert np.abs(ref - got).max() <= engine.MAX_PROB_DIFF
+    with pytest.raises(UserError, match="--precision"):
+        load_segmenter(str(tmp_path / "segmenter"), "cpu", runtime="torch:fp8")
+
+
+def test_bf16_is_a_candidate_only_where_the_cpu_has_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(engine.CANDIDATES_ENV, raising=False)
+    seg = _segmenter()
+    monkeypatch.setattr(device, "cpu_flags", lambda: ("avx2", "avx512f"))
+    assert [c.name for c in engine.default_candidates(seg, 1.0)] == ["torch-fp32", "onnx-fp32", "onnx-int8"]
+    monkeypatch.setattr(device, "cpu_flags", lambda: ("avx512f", "avx512_bf16"))
+    assert "torch-bf16" in [c.name for c in engine.default_candidates(seg, 1.0)]
+
+
+def test_cpu_training_uses_bf16_only_where_the_cpu_has_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    cpu = torch.device("cpu")
+    monkeypatch.setattr(device, "cpu_flags", lambda: ("avx2", "avx512f"))
+    assert not device.use_bf16("auto", cpu) and device.use_bf16("bf16", cpu)
+    monkeypatch.setattr(device, "cpu_flags", lambda: ("avx512f", "amx_bf16"))
+    assert device.use_bf16("auto", cpu) and not device.use_bf16("fp32", cpu)
