@@ -27,6 +27,7 @@ from common.tracking import setup_tracking, tracked_run
 from imagery.data.sentinel2 import SCENE_SCALES
 from imagery.inference.config import SceneConfig
 from imagery.inference.scene import run_scene, scene_summary_line
+from imagery.inference.serving import load_segmenter
 from pipelines._register import model_or_champion
 from pipelines._segmenter_args import add_segmenter_args
 
@@ -126,7 +127,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     seed_everything(cfg.seed)
     with tracked_run(args.experiment or EXPERIMENT, cfg, run_name=args.run_name) as run:
-        result = run_scene(cfg, tracking_uri=uri, log=progress_printer(args.json))
+        segmenter = load_segmenter(model, device=cfg.device, tracking_uri=uri, runtime=cfg.runtime)
+        segmenter.meta.require_single_date(f"--scene {args.scene}")  # a time-series model needs composites
+        result = run_scene(cfg, tracking_uri=uri, segmenter=segmenter, log=progress_printer(args.json))
     if args.json:
         print_summary({"run_id": run.info.run_id, **result.summary}, as_json=True)
     else:

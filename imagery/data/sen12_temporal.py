@@ -38,20 +38,16 @@ from pathlib import Path
 import numpy as np
 
 from common.cli import UserError
+from imagery.data.bands import TEMPORAL_MARK, is_temporal_band_set
 from imagery.data.patches import PatchSet
 from imagery.data.sen12landslides import S1_BANDS, S2_BANDS, Sen12LandslidesS1, Sen12LandslidesS2, Sen12Patch
 
+__all__ = ["TEMPORAL_MARK", "is_temporal_band_set", "load_sen12_temporal", "temporal_channels"]
+
 TEMPORAL_SETS: tuple[str, ...] = ("post", "pre-post", "pre-post-diff")
 SENSORS: tuple[str, ...] = ("s2", "s1", "s2+s1")
-#: Marks a temporal channel name (``B04@post``); a band set holding one is taken as it is by a model.
-TEMPORAL_MARK = "@"
 NORM_FILES: tuple[str, ...] = ("norm_data.json", "norm_stats.json")
 _S2_NAME = re.compile(r"^(?P<region>.+)_s2_(?P<id>[^_]+)\.nc$", re.IGNORECASE)
-
-
-def is_temporal_band_set(bands: tuple[str, ...] | list[str] | None) -> bool:
-    """True when ``bands`` names temporal channels (any name with :data:`TEMPORAL_MARK`)."""
-    return bool(bands) and any(TEMPORAL_MARK in str(b) for b in bands)  # type: ignore[union-attr]
 
 
 def is_sen12_folder(path: str | os.PathLike[str]) -> bool:
@@ -213,6 +209,11 @@ def load_sen12_temporal(
                     twin = f.with_name(f"{m['region']}_{orbit}_{m['id']}.nc")
                     if twin.is_file():
                         s1.append(Sen12LandslidesS1()(twin))
+                if not s1:
+                    raise UserError(
+                        f"{f}: --sensor {sensor} needs its Sentinel-1 twin {m['region']}_s1asc_{m['id']}.nc or "
+                        f"{m['region']}_s1dsc_{m['id']}.nc beside it (no Sentinel-1 twin found)"
+                    )
         img, names, _ = temporal_channels(s2, s1, temporal, sensor, norm)
         ref = s2 if s2 is not None else s1[0]
         if ref.mask is None:
