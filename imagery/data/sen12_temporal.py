@@ -1,8 +1,9 @@
 """Temporal channel sets of Sen12Landslides patches: a folder of ``<region>_<sensor>_<id>.nc`` -> a :class:`PatchSet`.
 
 One training patch per Sentinel-2 file ``<region>_s2_<id>.nc`` (its Sentinel-1 twins ``<region>_s1asc_<id>.nc`` /
-``<region>_s1dsc_<id>.nc`` beside it). Channels, named ``<source>@<when>`` (``@`` marks a temporal channel: such a
-model takes these channels as they are, with no L4S feature engineering; ``imagery.transforms.features``):
+``<region>_s1dsc_<id>.nc`` beside it; or ``pipelines.fetch_dataset``'s layout ``s2/``, ``s1asc/``, ``s1dsc/``).
+Channels, named ``<source>@<when>`` (``@`` marks a temporal channel: such a model takes these channels as they
+are, with no L4S feature engineering; ``imagery.transforms.features``):
 
 ``--temporal`` (what in time):
 
@@ -53,7 +54,7 @@ _S2_NAME = re.compile(r"^(?P<region>.+)_s2_(?P<id>[^_]+)\.nc$", re.IGNORECASE)
 def is_sen12_folder(path: str | os.PathLike[str]) -> bool:
     """True when ``path`` is a folder holding at least one ``*_s2_*.nc`` file."""
     p = Path(path)
-    return p.is_dir() and any(_S2_NAME.match(f.name) for f in p.glob("*.nc"))
+    return p.is_dir() and any(_S2_NAME.match(f.name) for f in (*p.glob("*.nc"), *p.glob("s2/*.nc")))
 
 
 def check_choice(temporal: str, sensor: str) -> None:
@@ -187,7 +188,8 @@ def load_sen12_temporal(
     else positions. Split files and norm statistics as in the module docstring."""
     check_choice(temporal, sensor)
     r = Path(root)
-    files = sorted(f for f in r.glob("*.nc") if _S2_NAME.match(f.name))
+    s2_dir = r / "s2" if (r / "s2").is_dir() else r  # pipelines.fetch_dataset's layout: s2/, s1asc/, s1dsc/
+    files = sorted(f for f in s2_dir.glob("*.nc") if _S2_NAME.match(f.name))
     if not files:
         raise UserError(f"{r}: no Sentinel-2 patch <region>_s2_<id>.nc")
     keys = _split_keys(r, split)
@@ -206,9 +208,11 @@ def load_sen12_temporal(
             s1 = []
             if "s1" in sensor.split("+"):
                 for orbit in ("s1asc", "s1dsc"):
-                    twin = f.with_name(f"{m['region']}_{orbit}_{m['id']}.nc")
-                    if twin.is_file():
-                        s1.append(Sen12LandslidesS1()(twin))
+                    for folder in (s2_dir, r / orbit):
+                        twin = folder / f"{m['region']}_{orbit}_{m['id']}.nc"
+                        if twin.is_file():
+                            s1.append(Sen12LandslidesS1()(twin))
+                            break
                 if not s1:
                     raise UserError(
                         f"{f}: --sensor {sensor} needs its Sentinel-1 twin {m['region']}_s1asc_{m['id']}.nc or "

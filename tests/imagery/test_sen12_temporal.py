@@ -82,6 +82,13 @@ def test_split_files_and_norm_statistics_are_used(tmp_path: Path) -> None:
         load_sen12_temporal(tmp_path, "pre", "s2")
     with pytest.raises(UserError, match="no Sentinel-1 twin"):
         load_sen12_temporal(tmp_path, "post", "s1")
+    # pipelines.fetch_dataset's layout: s2/, s1asc/, s1dsc/
+    fetched = tmp_path / "fetched"
+    for sub, name in (("s2", "italy_s2_4120.nc"), ("s1asc", "italy_s1asc_4120.nc")):
+        (fetched / sub).mkdir(parents=True)
+        (fetched / sub / name).symlink_to(src.parent / name)
+    assert is_sen12_folder(fetched)
+    assert load_sen12_temporal(fetched, "pre-post", "s2+s1").images.shape == (1, 25, 128, 128)
 
 
 def test_path_train_on_the_one_real_patch_model_says_temporal(tmp_path: Path, tracking_uri: str) -> None:
