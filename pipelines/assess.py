@@ -29,6 +29,7 @@ from common.tracking import setup_tracking, tracked_run
 from fusion.crosscheck import POLICIES
 from pipelines._register import model_or_champion
 from service.assess import AssessConfig, assess
+from service.regions import CLI_NAMES, check_values
 
 EXPERIMENT = "assess"
 
@@ -86,6 +87,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def config_from_args(args: argparse.Namespace) -> AssessConfig:
+    # the same check as the API's (service.regions.check_values), before a run is opened
+    check_values(
+        date=args.date, days_before=args.days_before, radius_m=args.radius_m, scene=args.scene, names=CLI_NAMES
+    )
     if args.policy == "stacked" and not args.fusion_model:
         raise UserError("--policy stacked needs --fusion-model; or pick another --policy")
     return AssessConfig(

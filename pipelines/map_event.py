@@ -133,7 +133,7 @@ def _fetch_dem(args: argparse.Namespace, bbox: tuple[float, float, float, float]
     box = (w - pad_x, s - pad_y, e + pad_x, n + pad_y)
     path = out.absolute().parent / f".{out.name}.dem.tif"
     if not (args.resume and path.is_file()):
-        dem_items = search_items(args.stac_url, args.dem_collection, box, timeout=args.stac_timeout)
+        dem_items = search_items(args.stac_url, args.dem_collection, box, timeout_s=args.stac_timeout)
         fetch_dem(dem_items, box, path, collection=args.dem_collection)
     return str(path)
 
@@ -187,7 +187,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         else:
             start = (event - dt.timedelta(days=args.pre_days)).isoformat()
             end = (event + dt.timedelta(days=args.post_days)).isoformat()
-            items = search_items(args.stac_url, args.collection, bbox, start, end, timeout=args.stac_timeout)
+            items = search_items(args.stac_url, args.collection, bbox, start, end, timeout_s=args.stac_timeout)
             where = args.stac_url
             if args.dem_collection:
                 cfg = replace(cfg, dem=_fetch_dem(args, bbox, out))

@@ -2,7 +2,10 @@
 
 Models are loaded once at start. ``--host`` defaults to 127.0.0.1 (this machine only); serving to a
 network needs ``--host 0.0.0.0`` and, sensibly, ``--api-key`` (or ``$LANDSLIDE_API_KEY``): requests to
-``/v1/*`` must then carry it in the ``X-API-Key`` header. Finished ``/v1/assess`` jobs stay under
+``/v1/*`` must then carry it in the ``X-API-Key`` header (the header only, never the URL). A request's
+``stac_url`` must be on ``--allow-stac HOST...`` (or ``--stac-url``'s host; none by default), and so must the
+asset hrefs of the items found there (README "Security"). A port already in use is a one-line error.
+Finished ``/v1/assess`` jobs stay under
 ``--workdir`` across restarts. OpenAPI docs: ``http://HOST:PORT/docs``.
 
 Example::
@@ -15,6 +18,7 @@ Example::
 from __future__ import annotations
 
 import argparse
+import socket
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -44,10 +48,36 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-batch", type=positive_int, default=d.max_batch, help="regions per /v1/score request")
     p.add_argument("--max-area-km2", type=float, default=d.max_area_km2, help="largest region /v1/assess takes")
     p.add_argument("--max-request-mb", type=float, default=d.max_request_mb, help="largest request body")
+    p.add_argument(
+        "--max-decoded-mb", type=float, default=d.max_decoded_mb, help="decoded inline patches per /v1/score request"
+    )
     p.add_argument("--job-timeout", type=float, default=d.job_timeout_s, help="seconds an assess job may run")
     p.add_argument("--workers", type=positive_int, default=d.workers, help="assess jobs run at a time")
+    p.add_argument("--max-queue", type=positive_int, default=d.max_queue, help="assess jobs waiting (then 429)")
+    p.add_argument("--max-upload-mb", type=float, default=d.max_upload_mb, help="largest uploaded scene")
+    p.add_argument("--stac-url", default=None, help="STAC API for requests that name no scene (its host is allowed)")
+    p.add_argument(
+        "--allow-stac", nargs="+", default=[], metavar="HOST", help="hosts (or host:port) of STAC APIs and assets"
+    )
+    p.add_argument("--http-timeout", type=float, default=d.http_timeout_s, help="seconds per outbound request")
     add_common_args(p)
     return p
+
+
+def check_port(host: str, port: int) -> None:
+    """Refuse a port already in use on ``host`` (one-line :class:`UserError`), before "serving on" is printed."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except OSError:
+        raise UserError(f"--host {host}: not an address of this machine") from None
+    family, kind, proto, _, address = infos[0]
+    with socket.socket(family, kind, proto) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn does
+        try:
+            sock.bind(address)
+        except OSError as exc:
+            message = f"--port {port}: cannot listen on {host}:{port} ({exc.strerror}); choose another port"
+            raise UserError(message) from None
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -85,15 +115,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         max_batch=args.max_batch,
         max_area_km2=args.max_area_km2,
         max_request_mb=args.max_request_mb,
+        max_decoded_mb=args.max_decoded_mb,
         job_timeout_s=args.job_timeout,
         workers=args.workers,
+        max_queue=args.max_queue,
+        max_upload_mb=args.max_upload_mb,
+        stac_url=args.stac_url,
+        allow_stac=list(args.allow_stac),
+        http_timeout_s=args.http_timeout,
         seed=args.seed,
     )
+    check_port(cfg.host, cfg.port)  # before loading models: one line, exit 2
     factor_sources(cfg.factors)  # one-line errors for missing rasters now, not in every job
     if cfg.dem and not Path(cfg.dem).is_file():
         raise InputNotFoundError(f"--dem {cfg.dem}: not found")
     seed_everything(cfg.seed)
     app = create_app(cfg)
+    check_port(cfg.host, cfg.port)  # still free after loading the models
     print(f"serving on http://{cfg.host}:{cfg.port}/ (docs: /docs); Ctrl-C to stop", flush=True)
     uvicorn.run(app, host=cfg.host, port=cfg.port, log_level="warning" if not args.verbose else "info")
     return 0

@@ -12,28 +12,32 @@ Endpoints (JSON in and out; errors are ``{"error": "<one line>"}`` with a 4xx st
   and links to the files; ``GET /v1/jobs/{id}/files/{name}``: one output file.
 * ``GET /``: the map page (Leaflet, served by the app: no CDN); ``GET /docs``: OpenAPI docs.
 
-``X-API-Key`` is required on ``/v1/*`` when the service has a key; it is compared in constant time.
+``X-API-Key`` is required on ``/v1/*`` when the service has a key, in the header only (never the URL, which
+logs and proxies record); it is compared in constant time. Request bodies are counted as they are read
+(413 past the limit), a full job queue answers 429 with ``Retry-After``, error messages name request fields,
+never server paths (:mod:`service.security`), and reports carry a Content-Security-Policy.
 """
 
 from __future__ import annotations
 
-import base64
 import hmac
 import json
-import tempfile
+import os
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, Protocol
 
 import numpy as np
 import pandas as pd
-from fastapi import Depends, FastAPI, File, Form, Header, Query, Request, UploadFile
+from fastapi import Depends, FastAPI, File, Form, Header, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import FileResponse
+from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, Field, ValidationError
 
-from common.errors import UserError, one_line
+from common.errors import UserError
+from common.geo import inspect_upload
 from fusion.models import Models
 from fusion.regions import ID_COLUMN, validate_region_table
 from fusion.scoring import RegionScorer
@@ -41,8 +45,17 @@ from imagery.data import read_image
 from service.config import ServiceConfig
 from service.errors import ApiError, install_error_handlers
 from service.errors import error_response as _error
-from service.jobs import JobStore
-from service.regions import parse_date
+from service.jobs import JobStore, QueueFull
+from service.regions import API_NAMES, check_values
+from service.security import (
+    BodyLimit,
+    BodyTooLarge,
+    DecodedTooLarge,
+    SecurityHeaders,
+    client_message,
+    decode_patch,
+    report_csp,
+)
 
 STATIC = Path(__file__).resolve().parent / "static"
 OUTPUT_FILES = (
@@ -108,25 +121,33 @@ def create_app(
         from service.assess import Assessor as SceneAssessor  # noqa: PLC0415 - scene machinery only when serving
 
         assessor = SceneAssessor(cfg, models)
-    store = JobStore(cfg.workdir, assessor.run, workers=cfg.workers, timeout_s=cfg.job_timeout_s)
+    store = JobStore(
+        cfg.workdir, assessor.run, workers=cfg.workers, timeout_s=cfg.job_timeout_s, max_queue=cfg.max_queue
+    )
     key = cfg.key()
+    labels = server_labels(cfg)
     app = FastAPI(title="Landslide detection", version="1", description=__doc__.split("\n\n")[0])
     app.state.store, app.state.scorer = store, scorer
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
+    app.add_middleware(SecurityHeaders)
+    app.add_middleware(
+        BodyLimit, limit_mb=lambda path: cfg.max_upload_mb if path == "/v1/assess/upload" else cfg.max_request_mb
+    )
 
     install_error_handlers(app)  # one table from exception to status: service.errors
 
-    @app.middleware("http")
-    async def _limit_size(request: Request, call_next: Callable[..., Any]) -> Any:
-        length = request.headers.get("content-length")
-        if length and int(length) > cfg.max_request_mb * 1e6:
-            return _error(413, f"request body of {int(length) / 1e6:.1f} MB; the limit is {cfg.max_request_mb} MB")
-        return await call_next(request)
+    @app.exception_handler(UserError)  # the table's 400; its message without server paths (service.security)
+    async def _user_error(_: Request, exc: UserError) -> JSONResponse:
+        return _error(400, client_message(exc, labels))
 
-    def authorized(
-        x_api_key: Annotated[str | None, Header()] = None, key_param: Annotated[str | None, Query(alias="key")] = None
-    ) -> None:
-        given = x_api_key or key_param or ""  # the query form lets <img> tags of the page fetch job files
+    @app.exception_handler(QueueFull)  # 429 with Retry-After
+    async def _queue_full(_: Request, exc: QueueFull) -> JSONResponse:
+        response = _error(429, f"the job queue is full: {exc}")
+        response.headers["Retry-After"] = str(exc.retry_after_s)
+        return response
+
+    def authorized(x_api_key: Annotated[str | None, Header()] = None) -> None:
+        given = x_api_key or ""  # the header only: a key in the URL ends up in logs, proxies and history
         if key is not None and not hmac.compare_digest(given.encode(), key.encode()):
             raise ApiError(401, "missing or wrong X-API-Key")
 
@@ -145,7 +166,7 @@ def create_app(
     def score(req: ScoreRequest) -> dict[str, Any]:
         if len(req.regions) > cfg.max_batch:
             raise ApiError(413, f"{len(req.regions)} regions in one request; the limit is {cfg.max_batch}")
-        return {"scores": score_rows(req.regions, scorer, cfg)}
+        return {"scores": score_rows(req.regions, scorer, cfg, labels)}
 
     @app.get("/v1/scenes", dependencies=[Depends(authorized)])
     def scenes() -> dict[str, Any]:
@@ -153,7 +174,8 @@ def create_app(
 
     @app.post("/v1/assess", dependencies=[Depends(authorized)], status_code=202)
     def assess_json(req: AssessRequest) -> dict[str, str]:
-        parse_date(req.date)
+        radius = req.point.radius_m if req.point is not None else None
+        check_values(date=req.date, days_before=req.days_before, radius_m=radius, scene=req.scene, names=API_NAMES)
         request = req.model_dump()
         assessor.check(request)
         return {"job_id": store.submit(request)}
@@ -165,7 +187,7 @@ def create_app(
         date: Annotated[str, Form()],
         region: Annotated[str, Form()] = "",
     ) -> dict[str, str]:
-        parse_date(date)
+        check_values(date=date, days_before=30, names=API_NAMES)
         try:
             geo = json.loads(region) if region else None
         except ValueError:
@@ -176,8 +198,12 @@ def create_app(
             raise RequestValidationError(exc.errors()) from None
         request = {**form.model_dump(), "bands": bands, "upload": "upload.tif"}
         assessor.check(request)
-        data = await scene.read()
-        return {"job_id": store.submit(request, files={"upload.tif": data})}
+        staged = await _save_upload(scene, store.root / ".uploads", cfg.max_upload_mb)
+        try:
+            inspect_upload(staged, what="scene", max_bands=cfg.max_upload_bands, max_pixels=cfg.max_upload_pixels)
+            return {"job_id": store.submit(request, files={"upload.tif": staged})}
+        finally:
+            staged.unlink(missing_ok=True)
 
     @app.get("/v1/jobs/{job_id}", dependencies=[Depends(authorized)])
     def job(job_id: str) -> dict[str, Any]:
@@ -196,7 +222,10 @@ def create_app(
         path = store.folder(job_id) / name
         if name not in OUTPUT_FILES or not path.is_file():
             raise ApiError(404, f"job {job_id} has no file {name!r}")
-        return FileResponse(path)
+        headers = {"X-Content-Type-Options": "nosniff"}
+        if name.endswith(".html"):  # a report runs only its own scripts, on the API's origin
+            headers["Content-Security-Policy"] = report_csp(path.read_bytes())
+        return FileResponse(path, headers=headers)
 
     @app.on_event("shutdown")
     def _stop() -> None:
@@ -205,10 +234,46 @@ def create_app(
     return app
 
 
-def score_rows(rows: list[dict[str, Any]], scorer: RegionScorer, cfg: ServiceConfig) -> list[dict[str, Any]]:
+def server_labels(cfg: ServiceConfig) -> dict[str, str]:
+    """The service's folders as a client knows them, for :func:`service.security.client_message`."""
+    folders = {cfg.images_root: "the images folder", cfg.scenes_root: "the scenes folder", cfg.workdir: "a job folder"}
+    out: dict[str, str] = {}
+    for folder, label in folders.items():
+        if folder:  # absolute forms only: a relative name could be an ordinary word of a message
+            out[os.path.abspath(folder)] = label
+            out[os.path.realpath(folder)] = label
+    return out
+
+
+async def _save_upload(upload: UploadFile, folder: Path, limit_mb: float) -> Path:
+    """The uploaded file copied to ``folder`` in chunks, counted: past ``limit_mb`` MB a 413 and nothing kept."""
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{uuid.uuid4().hex}.tif"
+    seen = 0
+    try:
+        with path.open("wb") as fh:
+            while chunk := await upload.read(1 << 20):
+                seen += len(chunk)
+                if seen > limit_mb * 1e6:
+                    raise BodyTooLarge(limit_mb)
+                fh.write(chunk)
+    except BaseException:
+        path.unlink(missing_ok=True)
+        raise
+    return path
+
+
+def score_rows(
+    rows: list[dict[str, Any]], scorer: RegionScorer, cfg: ServiceConfig, labels: dict[str, str] | None = None
+) -> list[dict[str, Any]]:
     """Score region rows with the service's scorer (see :class:`ScoreRequest`); one output dict per row."""
     table = validate_region_table(pd.DataFrame(rows), "request")
-    images, has, notes = _request_images(rows, table, cfg) if scorer.segmenter is not None else (None, None, None)
+    max_side = int(getattr(getattr(scorer.segmenter, "meta", None), "patch_size", 128) or 128)
+    images, has, notes = (
+        _request_images(rows, table, cfg, max_side, labels or {})
+        if scorer.segmenter is not None
+        else (None, None, None)
+    )
     scorer.check_table(table, "request")
     out = scorer.score_batch(table, images, has, notes, None).drop(columns=["mask_path"])
     out = out.astype(object).where(out.notna(), None)
@@ -216,19 +281,19 @@ def score_rows(rows: list[dict[str, Any]], scorer: RegionScorer, cfg: ServiceCon
 
 
 def _request_images(
-    rows: list[dict[str, Any]], table: pd.DataFrame, cfg: ServiceConfig
+    rows: list[dict[str, Any]], table: pd.DataFrame, cfg: ServiceConfig, max_side: int, labels: dict[str, str]
 ) -> tuple[np.ndarray | None, np.ndarray, list[str]]:
-    """Read each row's patch (inline base64 L4S file, or a path under ``images_root``)."""
+    """Read each row's patch (inline base64 L4S file, or a path under ``images_root``); an inline patch's shape
+    is checked before its data are read: at most ``max_side`` pixels a side (the model's patch size)."""
     root = Path(cfg.images_root).resolve() if cfg.images_root else None
     arrays, has, notes = [], np.zeros(len(rows), bool), [""] * len(rows)
+    budget = int(cfg.max_decoded_mb * 1e6)  # decoded float32 bytes of all inline patches of the request
     for i, row in enumerate(rows):
         rid = table[ID_COLUMN].iloc[i]
         try:
             if row.get("patch_b64"):
-                with tempfile.NamedTemporaryFile(suffix=".h5") as fh:
-                    fh.write(base64.b64decode(str(row["patch_b64"]), validate=True))
-                    fh.flush()
-                    img = read_image(fh.name)
+                img = decode_patch(row["patch_b64"], max_side=max_side, max_bytes=budget)
+                budget -= img.nbytes
             elif row.get("image"):
                 path = Path(str(row["image"]))
                 path = (root / path if root and not path.is_absolute() else path).resolve()
@@ -238,8 +303,10 @@ def _request_images(
             else:
                 notes[i] = "no image for this region"
                 continue
+        except DecodedTooLarge:
+            raise ApiError(413, f"the request's patches decode to more than {cfg.max_decoded_mb:g} MB") from None
         except (UserError, ValueError) as exc:
-            notes[i] = f"image unreadable: {one_line(exc)}"
+            notes[i] = f"image unreadable: {client_message(exc, labels)}"
             continue
         if not np.isfinite(img).any():
             notes[i] = "imagery missing: the patch has no finite values"

@@ -36,6 +36,7 @@ import contextlib
 import datetime as dt
 import json
 import math
+import os
 import shutil
 import tempfile
 import time
@@ -51,13 +52,16 @@ import pandas as pd
 import shapely
 
 from common.atomic import atomic_dir, atomic_write
+from common.cancel import check_cancelled
 from common.errors import UserError
 from common.geo import (
+    ClientSources,
     Feature,
     Grid,
     RasterOnGrid,
     ZonalRaster,
     buffer_m,
+    client_reads,
     geodesic_area_m2,
     write_geojson,
     zone_of,
@@ -71,8 +75,21 @@ from imagery.data.stac import DEFAULT_COLLECTION, load_items, pick_item, search_
 from imagery.inference.config import DEFAULT_OVERLAP, SceneConfig
 from imagery.inference.scene import run_scene
 from service.config import ServiceConfig
-from service.regions import Region, bounds, box, check_regions, circle, from_request, parse_date, read_regions
+from service.regions import (
+    API_NAMES,
+    CLI_NAMES,
+    Region,
+    bounds,
+    box,
+    check_regions,
+    check_values,
+    circle,
+    from_request,
+    parse_date,
+    read_regions,
+)
 from service.report import write_report, write_rgb_png
+from service.security import check_stac_url, client_message
 
 WGS84 = "EPSG:4326"
 
@@ -120,6 +137,7 @@ class AssessConfig:
     batch_size: int = 16
     allow_resolution_mismatch: bool = False
     max_area_km2: float = 2500.0
+    http_timeout_s: float = 60.0
     missing_factors: str = "error"
     progress: bool = True
     seed: int = 42
@@ -175,9 +193,32 @@ def _padded(box_lonlat: Sequence[float], margin_m: float) -> list[float]:
 
 
 def acquire_scene(
-    cfg: AssessConfig, box_lonlat: list[float], window: tuple[str, str], folder: Path, log: Callable[[str], None]
+    cfg: AssessConfig,
+    box_lonlat: list[float],
+    window: tuple[str, str],
+    folder: Path,
+    log: Callable[[str], None],
+    sources: ClientSources | None = None,
 ) -> tuple[Path, list[str]]:
-    """The scene cut to ``box_lonlat`` in ``folder`` and notes (e.g. a scene date outside ``window``)."""
+    """The scene cut to ``box_lonlat`` in ``folder`` and notes (e.g. a scene date outside ``window``).
+
+    ``sources`` (the service): where the scene's rasters may be read from and how (every raster opened
+    while acquiring is checked, :mod:`common.geo.client`); ``None``: the command's own files, unchecked.
+    """
+    if sources is None:
+        return _acquire(cfg, box_lonlat, window, folder, log, None)
+    with client_reads(sources):
+        return _acquire(cfg, box_lonlat, window, folder, log, list(sources.hosts))
+
+
+def _acquire(
+    cfg: AssessConfig,
+    box_lonlat: list[float],
+    window: tuple[str, str],
+    folder: Path,
+    log: Callable[[str], None],
+    hosts: list[str] | None,
+) -> tuple[Path, list[str]]:
     start, end = window
     notes: list[str] = []
     sources = [k for k, v in (("--scene", cfg.scene), ("--items", cfg.items), ("--stac-url", cfg.stac_url)) if v]
@@ -192,11 +233,16 @@ def acquire_scene(
         return crop_scene(scene, box_lonlat, folder), notes
     where = cfg.items or cfg.stac_url or ""
     items = (
-        load_items(cfg.items) if cfg.items else search_items(cfg.stac_url or "", cfg.collection, box_lonlat, start, end)
+        load_items(cfg.items)
+        if cfg.items
+        else search_items(
+            cfg.stac_url or "", cfg.collection, box_lonlat, start, end, timeout_s=cfg.http_timeout_s, hosts=hosts
+        )
     )
     item = pick_item(items, box_lonlat, start=start, end=end, max_cloud=cfg.max_cloud, where=where)
     log(f"item {item.get('id')} ({str((item.get('properties') or {}).get('datetime', ''))[:10]})")
-    return write_box(item, box_lonlat, folder, source=where, log=lambda _line: None), notes
+    box_dir = write_box(item, box_lonlat, folder, source=where, log=lambda _line: None, timeout_s=cfg.http_timeout_s)
+    return box_dir, notes
 
 
 def factor_sources(factors: Sequence[str]) -> dict[str, str]:
@@ -239,6 +285,7 @@ def region_evidence(
         }
         absent = [name for name in features if name not in factors]
         for r in regions:
+            check_cancelled()  # a service job past its timeout stops here
             note = [f"tabular missing: no factor raster for {', '.join(absent)}"] if absent else []
             zone = zone_of(grid, r.geometry, WGS84)
             img = dict.fromkeys(IMAGERY_FEATURES, np.nan)
@@ -289,6 +336,7 @@ def _landslides_in(regions: Sequence[Region], scene_geojson: Path) -> list[Featu
     data = json.loads(scene_geojson.read_text(encoding="utf-8"))
     out = []
     for f in data.get("features", []):
+        check_cancelled()
         geom = shapely.geometry.shape(f["geometry"])
         for r in regions:
             part = geom.intersection(r.geometry)
@@ -317,14 +365,17 @@ def assess(
     tracking_uri: str | None = None,
     log: Callable[[str], None] = print,
     progress: Callable[[float, str], None] | None = None,
+    sources: ClientSources | None = None,
 ) -> AssessResult:
     """Assess the regions of ``cfg`` (module docstring); logs to the active MLflow run when there is one.
 
     ``models``: loaded models (else loaded from ``cfg``'s URIs); ``scorer``: their fusion, when the caller
-    keeps one (else :func:`scorer_of` ``(models, cfg.policy)``).
+    keeps one (else :func:`scorer_of` ``(models, cfg.policy)``); ``sources``: where a client-chosen scene may
+    be read from (the service; see :func:`acquire_scene`).
     """
     step = progress or (lambda _f, _m: None)
     t0 = time.perf_counter()
+    check_values(date=cfg.date, days_before=cfg.days_before, scene=cfg.scene, names=CLI_NAMES)
     regions = regions_of(cfg)
     window = date_window(cfg.date, cfg.days_before)
     factors = factor_sources(cfg.factors)
@@ -349,10 +400,12 @@ def assess(
             f"the tabular model needs the factor rasters {', '.join(missing)}; give them with --factors NAME=path"
         )
     box_lonlat = _padded(bounds(regions), cfg.margin_m)
+    if box_lonlat[2] - box_lonlat[0] > 180.0:
+        raise UserError("the regions span the antimeridian (or over 180 degrees of longitude); assess each side alone")
     with atomic_dir(cfg.out) as staging, tempfile.TemporaryDirectory(prefix="assess-") as tmp:
         work = Path(tmp)
         step(0.05, "reading the scene")
-        scene_dir, scene_notes = acquire_scene(cfg, box_lonlat, window, work / "scene", log)
+        scene_dir, scene_notes = acquire_scene(cfg, box_lonlat, window, work / "scene", log, sources)
         step(0.2, "segmenting the scene")
         scene_cfg = SceneConfig(
             scene=str(scene_dir),
@@ -445,7 +498,12 @@ def assess(
 
 # ---------------------------------------------------------------------------------------- the service
 class Assessor:
-    """``/v1/assess`` on the service's loaded models: requests checked at once, run as jobs."""
+    """``/v1/assess`` on the service's loaded models: requests checked at once, run as jobs.
+
+    What a job may read (README "Security"): a scene named under ``scenes_root`` (files under it), the
+    uploaded GeoTIFF, or a STAC API on the operator's allow-list and asset hrefs on its hosts; the errors it
+    reports name request fields, never server paths.
+    """
 
     def __init__(self, cfg: ServiceConfig, models: Models | tuple[Any, Any, Any]) -> None:
         self.cfg, self.models = cfg, Models.of(models)
@@ -457,12 +515,20 @@ class Assessor:
 
     def check(self, request: dict[str, Any]) -> None:
         check_regions(from_request(request), self.cfg.max_area_km2)
-        if request.get("scene"):
+        given = [k for k in ("scene", "stac_url", "upload") if request.get(k) is not None]
+        if len(given) > 1:
+            raise UserError(f"give one of scene, stac_url or an upload; got {', '.join(given)}")
+        if request.get("scene") is not None:
+            check_values(date=request["date"], days_before=0, scene=request["scene"], names=API_NAMES)
             self._scene_path(str(request["scene"]))
+        elif request.get("stac_url") is not None:
+            check_stac_url(request["stac_url"], self.cfg.stac_hosts())
+        elif not request.get("upload") and not self.cfg.stac_url:
+            raise UserError("give scene (GET /v1/scenes lists them), stac_url or upload a scene")
 
     def _scene_path(self, name: str) -> Path:
         if not self.cfg.scenes_root:
-            raise UserError("this service has no scenes folder (--scenes-root); upload a scene or give stac_url")
+            raise UserError("scene: this service has no scenes; upload a scene or give stac_url")
         # A scene is named by one entry of the folder (a link to a scene elsewhere is fine);
         # names with separators or dots cannot reach outside it.
         path = Path(self.cfg.scenes_root) / name
@@ -483,15 +549,49 @@ class Assessor:
             out.append({"name": p.name, "date": scene.date, "bbox": [round(v, 6) for v in grid.bounds_in(WGS84)]})
         return out
 
+    def sources(self, request: dict[str, Any], folder: Path) -> ClientSources:
+        """Where this request's scene may be read from (module docstring of :mod:`common.geo.client`)."""
+        timeout = int(max(1, self.cfg.http_timeout_s))
+        if request.get("upload"):
+            return ClientSources(roots=(str(folder),), drivers=("GTiff",), http_timeout_s=timeout)
+        if request.get("scene"):
+            entry = self._scene_path(str(request["scene"]))
+            roots = (str(self.cfg.scenes_root), os.path.realpath(entry))
+            return ClientSources(hosts=tuple(self.cfg.stac_hosts()), roots=roots, http_timeout_s=timeout)
+        return ClientSources(hosts=tuple(self.cfg.stac_hosts()), http_timeout_s=timeout)
+
+    def labels(self, request: dict[str, Any], folder: Path) -> dict[str, str]:
+        """Server paths of this job and what the client calls them (for :func:`service.security.client_message`)."""
+        out = {str(folder / "upload.tif"): "the uploaded scene", str(folder): "the job"}
+        if request.get("scene") and self.cfg.scenes_root:
+            out[str(Path(self.cfg.scenes_root) / str(request["scene"]))] = f"scene {request['scene']!r}"
+        for path, label in ((self.cfg.scenes_root, "the scenes folder"), (self.cfg.dem, "the service's DEM")):
+            if path:
+                out[str(path)] = label
+        for spec in self.cfg.factors:
+            name, _, path = spec.partition("=") if "=" in spec else (Path(spec).stem, "", spec)
+            out[path] = f"factor raster {name}"
+        return {
+            **{os.path.abspath(k): v for k, v in out.items()},  # absolute forms only (see service.api)
+            **{os.path.realpath(k): v for k, v in out.items()},
+        }
+
     def run(self, request: dict[str, Any], folder: Path, progress: Callable[[float, str], None]) -> dict[str, Any]:
+        try:
+            return self._run(request, folder, progress)
+        except UserError as exc:  # the client sees request fields, never the server's paths or flags
+            raise UserError(client_message(exc, self.labels(request, folder))) from None
+
+    def _run(self, request: dict[str, Any], folder: Path, progress: Callable[[float, str], None]) -> dict[str, Any]:
+        scene = request.get("scene")
         cfg = AssessConfig(
             date=request["date"],
             days_before=int(request.get("days_before", 30)),
             region_geojson=_request_geojson(request),
             out=str(folder / "result"),
-            stac_url=request.get("stac_url"),
-            scene=str(self._scene_path(request["scene"]))
-            if request.get("scene")
+            stac_url=None if scene or request.get("upload") else (request.get("stac_url") or self.cfg.stac_url),
+            scene=str(self._scene_path(scene))
+            if scene
             else (str(folder / request["upload"]) if request.get("upload") else None),
             bands=[b.strip() for b in request["bands"].split(",")] if request.get("bands") else None,
             max_area_km2=self.cfg.max_area_km2,
@@ -500,8 +600,12 @@ class Assessor:
             factors=list(self.cfg.factors),
             missing_factors="imagery",
             progress=False,
+            http_timeout_s=self.cfg.http_timeout_s,
         )
-        result = assess(cfg, models=self.models, scorer=self.scorer, log=lambda _line: None, progress=progress)
+        sources = self.sources(request, folder)
+        result = assess(
+            cfg, models=self.models, scorer=self.scorer, log=lambda _line: None, progress=progress, sources=sources
+        )
         for name in result.out.iterdir():  # the job's files live beside job.json
             shutil.move(str(name), folder / name.name)
         shutil.rmtree(result.out, ignore_errors=True)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
+from urllib.parse import urlsplit
 
 ENV_API_KEY = "LANDSLIDE_API_KEY"
 
@@ -13,12 +14,19 @@ class ServiceConfig:
     """Models (URIs or paths; ``None`` = not used), where jobs live, and the limits of the API.
 
     Limits: ``max_batch`` regions per ``/v1/score`` request, ``max_request_mb`` per request body,
+    ``max_decoded_mb`` for the decoded inline patches of one ``/v1/score`` request (float32),
     ``max_area_km2`` per assessed region (true area), ``job_timeout_s`` per ``/v1/assess`` job and
     ``workers`` jobs at a time (further jobs wait in the queue). ``images_root``: the only folder whose
     files ``/v1/score`` may read by path (``None``: paths are refused; send the patch inline).
     ``dem`` and ``factors`` (``NAME=path`` per factor raster) serve every ``/v1/assess`` job; without the
     factors the tabular model needs, jobs use the imagery alone (each region says so).
     ``api_key``: required in the ``X-API-Key`` header when set (else ``$LANDSLIDE_API_KEY``).
+
+    What clients may make the service read (README "Security"): ``allow_stac``: hosts (``host`` or
+    ``host:port``) whose STAC APIs and asset hrefs a request's ``stac_url`` may use (none by default);
+    ``stac_url``: the operator's STAC API, used by requests that name no scene (its host is allowed).
+    Uploads: at most ``max_upload_mb`` MB, ``max_upload_bands`` bands, ``max_upload_pixels`` pixels a band.
+    ``max_queue`` jobs wait at most (then 429); ``http_timeout_s`` bounds every outbound request of a job.
     """
 
     tabular_model: str | None = None
@@ -35,10 +43,27 @@ class ServiceConfig:
     factors: list[str] = field(default_factory=list)
     max_batch: int = 1024
     max_request_mb: float = 32.0
+    max_decoded_mb: float = 256.0
     max_area_km2: float = 2500.0
     job_timeout_s: float = 1800.0
     workers: int = 1
+    max_queue: int = 32
+    allow_stac: list[str] = field(default_factory=list)
+    stac_url: str | None = None
+    max_upload_mb: float = 512.0
+    max_upload_bands: int = 20
+    max_upload_pixels: int = 100_000_000
+    http_timeout_s: float = 30.0
     seed: int = 42
+
+    def stac_hosts(self) -> list[str]:
+        """The hosts a client's ``stac_url`` and its items' asset hrefs may be on (``allow_stac`` + ``stac_url``'s)."""
+        hosts = [h.strip().lower() for h in self.allow_stac if h.strip()]
+        if self.stac_url:
+            parts = urlsplit(self.stac_url)
+            if parts.hostname:
+                hosts += [parts.hostname.lower()] + ([f"{parts.hostname.lower()}:{parts.port}"] if parts.port else [])
+        return hosts
 
     def key(self) -> str | None:
         """The API key in force (the flag, else the environment variable), or ``None``."""

@@ -23,6 +23,7 @@ User errors raise one-line :class:`common.cli.UserError` naming the file or valu
 
 from __future__ import annotations
 
+from common.geo.client import ClientSources, client_reads, host_allowed, http_timeouts, inspect_upload
 from common.geo.grid import Grid, coverage_fraction, iter_windows, normalize_crs, pixel_size_m, tile_windows
 from common.geo.raster import (
     CLASSES_TAG,
@@ -65,6 +66,11 @@ from common.geo.vector import (
 from common.geo.zonal import ZonalRaster, Zone, zonal_majority, zonal_mean, zone_of
 
 __all__ = [
+    "ClientSources",
+    "client_reads",
+    "host_allowed",
+    "http_timeouts",
+    "inspect_upload",
     "Grid",
     "normalize_crs",
     "pixel_size_m",

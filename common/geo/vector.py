@@ -128,8 +128,23 @@ def geodesic_area_m2(geom: BaseGeometry, crs: Any) -> float:
         return 0.0
     src = normalize_crs(crs)
     lonlat = to_lonlat(_densify(geom, src), src)
-    area, _ = _GEOD.geometry_area_perimeter(shapely.orient_polygons(lonlat))
-    return float(abs(area))
+    w, _, e, _ = lonlat.bounds
+    if e - w <= 90.0:
+        area, _ = _GEOD.geometry_area_perimeter(shapely.orient_polygons(lonlat))
+        return float(abs(area))
+    # Wide geometries (up to the whole globe): in strips of 90 degrees of longitude, each a well-defined
+    # geodesic polygon (one ring around the globe has no inside), edges along parallels densified.
+    total = 0.0
+    for k in range(-180, 180, 90):
+        part = shapely.intersection(lonlat, shapely.box(k, -90.0, k + 90.0, 90.0))
+        if part.is_empty or shapely.get_type_id(part) not in (3, 6, 7):
+            continue
+        part = shapely.segmentize(part, 0.5)
+        polys = [g for g in getattr(part, "geoms", [part]) if shapely.get_type_id(g) in (3, 6)]
+        for g in polys:
+            area, _ = _GEOD.geometry_area_perimeter(shapely.orient_polygons(g))
+            total += abs(area)
+    return float(total)
 
 
 # -- polygonize -----------------------------------------------------------------------------------

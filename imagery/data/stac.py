@@ -36,8 +36,9 @@ import numpy as np
 import shapely
 
 from common.atomic import atomic_write
+from common.cancel import check_cancelled
 from common.cli import InputNotFoundError, UserError, one_line
-from common.geo import CogWriter, Grid, RasterOnGrid, iter_windows, transform_geometries
+from common.geo import CogWriter, Grid, RasterOnGrid, host_allowed, http_timeouts, iter_windows, transform_geometries
 from common.geo.grid import Window
 from imagery.data.bands import KNOWN_BANDS, canonical_band
 from imagery.data.sentinel2 import SCENE_JSON, href_to_path, item_band_assets, item_scale
@@ -96,21 +97,31 @@ def search_items(
     end: str | None = None,
     *,
     max_items: int = 500,
-    timeout: float | None = None,
+    timeout_s: float = 60.0,
+    hosts: Sequence[str] | None = None,
 ) -> list[dict[str, Any]]:
     """Items of ``collection`` intersecting ``bbox`` (and the date range, when given) from the STAC API ``url``.
 
-    ``timeout``: seconds to wait for each answer (connect and read); a hung API is then a one-line error.
-    """
+    Every HTTP request has a ``timeout_s`` connect and read timeout and is retried at most once; with
+    ``hosts``, a request to any other host (a ``next`` link elsewhere) is refused."""
     from pystac_client import Client  # noqa: PLC0415 - CLI start-up time
     from pystac_client.exceptions import APIError  # noqa: PLC0415 - CLI start-up time
+    from pystac_client.stac_api_io import StacApiIO  # noqa: PLC0415 - CLI start-up time
+
+    def only_hosts(request: Any) -> None:
+        if hosts is not None and not host_allowed(str(request.url), hosts):
+            raise UserError(f"STAC API {url}: a link leads to a host this service does not allow")
 
     try:
-        client = Client.open(url, timeout=timeout)
+        # timeout and request_modifier go to open(): it overwrites those of the StacApiIO given
+        io_ = StacApiIO(max_retries=1)
+        client = Client.open(url, stac_io=io_, timeout=timeout_s, request_modifier=only_hosts)
         kwargs: dict[str, Any] = {"collections": [collection], "bbox": list(bbox), "max_items": max_items}
         if start and end:
             kwargs["datetime"] = f"{start}T00:00:00Z/{end}T23:59:59Z"
         return list(client.search(**kwargs).items_as_dicts())
+    except UserError:
+        raise
     except APIError as exc:
         raise _api_error(url, exc) from None
     except OSError as exc:  # requests' connection errors are OSErrors
@@ -236,6 +247,7 @@ def write_band_boxes(
             target = folder / f"{FILE_NAMES[band]}.tif"
             with CogWriter(target, sub, dtype, nodata, tags={"band": band, **tags}) as w:
                 for win in iter_windows(sub, 1024, 1024):
+                    check_cancelled()  # a service job past its timeout stops here
                     w.write(r.read(win), win)
         written[band] = sub
     return written
@@ -249,6 +261,7 @@ def write_box(
     bands: Sequence[str] | None = None,
     source: str = "",
     log: Any = print,
+    timeout_s: float = 60.0,
 ) -> Path:
     """Write the box of ``item``'s band assets into ``out`` (module docstring); returns ``out``."""
     folder = Path(out)
@@ -261,7 +274,8 @@ def write_box(
         raise UserError(f"item {item.get('id')}: none of the bands {', '.join(bands or [])} among its assets")
     props = item.get("properties") or {}
     sources = {b: (href_to_path(str(assets[b][1]["href"]), base), 1) for b in wanted}
-    grids = write_band_boxes(sources, bbox, folder, {"item": item.get("id", "")})
+    with http_timeouts(timeout_s):  # remote COGs: no read waits forever
+        grids = write_band_boxes(sources, bbox, folder, {"item": item.get("id", "")})
     meta_bands: dict[str, Any] = {}
     for band, sub in grids.items():
         key, asset = assets[band]
@@ -299,7 +313,12 @@ def _data_asset(item: dict[str, Any]) -> dict[str, Any]:
 
 
 def fetch_dem(
-    items: list[dict[str, Any]], bbox: Sequence[float], out_path: str | os.PathLike[str], *, collection: str = ""
+    items: list[dict[str, Any]],
+    bbox: Sequence[float],
+    out_path: str | os.PathLike[str],
+    *,
+    collection: str = "",
+    timeout_s: float = 60.0,
 ) -> Path:
     """Mosaic the DEM ``items`` over ``bbox`` onto one EPSG:4326 grid and write it as a float32 COG.
 
@@ -307,6 +326,13 @@ def fetch_dem(
     """
     if not items:
         raise UserError(f"no DEM item of collection {collection!r} intersects bbox {tuple(bbox)}")
+    with http_timeouts(timeout_s):  # remote COGs: no read waits forever
+        return _fetch_dem(items, bbox, out_path, collection)
+
+
+def _fetch_dem(
+    items: list[dict[str, Any]], bbox: Sequence[float], out_path: str | os.PathLike[str], collection: str
+) -> Path:
     w, s, e, n = bbox
     paths = [href_to_path(str(_data_asset(it)["href"]), Path(it.get("_base", "."))) for it in items]
     first = Grid.from_raster(paths[0])

@@ -58,6 +58,7 @@ from matplotlib.figure import Figure
 from tqdm.auto import tqdm
 
 from common.atomic import atomic_dir, atomic_write
+from common.cancel import check_cancelled
 from common.cli import UserError
 from common.geo import (
     CogWriter,
@@ -351,6 +352,7 @@ def predict_windowed(
         written = 0
         pending = pool.submit(load, rows_at[0])
         for k, (y, final_end) in enumerate(_iter_rows(rows_at, height)):
+            check_cancelled()  # a service job past its timeout stops here
             raw, reason, read_s = pending.result()
             timings["read_s"] += read_s
             if k + 1 < len(rows_at):

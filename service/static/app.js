@@ -66,7 +66,7 @@ async function poll(id) {
     const j = await api("/v1/jobs/" + id);
     $("progress").value = j.progress || 0; $("status").textContent = j.status + ": " + (j.message || "");
     if (j.status === "done") return show(id, j);
-    if (j.status === "failed") { $("error").textContent = j.message; return; }
+    if (j.status === "failed" || j.status === "interrupted") { $("error").textContent = j.message; return; }
     setTimeout(() => poll(id), 1000);
   } catch (e) { $("error").textContent = e.message; }
 }
@@ -74,7 +74,10 @@ function show(id, job) {
   const res = job.result || {};
   if (job.files["scene_rgb.png"] && res.scene_bounds) {
     const b = res.scene_bounds;
-    L.imageOverlay(job.files["scene_rgb.png"] + "?key=" + encodeURIComponent($("apikey").value), [[b[1], b[0]], [b[3], b[2]]], { opacity: 0.9 }).addTo(layers);
+    // the key goes in the header only (never the URL): the image is fetched and shown from a blob URL
+    fetch(job.files["scene_rgb.png"], { headers: headers() }).then((r) => (r.ok ? r.blob() : null)).then((blob) => {
+      if (blob) L.imageOverlay(URL.createObjectURL(blob), [[b[1], b[0]], [b[3], b[2]]], { opacity: 0.9 }).addTo(layers);
+    });
   }
   const regions = L.geoJSON(res.regions, { style: { color: "#06c", weight: 2, fill: false } }).addTo(layers);
   const polys = L.geoJSON(res.landslides, { style: { color: "#d00", weight: 1, fillOpacity: 0.4 },
