@@ -21,14 +21,21 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from common.cli import add_common_args, csv_list, positive_int, print_summary, progress_printer, run_main
+from common.cli import (
+    UserError,
+    add_common_args,
+    csv_list,
+    positive_int,
+    print_summary,
+    progress_printer,
+    run_main,
+)
 from common.seed import seed_everything
 from common.tracking import setup_tracking, tracked_run
 from imagery.data.sentinel2 import SCENE_SCALES
 from imagery.inference.config import SceneConfig
 from imagery.inference.scene import run_scene, scene_summary_line
-from imagery.inference.serving import load_segmenter
-from pipelines._register import model_or_champion
+from pipelines._register import model_or_champion, segmenter_meta
 from pipelines._segmenter_args import add_segmenter_args
 
 EXPERIMENT = "imagery-scene"
@@ -127,9 +134,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     seed_everything(cfg.seed)
     with tracked_run(args.experiment or EXPERIMENT, cfg, run_name=args.run_name) as run:
-        segmenter = load_segmenter(model, device=cfg.device, tracking_uri=uri, runtime=cfg.runtime)
-        segmenter.meta.require_single_date(f"--scene {args.scene}")  # a time-series model needs composites
-        result = run_scene(cfg, tracking_uri=uri, segmenter=segmenter, log=progress_printer(args.json))
+        temporal = segmenter_meta(str(model)).get("temporal")  # {} when unreadable: run_scene then says why
+        if temporal:  # a time-series model needs pre/post composites, not one scene
+            raise UserError(
+                f"--scene {args.scene}: the model was trained on the temporal set {temporal!r}, which needs "
+                "pre/post-event composites (Sen12Landslides patches), not a single-date scene"
+            )
+        result = run_scene(cfg, tracking_uri=uri, log=progress_printer(args.json))
     if args.json:
         print_summary({"run_id": run.info.run_id, **result.summary}, as_json=True)
     else:

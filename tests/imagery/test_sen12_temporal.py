@@ -91,7 +91,7 @@ def test_split_files_and_norm_statistics_are_used(tmp_path: Path) -> None:
     assert load_sen12_temporal(fetched, "pre-post", "s2+s1").images.shape == (1, 25, 128, 128)
 
 
-def test_path_train_on_the_one_real_patch_model_says_temporal(tmp_path: Path, tracking_uri: str) -> None:
+def test_path_train_on_the_one_real_patch_model_says_temporal(tmp_path: Path, tracking_uri: str, capsys) -> None:
     """PATH TEST, not a model test: the single real patch, linked twice, is both train and validation set."""
     from common.model_card import CARD_ARTIFACT
     from imagery.inference.serving import load_segmenter
@@ -117,6 +117,13 @@ def test_path_train_on_the_one_real_patch_model_says_temporal(tmp_path: Path, tr
         seg.predict(np.zeros((1, 14, 128, 128), np.float32))  # a single-date L4S patch
     with pytest.raises(UserError, match="single-date"):
         seg.meta.require_single_date("--scene x")
+    from common.cli import run_main
+    from pipelines import predict_scene
+
+    scene_args = ["--scene", str(tmp_path), "--model", out.model_uris[0], "--out", str(tmp_path / "o")]
+    assert run_main(predict_scene.main, scene_args) == 2  # a single-date scene is refused in one line
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "temporal set 'pre-post-diff'" in err[0], err
     client = mlflow.MlflowClient(tracking_uri=mlflow.get_tracking_uri(), registry_uri=mlflow.get_tracking_uri())
     run_id = out.model_uris[0][len("runs:/") :].split("/", 1)[0]
     names = {a.path for a in client.list_artifacts(run_id)}
