@@ -21,11 +21,19 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from common.cli import add_common_args, csv_list, positive_int, print_summary, progress_printer, run_main
+from common.cli import (
+    UserError,
+    add_common_args,
+    csv_list,
+    positive_int,
+    print_summary,
+    progress_printer,
+    run_main,
+)
 from common.seed import seed_everything
 from imagery.data.sentinel2 import SCENE_SCALES
 from imagery.inference.config import SceneConfig
-from pipelines._register import model_or_champion
+from pipelines._register import model_or_champion, segmenter_meta
 from pipelines._segmenter_args import add_segmenter_args, engine_spec_of
 
 EXPERIMENT = "imagery-scene"
@@ -140,6 +148,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     seed_everything(cfg.seed)
     with tracked_run(args.experiment or EXPERIMENT, cfg, run_name=args.run_name) as run:
+        temporal = segmenter_meta(str(model)).get("temporal")  # {} when unreadable: run_scene then says why
+        if temporal:  # a time-series model needs pre/post composites, not one scene
+            raise UserError(
+                f"--scene {args.scene}: the model was trained on the temporal set {temporal!r}, which needs "
+                "pre/post-event composites (Sen12Landslides patches), not a single-date scene"
+            )
         result = run_scene(cfg, tracking_uri=uri, log=progress_printer(args.json))
     if args.json:
         print_summary({"run_id": run.info.run_id, **result.summary}, as_json=True)

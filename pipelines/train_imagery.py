@@ -23,6 +23,7 @@ Examples::
     python -m pipelines.train_imagery --data ../L4S --bands B2,B3,B4,B5,B6,B7,B8,B9,B11,B12   # no B10: L2A-ready
     python -m pipelines.train_imagery --data chips/ --image-bands B04,B03,B02,B08 --image-scale dn \
         --label-map 0:ignore,1:0,2:1
+    python -m pipelines.train_imagery --data sen12/ --temporal pre-post-diff --sensor s2+s1   # Sen12Landslides .nc
     python -m pipelines.train_imagery --data ../L4S --protocol study --fold 1   # a deck row, as the study ran
     torchrun --nproc-per-node 4 -m pipelines.train_imagery --data ../L4S --sync-bn --folds 5
 """
@@ -48,6 +49,7 @@ from common.cli import (
 from common.seed import seed_everything
 from common.tracking import setup_tracking, tracked_run
 from imagery.data.chips import IMAGE_SCALES
+from imagery.data.sen12_temporal import SENSORS, TEMPORAL_SETS
 from imagery.training import (
     AugmentConfig,
     DataConfig,
@@ -111,6 +113,19 @@ def build_parser() -> argparse.ArgumentParser:
         help="chips: reflectance, dn (DN/10000), dn-offset ((DN-1000)/10000), l4s, auto (default)",
     )
     g.add_argument("--label-map", default=None, help="chips: raw label -> 0/1/ignore, e.g. 0:ignore,1:0,2:1")
+    g.add_argument(
+        "--temporal",
+        default=None,
+        choices=TEMPORAL_SETS,
+        help="Sen12Landslides folder (*_s2_*.nc): post (post-event clear median; default), pre-post (both composites), "
+        "pre-post-diff (both, their differences and dNDVI); stored with the model",
+    )
+    g.add_argument(
+        "--sensor",
+        default=None,
+        choices=SENSORS,
+        help="Sen12Landslides folder: s2 (default), s1 (VV/VH dB medians, log-ratio) or s2+s1; stored with the model",
+    )
     g.add_argument("--tile", type=positive_int, default=128, help="chips: the model's tile, px (default 128)")
     g.add_argument("--layout", default=None, help="force the layout: official, hf, plain or cache")
     g.add_argument("--split", default="train", help="split of --data to train on (default train)")
@@ -327,6 +342,8 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
             image_scale=args.image_scale,
             label_map=args.label_map,
             tile=args.tile,
+            temporal=args.temporal,
+            sensor=args.sensor,
         ),
         epochs=args.epochs,
         batch_size=args.batch_size,

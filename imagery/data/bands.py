@@ -249,3 +249,13 @@ def band_index(name: str) -> int:
 def band_indices(names: tuple[str, ...] | list[str]) -> list[int]:
     """Indices of several bands, in the given order (see :func:`band_index`)."""
     return [band_index(n) for n in names]
+
+
+#: Marks a temporal channel name (``B04@post``, ``imagery.data.sen12_temporal``): a model whose band set holds one
+#: takes its channels as they are (no L4S cleaning, clipping or feature engineering).
+TEMPORAL_MARK = "@"
+
+
+def is_temporal_band_set(bands: Iterable[str] | None) -> bool:
+    """True when ``bands`` names temporal channels (any name holding :data:`TEMPORAL_MARK`)."""
+    return any(TEMPORAL_MARK in str(b) for b in (bands or ()))

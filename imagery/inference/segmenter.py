@@ -50,6 +50,8 @@ class SegmenterMeta:
     models stored without it); ``band_stats`` ``{band: {"mean": m, "std": s}}`` of each raw input band over
     the training patches, in model units (empty in older models: no domain check); ``training_data``
     ``{"name", "kind": "synthetic"|"real", "fingerprint"}`` of the training set (``None`` in older models).
+    ``temporal`` / ``sensor``: set for a model trained on Sen12Landslides time series; such a model refuses a
+    single-date input (:meth:`require_single_date`).
     """
 
     model_name: str
@@ -68,6 +70,10 @@ class SegmenterMeta:
     gsd_m: float = DEFAULT_GSD_M
     band_stats: dict[str, dict[str, float]] = field(default_factory=dict)
     training_data: dict[str, str] | None = None
+    #: Sen12Landslides temporal channel set (``post``, ``pre-post``, ``pre-post-diff``) and sensor (``s2``, ``s1``,
+    #: ``s2+s1``) of a model trained on time series (``imagery.data.sen12_temporal``); ``None``: single-date model
+    temporal: str | None = None
+    sensor: str | None = None
     format_version: int = META_FORMAT
 
     @property
@@ -94,6 +100,16 @@ class SegmenterMeta:
         if not (gsd > 0 and np.isfinite(gsd)):
             raise UserError(f"{source}: gsd_m must be a positive number of metres, got {known.get('gsd_m')!r}")
         return cls(**known)
+
+    def require_single_date(self, what: str = "this input") -> None:
+        """One-line :class:`UserError` when the model needs a time series (``temporal`` set) and ``what`` is one
+        image (a scene, or a patch lacking the model's temporal channels)."""
+        if self.temporal:
+            raise UserError(
+                f"{what}: the model was trained on the temporal set {self.temporal!r} ({self.sensor or 's2'}; channels "
+                f"{', '.join(self.bands[:4])}, ...), which needs pre/post-event composites; give it Sen12Landslides "
+                f"patches (imagery.data.sen12_temporal), not a single-date image"
+            )
 
     @property
     def synthetic(self) -> bool:
@@ -212,7 +228,9 @@ class Segmenter:
         if x.ndim == 3:
             x = x.unsqueeze(0)
         nb = len(self.bands)
-        if x.ndim == 4 and x.shape[1] == len(BANDS) and nb != len(BANDS):
+        if self.meta.temporal and (x.ndim != 4 or x.shape[1] != nb):
+            self.meta.require_single_date(f"images of shape {tuple(x.shape)}")
+        if x.ndim == 4 and x.shape[1] == len(BANDS) and nb != len(BANDS) and not self.meta.temporal:
             x = x[:, [BANDS.index(b) for b in self.bands]]
         if x.ndim != 4 or x.shape[1] != nb:
             raise UserError(

@@ -132,6 +132,8 @@ class DataConfig:
     ``folds_order``: ``shuffled`` (seeded k-fold) or ``natural`` (the study's contiguous blocks of the
     naturally sorted file names; always so under ``--protocol study``).
     ``normalize`` is a ``imagery.transforms.normalize.Normalizer`` mode (``"none"`` reproduces the seed).
+    ``temporal`` / ``sensor``: a Sen12Landslides folder's channel set (``post``, ``pre-post``, ``pre-post-diff``) and
+    sensor (``s2``, ``s1``, ``s2+s1``), stored with the model (``SegmenterMeta.temporal`` / ``sensor``).
     ``kind``: ``synthetic`` or ``real``, stored with the model (``SegmenterMeta.training_data``); ``None``:
     ``synthetic`` without ``path`` (the built-in patches), else ``real``.
     """
@@ -152,6 +154,10 @@ class DataConfig:
     normalize: str = "none"
     folds_order: str = "shuffled"
     kind: str | None = None
+    #: Sen12Landslides folders (``imagery.data.sen12_temporal``): the temporal channel set and the sensor(s);
+    #: ``None``: ``post`` and ``s2`` for such a folder, not applicable to other data
+    temporal: str | None = None
+    sensor: str | None = None
 
 
 @dataclass

@@ -40,7 +40,9 @@ from common.fingerprint import Fingerprint, fingerprint_array
 from common.oof import OOF_COLUMNS, log_oof, oof_frame
 from common.tracking import log_fingerprint, set_run_kind, tracked_run
 from imagery.data import MODEL_UNITS, PatchSet, load_patches
+from imagery.data.bands import is_temporal_band_set
 from imagery.data.chips import ChipSpec, is_chip_folder, load_chips
+from imagery.data.sen12_temporal import is_sen12_folder, load_sen12_temporal
 from imagery.data.splits import contiguous_folds, holdout_split, kfold_splits, natural_order
 from imagery.data.synthetic import write_synthetic_l4s
 from imagery.device import resolve_device
@@ -125,7 +127,14 @@ def chip_spec(d: DataConfig) -> ChipSpec:
 
 
 def load_labelled(path: str, split: str, layout: str | None, d: DataConfig) -> PatchSet:
-    """Labelled patches from an L4S folder/cache or a georeferenced chip folder (``imagery.data.chips``)."""
+    """Labelled patches from an L4S folder/cache, a georeferenced chip folder (``imagery.data.chips``) or a
+    Sen12Landslides folder (``*_s2_*.nc``; ``imagery.data.sen12_temporal``, ``--temporal``/``--sensor``)."""
+    if layout is None and is_sen12_folder(path):
+        if d.image_bands or d.label_map:
+            raise UserError(f"{path}: --image-bands/--label-map apply to a chip folder, not to Sen12Landslides patches")
+        return load_sen12_temporal(path, d.temporal or "post", d.sensor or "s2", split)
+    if d.temporal or d.sensor:
+        raise UserError(f"{path}: --temporal/--sensor apply to a Sen12Landslides folder (*_s2_*.nc files)")
     if layout is None and is_chip_folder(path):
         return load_chips(path, chip_spec(d))
     if d.image_bands or d.label_map:
@@ -222,6 +231,8 @@ def _fit(
         gsd_m=float(fit_set.gsd_m),
         band_stats=band_statistics(np.asarray(fit_set.images), bands),
         training_data=training_data_info(cfg.data, data_digest),
+        temporal=(cfg.data.temporal or "post") if is_temporal_band_set(bands) else None,
+        sensor=(cfg.data.sensor or "s2") if is_temporal_band_set(bands) else None,
     )
     return result, meta, sx, device
 

@@ -66,7 +66,7 @@ import torch
 import torch.nn.functional as F
 
 from common.cli import UserError
-from imagery.data.bands import BANDS, L4S_BAND_MEANS, band_index, canonical_bands
+from imagery.data.bands import BANDS, L4S_BAND_MEANS, band_index, canonical_bands, is_temporal_band_set
 
 EPS = 1e-8
 SOBEL_SCALE = 27.32
@@ -293,6 +293,8 @@ def channel_names(
     names = CHANNEL_SETS[channel_set]
     if bands is None:
         return names
+    if is_temporal_band_set(bands):  # temporal channels (imagery.data.sen12_temporal) are the model's input as is
+        return tuple(bands)
     have = set(canonical_bands(bands))
     out = tuple(n for n in names if set(CHANNELS[n].needs) <= have)
     if not out:
@@ -313,6 +315,8 @@ def compute_features(x: Any, channel_set: int = DEFAULT_CHANNEL_SET, bands: tupl
         Same kind as ``x``: ``(B, C, H, W)`` float32 (``(C, H, W)`` for a 3-D input); a torch
         result lives on ``x``'s device.
     """
+    if is_temporal_band_set(bands):  # temporal channels: taken as they are
+        return x.float() if _is_torch(x) else np.asarray(x, dtype=np.float32)
     band_set = BANDS if bands is None else canonical_bands(bands)
     names = channel_names(channel_set, None if bands is None else band_set)
     is_torch = _is_torch(x)

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from imagery.data.bands import BANDS, L4S_MEAN, L4S_STD, band_indices, canonical_bands
+from imagery.data.bands import BANDS, L4S_MEAN, L4S_STD, band_indices, canonical_bands, is_temporal_band_set
 from imagery.transforms.features import compute_features
 from imagery.transforms.normalize import Normalizer, clean_image
 
@@ -31,7 +31,9 @@ class Preprocessor:
     ) -> None:
         self.channel_set = int(channel_set)
         self.normalizer = normalizer
-        self.bands: tuple[str, ...] = BANDS if not bands else canonical_bands(bands)
+        #: temporal channels (``imagery.data.sen12_temporal``) pass through: NaN/Inf -> 0, nothing clipped or engineered
+        self.temporal = is_temporal_band_set(bands)
+        self.bands: tuple[str, ...] = BANDS if not bands else tuple(bands) if self.temporal else canonical_bands(bands)
 
     def features(self, raw: np.ndarray | torch.Tensor, device: torch.device | None = None) -> torch.Tensor:
         """Cleaned, engineered but not normalised channels ``(B, C, H, W)`` float32 on ``device``.
@@ -43,7 +45,10 @@ class Preprocessor:
         if device is None:
             device = raw.device if isinstance(raw, torch.Tensor) else torch.device("cpu")
         arr = raw.detach().cpu().numpy() if isinstance(raw, torch.Tensor) else np.asarray(raw)
-        cleaned, _ = clean_image(arr, bands=self.bands)
+        if self.temporal:
+            cleaned = np.nan_to_num(np.asarray(arr, dtype=np.float32), nan=0.0, posinf=0.0, neginf=0.0)
+        else:
+            cleaned, _ = clean_image(arr, bands=self.bands)
         cleaned = np.ascontiguousarray(cleaned, dtype=np.float32)
         if torch.device(device).type == "cpu":
             feats = compute_features(cleaned, channel_set=self.channel_set, bands=self.bands)
