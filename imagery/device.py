@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import platform
 from pathlib import Path
 from typing import Literal, get_args
@@ -10,6 +11,8 @@ import torch
 
 from common.cli import UserError
 
+#: environment override of the ``"auto"`` training precision (``fp32`` or ``bf16``)
+ENV_TRAIN_PRECISION = "LANDSLIDE_TRAIN_PRECISION"
 _FLAGS_OF_NOTE = ("avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16", "amx_int8", "amx_tile")
 
 Precision = Literal["auto", "fp32", "bf16"]
@@ -32,7 +35,10 @@ def resolve_device(name: str = "auto") -> torch.device:
 def use_bf16(cfg_precision: str, device: torch.device) -> bool:
     """bf16 autocast by default (``precision="auto"``) on CUDA and on a CPU with native bf16 (AVX512-BF16 or
     AMX-BF16: a training step 1.2-1.35x faster on this project's 2-core Xeon, ``benchmarks/RESULTS.md``);
-    fp32 on other CPUs, where bf16 is emulated and slower. ``"fp32"``/``"bf16"`` force either."""
+    fp32 on other CPUs, where bf16 is emulated and slower. ``"fp32"``/``"bf16"`` force either; with
+    ``"auto"``, the environment variable ``LANDSLIDE_TRAIN_PRECISION`` (``fp32``/``bf16``) decides instead."""
+    if cfg_precision == "auto":  # an environment override of the default (the test suite pins fp32)
+        cfg_precision = os.environ.get(ENV_TRAIN_PRECISION, "auto")
     if cfg_precision == "bf16":
         return True
     if cfg_precision != "auto":

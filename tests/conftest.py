@@ -16,6 +16,8 @@ def _engine_pinned(tmp_path_factory: pytest.TempPathFactory) -> None:
     """Commands run the segmenter on torch fp32 in tests (``imagery.inference.engine``: no timing of every
     path for every tiny test model) with a throw-away engine cache; the engine's own tests unpin it."""
     os.environ.setdefault("LANDSLIDE_ENGINE_CANDIDATES", "torch-fp32")
+    # training in fp32 too, so exact-value tests hold on every CPU (bf16 is the default where the CPU has it)
+    os.environ.setdefault("LANDSLIDE_TRAIN_PRECISION", "fp32")
     os.environ.setdefault("LANDSLIDE_ENGINE_CACHE", str(tmp_path_factory.mktemp("engine-cache")))
 
 

@@ -153,7 +153,10 @@ def test_bf16_is_a_candidate_only_where_the_cpu_has_it(monkeypatch: pytest.Monke
 
 def test_cpu_training_uses_bf16_only_where_the_cpu_has_it(monkeypatch: pytest.MonkeyPatch) -> None:
     cpu = torch.device("cpu")
+    monkeypatch.delenv(device.ENV_TRAIN_PRECISION, raising=False)  # the suite pins fp32; this test checks "auto"
     monkeypatch.setattr(device, "cpu_flags", lambda: ("avx2", "avx512f"))
     assert not device.use_bf16("auto", cpu) and device.use_bf16("bf16", cpu)
     monkeypatch.setattr(device, "cpu_flags", lambda: ("avx512f", "amx_bf16"))
     assert device.use_bf16("auto", cpu) and not device.use_bf16("fp32", cpu)
+    monkeypatch.setenv(device.ENV_TRAIN_PRECISION, "fp32")
+    assert not device.use_bf16("auto", cpu) and device.use_bf16("bf16", cpu)

@@ -463,8 +463,13 @@ def test_job_states_are_one_way_and_large_results_live_beside_job_json(tmp_path:
             stopped.set()
 
     store4 = JobStore(tmp_path / "e", endless, workers=1, timeout_s=0.2)
-    store4.submit({})
-    assert stopped.wait(5) and store4.get(next(p.name for p in (tmp_path / "e").iterdir()))["status"] == "failed"
+    endless_id = store4.submit({})
+    assert stopped.wait(5)
+    for _ in range(100):  # the worker writes the end state just after the run's own clean-up
+        if store4.get(endless_id)["status"] != "running":
+            break
+        time.sleep(0.05)
+    assert store4.get(endless_id)["status"] == "failed"
     # a restart marks unfinished jobs interrupted; finished ones stay as they were
     folder = tmp_path / "c"
     (folder / ("a" * 32)).mkdir(parents=True)
