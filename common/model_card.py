@@ -18,6 +18,16 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+#: Registered model names per kind and the aliases (declared here, without MLflow, so that --help stays fast;
+#: :mod:`common.registry` registers under them).
+DEFAULT_NAMES: dict[str, str] = {
+    "tabular": "landslide-tabular",
+    "imagery": "landslide-imagery",
+    "fusion": "landslide-fuser",
+}
+CANDIDATE = "candidate"
+CHAMPION = "champion"
+
 CARD_ARTIFACT = "MODEL_CARD.md"
 SYNTHETIC_TAG = "landslide.synthetic"
 TRAINING_DATA_TAG = "landslide.training_data"

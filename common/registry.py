@@ -23,16 +23,9 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from common.errors import UserError, one_line
-from common.model_card import CARD_ARTIFACT, ModelCard, render_card
+from common.model_card import CANDIDATE, CARD_ARTIFACT, CHAMPION, DEFAULT_NAMES, ModelCard, render_card  # noqa: F401 - names re-exported
 from common.tracking import resolve_tracking_uri
 
-DEFAULT_NAMES: dict[str, str] = {
-    "tabular": "landslide-tabular",
-    "imagery": "landslide-imagery",
-    "fusion": "landslide-fuser",
-}
-CANDIDATE = "candidate"
-CHAMPION = "champion"
 MAX_DESCRIPTION = 5000
 
 

@@ -9,3 +9,7 @@ from typing import Literal, get_args
 
 Calibration = Literal["none", "sigmoid", "isotonic"]
 CALIBRATIONS: tuple[str, ...] = get_args(Calibration)
+
+#: Decision policies of :mod:`fusion.crosscheck` (documented there).
+Policy = Literal["stacked", "tabular", "imagery", "any", "both", "weighted"]
+POLICIES: tuple[str, ...] = get_args(Policy)

@@ -32,10 +32,9 @@ import numpy as np
 import pandas as pd
 
 from common.errors import UserError
+from fusion.choices import POLICIES, Policy  # noqa: F401 - re-exported: declared once in fusion.choices
 
-Policy = Literal["stacked", "tabular", "imagery", "any", "both", "weighted"]
 Evidence = Literal["both", "tabular_only", "imagery_only", "none"]
-POLICIES: tuple[str, ...] = get_args(Policy)
 EVIDENCE_LEVELS: tuple[str, ...] = get_args(Evidence)
 
 

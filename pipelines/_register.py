@@ -11,13 +11,16 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import mlflow
-from mlflow.tracking import MlflowClient
-
 from common.cli import UserError
-from common.model_card import SYNTHETIC_TAG, TRAINING_DATA_TAG, build_card, segmenter_fields
-from common.registry import CANDIDATE, CHAMPION, DEFAULT_NAMES, register_model, resolve_version
-from common.tracking import RUN_ID_PATTERN
+from common.model_card import (
+    CANDIDATE,
+    CHAMPION,
+    DEFAULT_NAMES,
+    SYNTHETIC_TAG,
+    TRAINING_DATA_TAG,
+    build_card,
+    segmenter_fields,
+)
 
 
 def add_register_args(p: argparse.ArgumentParser, kind: str) -> None:
@@ -32,6 +35,8 @@ def add_register_args(p: argparse.ArgumentParser, kind: str) -> None:
 
 def segmenter_meta(model_uri: str) -> dict[str, Any]:
     """``model_meta.json`` of a logged segmenter (``runs:/<id>/segmenter``), or ``{}`` when it cannot be read."""
+    import mlflow  # noqa: PLC0415 - MLflow loads when the command runs: --help stays fast
+
     with tempfile.TemporaryDirectory() as tmp:
         try:
             uri = f"{model_uri.rstrip('/')}/model_meta.json"
@@ -58,7 +63,11 @@ def register_trained(
     log: Callable[[str], None] = print,
 ) -> str:
     """Card + registration of one trained model; returns ``models:/NAME/VERSION`` and prints where it went."""
-    client = MlflowClient(mlflow.get_tracking_uri())
+    import mlflow  # noqa: PLC0415 - MLflow loads when the command runs: --help stays fast
+
+    from common.registry import register_model  # noqa: PLC0415 - MLflow loads when the command runs: --help stays fast
+
+    client = mlflow.MlflowClient(mlflow.get_tracking_uri())
     run = client.get_run(card_run_id)
     card = build_card(
         title=f"{name} (run {card_run_id[:8]})",
@@ -101,6 +110,10 @@ def model_or_champion(
     """``uri``, or when none is given ``models:/landslide-<kind>@champion`` (``None`` if that is not registered
     and not ``required``, a one-line error if it is). Says which registered version is used and warns about a
     synthetic-data model. Call after ``setup_tracking``."""
+    import mlflow  # noqa: PLC0415 - MLflow loads when the command runs: --help stays fast
+
+    from common.registry import resolve_version  # noqa: PLC0415 - MLflow loads when the command runs: --help stays fast
+
     if uri is None:
         champion = f"models:/{DEFAULT_NAMES[kind]}@{CHAMPION}"
         info = resolve_version(champion)
@@ -121,13 +134,15 @@ def model_or_champion(
     run_id = _run_id_of(uri)
     if run_id is not None:
         try:
-            warn_if_synthetic(uri, MlflowClient(mlflow.get_tracking_uri()).get_run(run_id).data.tags, flag)
+            warn_if_synthetic(uri, mlflow.MlflowClient(mlflow.get_tracking_uri()).get_run(run_id).data.tags, flag)
         except Exception:  # noqa: BLE001 - the loader reports a bad URI itself
             pass
     return uri
 
 
 def _run_id_of(uri: str) -> str | None:
+    from common.tracking import RUN_ID_PATTERN  # noqa: PLC0415 - MLflow loads when the command runs: --help stays fast
+
     text = uri.strip()
     if RUN_ID_PATTERN.match(text):
         return text

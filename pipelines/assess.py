@@ -23,11 +23,10 @@ from collections.abc import Sequence
 
 from common.cli import UserError, add_common_args, csv_list, positive_int, print_summary, progress_printer, run_main
 from common.seed import seed_everything
-from fusion.crosscheck import POLICIES
+from fusion.choices import POLICIES
 from pipelines._register import model_or_champion
 from pipelines._segmenter_args import add_engine_args, engine_spec_of
 from service.config import AssessConfig
-from service.regions import CLI_NAMES, check_values
 
 EXPERIMENT = "assess"
 
@@ -86,6 +85,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def config_from_args(args: argparse.Namespace) -> AssessConfig:
     # the same check as the API's (service.regions.check_values), before a run is opened
+    from service.regions import CLI_NAMES, check_values  # noqa: PLC0415 - shapely/GDAL load when the command runs
+
     check_values(
         date=args.date, days_before=args.days_before, radius_m=args.radius_m, scene=args.scene, names=CLI_NAMES
     )

@@ -27,8 +27,8 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from common.cli import UserError, add_common_args, positive_int, print_summary, progress_printer, run_main, unit_float
+from fusion.choices import POLICIES
 from fusion.config import ScoreRegionsConfig
-from fusion.crosscheck import POLICIES
 from fusion.scoring import ScoringConfig
 from pipelines._segmenter_args import add_engine_args, engine_spec_of
 

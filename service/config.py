@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
-from imagery.data.stac import DEFAULT_COLLECTION
+from imagery.data.bands import DEFAULT_COLLECTION
 from imagery.inference.config import DEFAULT_OVERLAP
 
 ENV_API_KEY = "LANDSLIDE_API_KEY"

@@ -17,9 +17,15 @@ from imagery.data.bands import canonical_bands
 from imagery.device import PRECISIONS
 from imagery.inference.config import TTA_MODES
 from imagery.models import ATTENTIONS, HEADS, list_models
+from imagery.training.choices import (
+    FOLDS_ORDERS,
+    OPTIMIZERS,
+    PROTOCOLS,
+    SCHEDULES,
+    SPEC_AUGMENT_OFF_EPOCHS,
+    SPEC_EPOCHS,
+)
 from imagery.training.losses import LOSSES, MIXTURE_LOSSES, unknown_loss_message
-from imagery.training.optim import OPTIMIZERS, SCHEDULES, SPEC_AUGMENT_OFF_EPOCHS, SPEC_EPOCHS
-from imagery.training.protocol import FOLDS_ORDERS, PROTOCOLS
 from imagery.transforms.augment import CUTMIX_MODES
 from imagery.transforms.features import CHANNEL_SETS, channel_names, n_channels
 from imagery.transforms.normalize import MODES as NORMALIZE_MODES

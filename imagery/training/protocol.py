@@ -33,21 +33,14 @@ the study's recipe; the run logs them in the tag ``study_deviations``.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal, get_args
+from typing import Any
 
 import numpy as np
 
 from common.tracking import config_to_dict, flatten_params
 from imagery.inference.postprocess import ThresholdSweep
-from imagery.training.optim import SPEC_EPOCHS
-
-if TYPE_CHECKING:  # the config imports this module for its choices
-    from imagery.training.config import TrainConfig
-
-Protocol = Literal["honest", "study"]
-FoldsOrder = Literal["shuffled", "natural"]
-PROTOCOLS: tuple[str, ...] = get_args(Protocol)
-FOLDS_ORDERS: tuple[str, ...] = get_args(FoldsOrder)
+from imagery.training.choices import FOLDS_ORDERS, PROTOCOLS, SPEC_EPOCHS, FoldsOrder, Protocol  # noqa: F401 - re-exported
+from imagery.training.config import TrainConfig
 
 #: Run tag naming the protocol (its values below), and the run kind of a study run.
 PROTOCOL_TAG = "protocol"
