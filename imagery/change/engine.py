@@ -13,53 +13,26 @@
   fingerprint empties the cache. The cache folder is hidden (``.<out>.blocks``) and removed after a
   successful run: a killed run leaves nothing that looks like a finished output.
 
-The cluster helper mirrors ``tabular.dask_engine.dask_client`` (``imagery`` may not import ``tabular``).
+The cluster comes from :func:`common.dask.dask_client`, the one the tabular Dask engine uses.
 """
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import os
 import shutil
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 
-from common.cli import UserError, one_line
+from common.dask import dask_client
 from common.geo.grid import Window
 
 Engine = Literal["local", "dask"]
-CONNECT_TIMEOUT_S = 10
 BlockArrays = dict[str, np.ndarray]
-
-
-@contextlib.contextmanager
-def dask_client(scheduler: str | None, n_workers: int = 2) -> Iterator[Any]:
-    """A ``distributed.Client`` on ``scheduler``, or on a local cluster of ``n_workers`` processes (127.0.0.1)."""
-    from distributed import Client, LocalCluster  # noqa: PLC0415 - distributed loads only for --engine dask
-
-    if scheduler:
-        try:
-            client = Client(scheduler, timeout=f"{CONNECT_TIMEOUT_S}s")
-        except (OSError, TimeoutError, ValueError) as exc:
-            raise UserError(
-                f"--scheduler {scheduler}: cannot reach the Dask scheduler ({one_line(exc)[:160]}); "
-                "expected the address of a running scheduler, e.g. tcp://host:8786"
-            ) from None
-        with client:
-            yield client
-        return
-    with (
-        LocalCluster(
-            n_workers=n_workers, threads_per_worker=1, processes=True, host="127.0.0.1", dashboard_address=None
-        ) as cluster,
-        Client(cluster) as client,
-    ):
-        yield client
 
 
 def _stat(path: str | None) -> list[Any]:

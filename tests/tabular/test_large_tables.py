@@ -201,9 +201,9 @@ def test_dask_engine_matches_local_on_same_folds(tmp_path, tracking_uri):
 
 
 def test_dask_unreachable_scheduler(carinthia, tracking_uri, monkeypatch, capsys):
-    import tabular.large.dask_engine
+    import common.dask
 
-    monkeypatch.setattr(tabular.large.dask_engine, "CONNECT_TIMEOUT_S", 2)
+    monkeypatch.setattr(common.dask, "CONNECT_TIMEOUT_S", 2)
     code = run_main(
         train_tabular.main,
         ["--data", str(carinthia), "--engine", "dask", "--scheduler", "tcp://127.0.0.1:9", "--folds", "2"],
@@ -299,7 +299,7 @@ def test_dask_scheduler_address_of_an_http_server_times_out_in_one_line(carinthi
     import threading
     import time
 
-    import tabular.large.dask_engine
+    import common.dask
 
     class Quiet(http.server.SimpleHTTPRequestHandler):
         def log_message(self, *args):
@@ -307,7 +307,7 @@ def test_dask_scheduler_address_of_an_http_server_times_out_in_one_line(carinthi
 
     srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Quiet)
     threading.Thread(target=srv.serve_forever, daemon=True).start()
-    monkeypatch.setattr(tabular.large.dask_engine, "CONNECT_TIMEOUT_S", 2)
+    monkeypatch.setattr(common.dask, "CONNECT_TIMEOUT_S", 2)
     t0 = time.perf_counter()
     try:
         code = run_main(
