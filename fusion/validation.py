@@ -39,6 +39,7 @@ import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -284,34 +285,22 @@ def validate_inventory(
     r_out = transform_geometries(r_sel, mcrs, out_crs)
     for i in range(n_det):
         j = pairs.get(i)
-        features.append(
-            Feature(
-                d_out[i],
-                {
-                    "source": "detected",
-                    "feature_id": int(d_ids[i]),
-                    "status": STATUS_MATCHED if j is not None else STATUS_FALSE,
-                    "match_id": int(r_ids[j]) if j is not None else None,
-                    "iou": float(ious[i]) if j is not None else None,
-                    "area_m2": float(d_area[i]),
-                    "size_class": size_class(float(d_area[i])),
-                },
-            )
-        )
+        iou = float(ious[i]) if j is not None else None
+        match = int(r_ids[j]) if j is not None else None
+        status = STATUS_MATCHED if j is not None else STATUS_FALSE
+        features.append(_polygon(d_out[i], "detected", int(d_ids[i]), status, match, iou, float(d_area[i])))
     for k in range(n_ref):
         i = matched_ref.get(k)
-        features.append(
-            Feature(
-                r_out[k],
-                {
-                    "source": "reference",
-                    "feature_id": int(r_ids[k]),
-                    "status": STATUS_MATCHED if i is not None else STATUS_MISSED,
-                    "match_id": int(d_ids[i]) if i is not None else None,
-                    "iou": float(ious[i]) if i is not None else None,
-                    "area_m2": float(r_area[k]),
-                    "size_class": str(classes[k]),
-                },
-            )
-        )
+        iou = float(ious[i]) if i is not None else None
+        match = int(d_ids[i]) if i is not None else None
+        status = STATUS_MATCHED if i is not None else STATUS_MISSED
+        features.append(_polygon(r_out[k], "reference", int(r_ids[k]), status, match, iou, float(r_area[k])))
     return ValidationResult(metrics=m, features=features, crs=out_crs, metric_crs=mcrs)
+
+
+def _polygon(
+    geom: Any, source: str, feature_id: int, status: str, match_id: int | None, iou: float | None, area_m2: float
+) -> Feature:
+    """One polygon of the validation GeoPackage with its ``status`` and match."""
+    props = {"source": source, "feature_id": feature_id, "status": status, "match_id": match_id, "iou": iou}
+    return Feature(geom, {**props, "area_m2": area_m2, "size_class": size_class(area_m2)})
