@@ -2,6 +2,9 @@
 
 ``--data`` may also be a folder of georeferenced image/label GeoTIFF chips (``--image-bands``,
 ``--image-scale``, ``--label-map``, as for ``train_imagery``); ignored label pixels count in no metric.
+For a model trained on a Sen12Landslides temporal set (``train_imagery --temporal ...``), ``--data`` is a folder of
+Sen12Landslides patches: their pre/post-event composites are built from each time series as for training (a
+temporal model refuses single-date data, and a single-date model a Sen12Landslides folder, in one line).
 
 Prints and logs (MLflow) the landslide-class precision/recall/F1/IoU accumulated over all labelled pixels
 (``ls_*``, the primary numbers), the seed's 2-class means (``*_2class``, for comparison with its
@@ -16,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from collections.abc import Sequence
 
@@ -33,7 +37,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--data",
         required=True,
-        help="L4S folder (official/hf/plain layout), prepare_imagery cache, or a chip folder (images/ + labels/)",
+        help="L4S folder (official/hf/plain layout), prepare_imagery cache, a chip folder (images/ + labels/), or a "
+        "Sen12Landslides folder (*_s2_*.nc) for a temporal model",
     )
     p.add_argument("--image-bands", type=csv_list, default=None, help="chips: band order of the image files")
     p.add_argument("--image-scale", default="auto", choices=IMAGE_SCALES, help="chips: value scale (default auto)")
@@ -78,7 +83,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             {
                 "run_id": run.info.run_id,
                 "n_patches": result.n_patches,
-                **{k: round(float(v), 6) for k, v in result.metrics.items()},
+                **{k: round(float(v), 6) if math.isfinite(v) else None for k, v in result.metrics.items()},
                 "engine": result.engine,
             },
             indent=2,

@@ -6,7 +6,15 @@ Training-free change evidence: every Sentinel-2 L2A item over the area in ``[eve
 UTM grid at 10 m with clear-observation counts, NDVI / dNDVI / HazMapper's rdNDVI / bare-soil change, slope from
 ``--dem``, and the documented detector of ``imagery.change.detector`` (vegetation loss on a slope where there
 was vegetation). ``--susceptibility`` (a ``predict_tabular --raster-out`` COG) is fused per pixel by the rule of
-``fusion.change_fusion``. No trained segmenter is used: the inventory comes from change evidence alone.
+``fusion.change_fusion``. Without ``--imagery-model`` no trained segmenter is used: the inventory comes from change
+evidence alone (and the command says so). ``--imagery-model URI`` (``runs:/...``, ``models:/NAME@ALIAS``, a folder)
+runs a segmenter on the post-event composite (a single-date model: the bands it was trained on) or on both
+composites (a model trained with ``train_imagery --temporal pre-post|pre-post-diff``), only on the tiles where the
+change score or the susceptibility passes the segmenter gate (``imagery.change.segmenter``: defaults and reasons;
+``--gate-score``, ``--gate-susceptibility``, ``--gate-min-pixels``, ``--no-gate``); the share of tiles skipped is
+logged and reported. Its probability is ``segmenter.tif``, ``p_segmenter`` per polygon, and is fused by the rule
+of ``fusion.change_fusion`` (``--segmenter-weight``). The model's fitness is checked as in ``predict_scene``
+(a training resolution far from 10 m is refused, a synthetic-data model warns).
 
 Writes into ``--out`` (all at once, or nothing): ``pre.tif``, ``post.tif``, ``change.tif``, ``probability.tif``,
 ``landslides.gpkg``, ``landslides.geojson``, ``summary.json``, ``report.html``; logs them to an MLflow run.
@@ -29,10 +37,11 @@ import datetime as dt
 import json
 import shutil
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 import mlflow
 
@@ -43,10 +52,11 @@ from common.geo import read_vector
 from common.seed import seed_everything
 from common.tracking import log_fingerprint, setup_tracking, tracked_run
 from fusion.change_fusion import fuse_change
-from imagery.change.acquisition import area_km2, parse_date, select_observations
+from imagery.change.acquisition import RESOLUTION_M, EventWindows, area_km2, parse_date, select_observations
 from imagery.change.detector import DetectorParams
 from imagery.change.event import EventConfig, map_event
 from imagery.change.report import write_report
+from imagery.change.segmenter import GateParams, SegmenterSettings, check_bands
 from imagery.change.validation import score_against_reference
 from imagery.data.stac import (
     DEFAULT_COLLECTION,
@@ -56,6 +66,8 @@ from imagery.data.stac import (
     load_items,
     search_items,
 )
+from imagery.inference.config import TTA_MODES
+from pipelines._segmenter_args import add_engine_args, engine_spec_of
 
 EXPERIMENT = "event-map"
 #: Largest area mapped in one run, km2 (memory: about 40 bytes per 10 m pixel, i.e. 200 MB at 500 km2).
@@ -105,6 +117,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=positive_int, default=2, help="local Dask cluster: worker processes (default 2)")
     p.add_argument("--resume", action="store_true", help="reuse the finished blocks of a killed run (same inputs)")
     p.add_argument("--reference", default=None, help="reference landslide mask raster (0/1) to score the map")
+    g, s = GateParams(), SegmenterSettings()
+    p.add_argument(
+        "--imagery-model",
+        default=None,
+        help="segmenter URI (runs:/<run_id>, models:/NAME@ALIAS, a folder); default: none, change evidence alone",
+    )
+    p.add_argument("--segmenter-weight", type=_float, default=s.weight, help="fusion weight of the segmenter (0.5)")
+    p.add_argument("--gate-score", type=_float, default=g.score_floor, help="gate: change score floor (0.25)")
+    p.add_argument(
+        "--gate-susceptibility", type=_float, default=g.susceptibility_floor, help="gate: susceptibility floor (0.5)"
+    )
+    p.add_argument("--gate-min-pixels", type=positive_int, default=g.min_pixels, help="gate: passing pixels (5)")
+    p.add_argument("--no-gate", action="store_true", help="run the segmenter on every observed tile")
+    p.add_argument("--batch-size", type=positive_int, default=s.batch_size, help="segmenter tiles per pass (8)")
+    p.add_argument("--device", default=s.device, help="segmenter device: cuda, cpu or auto (default auto)")
+    p.add_argument("--tta", choices=TTA_MODES, default=None, help="segmenter test-time augmentation (default: stored)")
+    p.add_argument(
+        "--allow-resolution-mismatch", action="store_true", help="run a model trained far from 10 m anyway (warns)"
+    )
+    add_engine_args(p)
     add_common_args(p)
     return p
 
@@ -138,6 +170,54 @@ def _fetch_dem(args: argparse.Namespace, bbox: tuple[float, float, float, float]
     return str(path)
 
 
+def _segmenter(
+    settings: SegmenterSettings,
+    tracking_uri: str | None,
+    windows: EventWindows,
+    items: Sequence[dict],
+    where: str,
+    min_area_m2: float,
+    log: Callable[[str], None],
+) -> tuple[Any, dict[str, Any]]:
+    """The ``--imagery-model`` runner and its fitness checks (``imagery.inference.fitness``), or ``(None, {})``."""
+    if not settings.model:
+        log("no --imagery-model: the inventory comes from change evidence alone")
+        return None, {}
+    from imagery.inference.event import EventSegmenter  # noqa: PLC0415 - torch loads only with a model
+    from imagery.inference.fitness import check_resolution, check_training_data  # noqa: PLC0415 - with a model
+
+    segment = EventSegmenter(
+        settings.model,
+        tracking_uri=tracking_uri,
+        device=settings.device,
+        runtime=settings.runtime,
+        batch_size=settings.batch_size,
+        tta=settings.tta,
+    )
+    meta = segment.segmenter.meta
+    fit = check_resolution(
+        RESOLUTION_M,
+        meta,
+        allow=settings.allow_resolution_mismatch,
+        source=f"the event composites ({RESOLUTION_M:g} m grid)",
+        model=settings.model,
+        min_area_m2=min_area_m2,
+    )
+    synthetic = any(bool((it.get("properties") or {}).get("synthetic")) for it in items)
+    fit["training_data"] = check_training_data(meta, scene_synthetic=synthetic, model=settings.model)
+    check_bands(windows, segment.bands, pre=segment.needs_pre, where=where)
+    inputs = "pre- and post-event composites" if segment.needs_pre else "the post-event composite"
+    kind = f"temporal set {segment.temporal}" if segment.temporal else "single-date"
+    log(f"segmenter {settings.model} ({kind}, weights {segment.digest[:12]}) runs on {inputs}, gated tiles only")
+    return segment, fit
+
+
+def _engine_summary(segment: Any) -> dict[str, Any]:
+    from imagery.inference.engine import log_engine_summary  # noqa: PLC0415 - torch loads only with a model
+
+    return log_engine_summary(segment.segmenter)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     bbox = _bbox(args)
@@ -168,6 +248,26 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise UserError(f"detector settings: {exc}") from None
     if args.dem_collection and not args.stac_url:
         raise UserError("--dem-collection searches a STAC API; use it with --stac-url (or give --dem)")
+    try:
+        gate = GateParams(
+            score_floor=args.gate_score,
+            susceptibility_floor=args.gate_susceptibility,
+            min_pixels=args.gate_min_pixels,
+            enabled=not args.no_gate,
+        )
+    except ValueError as exc:
+        raise UserError(f"segmenter gate: {exc}") from None
+    if not 0 <= args.segmenter_weight <= 1:
+        raise UserError(f"--segmenter-weight must be in 0..1, got {args.segmenter_weight:g}")
+    seg_cfg = SegmenterSettings(
+        model=args.imagery_model,
+        weight=args.segmenter_weight,
+        batch_size=args.batch_size,
+        device=args.device,
+        runtime=engine_spec_of(args),
+        tta=args.tta,
+        allow_resolution_mismatch=args.allow_resolution_mismatch,
+    )
     cfg = EventConfig(
         bbox=bbox,
         dem=args.dem or "",
@@ -175,10 +275,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         min_area_m2=args.min_area_m2,
         block=args.block,
         detector=detector,
+        gate=gate,
     )
     config = {**vars(args), "bbox": list(bbox), "area_km2": round(km2, 4)}
     seed_everything(args.seed)
-    setup_tracking(args.tracking_uri, verbose=args.verbose)
+    tracking_uri = setup_tracking(args.tracking_uri, verbose=args.verbose)
     log = progress_printer(args.json)
     with tracked_run(args.experiment or EXPERIMENT, config, run_name=args.run_name) as run:
         if args.items:
@@ -196,14 +297,18 @@ def main(argv: Sequence[str] | None = None) -> int:
             items, bbox, event, args.pre_days, args.post_days, max_cloud=args.max_cloud, where=where
         )
         log(f"{len(windows.pre)} item(s) before, {len(windows.post)} after the event of {event}; {km2:.2f} km2")
-        fuse = (
-            partial(fuse_change, weight=args.susceptibility_weight, prior=args.susceptibility_prior)
-            if args.susceptibility
-            else None
-        )
-        fuse_settings = (
-            {"weight": args.susceptibility_weight, "prior": args.susceptibility_prior} if args.susceptibility else None
-        )
+        segment, model_fit = _segmenter(seg_cfg, tracking_uri, windows, items, where, args.min_area_m2, log)
+        fuse, fuse_settings = None, None
+        if args.susceptibility or segment is not None:
+            fuse = partial(
+                fuse_change,
+                weight=args.susceptibility_weight,
+                prior=args.susceptibility_prior,
+                segmenter_weight=seg_cfg.weight,
+            )
+            fuse_settings = {"weight": args.susceptibility_weight, "prior": args.susceptibility_prior}
+            if segment is not None:
+                fuse_settings["segmenter_weight"] = seg_cfg.weight
         cache_dir = out.absolute().parent / f".{out.name}.blocks"
         with atomic_dir(out) as staging:  # the outputs appear all together, or not at all
             result = map_event(
@@ -212,6 +317,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 staging,
                 fuse=fuse,
                 fuse_settings=fuse_settings,
+                segment=segment,
                 engine=args.engine,
                 scheduler=args.scheduler,
                 workers=args.workers,
@@ -219,6 +325,14 @@ def main(argv: Sequence[str] | None = None) -> int:
                 resume=args.resume,
                 progress=log if args.verbose else lambda _m: None,
             )
+            if segment is not None:
+                result.summary["segmenter"]["model_fit"] = model_fit
+                result.summary["segmenter"]["engine"] = _engine_summary(segment)
+                sg = result.summary["segmenter"]
+                log(
+                    f"segmenter gate: the model ran on {sg['tiles_run']} of {sg['tiles_total']} tiles "
+                    f"({sg['skipped_share']:.0%} skipped, {sg['seconds']:.1f} s)"
+                )
             if args.reference:
                 result.summary["validation"] = score_against_reference(
                     staging, result.grid, args.reference, result.features
@@ -233,8 +347,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             {"n_landslides": s["n_landslides"], "detected_area_m2": s["detected_area_m2"], **s["timings"]}
             | {f"unobserved_{k}": v for k, v in s["unobserved_share"].items()}
             | {k: v for k, v in s.get("validation", {}).items() if isinstance(v, int | float)}
+            | (
+                {f"segmenter_{k}": s["segmenter"][k] for k in ("tiles_run", "tiles_skipped", "skipped_share")}
+                if segment is not None
+                else {}
+            )
         )
-        for name in ("summary.json", "report.html", "landslides.geojson", "landslides.gpkg", "probability.tif"):
+        names = ["summary.json", "report.html", "landslides.geojson", "landslides.gpkg", "probability.tif"]
+        for name in [*names, *(["segmenter.tif"] if segment is not None else [])]:
             mlflow.log_artifact(str(out / name))
     line = {
         "run_id": run.info.run_id,
@@ -245,7 +365,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         "items_post": len(windows.post),
         "blocks_resumed": s["blocks_resumed"],
         **{k: v for k, v in s.get("validation", {}).items()},
-        "segmenter": "none (change evidence alone)",
+        "segmenter": "none (change evidence alone)"
+        if segment is None
+        else f"{seg_cfg.model} on {s['segmenter']['tiles_run']}/{s['segmenter']['tiles_total']} tiles "
+        f"({s['segmenter']['skipped_share']:.0%} skipped by the gate)",
     }
     print_summary(line, as_json=args.json)
     return 0

@@ -26,6 +26,7 @@ about 80 MB), whatever the area's size.
 from __future__ import annotations
 
 import os
+import warnings
 from collections import OrderedDict
 from collections.abc import Sequence
 from typing import Any
@@ -79,11 +80,13 @@ def close_readers() -> None:
         _READERS.popitem()[1].close()
 
 
-def read_observation(obs: Observation, grid: Grid, window: Window) -> tuple[np.ndarray, np.ndarray]:
-    """``(bands (5, h, w) float32 reflectance, clear (h, w) bool)`` of one observation on a block."""
+def read_observation(
+    obs: Observation, grid: Grid, window: Window, names: Sequence[str] = COMPOSITE_BANDS
+) -> tuple[np.ndarray, np.ndarray]:
+    """``(bands (len(names), h, w) float32 reflectance, clear (h, w) bool)`` of one observation on a block."""
     h, w = int(window.height), int(window.width)
-    bands = np.empty((len(COMPOSITE_BANDS), h, w), dtype=np.float32)
-    for i, name in enumerate(COMPOSITE_BANDS):
+    bands = np.empty((len(names), h, w), dtype=np.float32)
+    for i, name in enumerate(names):
         f = obs.files[name]
         bands[i] = _read(f.path, f.index, grid, window, "bilinear") * np.float32(f.scale) + np.float32(f.offset)
     clear = np.all(np.isfinite(bands), axis=0)
@@ -129,6 +132,42 @@ def composite_block(observations: Sequence[Observation], grid: Grid, window: Win
     seen = count > 0
     out[:-1, seen] = np.nanmedian(stack[:, :, seen], axis=0)
     out[-1] = count.astype(np.float32)
+    return out
+
+
+def band_composite(
+    observations: Sequence[Observation], grid: Grid, window: Window, bands: Sequence[str], *, with_ndvi: bool = False
+) -> np.ndarray:
+    """Per-pixel medians of any ``bands`` (canonical names the observations hold) on one block, as
+    :func:`composite_block` makes them (the same clear-pixel rule, mosaic per acquisition, median per band over the
+    acquisitions), plus the median of each acquisition's NDVI last with ``with_ndvi``: ``(len(bands) [+ 1], h, w)``
+    float32 reflectance, NaN where no acquisition is clear. The inputs of a segmenter (``--imagery-model``)."""
+    names = list(dict.fromkeys([*bands, *(("B4", "B8") if with_ndvi else ())]))
+    h, w = int(window.height), int(window.width)
+    footprint = grid.subgrid(window)
+    n_out = len(bands) + int(with_ndvi)
+    per_date: list[np.ndarray] = []
+    for group in acquisitions(observations):
+        mosaic = np.full((len(names), h, w), np.nan, dtype=np.float32)
+        for obs in group:
+            if not _touches(obs, footprint):
+                continue
+            values, clear = read_observation(obs, grid, window, names)
+            fill = clear & np.isnan(mosaic[0])
+            mosaic[:, fill] = values[:, fill]
+        if np.isnan(mosaic[0]).all():
+            continue
+        layers = [mosaic[names.index(b)] for b in bands]
+        if with_ndvi:
+            layers.append(ndvi(mosaic[names.index("B4")], mosaic[names.index("B8")]))
+        per_date.append(np.stack(layers))
+    out = np.full((n_out, h, w), np.nan, dtype=np.float32)
+    if per_date:
+        stack = np.stack(per_date)
+        seen = np.isfinite(stack[:, 0]).any(axis=0)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # a band without a clear value where band 0 has one
+            out[:, seen] = np.nanmedian(stack[:, :, seen], axis=0)
     return out
 
 

@@ -46,11 +46,12 @@ from common.geo import (
 )
 from common.geo.grid import Window
 from imagery.change.acquisition import EventWindows, area_km2, output_grid
-from imagery.change.composite import LAYERS, acquisitions, close_readers, composite_block
+from imagery.change.composite import LAYERS, acquisitions, band_composite, close_readers, composite_block
 from imagery.change.detector import DetectorParams, change_score, detect, observed
 from imagery.change.engine import BlockCache, Engine, fingerprint, run_blocks
 from imagery.change.indices import dndvi, rdndvi
 from imagery.change.inventory import build_inventory
+from imagery.change.segmenter import BlockSegmenter, GateParams, tile_passes
 
 CHANGE_LAYERS: tuple[str, ...] = ("dNDVI", "rdNDVI", "dBSI", "slope_deg")
 #: ``fuse(score, susceptibility) -> probability``, all ``(h, w)`` float32 (susceptibility may be None).
@@ -68,6 +69,8 @@ class EventConfig:
     min_area_m2: float = 500.0
     block: int = 512
     detector: DetectorParams = field(default_factory=DetectorParams)
+    #: where the segmenter runs (``--imagery-model``; :mod:`imagery.change.segmenter`)
+    gate: GateParams = field(default_factory=GateParams)
 
 
 @dataclass
@@ -99,10 +102,13 @@ def process_block(
     config: EventConfig,
     grid: Grid,
     fuse: FuseFn | None = None,
+    segment: BlockSegmenter | None = None,
 ) -> dict[str, np.ndarray]:
     """One block as a task (picklable arguments, opens its own rasters): ``pre``/``post`` ``(8, h, w)``,
     ``change`` ``(4, h, w)``, ``probability`` ``(h, w)``, ``detected`` ``(h, w)`` uint8, ``susceptibility``
-    (NaN without one) and ``rejected`` ``[flat_ground, bare_before]`` pixel counts; timings in ``seconds``."""
+    (NaN without one) and ``rejected`` ``[flat_ground, bare_before]`` pixel counts; timings in ``seconds``
+    (composite, change, segmenter). With ``segment``: ``segmenter`` ``(h, w)`` (its probability on the tiles that
+    passed the gate, NaN elsewhere) and ``tiles`` ``[total, run]``."""
     p = config.detector
     t = time.perf_counter()
     pre = composite_block(windows.pre, grid, win)
@@ -115,12 +121,26 @@ def process_block(
     db = (post[_I_BSI] - pre[_I_BSI]).astype(np.float32)
     with RasterOnGrid(config.dem, grid, "cubic", bands=1) as dem:
         sl = terrain_window(slope, dem.read, grid, win, spacing=pixel_size_m(grid)).astype(np.float32)
+        dem_blk = dem.read(win) if segment is not None else None
     score = change_score(d, sl, ndvi_pre, pre[_I_COUNT], post[_I_COUNT], p)
     s_blk = np.full(score.shape, np.nan, np.float32)
     if config.susceptibility:
         with RasterOnGrid(config.susceptibility, grid, "bilinear", bands=1) as sus:
             s_blk = sus.read(win)
-    prob = fuse(score, s_blk if config.susceptibility else None) if fuse is not None else score
+    sus_or_none = s_blk if config.susceptibility else None
+    t_change = time.perf_counter() - t
+    extra: dict[str, np.ndarray] = {}
+    t = time.perf_counter()
+    if segment is not None:
+        extra = _segment_block(segment, win, windows, grid, config.gate, score, sus_or_none, sl, dem_blk)
+    t_seg = time.perf_counter() - t
+    t = time.perf_counter()
+    if fuse is None:
+        prob = score
+    elif segment is not None:
+        prob = fuse(score, sus_or_none, p_segmenter=extra["segmenter"])  # type: ignore[call-arg]
+    else:
+        prob = fuse(score, sus_or_none)
     prob = np.where(np.isfinite(score), prob, np.nan).astype(np.float32)
     hit = detect(d, sl, ndvi_pre, pre[_I_COUNT], post[_I_COUNT], p)
     with np.errstate(invalid="ignore"):
@@ -134,19 +154,57 @@ def process_block(
         "detected": hit.astype(np.uint8),
         "susceptibility": s_blk,
         "rejected": np.array(rejected, np.int64),
-        "seconds": np.array([t_comp, time.perf_counter() - t]),
+        "seconds": np.array([t_comp, t_change + time.perf_counter() - t, t_seg]),
+        **extra,
     }
 
 
-def _settings(windows: EventWindows, config: EventConfig, grid: Grid, fuse_settings: Any) -> tuple[dict, list]:
-    """What a block's result depends on: settings (JSON-able) and files (for :func:`engine.fingerprint`)."""
+def _segment_block(
+    segment: BlockSegmenter,
+    win: Window,
+    windows: EventWindows,
+    grid: Grid,
+    gate: GateParams,
+    score: np.ndarray,
+    sus: np.ndarray | None,
+    slope_deg: np.ndarray,
+    dem_m: np.ndarray | None,
+) -> dict[str, np.ndarray]:
+    """The segmenter on one block: the tiles passing the gate (:func:`imagery.change.segmenter.tile_passes`), the
+    composites of its bands (only when a tile passes) and its probability on those tiles."""
+    h, w = score.shape
+    tiles = segment.tiles(h, w)
+    run = [
+        (r, c, th, tw)
+        for r, c, th, tw in tiles
+        if tile_passes(score[r : r + th, c : c + tw], None if sus is None else sus[r : r + th, c : c + tw], gate)
+    ]
+    prob = np.full((h, w), np.nan, np.float32)
+    if run:
+        post = band_composite(windows.post, grid, win, segment.bands, with_ndvi=segment.with_ndvi)
+        pre = (
+            band_composite(windows.pre, grid, win, segment.bands, with_ndvi=segment.with_ndvi)
+            if segment.needs_pre
+            else None
+        )
+        dem = dem_m if dem_m is not None else np.full((h, w), np.nan, np.float32)
+        prob = np.asarray(segment(post, pre, slope_deg, dem, run), dtype=np.float32)
+    return {"segmenter": prob, "tiles": np.array([len(tiles), len(run)], np.int64)}
+
+
+def _settings(
+    windows: EventWindows, config: EventConfig, grid: Grid, fuse_settings: Any, segment: BlockSegmenter | None = None
+) -> tuple[dict, list]:
+    """What a block's result depends on: settings (JSON-able; the segmenter's weights digest among them) and files
+    (for :func:`engine.fingerprint`)."""
     obs = [*windows.pre, *windows.post]
     settings = {
-        "config": {**config.__dict__, "detector": config.detector.__dict__},
+        "config": {**config.__dict__, "detector": config.detector.__dict__, "gate": config.gate.__dict__},
         "grid": [grid.crs, list(grid.transform)[:6], grid.width, grid.height],
         "items": [[o.item_id, o.date.isoformat(), o.orbit] for o in obs],
         "fusion": fuse_settings,
-        "version": 1,
+        "segmenter": segment.describe() if segment is not None else None,
+        "version": 2,
     }
     files = [f.path for o in obs for f in o.files.values()] + [config.dem, config.susceptibility]
     return settings, files
@@ -159,6 +217,7 @@ def map_event(
     *,
     fuse: FuseFn | None = None,
     fuse_settings: Any = None,
+    segment: BlockSegmenter | None = None,
     engine: Engine = "local",
     scheduler: str | None = None,
     workers: int = 2,
@@ -170,7 +229,9 @@ def map_event(
 
     ``engine``/``scheduler``/``workers``: where the blocks run (:mod:`imagery.change.engine`). ``cache_dir``: the
     block cache (``resume`` reuses its blocks when every input and setting is unchanged; ``fuse_settings``
-    describe ``fuse`` for that check); removed after success.
+    describe ``fuse`` for that check); removed after success. ``segment``: the segmenter run on the tiles passing
+    ``config.gate`` (:mod:`imagery.change.segmenter`); its probability is written to ``segmenter.tif``, passed to
+    ``fuse`` as ``p_segmenter`` and summarised per polygon (``p_segmenter``).
     """
     t0 = time.perf_counter()
     grid = output_grid(config.bbox)
@@ -181,13 +242,16 @@ def map_event(
     counts = np.zeros(3, np.int64)  # unobserved before, unobserved after, observed (finite probability)
     rejected = np.zeros(2, np.int64)
     timings = {"composite_s": 0.0, "change_s": 0.0, "polygons_s": 0.0}
+    if segment is not None:
+        timings["segmenter_s"] = 0.0
     blocks = list(iter_windows(grid, config.block, config.block))
     cache = None
     if cache_dir is not None:
-        settings, files = _settings(windows, config, grid, fuse_settings)
+        settings, files = _settings(windows, config, grid, fuse_settings, segment)
         cache = BlockCache(cache_dir, fingerprint(settings, files), resume=resume)
     out.mkdir(parents=True, exist_ok=True)
-    task = partial(process_block, windows=windows, config=config, grid=grid, fuse=fuse)
+    task = partial(process_block, windows=windows, config=config, grid=grid, fuse=fuse, segment=segment)
+    seg_tiles = np.zeros(2, np.int64)  # tiles in all blocks, tiles the segmenter ran on
     with contextlib.ExitStack() as stack:
         desc = list(LAYERS)
         w_pre = stack.enter_context(
@@ -202,6 +266,11 @@ def map_event(
         w_prob = stack.enter_context(
             CogWriter(out / "probability.tif", grid, "float32", np.nan, 1, band_descriptions=["probability"])
         )
+        w_seg = None
+        if segment is not None:
+            w_seg = stack.enter_context(
+                CogWriter(out / "segmenter.tif", grid, "float32", np.nan, 1, band_descriptions=["p_segmenter"])
+            )
         n_done = [0]
 
         def collect(win: Window, r: dict[str, np.ndarray]) -> None:
@@ -219,6 +288,10 @@ def map_event(
             rejected = rejected + r["rejected"]
             timings["composite_s"] += float(r["seconds"][0])
             timings["change_s"] += float(r["seconds"][1])
+            if w_seg is not None:
+                w_seg.write(r["segmenter"][None], win)
+                seg_tiles[:] += r["tiles"]
+                timings["segmenter_s"] += float(r["seconds"][2])
             n_done[0] += 1
             progress(f"  block {n_done[0]}/{len(blocks)}: rows {rows.start}-{rows.stop}, cols {cols.start}-{cols.stop}")
 
@@ -233,8 +306,16 @@ def map_event(
     strips = StripPolygonizer(grid, min_area_m2=config.min_area_m2)
     for row in range(0, grid.height, config.block):
         strips.add(detected[row : row + config.block], row)
-    with _layer_reader(out, grid, config.susceptibility) as read:
-        features = build_inventory(strips.features(), grid, read, pre_dates=pre_dates, post_dates=post_dates)
+    seg_info = segment.describe() if segment is not None else None
+    with _layer_reader(out, grid, config.susceptibility, segmenter=segment is not None) as read:
+        features = build_inventory(
+            strips.features(),
+            grid,
+            read,
+            pre_dates=pre_dates,
+            post_dates=post_dates,
+            segmenter_threshold=float(seg_info["threshold"]) if seg_info else 0.5,
+        )
     write_gpkg(features, out / "landslides.gpkg", grid.crs, layer="landslides")
     write_geojson(features, out / "landslides.geojson", grid.crs)
     timings["polygons_s"] = time.perf_counter() - t
@@ -257,7 +338,7 @@ def map_event(
             "post": round(float(counts[1] / (grid.width * grid.height)), 4),
         },
         "detector": {k: getattr(p, k) for k in p.__dataclass_fields__},
-        "segmenter": "none: inventory from change evidence alone (no --imagery-model)",
+        "segmenter": _segmenter_summary(seg_info, seg_tiles, config.gate, timings),
         "susceptibility": config.susceptibility,
         "engine": engine,
         "blocks": len(blocks),
@@ -273,15 +354,37 @@ def map_event(
         "observed_pixels": int(counts[2]),
         "pixels": n_px,
         "timings": timings,
-        "outputs": ["pre.tif", "post.tif", "change.tif", "probability.tif", "landslides.gpkg", "landslides.geojson"],
+        "outputs": ["pre.tif", "post.tif", "change.tif", "probability.tif", "landslides.gpkg", "landslides.geojson"]
+        + (["segmenter.tif"] if segment is not None else []),
     }
     return EventResult(grid, features, summary)
 
 
+def _segmenter_summary(
+    info: dict[str, Any] | None, tiles: np.ndarray, gate: GateParams, timings: dict[str, float]
+) -> dict[str, Any] | str:
+    """The summary's ``segmenter`` entry: a sentence without a model; with one, the model, the gate and its tiles."""
+    if info is None:
+        return "none: inventory from change evidence alone (no --imagery-model)"
+    total, run = int(tiles[0]), int(tiles[1])
+    return {
+        **info,
+        "gate": {k: getattr(gate, k) for k in gate.__dataclass_fields__},
+        "tiles_total": total,
+        "tiles_run": run,
+        "tiles_skipped": total - run,
+        "skipped_share": round((total - run) / total, 4) if total else 0.0,
+        "seconds": timings.get("segmenter_s", 0.0),
+    }
+
+
 @contextlib.contextmanager
-def _layer_reader(out: Path, grid: Grid, susceptibility: str | None) -> Iterator[Callable[[Window], dict]]:
+def _layer_reader(
+    out: Path, grid: Grid, susceptibility: str | None, *, segmenter: bool = False
+) -> Iterator[Callable[[Window], dict]]:
     """``read(window) -> {layer: (h, w)}`` of the written COGs (and the susceptibility), for the inventory."""
     with contextlib.ExitStack() as stack:
+        seg = stack.enter_context(RasterOnGrid(out / "segmenter.tif", grid, "nearest", bands=1)) if segmenter else None
         prob = stack.enter_context(RasterOnGrid(out / "probability.tif", grid, "nearest", bands=1))
         chg = stack.enter_context(RasterOnGrid(out / "change.tif", grid, "nearest", bands=[1, 2, 3, 4]))
         pre = stack.enter_context(RasterOnGrid(out / "pre.tif", grid, "nearest", bands=[_I_NDVI + 1, _I_COUNT + 1]))
@@ -295,6 +398,8 @@ def _layer_reader(out: Path, grid: Grid, susceptibility: str | None) -> Iterator
             layers |= {"ndvi_pre": ndvi_pre, "ndvi_post": ndvi_post, "clear_pre": clear_pre, "clear_post": clear_post}
             if sus is not None:
                 layers["susceptibility"] = sus.read(win)
+            if seg is not None:
+                layers["p_segmenter"] = seg.read(win)
             return layers
 
         yield read

@@ -8,7 +8,9 @@ polygon). Per polygon, over its pixels (NaN ignored):
 ``id``, ``area_m2``, ``confidence`` (mean fused probability), ``max_probability``, ``mean_dndvi``,
 ``mean_rdndvi``, ``mean_dbsi``, ``mean_slope_deg``, ``mean_ndvi_pre``, ``mean_ndvi_post``, ``clear_obs_pre``
 and ``clear_obs_post`` (the fewest clear acquisitions of any of its pixels: the weakest evidence),
-``susceptibility`` (mean, when a susceptibility raster was given), ``pre_dates`` / ``post_dates`` (the
+``susceptibility`` (mean, when a susceptibility raster was given), ``p_segmenter`` (the segmenter's mean
+probability over the pixels it ran on, when ``--imagery-model`` was given; NaN/null where the gate kept it off the
+whole polygon), ``pre_dates`` / ``post_dates`` (the
 acquisition dates of each window, comma-separated), ``evidence`` (short tags joined by ``+``) and ``reason``
 (the cross-check in words), ``centroid_lon`` / ``centroid_lat``.
 """
@@ -32,8 +34,9 @@ HIGH_SUSCEPTIBILITY = 0.5
 LOW_SUSCEPTIBILITY = 0.2
 
 
-def reason(props: Mapping[str, Any]) -> tuple[str, str]:
-    """``(evidence, reason)`` of one polygon's properties (module docstring)."""
+def reason(props: Mapping[str, Any], segmenter_threshold: float = 0.5) -> tuple[str, str]:
+    """``(evidence, reason)`` of one polygon's properties (module docstring); ``p_segmenter`` at or above
+    ``segmenter_threshold`` (the model's own) reads "segmenter sees a scar", below it "segmenter sees none"."""
     tags: list[str] = ["vegetation_loss"]
     words = [
         f"vegetation loss (dNDVI {props['mean_dndvi']:+.2f}, NDVI {props['mean_ndvi_pre']:.2f} -> "
@@ -57,6 +60,14 @@ def reason(props: Mapping[str, Any]) -> tuple[str, str]:
         elif sus < LOW_SUSCEPTIBILITY:
             tags.append("low_susceptibility")
             words.append(f"yet low susceptibility ({sus:.2f}): check")
+    p_seg = props.get("p_segmenter")
+    if p_seg is not None and np.isfinite(p_seg):
+        if p_seg >= segmenter_threshold:
+            tags.append("segmenter_scar")
+            words.append(f"the segmenter sees a scar too (p {p_seg:.2f})")
+        else:
+            tags.append("segmenter_none")
+            words.append(f"the segmenter sees no scar (p {p_seg:.2f}): check")
     if min(props["clear_obs_pre"], props["clear_obs_post"]) <= 1:
         tags.append("few_views")
         words.append(
@@ -94,14 +105,15 @@ def build_inventory(
     *,
     pre_dates: Sequence[str],
     post_dates: Sequence[str],
+    segmenter_threshold: float = 0.5,
 ) -> list[Feature]:
     """The inventory from ``polygons`` (:func:`common.geo.polygonize` / :class:`common.geo.StripPolygonizer`
     output on ``grid``) with the module docstring's properties.
 
     ``read(window)`` returns the ``(h, w)`` layers of a window of ``grid``: ``probability``, ``dndvi``,
     ``rdndvi``, ``dbsi``, ``slope_deg``, ``ndvi_pre``, ``ndvi_post``, ``clear_pre``, ``clear_post`` and
-    optionally ``susceptibility``; each polygon reads only its own bounding window, so memory does not grow
-    with the area. Returns features sorted by confidence, highest first, ids 1..n in that order.
+    optionally ``susceptibility`` and ``p_segmenter``; each polygon reads only its own bounding window, so memory
+    does not grow with the area. Returns features sorted by confidence, highest first, ids 1..n in that order.
     """
     out: list[Feature] = []
     for feat in polygons:
@@ -126,7 +138,9 @@ def build_inventory(
         }
         if "susceptibility" in layers:
             props["susceptibility"] = round(_mean(layers["susceptibility"], inside), 4)
-        props["evidence"], props["reason"] = reason(props)
+        if "p_segmenter" in layers:
+            props["p_segmenter"] = round(_mean(layers["p_segmenter"], inside), 4)
+        props["evidence"], props["reason"] = reason(props, segmenter_threshold)
         props["pre_dates"] = ",".join(pre_dates)
         props["post_dates"] = ",".join(post_dates)
         props["centroid_lon"] = feat.properties["centroid_lon"]

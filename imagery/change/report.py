@@ -64,6 +64,14 @@ def write_report(out: Path, grid: Grid, features: Sequence[Feature], summary: di
     cols = ["id", "confidence", "area_m2", "mean_dndvi", "mean_slope_deg", "clear_obs_pre", "clear_obs_post", "reason"]
     if any("susceptibility" in f.properties for f in features):
         cols.insert(5, "susceptibility")
+    if any("p_segmenter" in f.properties for f in features):
+        cols.insert(5, "p_segmenter")
+    seg = summary["segmenter"]
+    if isinstance(seg, dict):
+        seg = (
+            f"segmenter {seg['model']} ({seg['temporal'] or 'single-date'}, on {' and '.join(seg['inputs'])}) ran on "
+            f"{seg['tiles_run']} of {seg['tiles_total']} tiles ({seg['skipped_share']:.0%} skipped by the gate)"
+        )
     rows = "".join(
         "<tr>" + "".join(f"<td>{html.escape(str(f.properties.get(c, '')))}</td>" for c in cols) + "</tr>"
         for f in features
@@ -75,7 +83,7 @@ td,th{{border:1px solid #ccc;padding:2px 6px;font-size:12px}} .legend span{{disp
 </style></head><body>
 <h1>Landslides after the event of {summary["event_date"]}</h1>
 <p>{summary["n_landslides"]} polygon(s), {summary["detected_area_m2"]:.0f} m2 detected over {summary["area_km2"]} km2;
-{html.escape(summary["segmenter"])}.</p>
+{html.escape(seg)}.</p>
 <div><img alt="before" src="data:image/png;base64,{pre}"><img alt="after" src="data:image/png;base64,{post}"></div>
 <p class="legend">confidence: <span style="background:#ffff00"></span> low
 <span style="background:#ff8000"></span> medium <span style="background:#ff0000"></span> high</p>

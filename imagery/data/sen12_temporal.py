@@ -34,6 +34,7 @@ import json
 import os
 import re
 import warnings
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -98,18 +99,11 @@ def temporal_channels(
     norm = norm or {}
     names: list[str] = []
     arrays: list[np.ndarray] = []
-    whens = ("post",) if temporal == "post" else ("pre", "post")
 
     def add(source: str, pre: np.ndarray, post: np.ndarray, diff_name: str) -> None:
-        stats = norm.get(source.split("_")[0], {})
-        mean, std = float(stats.get("mean", 0.0)), float(stats.get("std", 1.0)) or 1.0
-        comps = {"pre": pre, "post": post}
-        for w in whens:
-            arrays.append((comps[w] - mean) / std)
-            names.append(f"{source}@{w}")
-        if temporal == "pre-post-diff":
-            arrays.append((post - pre) / std)
-            names.append(f"{diff_name}@{'logratio' if diff_name in S1_BANDS else 'diff'}")
+        a, n = _source_channels(source, pre, post, diff_name, temporal, norm)
+        arrays.extend(a)
+        names.extend(n)
 
     ref = s2 if s2 is not None else (s1[0] if s1 else None)
     if ref is None:
@@ -118,11 +112,12 @@ def temporal_channels(
         if s2 is None:
             raise UserError(f"--sensor {sensor}: no Sentinel-2 patch")
         _need_event(s2)
-        for b in S2_BANDS:
-            add(b, s2.composite(b, s2.pre), s2.composite(b, s2.post), b)
-        if temporal == "pre-post-diff":
-            arrays.append(s2.composite("NDVI", s2.post) - s2.composite("NDVI", s2.pre))
-            names.append("NDVI@diff")
+        needs = (*S2_BANDS, "NDVI") if temporal == "pre-post-diff" else S2_BANDS
+        a, n = s2_channels(
+            {b: s2.composite(b, s2.pre) for b in needs}, {b: s2.composite(b, s2.post) for b in needs}, temporal, norm
+        )
+        arrays.extend(a)
+        names.extend(n)
     if "s1" in sensor.split("+"):
         if not s1:
             raise UserError(f"--sensor {sensor}: no Sentinel-1 twin (<region>_s1asc_<id>.nc / _s1dsc_) of {ref.path}")
@@ -136,12 +131,66 @@ def temporal_channels(
             add(f"{b}_dB", pre, post, b)
     arrays.append(_slope(ref))
     names.append("slope")
-    stack = np.stack(arrays).astype(np.float32)
+    stack, filled = fill_missing(np.stack(arrays).astype(np.float32))
+    return stack, tuple(names), filled
+
+
+def _source_channels(
+    source: str,
+    pre: np.ndarray,
+    post: np.ndarray,
+    diff_name: str,
+    temporal: str,
+    norm: dict[str, dict[str, float]],
+) -> tuple[list[np.ndarray], list[str]]:
+    """The channels of one source (an S2 band or an S1 polarisation in dB): ``<source>@pre`` / ``@post`` as
+    ``--temporal`` asks, normalised by the band's statistics, then ``<diff_name>@diff`` (``@logratio`` for S1)."""
+    stats = norm.get(source.split("_")[0], {})
+    mean, std = float(stats.get("mean", 0.0)), float(stats.get("std", 1.0)) or 1.0
+    comps = {"pre": pre, "post": post}
+    whens = ("post",) if temporal == "post" else ("pre", "post")
+    arrays = [(comps[w] - mean) / std for w in whens]
+    names = [f"{source}@{w}" for w in whens]
+    if temporal == "pre-post-diff":
+        arrays.append((post - pre) / std)
+        names.append(f"{diff_name}@{'logratio' if diff_name in S1_BANDS else 'diff'}")
+    return arrays, names
+
+
+def s2_channels(
+    pre: Mapping[str, np.ndarray],
+    post: Mapping[str, np.ndarray],
+    temporal: str,
+    norm: dict[str, dict[str, float]] | None = None,
+    bands: Sequence[str] = S2_BANDS,
+) -> tuple[list[np.ndarray], list[str]]:
+    """The Sentinel-2 channels of a temporal set from pre- and post-event composites (the one home of that rule,
+    used for training here and by ``pipelines.map_event`` on its event composites).
+
+    ``pre`` / ``post``: ``{band: (H, W) reflectance}`` per-pixel medians of the clear observations of each window,
+    keyed by the Sen12Landslides names of ``bands`` (``B04``...), plus ``"NDVI"`` (the median of each date's NDVI)
+    for ``pre-post-diff``; ``pre`` may be empty for ``post``. Returns the channels (NaN kept where a composite is)
+    and their names, in the order :func:`temporal_channels` gives them (slope not included)."""
+    arrays: list[np.ndarray] = []
+    names: list[str] = []
+    for b in bands:
+        a, n = _source_channels(b, pre.get(b, post[b]), post[b], b, temporal, norm or {})
+        arrays.extend(a)
+        names.extend(n)
+    if temporal == "pre-post-diff":
+        arrays.append(post["NDVI"] - pre["NDVI"])
+        names.append("NDVI@diff")
+    return arrays, names
+
+
+def fill_missing(stack: np.ndarray) -> tuple[np.ndarray, float]:
+    """``stack`` ``(C, H, W)`` with each channel's non-finite values replaced by the channel's median (0 when it
+    has none), in place, and the share so filled: a pixel with no clear step reaches no model as NaN."""
     bad = ~np.isfinite(stack)
     for c in np.flatnonzero(bad.any(axis=(1, 2))):
         finite = stack[c][np.isfinite(stack[c])]
         stack[c][bad[c]] = float(np.median(finite)) if finite.size else 0.0
-    return stack, tuple(names), float(bad.mean())
+    return stack, float(bad.mean())
 
 
 def _need_event(p: Sen12Patch) -> None:

@@ -26,6 +26,7 @@ from common.tracking import log_fingerprint
 from imagery.data import load_patches
 from imagery.data.chips import ChipSpec, is_chip_folder, load_chips
 from imagery.data.patches import IGNORE
+from imagery.data.sen12_temporal import is_sen12_folder, load_sen12_temporal
 from imagery.inference.config import EvalConfig
 from imagery.inference.engine import log_engine_summary
 from imagery.inference.metrics import segmentation_metrics
@@ -70,9 +71,27 @@ class EvalResult:
 def evaluate_split(cfg: EvalConfig, *, tracking_uri: str | None = None) -> EvalResult:
     """Evaluate the segmenter ``cfg.model_uri`` on the labelled split ``cfg.split`` of ``cfg.data``.
 
+    A model trained on a Sen12Landslides temporal set (``SegmenterMeta.temporal``) is evaluated on a folder of
+    Sen12Landslides patches (``<region>_s2_<id>.nc``, ``imagery.data.sen12_temporal``): each patch's pre/post-event
+    composites built from its time series as for training (the split file and norm statistics when present); it
+    refuses single-date data in one line, and a single-date model refuses a Sen12Landslides folder.
+
     Logs the data fingerprint and the metrics to the active MLflow run.
     """
-    if cfg.layout is None and is_chip_folder(cfg.data):
+    segmenter = load_segmenter(cfg.model_uri, device=cfg.device, tracking_uri=tracking_uri, runtime=cfg.runtime)
+    temporal = getattr(segmenter.meta, "temporal", None)
+    if cfg.layout is None and is_sen12_folder(cfg.data):
+        if not temporal:
+            raise UserError(
+                f"--data {cfg.data} holds Sen12Landslides time series; the model {cfg.model_uri} is single-date "
+                "(no temporal set): evaluate it on L4S patches or chips, or train one with --temporal"
+            )
+        # the pre/post composites of each patch's time series, as train_imagery built them for this model
+        patches = load_sen12_temporal(cfg.data, temporal, segmenter.meta.sensor or "s2", split=cfg.split)
+    elif temporal:
+        segmenter.meta.require_single_date(f"--data {cfg.data}")
+        raise AssertionError("unreachable")  # pragma: no cover
+    elif cfg.layout is None and is_chip_folder(cfg.data):
         spec = ChipSpec(
             image_bands=tuple(cfg.image_bands) if cfg.image_bands else None,
             image_scale=cfg.image_scale,
@@ -84,7 +103,6 @@ def evaluate_split(cfg: EvalConfig, *, tracking_uri: str | None = None) -> EvalR
         patches = load_patches(cfg.data, cfg.split, layout=cfg.layout, require_masks=True)
     if len(patches) == 0:
         raise UserError(f"{cfg.data}: split {cfg.split!r} has no patches")
-    segmenter = load_segmenter(cfg.model_uri, device=cfg.device, tracking_uri=tracking_uri, runtime=cfg.runtime)
     missing = [b for b in segmenter.bands if b not in patches.bands]
     if missing:
         raise UserError(

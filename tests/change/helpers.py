@@ -114,6 +114,7 @@ def write_synthetic_items(
         write_cog(folder / f"{day}_SCL.tif", scl, grid, nodata=0)
         assets["SCL"] = {"href": f"{day}_SCL.tif"}
         props = {"datetime": f"{day}T10:00:00Z", "eo:cloud_cover": 20.0} if with_dates else {}
+        props["synthetic"] = True  # a synthetic-data model on it draws no "real scene" warning
         features.append(
             {
                 "type": "Feature",

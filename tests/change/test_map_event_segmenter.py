@@ -1,0 +1,209 @@
+"""map_event --imagery-model: a tiny segmenter trained in the test, run on the gated tiles of the synthetic event
+world (temporal and single-date), fused per pixel and summarised per polygon; refusals in one line."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from common.cli import run_main
+from common.geo import RasterOnGrid
+from pipelines.map_event import main
+from tests.change.helpers import SYN_GRID, lonlat_box, write_synthetic_items
+from tests.change.models import single_date_model, temporal_model
+
+EVENT = "2023-05-16"
+SLIDE_CENTRE = (60, 66)
+QUIET = (5, 5)  # covered only by the tile at (0, 0): no change in it, the gate skips it
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny tiles: one thread is fastest, and far faster on a loaded shared machine
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    return write_synthetic_items(tmp_path_factory.mktemp("segworld"))
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("segmodels")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return {
+            "pre-post": temporal_model(root / "pre-post", "pre-post", steps=20),
+            "single": single_date_model(root / "single", steps=3),
+        }
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _argv(items: Path, dem: Path, out: Path, *extra: str) -> list[str]:
+    bbox = lonlat_box(SYN_GRID, inset_m=60.0)
+    return ["--bbox", *map(str, bbox), "--event-date", EVENT, "--items", str(items), "--dem", str(dem),
+            "--out", str(out), "--block", "96", "--device", "cpu", "--runtime", "torch", *extra]  # fmt: skip
+
+
+def _read(path: Path) -> np.ndarray:
+    with RasterOnGrid(path, SYN_GRID, "nearest", bands=1) as r:
+        return r.read()
+
+
+def _features(out: Path) -> list[dict]:
+    return [f["properties"] for f in json.loads((out / "landslides.geojson").read_text())["features"]]
+
+
+def test_temporal_model_runs_on_gated_tiles_and_is_fused(world, models, tmp_path: Path, tracking_uri: str) -> None:
+    items, dem = world
+    plain, with_model = tmp_path / "plain", tmp_path / "model"
+    assert main(_argv(items, dem, plain)) == 0
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)  # a synthetic model on the synthetic world: no warning
+        assert main(_argv(items, dem, with_model, "--imagery-model", str(models["pre-post"]))) == 0
+    s = json.loads((with_model / "summary.json").read_text())["segmenter"]
+    assert s["inputs"] == ["pre", "post"] and s["temporal"] == "pre-post"
+    assert s["tiles_total"] == 16 and 0 < s["tiles_run"] < 16
+    assert s["skipped_share"] == pytest.approx((16 - s["tiles_run"]) / 16, abs=1e-4) and s["skipped_share"] > 0
+    assert s["model_fit"]["gsd_ratio"] == 1.0 and s["model_fit"]["training_data"] == "synthetic"
+    assert "segmenter.tif" in json.loads((with_model / "summary.json").read_text())["outputs"]
+    assert "none" in json.loads((plain / "summary.json").read_text())["segmenter"]
+    seg = _read(with_model / "segmenter.tif")
+    assert np.isnan(seg[QUIET])  # the gate kept the segmenter off this tile: no p_segmenter, not 0
+    assert seg[SLIDE_CENTRE] > 0.5  # the trained model sees the scar
+    # fused: a segmenter above 0.5 raises the change probability, none leaves it as it was
+    p0, p1 = _read(plain / "probability.tif"), _read(with_model / "probability.tif")
+    assert p1[SLIDE_CENTRE] > p0[SLIDE_CENTRE]
+    assert p1[QUIET] == pytest.approx(p0[QUIET], abs=1e-6)
+    slide = [f for f in _features(with_model) if f["p_segmenter"] is not None]
+    assert len(slide) == 1 and slide[0]["p_segmenter"] > 0.5 and "segmenter_scar" in slide[0]["evidence"]
+    assert slide[0]["confidence"] >= _features(plain)[0]["confidence"]
+    # --no-gate: every observed tile runs
+    ungated = tmp_path / "ungated"
+    assert main(_argv(items, dem, ungated, "--imagery-model", str(models["pre-post"]), "--no-gate")) == 0
+    s2 = json.loads((ungated / "summary.json").read_text())["segmenter"]
+    assert s2["tiles_run"] == 16 and s2["skipped_share"] == 0 and np.isfinite(_read(ungated / "segmenter.tif")[QUIET])
+    assert "p_segmenter" in (with_model / "report.html").read_text()
+
+
+def test_single_date_model_runs_on_the_post_composite_only(
+    world, models, tmp_path: Path, tracking_uri: str, monkeypatch
+) -> None:
+    import imagery.change.event as event
+
+    items, dem = world
+    seen: list[str] = []
+    real = event.band_composite
+
+    def spy(observations, grid, window, bands, **kw):
+        seen.append("post" if observations[0].date.isoformat() > EVENT else "pre")
+        return real(observations, grid, window, bands, **kw)
+
+    monkeypatch.setattr(event, "band_composite", spy)
+    out = tmp_path / "single"
+    assert main(_argv(items, dem, out, "--imagery-model", str(models["single"]))) == 0
+    s = json.loads((out / "summary.json").read_text())["segmenter"]
+    assert s["inputs"] == ["post"] and s["temporal"] is None and s["composite_bands"] == ["B2", "B3", "B4", "B8", "B11"]
+    assert seen and set(seen) == {"post"}  # the pre-event composite of the model's bands is never made
+    seg = _read(out / "segmenter.tif")
+    assert np.isnan(seg[QUIET]) and np.isfinite(seg[SLIDE_CENTRE])
+
+
+def _edited(model: Path, dst: Path, **fields: object) -> Path:
+    shutil.copytree(model, dst)
+    meta = json.loads((dst / "model_meta.json").read_text())
+    meta.update(fields)
+    (dst / "model_meta.json").write_text(json.dumps(meta))
+    return dst
+
+
+@pytest.mark.parametrize(
+    ("fields", "words"),
+    [
+        ({"gsd_m": 30.0}, "learnt at 30 m"),
+        ({"sensor": "s2+s1"}, "Sentinel-1"),
+    ],
+)
+def test_models_map_event_cannot_feed_are_refused_in_one_line(
+    fields, words, world, models, tmp_path: Path, tracking_uri: str, capsys
+) -> None:
+    items, dem = world
+    model = _edited(models["pre-post"], tmp_path / "m", **fields)
+    out = tmp_path / "out"
+    assert run_main(main, _argv(items, dem, out, "--imagery-model", str(model))) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and words in err[0], err
+    assert not out.exists()
+
+
+def test_resume_fingerprint_holds_the_model_and_the_gate(world, models) -> None:
+    from imagery.change.acquisition import output_grid, select_observations
+    from imagery.change.engine import fingerprint
+    from imagery.change.event import EventConfig, _settings
+    from imagery.change.segmenter import GateParams
+    from imagery.data.stac import load_items
+    from imagery.inference.event import EventSegmenter
+
+    items, dem = world
+    bbox = lonlat_box(SYN_GRID, inset_m=60.0)
+    import datetime as dt
+
+    windows = select_observations(load_items(str(items)), bbox, dt.date(2023, 5, 16), 90, 45)
+    cfg = EventConfig(bbox=bbox, dem=str(dem))
+    grid = output_grid(bbox)
+    a = EventSegmenter(str(models["pre-post"]), device="cpu", runtime="torch")
+    b = EventSegmenter(str(models["single"]), device="cpu", runtime="torch")
+
+    def digest(config: EventConfig, seg: object) -> str:
+        return fingerprint(*_settings(windows, config, grid, None, seg))
+
+    base = digest(cfg, a)
+    assert base == digest(cfg, a)
+    assert base != digest(cfg, b) != digest(cfg, None)
+    assert base != digest(EventConfig(bbox=bbox, dem=str(dem), gate=GateParams(enabled=False)), a)
+
+
+def test_a_temporal_model_refuses_single_date_data_in_one_line(models, tmp_path: Path, tracking_uri: str, capsys):
+    from imagery.data.synthetic import write_synthetic_l4s
+    from pipelines import evaluate_imagery
+
+    data = write_synthetic_l4s(tmp_path / "l4s", n_patches=2, size=32)
+    argv = ["--model", str(models["pre-post"]), "--data", str(data), "--device", "cpu", "--runtime", "torch"]
+    assert run_main(evaluate_imagery.main, argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "temporal set 'pre-post'" in err[0], err
+
+
+@pytest.mark.slow  # a local Dask cluster takes about a minute to start on a loaded 2-core machine
+def test_dask_engine_runs_the_segmenter_like_local(world, models, tmp_path: Path, tracking_uri: str) -> None:
+    items, dem = world
+    extra = ("--imagery-model", str(models["pre-post"]), "--block", "48")
+    assert main(_argv(items, dem, tmp_path / "local", *extra)) == 0
+    assert main(_argv(items, dem, tmp_path / "dask", *extra, "--engine", "dask", "--workers", "1")) == 0
+    for name in ("segmenter.tif", "probability.tif"):
+        np.testing.assert_allclose(_read(tmp_path / "local" / name), _read(tmp_path / "dask" / name), atol=1e-5)
+    assert _features(tmp_path / "local") == _features(tmp_path / "dask")
+
+
+def test_fusion_rule_with_a_segmenter() -> None:
+    from fusion.change_fusion import fuse_change
+
+    score = np.array([0.5, 0.5, 0.5, np.nan], np.float32)
+    seg = np.array([0.9, 0.1, np.nan, 0.9], np.float32)
+    out = fuse_change(score, None, p_segmenter=seg)
+    np.testing.assert_allclose(out[:3], [0.75, 0.25, 0.5], atol=1e-4)  # half a logit each way; NaN: no evidence
+    assert np.isnan(out[3])  # unobserved stays unobserved
+    np.testing.assert_allclose(fuse_change(score, None, p_segmenter=seg, segmenter_weight=0.0)[:3], 0.5, atol=1e-4)
+    with pytest.raises(ValueError, match="segmenter_weight"):
+        fuse_change(score, None, p_segmenter=seg, segmenter_weight=2.0)
