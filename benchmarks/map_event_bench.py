@@ -7,6 +7,12 @@ it in a fresh process per engine, side by side: ``local`` and ``dask`` (2 worker
 time, the command's own timings (compositing, change, polygons) per tile, and the peak RSS of the largest
 process (``RUSAGE_CHILDREN``: the command, or the biggest Dask worker), with the ratio against ``local``.
 A full Sentinel-2 tile is 10980 px; memory grows with the area only through the 1-byte detection mask.
+
+``--segmenter``: instead of the engines, the segmenter gate (``imagery.change.segmenter``): a small RAU-Net 1
+(width 8, random weights: the time is what is measured) with the pre-post temporal channels of the world's bands runs
+through ``--imagery-model`` on the local engine, gated (the defaults) and with ``--no-gate``, side by side: wall
+time, the segmenter's own time, tiles run of all and the skipped share, with the ratio against ``--no-gate``.
+``--threads`` sets torch's threads in the command (``OMP_NUM_THREADS``; default 1: this machine is shared).
 """
 
 from __future__ import annotations
@@ -87,11 +93,38 @@ def make_world(folder: Path, tile: int, n_dates: int, seed: int = 0) -> tuple[Pa
     return items, folder / "dem.tif", bbox
 
 
-def run(engine: str, items: Path, dem: Path, bbox: tuple[float, ...], out: Path) -> dict:
+def make_model(folder: Path) -> Path:
+    """A small RAU-Net 1 (width 8, random weights) on the pre-post channels of the world's bands, saved as a folder."""
+    import torch  # noqa: PLC0415 - only for --segmenter
+
+    from imagery.data.sen12_temporal import s2_channels  # noqa: PLC0415
+    from imagery.inference import SegmenterMeta, save_segmenter_files  # noqa: PLC0415
+    from imagery.models import create_model  # noqa: PLC0415
+
+    bands = ("B02", "B03", "B04", "B08", "B11")
+    one = {b: np.zeros((1, 1), np.float32) for b in bands}
+    names = [*s2_channels(one, one, "pre-post", bands=bands)[1], "slope"]
+    torch.manual_seed(0)
+    kw = {"in_channels": len(names), "num_classes": 2, "head": "mono", "base_width": 8}
+    meta = SegmenterMeta("small_rau_net1", kw, 23, band_order=names, head="mono", channels=names)
+    meta.temporal, meta.sensor = "pre-post", "s2"
+    save_segmenter_files(create_model("small_rau_net1", **kw), meta, folder)
+    return folder
+
+
+def run(
+    engine: str,
+    items: Path,
+    dem: Path,
+    bbox: tuple[float, ...],
+    out: Path,
+    extra: tuple[str, ...] = (),
+    threads: int = 0,
+) -> dict:
     cmd = [sys.executable, "-m", "pipelines.map_event", "--bbox", *map(str, bbox), "--event-date", "2023-05-16"]
     cmd += ["--items", str(items), "--dem", str(dem), "--out", str(out), "--engine", engine, "--workers", "2"]
-    cmd += ["--tracking-uri", f"sqlite:///{out.parent / 'mlflow.db'}", "--pre-days", "90", "--post-days", "90"]
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    cmd += ["--tracking-uri", f"sqlite:///{out.parent / 'mlflow.db'}", "--pre-days", "90", "--post-days", "90", *extra]
+    env = {**os.environ, "PYTHONPATH": str(ROOT), **({"OMP_NUM_THREADS": str(threads)} if threads else {})}
     t = time.perf_counter()
     code = f"import resource,subprocess,sys; r=subprocess.run({cmd!r}, env=None).returncode; " \
         "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss // 1024); sys.exit(r)"  # fmt: skip
@@ -101,7 +134,42 @@ def run(engine: str, items: Path, dem: Path, bbox: tuple[float, ...], out: Path)
         raise SystemExit(f"{engine} failed:\n{proc.stderr[-2000:]}")
     peak = int(proc.stdout.strip().splitlines()[-1])
     summary = json.loads((out / "summary.json").read_text())
-    return {"wall_s": wall, "peak_mb": peak, **summary["timings"], "n": summary["n_landslides"], "out": out}
+    seg = summary["segmenter"] if isinstance(summary["segmenter"], dict) else {}
+    return {
+        "wall_s": wall,
+        "peak_mb": peak,
+        **summary["timings"],
+        "n": summary["n_landslides"],
+        "out": out,
+        "tiles_run": seg.get("tiles_run"),
+        "tiles_total": seg.get("tiles_total"),
+        "skipped_share": seg.get("skipped_share"),
+    }
+
+
+def gate_bench(args: argparse.Namespace) -> None:
+    """The segmenter gate on vs ``--no-gate``, side by side (module docstring)."""
+    with tempfile.TemporaryDirectory() as tmp_name:
+        tmp = Path(tmp_name)
+        items, dem, bbox = make_world(tmp, args.tile, args.dates)
+        model = make_model(tmp / "model")
+        common = ("--imagery-model", str(model), "--device", "cpu", "--runtime", "torch")
+        res = {
+            "no-gate": run("local", items, dem, bbox, tmp / "nogate", (*common, "--no-gate"), args.threads),
+            "gate": run("local", items, dem, bbox, tmp / "gate", common, args.threads),
+        }
+    base = res["no-gate"]
+    print(f"world: 2 tiles of {args.tile} px, {args.dates}+{args.dates} dates; torch threads {args.threads}")
+    print(f"{'mode':8} {'wall s':>8} {'ratio':>6} {'segmenter s':>12} {'ratio':>6} {'tiles run':>14} {'skipped':>8} "
+          f"{'polygons':>9} {'peak MB':>8}")  # fmt: skip
+    for mode, r in res.items():
+        print(
+            f"{mode:8} {r['wall_s']:8.1f} {r['wall_s'] / base['wall_s']:6.2f} {r['segmenter_s']:12.1f} "
+            f"{r['segmenter_s'] / base['segmenter_s']:6.2f} {r['tiles_run']:>6}/{r['tiles_total']:<7} "
+            f"{r['skipped_share']:8.1%} {r['n']:9d} {r['peak_mb']:8d}"
+        )
+    saved = base["wall_s"] - res["gate"]["wall_s"]
+    print(f"time saved by the gate: {saved:.1f} s of {base['wall_s']:.1f} s; load: {os.getloadavg()}")
 
 
 def main() -> None:
@@ -109,7 +177,12 @@ def main() -> None:
     p.add_argument("--tile", type=int, default=1024, help="tile size, px (a Sentinel-2 tile is 10980)")
     p.add_argument("--dates", type=int, default=6, help="acquisitions per window (default 6)")
     p.add_argument("--engines", default="local,dask", help="engines to run, comma-separated (default local,dask)")
+    p.add_argument("--segmenter", action="store_true", help="measure the segmenter gate instead of the engines")
+    p.add_argument("--threads", type=int, default=1, help="--segmenter: torch threads in the command (default 1)")
     args = p.parse_args()
+    if args.segmenter:
+        gate_bench(args)
+        return
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
         t = time.perf_counter()

@@ -113,3 +113,24 @@ def single_date_model(folder: Path, *, size: int = 32, steps: int = 5, seed: int
     _fit(model, x, masks, steps)
     spec_folder = _save(folder, model, kw, bands, size, channel_set=14, channels=names, **meta)
     return spec_folder
+
+
+def real_temporal_model(folder: Path, data: Path, temporal: str = "pre-post", *, steps: int = 8, seed: int = 0) -> Path:
+    """A width-4 small RAU-Net trained for ``steps`` Adam steps on the Sen12Landslides patches of ``data`` (all S2
+    bands, ``load_sen12_temporal``): a path test, not a model worth its name."""
+    from imagery.data.sen12_temporal import load_sen12_temporal
+
+    torch.manual_seed(seed)
+    ps = load_sen12_temporal(data, temporal, "s2")
+    names = list(ps.bands)
+    kw = {"in_channels": len(names), "num_classes": 2, "head": "mono", "base_width": 4}
+    model = create_model("small_rau_net1", **kw)
+    _fit(model, np.asarray(ps.images), np.asarray(ps.masks), steps)
+    spec = _save(folder, model, kw, names, int(ps.images.shape[-1]), temporal=temporal, sensor="s2")
+    meta_path = spec / "model_meta.json"
+    import json
+
+    meta = json.loads(meta_path.read_text())
+    meta["training_data"] = {"name": str(data), "kind": "real", "fingerprint": "test"}
+    meta_path.write_text(json.dumps(meta))
+    return spec

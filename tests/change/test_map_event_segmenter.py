@@ -207,3 +207,16 @@ def test_fusion_rule_with_a_segmenter() -> None:
     np.testing.assert_allclose(fuse_change(score, None, p_segmenter=seg, segmenter_weight=0.0)[:3], 0.5, atol=1e-4)
     with pytest.raises(ValueError, match="segmenter_weight"):
         fuse_change(score, None, p_segmenter=seg, segmenter_weight=2.0)
+
+
+def test_a_synthetic_model_on_real_items_warns(world, models, tmp_path: Path, tracking_uri: str) -> None:
+    items, dem = world
+    data = json.loads(items.read_text())
+    for f in data["features"]:
+        f["properties"].pop("synthetic")  # items that do not say they are synthetic are taken as real
+    real = items.parent / "items_real.json"
+    real.write_text(json.dumps(data))
+    out = tmp_path / "out"
+    with pytest.warns(UserWarning, match="learnt from synthetic data only"):
+        assert main(_argv(real, dem, out, "--imagery-model", str(models["single"]))) == 0
+    assert json.loads((out / "summary.json").read_text())["segmenter"]["model_fit"]["training_data"] == "synthetic"
