@@ -9,6 +9,13 @@
   ``rdNDVI = 100 * (NDVI_post - NDVI_pre) / sqrt(NDVI_pre + NDVI_post)``; it scales the loss by the vegetation
   there was, so a loss on dense forest stands out less than the same loss on sparse cover. Where
   ``NDVI_pre + NDVI_post <= 0`` (water, snow, bare both times) it is undefined: NaN, as HazMapper masks it.
+  Checked on 2026-12-06 against what this project can read of the paper (NHESS 21, 1495-1511, 2021,
+  doi:10.5194/nhess-21-1495-2021): its abstract names the metric ("the relative difference in the normalized
+  difference vegetation index (rdNDVI)"), but the stored copies stop before its equation, so the formula above (the
+  one HazMapper's documentation gives, as we know it) is **not verified against the paper's text**. It is reported
+  (``change.tif`` band 2, ``mean_rdndvi``) and not used by the detector, which thresholds dNDVI. The synthetic event
+  world's meadow (sparse before, green after: seasonal greening on a slope) has rdNDVI > 0 and is not detected
+  (``tests/change/test_map_event.py``).
 """
 
 from __future__ import annotations

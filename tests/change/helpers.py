@@ -71,9 +71,12 @@ FIELD = (slice(40, 60), slice(8, 28))  # harvested field on flat ground
 QUARRY = (slice(8, 24), slice(60, 76))  # bare before and after, on the slope
 SLIDE = (slice(50, 70), slice(58, 74))  # vegetated before, bare after, on the slope
 CLOUD = (slice(48, 60), slice(56, 80))  # a cloud over part of the landslide on the first post date
+MEADOW = (slice(78, 94), slice(52, 92))  # sparse before, green after on the slope: seasonal greening, not a change
 SYN_GRID = Grid("EPSG:32632", Affine(10.0, 0.0, 600000.0, 0.0, -10.0, 5000000.0), 96, 96)
 VEG = {"B2": 0.03, "B3": 0.06, "B4": 0.03, "B8": 0.35, "B11": 0.15}
 BARE = {"B2": 0.12, "B3": 0.15, "B4": 0.18, "B8": 0.24, "B11": 0.32}
+SPARSE = {"B2": 0.05, "B3": 0.08, "B4": 0.08, "B8": 0.20, "B11": 0.20}  # meadow before the growing season (NDVI 0.43)
+GREEN = {"B2": 0.03, "B3": 0.07, "B4": 0.04, "B8": 0.32, "B11": 0.16}  # the same meadow after (NDVI 0.78)
 
 
 def synthetic_dem(grid: Grid = SYN_GRID) -> np.ndarray:
@@ -104,6 +107,7 @@ def write_synthetic_items(
         for band, veg in VEG.items():
             arr = np.full(grid.shape, veg * (1.05 if post and band == "B8" else 1.0), np.float32)  # seasonal greening
             arr[QUARRY] = BARE[band]
+            arr[MEADOW] = (GREEN if post else SPARSE)[band]
             if post:
                 arr[FIELD] = BARE[band]
                 arr[SLIDE] = BARE[band]

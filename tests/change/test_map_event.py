@@ -13,6 +13,7 @@ from common.geo import RasterOnGrid, write_cog
 from pipelines.map_event import main
 from tests.change.helpers import (
     FIELD,
+    MEADOW,
     QUARRY,
     SLIDE,
     SYN_GRID,
@@ -53,6 +54,10 @@ def test_landslide_found_field_and_quarry_not(world, tmp_path: Path, tracking_ur
     assert np.nanmean(prob[SLIDE]) > 0.95  # loss, steep, vegetated before
     assert np.nanmean(prob[FIELD]) < 0.55  # the same loss, damped by the slope gate's floor (0.5)
     assert np.nanmean(prob[QUARRY]) < 0.1  # no loss: bare before and after
+    assert np.nanmax(prob[MEADOW]) < 0.05  # seasonal greening (vegetation gain on the slope) is not a landslide
+    with RasterOnGrid(out / "change.tif", SYN_GRID, "nearest", bands=[1, 2]) as r:
+        dndvi, rdndvi = r.read()
+    assert np.nanmin(dndvi[MEADOW]) > 0.3 and np.nanmin(rdndvi[MEADOW]) > 0  # a gain, seen as one
     with RasterOnGrid(out / "post.tif", SYN_GRID, "nearest") as r:
         assert r.count == 8
         count = r.read()[-1]
