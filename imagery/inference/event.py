@@ -46,13 +46,20 @@ _LOADED: dict[tuple[Any, ...], Any] = {}
 TERRAIN = ("slope", "DEM")
 
 
-def _load(uri: str, tracking_uri: str | None, device: str, runtime: str) -> Any:
+def _load(uri: str, tracking_uri: str | None, device: str, runtime: str, digest: str | None) -> Any:
+    """The segmenter at ``uri``, loaded once per process; ``digest``: the weights it must have (``None``: load
+    afresh). A model that changed under the same URI (an alias moved during the run) is a one-line error."""
     key = (uri, tracking_uri, device, runtime)
     seg = _LOADED.get(key)
-    if seg is None:
+    if seg is None or digest is None or str(seg.digest) != digest:
         seg = load_segmenter(uri, device=device, tracking_uri=tracking_uri, flag="--imagery-model", runtime=runtime)
         _LOADED.clear()  # one model per process
         _LOADED[key] = seg
+    if digest is not None and str(seg.digest) != digest:
+        raise UserError(
+            f"--imagery-model {uri}: the model changed during the run (weights {str(seg.digest)[:12]}, "
+            f"expected {digest[:12]}); run again"
+        )
     return seg
 
 
@@ -71,14 +78,14 @@ class EventSegmenter:
     ) -> None:
         self.uri, self.tracking_uri, self.device, self.runtime = uri, tracking_uri, device, runtime
         self.batch_size, self.tta = int(batch_size), tta
-        seg = self.segmenter
+        seg = _load(uri, tracking_uri, device, runtime, None)
+        self.digest = str(seg.digest)
         meta = seg.meta
         self.temporal: str | None = meta.temporal
         self.model_bands: tuple[str, ...] = tuple(meta.bands)
         self.tile = int(getattr(seg, "fixed_size", None) or meta.patch_size or 128)
         self.overlap = self.tile // 4
         self.threshold = float(seg.threshold)
-        self.digest = str(seg.digest)
         if self.temporal:
             if (meta.sensor or "s2") != "s2":
                 raise UserError(
@@ -106,7 +113,7 @@ class EventSegmenter:
     # -- the network, loaded once per process (not an attribute: a pickled copy carries settings only) ----
     @property
     def segmenter(self) -> Any:
-        return _load(self.uri, self.tracking_uri, self.device, self.runtime)
+        return _load(self.uri, self.tracking_uri, self.device, self.runtime, self.digest)
 
     def _dummy(self) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
         one = {b: np.zeros((1, 1), np.float32) for b in (*S2_BANDS, "NDVI")}
