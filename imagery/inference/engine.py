@@ -265,14 +265,52 @@ def parity(reference: np.ndarray, other: np.ndarray, threshold: float) -> dict[s
 
 def reference_inputs(seg: Any, n: int = REFERENCE_PATCHES, seed: int = 0) -> torch.Tensor:
     """``n`` synthetic patches (half with landslides) preprocessed as ``seg``'s inputs ``(n, C, H, W)``."""
-    from imagery.data.bands import band_indices  # noqa: PLC0415
+    from imagery.data.bands import band_indices, is_temporal_band_set  # noqa: PLC0415
     from imagery.data.synthetic import synth_patch  # noqa: PLC0415
 
     rng = np.random.default_rng(seed)
     size = int(seg.meta.patch_size)
     raw = np.stack([synth_patch(rng, has_landslide=i % 2 == 0, size=size)[0] for i in range(n)])
+    if is_temporal_band_set(seg.meta.bands):  # pre: landslide-free patches, post: the ones above
+        pre = np.stack([synth_patch(rng, has_landslide=False, size=size)[0] for _ in range(n)])
+        return seg.preprocess(temporal_reference(seg.meta.bands, pre, raw, rng), seg.device)
     raw = raw[:, band_indices(seg.meta.bands)]
     return seg.preprocess(raw, seg.device)
+
+
+def temporal_reference(names: Any, pre: np.ndarray, post: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Temporal channels (``B04@pre``, ``B04@diff``, ``NDVI@diff``, ``VV_dB@post``, ``slope``...) ``(N, C, H, W)``
+    from synthetic L4S patches before and after ``(N, 14, H, W)``: S2 bands in reflectance, slope in degrees, radar
+    as random dB (about -12 +- 3): realistic magnitudes for the parity check of a model trained on time series."""
+    from imagery.data.bands import BANDS, canonical_band, model_unit_factor  # noqa: PLC0415
+
+    def band(arr: np.ndarray, name: str) -> np.ndarray:
+        return arr[:, BANDS.index(name)] / model_unit_factor(name)
+
+    def ndvi(arr: np.ndarray) -> np.ndarray:
+        red, nir = band(arr, "B4"), band(arr, "B8")
+        return (nir - red) / np.maximum(nir + red, 1e-6)
+
+    out = []
+    for name in names:
+        src, _, when = str(name).partition("@")
+        if src == "slope" or name == "slope":
+            out.append(band(pre, "slope"))
+            continue
+        try:
+            b: str | None = canonical_band(src)
+        except UserError:  # NDVI, VV_dB, VH_dB
+            b = None
+        if src == "NDVI":
+            values = {"pre": ndvi(pre), "post": ndvi(post)}
+        elif b in BANDS:
+            values = {"pre": band(pre, b), "post": band(post, b)}
+        else:  # radar (VV_dB, VH_dB) or a band L4S lacks (B8A: its neighbour B8's values)
+            values = {"pre": rng.normal(-12.0, 3.0, pre[:, 0].shape), "post": rng.normal(-12.0, 3.0, pre[:, 0].shape)}
+            if b == "B8A":
+                values = {"pre": band(pre, "B8"), "post": band(post, "B8")}
+        out.append(values["post"] - values["pre"] if when in ("diff", "logratio") else values.get(when, values["post"]))
+    return np.stack(out, axis=1).astype(np.float32)
 
 
 @dataclass

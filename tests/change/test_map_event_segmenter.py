@@ -220,3 +220,16 @@ def test_a_synthetic_model_on_real_items_warns(world, models, tmp_path: Path, tr
     with pytest.warns(UserWarning, match="learnt from synthetic data only"):
         assert main(_argv(real, dem, out, "--imagery-model", str(models["single"]))) == 0
     assert json.loads((out / "summary.json").read_text())["segmenter"]["model_fit"]["training_data"] == "synthetic"
+
+
+def test_the_automatic_engine_choice_takes_temporal_models(models) -> None:
+    """--runtime auto (the default) times candidates on reference inputs; those failed on temporal channel names."""
+    from imagery.inference.engine import reference_inputs
+    from imagery.inference.serving import load_segmenter
+
+    seg = load_segmenter(str(models["pre-post"]), device="cpu")
+    x = reference_inputs(seg, n=2)
+    assert tuple(x.shape) == (2, len(seg.bands), 32, 32) and bool(torch.isfinite(x).all())
+    names = list(seg.bands)
+    post, pre = x[0, names.index("B04@post")], x[0, names.index("B04@pre")]
+    assert 0 < float(pre.mean()) < 0.5 and 0 < float(post.mean()) < 0.5  # reflectance, as the model learnt
