@@ -233,3 +233,40 @@ def test_the_automatic_engine_choice_takes_temporal_models(models) -> None:
     names = list(seg.bands)
     post, pre = x[0, names.index("B04@post")], x[0, names.index("B04@pre")]
     assert 0 < float(pre.mean()) < 0.5 and 0 < float(post.mean()) < 0.5  # reflectance, as the model learnt
+
+
+def test_resume_with_a_model_reuses_blocks_only_for_the_same_model(
+    world, models, tmp_path: Path, tracking_uri: str, monkeypatch
+) -> None:
+    import imagery.change.event as event_mod
+
+    items, dem = world
+    fresh, out = tmp_path / "fresh", tmp_path / "out"
+    model = ("--imagery-model", str(models["pre-post"]), "--block", "48")
+    assert main(_argv(items, dem, fresh, *model)) == 0
+    real, calls = event_mod.process_block, {"n": 0}
+
+    def dies_on_the_third(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt  # a kill in the middle of the run
+        return real(*args, **kwargs)
+
+    def killed(target: Path) -> None:
+        calls["n"] = 0
+        monkeypatch.setattr(event_mod, "process_block", dies_on_the_third)
+        with pytest.raises(KeyboardInterrupt):
+            main(_argv(items, dem, target, *model))
+        monkeypatch.setattr(event_mod, "process_block", real)
+
+    killed(out)
+    assert main(_argv(items, dem, out, *model, "--resume")) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["blocks_resumed"] == 2 and summary["segmenter"]["tiles_total"] > 0
+    for name in ("segmenter.tif", "probability.tif"):
+        np.testing.assert_array_equal(_read(fresh / name), _read(out / name))
+    assert _features(fresh) == _features(out)
+    killed(tmp_path / "again")  # the same kill, resumed with another model: no block is reused
+    other = ("--imagery-model", str(models["single"]), "--block", "48")
+    assert main(_argv(items, dem, tmp_path / "again", *other, "--resume")) == 0
+    assert json.loads((tmp_path / "again" / "summary.json").read_text())["blocks_resumed"] == 0
