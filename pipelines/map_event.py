@@ -49,6 +49,7 @@ from common.atomic import atomic_dir
 from common.cli import UserError, add_common_args, positive_int, print_summary, progress_printer, run_main
 from common.fingerprint import fingerprint_files
 from common.geo import read_vector
+from common.registry import resolve_version
 from common.seed import seed_everything
 from common.tracking import log_fingerprint, setup_tracking, tracked_run
 from fusion.change_fusion import fuse_change
@@ -206,9 +207,13 @@ def _segmenter(
     synthetic = any(bool((it.get("properties") or {}).get("synthetic")) for it in items)
     fit["training_data"] = check_training_data(meta, scene_synthetic=synthetic, model=settings.model)
     check_bands(windows, segment.bands, pre=segment.needs_pre, where=where)
+    registered = resolve_version(settings.model, tracking_uri=tracking_uri)
+    if registered:
+        fit["registered"] = f"{registered[0]} version {registered[1]}"
     inputs = "pre- and post-event composites" if segment.needs_pre else "the post-event composite"
     kind = f"temporal set {segment.temporal}" if segment.temporal else "single-date"
-    log(f"segmenter {settings.model} ({kind}, weights {segment.digest[:12]}) runs on {inputs}, gated tiles only")
+    which = f"{settings.model}: {fit['registered']}" if registered else settings.model
+    log(f"segmenter {which} ({kind}, weights {segment.digest[:12]}) runs on {inputs}, gated tiles only")
     return segment, fit
 
 

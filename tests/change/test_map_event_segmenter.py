@@ -270,3 +270,20 @@ def test_resume_with_a_model_reuses_blocks_only_for_the_same_model(
     other = ("--imagery-model", str(models["single"]), "--block", "48")
     assert main(_argv(items, dem, tmp_path / "again", *other, "--resume")) == 0
     assert json.loads((tmp_path / "again" / "summary.json").read_text())["blocks_resumed"] == 0
+
+
+def test_a_registered_model_by_alias(world, models, tmp_path: Path, tracking_uri: str, capsys) -> None:
+    import mlflow
+
+    items, dem = world
+    client = mlflow.MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+    with mlflow.start_run() as run:
+        mlflow.log_artifacts(str(models["pre-post"]), "segmenter")
+    client.create_registered_model("event-seg")
+    mv = client.create_model_version("event-seg", f"{run.info.artifact_uri}/segmenter", run_id=run.info.run_id)
+    client.set_registered_model_alias("event-seg", "champion", mv.version)
+    out = tmp_path / "out"
+    assert main(_argv(items, dem, out, "--imagery-model", "models:/event-seg@champion")) == 0
+    seg = json.loads((out / "summary.json").read_text())["segmenter"]
+    assert seg["model"] == "models:/event-seg@champion" and seg["model_fit"]["registered"] == "event-seg version 1"
+    assert "models:/event-seg@champion: event-seg version 1" in capsys.readouterr().out
