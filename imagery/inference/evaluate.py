@@ -78,9 +78,10 @@ def evaluate_split(cfg: EvalConfig, *, tracking_uri: str | None = None) -> EvalR
 
     Logs the data fingerprint and the metrics to the active MLflow run.
     """
-    segmenter = load_segmenter(cfg.model_uri, device=cfg.device, tracking_uri=tracking_uri, runtime=cfg.runtime)
-    temporal = getattr(segmenter.meta, "temporal", None)
+    segmenter = None
     if cfg.layout is None and is_sen12_folder(cfg.data):
+        segmenter = load_segmenter(cfg.model_uri, device=cfg.device, tracking_uri=tracking_uri, runtime=cfg.runtime)
+        temporal = segmenter.meta.temporal
         if not temporal:
             raise UserError(
                 f"--data {cfg.data} holds Sen12Landslides time series; the model {cfg.model_uri} is single-date "
@@ -88,9 +89,6 @@ def evaluate_split(cfg: EvalConfig, *, tracking_uri: str | None = None) -> EvalR
             )
         # the pre/post composites of each patch's time series, as train_imagery built them for this model
         patches = load_sen12_temporal(cfg.data, temporal, segmenter.meta.sensor or "s2", split=cfg.split)
-    elif temporal:
-        segmenter.meta.require_single_date(f"--data {cfg.data}")
-        raise AssertionError("unreachable")  # pragma: no cover
     elif cfg.layout is None and is_chip_folder(cfg.data):
         spec = ChipSpec(
             image_bands=tuple(cfg.image_bands) if cfg.image_bands else None,
@@ -103,6 +101,9 @@ def evaluate_split(cfg: EvalConfig, *, tracking_uri: str | None = None) -> EvalR
         patches = load_patches(cfg.data, cfg.split, layout=cfg.layout, require_masks=True)
     if len(patches) == 0:
         raise UserError(f"{cfg.data}: split {cfg.split!r} has no patches")
+    if segmenter is None:
+        segmenter = load_segmenter(cfg.model_uri, device=cfg.device, tracking_uri=tracking_uri, runtime=cfg.runtime)
+        segmenter.meta.require_single_date(f"--data {cfg.data}")  # a temporal model needs Sen12Landslides patches
     missing = [b for b in segmenter.bands if b not in patches.bands]
     if missing:
         raise UserError(

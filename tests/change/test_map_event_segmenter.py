@@ -179,7 +179,8 @@ def test_a_temporal_model_refuses_single_date_data_in_one_line(models, tmp_path:
     from pipelines import evaluate_imagery
 
     data = write_synthetic_l4s(tmp_path / "l4s", n_patches=2, size=32)
-    argv = ["--model", str(models["pre-post"]), "--data", str(data), "--device", "cpu", "--runtime", "torch"]
+    argv = ["--model", str(models["pre-post"]), "--data", str(data), "--split", "train", "--device", "cpu"]
+    argv += ["--runtime", "torch"]
     assert run_main(evaluate_imagery.main, argv) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "temporal set 'pre-post'" in err[0], err
