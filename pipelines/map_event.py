@@ -28,6 +28,8 @@ Example::
 
     python -m pipelines.map_event --bbox 11.80 44.20 11.90 44.26 --event-date 2023-05-16 --out event/ \\
         --items items.json --dem dem.tif --pre-days 90 --post-days 45
+    # with a segmenter trained on pre/post composites (train_imagery --temporal pre-post), on the gated tiles only
+    python -m pipelines.map_event ... --imagery-model models:/landslide-imagery@champion [--no-gate]
 """
 
 from __future__ import annotations
