@@ -11,7 +11,9 @@ script and style are inlined from ``service/static``; no CDN):
   detected landslide polygons filled on top (by ``confidence`` when they carry one);
 - the per-region table sorted by fused probability (highest first) and sortable by any column, with
   probabilities to 3 decimals beside each model's decision threshold and decisions in words
-  (:data:`DECISION_WORDS`); a CSV download of the rows built in the page, links to the files beside it.
+  (:data:`DECISION_WORDS`); a CSV download of the rows built in the page, links to the files beside it;
+- with change evidence (an event date): a header line (event, windows, acquisitions, the rule), the change
+  columns after the reason (:data:`CHANGE_COLUMNS`), and a warning naming the regions without it.
 
 Every value that comes from input (region ids, scene ids, notes, reasons, model URIs, warnings) is
 escaped with :func:`html.escape` in the HTML or travels as JSON in a non-executed
