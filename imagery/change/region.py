@@ -20,11 +20,18 @@ detector of :mod:`imagery.change.detector` runs on them with the slope of the DE
 What the numbers mean for a verdict (change, no change, unknown) is decided in ``fusion`` (the change
 rule of :mod:`fusion.models`); this module only measures. Memory: one block of both composites at a time
 (``block`` px square), whatever the region's size.
+
+Threads (the service runs jobs in threads): the compositing keeps band readers open in a per-process cache
+(:mod:`imagery.change.composite`), keyed by path. One computation at a time holds :data:`_LOCK` and starts and
+ends with that cache empty, so a job never reuses a reader another job opened (each reader is opened, and
+checked against the job's allowed sources, inside the job's own ``reads`` context) and no reader is closed
+under another job. A job waiting for the lock still stops when cancelled (``check``).
 """
 
 from __future__ import annotations
 
 import contextlib
+import threading
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -53,6 +60,7 @@ REGION_CHANGE_FEATURES: tuple[str, ...] = (
 #: rest, e.g. a DEM edge cubic resampling cannot reach, counts as unobserved).
 MIN_DEM_SHARE = 0.9
 _I_NDVI, _I_COUNT = LAYERS.index("NDVI"), LAYERS.index("clear_count")
+_LOCK = threading.Lock()
 
 
 def _median_of_counts(hist: np.ndarray) -> float:
@@ -98,13 +106,21 @@ def region_change_features(
     spacing = pixel_size_m(grid)
     n_max = len(windows.pre) + len(windows.post) + 2
     rows: list[dict[str, float]] = []
-    with RasterOnGrid(dem, grid, "cubic", bands=1) as dem_r, reads():
-        try:
-            for name, geom in zip(names, geometries, strict=True):
-                zone = zone_of(grid, geom, WGS84)
-                rows.append(_one_region(name, zone, windows, grid, dem, dem_r.read, spacing, p, block, n_max, check))
-        finally:
-            close_readers()
+    while not _LOCK.acquire(timeout=0.5):
+        check()
+    try:
+        close_readers()  # readers another computation left open are never reused here
+        with RasterOnGrid(dem, grid, "cubic", bands=1) as dem_r, reads():
+            try:
+                for name, geom in zip(names, geometries, strict=True):
+                    zone = zone_of(grid, geom, WGS84)
+                    rows.append(
+                        _one_region(name, zone, windows, grid, dem, dem_r.read, spacing, p, block, n_max, check)
+                    )
+            finally:
+                close_readers()
+    finally:
+        _LOCK.release()
     return rows, grid
 
 

@@ -313,3 +313,28 @@ def test_service_change_reads_stay_in_the_scenes_folder(world, tmp_path: Path) -
     assert state["status"] == "failed", state
     assert "not allowed" in state["message"] or "refused" in state["message"], state["message"]
     assert str(outside) not in state["message"] and "elsewhere" not in state["message"], state["message"]
+
+
+def test_change_reads_never_reuse_a_reader_opened_elsewhere(world, tmp_path: Path) -> None:
+    """Band readers the compositing keeps open (per process) are not reused by a job whose sources do not allow
+    their files: every reader of a change computation is opened, and checked, inside the job's own reads."""
+    from common.cli import UserError
+    from common.geo import ClientSources, client_reads
+    from imagery.change.acquisition import output_grid, select_observations
+    from imagery.change.composite import close_readers, composite_block
+    from imagery.change.region import region_change_features
+    from imagery.data.stac import load_items
+
+    geom = transform_geometries(_box(*SYN_REGIONS["slope"]), SYN_GRID.crs, "EPSG:4326")
+    windows = select_observations(load_items(world["items"]), geom.bounds, date(2023, 5, 16), 90, 45)
+    grid = output_grid(geom.bounds)  # the grid the region computation uses
+    for obs in (windows.pre, windows.post):
+        composite_block(obs, grid, grid.full_window())  # readers left open, unchecked
+    elsewhere = ClientSources(roots=(str(tmp_path),))
+    try:
+        with pytest.raises(UserError):
+            region_change_features(windows, [geom], str(world["dem"]), reads=lambda: client_reads(elsewhere))
+        rows, _grid = region_change_features(windows, [geom], str(world["dem"]))  # the same, allowed: measured
+        assert rows[0]["chg_observed_share"] > 0.9 and rows[0]["chg_flagged_share"] == 0
+    finally:
+        close_readers()
