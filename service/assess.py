@@ -274,6 +274,7 @@ def change_evidence(
     post_dates = [g[0].date.isoformat() for g in acquisitions(windows.post)]
     log(f"change: {len(pre_dates)} acquisition(s) before, {len(post_dates)} after the event of {plan.event}")
     reads = (lambda: client_reads(sources)) if sources is not None else contextlib.nullcontext
+    t0 = time.perf_counter()
     rows, grid = region_change_features(
         windows,
         [r.geometry for r in regions],
@@ -292,6 +293,7 @@ def change_evidence(
         "items": {"pre": len(windows.pre), "post": len(windows.post)},
         "grid_crs": grid.crs,
         "max_cloud": cfg.change_max_cloud,
+        "seconds": round(time.perf_counter() - t0, 2),
     }
     return pd.DataFrame(rows, columns=list(REGION_CHANGE_FEATURES)), summary
 

@@ -284,6 +284,13 @@ def test_service_event_date_errors(world, tmp_path: Path) -> None:
     assert r.status_code == 400 and "not an upload" in r.json()["error"], r.text
     r = client.post("/v1/assess/upload", data={**form, "event_date": future}, files={"scene": ("s.tif", b"x")})
     assert r.status_code == 422 and "in the future" in r.json()["error"], r.text
+    from common.cli import UserError
+    from service.assess import Assessor
+    from service.config import ServiceConfig
+
+    no_dem = Assessor(ServiceConfig(scenes_root=str(root)), (None, None, None))
+    with pytest.raises(UserError, match="this service has no DEM"):
+        no_dem.check({**base, "event_date": EVENT})
     (root / "one").mkdir()
     r = client.post("/v1/assess", json={**base, "scene": "one", "event_date": EVENT})
     assert r.status_code == 400 and "scene 'one' has one date" in r.json()["error"]
