@@ -236,8 +236,9 @@ class ChangeRule:
     """The change evidence of a region and the fused verdict of three evidences (module docstring).
 
     Defaults and why: ``min_flagged_share = 0.05``: on unchanged vegetated slopes the detector flags a few
-    percent of the pixels (2.4 % of a landslide-free block of the Sen12Landslides Emilia-Romagna patch with
-    8 + 7 acquisitions; more with fewer dates), a region over the patch's landslides 38 %;
+    percent of the pixels (landslide-free blocks of the Sen12Landslides Emilia-Romagna patch: 0-2.4 % with
+    8 + 7 acquisitions; one block at the patch's edge 17 % with the 3 + 4 of the 90/45-day default windows:
+    few dates are noisier, widen the windows where there are few), regions over the patch's landslides 38-65 %;
     ``min_flagged_m2 = 1000``: ten 10 m pixels, above single-pixel noise and twice the smallest polygon
     ``map_event`` keeps; ``min_observed_share = 0.5``: "no change" needs the region mostly seen (as the
     tabular evidence needs half of a region covered).
