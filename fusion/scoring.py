@@ -37,6 +37,7 @@ from common.atomic import WRITE_ERRNOS, atomic_path, atomic_write, write_error
 from common.errors import UserError
 from fusion.crosscheck import POLICIES, crosscheck
 from fusion.models import (  # noqa: F401 - re-exported: the model checks' former home
+    ChangeRule,
     Models,
     check_base_models,
     check_compatible,
@@ -187,6 +188,8 @@ class RegionScorer:
         self.models = models
         self.tabular_model, self.segmenter, self.fuser, self.config = tabular_model, segmenter, fuser, config
         self.features = tabular_feature_names(tabular_model) if tabular_model is not None else []
+        #: the third evidence's rule (:class:`fusion.models.ChangeRule`), used when change features are given
+        self.change_rule = ChangeRule()
 
     @classmethod
     def of(cls, models: Models | tuple[Any, Any, Any], config: ScoringConfig | None = None) -> RegionScorer:
@@ -208,6 +211,7 @@ class RegionScorer:
         notes: Sequence[str] | None = None,
         *,
         has_tabular: np.ndarray | None = None,
+        change_features: pd.DataFrame | None = None,
     ) -> pd.DataFrame:
         """The fused rows (:data:`ALL_COLUMNS`, ``mask_path`` empty) of N regions from their evidence.
 
@@ -216,6 +220,10 @@ class RegionScorer:
         LightGBM takes NaN features as missing values). ``imagery_features``: the :data:`IMAGERY_FEATURES`
         per region, all NaN where a region has no imagery evidence (``None``: none has). ``notes``: why a
         modality is missing, per region. Policy and thresholds: the scorer's (:mod:`fusion.models`).
+        ``change_features``: the third evidence, the ``chg_*`` features of :mod:`imagery.change.region` per
+        region (``None``: no event date, the rows are the two models' alone); fused by
+        :attr:`change_rule` (:class:`fusion.models.ChangeRule`), which adds ``change``, ``change_reason``
+        and the features after the columns above.
         """
         n = len(ids)
         notes = list(notes) if notes is not None else [""] * n
@@ -249,6 +257,10 @@ class RegionScorer:
         out["note"] = [f"{t}; {self.warning}" if t and self.warning else t or self.warning for t in notes]
         for c in IMAGERY_FEATURES:
             out[c] = feats[c].to_numpy()
+        if change_features is not None:
+            if len(change_features) != n:
+                raise ValueError(f"change_features has {len(change_features)} rows, expected {n}")
+            out = self.change_rule.apply(out, change_features.reset_index(drop=True))
         return out
 
     def score_batch(

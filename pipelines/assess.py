@@ -13,6 +13,9 @@ Examples::
         --tabular-model runs:/<tab>/model --imagery-model runs:/<img> --fusion-model runs:/<fus> --out report/
     python -m pipelines.assess --bbox 13.80 46.60 13.90 46.65 --date 2024-06-20 \\
         --stac-url https://earth-search.aws.element84.com/v1 --imagery-model model.onnx --out report/
+    # with change evidence (a third evidence: composites before and after the event, as map_event makes them)
+    python -m pipelines.assess --bbox 11.57 44.32 11.59 44.34 --date 2023-06-30 --event-date 2023-05-16 \\
+        --items items.json --dem dem.tif --imagery-model runs:/<img> --out report/
 """
 
 from __future__ import annotations
@@ -49,6 +52,21 @@ def build_parser() -> argparse.ArgumentParser:
     when.add_argument("--stac-url", default=None, help="a STAC API to search (e.g. Earth Search v1)")
     when.add_argument("--max-cloud", type=float, default=d.max_cloud, help="largest cloud cover %% of a STAC item")
     when.add_argument("--dem", default=None, help="DEM GeoTIFF (any CRS) for models that use slope/DEM")
+    change = p.add_argument_group("change evidence (with --event-date; from --items or --stac-url, as map_event)")
+    change.add_argument(
+        "--event-date",
+        default=None,
+        help="YYYY-MM-DD: add the change evidence of composites before and after this date (needs --dem)",
+    )
+    change.add_argument(
+        "--pre-days", type=positive_int, default=d.pre_days, help="pre-event window, days (default %(default)s)"
+    )
+    change.add_argument(
+        "--post-days",
+        type=positive_int,
+        default=d.post_days,
+        help="post-event window, days, cut at --date (default %(default)s)",
+    )
     p.add_argument("--factors", nargs="*", default=[], help="factor rasters: NAME=path or path (name = file stem)")
     p.add_argument("--tabular-model", default=None, help="tabular model URI")
     p.add_argument(
@@ -90,6 +108,19 @@ def config_from_args(args: argparse.Namespace) -> AssessConfig:
     check_values(
         date=args.date, days_before=args.days_before, radius_m=args.radius_m, scene=args.scene, names=CLI_NAMES
     )
+    if args.event_date is not None:  # before a run is opened: the one check of service.assess
+        from service.assess import event_plan  # noqa: PLC0415 - loaded when the command runs: --help stays fast
+
+        event_plan(
+            AssessConfig(
+                date=args.date,
+                event_date=args.event_date,
+                pre_days=args.pre_days,
+                post_days=args.post_days,
+                dem=args.dem,
+                scene=args.scene,
+            )
+        )
     if args.policy == "stacked" and not args.fusion_model:
         raise UserError("--policy stacked needs --fusion-model; or pick another --policy")
     return AssessConfig(
@@ -121,6 +152,9 @@ def config_from_args(args: argparse.Namespace) -> AssessConfig:
         max_area_km2=args.max_area_km2,
         progress=not args.no_progress,
         seed=args.seed,
+        event_date=args.event_date,
+        pre_days=args.pre_days,
+        post_days=args.post_days,
     )
 
 
@@ -156,6 +190,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             "regions": len(table),
             "landslides": result.report["landslides"],
             "decisions": verdicts,
+            **(
+                {"change": dict(zip(table["region_id"].astype(str), table["change"], strict=True))}
+                if "change" in table
+                else {}
+            ),
         },
         as_json=args.json,
     )

@@ -56,6 +56,7 @@ from common.seed import seed_everything
 from common.tracking import log_fingerprint, setup_tracking, tracked_run
 from fusion.change_fusion import fuse_change
 from imagery.change.acquisition import RESOLUTION_M, EventWindows, area_km2, parse_date, select_observations
+from imagery.change.defaults import MAX_CLOUD, POST_DAYS, PRE_DAYS
 from imagery.change.detector import DetectorParams
 from imagery.change.event import EventConfig, map_event
 from imagery.change.report import write_report
@@ -92,8 +93,12 @@ def build_parser() -> argparse.ArgumentParser:
     area.add_argument("--aoi", help="area as a vector file (any CRS; its bounding box is mapped)")
     p.add_argument("--event-date", required=True, help="the trigger's date, YYYY-MM-DD")
     p.add_argument("--out", required=True, help="output folder")
-    p.add_argument("--pre-days", type=positive_int, default=90, help="pre-event window, days (default 90)")
-    p.add_argument("--post-days", type=positive_int, default=45, help="post-event window, days (default 45)")
+    p.add_argument(
+        "--pre-days", type=positive_int, default=PRE_DAYS, help="pre-event window, days (default %(default)s)"
+    )
+    p.add_argument(
+        "--post-days", type=positive_int, default=POST_DAYS, help="post-event window, days (default %(default)s)"
+    )
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--items", help="saved STAC ItemCollection JSON (hrefs may be local band files)")
     src.add_argument("--stac-url", help=f"STAC API to search (e.g. {DEFAULT_STAC_URL})")
@@ -105,7 +110,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--susceptibility", default=None, help="susceptibility COG (0..1) fused per pixel")
     p.add_argument("--susceptibility-weight", type=_float, default=0.5, help="fusion weight 0..1 (default 0.5)")
     p.add_argument("--susceptibility-prior", type=_float, default=0.5, help="prior the change score assumes (0.5)")
-    p.add_argument("--max-cloud", type=_float, default=80.0, help="largest item eo:cloud_cover, percent (default 80)")
+    p.add_argument(
+        "--max-cloud", type=_float, default=MAX_CLOUD, help="largest item eo:cloud_cover, %% (default %(default)s)"
+    )
     p.add_argument(
         "--max-area-km2", type=_float, default=MAX_AREA_KM2, help="largest area mapped, km2 (default %(default)s)"
     )

@@ -41,12 +41,13 @@ from common.geo import inspect_upload
 from fusion.models import Models
 from fusion.regions import ID_COLUMN, validate_region_table
 from fusion.scoring import RegionScorer
+from imagery.change.defaults import POST_DAYS, PRE_DAYS
 from imagery.data import read_image
 from service.config import ServiceConfig
 from service.errors import ApiError, install_error_handlers
 from service.errors import error_response as _error
 from service.jobs import JobStore, QueueFull
-from service.regions import API_NAMES, check_values
+from service.regions import API_NAMES, check_values, parse_date
 from service.security import (
     BodyLimit,
     BodyTooLarge,
@@ -85,7 +86,9 @@ class PointRadius(BaseModel):
 class AssessRequest(BaseModel):
     """One of ``region`` (GeoJSON Feature, FeatureCollection or geometry, EPSG:4326), ``point`` or ``bbox``
     (W, S, E N in degrees); the ``date`` (YYYY-MM-DD) and ``days_before`` it to search imagery; the
-    scene: ``scene`` (a name under the server's scenes folder) or ``stac_url``."""
+    scene: ``scene`` (a name under the server's scenes folder) or ``stac_url``. ``event_date`` (optional,
+    YYYY-MM-DD, from 2015-06-23 to before ``date``) adds the change evidence of the windows ``pre_days``
+    before and ``post_days`` after it (``scene`` then names a saved item collection, or ``stac_url`` is searched)."""
 
     region: dict[str, Any] | None = None
     point: PointRadius | None = None
@@ -94,6 +97,18 @@ class AssessRequest(BaseModel):
     days_before: int = Field(default=30, ge=0, le=365)
     scene: str | None = None
     stac_url: str | None = None
+    event_date: str | None = None
+    pre_days: int = Field(default=PRE_DAYS, ge=1, le=365)
+    post_days: int = Field(default=POST_DAYS, ge=1, le=365)
+
+
+def _check_event_date(text: str | None) -> None:
+    """An ``event_date`` in the future or before Sentinel-2 is a 422 (the request cannot be valid)."""
+    if text is not None:
+        try:
+            parse_date(text, "event_date")
+        except UserError as exc:
+            raise ApiError(422, str(exc)) from None
 
 
 class Assessor(Protocol):
@@ -176,6 +191,7 @@ def create_app(
     def assess_json(req: AssessRequest) -> dict[str, str]:
         radius = req.point.radius_m if req.point is not None else None
         check_values(date=req.date, days_before=req.days_before, radius_m=radius, scene=req.scene, names=API_NAMES)
+        _check_event_date(req.event_date)
         request = req.model_dump()
         assessor.check(request)
         return {"job_id": store.submit(request)}
@@ -186,14 +202,16 @@ def create_app(
         bands: Annotated[str, Form()],
         date: Annotated[str, Form()],
         region: Annotated[str, Form()] = "",
+        event_date: Annotated[str | None, Form()] = None,
     ) -> dict[str, str]:
         check_values(date=date, days_before=30, names=API_NAMES)
+        _check_event_date(event_date)
         try:
             geo = json.loads(region) if region else None
         except ValueError:
             raise ApiError(400, "region: not valid GeoJSON") from None
         try:
-            form = AssessRequest(region=geo, date=date)
+            form = AssessRequest(region=geo, date=date, event_date=event_date)
         except ValidationError as exc:  # a 422 like the JSON endpoint's, not a 500
             raise RequestValidationError(exc.errors()) from None
         request = {**form.model_dump(), "bands": bands, "upload": "upload.tif"}

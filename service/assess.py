@@ -19,9 +19,16 @@
    main job's); a cell-level susceptibility model sees the region's mean conditions. A region that a
    factor raster covers for less than half of its cells (those outside the scene included) has no tabular
    evidence (fallback: imagery, marked).
-5. **Fusion**: :meth:`fusion.scoring.RegionScorer.score_evidence`, the one fused row of ``/v1/score`` too
+5. **Change evidence** (only with ``event_date``): the items of ``[event - pre_days, event)`` and
+   ``(event, min(event + post_days, date)]`` over the regions, from the same saved items / STAC API as the
+   scene (:func:`imagery.change.acquisition.select_observations`, as ``map_event``), composited and run
+   through the training-free detector with the DEM's slope, per region
+   (:func:`imagery.change.region.region_change_features`: flagged share, mean dNDVI on slopes, clear views).
+   A single ``scene`` (one date) cannot give it: an error. Without ``event_date`` this step does not run.
+6. **Fusion**: :meth:`fusion.scoring.RegionScorer.score_evidence`, the one fused row of ``/v1/score`` too
    (stacker or decision policy, thresholds and the default policy of :mod:`fusion.models`, the cross-check
-   of :mod:`fusion.crosscheck`): fused probability, decision, agreement, reason; the top SHAP features.
+   of :mod:`fusion.crosscheck`, and the change rule :class:`fusion.models.ChangeRule` for the third
+   evidence): fused probability, decision, agreement, reason; the top SHAP features.
 
 Outputs (in ``out``): ``regions.geojson`` (regions with every score), ``landslides.geojson`` (detected
 polygons inside the regions, EPSG:4326, with the region id), ``probability.tif`` (the cut scene's
@@ -37,6 +44,7 @@ import datetime as dt
 import json
 import math
 import os
+import re
 import shutil
 import tempfile
 import time
@@ -69,6 +77,7 @@ from common.geo import (
 from fusion.models import Models
 from fusion.region_features import IMAGERY_FEATURES, masked_region_features
 from fusion.scoring import RegionScorer, ScoringConfig
+from imagery.change.defaults import POST_DAYS, PRE_DAYS
 from imagery.data.crop import crop_scene
 from imagery.data.sentinel2 import open_scene
 from imagery.data.stac import load_items, pick_item, search_items, write_box
@@ -78,6 +87,7 @@ from service.config import AssessConfig, ServiceConfig
 from service.regions import (
     API_NAMES,
     CLI_NAMES,
+    MAX_DAYS_BEFORE,
     Region,
     bounds,
     box,
@@ -196,6 +206,98 @@ def _acquire(
     return box_dir, notes
 
 
+@dataclass(frozen=True)
+class EventPlan:
+    """The change evidence's dates: the event and the windows' lengths (``post_days`` cut at ``date``)."""
+
+    event: dt.date
+    pre_days: int
+    post_days: int
+
+
+def event_plan(cfg: AssessConfig) -> EventPlan | None:
+    """The checked event of ``cfg`` (``None`` without ``event_date``); one-line errors name the flags.
+
+    The event date is a date from Sentinel-2's first (2015-06-23) to today, before ``date`` (the latest
+    imagery date, which ends the post-event window); the windows 1..365 days; a DEM (the detector's slope)
+    and a time series (``items`` or ``stac_url``: a single ``scene`` has one date) are needed.
+    """
+    if cfg.event_date is None:
+        return None
+    event = parse_date(cfg.event_date, "--event-date")
+    day = parse_date(cfg.date, "--date")
+    for flag, value in (("--pre-days", cfg.pre_days), ("--post-days", cfg.post_days)):
+        if isinstance(value, bool) or not isinstance(value, int | np.integer) or not 1 <= value <= MAX_DAYS_BEFORE:
+            raise UserError(f"{flag} {value!r}: expected a whole number of days, 1 to {MAX_DAYS_BEFORE}")
+    if event >= day:
+        raise UserError(
+            f"--event-date {event}: expected a date before --date {day} (the latest imagery date ends the "
+            "post-event window)"
+        )
+    if not cfg.dem:
+        raise UserError("--event-date needs --dem: the change detector works on slopes")
+    if cfg.scene:
+        raise UserError("--event-date needs images before and after the event: give --items or --stac-url, not --scene")
+    return EventPlan(event, int(cfg.pre_days), min(int(cfg.post_days), (day - event).days))
+
+
+def change_evidence(
+    cfg: AssessConfig,
+    plan: EventPlan,
+    regions: Sequence[Region],
+    box_lonlat: list[float],
+    log: Callable[[str], None],
+    sources: ClientSources | None = None,
+) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """Per region the change features (:data:`imagery.change.region.REGION_CHANGE_FEATURES`), and what the
+    report says about them (windows, acquisitions, rule). The items come from ``cfg.items`` or ``cfg.stac_url``
+    (searched over both windows, on the allowed hosts only with ``sources``); their band files are read
+    under ``sources`` (the service), the DEM is the operator's."""
+    from imagery.change.acquisition import select_observations  # noqa: PLC0415 - only with an event date
+    from imagery.change.composite import acquisitions  # noqa: PLC0415
+    from imagery.change.region import REGION_CHANGE_FEATURES, region_change_features  # noqa: PLC0415
+
+    where = cfg.items or cfg.stac_url or ""
+    start = (plan.event - dt.timedelta(days=plan.pre_days)).isoformat()
+    end = (plan.event + dt.timedelta(days=plan.post_days)).isoformat()
+    if cfg.items:
+        items = load_items(cfg.items)
+    else:
+        hosts = list(sources.hosts) if sources is not None else None
+        items = search_items(
+            cfg.stac_url or "", cfg.collection, box_lonlat, start, end, timeout_s=cfg.http_timeout_s, hosts=hosts
+        )
+    windows = select_observations(
+        items, box_lonlat, plan.event, plan.pre_days, plan.post_days, max_cloud=cfg.change_max_cloud, where=where
+    )
+    pre_dates = [g[0].date.isoformat() for g in acquisitions(windows.pre)]
+    post_dates = [g[0].date.isoformat() for g in acquisitions(windows.post)]
+    log(f"change: {len(pre_dates)} acquisition(s) before, {len(post_dates)} after the event of {plan.event}")
+    reads = (lambda: client_reads(sources)) if sources is not None else contextlib.nullcontext
+    t0 = time.perf_counter()
+    rows, grid = region_change_features(
+        windows,
+        [r.geometry for r in regions],
+        str(cfg.dem),
+        ids=[r.id for r in regions],
+        reads=reads,
+        check=check_cancelled,
+    )
+    summary = {
+        "event_date": plan.event.isoformat(),
+        "windows": {
+            "pre": [windows.pre_start.isoformat(), windows.pre_end.isoformat()],
+            "post": [windows.post_start.isoformat(), windows.post_end.isoformat()],
+        },
+        "acquisitions": {"pre": pre_dates, "post": post_dates},
+        "items": {"pre": len(windows.pre), "post": len(windows.post)},
+        "grid_crs": grid.crs,
+        "max_cloud": cfg.change_max_cloud,
+        "seconds": round(time.perf_counter() - t0, 2),
+    }
+    return pd.DataFrame(rows, columns=list(REGION_CHANGE_FEATURES)), summary
+
+
 def factor_sources(factors: Sequence[str]) -> dict[str, str]:
     out: dict[str, str] = {}
     for spec in factors:
@@ -275,11 +377,20 @@ def scorer_of(models: Models | tuple[Any, Any, Any], policy: str | None = None) 
     return RegionScorer.of(m, ScoringConfig(policy=policy, write_masks=False) if policy else None)
 
 
-def fuse(scorer: RegionScorer, ids: list[str], img: pd.DataFrame, tab: pd.DataFrame, notes: list[str]) -> pd.DataFrame:
+def fuse(
+    scorer: RegionScorer,
+    ids: list[str],
+    img: pd.DataFrame,
+    tab: pd.DataFrame,
+    notes: list[str],
+    change: pd.DataFrame | None = None,
+) -> pd.DataFrame:
     """Per region: p_tabular, p_imagery, p_fused, decision, agree, evidence, reason, top_features, note and the
-    imagery features, from :meth:`RegionScorer.score_evidence` (a row with an empty feature is no evidence)."""
+    imagery features, from :meth:`RegionScorer.score_evidence` (a row with an empty feature is no evidence);
+    with ``change`` (the change features) also ``change``, ``change_reason`` and the ``chg_*`` features."""
     has_tab = tab.notna().all(axis=1).to_numpy()
-    return scorer.score_evidence(ids, tab, img, notes, has_tabular=has_tab).drop(columns=["mask_path"])
+    rows = scorer.score_evidence(ids, tab, img, notes, has_tabular=has_tab, change_features=change)
+    return rows.drop(columns=["mask_path"])
 
 
 def _landslides_in(regions: Sequence[Region], scene_geojson: Path) -> list[Feature]:
@@ -306,6 +417,11 @@ def _model_thresholds(scorer: RegionScorer, has_tabular: bool) -> dict[str, floa
         "tabular_threshold": float(cc.tabular_threshold) if has_tabular else None,
         "fused_threshold": None if fused is None else float(fused),
     }
+
+
+def _metric(name: str) -> str:
+    """An MLflow metric name: ``evidence_both+change`` -> ``evidence_both_change``."""
+    return re.sub(r"[^0-9A-Za-z_]+", "_", name).strip("_")
 
 
 def _json_value(v: Any) -> Any:
@@ -339,6 +455,7 @@ def assess(
     check_values(date=cfg.date, days_before=cfg.days_before, scene=cfg.scene, names=CLI_NAMES)
     regions = regions_of(cfg)
     window = date_window(cfg.date, cfg.days_before)
+    plan = event_plan(cfg)
     factors = factor_sources(cfg.factors)
     if models is None:
         models = Models.load(
@@ -367,6 +484,10 @@ def assess(
         work = Path(tmp)
         step(0.05, "reading the scene")
         scene_dir, scene_notes = acquire_scene(cfg, box_lonlat, window, work / "scene", log, sources)
+        change, change_summary = None, None
+        if plan is not None:  # before the segmenter: a window without items fails at once
+            step(0.1, "change evidence")
+            change, change_summary = change_evidence(cfg, plan, regions, box_lonlat, log, sources)
         step(0.2, "segmenting the scene")
         scene_cfg = SceneConfig(
             scene=str(scene_dir),
@@ -391,7 +512,7 @@ def assess(
         img, tab, notes = region_evidence(
             regions, scene_res.paths["probability.tif"], threshold, factors, features, categorical
         )
-        table = fuse(scorer, [r.id for r in regions], img, tab, notes)
+        table = fuse(scorer, [r.id for r in regions], img, tab, notes, change)
         table = pd.concat([table, tab.add_prefix("factor_")], axis=1)
         props = [{k: _json_value(v) for k, v in row.items()} for row in table.to_dict(orient="records")]
         for p, r in zip(props, regions, strict=True):
@@ -436,6 +557,9 @@ def assess(
             "landslides": len(slides),
             "seconds": round(time.perf_counter() - t0, 2),
         }
+        if change_summary is not None:
+            rule = scorer.change_rule
+            report["change"] = {**change_summary, "rule": {k: getattr(rule, k) for k in rule.__dataclass_fields__}}
         with atomic_write(staging / "report.json") as fh:
             json.dump(report, fh, indent=2, default=str)
         regions_geo = json.loads((staging / "regions.geojson").read_text(encoding="utf-8"))
@@ -445,12 +569,14 @@ def assess(
     out = Path(cfg.out)
     if mlflow.active_run() is not None:
         evid = table["evidence"].value_counts().to_dict()
+        changes = table["change"].value_counts().to_dict() if "change" in table else {}
         mlflow.log_metrics(
             {
                 "regions": len(regions),
                 "landslides": len(slides),
                 "assess_seconds": report["seconds"],
-                **{f"evidence_{k}": float(v) for k, v in evid.items()},
+                **{_metric(f"evidence_{k}"): float(v) for k, v in evid.items()},
+                **{_metric(f"change_{k}"): float(v) for k, v in changes.items()},
             }
         )
         for name in ("regions.geojson", "landslides.geojson", "report.html", "report.json", "overview.png"):
@@ -487,6 +613,22 @@ class Assessor:
             check_stac_url(request["stac_url"], self.cfg.stac_hosts())
         elif not request.get("upload") and not self.cfg.stac_url:
             raise UserError("give scene (GET /v1/scenes lists them), stac_url or upload a scene")
+        if request.get("event_date") is not None:
+            self._check_event(request)
+
+    def _check_event(self, request: dict[str, Any]) -> None:
+        """The change evidence needs a time series (a saved item collection named as ``scene``, or a STAC API)
+        and the service's DEM; the event comes before ``date``."""
+        event = parse_date(request["event_date"], "event_date")
+        if event >= parse_date(request["date"], "date"):
+            raise UserError(f"event_date {event}: expected a date before date {request['date']}")
+        if not self.cfg.dem:
+            raise UserError("event_date: this service has no DEM, which the change evidence needs")
+        one_date = "event_date needs images before and after the event"
+        if request.get("upload"):
+            raise UserError(f"{one_date}: give stac_url or a saved item collection as scene, not an upload")
+        if request.get("scene") is not None and not _is_item_collection(self._scene_path(str(request["scene"]))):
+            raise UserError(f"{one_date}: scene {request['scene']!r} has one date; name a saved item collection")
 
     def _scene_path(self, name: str) -> Path:
         if not self.cfg.scenes_root:
@@ -546,15 +688,24 @@ class Assessor:
 
     def _run(self, request: dict[str, Any], folder: Path, progress: Callable[[float, str], None]) -> dict[str, Any]:
         scene = request.get("scene")
+        event = request.get("event_date")
+        # with an event date, a named scene is a saved item collection: the scene and the change evidence's items
+        items = str(self._scene_path(scene)) if scene and event is not None else None
         cfg = AssessConfig(
             date=request["date"],
             days_before=int(request.get("days_before", 30)),
             region_geojson=_request_geojson(request),
             out=str(folder / "result"),
             stac_url=None if scene or request.get("upload") else (request.get("stac_url") or self.cfg.stac_url),
-            scene=str(self._scene_path(scene))
+            items=items,
+            scene=None
+            if items
+            else str(self._scene_path(scene))
             if scene
             else (str(folder / request["upload"]) if request.get("upload") else None),
+            event_date=event,
+            pre_days=int(request.get("pre_days", PRE_DAYS)),
+            post_days=int(request.get("post_days", POST_DAYS)),
             bands=[b.strip() for b in request["bands"].split(",")] if request.get("bands") else None,
             max_area_km2=self.cfg.max_area_km2,
             runtime=self.cfg.runtime,
@@ -571,12 +722,26 @@ class Assessor:
         for name in result.out.iterdir():  # the job's files live beside job.json
             shutil.move(str(name), folder / name.name)
         shutil.rmtree(result.out, ignore_errors=True)
-        return {
+        answer = {
             "regions": json.loads((folder / "regions.geojson").read_text(encoding="utf-8")),
             "landslides": json.loads((folder / "landslides.geojson").read_text(encoding="utf-8")),
             "scene_bounds": result.report["scene_bounds"],
             "scene": result.report["scene"],
         }
+        if "change" in result.report:
+            answer["change"] = result.report["change"]
+        return answer
+
+
+def _is_item_collection(path: Path) -> bool:
+    """Whether ``path`` is a saved STAC item collection (a ``.json`` FeatureCollection)."""
+    if path.suffix.lower() != ".json" or not path.is_file():
+        return False
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError, OSError):
+        return False
+    return isinstance(data, dict) and data.get("type") == "FeatureCollection"
 
 
 def _request_geojson(request: dict[str, Any]) -> dict[str, Any]:

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
+from imagery.change.defaults import MAX_CLOUD, POST_DAYS, PRE_DAYS
 from imagery.data.bands import DEFAULT_COLLECTION
 from imagery.inference.config import DEFAULT_OVERLAP
 
@@ -84,6 +85,9 @@ class AssessConfig:
     when the tabular model needs a factor no raster gives, ``"error"`` (the command) or ``"imagery"``
     (the service: no tabular evidence, each region marked, fusion falls back to the imagery).
     ``policy``: the decision policy; ``None``: the models' default (:meth:`fusion.models.Models.default_policy`).
+    ``event_date`` (YYYY-MM-DD, ``None``: none): adds the change evidence, composites of the items of
+    ``[event - pre_days, event)`` and ``(event, min(event + post_days, date)]`` with ``eo:cloud_cover`` at most
+    ``change_max_cloud`` (from ``items`` or ``stac_url``, as ``map_event`` takes them) and the slope of ``dem``.
     """
 
     date: str = ""
@@ -121,3 +125,7 @@ class AssessConfig:
     missing_factors: str = "error"
     progress: bool = True
     seed: int = 42
+    event_date: str | None = None
+    pre_days: int = PRE_DAYS
+    post_days: int = POST_DAYS
+    change_max_cloud: float = MAX_CLOUD

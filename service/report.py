@@ -11,7 +11,9 @@ script and style are inlined from ``service/static``; no CDN):
   detected landslide polygons filled on top (by ``confidence`` when they carry one);
 - the per-region table sorted by fused probability (highest first) and sortable by any column, with
   probabilities to 3 decimals beside each model's decision threshold and decisions in words
-  (:data:`DECISION_WORDS`); a CSV download of the rows built in the page, links to the files beside it.
+  (:data:`DECISION_WORDS`); a CSV download of the rows built in the page, links to the files beside it;
+- with change evidence (an event date): a header line (event, windows, acquisitions, the rule), the change
+  columns after the reason (:data:`CHANGE_COLUMNS`), and a warning naming the regions without it.
 
 Every value that comes from input (region ids, scene ids, notes, reasons, model URIs, warnings) is
 escaped with :func:`html.escape` in the HTML or travels as JSON in a non-executed
@@ -112,6 +114,24 @@ COLUMNS: tuple[tuple[str, str, str], ...] = (
     ("note", "note", "t"),
 )
 THRESHOLD_OF = {"p_fused": "fused", "p_tabular": "tabular", "p_imagery": "imagery"}
+#: The change evidence's columns (an assessment with an event date), shown after ``reason`` when present.
+CHANGE_COLUMNS: tuple[tuple[str, str, str], ...] = (
+    ("change", "change evidence", "t"),
+    ("change_reason", "change reason", "t"),
+    ("chg_flagged_share", "flagged share (change)", "f"),
+    ("chg_dndvi_slope", "mean dNDVI on slopes", "f"),
+    ("chg_observed_share", "observed share (change)", "f"),
+    ("chg_clear_pre", "clear views before", "n"),
+    ("chg_clear_post", "clear views after", "n"),
+)
+
+
+def columns_of(props: list[dict[str, Any]]) -> tuple[tuple[str, str, str], ...]:
+    """The table's columns: :data:`COLUMNS`, with :data:`CHANGE_COLUMNS` after ``reason`` when a row has them."""
+    if not any("change" in p for p in props):
+        return COLUMNS
+    at = [c for c, _l, _k in COLUMNS].index("reason") + 1
+    return COLUMNS[:at] + CHANGE_COLUMNS + COLUMNS[at:]
 
 
 def _asset(path: Path) -> str:
@@ -217,10 +237,16 @@ def report_warnings(report: dict[str, Any], regions: list[dict[str, Any]]) -> li
     if masked is not None and masked >= MASKED_WARN_SHARE:
         out.append(f"{masked:.0%} of the scene is masked (cloud, cloud shadow, snow or no data)")
     partial: dict[str, list[str]] = {}
+    unseen: list[str] = []
     for p in regions:
         ev = str(p.get("evidence") or "")
-        if ev and ev != "both":
-            partial.setdefault(ev, []).append(str(p.get("region_id")))
+        base = ev.removesuffix("+change")  # the trained models' evidence; the change evidence is listed below
+        if base and base not in ("both", "change_only"):
+            partial.setdefault(base, []).append(str(p.get("region_id")))
+        if ev == "change_only":
+            partial.setdefault("none", []).append(str(p.get("region_id")))
+        if str(p.get("change") or "").startswith("unknown"):
+            unseen.append(str(p.get("region_id")))
     for ev, ids in sorted(partial.items()):
         what = {
             "tabular_only": "without imagery (cloud or no data)",
@@ -229,6 +255,9 @@ def report_warnings(report: dict[str, Any], regions: list[dict[str, Any]]) -> li
         }.get(ev, f"with evidence {ev}")
         shown = ", ".join(ids[:10]) + (f" and {len(ids) - 10} more" if len(ids) > 10 else "")
         out.append(f"{len(ids)} region(s) scored {what}: {shown}")
+    if unseen:
+        shown = ", ".join(unseen[:10]) + (f" and {len(unseen) - 10} more" if len(unseen) > 10 else "")
+        out.append(f"{len(unseen)} region(s) without change evidence (unknown: no clear observation): {shown}")
     return out
 
 
@@ -344,6 +373,20 @@ def write_report(
             )
     if models.get("policy"):
         header.append(("decision policy", str(models["policy"])))
+    change = report.get("change") or {}
+    if change:
+        win, acq = change.get("windows") or {}, change.get("acquisitions") or {}
+        pre, post = win.get("pre") or ["?", "?"], win.get("post") or ["?", "?"]
+        rule = change.get("rule") or {}
+        header.append(
+            (
+                "change evidence",
+                f"event {change.get('event_date')}: {len(acq.get('pre') or [])} acquisition(s) before "
+                f"({pre[0]} to {pre[1]}), {len(acq.get('post') or [])} after ({post[0]} to {post[1]}); "
+                f"change where at least {rule.get('min_flagged_share', 0):.0%} of the observed region and "
+                f"{rule.get('min_flagged_m2', 0):,.0f} m2 show vegetation loss on slopes (it makes a region likely)",
+            )
+        )
     counts = {k: sum(decision_key(p.get("decision")) == k for p in props) for k in DECISION_WORDS}
     header.append(
         (
@@ -383,10 +426,11 @@ def write_report(
         sort = ' aria-sort="descending"' if prop == "p_fused" else ""
         return f'<th{sort}><button type="button">{esc(label + extra)}</button></th>'
 
-    head = "".join(th(c, label) for c, label, _k in COLUMNS)
+    columns = columns_of(props)
+    head = "".join(th(c, label) for c, label, _k in columns)
     rows = "\n".join(
         f'<tr class="{decision_key(p.get("decision"))}">'
-        + "".join(_cell(c, k, p, thresholds) for c, _l, k in COLUMNS)
+        + "".join(_cell(c, k, p, thresholds) for c, _l, k in columns)
         + "</tr>"
         for p in props
     )

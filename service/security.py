@@ -43,6 +43,10 @@ FLAG_FIELDS = {
     "--regions": "region",
     "--bands": "bands",
     "--max-cloud": "the service's cloud limit",
+    "--event-date": "event_date",
+    "--pre-days": "pre_days",
+    "--post-days": "post_days",
+    "--dem": "the service's DEM",
 }
 _ABS_PATH = re.compile(r"(?<![\w/:.~-])(?:/[\w.@+~-]+)+/?")
 _FLAG = re.compile(r"(?<![\w-])--[a-z][a-z0-9-]*(?:/--[a-z][a-z0-9-]*)?")

@@ -51,6 +51,7 @@
           ["p_imagery", withThreshold(p.p_imagery, thr.imagery)],
           ["evidence", fmt(p.evidence)],
           ["reason", fmt(p.reason)],
+          ["change evidence", fmt(p.change)],
           ["note", fmt(p.note)],
         ]));
       },

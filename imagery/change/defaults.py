@@ -1,0 +1,16 @@
+"""Defaults of the change evidence that commands show in ``--help``, declared once and without imports.
+
+``pipelines.map_event`` and ``pipelines.assess`` (``--event-date``), and the service's ``/v1/assess``, take the
+same windows (:func:`imagery.change.acquisition.event_windows`) and the same item cloud limit.
+"""
+
+from __future__ import annotations
+
+#: Days before the event, ``[event - PRE_DAYS, event)``: 90 days give a few clear views even in a cloudy season.
+PRE_DAYS = 90
+#: Days after the event, ``(event, event + POST_DAYS]``: the scar is still fresh (before regrowth) and
+#: several revisits (5 days) have passed.
+POST_DAYS = 45
+#: Largest ``eo:cloud_cover`` of an item in a composite, percent: SCL masks the clouds per pixel, so a cloudy
+#: item still gives its clear pixels.
+MAX_CLOUD = 80.0
