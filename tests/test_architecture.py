@@ -152,6 +152,18 @@ def test_layer_rules() -> None:
     assert _violations("fusion", forbidden, top_level_only=True) == []
 
 
+def test_demo_material_is_imported_by_no_library() -> None:
+    # fusion.demo holds the synthetic generators of the quick start, tests and benchmarks: only pipelines use it
+    bad = [
+        f"{mod} imports {target}"
+        for mod, deps in GRAPH.items()
+        if not mod.startswith(("pipelines", "fusion.demo"))
+        for target, _ in deps
+        if target == "fusion.demo" or target.startswith("fusion.demo.")
+    ]
+    assert bad == []
+
+
 def test_change_package_is_torch_free() -> None:
     # imagery.change (map_event's change evidence) needs no trained model: no network code, no torch
     forbidden = ("imagery.transforms", "imagery.models", "imagery.training", "imagery.inference", "imagery.device")
