@@ -1,7 +1,7 @@
 """Windowed scene prediction (``pipelines.predict_scene``) against the in-memory ``predict_scene``: wall time,
 tiles/s and peak RSS, side by side, on synthetic Sentinel-2 L2A scenes written as COGs.
 
-Each scene (``imagery.data.synthetic_scene.write_synthetic_scene``: 12 bands at 10/20/60 m, SCL, a DEM in
+Each scene (``fusion.demo.synthetic_scene.write_synthetic_scene``: 12 bands at 10/20/60 m, SCL, a DEM in
 EPSG:4326, i.e. another CRS than the scene's UTM) is ``size`` x ``size`` 10 m pixels (10980: a full tile),
 cached in ``--workdir``. The model is the small RAU-Net (``small_rau_net1``, base width ``--width``, 40 by
 default; random weights with the head set to a constant low probability, so the masks stay empty and the
@@ -128,7 +128,7 @@ def main() -> None:
         mode, scene, model, out, batch, device = args.worker
         print(json.dumps(worker(mode, Path(scene), Path(model), Path(out), int(batch), device)))
         return
-    from imagery.data.synthetic_scene import write_synthetic_scene
+    from fusion.demo.synthetic_scene import write_synthetic_scene
 
     work = Path(args.workdir)
     model = work / f"model_w{args.width}"

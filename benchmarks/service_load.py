@@ -93,7 +93,7 @@ def run_load(
 def main() -> None:
     import tempfile
 
-    from fusion.paired import PairedConfig, make_paired_regions
+    from fusion.demo.paired import PairedConfig, make_paired_regions
     from fusion.stacking import StackingFuser
     from imagery.inference import load_segmenter
     from service.config import ServiceConfig

@@ -217,21 +217,6 @@ def train_fuser(
 
 
 # ---------------------------------------------------------------------------------------- scoring
-def load_models(
-    tabular_model: str | None,
-    imagery_model: str | None,
-    fusion_model: str | None,
-    *,
-    runtime: str = "torch",
-    device: str = "cpu",
-    tracking_uri: str | None = None,
-) -> Models:
-    """:meth:`fusion.models.Models.load` (kept under its former name; unpacks as ``tab, seg, fus``)."""
-    return Models.load(
-        tabular_model, imagery_model, fusion_model, runtime=runtime, device=device, tracking_uri=tracking_uri
-    )
-
-
 def _stderr(line: str) -> None:
     print(line, file=sys.stderr, flush=True)
 

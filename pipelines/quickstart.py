@@ -1,6 +1,6 @@
 """``python -m pipelines.quickstart``: the main job, end to end on built-in paired synthetic regions.
 
-1. Generate paired regions (:mod:`fusion.paired`): a tabular row and a Sentinel-2-like patch per region
+1. Generate paired regions (:mod:`fusion.demo.paired`): a tabular row and a Sentinel-2-like patch per region
    sharing one ground truth; split them into training regions and held-out test regions (stratified).
 2. Tabular model (``pipelines.train_tabular``): k-fold CV on the training regions gives out-of-fold
    probabilities; the model refitted on all training regions is the one that scores the test regions.
@@ -16,7 +16,7 @@
 5. Score the test regions (``pipelines.score_regions``) and print ROC-AUC, PR-AUC and F1 of the
    tabular, imagery and fused probabilities with paired bootstrap 95% intervals.
 6. Assess the same held-out regions the way an analyst would (``pipelines.assess``): they are laid
-   out as a georeferenced world (:mod:`fusion.world`: a Sentinel-2-like scene, a DEM, one factor
+   out as a georeferenced world (:mod:`fusion.demo.world`: a Sentinel-2-like scene, a DEM, one factor
    raster per tabular feature, region polygons and the landslide inventory, in UTM 33N under
    ``OUT_DIR/world``); ``assess`` reads the regions from ``regions.gpkg``, segments the scene,
    takes zonal statistics of the factor rasters, fuses both models and writes
@@ -50,13 +50,13 @@ from common.fingerprint import fingerprint_array, fingerprint_dataframe
 from common.registry import DEFAULT_NAMES
 from common.tracking import log_fingerprint, runs_table_url, setup_tracking, tracked_run
 from fusion.config import ScoreRegionsConfig, TrainFusionConfig
+from fusion.demo.paired import PairedConfig, PairedRegions, make_paired_regions
+from fusion.demo.world import write_world
 from fusion.evaluation import evaluate_held_out, fused_roc_auc
 from fusion.experiment import score_regions, train_fuser
 from fusion.models import Models
-from fusion.paired import PairedConfig, PairedRegions, make_paired_regions
 from fusion.scoring import ScoringConfig
 from fusion.stacking import load_fuser
-from fusion.world import write_world
 from imagery.data import PatchSet, write_image
 from imagery.training import DataConfig, FoldsResult, ModelConfig, OptimConfig, TrainConfig, run_folds
 from pipelines._register import imagery_extra, register_trained
@@ -290,7 +290,7 @@ def assess_world(
     fusion_model: str,
     log: Callable[[str], None],
 ) -> tuple[AssessResult, float]:
-    """Step 6: the held-out regions as a georeferenced world (:mod:`fusion.world`), assessed from their
+    """Step 6: the held-out regions as a georeferenced world (:mod:`fusion.demo.world`), assessed from their
     polygons with ``pipelines.assess``; returns the result and its fused ROC-AUC against the truth."""
     out_dir = Path(cfg.out_dir)
     features = _features(test.table)

@@ -53,7 +53,6 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 import shapely
 
 from common.cli import UserError
@@ -71,7 +70,7 @@ from common.geo import (
 )
 from common.geo import terrain as geo_terrain
 from tabular.config import TERRAIN_CHOICES
-from tabular.large.source import atomic_dataset_dir, table_metadata
+from tabular.large.source import PartWriter, atomic_dataset_dir, table_metadata
 
 MAX_LEVELS = 255
 RASTER_SUFFIXES = (".tif", ".tiff", ".vrt", ".img", ".jp2", ".asc")
@@ -339,79 +338,65 @@ def build_table(
     n_rows = n_pos = n_neg_kept = n_neg_valid = n_nodata = 0
     windows = list(iter_windows(grid, rows_per_block))
     with atomic_dataset_dir(cfg.out) as tmp, contextlib.ExitStack() as opened:
-        writer = None
-        part = 0
-        in_part = 0
-        try:
-            readers = [
-                opened.enter_context(RasterOnGrid(path, grid, "nearest" if name in cfg.categorical else "bilinear", 1))
-                for name, path in rasters
-            ]
-            dem = opened.enter_context(RasterOnGrid(cfg.dem, grid, "bilinear", 1)) if cfg.dem else None
-            if dem is not None and "twi" in cfg.terrain:
-                twi_full = geo_terrain.twi(dem.read(), spacing[0], spacing[1])
-            for i, win in enumerate(windows):
-                sl = slice(win.row_off, win.row_off + win.height)
-                cols: dict[str, np.ndarray] = {}
-                for (name, _), r in zip(rasters, readers, strict=True):
-                    cols[name] = r.read(win)
-                if dem is not None:
-                    cols.update(_terrain_block(cfg.terrain, dem.read, grid, win, spacing, twi_full))
-                for name, arr in dist_arrays.items():
-                    cols[name] = arr[sl]
-                stack = [cols[c] for c in feature_cols]
-                valid = np.ones((win.height, win.width), dtype=bool)
-                for a in stack:
-                    valid &= np.isfinite(a)
-                n_nodata += int((~valid).sum())
-                keep = np.ones_like(valid) if cfg.keep_nodata else valid.copy()
-                lab = mask[sl].astype(bool)
-                n_neg_valid += int((keep & ~lab).sum())
-                if q < 1.0:
-                    keep &= lab | (np.random.default_rng([cfg.seed, i]).random(valid.shape) < q)
-                n_neg_kept += int((keep & ~lab).sum())
-                rr, cc = np.nonzero(keep)
-                if len(rr):
-                    xs, ys = grid.cell_centres(rr + win.row_off, cc + win.col_off)
-                    arrays = [pa.array(xs), pa.array(ys)]
-                    for c in feature_cols:
-                        v = cols[c][rr, cc]
-                        if c in cfg.categorical:
-                            arrays.append(pa.array(v.astype(np.int32), mask=~np.isfinite(v)))
-                        else:
-                            arrays.append(pa.array(v.astype(np.float32)))
-                    y = lab[rr, cc].astype(np.int8)
-                    arrays.append(pa.array(y))
-                    n_pos += int(y.sum())
-                    n_rows += len(y)
-                    batch = pa.RecordBatch.from_arrays(arrays, schema=schema)
-                    if writer is None or in_part >= cfg.rows_per_part:
-                        if writer is not None:
-                            writer.close()
-                        writer = pq.ParquetWriter(tmp / f"part-{part:05d}.parquet", schema, compression="zstd")
-                        part += 1
-                        in_part = 0
-                    writer.write_batch(batch)
-                    in_part += len(y)
-                if progress is not None:
-                    progress(i + 1, len(windows))
-            if n_pos == 0 or n_neg_kept == 0:
-                which = "positive" if n_pos == 0 else "negative"
-                raise UserError(
-                    f"no {which} cell left after sampling ({n_pos} positive, {n_neg_kept} negative cells with valid "
-                    f"factors); expected both (check the inventory, the rasters' nodata and --negatives-per-positive)"
-                )
-            summary = {
-                "positive_cells": n_pos,
-                "negative_cells_valid": n_neg_valid,
-                "negative_cells_kept": n_neg_kept,
-                "nodata_cells": n_nodata,
-                "rows": n_rows,
-            }
-            (tmp / "_build_summary.json").write_text(json.dumps(summary, indent=2), encoding="utf-8")
-        finally:
-            if writer is not None:
-                writer.close()
+        writer = opened.enter_context(PartWriter(tmp, schema, rows_per_part=cfg.rows_per_part))
+        readers = [
+            opened.enter_context(RasterOnGrid(path, grid, "nearest" if name in cfg.categorical else "bilinear", 1))
+            for name, path in rasters
+        ]
+        dem = opened.enter_context(RasterOnGrid(cfg.dem, grid, "bilinear", 1)) if cfg.dem else None
+        if dem is not None and "twi" in cfg.terrain:
+            twi_full = geo_terrain.twi(dem.read(), spacing[0], spacing[1])
+        for i, win in enumerate(windows):
+            sl = slice(win.row_off, win.row_off + win.height)
+            cols: dict[str, np.ndarray] = {}
+            for (name, _), r in zip(rasters, readers, strict=True):
+                cols[name] = r.read(win)
+            if dem is not None:
+                cols.update(_terrain_block(cfg.terrain, dem.read, grid, win, spacing, twi_full))
+            for name, arr in dist_arrays.items():
+                cols[name] = arr[sl]
+            stack = [cols[c] for c in feature_cols]
+            valid = np.ones((win.height, win.width), dtype=bool)
+            for a in stack:
+                valid &= np.isfinite(a)
+            n_nodata += int((~valid).sum())
+            keep = np.ones_like(valid) if cfg.keep_nodata else valid.copy()
+            lab = mask[sl].astype(bool)
+            n_neg_valid += int((keep & ~lab).sum())
+            if q < 1.0:
+                keep &= lab | (np.random.default_rng([cfg.seed, i]).random(valid.shape) < q)
+            n_neg_kept += int((keep & ~lab).sum())
+            rr, cc = np.nonzero(keep)
+            if len(rr):
+                xs, ys = grid.cell_centres(rr + win.row_off, cc + win.col_off)
+                arrays = [pa.array(xs), pa.array(ys)]
+                for c in feature_cols:
+                    v = cols[c][rr, cc]
+                    if c in cfg.categorical:
+                        arrays.append(pa.array(v.astype(np.int32), mask=~np.isfinite(v)))
+                    else:
+                        arrays.append(pa.array(v.astype(np.float32)))
+                y = lab[rr, cc].astype(np.int8)
+                arrays.append(pa.array(y))
+                n_pos += int(y.sum())
+                n_rows += len(y)
+                writer.write(pa.RecordBatch.from_arrays(arrays, schema=schema))
+            if progress is not None:
+                progress(i + 1, len(windows))
+        if n_pos == 0 or n_neg_kept == 0:
+            which = "positive" if n_pos == 0 else "negative"
+            raise UserError(
+                f"no {which} cell left after sampling ({n_pos} positive, {n_neg_kept} negative cells with valid "
+                f"factors); expected both (check the inventory, the rasters' nodata and --negatives-per-positive)"
+            )
+        summary = {
+            "positive_cells": n_pos,
+            "negative_cells_valid": n_neg_valid,
+            "negative_cells_kept": n_neg_kept,
+            "nodata_cells": n_nodata,
+            "rows": n_rows,
+        }
+        (tmp / "_build_summary.json").write_text(json.dumps(summary, indent=2), encoding="utf-8")
     return BuildTableResult(
         str(cfg.out),
         n_rows,

@@ -52,14 +52,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-import pyarrow.parquet as pq
 from scipy.optimize import least_squares
 from scipy.special import expit, ndtr
 
 from common.atomic import check_free_space
 from common.cli import UserError
 from tabular.config import STUDY_ROWS
-from tabular.large.source import atomic_dataset_dir, table_metadata
+from tabular.large.source import PartWriter, atomic_dataset_dir, table_metadata
 
 CRS = "EPSG:3416"
 CELL_M = 10.0
@@ -370,53 +369,44 @@ def write_carinthia_like(
     schema = pa.schema(fields_pa, metadata=meta)
     block = block_rows or max(1, min(250_000, rows_per_part) // width)
     n_pos = 0
-    part = 0
-    written_in_part = 0
-    writer = None
     done = 0
-    with atomic_dataset_dir(out) as tmp:
-        try:
-            for r0 in range(0, height, block):
-                r1 = min(height, r0 + block)
-                n_cells = min((r1 - r0) * width, rows - r0 * width)
-                if n_cells <= 0:
-                    break
-                brng = np.random.default_rng([seed, r0])
-                cols, y = _block(r0, r1, width, n_cells, fields, fine, quantiles, null_rate, b0, brng)
-                xs, ys = grid.cell_centres(*np.divmod(np.arange(r0 * width, r0 * width + n_cells), width))
-                arrays = []
-                for c in columns:
-                    v = cols[c]
-                    if c in ("geomorphons", "clc"):  # v: int8 index into the dictionary, -1 = null
-                        levels = GEOMORPHONS if c == "geomorphons" else CLC_CODES
-                        arrays.append(
-                            pa.DictionaryArray.from_arrays(
-                                pa.array(v, pa.int8(), mask=v < 0), pa.array(levels, pa.int16())
-                            )
-                        )
-                    else:
-                        arrays.append(pa.array(v, pa.float64()))
-                arrays += [pa.array(xs), pa.array(ys), pa.array(y, pa.int8())]
-                batch = pa.RecordBatch.from_arrays(arrays, schema=schema)
-                if writer is None or written_in_part + len(y) > rows_per_part:
-                    if writer is not None:
-                        writer.close()
-                    part += 1
-                    (tmp / f"partition={part}").mkdir()
-                    writer = pq.ParquetWriter(
-                        tmp / f"partition={part}" / "part-0.parquet", schema, compression="snappy"
+    with (
+        atomic_dataset_dir(out) as tmp,
+        PartWriter(
+            tmp,
+            schema,
+            rows_per_part=rows_per_part,
+            compression="snappy",
+            hive=True,
+            strict=True,
+            row_group_size="batch",
+        ) as writer,
+    ):
+        for r0 in range(0, height, block):
+            r1 = min(height, r0 + block)
+            n_cells = min((r1 - r0) * width, rows - r0 * width)
+            if n_cells <= 0:
+                break
+            brng = np.random.default_rng([seed, r0])
+            cols, y = _block(r0, r1, width, n_cells, fields, fine, quantiles, null_rate, b0, brng)
+            xs, ys = grid.cell_centres(*np.divmod(np.arange(r0 * width, r0 * width + n_cells), width))
+            arrays = []
+            for c in columns:
+                v = cols[c]
+                if c in ("geomorphons", "clc"):  # v: int8 index into the dictionary, -1 = null
+                    levels = GEOMORPHONS if c == "geomorphons" else CLC_CODES
+                    arrays.append(
+                        pa.DictionaryArray.from_arrays(pa.array(v, pa.int8(), mask=v < 0), pa.array(levels, pa.int16()))
                     )
-                    written_in_part = 0
-                writer.write_batch(batch, row_group_size=len(y))
-                written_in_part += len(y)
-                n_pos += int(y.sum())
-                done += len(y)
-                if progress is not None:
-                    progress(done, rows)
-        finally:
-            if writer is not None:
-                writer.close()
-    return MakeTableResult(str(out), done, n_pos, part, height, width, time.perf_counter() - t_start)
+                else:
+                    arrays.append(pa.array(v, pa.float64()))
+            arrays += [pa.array(xs), pa.array(ys), pa.array(y, pa.int8())]
+            writer.write(pa.RecordBatch.from_arrays(arrays, schema=schema))
+            n_pos += int(y.sum())
+            done += len(y)
+            if progress is not None:
+                progress(done, rows)
+    return MakeTableResult(str(out), done, n_pos, writer.parts, height, width, time.perf_counter() - t_start)
 
 
 def _block(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -151,6 +152,18 @@ def test_layer_rules() -> None:
     assert _violations("fusion", forbidden, top_level_only=True) == []
 
 
+def test_demo_material_is_imported_by_no_library() -> None:
+    # fusion.demo holds the synthetic generators of the quick start, tests and benchmarks: only pipelines use it
+    bad = [
+        f"{mod} imports {target}"
+        for mod, deps in GRAPH.items()
+        if not mod.startswith(("pipelines", "fusion.demo"))
+        for target, _ in deps
+        if target == "fusion.demo" or target.startswith("fusion.demo.")
+    ]
+    assert bad == []
+
+
 def test_change_package_is_torch_free() -> None:
     # imagery.change (map_event's change evidence) needs no trained model: no network code, no torch
     forbidden = ("imagery.transforms", "imagery.models", "imagery.training", "imagery.inference", "imagery.device")
@@ -165,3 +178,24 @@ def test_data_package_imports_no_torch() -> None:
             names = [a.name for n in top if isinstance(n, ast.Import) for a in n.names]
             names += [n.module or "" for n in top if isinstance(n, ast.ImportFrom)]
             assert not any(n == "torch" or n.startswith("torch.") for n in names), mod
+
+
+def test_architecture_md_names_every_package_module() -> None:
+    """ARCHITECTURE.md's file list matches the tree: every library module (``.py`` except ``__init__``) of
+    common, tabular, imagery, fusion and service is mentioned by its file name."""
+    text = (ROOT / "ARCHITECTURE.md").read_text(encoding="utf-8")
+    missing = sorted(
+        str(path.relative_to(ROOT))
+        for pkg in ("common", "tabular", "imagery", "fusion", "service")
+        for path in (ROOT / pkg).rglob("*.py")
+        if path.name != "__init__.py" and path.name not in text
+    )
+    assert not missing, f"ARCHITECTURE.md does not mention: {missing}"
+
+
+def test_architecture_md_names_no_missing_file() -> None:
+    """Every ``name.py`` ARCHITECTURE.md mentions exists in a project package (no stale entries)."""
+    text = (ROOT / "ARCHITECTURE.md").read_text(encoding="utf-8")
+    have = {path.name for pkg in (*PACKAGES, "tests") for path in (ROOT / pkg).rglob("*.py")}
+    stale = sorted(set(re.findall(r"\b(\w+\.py)\b", text)) - have)
+    assert not stale, f"ARCHITECTURE.md mentions files that are not in the tree: {stale}"

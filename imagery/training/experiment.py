@@ -25,6 +25,7 @@ import copy
 import json
 import math
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -43,7 +44,6 @@ from imagery.data import MODEL_UNITS, PatchSet, load_patches
 from imagery.data.bands import is_temporal_band_set
 from imagery.data.chips import ChipSpec, is_chip_folder, load_chips
 from imagery.data.sen12_temporal import is_sen12_folder, load_sen12_temporal
-from imagery.data.splits import contiguous_folds, holdout_split, kfold_splits, natural_order
 from imagery.data.synthetic import write_synthetic_l4s
 from imagery.device import resolve_device
 from imagery.inference.evaluate import evaluate_segmenter, save_pr_curve
@@ -54,69 +54,12 @@ from imagery.inference.serving import log_segmenter
 from imagery.models import create_model
 from imagery.training import distributed as ddp
 from imagery.training.config import DataConfig, TrainConfig
+from imagery.training.folds import holdout_positions, kfold_positions, natural_fold_positions  # noqa: F401 - re-exported
 from imagery.training.losses import build_criterion
-from imagery.training.protocol import (
-    DEVIATIONS_TAG,
-    PROTOCOL_TAG,
-    PROTOCOL_TAG_VALUES,
-    STUDY_POSTPROCESSING,
-    STUDY_PREFIX,
-    STUDY_RUN_KIND,
-    study_deviations,
-)
+from imagery.training.protocol import STUDY_POSTPROCESSING, STUDY_PREFIX, get_protocol
 from imagery.training.trainer import Trainer, TrainResult
 from imagery.transforms.features import channel_names
 from imagery.transforms.preprocess import Preprocessor, fit_normalizer
-
-
-# ------------------------------------------------------------------------------- splits
-def holdout_positions(
-    ids: np.ndarray,
-    val_fraction: float,
-    seed: int,
-    labels: np.ndarray | None = None,
-    groups: np.ndarray | None = None,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Positions ``(train, val)`` of ``imagery.data.splits.holdout_split`` (stratified by patch label when possible).
-
-    With ``groups`` (tiles of one georeferenced chip share a group) whole groups go to one side, so no chip
-    is both trained on and validated on; with a single group it falls back to a split of the patches.
-    """
-    if groups is not None and len(np.unique(groups)) >= 2:
-        uniq = np.unique(groups)
-        gtr, gva = holdout_split(uniq, val_fraction, seed)
-        return np.flatnonzero(np.isin(groups, gtr)), np.flatnonzero(np.isin(groups, gva))
-    strat = None
-    if labels is not None:
-        _, counts = np.unique(labels, return_counts=True)
-        n_val = int(np.ceil(val_fraction * len(ids)))
-        if len(counts) == 2 and counts.min() >= 2 and n_val >= 2 and len(ids) - n_val >= 2:
-            strat = labels
-    tr, va = holdout_split(ids, val_fraction, seed, stratify=strat)
-    return _positions(ids, tr), _positions(ids, va)
-
-
-def kfold_positions(ids: np.ndarray, k: int, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
-    """Positions ``(train, test)`` per fold of ``imagery.data.splits.kfold_splits`` (which returns ids)."""
-    return [(_positions(ids, tr), _positions(ids, te)) for tr, te in kfold_splits(ids, k, seed)]
-
-
-def natural_fold_positions(patches: PatchSet, k: int) -> list[tuple[np.ndarray, np.ndarray]]:
-    """Positions ``(train, test)`` of the study's folds: the patches in the natural order of their file names
-    (``imagery.data.splits.natural_order``; patches without paths in id order), cut into ``k`` contiguous blocks,
-    fold i (0-based; the study's fold i + 1) testing on ``[int((k-1-i)/k N), int((k-i)/k N))``. One-line
-    error when the names do not sort naturally."""
-    names = [Path(p).name for p in patches.paths] if patches.paths else [f"image_{int(i)}.h5" for i in patches.ids]
-    order = natural_order(names)
-    if len(order) < k:
-        raise UserError(f"--folds {k}: only {len(order)} labelled patches")
-    return [(np.sort(order[tr]), np.sort(order[te])) for tr, te in contiguous_folds(np.arange(len(order)), k)]
-
-
-def _positions(ids: np.ndarray, sel_ids: Any) -> np.ndarray:
-    """Positions in ``ids`` of the patch ids ``sel_ids`` (in that order)."""
-    pos = {int(v): i for i, v in enumerate(np.asarray(ids))}
-    return np.array([pos[int(v)] for v in np.asarray(sel_ids)], dtype=np.int64)
 
 
 # ------------------------------------------------------------------------------- data
@@ -357,6 +300,11 @@ def train_study_fold(
     return FoldResult(fold, uri, result.threshold, {}, metrics, oof, result.history)
 
 
+#: The fold runner of each protocol: the honest fold validates on a split of its training part and tests once,
+#: the study's selects on its test fold.
+FOLD_TRAINERS: dict[str, Callable[..., FoldResult]] = {"honest": train_fold, "study": train_study_fold}
+
+
 # ------------------------------------------------------------------------------- all folds
 @dataclass(frozen=True)
 class FoldsResult:
@@ -411,7 +359,8 @@ def run_folds(
     id is kept beside its checkpoint, and ``cfg.resume`` continues those same runs.
     """
     main = ddp.current().is_main
-    study = cfg.protocol == "study"
+    protocol = get_protocol(cfg.protocol)
+    fit = FOLD_TRAINERS[protocol.name]
     if main:
         _tag_protocol(cfg)
         _remember_run(cfg.checkpoint_dir)
@@ -431,20 +380,14 @@ def run_folds(
         else:
             if len(patches) < k:
                 raise UserError(f"--folds {k}: only {len(patches)} labelled patches")
-            if study or cfg.data.folds_order == "natural":
-                splits = natural_fold_positions(patches, k)
-            else:
-                splits = kfold_positions(patches.ids, k, cfg.seed)
-            if cfg.data.fold is None:
-                wanted: list[int] = list(range(k))
-            else:
-                wanted = [cfg.data.fold - 1 if study else cfg.data.fold]
+            splits = protocol.fold_splits(patches, cfg)
+            wanted = list(range(k)) if cfg.data.fold is None else [protocol.fold_index(cfg.data.fold)]
             for i in wanted:
                 tr_pos, te_pos = splits[i]
-                label = i + 1 if study else i  # the study numbers its folds from 1 (fold 1 = the last block)
+                label = protocol.fold_label(i)
                 fold_cfg = _fold_config(cfg, label)
                 resume_id = checkpoint_run_id(fold_cfg.checkpoint_dir) if cfg.resume and main else None
-                tags = {"fold": str(label), PROTOCOL_TAG: PROTOCOL_TAG_VALUES[cfg.protocol]}
+                tags = {"fold": str(label), **protocol.name_tag()}
                 run_ctx: Any = (
                     tracked_run(
                         experiment,
@@ -463,7 +406,6 @@ def run_folds(
                         _remember_run(fold_cfg.checkpoint_dir)
                         mlflow.log_params({"fold_index": label, "n_train": len(tr_pos), "n_test": len(te_pos)})
                     fold_set, test_set = patches.subset(tr_pos), patches.subset(te_pos)
-                    fit = train_study_fold if study else train_fold
                     results.append(fit(fold_cfg, fold_set, test_set, i, log_flavour=log_flavour, data_digest=digest))
     oof = pd.concat([r.oof for r in results], ignore_index=True)[list(OOF_COLUMNS)]
     if not main:
@@ -475,11 +417,9 @@ def run_folds(
 
 def _tag_protocol(cfg: TrainConfig) -> None:
     """Run kind and protocol tags of the active run; a study run also lists how it departs from the study's recipe."""
-    study = cfg.protocol == "study"
-    set_run_kind(STUDY_RUN_KIND if study else "imagery")
-    tags = {PROTOCOL_TAG: PROTOCOL_TAG_VALUES[cfg.protocol]}
-    if study:
-        tags[DEVIATIONS_TAG] = "; ".join(study_deviations(cfg)) or "none"
+    protocol = get_protocol(cfg.protocol)
+    set_run_kind(protocol.run_kind)
+    tags = protocol.tags(cfg)
     if cfg.study_row:
         tags["study_row"] = cfg.study_row
     mlflow.set_tags(tags)

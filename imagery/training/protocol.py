@@ -28,19 +28,29 @@ F1), and the test fold is scored once, at the end. Its numbers are the project's
 Shorter runs (``--epochs`` < 65) scale the mid-epoch start (35) like the step schedule's boundaries; a 1-epoch
 run is scored after its only epoch. :func:`study_deviations` lists every setting of a run that differs from
 the study's recipe; the run logs them in the tag ``study_deviations``.
+
+Each protocol is a strategy (:class:`HonestProtocol`, :class:`StudyProtocol`), chosen once by name with
+:func:`get_protocol` (``cfg.protocol``) from :data:`PROTOCOL_REGISTRY`; the experiment and the training loop call
+its hooks (folds and their numbering, run kind and tags, when and how the selection set is scored, which
+checkpoint is kept, the final threshold) instead of branching on the name.
 """
 
 from __future__ import annotations
 
+import math
+import typing
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
 from common.tracking import config_to_dict, flatten_params
-from imagery.inference.postprocess import ThresholdSweep
+from imagery.data.patches import PatchSet
+from imagery.inference.metrics import segmentation_metrics
+from imagery.inference.postprocess import ThresholdSweep, sweep_thresholds
 from imagery.training.choices import FOLDS_ORDERS, PROTOCOLS, SPEC_EPOCHS, FoldsOrder, Protocol  # noqa: F401 - re-exported
 from imagery.training.config import TrainConfig
+from imagery.training.folds import kfold_positions, natural_fold_positions
 
 #: Run tag naming the protocol (its values below), and the run kind of a study run.
 PROTOCOL_TAG = "protocol"
@@ -165,3 +175,175 @@ def study_threshold_sweep(probs: np.ndarray, masks: np.ndarray) -> tuple[float, 
     table["miou_2class"] = (table["bg_iou"] + table["ls_iou"]) / 2
     best = int(np.argmax(table["f1_2class_mean"].to_numpy()))
     return float(table["threshold"].iloc[best]), table
+
+
+# ------------------------------------------------------------------------------------ the strategies
+class TrainingLoop(typing.Protocol):
+    """What the protocols' hooks use of the training loop (:class:`imagery.training.trainer.Trainer`)."""
+
+    best_score: float
+    best_epoch: int
+    selector: StudySelector
+    selected_epoch: float
+    evaluations: list[dict[str, float]]
+
+    def validate(self) -> tuple[dict[str, float], np.ndarray, np.ndarray]:
+        """Scores at p > 0.5 of the current weights on the selection set, its pixel and patch probabilities."""
+        ...
+
+    def keep_weights(self) -> None:
+        """Keep a copy of the current weights as the selected checkpoint."""
+        ...
+
+
+class TrainingProtocol:
+    """The decisions of one protocol; subclasses set the class attributes and override the hooks.
+
+    ``name`` is the ``--protocol`` value, ``run_kind`` the run kind of its runs, ``score_label`` how the
+    progress line names the selection score.
+    """
+
+    name: ClassVar[str]
+    run_kind: ClassVar[str]
+    score_label: ClassVar[str]
+
+    # -------------------------------------------------------------- folds and tags (the experiment)
+    def name_tag(self) -> dict[str, str]:
+        """The run tag naming the protocol."""
+        return {PROTOCOL_TAG: PROTOCOL_TAG_VALUES[self.name]}
+
+    def tags(self, cfg: TrainConfig) -> dict[str, str]:
+        """The run tags of a run of ``cfg``: :meth:`name_tag` (and, for the study, how ``cfg`` departs from its
+        recipe)."""
+        return self.name_tag()
+
+    def fold_splits(self, patches: PatchSet, cfg: TrainConfig) -> list[tuple[np.ndarray, np.ndarray]]:
+        """Positions ``(train, test)`` of each of the ``cfg.data.folds`` folds of ``patches``."""
+        raise NotImplementedError
+
+    def fold_index(self, fold: int) -> int:
+        """The 0-based fold of the ``--fold`` value ``fold``."""
+        return fold
+
+    def fold_label(self, index: int) -> int:
+        """The fold number runs, tags and checkpoint folders show for the 0-based ``index``."""
+        return index
+
+    # -------------------------------------------------------------- validation and selection (the loop)
+    def mid_epoch_batch(self, epoch: int, epochs: int, steps: int) -> int | None:
+        """Batch index of 0-based ``epoch`` before which the selection set is scored, or ``None``."""
+        return None
+
+    def mid_epoch(self, loop: TrainingLoop, epochs_trained: float, main: bool) -> None:
+        """Score the selection set mid-epoch (only called at :meth:`mid_epoch_batch`)."""
+
+    def end_of_epoch(self, loop: TrainingLoop, epoch: int, epochs: int, record: dict[str, float], main: bool) -> float:
+        """Score the selection set after 0-based ``epoch`` (of ``epochs``), keep the checkpoint when it is
+        selected, add the scores to ``record`` (``best_*`` keys are logged but left out of the history) and
+        return the progress line's score. ``main``: rank 0 (the only rank that validates)."""
+        raise NotImplementedError
+
+    def final_threshold(self, probs: np.ndarray, masks: np.ndarray) -> tuple[float, Any, dict[str, float]]:
+        """The decision threshold swept on the selection set's ``probs`` ``(N, H, W)``, the sweep table and the
+        selection set's metrics reported with the result."""
+        raise NotImplementedError
+
+
+class HonestProtocol(TrainingProtocol):
+    """The project's protocol: selection (epoch and threshold, landslide-class F1) on a validation split."""
+
+    name = "honest"
+    run_kind = "imagery"
+    score_label = "val ls_f1"
+
+    def fold_splits(self, patches: PatchSet, cfg: TrainConfig) -> list[tuple[np.ndarray, np.ndarray]]:
+        if cfg.data.folds_order == "natural":
+            return natural_fold_positions(patches, cfg.data.folds)
+        return kfold_positions(patches.ids, cfg.data.folds, cfg.seed)
+
+    def end_of_epoch(self, loop: TrainingLoop, epoch: int, epochs: int, record: dict[str, float], main: bool) -> float:
+        if not main:
+            return float("nan")
+        scores, _, _ = loop.validate()
+        record.update({f"val_{k}": v for k, v in scores.items()})
+        score = scores["ls_f1"]
+        if score > loop.best_score:
+            loop.best_score, loop.best_epoch = score, epoch
+            loop.keep_weights()
+        record["best_val_ls_f1"] = loop.best_score
+        return score
+
+    def final_threshold(self, probs: np.ndarray, masks: np.ndarray) -> tuple[float, Any, dict[str, float]]:
+        threshold, table = sweep_thresholds(probs, masks)
+        return float(threshold), table, segmentation_metrics(probs, masks, float(threshold))
+
+
+class StudyProtocol(TrainingProtocol):
+    """The seed study's protocol (module docstring): natural-order folds numbered from 1, selection on the
+    test fold with :class:`StudySelector`, the threshold by :func:`study_threshold_sweep`."""
+
+    name = "study"
+    run_kind = STUDY_RUN_KIND
+    score_label = "test (study) f1_2class_mean"
+
+    def tags(self, cfg: TrainConfig) -> dict[str, str]:
+        return {**super().tags(cfg), DEVIATIONS_TAG: "; ".join(study_deviations(cfg)) or "none"}
+
+    def fold_splits(self, patches: PatchSet, cfg: TrainConfig) -> list[tuple[np.ndarray, np.ndarray]]:
+        return natural_fold_positions(patches, cfg.data.folds)
+
+    def fold_index(self, fold: int) -> int:
+        return fold - 1
+
+    def fold_label(self, index: int) -> int:
+        return index + 1  # the study numbers its folds from 1 (fold 1 = the last block)
+
+    def mid_epoch_batch(self, epoch: int, epochs: int, steps: int) -> int | None:
+        return study_mid_batch(epoch, epochs, steps)
+
+    def mid_epoch(self, loop: TrainingLoop, epochs_trained: float, main: bool) -> None:
+        self.evaluate(loop, epochs_trained, main)
+
+    def evaluate(self, loop: TrainingLoop, epochs_trained: float, main: bool) -> dict[str, float]:
+        """The study's scoring of the test fold (at argmax) after ``epochs_trained`` epochs; keeps the weights
+        when :class:`StudySelector` says so. Rank 0 only (other ranks return ``{}``)."""
+        if not main:
+            return {}
+        scores, _, _ = loop.validate()
+        kept = loop.selector.update(scores["f1_2class_mean"], scores["miou_2class"])
+        if kept:
+            loop.selected_epoch = float(epochs_trained)
+            loop.best_score = scores["f1_2class_mean"]
+            loop.best_epoch = math.ceil(epochs_trained) - 1
+            loop.keep_weights()
+        loop.evaluations.append(
+            {
+                "epochs_trained": float(epochs_trained),
+                "f1_2class_mean": scores["f1_2class_mean"],
+                "miou_2class": scores["miou_2class"],
+                "ls_f1": scores["ls_f1"],
+                "ls_iou": scores["ls_iou"],
+                "kept": float(kept),
+            }
+        )
+        return scores
+
+    def end_of_epoch(self, loop: TrainingLoop, epoch: int, epochs: int, record: dict[str, float], main: bool) -> float:
+        if main and study_scores_after(epoch, epochs):
+            scores = self.evaluate(loop, epoch + 1.0, main)
+            record.update({f"study_test_{k}": v for k, v in scores.items()})
+            record["study_best_f1_2class_mean"] = loop.selector.best_f1
+        return record.get("study_test_f1_2class_mean", float("nan"))
+
+    def final_threshold(self, probs: np.ndarray, masks: np.ndarray) -> tuple[float, Any, dict[str, float]]:
+        threshold, table = study_threshold_sweep(probs, masks)
+        return threshold, table, segmentation_metrics(probs, masks, 0.5)
+
+
+#: Every protocol by its ``--protocol`` name (the keys are :data:`PROTOCOLS`).
+PROTOCOL_REGISTRY: dict[str, TrainingProtocol] = {p.name: p for p in (HonestProtocol(), StudyProtocol())}
+
+
+def get_protocol(name: str) -> TrainingProtocol:
+    """The protocol named ``name`` (a :data:`PROTOCOLS` value, checked by ``TrainConfig.validate``)."""
+    return PROTOCOL_REGISTRY[name]

@@ -17,8 +17,9 @@ Data flow (one code path on CPU and CUDA):
 5. After the last epoch the best weights are restored and the decision threshold is swept on the
    validation probabilities (``imagery.inference.postprocess.sweep_thresholds``).
 
-Under ``cfg.protocol == "study"`` the split passed as ``val_*`` is the **test fold** and steps 4-5 follow the
-seed study (``imagery.training.protocol``): scored at argmax after every epoch from the second and mid-epoch
+Steps 4-5 are the protocol's (``imagery.training.protocol``, chosen once from ``cfg.protocol``: the loop calls
+its hooks). Under the study protocol the split passed as ``val_*`` is the **test fold** and steps 4-5 follow the
+seed study: scored at argmax after every epoch from the second and mid-epoch
 after epoch 35, kept by :class:`~imagery.training.protocol.StudySelector` (2-class F1 or mIoU improved), the
 threshold swept for the 2-class mean F1. ``cfg.shuffle=False`` takes the batches in the data's order every
 epoch (the study's natural order). Under ``torchrun`` (``imagery.training.distributed``) each rank trains on
@@ -45,12 +46,11 @@ from common.cli import InputNotFoundError, UserError
 from imagery.data.patches import IGNORE
 from imagery.device import resolve_device, use_bf16
 from imagery.inference.metrics import segmentation_metrics
-from imagery.inference.postprocess import sweep_thresholds
 from imagery.inference.segmenter import infer_probs
 from imagery.training import distributed as ddp
 from imagery.training.config import TrainConfig
 from imagery.training.optim import augment_off_epochs, build_optimizer, build_scheduler
-from imagery.training.protocol import StudySelector, study_mid_batch, study_scores_after, study_threshold_sweep
+from imagery.training.protocol import StudySelector, get_protocol
 from imagery.transforms.augment import DonorPool, augment_batch
 
 CHECKPOINT_NAME = "checkpoint.pt"
@@ -141,7 +141,7 @@ class Trainer:
         if self.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
         self.dist = dist or ddp.current()
-        self.study = cfg.protocol == "study"
+        self.protocol = get_protocol(cfg.protocol)
         if self.dist.enabled:
             ddp.check_world(self.dist.world_size, cfg.batch_size, int(train_x.shape[0]))
             if cfg.sync_bn:
@@ -291,13 +291,13 @@ class Trainer:
         n = int(self.train_x.shape[0])
         order = torch.randperm(n, generator=self.shuffle_gen) if cfg.shuffle else torch.arange(n)
         augment = cfg.augment.enabled and epoch < cfg.epochs - augment_off_epochs(cfg)
-        mid = study_mid_batch(epoch, cfg.epochs, self.steps_per_epoch) if self.study else None
+        mid = self.protocol.mid_epoch_batch(epoch, cfg.epochs, self.steps_per_epoch)
         total, count = 0.0, 0
         show = cfg.progress and self.dist.is_main
         bar = _progress(self.steps_per_epoch, f"epoch {epoch + 1}/{cfg.epochs}", show)
         for b in range(self.steps_per_epoch):
             if b == mid:
-                self.study_evaluate(epoch + b / self.steps_per_epoch)
+                self.protocol.mid_epoch(self, epoch + b / self.steps_per_epoch, self.dist.is_main)
                 self.model.train()
             idx = order[b * cfg.batch_size : (b + 1) * cfg.batch_size].to(self.train_x.device)
             xb = self.train_x.index_select(0, idx)
@@ -359,29 +359,9 @@ class Trainer:
         )
         return segmentation_metrics(probs, self.val_y, 0.5), probs, patch
 
-    def study_evaluate(self, epochs_trained: float) -> dict[str, float]:
-        """The study's scoring of the test fold (at argmax) after ``epochs_trained`` epochs; keeps the weights
-        when :class:`StudySelector` says so. Rank 0 only (other ranks return ``{}``)."""
-        if not self.dist.is_main:
-            return {}
-        scores, _, _ = self.validate()
-        kept = self.selector.update(scores["f1_2class_mean"], scores["miou_2class"])
-        if kept:
-            self.selected_epoch = float(epochs_trained)
-            self.best_score = scores["f1_2class_mean"]
-            self.best_epoch = math.ceil(epochs_trained) - 1
-            self.best_state = {k: v.detach().cpu().clone() for k, v in self.model.state_dict().items()}
-        self.evaluations.append(
-            {
-                "epochs_trained": float(epochs_trained),
-                "f1_2class_mean": scores["f1_2class_mean"],
-                "miou_2class": scores["miou_2class"],
-                "ls_f1": scores["ls_f1"],
-                "ls_iou": scores["ls_iou"],
-                "kept": float(kept),
-            }
-        )
-        return scores
+    def keep_weights(self) -> None:
+        """Keep a CPU copy of the current weights as the selected checkpoint (restored by :meth:`finish`)."""
+        self.best_state = {k: v.detach().cpu().clone() for k, v in self.model.state_dict().items()}
 
     def fit(self) -> TrainResult:
         """Train (or continue, when ``cfg.resume``) to ``cfg.epochs`` and return the best model."""
@@ -393,27 +373,11 @@ class Trainer:
             lr = float(self.optimizer.param_groups[0]["lr"])
             train_loss = self.train_epoch(epoch)
             record = {"train_loss": train_loss, "lr": lr}
-            if self.study:
-                if main and study_scores_after(epoch, cfg.epochs):
-                    scores = self.study_evaluate(epoch + 1.0)
-                    record.update({f"study_test_{k}": v for k, v in scores.items()})
-                    record["study_best_f1_2class_mean"] = self.selector.best_f1
-                score = record.get("study_test_f1_2class_mean", float("nan"))
-            elif main:
-                scores, _, _ = self.validate()
-                record.update({f"val_{k}": v for k, v in scores.items()})
-                score = scores["ls_f1"]
-                if score > self.best_score:
-                    self.best_score, self.best_epoch = score, epoch
-                    self.best_state = {k: v.detach().cpu().clone() for k, v in self.model.state_dict().items()}
-                record["best_val_ls_f1"] = self.best_score
-            else:
-                score = float("nan")
+            score = self.protocol.end_of_epoch(self, epoch, cfg.epochs, record, main)
             self.history.append({k: v for k, v in record.items() if not k.startswith("best_")})
             if cfg.progress and main:
-                what = "test (study) f1_2class_mean" if self.study else "val ls_f1"
                 _write(
-                    f"epoch {epoch + 1}/{cfg.epochs}: loss {train_loss:.4f}  {what} {score:.4f}"
+                    f"epoch {epoch + 1}/{cfg.epochs}: loss {train_loss:.4f}  {self.protocol.score_label} {score:.4f}"
                     f"  (best {self.best_score:.4f} @ {self.best_epoch + 1})"
                 )
             self.save_checkpoint(epoch + 1)
@@ -432,12 +396,7 @@ class Trainer:
             empty = np.zeros((0,), dtype=np.float32)
             return TrainResult(self.model, self.best_epoch, self.best_score, 0.5, None, empty, empty, {})
         _, probs, patch = self.validate()
-        if self.study:
-            threshold, table = study_threshold_sweep(probs, self.val_y)
-            metrics = segmentation_metrics(probs, self.val_y, 0.5)
-        else:
-            threshold, table = sweep_thresholds(probs, self.val_y)
-            metrics = segmentation_metrics(probs, self.val_y, float(threshold))
+        threshold, table, metrics = self.protocol.final_threshold(probs, self.val_y)
         return TrainResult(
             model=self.model,
             best_epoch=self.best_epoch,

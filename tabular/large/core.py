@@ -94,6 +94,21 @@ class FoldFit:
     params: dict[str, Any]
 
 
+def train_early_stopped(
+    params: dict[str, Any], train: lgb.Dataset, valid: lgb.Dataset, *, rounds: int, patience: int
+) -> lgb.Booster:
+    """``lgb.train`` for at most ``rounds`` rounds, stopped when the first metric on ``valid`` (named ``"valid"``)
+    has not improved for ``patience`` rounds (the fold fit and the tuner's trials)."""
+    return lgb.train(
+        params,
+        train,
+        num_boost_round=rounds,
+        valid_sets=[valid],
+        valid_names=["valid"],
+        callbacks=[lgb.early_stopping(patience, first_metric_only=True, verbose=False)],
+    )
+
+
 def fit_on_positions(
     ds: lgb.Dataset,
     positions: np.ndarray,
@@ -120,14 +135,7 @@ def fit_on_positions(
         if early_stopping > 0:
             tr, va = inner_split(positions, groups, labels, valid_fraction, seed)
             dtr, dva = subset_rows(ds, tr), subset_rows(ds, va)
-            booster = lgb.train(
-                p,
-                dtr,
-                num_boost_round=rounds,
-                valid_sets=[dva],
-                valid_names=["valid"],
-                callbacks=[lgb.early_stopping(early_stopping, first_metric_only=True, verbose=False)],
-            )
+            booster = train_early_stopped(p, dtr, dva, rounds=rounds, patience=early_stopping)
             best = int(booster.best_iteration or booster.current_iteration())
         else:
             dtr = subset_rows(ds, positions) if len(positions) != ds.num_data() else ds

@@ -23,7 +23,9 @@ were kept, 1.0 for all cells). :class:`TableMeta` reads it back.
 table in two streaming passes (a row sample for the bin bounds, then every row pushed into the
 binned matrix) without the raw table ever being in memory.
 
-:func:`atomic_dataset_dir` writes a dataset folder under a temporary name and renames it at the end.
+:func:`atomic_dataset_dir` writes a dataset folder under a temporary name and renames it at the end;
+:class:`PartWriter` writes record batches into its Parquet part files (the one part writer of the cell tables
+of ``tabular.build`` and ``tabular.carinthia``).
 """
 
 from __future__ import annotations
@@ -46,6 +48,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as pads
 import pyarrow.lib
+import pyarrow.parquet as pq
 
 from common.atomic import atomic_dir
 from common.cli import InputNotFoundError, UserError
@@ -565,3 +568,71 @@ def atomic_dataset_dir(path: str | os.PathLike[str]) -> contextlib.AbstractConte
     """A dataset folder written under a temporary name that replaces ``path`` whole when complete
     (:func:`common.atomic.atomic_dir` with ``replace``; old part files never mix with new ones)."""
     return atomic_dir(path, replace=True)
+
+
+class PartWriter:
+    """Record batches into the Parquet part files of a dataset folder ``folder`` (a context manager; every open
+    file is closed on exit, also on error).
+
+    Layouts: flat (``part-00000.parquet``, ``part-00001.parquet``, ... numbered from 0) or, with ``hive``, one
+    file per partition (``partition=1/part-0.parquet``, ``partition=2/...``, numbered from 1). A new part starts
+    when the current one holds ``rows_per_part`` rows or more; with ``strict`` already when the next batch would
+    take it past ``rows_per_part`` (a part then exceeds it only with a single larger batch). ``row_group_size``
+    ``"batch"`` writes each batch as one row group; ``None`` leaves it to pyarrow's default.
+    """
+
+    def __init__(
+        self,
+        folder: Path,
+        schema: pa.Schema,
+        *,
+        rows_per_part: int,
+        compression: str = "zstd",
+        hive: bool = False,
+        strict: bool = False,
+        row_group_size: str | None = None,
+    ) -> None:
+        self.folder = Path(folder)
+        self.schema = schema
+        self.rows_per_part = int(rows_per_part)
+        self.compression = compression
+        self.hive = hive
+        self.strict = strict
+        self.row_group_size = row_group_size
+        self.parts = 0  # part files started
+        self.rows_in_part = 0
+        self._writer: pq.ParquetWriter | None = None
+
+    def _next_path(self) -> Path:
+        if not self.hive:
+            return self.folder / f"part-{self.parts:05d}.parquet"
+        sub = self.folder / f"partition={self.parts + 1}"
+        sub.mkdir()
+        return sub / "part-0.parquet"
+
+    def write(self, batch: pa.RecordBatch) -> None:
+        """Append ``batch`` (``schema``'s columns) to the current part, starting a new one first when it is full."""
+        n = batch.num_rows
+        full = self.rows_in_part + n > self.rows_per_part if self.strict else self.rows_in_part >= self.rows_per_part
+        if self._writer is None or full:
+            self.close()
+            self._writer = pq.ParquetWriter(self._next_path(), self.schema, compression=self.compression)
+            self.parts += 1
+            self.rows_in_part = 0
+        if self.row_group_size == "batch":
+            self._writer.write_batch(batch, row_group_size=n)
+        else:
+            self._writer.write_batch(batch)
+        self.rows_in_part += n
+
+    def close(self) -> None:
+        """Close the part being written (the next :meth:`write` starts a new one)."""
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+
+    def __enter__(self) -> PartWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -26,7 +26,7 @@ import optuna
 
 from common.tracking import tracked_run
 from tabular.config import LGBMParams
-from tabular.large.core import class_weight, inner_split, subset_rows
+from tabular.large.core import class_weight, inner_split, subset_rows, train_early_stopped
 
 
 def search_space(trial: optuna.Trial) -> dict[str, Any]:
@@ -64,13 +64,8 @@ def tune_params(
         with tracked_run("tune", None, run_name=f"{name}-trial{trial.number}", nested=True, tags={"fold": name}):
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", UserWarning)
-                booster = lgb.train(
-                    p,
-                    subset_rows(ds, tr),
-                    num_boost_round=lg.num_boost_round,
-                    valid_sets=[subset_rows(ds, va)],
-                    valid_names=["valid"],
-                    callbacks=[lgb.early_stopping(patience, first_metric_only=True, verbose=False)],
+                booster = train_early_stopped(
+                    p, subset_rows(ds, tr), subset_rows(ds, va), rounds=lg.num_boost_round, patience=patience
                 )
             auc = float(booster.best_score["valid"]["auc"])
             mlflow.log_params(trial_params)

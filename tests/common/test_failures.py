@@ -117,7 +117,7 @@ def test_full_disk_cache_is_refused_before_writing(small_fs, tmp_path: Path, tra
 
 def test_full_disk_scene_output_is_one_line_naming_the_users_path(small_fs, tmp_path: Path, tracking_uri: str, capfd):
     """predict_scene --out on a full disk: one line naming --out (not the hidden staging folder), no libtiff lines."""
-    from imagery.data.synthetic_scene import write_synthetic_scene
+    from fusion.demo.synthetic_scene import write_synthetic_scene
     from pipelines import predict_scene
     from tests.scenes.helpers import L2A_BANDS, tiny_model
 

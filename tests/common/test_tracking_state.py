@@ -30,7 +30,7 @@ from common.tracking import (
     log_fingerprint,
     tracked_run,
 )
-from fusion.paired import PairedConfig, make_paired_regions
+from fusion.demo.paired import PairedConfig, make_paired_regions
 from fusion.stacking import StackingFuser, load_fuser
 from imagery.data import write_image
 from imagery.inference import load_segmenter

@@ -19,9 +19,9 @@ class BlockTorch(importlib.abc.MetaPathFinder):
 
 sys.meta_path.insert(0, BlockTorch())
 import numpy as np
-import fusion.crosscheck, fusion.patch_features, fusion.paired, fusion.region_features
+import fusion.crosscheck, fusion.patch_features, fusion.demo.paired, fusion.region_features
 import fusion.regions, fusion.scoring, fusion.stacking, fusion.models, fusion.evaluation
-from fusion.paired import PairedConfig, make_paired_regions
+from fusion.demo.paired import PairedConfig, make_paired_regions
 pr = make_paired_regions(PairedConfig(n_regions=6, size=16, seed=0))
 from fusion.region_features import imagery_region_features
 imagery_region_features(np.zeros((2, 8, 8), np.float32), 0.5)

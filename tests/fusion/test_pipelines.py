@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 from common.cli import run_main
-from fusion.paired import PairedConfig, make_paired_regions
+from fusion.demo.paired import PairedConfig, make_paired_regions
 from fusion.scoring import ALL_COLUMNS
 from imagery.data import write_image
 from pipelines import score_regions, train_fusion

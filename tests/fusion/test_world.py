@@ -1,4 +1,4 @@
-"""fusion.world: paired regions as a georeferenced world that the georeferenced readers understand."""
+"""fusion.demo.world: paired regions as a georeferenced world that the georeferenced readers understand."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ import pytest
 import rasterio
 
 from common.geo import CLASSES_TAG, Grid, RasterOnGrid, class_names, read_vector
-from fusion.paired import PairedConfig, make_paired_regions
-from fusion.world import write_world
+from fusion.demo.paired import PairedConfig, make_paired_regions
+from fusion.demo.world import write_world
 from imagery.data.bands import BANDS, L4S_BAND_MEANS
 from imagery.data.sentinel2 import open_scene
 

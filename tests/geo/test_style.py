@@ -26,7 +26,7 @@ from common.geo.style import (
     regions_by_decision_qml,
     write_layer_style,
 )
-from imagery.data.synthetic_scene import write_synthetic_scene
+from fusion.demo.synthetic_scene import write_synthetic_scene
 from imagery.inference.config import SceneConfig
 from imagery.inference.scene import run_scene
 from tabular.susceptibility import CLASS_COLOURS, CLASS_NAMES, SusceptibilityRaster

@@ -14,8 +14,8 @@ import pytest
 import torch
 
 from common.cli import UserError, run_main
+from fusion.demo.synthetic_scene import write_synthetic_scene
 from imagery.data import load_patches
-from imagery.data.synthetic_scene import write_synthetic_scene
 from imagery.inference import Segmenter, SegmenterMeta, load_segmenter, save_segmenter_files
 from imagery.inference.metrics import segmentation_metrics
 from imagery.inference.onnx import META_KEY, export_onnx, load_onnx_segmenter, read_meta

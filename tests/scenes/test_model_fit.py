@@ -11,7 +11,7 @@ import mlflow
 import pytest
 
 from common.cli import UserError, run_main
-from imagery.data.synthetic_scene import write_synthetic_scene
+from fusion.demo.synthetic_scene import write_synthetic_scene
 from imagery.inference import SegmenterMeta
 from imagery.inference.config import SceneConfig
 from imagery.inference.scene import run_scene

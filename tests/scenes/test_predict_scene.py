@@ -15,8 +15,8 @@ from affine import Affine
 
 from common.cli import run_main
 from common.geo import Grid, RasterOnGrid
+from fusion.demo.synthetic_scene import write_synthetic_scene
 from imagery.data.sentinel2 import open_scene
-from imagery.data.synthetic_scene import write_synthetic_scene
 from imagery.inference.config import SceneConfig
 from imagery.inference.predict import predict_scene
 from imagery.inference.scene import _StripReader, plan_inputs, run_scene

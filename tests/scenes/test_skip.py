@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import rasterio
 
-from imagery.data.synthetic_scene import write_synthetic_scene
+from fusion.demo.synthetic_scene import write_synthetic_scene
 from imagery.inference.config import SceneConfig
 from imagery.inference.scene import run_scene
 from imagery.inference.skip import SkipRules, plan_tiles, skip_reason

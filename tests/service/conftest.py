@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from fusion.paired import PairedConfig, make_paired_regions
+from fusion.demo.paired import PairedConfig, make_paired_regions
 from fusion.stacking import StackingFuser
 from imagery.inference import load_segmenter
 from tabular.serving import load_tabular_model

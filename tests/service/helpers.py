@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from common.cli import UserError
-from fusion.paired import PairedConfig, make_paired_regions
+from fusion.demo.paired import PairedConfig, make_paired_regions
 from service.config import ServiceConfig
 from service.regions import check_regions, from_request
 

@@ -65,7 +65,7 @@ def test_assess_a_box_on_the_real_scene(seg: Path, tmp_path: Path, tracking_uri:
 
 def _synthetic_world(tmp: Path) -> dict[str, Path]:
     """A small UTM band folder (SCL clear on the west half, cloud on the east half) and two factor rasters."""
-    from imagery.data.synthetic_scene import write_synthetic_scene
+    from fusion.demo.synthetic_scene import write_synthetic_scene
 
     scene = write_synthetic_scene(tmp / "scene", size=120, seed=1, cloud_fraction=0.0, dem=False)
     with rasterio.open(scene / "SCL.tif", "r+", IGNORE_COG_LAYOUT_BREAK="YES") as src:

@@ -13,9 +13,9 @@ import shapely
 from fastapi.testclient import TestClient
 
 from common.geo import Feature, write_gpkg
-from fusion.paired import PairedConfig, make_paired_regions
+from fusion.demo.paired import PairedConfig, make_paired_regions
+from fusion.demo.world import write_world
 from fusion.region_features import imagery_region_features
-from fusion.world import write_world
 from imagery.data import write_image
 from service.api import create_app
 from service.assess import AssessConfig, Assessor, assess, fuse
@@ -58,7 +58,7 @@ def test_score_and_assess_decide_the_same_evidence_alike(tmp_path: Path) -> None
 
 
 def test_a_region_mostly_outside_the_scene_has_no_tabular_evidence(tmp_path: Path, models) -> None:
-    """The main job's world (``fusion.world``); one region 90 % east of the scene, one inside a block.
+    """The main job's world (``fusion.demo.world``); one region 90 % east of the scene, one inside a block.
 
     Before, the window was clipped to the scene first: the factor rasters covered ~90 % of the *clipped*
     region, so it got ``evidence=both`` and the note "11% ... under cloud or nodata". Now shares are of the

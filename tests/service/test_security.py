@@ -42,7 +42,7 @@ DATE = "2024-06-01"
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     """A small synthetic UTM band folder, a segmenter on its bands, and a point inside the scene."""
-    from imagery.data.synthetic_scene import write_synthetic_scene
+    from fusion.demo.synthetic_scene import write_synthetic_scene
     from imagery.inference import load_segmenter
 
     tmp = tmp_path_factory.mktemp("world")

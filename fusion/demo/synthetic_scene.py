@@ -1,5 +1,7 @@
 """A synthetic Sentinel-2 L2A scene on disk, any size up to a full 10980 x 10980 tile, written block by block.
 
+Demo material (:mod:`fusion.demo`): used by the quick start, the tests and the benchmarks, never by a library.
+
 For tests and ``benchmarks/scene_bench.py``: one COG per band at its real resolution (10 m: B02, B03, B04,
 B08; 20 m: B05, B06, B07, B8A, B11, B12 and SCL; 60 m: B01, B09; no B10, as in L2A), uint16 digital
 numbers (reflectance x 10000, nodata 0) in UTM (default EPSG:32629), plus ``dem.tif``: a float32 DEM in
@@ -148,7 +150,7 @@ def write_synthetic_scene(
         "processing_baseline": "05.10",
         "crs": crs,
         "bands": {canonical_band(name): {"scale": 1e-4, "offset": 0.0} for name, _ in S2_L2A_FILES},
-        "note": "synthetic scene (imagery.data.synthetic_scene); DN written without the baseline-04 offset",
+        "note": "synthetic scene (fusion.demo.synthetic_scene); DN written without the baseline-04 offset",
         "synthetic": True,
     }
     (out / "scene.json").write_text(json.dumps(meta, indent=2), encoding="utf-8")

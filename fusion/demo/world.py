@@ -1,6 +1,8 @@
 """Paired regions laid out as a georeferenced world: a Sentinel-2-like scene, a DEM, factor rasters,
 region polygons and a landslide inventory, all on one UTM grid, as an analyst would hand them over.
 
+Demo material (:mod:`fusion.demo`): used by the quick start, the tests and the benchmarks, never by a library.
+
 The main job (``pipelines.quickstart``) writes its held-out regions this way and then runs
 ``pipelines.assess`` on them, so the georeferenced path (scene reading, windowed segmentation, zonal
 statistics of the factor rasters, fusion) is exercised on data whose truth is known.
@@ -126,7 +128,7 @@ def write_world(
         "product": "L2A",
         "crs": crs,
         "bands": {band: {"scale": 1e-4, "offset": 0.0} for band in SPECTRAL},
-        "note": "synthetic world of paired regions (fusion.world); clouds painted into the bands, no SCL",
+        "note": "synthetic world of paired regions (fusion.demo.world); clouds painted into the bands, no SCL",
         "synthetic": True,
     }
     (out / "scene" / "scene.json").write_text(json.dumps(meta, indent=2), encoding="utf-8")

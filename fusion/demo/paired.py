@@ -1,5 +1,7 @@
 """Paired synthetic regions: a tabular row and a Sentinel-2-like patch per region, one ground truth.
 
+Demo material (:mod:`fusion.demo`): used by the quick start, the tests and the benchmarks, never by a library.
+
 Design (fixed before any fusion result was looked at; not tuned to flatter fusion):
 
 * The table comes from :func:`tabular.synthetic.make_region_table` with ``return_latent=True``.
