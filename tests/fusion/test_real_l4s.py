@@ -34,8 +34,9 @@ def test_real_l4s_regions_train_score_fuse(tmp_path: Path, tracking_uri: str) ->
     regions = tmp_path / "regions.csv"
     table.to_csv(regions, index=False)
 
-    tab = train_tabular.train(
-        TrainTabularConfig(
+    tab = train_tabular.COMMAND.call(
+        ["--tracking-uri", tracking_uri, "--experiment", "real", "--no-register"],
+        config=TrainTabularConfig(
             data=str(regions),
             id_column="region_id",
             seed=0,
