@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import sys
 import types
 import typing
 from collections.abc import Callable, Mapping, Sequence
@@ -150,8 +151,6 @@ def _help_text(spec: Flag, default: Any, required: bool, tp: Any) -> str:
     text = spec.help
     if "%(default)s" in text:
         text = text.replace("%(default)s", _fmt_default(default))
-    elif required:
-        text = f"{text} (required)" if text else "required"
     elif default not in (None, MISSING, False, "", []) and "default" not in text.lower() and tp is not bool:
         text = f"{text} (default {_fmt_default(default)})" if text else f"default {_fmt_default(default)}"
     return text.replace("%", "%%")
@@ -164,7 +163,7 @@ def _add_leaf(
     required = default is MISSING
     base, optional = _strip_optional(tp)
     name = spec.flag or "--" + f.name.replace("_", "-")
-    kwargs: dict[str, Any] = {"dest": ".".join(path), "default": argparse.SUPPRESS}
+    kwargs: dict[str, Any] = {"dest": ".".join(path), "default": argparse.SUPPRESS, "required": required}
     help_text = _help_text(spec, default, required, base)
     if base is bool:
         if optional:
@@ -324,6 +323,27 @@ def to_dict(config: Any) -> dict[str, Any]:
     return json.loads(json.dumps(dataclasses.asdict(config), default=str))
 
 
+def fill(cls: type[T], *sources: Any, **values: Any) -> T:
+    """Dataclass ``cls`` with each field taken from ``values``, else from the first of ``sources`` (option groups)
+    with an attribute of that name, else its default: a command's options become a library config without
+    copying field by field."""
+    kwargs: dict[str, Any] = {}
+    for f in dataclasses.fields(cls):
+        if not f.init:
+            continue
+        if f.name in values:
+            kwargs[f.name] = values[f.name]
+            continue
+        for src in sources:
+            if hasattr(src, f.name):
+                kwargs[f.name] = getattr(src, f.name)
+                break
+    unknown = set(values) - {f.name for f in dataclasses.fields(cls)}
+    if unknown:
+        raise TypeError(f"{cls.__name__} has no field {', '.join(sorted(unknown))}")
+    return cls(**kwargs)
+
+
 def read_config_file(path: str) -> dict[str, Any]:
     """The JSON object in ``path`` (a logged ``config.json``); a one-line error when it is not one."""
     p = Path(path)
@@ -340,7 +360,11 @@ def read_config_file(path: str) -> dict[str, Any]:
 
 def parse_options(cls: type[T], parser: argparse.ArgumentParser, argv: Sequence[str] | None = None) -> T:
     """Defaults, then the ``--config`` file, then the flags given: the config dataclass ``cls``."""
-    ns = vars(parser.parse_args(argv))
+    args = list(sys.argv[1:] if argv is None else argv)
+    if any(a == CONFIG_FLAG or a.startswith(CONFIG_FLAG + "=") for a in args):
+        for action in parser._actions:  # the file may hold the required values: checked after merging
+            action.required = False
+    ns = vars(parser.parse_args(args))
     config_file = ns.pop(_CONFIG_DEST, None)
     data: dict[str, Any] = read_config_file(config_file) if config_file else {}
     source = config_file or "config"
