@@ -106,6 +106,8 @@ class Command(Generic[C]):
     resume_run_id: Callable[[C, Any], str | None] | None = None
     #: whether to open the run at all for these options (e.g. torchrun ranks other than 0: no)
     tracked: Callable[[C], bool] | None = None
+    #: after the run has ended (FINISHED): adds to the summary (registering the model, say)
+    finish: Callable[[C, Context, dict[str, Any]], None] | None = None
     #: wraps the whole command (set-up and tear-down, e.g. torch.distributed)
     around: Callable[[C], contextlib.AbstractContextManager[Any]] | None = None
 
@@ -148,10 +150,13 @@ class Command(Generic[C]):
                 summary = dict(self.run(cfg, ctx))
             if ctx.run is not None and "run_id" not in summary:
                 summary = {"run_id": ctx.run_id, **summary}
-            if tracked or self.experiment is None:
-                if not opts.json:
-                    for line in ctx.lines:
-                        print(line, flush=True)
+            shown = tracked or self.experiment is None
+            if shown and not opts.json:
+                for line in ctx.lines:
+                    print(line, flush=True)
+            if self.finish is not None and shown:
+                self.finish(cfg, ctx, summary)
+            if shown:
                 print_summary(summary, as_json=opts.json)
         return summary, ctx
 

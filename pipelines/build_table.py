@@ -35,9 +35,7 @@ class BuildTableOptions:
 
     inventory: str = arg("landslides: polygons/points (GPKG, SHP, GeoJSON, CSV lon/lat) or a label raster")
     out: str = arg("output Parquet dataset folder")
-    rasters: list[str] = arg(
-        "factor rasters (column = stem)", default_factory=list, nargs="*", metavar="[NAME=]PATH"
-    )
+    rasters: list[str] = arg("factor rasters (column = stem)", default_factory=list, nargs="*", metavar="[NAME=]PATH")
     grid: str | None = arg("reference grid (default: the first raster's)", default=None, metavar="REF.tif")
     categorical: list[str] = arg("comma-separated class rasters (nearest resampling)", default_factory=list)
     dem: str | None = arg("DEM for terrain factors", default=None)

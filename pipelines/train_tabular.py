@@ -171,21 +171,27 @@ def run(o: TrainTabularOptions, ctx: Context) -> dict[str, object]:
     result = ctx.result = train_model(cfg, log=ctx.log)
     ctx.say(format_result(result, cfg.experiment))
     means = {f"{m}_mean": result.summary[f"{m}_mean"] for m in METRIC_NAMES}
-    out = {"run_id": result.run_id, "model_uri": result.model_uri, "threshold": result.threshold, "metrics": means}
-    if not o.register.no_register:
-        out["registered"] = register_trained(
-            "tabular",
-            result.logged_model_uri or result.model_uri,
-            name=o.register.register_name,
-            card_run_id=result.run_id,
-            data_name=cfg.data or f"built-in synthetic region table ({cfg.n_regions} rows, seed {cfg.seed})",
-            data_kind="real" if cfg.data else "synthetic",
-            metrics=result.summary,
-            protocol=f"{result.n_folds}-fold cross-validation, out-of-fold scores",
-            threshold=result.threshold,
-            log=ctx.log,
-        )
-    return out
+    return {"run_id": result.run_id, "model_uri": result.model_uri, "threshold": result.threshold, "metrics": means}
+
+
+def register(o: TrainTabularOptions, ctx: Context, summary: dict[str, object]) -> None:
+    """After the run: register the model with its card (unless --no-register)."""
+    if o.register.no_register:
+        return
+    cfg: TrainTabularConfig = ctx.config
+    result = ctx.result
+    summary["registered"] = register_trained(
+        "tabular",
+        result.logged_model_uri or result.model_uri,
+        name=o.register.register_name,
+        card_run_id=result.run_id,
+        data_name=cfg.data or f"built-in synthetic region table ({cfg.n_regions} rows, seed {cfg.seed})",
+        data_kind="real" if cfg.data else "synthetic",
+        metrics=result.summary,
+        protocol=f"{result.n_folds}-fold cross-validation, out-of-fold scores",
+        threshold=result.threshold,
+        log=ctx.log,
+    )
 
 
 COMMAND = Command(
@@ -195,6 +201,7 @@ COMMAND = Command(
     doc=__doc__,
     experiment=EXPERIMENT,
     prepare=lambda o, ctx: library_config(o),
+    finish=register,
 )
 main = COMMAND.main
 
