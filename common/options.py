@@ -9,7 +9,7 @@ that take them. :func:`build_parser` derives one flag per leaf field:
 * the type comes from the annotation: ``int``, ``float``, ``str``, ``list[str|int|float]`` (comma-separated;
   ``nargs=`` for space-separated), ``Literal[...]`` (the choices), ``X | None``; ``type=`` overrides the
   parser (``common.cli.positive_int``...); a ``bool`` defaulting to ``False`` is a switch, one defaulting to
-  ``True`` is ``--no-<name>`` (or ``flag=``), a ``bool | None`` is ``--x/--no-x``;
+  ``True`` or ``None`` is ``--x/--no-x`` (``flag="--no-x"``: that switch alone);
 * the help is ``help=`` with the default appended (``%(default)s`` in the text is replaced instead);
   a field without a default is required (from the command line or the ``--config`` file);
 * the title of a group is its dataclass's first docstring line.
@@ -168,9 +168,10 @@ def _add_leaf(
     if base is bool:
         if optional:
             kwargs["action"] = argparse.BooleanOptionalAction
-        elif default is True:
-            name = spec.flag or "--no-" + f.name.replace("_", "-")
+        elif default is True and spec.flag:  # e.g. --no-skip alone
             kwargs.update(action="store_const", const=False)
+        elif default is True:  # --x (the default) and --no-x
+            kwargs["action"] = argparse.BooleanOptionalAction
         else:
             kwargs.update(action="store_const", const=True)
     else:

@@ -49,10 +49,18 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
+from typing import Literal, get_args
 
 import numpy as np
 
 from common.cli import UserError
+
+#: How the digital numbers of a scene (``imagery.data.sentinel2``) or of chip files (``imagery.data.chips``) become
+#: reflectance; here (no GDAL) so that a command's --help shows them at once.
+SceneScale = Literal["auto", "reflectance", "dn", "dn-offset"]
+ImageScale = Literal["auto", "reflectance", "dn", "dn-offset", "l4s"]
+SCENE_SCALES: tuple[str, ...] = get_args(SceneScale)
+IMAGE_SCALES: tuple[str, ...] = get_args(ImageScale)
 
 #: The STAC collection of Sentinel-2 L2A products searched by default (Earth Search v1, Planetary Computer).
 DEFAULT_COLLECTION = "sentinel-2-l2a"
