@@ -83,6 +83,11 @@ def run_main(main: Callable[[Sequence[str] | None], int | None], argv: Sequence[
     """Run ``main(argv)``: user errors become ``error: ...`` and exit status 2; bugs keep their traceback."""
     try:
         code = main(argv)
+    except SystemExit as exc:  # argparse: --help (0) or a bad flag (2, its usage and message already printed)
+        if exc.code is None or isinstance(exc.code, int):
+            return int(exc.code or 0)
+        print(exc.code, file=sys.stderr)
+        return EXIT_BUG
     except Terminated:
         print("terminated (SIGTERM): the MLflow run is marked KILLED; continue with --resume", file=sys.stderr)
         return EXIT_TERMINATED

@@ -50,10 +50,12 @@ class Flag:
     flag: str | None = None
     aliases: tuple[str, ...] = ()
     type: Callable[[str], Any] | None = None
-    metavar: str | None = None
-    nargs: str | None = None
+    metavar: str | tuple[str, ...] | None = None
+    nargs: str | int | None = None
     #: False: the field is set by the command (or the config file) only, never by a flag
     cli: bool = True
+    #: a positional argument (top-level fields only), named by the field
+    positional: bool = False
 
 
 def arg(
@@ -64,12 +66,13 @@ def arg(
     flag: str | None = None,
     aliases: Sequence[str] = (),
     type: Callable[[str], Any] | None = None,  # noqa: A002 - the argparse name
-    metavar: str | None = None,
-    nargs: str | None = None,
+    metavar: str | tuple[str, ...] | None = None,
+    nargs: str | int | None = None,
     cli: bool = True,
+    positional: bool = False,
 ) -> Any:
     """A dataclass field with its command-line presentation (``dataclasses.field`` plus a :class:`Flag`)."""
-    meta = {META_KEY: Flag(help, flag, tuple(aliases), type, metavar, nargs, cli)}
+    meta = {META_KEY: Flag(help, flag, tuple(aliases), type, metavar, nargs, cli, positional)}
     if default_factory is not MISSING:
         return dataclasses.field(default_factory=default_factory, metadata=meta)
     return dataclasses.field(default=default, metadata=meta)
@@ -193,6 +196,18 @@ def _add_leaf(
                 kwargs["type"] = converter
         if spec.metavar or "choices" not in kwargs:
             kwargs["metavar"] = spec.metavar or name.lstrip("-").upper().replace("-", "_")
+    if spec.positional:
+        if len(path) > 1:
+            raise TypeError(f"{'.'.join(path)}: only top-level fields can be positional")
+        kwargs.pop("dest")
+        kwargs.pop("required")
+        kwargs.setdefault("metavar", f.name)
+        if kwargs.get("choices"):
+            kwargs.pop("metavar")
+        if not required:
+            kwargs["nargs"] = "?"
+        target.add_argument(f.name, help=help_text, **kwargs)
+        return Leaf(path, (f.name,), required)
     flags = (name, *spec.aliases)
     target.add_argument(*flags, help=help_text, **kwargs)
     return Leaf(path, flags, required)
@@ -365,6 +380,8 @@ def parse_options(cls: type[T], parser: argparse.ArgumentParser, argv: Sequence[
     if any(a == CONFIG_FLAG or a.startswith(CONFIG_FLAG + "=") for a in args):
         for action in parser._actions:  # the file may hold the required values: checked after merging
             action.required = False
+            if not action.option_strings and action.nargs is None:
+                action.nargs = "?"
     ns = vars(parser.parse_args(args))
     config_file = ns.pop(_CONFIG_DEST, None)
     data: dict[str, Any] = read_config_file(config_file) if config_file else {}

@@ -59,11 +59,12 @@ class Context:
 
 
 def run_options(cfg: Any) -> RunOptions:
-    """The ``run`` group of a command's options."""
+    """The ``run`` group of a command's options (``run: RunOptions``, else its top-level fields of those names)."""
     opts = getattr(cfg, "run", None)
-    if not isinstance(opts, RunOptions):
-        raise TypeError(f"{type(cfg).__name__} needs a field run: RunOptions")
-    return opts
+    if isinstance(opts, RunOptions):
+        return opts
+    # a command that opens no run may take only some of them (tracking_uri, json, verbose) at its top level
+    return RunOptions(**{f.name: getattr(cfg, f.name) for f in dataclasses.fields(RunOptions) if hasattr(cfg, f.name)})
 
 
 def split_doc(doc: str | None) -> tuple[str, str | None]:
@@ -94,7 +95,8 @@ class Command(Generic[C]):
 
     name: str
     options: type[C]
-    run: Callable[[C, Context], Mapping[str, Any]]
+    #: the command's work: calls one library function, returns the summary (None: print nothing)
+    run: Callable[[C, Context], Mapping[str, Any] | None]
     doc: str | None = None
     #: the default MLflow experiment; None: the command opens no run
     experiment: str | None = None
@@ -147,17 +149,18 @@ class Command(Generic[C]):
             seed_everything(opts.seed)
             tracked = self.experiment is not None and (self.tracked is None or self.tracked(cfg))
             with self._tracking(cfg, ctx, tracked, config):
-                summary = dict(self.run(cfg, ctx))
+                returned = self.run(cfg, ctx)
+            if returned is None:  # nothing to say (a torchrun rank other than 0)
+                return {}, ctx
+            summary = dict(returned)
             if ctx.run is not None and "run_id" not in summary:
                 summary = {"run_id": ctx.run_id, **summary}
-            shown = tracked or self.experiment is None
-            if shown and not opts.json:
+            if not opts.json:
                 for line in ctx.lines:
                     print(line, flush=True)
-            if self.finish is not None and shown:
+            if self.finish is not None:
                 self.finish(cfg, ctx, summary)
-            if shown:
-                print_summary(summary, as_json=opts.json)
+            print_summary(summary, as_json=opts.json)
         return summary, ctx
 
     @contextlib.contextmanager

@@ -19,19 +19,12 @@ import argparse
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import mlflow
-
-from common.atomic import atomic_write
 from common.cli import add_common_args, print_summary, progress_printer, run_main
-from common.tracking import set_run_kind, setup_tracking, tracked_run
-from imagery.training.study_tables import (
-    DEFAULT_EXPERIMENT,
-    TableResults,
-    collect_results,
-    plan_markdown,
-    render_markdown,
-)
+
+if TYPE_CHECKING:
+    from imagery.training.study_tables import TableResults
 
 ARTIFACT = "study_tables.md"
 
@@ -60,6 +53,17 @@ def main(argv: Sequence[str] | None = None) -> int:
 def run(argv: Sequence[str] | None = None) -> TableResults | None:
     """Print and write the tables (or the plan); returns the collected results (``None`` for ``--plan``)."""
     args = build_parser().parse_args(argv)
+    import mlflow  # noqa: PLC0415 - loaded when the command runs: --help stays fast
+
+    from common.atomic import atomic_write  # noqa: PLC0415 - loaded when the command runs
+    from common.tracking import set_run_kind, setup_tracking, tracked_run  # noqa: PLC0415 - MLflow loads when the command runs
+    from imagery.training.study_tables import (  # noqa: PLC0415 - loaded when the command runs: --help stays fast
+        DEFAULT_EXPERIMENT,
+        collect_results,
+        plan_markdown,
+        render_markdown,
+    )
+
     say = progress_printer(args.json)
     if args.plan:
         text = plan_markdown(args.data, args.experiment)

@@ -39,14 +39,12 @@ from pathlib import Path
 import numpy as np
 
 from common.cli import UserError
-from imagery.data.bands import TEMPORAL_MARK, is_temporal_band_set
+from imagery.data.bands import SENSORS, TEMPORAL_MARK, TEMPORAL_SETS, is_temporal_band_set
 from imagery.data.patches import PatchSet
 from imagery.data.sen12landslides import S1_BANDS, S2_BANDS, Sen12LandslidesS1, Sen12LandslidesS2, Sen12Patch
 
 __all__ = ["TEMPORAL_MARK", "is_temporal_band_set", "load_sen12_temporal", "temporal_channels"]
 
-TEMPORAL_SETS: tuple[str, ...] = ("post", "pre-post", "pre-post-diff")
-SENSORS: tuple[str, ...] = ("s2", "s1", "s2+s1")
 NORM_FILES: tuple[str, ...] = ("norm_data.json", "norm_stats.json")
 _S2_NAME = re.compile(r"^(?P<region>.+)_s2_(?P<id>[^_]+)\.nc$", re.IGNORECASE)
 
