@@ -15,6 +15,22 @@ config to log as the run's params), opens the run (:func:`common.tracking.tracke
 ``config.json``, git commit, FAILED/KILLED on errors), calls ``run`` and prints the summary
 (:func:`common.cli.print_summary`; ``--json``: one JSON object). User errors become one line and exit
 status 2 (:func:`common.cli.run_main`). A command with ``experiment=None`` opens no MLflow run.
+
+Converting a hand-written command (``build_parser`` + ``main``):
+
+1. Each ``p.add_argument`` becomes a field of an options dataclass: ``name: type = arg(help, default=...)``
+   (``type=positive_int`` etc. for checked values, ``Literal[...]`` for ``choices``, ``flag="--no-x"`` for a
+   lone negative switch, ``positional=True``); shared flags become nested groups (``run: RunOptions =
+   nested(RunOptions)`` instead of ``add_common_args``; ``SegmenterOptions``/``EngineOptions`` instead of
+   ``add_segmenter_args``/``add_engine_args``); keep the help texts.
+2. ``config_from_args`` becomes ``prepare(o, ctx)``: checks across flags raise ``UserError`` and it returns the
+   library config (``fill(LibConfig, o, o.group, o.run, field=...)``) that the run logs as params.
+3. The body of ``main`` inside ``tracked_run`` becomes ``run(o, ctx)``: it reads ``ctx.config``,
+   ``ctx.tracking_uri``, logs progress with ``ctx.log``, says human lines with ``ctx.say`` and returns the summary
+   (with ``files``: every path written); work after the run (registering) goes in ``finish``.
+4. ``COMMAND = Command(name, Options, run, doc=__doc__, experiment=..., prepare=...)``, ``main = COMMAND.main``,
+   ``COMMAND.exit()`` under ``__main__``; move heavy imports into the functions; drop the command from
+   ``SLOW_HELP`` in ``tests/test_cli_startup.py``; tests call ``COMMAND.parse(argv)`` / ``COMMAND.call(argv)``.
 """
 
 from __future__ import annotations

@@ -152,8 +152,14 @@ def test_every_generated_command_matches_its_dataclass(name: str) -> None:
     cmd = importlib.import_module(f"pipelines.{name}").COMMAND
     parser = cmd.parser()
     actions = _actions(parser)
-    required = [leaf for leaf in parser.leaves if leaf.required]
-    argv = [x for leaf in required for x in (leaf.flags[0], "1")]
+    argv: list[str] = []
+    for leaf in parser.leaves:
+        if leaf.required:  # a valid value: the first choice, else "1" (as many as nargs asks)
+            action = actions[leaf.dest]
+            values = [str(action.choices[0]) if action.choices else "1"] * (
+                action.nargs if isinstance(action.nargs, int) else 1
+            )
+            argv += [*action.option_strings[:1], *values]
     cfg = parse_options(cmd.options, parser, argv)
     for leaf in parser.leaves:
         action = actions[leaf.dest]
