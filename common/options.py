@@ -56,6 +56,8 @@ class Flag:
     cli: bool = True
     #: a positional argument (top-level fields only), named by the field
     positional: bool = False
+    #: with ``nargs="?"``: the value of the flag given without one
+    const: Any = None
 
 
 def arg(
@@ -70,9 +72,10 @@ def arg(
     nargs: str | int | None = None,
     cli: bool = True,
     positional: bool = False,
+    const: Any = None,
 ) -> Any:
     """A dataclass field with its command-line presentation (``dataclasses.field`` plus a :class:`Flag`)."""
-    meta = {META_KEY: Flag(help, flag, tuple(aliases), type, metavar, nargs, cli, positional)}
+    meta = {META_KEY: Flag(help, flag, tuple(aliases), type, metavar, nargs, cli, positional, const)}
     if default_factory is not MISSING:
         return dataclasses.field(default_factory=default_factory, metadata=meta)
     return dataclasses.field(default=default, metadata=meta)
@@ -191,6 +194,8 @@ def _add_leaf(
         else:
             if spec.nargs:
                 kwargs["nargs"] = spec.nargs
+                if spec.const is not None:
+                    kwargs["const"] = spec.const
             converter = spec.type or (base if base in (int, float) else None)
             if converter is not None:
                 kwargs["type"] = converter

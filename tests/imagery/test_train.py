@@ -196,9 +196,11 @@ def test_cli_defaults_and_choices_match_the_library() -> None:
     from common.tracking import config_to_dict
     from imagery.device import PRECISIONS
     from imagery.training import TrainConfig
+    from imagery.training.study_tables import DEFAULT_EXPERIMENT
     from imagery.transforms.augment import CUTMIX_MODES
-    from pipelines import train_imagery
+    from pipelines import study_tables, train_imagery
 
+    assert study_tables.EXPERIMENT == DEFAULT_EXPERIMENT == train_imagery.EXPERIMENT
     assert get_args(train_imagery.CutmixMode) == CUTMIX_MODES
     assert get_args(train_imagery.TrainPrecision) == PRECISIONS
     cfg = train_imagery.library_config(train_imagery.COMMAND.parse([]))
