@@ -21,7 +21,7 @@ from pathlib import Path
 
 from common.cli import RunOptions, UserError
 from common.options import arg, nested, to_dict
-from imagery.data.bands import DEFAULT_COLLECTION, DEFAULT_STAC_URL
+from imagery.data.choices import DEFAULT_COLLECTION, DEFAULT_STAC_URL
 from pipelines._command import Command, Context
 
 EXPERIMENT = "imagery-fetch"

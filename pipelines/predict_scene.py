@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 
 from common.cli import RunOptions, UserError, csv_list, positive_int
 from common.options import arg, fill, nested
-from imagery.data.bands import SceneScale
+from imagery.data.choices import SceneScale
 from imagery.inference.config import DEFAULT_OVERLAP, SceneConfig
 from pipelines._command import Command, Context
 from pipelines._segmenter_args import SceneSegmenterOptions

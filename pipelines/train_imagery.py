@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING, Literal
 
 from common.cli import RunOptions, UserError, positive_int, unit_float
 from common.options import arg, nested
-from imagery.data.bands import ImageScale, Sensor, TemporalSet
+from imagery.data.choices import ImageScale, Sensor, TemporalSet
 from imagery.inference.config import TtaMode
 from imagery.training.choices import SPEC_EPOCHS, FoldsOrder, Optimizer, Protocol, Schedule
 from pipelines._command import Command, Context
