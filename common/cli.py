@@ -28,9 +28,11 @@ import signal
 import sys
 import warnings
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from common.errors import MAX_ERRORS_SHOWN, InputNotFoundError, UserError, errors_message, one_line  # noqa: F401 - re-exported
+from common.options import arg
 
 EXIT_USER_ERROR = 2
 EXIT_BUG = 1
@@ -81,6 +83,11 @@ def run_main(main: Callable[[Sequence[str] | None], int | None], argv: Sequence[
     """Run ``main(argv)``: user errors become ``error: ...`` and exit status 2; bugs keep their traceback."""
     try:
         code = main(argv)
+    except SystemExit as exc:  # argparse: --help (0) or a bad flag (2, its usage and message already printed)
+        if exc.code is None or isinstance(exc.code, int):
+            return int(exc.code or 0)
+        print(exc.code, file=sys.stderr)
+        return EXIT_BUG
     except Terminated:
         print("terminated (SIGTERM): the MLflow run is marked KILLED; continue with --resume", file=sys.stderr)
         return EXIT_TERMINATED
@@ -93,6 +100,24 @@ def run_main(main: Callable[[Sequence[str] | None], int | None], argv: Sequence[
         print(f"error: {format_user_error(exc)}", file=sys.stderr)
         return EXIT_USER_ERROR
     return int(code or 0)
+
+
+@dataclass
+class RunOptions:
+    """run (MLflow tracking and output)
+
+    The options every command takes (the ``run`` group of its config; :func:`add_common_args` for the commands
+    whose parser is still written by hand).
+    """
+
+    seed: int = arg("random seed (default %(default)s)", default=42)
+    experiment: str | None = arg("MLflow experiment name (default: the command's own)", default=None)
+    run_name: str | None = arg("MLflow run name (default: command, data and time)", default=None)
+    tracking_uri: str | None = arg(
+        "MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else sqlite:///mlruns/mlflow.db)", default=None
+    )
+    verbose: bool = arg(f"show third-party progress bars and warnings (also ${ENV_DEBUG}=1)", default=False)
+    json: bool = arg("end with the summary as one JSON object on stdout", default=False)
 
 
 def add_common_args(parser: argparse.ArgumentParser, *, default_seed: int = 42) -> None:

@@ -395,6 +395,7 @@ def tracked_run(
     tags: Mapping[str, str] | None = None,
     name_hint: str | None = None,
     resume_run_id: str | None = None,
+    options: Any | None = None,
 ) -> Iterator[Any]:
     """Start an MLflow run in the store the command set up; log ``config``, git commit and code version.
 
@@ -403,7 +404,9 @@ def tracked_run(
     A nested run goes into its parent's experiment. ``resume_run_id`` continues that run (a run
     killed earlier): its status goes back to RUNNING, its parameters stay, its metric histories
     continue, and the tag ``landslide.resumed`` counts the resumptions. A top-level run first marks the
-    orphaned runs of its experiment ``KILLED`` (:func:`mark_orphaned_runs`).
+    orphaned runs of its experiment ``KILLED`` (:func:`mark_orphaned_runs`). ``options``: the command's own
+    options (``pipelines._command``), logged as ``config.json`` so that ``--config`` re-runs them; ``config``
+    then goes to the params and ``library_config.json``.
     """
     if resume_run_id is not None:
         previous = MlflowClient().get_run(resume_run_id)
@@ -425,7 +428,9 @@ def tracked_run(
         run = mlflow.start_run(**kwargs)
     try:
         if config is not None:
-            log_config(config)
+            log_config(config, "config.json" if options is None else "library_config.json")
+        if options is not None and resume_run_id is None:
+            mlflow.log_dict(config_to_dict(options), "config.json")
         yield run
     except KeyboardInterrupt:
         mlflow.end_run(status="KILLED")

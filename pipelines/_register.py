@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 import tempfile
@@ -21,6 +22,34 @@ from common.model_card import (
     build_card,
     segmenter_fields,
 )
+from common.options import arg
+
+
+def register_options(kind: str) -> type:
+    """The ``register`` option group of a training command for models of ``kind`` (``tabular``, ``imagery``,
+    ``fusion``): ``--register-name`` (default ``landslide-<kind>``) and ``--no-register``."""
+    cls = dataclasses.make_dataclass(
+        f"Register{kind.title()}Options",
+        [
+            (
+                "register_name",
+                str,
+                arg(
+                    "MLflow Model Registry name; the new version gets alias @candidate (default %(default)s)",
+                    default=DEFAULT_NAMES[kind],
+                ),
+            ),
+            ("no_register", bool, arg("do not register the model in the Model Registry", default=False)),
+        ],
+    )
+    cls.__doc__ = "model registry"
+    cls.__module__ = __name__
+    return cls
+
+
+RegisterTabularOptions = register_options("tabular")
+RegisterImageryOptions = register_options("imagery")
+RegisterFusionOptions = register_options("fusion")
 
 
 def add_register_args(p: argparse.ArgumentParser, kind: str) -> None:

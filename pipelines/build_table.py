@@ -13,120 +13,91 @@ What each option does, the column names, the sampling and the output format are 
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import sys
-from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from common.cli import add_common_args, csv_list, positive_int, print_summary, progress_printer, run_main
+from common.cli import RunOptions, UserError, positive_int
+from common.options import arg, fill, nested
+from pipelines._command import Command, Context
 from tabular.config import TERRAIN_CHOICES
 
 if TYPE_CHECKING:
-    from tabular.build import BuildTableConfig, BuildTableResult
+    from tabular.build import BuildTableConfig
+
+EXPERIMENT = "build_table"
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m pipelines.build_table", description=__doc__.splitlines()[0])
-    p.add_argument("--rasters", nargs="*", default=[], metavar="[NAME=]PATH", help="factor rasters (column = stem)")
-    p.add_argument(
-        "--inventory",
-        required=True,
-        help="landslides: polygons/points (GPKG, SHP, GeoJSON, CSV lon/lat) or a label raster",
+@dataclass
+class BuildTableOptions:
+    """The flags of ``python -m pipelines.build_table`` (logged as the run's ``config.json``)."""
+
+    inventory: str = arg("landslides: polygons/points (GPKG, SHP, GeoJSON, CSV lon/lat) or a label raster")
+    out: str = arg("output Parquet dataset folder")
+    rasters: list[str] = arg("factor rasters (column = stem)", default_factory=list, nargs="*", metavar="[NAME=]PATH")
+    grid: str | None = arg("reference grid (default: the first raster's)", default=None, metavar="REF.tif")
+    categorical: list[str] = arg("comma-separated class rasters (nearest resampling)", default_factory=list)
+    dem: str | None = arg("DEM for terrain factors", default=None)
+    terrain: list[str] = arg(f"comma-separated: {','.join(TERRAIN_CHOICES)}", default_factory=list)
+    distance_to: list[str] = arg(
+        "distance in metres to features", default_factory=list, nargs="*", metavar="NAME=VECTOR"
     )
-    p.add_argument("--out", required=True, help="output Parquet dataset folder")
-    p.add_argument("--grid", default=None, metavar="REF.tif", help="reference grid (default: the first raster's)")
-    p.add_argument(
-        "--categorical", type=csv_list, default=[], help="comma-separated class rasters (nearest resampling)"
+    inventory_filter: str | None = arg('OGR SQL filter, e.g. "Year_obs>=2005"', default=None, metavar="SQL")
+    negatives_per_positive: float | None = arg(
+        "keep all positives and ~K negatives each (default: every cell, --all-cells)", default=None, metavar="K"
     )
-    p.add_argument("--dem", default=None, help="DEM for terrain factors")
-    p.add_argument("--terrain", type=csv_list, default=[], help=f"comma-separated: {','.join(TERRAIN_CHOICES)}")
-    p.add_argument("--distance-to", nargs="*", default=[], metavar="NAME=VECTOR", help="distance in metres to features")
-    p.add_argument("--inventory-filter", default=None, metavar="SQL", help='OGR SQL filter, e.g. "Year_obs>=2005"')
-    sampling = p.add_mutually_exclusive_group()
-    sampling.add_argument(
-        "--negatives-per-positive",
-        type=float,
-        default=None,
-        metavar="K",
-        help="keep all positives and ~K negatives each",
-    )
-    sampling.add_argument("--all-cells", action="store_true", help="keep every cell (the default)")
-    p.add_argument("--buffer-m", type=float, default=0.0, help="positive within this many metres of a point/line")
-    p.add_argument("--keep-nodata", action="store_true", help="keep cells where a factor is nodata (as NaN)")
-    p.add_argument("--block-cells", type=positive_int, default=1_000_000, help="cells processed at a time")
-    add_common_args(p)
-    return p
+    all_cells: bool = arg("keep every cell (the default; not with --negatives-per-positive)", default=False)
+    buffer_m: float = arg("positive within this many metres of a point/line", default=0.0)
+    keep_nodata: bool = arg("keep cells where a factor is nodata (as NaN)", default=False)
+    block_cells: int = arg("cells processed at a time", default=1_000_000, type=positive_int)
+    run: RunOptions = nested(RunOptions)
 
 
-def config_from_args(args: argparse.Namespace) -> BuildTableConfig:
+def library_config(o: BuildTableOptions, ctx: Context | None = None) -> BuildTableConfig:
+    """The library's config for these options (what the run logs as params)."""
     from tabular.build import BuildTableConfig  # noqa: PLC0415 - loaded when the command runs: --help stays fast
 
-    return BuildTableConfig(
-        rasters=list(args.rasters),
-        inventory=args.inventory,
-        out=args.out,
-        grid=args.grid,
-        categorical=args.categorical,
-        dem=args.dem,
-        terrain=args.terrain,
-        distance_to=list(args.distance_to),
-        inventory_filter=args.inventory_filter,
-        negatives_per_positive=args.negatives_per_positive,
-        buffer_m=args.buffer_m,
-        keep_nodata=args.keep_nodata,
-        block_cells=args.block_cells,
-        seed=args.seed,
-        experiment=args.experiment or "build_table",
-        run_name=args.run_name,
-        tracking_uri=args.tracking_uri,
-    )
+    if o.all_cells and o.negatives_per_positive is not None:
+        raise UserError("--all-cells and --negatives-per-positive exclude each other: give one")
+    return fill(BuildTableConfig, o, o.run, experiment=o.run.experiment or EXPERIMENT)
 
 
-def run(cfg: BuildTableConfig, *, verbose: bool = False, log=print) -> BuildTableResult:
-    """Set up the store, open the run and build the table with a progress bar."""
+def run(o: BuildTableOptions, ctx: Context) -> dict[str, object]:
+    """Build the table with a progress bar and log its counts."""
     import mlflow  # noqa: PLC0415 - loaded when the command runs: --help stays fast
     from tqdm import tqdm  # noqa: PLC0415 - progress bar only when building
 
-    from common.tracking import setup_tracking, tracked_run  # noqa: PLC0415 - loaded when the command runs: --help stays fast
     from tabular.build import build_table  # noqa: PLC0415 - loaded when the command runs: --help stays fast
 
-    setup_tracking(cfg.tracking_uri, verbose=verbose)
-    with tracked_run(cfg.experiment, cfg, run_name=cfg.run_name):
-        with tqdm(unit="block", disable=None, file=sys.stderr) as bar:
+    with tqdm(unit="block", disable=None, file=sys.stderr) as bar:
 
-            def progress(done: int, total: int) -> None:
-                bar.total = total
-                bar.update(done - bar.n)
+        def progress(done: int, total: int) -> None:
+            bar.total = total
+            bar.update(done - bar.n)
 
-            res = build_table(cfg, log=log, progress=progress)
-        mlflow.log_metrics(
-            {
-                "rows": res.rows,
-                "positives": res.positives,
-                "negatives": res.negatives,
-                "nodata_cells": res.nodata_cells,
-                "negative_rate": res.negative_rate,
-                "build_seconds": res.seconds,
-                "cells_per_second": res.cells_per_second,
-            }
-        )
-    return res
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    res = run(config_from_args(args), verbose=args.verbose, log=progress_printer(args.json))
-    if args.json:
-        print_summary(dataclasses.asdict(res) | {"cells_per_second": res.cells_per_second}, as_json=True)
-        return 0
-    print(
+        res = ctx.result = build_table(ctx.config, log=ctx.log, progress=progress)
+    mlflow.log_metrics(
+        {
+            "rows": res.rows,
+            "positives": res.positives,
+            "negatives": res.negatives,
+            "nodata_cells": res.nodata_cells,
+            "negative_rate": res.negative_rate,
+            "build_seconds": res.seconds,
+            "cells_per_second": res.cells_per_second,
+        }
+    )
+    ctx.say(
         f"wrote {res.out}: {res.rows:,} cells ({res.positives:,} landslide, {res.negatives:,} other; "
         f"{res.nodata_cells:,} nodata cells left out), {len(res.columns) - 3} factors, grid {res.height} x {res.width} "
         f"({res.crs}), negative rate {res.negative_rate:.4g}, {res.seconds:.1f}s ({res.cells_per_second:,.0f} cells/s)"
     )
-    return 0
+    return dataclasses.asdict(res) | {"cells_per_second": res.cells_per_second, "files": [res.out]}
 
+
+COMMAND = Command("build_table", BuildTableOptions, run, doc=__doc__, experiment=EXPERIMENT, prepare=library_config)
+main = COMMAND.main
 
 if __name__ == "__main__":
-    raise SystemExit(run_main(main, sys.argv[1:]))
+    COMMAND.exit()

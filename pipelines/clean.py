@@ -16,61 +16,60 @@ Example::
 
 from __future__ import annotations
 
-import argparse
-import sys
-from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
-from mlflow.tracking import MlflowClient
-
-from common.atomic import clean_stale_staging
-from common.cli import UserError, print_summary, run_main
-from common.tracking import _store_path, mark_orphaned_runs, resolve_tracking_uri, setup_tracking
+from common.cli import UserError
+from common.options import arg
+from pipelines._command import Command, Context
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m pipelines.clean", description=__doc__.split("\n\n")[0])
-    p.add_argument("--path", default=".", help="folder to clean of stale staging, recursively (default: .)")
-    p.add_argument("--tracking-uri", default=None, help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, ...)")
-    p.add_argument("--dry-run", action="store_true", help="only list what would be removed or marked")
-    p.add_argument("--json", action="store_true", help="print the summary as one JSON object")
-    p.add_argument("--verbose", action="store_true", help="show third-party warnings")
-    return p
+@dataclass
+class CleanOptions:
+    """The flags of ``python -m pipelines.clean``."""
+
+    path: str = arg("folder to clean of stale staging, recursively (default: .)", default=".")
+    tracking_uri: str | None = arg("MLflow tracking URI (default: $MLFLOW_TRACKING_URI, ...)", default=None)
+    dry_run: bool = arg("only list what would be removed or marked", default=False)
+    json: bool = arg("print the summary as one JSON object", default=False)
+    verbose: bool = arg("show third-party warnings", default=False)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    root = Path(args.path)
+def run(o: CleanOptions, ctx: Context) -> dict[str, object]:
+    """Remove stale staging under ``--path`` and mark orphaned runs KILLED (or list them with ``--dry-run``)."""
+    from mlflow.tracking import MlflowClient  # noqa: PLC0415 - MLflow loads when the command runs: --help stays fast
+
+    from common.atomic import clean_stale_staging  # noqa: PLC0415 - loaded when the command runs
+    from common.tracking import _store_path, mark_orphaned_runs, resolve_tracking_uri, setup_tracking  # noqa: PLC0415 - MLflow loads when the command runs
+
+    root = Path(o.path)
     if not root.is_dir():
-        raise UserError(f"--path {args.path}: no such folder")
-    verb = "would remove" if args.dry_run else "removed"
-    staged = clean_stale_staging(root, recursive=True, dry_run=args.dry_run)
+        raise UserError(f"--path {o.path}: no such folder")
+    verb = "would remove" if o.dry_run else "removed"
+    staged = clean_stale_staging(root, recursive=True, dry_run=o.dry_run)
     for entry in staged:
         print(f"{verb} {entry}")
-    uri = resolve_tracking_uri(args.tracking_uri)
+    uri = resolve_tracking_uri(o.tracking_uri)
     local = _store_path(uri)
     runs: list = []
     if local is None or local.exists():  # never create a store just to find it empty
-        setup_tracking(uri, verbose=args.verbose)
+        setup_tracking(uri, verbose=o.verbose)
         client = MlflowClient(uri)
         ids = [e.experiment_id for e in client.search_experiments()]
-        runs = mark_orphaned_runs(ids, tracking_uri=uri, dry_run=args.dry_run)
-        mark = "would mark" if args.dry_run else "marked"
-        for run in runs:
-            print(
-                f"{mark} run {run.info.run_id} ({run.info.run_name}, pid {run.data.tags.get('landslide.pid')}) KILLED"
-            )
-    print_summary(
-        {
-            "staging_" + ("found" if args.dry_run else "removed"): len(staged),
-            "runs_" + ("found" if args.dry_run else "marked_killed"): len(runs),
-            "tracking_uri": uri,
-            "dry_run": args.dry_run,
-        },
-        as_json=args.json,
-    )
-    return 0
+        runs = mark_orphaned_runs(ids, tracking_uri=uri, dry_run=o.dry_run)
+        mark = "would mark" if o.dry_run else "marked"
+        for r in runs:
+            print(f"{mark} run {r.info.run_id} ({r.info.run_name}, pid {r.data.tags.get('landslide.pid')}) KILLED")
+    return {
+        "staging_" + ("found" if o.dry_run else "removed"): len(staged),
+        "runs_" + ("found" if o.dry_run else "marked_killed"): len(runs),
+        "tracking_uri": uri,
+        "dry_run": o.dry_run,
+    }
 
+
+COMMAND = Command("clean", CleanOptions, run, doc=__doc__)
+main = COMMAND.main
 
 if __name__ == "__main__":
-    raise SystemExit(run_main(main, sys.argv[1:]))
+    COMMAND.exit()

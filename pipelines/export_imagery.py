@@ -17,13 +17,12 @@ Example::
 
 from __future__ import annotations
 
-import argparse
-import sys
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from common.cli import UserError, add_common_args, print_summary, run_main
+from common.cli import RunOptions, UserError
+from common.options import arg, nested
+from pipelines._command import Command, Context
 
 EXPERIMENT = "imagery-export"
 
@@ -40,50 +39,55 @@ class ExportConfig:
     seed: int = 42
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m pipelines.export_imagery", description=__doc__.split("\n\n")[0])
-    p.add_argument("--model", required=True, help="segmenter URI: runs:/<run_id>[/segmenter], models:/... or a folder")
-    p.add_argument("--out", required=True, help="the .onnx file to write")
-    p.add_argument("--int8", action="store_true", help="quantize to int8 (static, calibrated)")
-    p.add_argument(
-        "--calibration", default=None, help="L4S folder or cache for the int8 calibration (default: synthetic)"
-    )
-    p.add_argument("--calibration-split", default="train", help="split of --calibration (default train)")
-    add_common_args(p)
-    return p
+@dataclass
+class ExportImageryOptions:
+    """The flags of ``python -m pipelines.export_imagery`` (logged as the run's ``config.json``)."""
+
+    model: str = arg("segmenter URI: runs:/<run_id>[/segmenter], models:/... or a folder")
+    out: str = arg("the .onnx file to write")
+    int8: bool = arg("quantize to int8 (static, calibrated)", default=False)
+    calibration: str | None = arg("L4S folder or cache for the int8 calibration (default: synthetic)", default=None)
+    calibration_split: str = arg("split of --calibration (default train)", default="train")
+    run: RunOptions = nested(RunOptions)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+def library_config(o: ExportImageryOptions, ctx: Context | None = None) -> ExportConfig:
+    """What the run logs as params; the output must be an ``.onnx`` path."""
+    if Path(o.out).suffix != ".onnx":
+        raise UserError(f"--out {o.out}: expected a path ending in .onnx")
+    return ExportConfig(o.model, o.out, o.int8, o.calibration, o.calibration_split, o.run.seed)
+
+
+def run(o: ExportImageryOptions, ctx: Context) -> dict[str, object]:
+    """Export (:func:`imagery.inference.onnx.export_onnx`), calibrated for int8 on real or synthetic patches."""
     import mlflow  # noqa: PLC0415 - loaded when the command runs: --help stays fast
     import numpy as np  # noqa: PLC0415 - loaded when the command runs: --help stays fast
     import torch  # noqa: PLC0415 - loaded when the command runs: --help stays fast
 
     from common.fingerprint import fingerprint_files  # noqa: PLC0415 - loaded when the command runs: --help stays fast
-    from common.tracking import log_fingerprint, setup_tracking, tracked_run  # noqa: PLC0415 - loaded when the command runs: --help stays fast
+    from common.tracking import log_fingerprint  # noqa: PLC0415 - loaded when the command runs: --help stays fast
     from imagery.data import load_patches  # noqa: PLC0415 - loaded when the command runs: --help stays fast
     from imagery.inference import load_segmenter  # noqa: PLC0415 - loaded when the command runs: --help stays fast
-    from imagery.inference.onnx import calibration_inputs, export_onnx  # noqa: PLC0415 - loaded when the command runs: --help stays fast
+    from imagery.inference.onnx import calibration_inputs, export_onnx  # noqa: PLC0415 - loaded when the command runs
 
-    cfg = ExportConfig(args.model, args.out, args.int8, args.calibration, args.calibration_split, args.seed)
-    if Path(cfg.out).suffix != ".onnx":
-        raise UserError(f"--out {cfg.out}: expected a path ending in .onnx")
-    uri = setup_tracking(args.tracking_uri, verbose=args.verbose)
-    with tracked_run(args.experiment or EXPERIMENT, cfg, run_name=args.run_name) as run:
-        seg = load_segmenter(cfg.model_uri, "cpu", tracking_uri=uri)
-        data = None
-        if cfg.int8 and cfg.calibration:
-            patches = load_patches(cfg.calibration, cfg.calibration_split)
-            data = seg.preprocess(np.asarray(patches.images[:64]), torch.device("cpu")).numpy()
-        elif cfg.int8:
-            data = calibration_inputs(seg.meta, seed=cfg.seed)
-        path = export_onnx(seg.model, seg.meta, cfg.out, int8=cfg.int8, calibration=data)
-        log_fingerprint(fingerprint_files([path], source=cfg.out), prefix="onnx", context="export")
-        mlflow.log_artifact(str(path))
-    summary = {"run_id": run.info.run_id, "out": str(path), "int8": cfg.int8, "megabytes": path.stat().st_size / 1e6}
-    print_summary(summary, as_json=args.json)
-    return 0
+    cfg: ExportConfig = ctx.config
+    seg = load_segmenter(cfg.model_uri, "cpu", tracking_uri=ctx.tracking_uri)
+    data = None
+    if cfg.int8 and cfg.calibration:
+        patches = load_patches(cfg.calibration, cfg.calibration_split)
+        data = seg.preprocess(np.asarray(patches.images[:64]), torch.device("cpu")).numpy()
+    elif cfg.int8:
+        data = calibration_inputs(seg.meta, seed=cfg.seed)
+    path = ctx.result = export_onnx(seg.model, seg.meta, cfg.out, int8=cfg.int8, calibration=data)
+    log_fingerprint(fingerprint_files([path], source=cfg.out), prefix="onnx", context="export")
+    mlflow.log_artifact(str(path))
+    return {"out": str(path), "int8": cfg.int8, "megabytes": path.stat().st_size / 1e6, "files": [str(path)]}
 
+
+COMMAND = Command(
+    "export_imagery", ExportImageryOptions, run, doc=__doc__, experiment=EXPERIMENT, prepare=library_config
+)
+main = COMMAND.main
 
 if __name__ == "__main__":
-    raise SystemExit(run_main(main, sys.argv[1:]))
+    COMMAND.exit()

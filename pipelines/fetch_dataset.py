@@ -18,87 +18,96 @@ Examples::
 
 from __future__ import annotations
 
-import argparse
-import sys
-from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
-import mlflow
-
-from common.cli import UserError, add_common_args, csv_list, errors_message, print_summary, progress_printer, run_main
-from common.seed import seed_everything
-from common.tracking import set_run_kind, setup_tracking, tracked_run
-from imagery.data.fetch import DATASETS, all_parts, check_parts, default_url, fetch, verify
+from common.cli import RunOptions, UserError, errors_message
+from common.options import arg, nested, to_dict
+from imagery.data.fetch import DatasetName, all_parts, check_parts, default_url
+from pipelines._command import Command, Context
 
 EXPERIMENT = "fetch-dataset"
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m pipelines.fetch_dataset", description=__doc__.split("\n\n")[0])
-    p.add_argument("dataset", choices=DATASETS, help="which dataset")
-    p.add_argument("--out", required=True, help="dataset folder (what train_imagery --data reads)")
-    p.add_argument(
-        "--parts",
-        type=csv_list,
-        default=None,
-        help="comma-separated parts (landslide4sense: "
+@dataclass
+class FetchDatasetOptions:
+    """The arguments of ``python -m pipelines.fetch_dataset`` (logged as the run's ``config.json``)."""
+
+    dataset: DatasetName = arg("which dataset", positional=True)
+    out: str = arg("dataset folder (what train_imagery --data reads)")
+    parts: list[str] | None = arg(
+        "comma-separated parts (landslide4sense: "
         + ",".join(all_parts("landslide4sense"))
         + "; sen12landslides: "
         + ",".join(all_parts("sen12landslides"))
         + "; default all)",
+        default=None,
     )
-    p.add_argument("--url", default=None, help="base URL of the host or a mirror (default: the official host)")
-    p.add_argument("--resume", action="store_true", help="continue partial downloads left by a killed run")
-    p.add_argument("--verify-only", action="store_true", help="check a fetched folder (sizes, checksums); no network")
-    p.add_argument("--lock", default=None, help="lock file of first-download checksums (default OUT/.fetch/...)")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    add_common_args(p)
-    return p
+    url: str | None = arg("base URL of the host or a mirror (default: the official host)", default=None)
+    resume: bool = arg("continue partial downloads left by a killed run", default=False)
+    verify_only: bool = arg("check a fetched folder (sizes, checksums); no network, no MLflow run", default=False)
+    lock: str | None = arg("lock file of first-download checksums (default OUT/.fetch/...)", default=None)
+    progress: bool = arg("progress bar (default on)", default=True)
+    run: RunOptions = nested(RunOptions)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    out = Path(args.out)
+def logged(o: FetchDatasetOptions, ctx: Context) -> dict[str, object]:
+    """The run's params: the options with the parts and the URL resolved."""
+    out = Path(o.out)
     if out.exists() and not out.is_dir():
         raise UserError(f"--out {out}: exists and is not a folder")
-    log = progress_printer(args.json)
-    if args.verify_only:
-        problems = verify(args.dataset, out, lock_path=args.lock)
+    return {**to_dict(o), "parts": check_parts(o.dataset, o.parts), "url": o.url or default_url(o.dataset)}
+
+
+def run(o: FetchDatasetOptions, ctx: Context) -> dict[str, object]:
+    """Fetch (:func:`imagery.data.fetch.fetch`), or with ``--verify-only`` check a fetched folder."""
+    import mlflow  # noqa: PLC0415 - loaded when the command runs: --help stays fast
+
+    from common.tracking import set_run_kind  # noqa: PLC0415 - MLflow loads when the command runs
+    from imagery.data.fetch import fetch, verify  # noqa: PLC0415 - loaded when the command runs
+
+    out = Path(o.out)
+    if o.verify_only:
+        problems = verify(o.dataset, out, lock_path=o.lock)
         if problems:
             raise UserError(errors_message(problems, str(out)))
-        print_summary({"dataset": args.dataset, "out": str(out), "verified": "ok"}, as_json=args.json)
-        return 0
-    parts = check_parts(args.dataset, args.parts)
-    seed_everything(args.seed)
-    setup_tracking(args.tracking_uri, verbose=args.verbose)
-    config = {**vars(args), "parts": parts, "url": args.url or default_url(args.dataset)}
-    with tracked_run(args.experiment or EXPERIMENT, config, run_name=args.run_name) as run:
-        set_run_kind("fetch")
-        report = fetch(
-            args.dataset,
-            out,
-            parts=parts,
-            base_url=args.url,
-            resume=args.resume,
-            lock_path=args.lock,
-            progress=not args.no_progress,
-            log=log,
-        )
-        for note in report.notes:
-            log(f"note: {note}")
-        mlflow.log_metric("bytes", float(report.bytes_total))
-        mlflow.log_artifact(str(out / ".fetch" / f"{args.dataset}.json"))
-    summary = {
-        "run_id": run.info.run_id,
-        "dataset": args.dataset,
+        return {"dataset": o.dataset, "out": str(out), "verified": "ok"}
+    set_run_kind("fetch")
+    report = ctx.result = fetch(
+        o.dataset,
+        out,
+        parts=ctx.config["parts"],
+        base_url=o.url,
+        resume=o.resume,
+        lock_path=o.lock,
+        progress=o.progress,
+        log=ctx.log,
+    )
+    for note in report.notes:
+        ctx.log(f"note: {note}")
+    state = out / ".fetch" / f"{o.dataset}.json"
+    mlflow.log_metric("bytes", float(report.bytes_total))
+    mlflow.log_artifact(str(state))
+    return {
+        "dataset": o.dataset,
         "out": str(out),
-        "files": len(report.files),
+        "files": report.files,
+        "lock_file": str(state),
         "bytes": report.bytes_total,
         "folders": report.folders,
     }
-    print_summary(summary, as_json=args.json)
-    return 0
 
+
+COMMAND = Command(
+    "fetch_dataset",
+    FetchDatasetOptions,
+    run,
+    doc=__doc__,
+    experiment=EXPERIMENT,
+    prepare=logged,
+    tracked=lambda o: not o.verify_only,
+)
+main = COMMAND.main
 
 if __name__ == "__main__":
-    raise SystemExit(run_main(main, sys.argv[1:]))
+    COMMAND.exit()

@@ -12,52 +12,54 @@ refused before anything is written (:func:`tabular.carinthia.check_resources`).
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import sys
-from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal
 
-from common.cli import add_common_args, handle_sigterm, positive_int, print_summary, quiet_third_party, run_main
+from common.cli import RunOptions, positive_int
+from common.options import arg, nested
+from pipelines._command import Command, Context
 from tabular.config import STUDY_ROWS
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m pipelines.make_table", description=__doc__.splitlines()[0])
-    p.add_argument("--like", choices=["carinthia"], default="carinthia", help="which study's table to imitate")
-    p.add_argument("--rows", type=positive_int, default=STUDY_ROWS, help="cells (default: the study's %(default)s)")
-    p.add_argument("--out", required=True, help="output dataset folder")
-    p.add_argument("--positive-rate", type=float, default=0.004, help="expected share of slide = 1 (default 0.004)")
-    p.add_argument("--rows-per-part", type=positive_int, default=2_000_000, help="rows per partition file")
-    add_common_args(p)
-    return p
+@dataclass
+class MakeTableOptions:
+    """The flags of ``python -m pipelines.make_table``."""
+
+    out: str = arg("output dataset folder")
+    like: Literal["carinthia"] = arg("which study's table to imitate", default="carinthia")
+    rows: int = arg("cells (default: the study's %(default)s)", default=STUDY_ROWS, type=positive_int)
+    positive_rate: float = arg("expected share of slide = 1 (default 0.004)", default=0.004)
+    rows_per_part: int = arg("rows per partition file", default=2_000_000, type=positive_int)
+    run: RunOptions = nested(RunOptions)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    from tabular.carinthia import write_carinthia_like  # noqa: PLC0415 - loaded when the command runs: --help stays fast
-
-    quiet_third_party(args.verbose)
-    handle_sigterm()  # SIGTERM ends like Ctrl-C: the hidden staging folder is removed (common.atomic)
+def run(o: MakeTableOptions, ctx: Context) -> dict[str, object]:
+    """Write the table (:func:`tabular.carinthia.write_carinthia_like`) with a progress bar. SIGTERM ends like
+    Ctrl-C: the hidden staging folder is removed (common.atomic)."""
     from tqdm import tqdm  # noqa: PLC0415 - progress bar only when writing
 
-    with tqdm(total=args.rows, unit="row", unit_scale=True, disable=None, file=sys.stderr) as bar:
-        res = write_carinthia_like(
-            args.out,
-            args.rows,
-            seed=args.seed,
-            positive_rate=args.positive_rate,
-            rows_per_part=args.rows_per_part,
+    from tabular.carinthia import write_carinthia_like  # noqa: PLC0415 - loaded when the command runs
+
+    with tqdm(total=o.rows, unit="row", unit_scale=True, disable=None, file=sys.stderr) as bar:
+        res = ctx.result = write_carinthia_like(
+            o.out,
+            o.rows,
+            seed=o.run.seed,
+            positive_rate=o.positive_rate,
+            rows_per_part=o.rows_per_part,
             progress=lambda done, total: bar.update(done - bar.n),
         )
-    if args.json:
-        print_summary(dataclasses.asdict(res), as_json=True)
-        return 0
-    print(
+    ctx.say(
         f"wrote {res.out}: {res.rows:,} rows ({res.height} x {res.width} cells of 10 m), {res.positives:,} slides "
         f"({res.positives / res.rows:.3%}), {res.parts} partition(s) in {res.seconds:.1f}s"
     )
-    return 0
+    return dataclasses.asdict(res) | {"files": [str(res.out)]}
 
+
+COMMAND = Command("make_table", MakeTableOptions, run, doc=__doc__)
+main = COMMAND.main
 
 if __name__ == "__main__":
-    raise SystemExit(run_main(main, sys.argv[1:]))
+    COMMAND.exit()

@@ -14,68 +14,50 @@ Example::
 
 from __future__ import annotations
 
-import argparse
-import sys
-from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
 
-from common.cli import add_common_args, print_summary, run_main
-from common.seed import seed_everything
-from imagery.inference import PredictConfig
-from imagery.inference.config import DEFAULT_OVERLAP
-from pipelines._segmenter_args import add_segmenter_args, engine_spec_of
+from common.cli import RunOptions
+from common.options import arg, fill, nested
+from imagery.inference.config import DEFAULT_OVERLAP, PredictConfig
+from pipelines._command import Command, Context
+from pipelines._segmenter_args import SegmenterOptions
 
 EXPERIMENT = "imagery-predict"
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m pipelines.predict_imagery", description=__doc__.split("\n\n")[0])
-    p.add_argument("--input", required=True, help="image_N.h5, a folder of them, or a scene .npy/.h5 (H, W, 14)")
-    p.add_argument("--out", required=True, help="output folder")
-    p.add_argument(
-        "--overlap", type=int, default=DEFAULT_OVERLAP, help="tile overlap for scenes, px (default %(default)s)"
-    )
-    p.add_argument("--no-overlays", action="store_true", help="skip the overlay PNGs")
-    add_segmenter_args(p)
-    add_common_args(p)
-    return p
+@dataclass
+class PredictImageryOptions:
+    """The flags of ``python -m pipelines.predict_imagery`` (logged as the run's ``config.json``)."""
+
+    input: str = arg("image_N.h5, a folder of them, or a scene .npy/.h5 (H, W, 14)")
+    out: str = arg("output folder")
+    overlap: int = arg("tile overlap for scenes, px (default %(default)s)", default=DEFAULT_OVERLAP)
+    overlays: bool = arg("overlay PNGs (default on; --no-overlays skips them)", default=True)
+    segmenter: SegmenterOptions = nested(SegmenterOptions)
+    run: RunOptions = nested(RunOptions)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    from common.tracking import setup_tracking, tracked_run  # noqa: PLC0415 - loaded when the command runs: --help stays fast
-    from imagery.inference.predict import predict_inputs  # noqa: PLC0415 - loaded when the command runs: --help stays fast
+def library_config(o: PredictImageryOptions, ctx: Context | None = None) -> PredictConfig:
+    """The library's config for these options (what the run logs as params)."""
+    return fill(PredictConfig, o, o.segmenter, o.run, model_uri=o.segmenter.model, runtime=o.segmenter.engine.spec())
 
-    cfg = PredictConfig(
-        model_uri=args.model,
-        input=args.input,
-        out=args.out,
-        tta=args.tta,
-        vote=args.vote,
-        morphology=args.morphology,
-        threshold=args.threshold,
-        batch_size=args.batch_size,
-        overlap=args.overlap,
-        overlays=not args.no_overlays,
-        device=args.device,
-        runtime=engine_spec_of(args),
-        seed=args.seed,
-    )
-    seed_everything(cfg.seed)
-    uri = setup_tracking(args.tracking_uri, verbose=args.verbose)
-    with tracked_run(args.experiment or EXPERIMENT, cfg, run_name=args.run_name) as run:
-        result = predict_inputs(cfg, tracking_uri=uri)
+
+def run(o: PredictImageryOptions, ctx: Context) -> dict[str, object]:
+    """Predict every input (:func:`imagery.inference.predict.predict_inputs`)."""
+    from imagery.inference.predict import predict_inputs  # noqa: PLC0415 - torch loads when the command runs
+
+    result = ctx.result = predict_inputs(ctx.config, tracking_uri=ctx.tracking_uri)
     flagged = sum(1 for r in result.rows if int(r["landslide_pixels"]) > 0)
-    print_summary(
-        {
-            "run_id": run.info.run_id,
-            "out": str(result.out),
-            "predictions": len(result.rows),
-            "with_landslides": flagged,
-        },
-        as_json=args.json,
-    )
-    return 0
+    out = Path(result.out)
+    files = sorted(str(p) for p in out.iterdir() if p.is_file()) if out.is_dir() else []
+    return {"out": str(result.out), "predictions": len(result.rows), "with_landslides": flagged, "files": files}
 
+
+COMMAND = Command(
+    "predict_imagery", PredictImageryOptions, run, doc=__doc__, experiment=EXPERIMENT, prepare=library_config
+)
+main = COMMAND.main
 
 if __name__ == "__main__":
-    raise SystemExit(run_main(main, sys.argv[1:]))
+    COMMAND.exit()

@@ -18,25 +18,21 @@ Examples::
 from __future__ import annotations
 
 import argparse
-import sys
-from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from common.cli import (
-    UserError,
-    add_common_args,
-    csv_list,
-    positive_int,
-    print_summary,
-    progress_printer,
-    run_main,
-)
-from common.seed import seed_everything
-from imagery.data.sentinel2 import SCENE_SCALES
-from imagery.inference.config import SceneConfig
-from pipelines._register import model_or_champion, segmenter_meta
-from pipelines._segmenter_args import add_segmenter_args, engine_spec_of
+from common.cli import RunOptions, UserError, csv_list, positive_int
+from common.options import arg, fill, nested
+from imagery.data.choices import SceneScale
+from imagery.inference.config import DEFAULT_OVERLAP, SceneConfig
+from pipelines._command import Command, Context
+from pipelines._segmenter_args import SceneSegmenterOptions
+
+if TYPE_CHECKING:
+    from imagery.inference.scene import SceneResult
 
 EXPERIMENT = "imagery-scene"
+_D = SceneConfig()
 
 
 def _scl_classes(text: str) -> list[int]:
@@ -59,108 +55,98 @@ def _non_negative_float(text: str) -> float:
     return value
 
 
-def build_parser() -> argparse.ArgumentParser:
-    d = SceneConfig()
-    p = argparse.ArgumentParser(prog="python -m pipelines.predict_scene", description=__doc__.split("\n\n")[0])
-    p.add_argument("--scene", required=True, help="band folder, .SAFE folder, multi-band GeoTIFF or STAC item JSON")
-    p.add_argument("--out", required=True, help="output folder")
-    p.add_argument("--dem", default=None, help="DEM raster in any CRS covering the scene (needed for slope/DEM models)")
-    p.add_argument("--bands", type=csv_list, default=None, help="band order of a multi-band GeoTIFF, e.g. B02,B03,B04")
-    p.add_argument(
-        "--image-scale",
-        default="auto",
-        choices=SCENE_SCALES,
-        help="override the product's DN scale: reflectance, dn (DN/10000), dn-offset ((DN-1000)/10000)",
-    )
-    p.add_argument("--tile", type=positive_int, default=d.tile, help="tile size, px (default %(default)s)")
-    p.add_argument("--overlap", type=int, default=d.overlap, help="tile overlap, px (default %(default)s)")
-    p.add_argument(
-        "--min-area-m2",
+@dataclass
+class SceneTileOptions:
+    """tiles and polygons"""
+
+    tile: int = arg("tile size, px (default %(default)s)", default=_D.tile, type=positive_int)
+    overlap: int = arg("tile overlap, px (default %(default)s)", default=DEFAULT_OVERLAP)
+    min_area_m2: float = arg(
+        "smallest landslide polygon kept, m2 (default 500: five 10 m pixels; below one pixel's area: a warning)",
+        default=_D.min_area_m2,
         type=_non_negative_float,
-        default=d.min_area_m2,
-        help="smallest landslide polygon kept, m2 (default 500: five 10 m pixels; below one pixel's area: a warning)",
     )
-    p.add_argument(
-        "--scl-mask",
-        type=_scl_classes,
-        default=d.scl_mask,
-        help="SCL classes masked as nodata (default 0,1,3,8,9,10,11: nodata, saturated, shadow, clouds, cirrus, snow)",
-    )
-    p.add_argument(
-        "--fill-b10",
-        action=argparse.BooleanOptionalAction,
+    skip: bool = arg(
+        "skip tiles all water or flat (steepest slope below --flat-slope-deg); --no-skip runs every tile (default on)",
         default=True,
-        help="fill a model-needed B10 that an L2A product lacks with its L4S mean (a warning; default on)",
     )
-    p.add_argument(
-        "--no-skip",
-        action="store_true",
-        help="run every tile: no skipping of tiles all water or flat (steepest slope below --flat-slope-deg)",
-    )
-    p.add_argument(
-        "--flat-slope-deg",
+    flat_slope_deg: float = arg(
+        "with --dem: tiles whose steepest slope is below this (degrees) are not run (default %(default)s)",
+        default=_D.flat_slope_deg,
         type=_non_negative_float,
-        default=d.flat_slope_deg,
-        help="with --dem: tiles whose steepest slope is below this (degrees) are not run (default %(default)s)",
     )
-    p.add_argument(
-        "--allow-resolution-mismatch",
-        action="store_true",
-        help="run even when the scene's pixel size is more than 1.5x off the model's training GSD (a warning)",
+
+
+@dataclass
+class PredictSceneOptions:
+    """The flags of ``python -m pipelines.predict_scene`` (logged as the run's ``config.json``)."""
+
+    scene: str = arg("band folder, .SAFE folder, multi-band GeoTIFF or STAC item JSON")
+    out: str = arg("output folder")
+    dem: str | None = arg("DEM raster in any CRS covering the scene (needed for slope/DEM models)", default=None)
+    bands: list[str] | None = arg("band order of a multi-band GeoTIFF, e.g. B02,B03,B04", default=None)
+    image_scale: SceneScale = arg(
+        "override the product's DN scale: reflectance, dn (DN/10000), dn-offset ((DN-1000)/10000) (default auto)",
+        default="auto",
     )
-    p.add_argument("--no-log-rasters", action="store_true", help="do not copy the two COGs into the MLflow run")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    add_segmenter_args(p, unit="tiles", mask_options=False, champion=True)
-    add_common_args(p)
-    return p
+    scl_mask: list[int] = arg(
+        "SCL classes masked as nodata (default 0,1,3,8,9,10,11: nodata, saturated, shadow, clouds, cirrus, snow)",
+        default_factory=lambda: list(_D.scl_mask),
+        type=_scl_classes,
+    )
+    fill_b10: bool = arg(
+        "fill a model-needed B10 that an L2A product lacks with its L4S mean (a warning; default on)", default=True
+    )
+    allow_resolution_mismatch: bool = arg(
+        "run even when the scene's pixel size is more than 1.5x off the model's training GSD (a warning)",
+        default=False,
+    )
+    log_rasters: bool = arg("copy the two COGs into the MLflow run (default on)", default=True)
+    progress: bool = arg("show a progress bar (default on)", default=True)
+    tiles: SceneTileOptions = nested(SceneTileOptions)
+    segmenter: SceneSegmenterOptions = nested(SceneSegmenterOptions)
+    run: RunOptions = nested(RunOptions)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    from common.tracking import setup_tracking, tracked_run  # noqa: PLC0415 - loaded when the command runs: --help stays fast
-    from imagery.inference.scene import run_scene, scene_summary_line  # noqa: PLC0415 - loaded when the command runs: --help stays fast
+def library_config(o: PredictSceneOptions, ctx: Context) -> SceneConfig:
+    """Resolve the model (``@champion`` when none is given) and build the library's config (logged as params)."""
+    from pipelines._register import model_or_champion  # noqa: PLC0415 - MLflow loads when the command runs
 
-    uri = setup_tracking(args.tracking_uri, verbose=args.verbose)
-    model = model_or_champion(args.model, "imagery", "--model", required=True, log=progress_printer(args.json))
-    cfg = SceneConfig(
-        scene=args.scene,
+    model = model_or_champion(o.segmenter.model, "imagery", "--model", required=True, log=ctx.log)
+    return fill(
+        SceneConfig,
+        o,
+        o.tiles,
+        o.segmenter,
+        o.run,
         model_uri=model,
-        out=args.out,
-        dem=args.dem,
-        bands=args.bands,
-        image_scale=args.image_scale,
-        tile=args.tile,
-        overlap=args.overlap,
-        batch_size=args.batch_size,
-        device=args.device,
-        runtime=engine_spec_of(args),
-        min_area_m2=args.min_area_m2,
-        threshold=args.threshold,
-        tta=args.tta,
-        scl_mask=args.scl_mask,
-        fill_b10=args.fill_b10,
-        skip=not args.no_skip,
-        flat_slope_deg=args.flat_slope_deg,
-        allow_resolution_mismatch=args.allow_resolution_mismatch,
-        log_rasters=not args.no_log_rasters,
-        progress=not args.no_progress,
-        seed=args.seed,
+        runtime=o.segmenter.engine.spec(),
     )
-    seed_everything(cfg.seed)
-    with tracked_run(args.experiment or EXPERIMENT, cfg, run_name=args.run_name) as run:
-        temporal = segmenter_meta(str(model)).get("temporal")  # {} when unreadable: run_scene then says why
-        if temporal:  # a time-series model needs pre/post composites, not one scene
-            raise UserError(
-                f"--scene {args.scene}: the model was trained on the temporal set {temporal!r}, which needs "
-                "pre/post-event composites (Sen12Landslides patches), not a single-date scene"
-            )
-        result = run_scene(cfg, tracking_uri=uri, log=progress_printer(args.json))
-    if args.json:
-        print_summary({"run_id": run.info.run_id, **result.summary}, as_json=True)
-    else:
-        print(f"{scene_summary_line(result)}; run {run.info.run_id}")
-    return 0
 
+
+def run(o: PredictSceneOptions, ctx: Context) -> dict[str, object]:
+    """Check the model is single-date and run the scene (:func:`imagery.inference.scene.run_scene`)."""
+    from imagery.inference.scene import run_scene, scene_summary_line  # noqa: PLC0415 - loaded when the command runs
+    from pipelines._register import segmenter_meta  # noqa: PLC0415 - MLflow loads when the command runs
+
+    cfg: SceneConfig = ctx.config
+    temporal = segmenter_meta(str(cfg.model_uri)).get("temporal")  # {} when unreadable: run_scene then says why
+    if temporal:  # a time-series model needs pre/post composites, not one scene
+        raise UserError(
+            f"--scene {o.scene}: the model was trained on the temporal set {temporal!r}, which needs "
+            "pre/post-event composites (Sen12Landslides patches), not a single-date scene"
+        )
+    result: SceneResult = run_scene(cfg, tracking_uri=ctx.tracking_uri, log=ctx.log)
+    ctx.result = result
+    files = [str(p) for p in result.paths.values() if p.exists()]
+    if o.run.json:
+        return {"run_id": ctx.run_id, **result.summary, "files": files}
+    ctx.say(f"{scene_summary_line(result)}; run {ctx.run_id}")
+    return {"run_id": ctx.run_id, "files": files}
+
+
+COMMAND = Command("predict_scene", PredictSceneOptions, run, doc=__doc__, experiment=EXPERIMENT, prepare=library_config)
+main = COMMAND.main
 
 if __name__ == "__main__":
-    raise SystemExit(run_main(main, sys.argv[1:]))
+    COMMAND.exit()

@@ -21,133 +21,106 @@ into a Parquet dataset folder ``--out`` (``x``, ``y``, ``p_landslide``, ``label`
 
 from __future__ import annotations
 
-import argparse
 import sys
-from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal
 
-from common.cli import UserError, add_common_args, csv_list, non_negative_int, positive_int, print_summary, run_main
+from common.cli import RunOptions, UserError, non_negative_int, positive_int
+from common.options import arg, fill, nested
+from pipelines._command import Command, Context
 from tabular.config import PredictTabularConfig
 
+EXPERIMENT = "predict_tabular"
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m pipelines.predict_tabular", description=__doc__.splitlines()[0])
-    p.add_argument("--model", required=True, help="runs:/<run_id>/model, a run id, models:/... or a model folder")
-    p.add_argument("--data", required=True, help="CSV or Parquet region table with the training feature columns")
-    p.add_argument("--out", required=True, help="output CSV")
-    p.add_argument(
-        "--top-k",
-        type=non_negative_int,
-        default=3,
-        help="SHAP reasons per region; 0 skips SHAP (large tables) (default %(default)s)",
+
+@dataclass
+class LargeTableOptions:
+    """large tables (Parquet dataset folders, Arrow IPC files) and maps"""
+
+    raster_out: str | None = arg(
+        "write P(landslide) on the table's grid as a COG, plus 5 classes and a PNG map", default=None, metavar="TIF"
     )
-    p.add_argument(
-        "--id-column", default=None, help="region id column (default: region_id if present, else the row number)"
-    )
-    p.add_argument(
-        "--compiled",
-        action="store_true",
-        help="compile the trees to native code with lleaves (LLVM) before scoring: a few seconds of compile "
-        "time, then several times faster probabilities, equal to LightGBM's to 1e-9 (SHAP reasons still use LightGBM)",
-    )
-    p.add_argument(
-        "--compile-cache",
-        default=None,
-        metavar="DIR",
-        help="with --compiled: folder caching the compiled code per model and CPU (default: no cache). The "
-        "cache holds native code that is executed: keep it private (anyone who can write it can run code)",
-    )
-    p.add_argument(
-        "--raster-out",
-        default=None,
-        metavar="TIF",
-        help="large tables: write P(landslide) on the table's grid as a COG, plus 5 classes and a PNG map",
-    )
-    p.add_argument("--grid", default=None, metavar="REF.tif", help="grid for --raster-out when the table has none")
-    p.add_argument(
-        "--class-breaks",
-        type=csv_list,
+    grid: str | None = arg("grid for --raster-out when the table has none", default=None, metavar="REF.tif")
+    class_breaks: list[float] | None = arg(
+        "probability breaks of the 5 classes (default: 50/75/90/97.5th percentiles of the mapped area)",
         default=None,
         metavar="B1,B2,B3,B4",
-        help="probability breaks of the 5 classes (default: 50/75/90/97.5th percentiles of the mapped area)",
     )
-    p.add_argument(
-        "--allow-sampled-map",
-        action="store_true",
-        help="with --raster-out: map a table built with --negatives-per-positive anyway (a warning; its map shows "
+    allow_sampled_map: bool = arg(
+        "with --raster-out: map a table built with --negatives-per-positive anyway (a warning; its map shows "
         "only the sampled cells). Without it such a table is refused: rebuild it with --all-cells",
+        default=False,
     )
-    p.add_argument("--engine", choices=["local", "dask"], default="local", help="large tables: local or Dask")
-    p.add_argument("--scheduler", default=None, help="with --engine dask: scheduler address (default: local cluster)")
-    p.add_argument("--batch-rows", type=positive_int, default=65_536, help="large tables: rows per batch")
-    add_common_args(p)
-    return p
+    engine: Literal["local", "dask"] = arg("local or Dask", default="local")
+    scheduler: str | None = arg("with --engine dask: scheduler address (default: local cluster)", default=None)
+    batch_rows: int = arg("rows per batch", default=65_536, type=positive_int)
 
 
-def _breaks(values: list[str] | None) -> list[float] | None:
-    if values is None:
-        return None
-    try:
-        return [float(v) for v in values]
-    except ValueError:
-        raise UserError(f"--class-breaks expects numbers, got {','.join(values)}") from None
+@dataclass
+class PredictTabularOptions:
+    """The flags of ``python -m pipelines.predict_tabular`` (logged as the run's ``config.json``)."""
+
+    model: str = arg("runs:/<run_id>/model, a run id, models:/... or a model folder")
+    data: str = arg("CSV or Parquet region table with the training feature columns")
+    out: str = arg("output CSV")
+    top_k: int = arg(
+        "SHAP reasons per region; 0 skips SHAP (large tables) (default %(default)s)", default=3, type=non_negative_int
+    )
+    id_column: str | None = arg("region id column (default: region_id if present, else the row number)", default=None)
+    compiled: bool = arg(
+        "compile the trees to native code with lleaves (LLVM) before scoring: a few seconds of compile "
+        "time, then several times faster probabilities, equal to LightGBM's to 1e-9 (SHAP reasons still use LightGBM)",
+        default=False,
+    )
+    compile_cache: str | None = arg(
+        "with --compiled: folder caching the compiled code per model and CPU (default: no cache). The "
+        "cache holds native code that is executed: keep it private (anyone who can write it can run code)",
+        default=None,
+        metavar="DIR",
+    )
+    large: LargeTableOptions = nested(LargeTableOptions)
+    run: RunOptions = nested(RunOptions)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    from common.tracking import setup_tracking, tracked_run  # noqa: PLC0415 - loaded when the command runs: --help stays fast
+def library_config(o: PredictTabularOptions, ctx: Context | None = None) -> PredictTabularConfig:
+    """The library's config for these options (what the run logs as params)."""
+    if o.compile_cache is not None and not o.compiled:
+        raise UserError("--compile-cache needs --compiled")
+    return fill(PredictTabularConfig, o, o.large, o.run, experiment=o.run.experiment or EXPERIMENT)
+
+
+def run(o: PredictTabularOptions, ctx: Context) -> dict[str, object]:
+    """Score the table (:func:`tabular.large.predict` picks the path)."""
     from tabular.large import predict  # noqa: PLC0415 - loaded when the command runs: --help stays fast
 
-    if args.compile_cache is not None and not args.compiled:
-        raise UserError("--compile-cache needs --compiled")
-    cfg = PredictTabularConfig(
-        model=args.model,
-        data=args.data,
-        out=args.out,
-        top_k=args.top_k,
-        id_column=args.id_column,
-        seed=args.seed,
-        experiment=args.experiment or "predict_tabular",
-        run_name=args.run_name,
-        tracking_uri=args.tracking_uri,
-        compiled=args.compiled,
-        compile_cache=args.compile_cache,
-        raster_out=args.raster_out,
-        grid=args.grid,
-        class_breaks=_breaks(args.class_breaks),
-        allow_sampled_map=args.allow_sampled_map,
-        engine=args.engine,
-        scheduler=args.scheduler,
-        batch_rows=args.batch_rows,
-    )
-    uri = setup_tracking(cfg.tracking_uri, verbose=args.verbose)
-    with tracked_run(cfg.experiment, cfg, run_name=cfg.run_name):
-        res = predict(cfg, tracking_uri=uri)
+    res = ctx.result = predict(ctx.config, tracking_uri=ctx.tracking_uri)
     if res.unseen:
         print(
             f"warning: categorical levels not seen in training were treated as missing: {res.unseen}", file=sys.stderr
         )
     for note in res.warnings:
         print(f"warning: {note}", file=sys.stderr)
-    if not args.json:
-        print(f"wrote {res.out}: {res.rows} regions, {res.positives} predicted landslides", flush=True)
-        for path in res.maps:
-            print(f"wrote {path}", flush=True)
-    print_summary(
-        {
-            "run_id": res.run_id,
-            "out": res.out,
-            "rows": res.rows,
-            "positives": res.positives,
-            "threshold": res.threshold,
-            "compiled": res.compiled,
-            "unseen_category_values": res.unseen,
-            "maps": list(res.maps),
-            "warnings": list(res.warnings),
-        },
-        as_json=args.json,
-    )
-    return 0
+    ctx.say(f"wrote {res.out}: {res.rows} regions, {res.positives} predicted landslides")
+    for path in res.maps:
+        ctx.say(f"wrote {path}")
+    return {
+        "run_id": res.run_id,
+        "out": res.out,
+        "rows": res.rows,
+        "positives": res.positives,
+        "threshold": res.threshold,
+        "compiled": res.compiled,
+        "unseen_category_values": res.unseen,
+        "maps": list(res.maps),
+        "files": [str(res.out), *map(str, res.maps)],
+        "warnings": list(res.warnings),
+    }
 
+
+COMMAND = Command(
+    "predict_tabular", PredictTabularOptions, run, doc=__doc__, experiment=EXPERIMENT, prepare=library_config
+)
+main = COMMAND.main
 
 if __name__ == "__main__":
-    raise SystemExit(run_main(main, sys.argv[1:]))
+    COMMAND.exit()

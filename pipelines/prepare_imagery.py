@@ -13,41 +13,59 @@ Examples::
 
 from __future__ import annotations
 
-import argparse
-import sys
-from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Literal
 
-from common.cli import add_common_args, print_summary, progress_printer, run_main
-from imagery.data.cache import CACHE_DTYPES, PrepareImageryConfig, prepare_cache
+from common.cli import RunOptions
+from common.options import arg, fill, nested
+from pipelines._command import Command, Context
+
+if TYPE_CHECKING:
+    from imagery.data.cache import PrepareImageryConfig
 
 EXPERIMENT = "imagery-prepare"
+#: Image dtypes of the cache (imagery.data.cache.CACHE_DTYPES, which loads h5py; tests/imagery/test_data_cache.py
+#: checks they agree).
+CacheDtype = Literal["float32", "float16"]
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m pipelines.prepare_imagery", description=__doc__.split("\n\n")[0])
-    p.add_argument("--data", required=True, help="L4S folder (official, hf or plain layout)")
-    p.add_argument("--out", required=True, help="cache folder to write (index.json + .npy per split)")
-    p.add_argument("--split", nargs="+", default=["train"], help="split(s) to pack: train, val, test (default train)")
-    p.add_argument("--layout", default=None, choices=["official", "hf", "plain"], help="force the layout")
-    p.add_argument("--dtype", default="float32", choices=CACHE_DTYPES, help="image dtype in the cache")
-    add_common_args(p)
-    return p
+@dataclass
+class PrepareImageryOptions:
+    """The flags of ``python -m pipelines.prepare_imagery`` (logged as the run's ``config.json``)."""
 
-
-def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    from common.tracking import setup_tracking, tracked_run  # noqa: PLC0415 - loaded when the command runs: --help stays fast
-
-    cfg = PrepareImageryConfig(
-        data=args.data, out=args.out, splits=list(args.split), layout=args.layout, dtype=args.dtype, seed=args.seed
+    data: str = arg("L4S folder (official, hf or plain layout)")
+    out: str = arg("cache folder to write (index.json + .npy per split)")
+    split: list[str] = arg(
+        "split(s) to pack: train, val, test (default train)", default_factory=lambda: ["train"], nargs="+"
     )
-    setup_tracking(args.tracking_uri, verbose=args.verbose)
-    with tracked_run(args.experiment or EXPERIMENT, cfg, run_name=args.run_name) as run:
-        entries = prepare_cache(cfg, log=progress_printer(args.json))
-    patches = {e["images"].removesuffix("_images.npy"): int(e["shape"][0]) for e in entries}
-    print_summary({"run_id": run.info.run_id, "cache": cfg.out, "patches": patches}, as_json=args.json)
-    return 0
+    layout: Literal["official", "hf", "plain"] | None = arg("force the layout", default=None)
+    dtype: CacheDtype = arg("image dtype in the cache (default %(default)s)", default="float32")
+    run: RunOptions = nested(RunOptions)
 
+
+def library_config(o: PrepareImageryOptions, ctx: Context | None = None) -> PrepareImageryConfig:
+    """The library's config for these options (what the run logs as params)."""
+    from imagery.data.cache import PrepareImageryConfig  # noqa: PLC0415 - h5py loads when the command runs
+
+    return fill(PrepareImageryConfig, o, o.run, splits=list(o.split))
+
+
+def run(o: PrepareImageryOptions, ctx: Context) -> dict[str, object]:
+    """Pack the patches (:func:`imagery.data.cache.prepare_cache`)."""
+    from imagery.data.cache import prepare_cache  # noqa: PLC0415 - h5py loads when the command runs
+
+    entries = ctx.result = prepare_cache(ctx.config, log=ctx.log)
+    patches = {e["images"].removesuffix("_images.npy"): int(e["shape"][0]) for e in entries}
+    out = Path(o.out)
+    files = sorted(str(p) for p in out.iterdir() if p.is_file()) if out.is_dir() else []
+    return {"cache": o.out, "patches": patches, "files": files}
+
+
+COMMAND = Command(
+    "prepare_imagery", PrepareImageryOptions, run, doc=__doc__, experiment=EXPERIMENT, prepare=library_config
+)
+main = COMMAND.main
 
 if __name__ == "__main__":
-    raise SystemExit(run_main(main, sys.argv[1:]))
+    COMMAND.exit()

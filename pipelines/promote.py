@@ -12,57 +12,54 @@ Example::
 
 from __future__ import annotations
 
-import argparse
-import sys
-from collections.abc import Sequence
+from dataclasses import dataclass
 
-from mlflow.tracking import MlflowClient
-
-from common.cli import UserError, print_summary, run_main
-from common.model_card import SYNTHETIC_TAG
-from common.registry import CHAMPION, set_alias
-from common.tracking import setup_tracking
+from common.cli import UserError
+from common.model_card import CHAMPION, SYNTHETIC_TAG
+from common.options import arg
+from pipelines._command import Command, Context
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m pipelines.promote", description=__doc__.split("\n\n")[0])
-    p.add_argument("name", help="registered model name, e.g. landslide-imagery")
-    p.add_argument("version", help="version number to point the alias at")
-    p.add_argument("--alias", default=CHAMPION, help="alias to move (default %(default)s)")
-    p.add_argument("--allow-synthetic", action="store_true", help="allow a synthetic-data model as champion")
-    p.add_argument("--tracking-uri", default=None, help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, ...)")
-    p.add_argument("--json", action="store_true", help="print the summary as one JSON object")
-    p.add_argument("--verbose", action="store_true", help="show third-party warnings")
-    return p
+@dataclass
+class PromoteOptions:
+    """The arguments of ``python -m pipelines.promote``."""
+
+    name: str = arg("registered model name, e.g. landslide-imagery", positional=True)
+    version: str = arg("version number to point the alias at", positional=True)
+    alias: str = arg("alias to move (default %(default)s)", default=CHAMPION)
+    allow_synthetic: bool = arg("allow a synthetic-data model as champion", default=False)
+    tracking_uri: str | None = arg("MLflow tracking URI (default: $MLFLOW_TRACKING_URI, ...)", default=None)
+    json: bool = arg("print the summary as one JSON object", default=False)
+    verbose: bool = arg("show third-party warnings", default=False)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    if not str(args.version).isdigit():
-        raise UserError(f"VERSION {args.version!r}: expected a version number (see the model's page in the MLflow UI)")
-    uri = setup_tracking(args.tracking_uri, verbose=args.verbose)
-    if args.alias == CHAMPION and not args.allow_synthetic:
+def run(o: PromoteOptions, ctx: Context) -> dict[str, object]:
+    """Move the alias (refusing a synthetic-data champion unless allowed); the summary names the previous version."""
+    from mlflow.tracking import MlflowClient  # noqa: PLC0415 - MLflow loads when the command runs: --help stays fast
+
+    from common.registry import set_alias  # noqa: PLC0415 - MLflow loads when the command runs
+    from common.tracking import setup_tracking  # noqa: PLC0415 - MLflow loads when the command runs
+
+    if not str(o.version).isdigit():
+        raise UserError(f"VERSION {o.version!r}: expected a version number (see the model's page in the MLflow UI)")
+    uri = setup_tracking(o.tracking_uri, verbose=o.verbose)
+    if o.alias == CHAMPION and not o.allow_synthetic:
         client = MlflowClient(uri, registry_uri=uri)
         try:
-            tags = client.get_model_version(args.name, args.version).tags or {}
+            tags = client.get_model_version(o.name, o.version).tags or {}
         except Exception:  # noqa: BLE001 - set_alias below names what is missing
             tags = {}
         if tags.get(SYNTHETIC_TAG) == "true":
             raise UserError(
-                f"{args.name} version {args.version} was trained on synthetic data; a champion is used on real scenes "
+                f"{o.name} version {o.version} was trained on synthetic data; a champion is used on real scenes "
                 "by default: pass --allow-synthetic to promote it anyway"
             )
-    previous = set_alias(args.name, args.version, args.alias, tracking_uri=uri)
-    print_summary(
-        {
-            "model": f"models:/{args.name}@{args.alias}",
-            "version": args.version,
-            "previous_version": previous or "none",
-        },
-        as_json=args.json,
-    )
-    return 0
+    previous = set_alias(o.name, o.version, o.alias, tracking_uri=uri)
+    return {"model": f"models:/{o.name}@{o.alias}", "version": o.version, "previous_version": previous or "none"}
 
+
+COMMAND = Command("promote", PromoteOptions, run, doc=__doc__)
+main = COMMAND.main
 
 if __name__ == "__main__":
-    raise SystemExit(run_main(main, sys.argv[1:]))
+    COMMAND.exit()

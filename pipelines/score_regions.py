@@ -21,124 +21,113 @@ Example::
 
 from __future__ import annotations
 
-import argparse
-import sys
-from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
 
-from common.cli import UserError, add_common_args, positive_int, print_summary, progress_printer, run_main, unit_float
-from fusion.choices import POLICIES
-from fusion.config import ScoreRegionsConfig
-from fusion.scoring import ScoringConfig
-from pipelines._segmenter_args import add_engine_args, engine_spec_of
+from common.cli import RunOptions, UserError, positive_int, unit_float
+from common.options import arg, fill, nested
+from fusion.choices import Policy
+from pipelines._command import Command, Context
+from pipelines._segmenter_args import EngineOptions
 
 if TYPE_CHECKING:
-    from fusion.experiment import ScoreResult
+    from fusion.config import ScoreRegionsConfig
 
 EXPERIMENT = "score_regions"
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m pipelines.score_regions", description=__doc__.split("\n\n")[0])
-    p.add_argument(
-        "--regions", required=True, help="region table (.csv or .parquet) with region_id and feature columns"
+@dataclass
+class ScoringOptions:
+    """scoring"""
+
+    policy: Policy = arg("decision policy (default stacked)", default="stacked")
+    imagery_weight: float = arg("imagery weight of --policy weighted", default=0.5, type=unit_float)
+    weighted_threshold: float = arg("threshold of --policy weighted", default=0.5, type=unit_float)
+    batch_size: int = arg("regions per batch (default 512)", default=512, type=positive_int)
+    imagery_batch_size: int = arg("patches per segmenter forward pass", default=16, type=positive_int)
+    top_k: int = arg("top SHAP features per region (0: none)", default=3)
+    no_masks: bool = arg("do not write mask PNGs", default=False)
+    strict_images: bool = arg("a missing/unreadable image is an error, not a fallback", default=False)
+    allow_missing_images: bool = arg(
+        "score with the tabular model alone even when no region has a readable image", default=False
     )
-    p.add_argument(
-        "--images", default=None, help="folder of patches: L4S img/image_<region_id>.h5, or paths in an 'image' column"
+    allow_other_base_models: bool = arg(
+        "use base models that are not the fusion model's base runs (a warning is written with every row)",
+        default=False,
     )
-    p.add_argument("--tabular-model", default=None, help="tabular model URI (runs:/<id>/model, run id or folder)")
-    p.add_argument("--imagery-model", default=None, help="segmenter URI (runs:/<id>/segmenter or folder)")
-    p.add_argument("--fusion-model", default=None, help="fuser URI (runs:/<id>/fuser.json, run id or JSON path)")
-    p.add_argument("--out", required=True, help="output table, .csv or .parquet (written atomically)")
-    p.add_argument("--masks-dir", default=None, help="where mask PNGs go (default: <out stem>_masks/ beside --out)")
-    p.add_argument("--no-masks", action="store_true", help="do not write mask PNGs")
-    p.add_argument("--policy", default="stacked", choices=POLICIES, help="decision policy (default stacked)")
-    p.add_argument("--imagery-weight", type=unit_float, default=0.5, help="imagery weight of --policy weighted")
-    p.add_argument("--weighted-threshold", type=unit_float, default=0.5, help="threshold of --policy weighted")
-    p.add_argument("--batch-size", type=positive_int, default=512, help="regions per batch (default 512)")
-    p.add_argument("--imagery-batch-size", type=positive_int, default=16, help="patches per segmenter forward pass")
-    p.add_argument("--top-k", type=int, default=3, help="top SHAP features per region (0: none)")
-    p.add_argument(
-        "--strict-images", action="store_true", help="a missing/unreadable image is an error, not a fallback"
-    )
-    p.add_argument(
-        "--allow-missing-images",
-        action="store_true",
-        help="score with the tabular model alone even when no region has a readable image",
-    )
-    p.add_argument(
-        "--allow-other-base-models",
-        action="store_true",
-        help="use base models that are not the fusion model's base runs (a warning is written with every row)",
-    )
-    p.add_argument("--resume", action="store_true", help="continue from <out>.partial, skipping regions already scored")
-    p.add_argument("--device", default="cpu", help="segmenter device: cpu, cuda or auto")
-    add_engine_args(p)
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    add_common_args(p)
-    return p
 
 
-def config_from_args(args: argparse.Namespace) -> ScoreRegionsConfig:
-    if args.top_k < 0:
-        raise UserError(f"--top-k must be >= 0, got {args.top_k}")
-    if args.tabular_model is None and args.imagery_model is None:
+@dataclass
+class ScoreRegionsOptions:
+    """The flags of ``python -m pipelines.score_regions`` (logged as the run's ``config.json``)."""
+
+    regions: str = arg("region table (.csv or .parquet) with region_id and feature columns")
+    out: str = arg("output table, .csv or .parquet (written atomically)")
+    images: str | None = arg(
+        "folder of patches: L4S img/image_<region_id>.h5, or paths in an 'image' column", default=None
+    )
+    tabular_model: str | None = arg("tabular model URI (runs:/<id>/model, run id or folder)", default=None)
+    imagery_model: str | None = arg("segmenter URI (runs:/<id>/segmenter or folder)", default=None)
+    fusion_model: str | None = arg("fuser URI (runs:/<id>/fuser.json, run id or JSON path)", default=None)
+    masks_dir: str | None = arg("where mask PNGs go (default: <out stem>_masks/ beside --out)", default=None)
+    resume: bool = arg("continue from <out>.partial, skipping regions already scored", default=False)
+    device: str = arg("segmenter device: cpu, cuda or auto", default="cpu")
+    no_progress: bool = arg("no progress bar", default=False)
+    scoring: ScoringOptions = nested(ScoringOptions)
+    engine: EngineOptions = nested(EngineOptions)
+    run: RunOptions = nested(RunOptions)
+
+
+def library_config(o: ScoreRegionsOptions, ctx: Context | None = None) -> ScoreRegionsConfig:
+    """The library's config for these options (what the run logs as params)."""
+    from fusion.config import ScoreRegionsConfig  # noqa: PLC0415 - pandas loads when the command runs
+    from fusion.scoring import ScoringConfig  # noqa: PLC0415 - pandas loads when the command runs
+
+    if o.scoring.top_k < 0:
+        raise UserError(f"--top-k must be >= 0, got {o.scoring.top_k}")
+    if o.tabular_model is None and o.imagery_model is None:
         raise UserError("give --tabular-model, --imagery-model or both")
-    return ScoreRegionsConfig(
-        regions=args.regions,
-        out=args.out,
-        images=args.images,
-        tabular_model=args.tabular_model,
-        imagery_model=args.imagery_model,
-        fusion_model=args.fusion_model,
-        masks_dir=args.masks_dir,
-        scoring=ScoringConfig(
-            policy=args.policy,
-            batch_size=args.batch_size,
-            imagery_batch_size=args.imagery_batch_size,
-            top_k=args.top_k,
-            write_masks=not args.no_masks,
-            strict_images=args.strict_images,
-            allow_missing_images=args.allow_missing_images,
-            allow_other_base_models=args.allow_other_base_models,
-            imagery_weight=args.imagery_weight,
-            weighted_threshold=args.weighted_threshold,
-        ),
-        resume=args.resume,
-        progress=not args.no_progress,
-        device=args.device,
-        runtime=engine_spec_of(args),
-        seed=args.seed,
-        experiment=args.experiment or EXPERIMENT,
-        run_name=args.run_name,
-        tracking_uri=args.tracking_uri,
+    scoring = fill(ScoringConfig, o.scoring, write_masks=not o.scoring.no_masks)
+    return fill(
+        ScoreRegionsConfig,
+        o,
+        o.run,
+        scoring=scoring,
+        progress=not o.no_progress,
+        runtime=o.engine.spec(),
+        experiment=o.run.experiment or EXPERIMENT,
     )
 
 
-def score(cfg: ScoreRegionsConfig, log: Any = print, *, verbose: bool = False) -> ScoreResult:
-    """Set up the store, open the run and score (:func:`fusion.experiment.score_regions`)."""
-    from common.tracking import setup_tracking, tracked_run  # noqa: PLC0415 - loaded when the command runs: --help stays fast
+def run(o: ScoreRegionsOptions, ctx: Context) -> dict[str, object]:
+    """Score the regions (:func:`fusion.experiment.score_regions`)."""
     from fusion.experiment import score_regions  # noqa: PLC0415 - loaded when the command runs: --help stays fast
 
-    uri = setup_tracking(cfg.tracking_uri, verbose=verbose)
-    with tracked_run(cfg.experiment, cfg, run_name=cfg.run_name):
-        return score_regions(cfg, tracking_uri=uri, log=log)
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    cfg = config_from_args(args)
-    result = score(cfg, log=progress_printer(args.json), verbose=args.verbose)
-    summary = {
+    result = ctx.result = score_regions(ctx.config, tracking_uri=ctx.tracking_uri, log=ctx.log)
+    return {
         "run_id": result.run_id,
         "out": result.out,
         "scored": result.scored,
         "skipped": result.skipped,
         "evidence": result.evidence,
+        "files": written_files(ctx.config, result),
     }
-    print_summary(summary, as_json=args.json)
-    return 0
 
+
+def written_files(cfg: ScoreRegionsConfig, result: object) -> list[str]:
+    """The output table, and the folder of mask PNGs when masks were written."""
+    out = Path(str(getattr(result, "out", cfg.out)))
+    files = [str(out)]
+    if cfg.scoring.write_masks:
+        masks = Path(cfg.masks_dir) if cfg.masks_dir else out.with_name(f"{out.stem}_masks")
+        if masks.exists():
+            files.append(f"{masks}/")
+    return files
+
+
+COMMAND = Command("score_regions", ScoreRegionsOptions, run, doc=__doc__, experiment=EXPERIMENT, prepare=library_config)
+main = COMMAND.main
 
 if __name__ == "__main__":
-    raise SystemExit(run_main(main, sys.argv[1:]))
+    COMMAND.exit()

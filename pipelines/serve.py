@@ -17,51 +17,56 @@ Example::
 
 from __future__ import annotations
 
-import argparse
 import socket
-import sys
-from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
-from common.cli import InputNotFoundError, UserError, add_common_args, positive_int, run_main
-from common.seed import seed_everything
-from pipelines._register import model_or_champion
-from pipelines._segmenter_args import add_engine_args, engine_spec_of
+from common.cli import InputNotFoundError, RunOptions, UserError, positive_int
+from common.options import arg, fill, nested
+from pipelines._command import Command, Context
+from pipelines._segmenter_args import EngineOptions
 from service.config import ServiceConfig
 
+_D = ServiceConfig()
 
-def build_parser() -> argparse.ArgumentParser:
-    d = ServiceConfig()
-    p = argparse.ArgumentParser(prog="python -m pipelines.serve", description=__doc__.split("\n\n")[0])
-    p.add_argument("--tabular-model", default=None, help="tabular model URI (runs:/<id>/model, run id or folder)")
-    p.add_argument("--imagery-model", default=None, help="segmenter URI (runs:/<id>, folder or .onnx)")
-    p.add_argument("--fusion-model", default=None, help="fuser URI (runs:/<id>/fuser.json, run id or JSON path)")
-    add_engine_args(p)
-    p.add_argument("--host", default=d.host, help="interface to listen on (default %(default)s: this machine only)")
-    p.add_argument("--port", type=positive_int, default=d.port)
-    p.add_argument("--workdir", default=d.workdir, help="where assess jobs and their outputs are kept")
-    p.add_argument("--api-key", default=None, help="require this X-API-Key (default: $LANDSLIDE_API_KEY, else none)")
-    p.add_argument("--images-root", default=None, help="folder /v1/score may read patches from by path")
-    p.add_argument("--scenes-root", default=None, help="folder of scenes /v1/assess may use by name")
-    p.add_argument("--dem", default=None, help="DEM for /v1/assess jobs (when the imagery model uses slope/DEM)")
-    p.add_argument("--factors", nargs="+", default=[], metavar="NAME=PATH", help="factor rasters for /v1/assess jobs")
-    p.add_argument("--max-batch", type=positive_int, default=d.max_batch, help="regions per /v1/score request")
-    p.add_argument("--max-area-km2", type=float, default=d.max_area_km2, help="largest region /v1/assess takes")
-    p.add_argument("--max-request-mb", type=float, default=d.max_request_mb, help="largest request body")
-    p.add_argument(
-        "--max-decoded-mb", type=float, default=d.max_decoded_mb, help="decoded inline patches per /v1/score request"
+
+@dataclass
+class LimitOptions:
+    """limits"""
+
+    max_batch: int = arg("regions per /v1/score request", default=_D.max_batch, type=positive_int)
+    max_area_km2: float = arg("largest region /v1/assess takes", default=_D.max_area_km2)
+    max_request_mb: float = arg("largest request body", default=_D.max_request_mb)
+    max_decoded_mb: float = arg("decoded inline patches per /v1/score request", default=_D.max_decoded_mb)
+    job_timeout: float = arg("seconds an assess job may run", default=_D.job_timeout_s)
+    workers: int = arg("assess jobs run at a time", default=_D.workers, type=positive_int)
+    max_queue: int = arg("assess jobs waiting (then 429)", default=_D.max_queue, type=positive_int)
+    max_upload_mb: float = arg("largest uploaded scene", default=_D.max_upload_mb)
+    http_timeout: float = arg("seconds per outbound request", default=_D.http_timeout_s)
+
+
+@dataclass
+class ServeOptions:
+    """The flags of ``python -m pipelines.serve``."""
+
+    tabular_model: str | None = arg("tabular model URI (runs:/<id>/model, run id or folder)", default=None)
+    imagery_model: str | None = arg("segmenter URI (runs:/<id>, folder or .onnx)", default=None)
+    fusion_model: str | None = arg("fuser URI (runs:/<id>/fuser.json, run id or JSON path)", default=None)
+    host: str = arg("interface to listen on (default %(default)s: this machine only)", default=_D.host)
+    port: int = arg("port to listen on", default=_D.port, type=positive_int)
+    workdir: str = arg("where assess jobs and their outputs are kept", default=_D.workdir)
+    api_key: str | None = arg("require this X-API-Key (default: $LANDSLIDE_API_KEY, else none)", default=None)
+    images_root: str | None = arg("folder /v1/score may read patches from by path", default=None)
+    scenes_root: str | None = arg("folder of scenes /v1/assess may use by name", default=None)
+    dem: str | None = arg("DEM for /v1/assess jobs (when the imagery model uses slope/DEM)", default=None)
+    factors: list[str] = arg("factor rasters for /v1/assess jobs", default_factory=list, nargs="+", metavar="NAME=PATH")
+    stac_url: str | None = arg("STAC API for requests that name no scene (its host is allowed)", default=None)
+    allow_stac: list[str] = arg(
+        "hosts (or host:port) of STAC APIs and assets", default_factory=list, nargs="+", metavar="HOST"
     )
-    p.add_argument("--job-timeout", type=float, default=d.job_timeout_s, help="seconds an assess job may run")
-    p.add_argument("--workers", type=positive_int, default=d.workers, help="assess jobs run at a time")
-    p.add_argument("--max-queue", type=positive_int, default=d.max_queue, help="assess jobs waiting (then 429)")
-    p.add_argument("--max-upload-mb", type=float, default=d.max_upload_mb, help="largest uploaded scene")
-    p.add_argument("--stac-url", default=None, help="STAC API for requests that name no scene (its host is allowed)")
-    p.add_argument(
-        "--allow-stac", nargs="+", default=[], metavar="HOST", help="hosts (or host:port) of STAC APIs and assets"
-    )
-    p.add_argument("--http-timeout", type=float, default=d.http_timeout_s, help="seconds per outbound request")
-    add_common_args(p)
-    return p
+    engine: EngineOptions = nested(EngineOptions)
+    limits: LimitOptions = nested(LimitOptions)
+    run: RunOptions = nested(RunOptions)
 
 
 def check_port(host: str, port: int) -> None:
@@ -80,63 +85,57 @@ def check_port(host: str, port: int) -> None:
             raise UserError(message) from None
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    import uvicorn  # noqa: PLC0415 - the server only when serving (keeps --help fast)
-
+def service_config(o: ServeOptions, ctx: Context) -> ServiceConfig:
+    """The service's config: each model named, or the registered ``@champion`` when none is named."""
     from common.tracking import setup_tracking  # noqa: PLC0415 - mlflow: loaded when the command runs
-    from service.api import create_app  # noqa: PLC0415 - loads torch and the models
-    from service.assess import factor_sources  # noqa: PLC0415 - with the service
+    from pipelines._register import model_or_champion  # noqa: PLC0415 - mlflow: loaded when the command runs
 
-    setup_tracking(args.tracking_uri, verbose=args.verbose)
-    none_named = args.tabular_model is None and args.imagery_model is None and args.fusion_model is None
-    for flag, kind in (("tabular_model", "tabular"), ("imagery_model", "imagery"), ("fusion_model", "fusion")):
-        given = getattr(args, flag)
-        if given is not None or none_named:  # no model named: the registered @champion of each kind
-            option = f"--{flag.replace('_', '-')}"
-            setattr(args, flag, model_or_champion(given, kind, option, required=False))
-    if args.tabular_model is None and args.imagery_model is None:
+    setup_tracking(o.run.tracking_uri, verbose=o.run.verbose)
+    models = {"tabular_model": o.tabular_model, "imagery_model": o.imagery_model, "fusion_model": o.fusion_model}
+    none_named = all(v is None for v in models.values())
+    for field, kind in (("tabular_model", "tabular"), ("imagery_model", "imagery"), ("fusion_model", "fusion")):
+        if models[field] is not None or none_named:  # no model named: the registered @champion of each kind
+            models[field] = model_or_champion(models[field], kind, f"--{field.replace('_', '-')}", required=False)
+    if models["tabular_model"] is None and models["imagery_model"] is None:
         raise UserError(
             "give --tabular-model, --imagery-model or both (or promote registered models to @champion: "
             "python -m pipelines.promote landslide-imagery VERSION --alias champion)"
         )
-    cfg = ServiceConfig(
-        tabular_model=args.tabular_model,
-        imagery_model=args.imagery_model,
-        fusion_model=args.fusion_model,
-        runtime=engine_spec_of(args),
-        workdir=args.workdir,
-        host=args.host,
-        port=args.port,
-        api_key=args.api_key,
-        images_root=args.images_root,
-        scenes_root=args.scenes_root,
-        dem=args.dem,
-        factors=list(args.factors),
-        max_batch=args.max_batch,
-        max_area_km2=args.max_area_km2,
-        max_request_mb=args.max_request_mb,
-        max_decoded_mb=args.max_decoded_mb,
-        job_timeout_s=args.job_timeout,
-        workers=args.workers,
-        max_queue=args.max_queue,
-        max_upload_mb=args.max_upload_mb,
-        stac_url=args.stac_url,
-        allow_stac=list(args.allow_stac),
-        http_timeout_s=args.http_timeout,
-        seed=args.seed,
+    return fill(
+        ServiceConfig,
+        o,
+        o.limits,
+        o.run,
+        **models,
+        runtime=o.engine.spec(),
+        factors=list(o.factors),
+        allow_stac=list(o.allow_stac),
+        job_timeout_s=o.limits.job_timeout,
+        http_timeout_s=o.limits.http_timeout,
     )
+
+
+def serve(o: ServeOptions, ctx: Context) -> None:
+    """Check the port and the rasters, load the models, serve until Ctrl-C."""
+    import uvicorn  # noqa: PLC0415 - the server only when serving (keeps --help fast)
+
+    from service.api import create_app  # noqa: PLC0415 - loads torch and the models
+    from service.assess import factor_sources  # noqa: PLC0415 - with the service
+
+    cfg: ServiceConfig = ctx.config
     check_port(cfg.host, cfg.port)  # before loading models: one line, exit 2
     factor_sources(cfg.factors)  # one-line errors for missing rasters now, not in every job
     if cfg.dem and not Path(cfg.dem).is_file():
         raise InputNotFoundError(f"--dem {cfg.dem}: not found")
-    seed_everything(cfg.seed)
     app = create_app(cfg)
     check_port(cfg.host, cfg.port)  # still free after loading the models
     print(f"serving on http://{cfg.host}:{cfg.port}/ (docs: /docs); Ctrl-C to stop", flush=True)
-    uvicorn.run(app, host=cfg.host, port=cfg.port, log_level="warning" if not args.verbose else "info")
-    return 0
+    uvicorn.run(app, host=cfg.host, port=cfg.port, log_level="warning" if not o.run.verbose else "info")
+    return None
 
+
+COMMAND = Command("serve", ServeOptions, serve, doc=__doc__, prepare=service_config)
+main = COMMAND.main
 
 if __name__ == "__main__":
-    raise SystemExit(run_main(main, sys.argv[1:]))
+    COMMAND.exit()

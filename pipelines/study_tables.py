@@ -15,81 +15,91 @@ Examples::
 
 from __future__ import annotations
 
-import argparse
-import sys
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import mlflow
+from common.cli import RunOptions
+from common.options import arg, nested
+from pipelines._command import Command, Context
 
-from common.atomic import atomic_write
-from common.cli import add_common_args, print_summary, progress_printer, run_main
-from common.tracking import set_run_kind, setup_tracking, tracked_run
-from imagery.training.study_tables import (
-    DEFAULT_EXPERIMENT,
-    TableResults,
-    collect_results,
-    plan_markdown,
-    render_markdown,
-)
+if TYPE_CHECKING:
+    from imagery.training.study_tables import TableResults
 
 ARTIFACT = "study_tables.md"
+#: the experiment the training runs go to (imagery.training.study_tables.DEFAULT_EXPERIMENT)
+EXPERIMENT = "imagery-train"
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m pipelines.study_tables", description=__doc__.split("\n\n")[0])
-    p.add_argument("--out", default=ARTIFACT, help=f"Markdown file to write (default {ARTIFACT})")
-    p.add_argument(
-        "--plan",
+@dataclass
+class StudyTablesOptions:
+    """The flags of ``python -m pipelines.study_tables``."""
+
+    out: str = arg(f"Markdown file to write (default {ARTIFACT})", default=ARTIFACT)
+    plan: str | None = arg(
+        "write the plan (every row's commands and expected times) here instead (default benchmarks/study_plan.md)",
+        default=None,
         nargs="?",
         const="benchmarks/study_plan.md",
-        default=None,
-        help="write the plan (every row's commands and expected times) here instead (default benchmarks/study_plan.md)",
     )
-    p.add_argument("--data", default="L4S", help="--plan: the data path written into the commands (default L4S)")
-    p.add_argument("--no-log", action="store_true", help="do not log the tables to MLflow")
-    add_common_args(p)
-    return p
+    data: str = arg("--plan: the data path written into the commands (default L4S)", default="L4S")
+    no_log: bool = arg("do not log the tables to MLflow", default=False)
+    run: RunOptions = nested(RunOptions)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    run(argv)
-    return 0
+def tables(o: StudyTablesOptions, ctx: Context) -> dict[str, object]:
+    """Print and write the tables (or the plan); ``ctx.result``: the collected results (``None`` for ``--plan``)."""
+    import mlflow  # noqa: PLC0415 - loaded when the command runs: --help stays fast
+
+    from common.atomic import atomic_write  # noqa: PLC0415 - loaded when the command runs
+    from common.tracking import set_run_kind, setup_tracking  # noqa: PLC0415 - MLflow loads when the command runs
+    from imagery.training.study_tables import collect_results, plan_markdown, render_markdown  # noqa: PLC0415
+
+    if o.plan:
+        text = plan_markdown(o.data, o.run.experiment)
+        with atomic_write(o.plan) as fh:
+            fh.write(text)
+        return {
+            "plan": str(Path(o.plan)),
+            "commands": text.count("python -m pipelines.train_imagery"),
+            "files": [str(Path(o.plan))],
+        }
+    uri = ctx.tracking_uri or setup_tracking(o.run.tracking_uri, verbose=o.run.verbose)
+    experiment = o.run.experiment or EXPERIMENT
+    results = ctx.result = collect_results(experiment, uri)
+    text = render_markdown(results)
+    ctx.log(text)
+    with atomic_write(o.out) as fh:
+        fh.write(text)
+    if ctx.run is not None:
+        set_run_kind("study-tables")
+        mlflow.log_text(text, ARTIFACT)
+        mlflow.log_metric("rows_run", float(len(results.found)))
+    return {
+        "run_id": ctx.run_id or "",
+        "out": str(Path(o.out)),
+        "rows_with_runs": len(results.found),
+        "experiment": experiment,
+        "files": [str(Path(o.out))],
+    }
+
+
+COMMAND = Command(
+    "study_tables",
+    StudyTablesOptions,
+    tables,
+    doc=__doc__,
+    experiment=EXPERIMENT,
+    tracked=lambda o: not o.plan and not o.no_log,
+)
+main = COMMAND.main
 
 
 def run(argv: Sequence[str] | None = None) -> TableResults | None:
     """Print and write the tables (or the plan); returns the collected results (``None`` for ``--plan``)."""
-    args = build_parser().parse_args(argv)
-    say = progress_printer(args.json)
-    if args.plan:
-        text = plan_markdown(args.data, args.experiment)
-        with atomic_write(args.plan) as fh:
-            fh.write(text)
-        print_summary(
-            {"plan": str(Path(args.plan)), "commands": text.count("python -m pipelines.train_imagery")},
-            as_json=args.json,
-        )
-        return None
-    uri = setup_tracking(args.tracking_uri, verbose=args.verbose)
-    experiment = args.experiment or DEFAULT_EXPERIMENT
-    results = collect_results(experiment, uri)
-    text = render_markdown(results)
-    say(text)
-    with atomic_write(args.out) as fh:
-        fh.write(text)
-    run_id = ""
-    if not args.no_log:
-        with tracked_run(experiment, run_name=args.run_name or "study-tables"):
-            set_run_kind("study-tables")
-            mlflow.log_text(text, ARTIFACT)
-            mlflow.log_metric("rows_run", float(len(results.found)))
-            run_id = mlflow.active_run().info.run_id  # type: ignore[union-attr]
-    print_summary(
-        {"run_id": run_id, "out": str(Path(args.out)), "rows_with_runs": len(results.found), "experiment": experiment},
-        as_json=args.json,
-    )
-    return results
+    return COMMAND.call(list(argv or []))
 
 
 if __name__ == "__main__":
-    raise SystemExit(run_main(main, sys.argv[1:]))
+    COMMAND.exit()

@@ -17,78 +17,57 @@ Example::
 
 from __future__ import annotations
 
-import argparse
-import sys
-from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import mlflow
-from mlflow.exceptions import MlflowException
-from mlflow.tracking import MlflowClient
+from common.cli import RunOptions, UserError, positive_int
+from common.options import arg, fill, nested
+from fusion.choices import Calibration
+from pipelines._command import Command, Context
+from pipelines._register import RegisterFusionOptions, register_trained
 
-from common.cli import UserError, add_common_args, positive_int, print_summary, progress_printer, run_main
-from common.model_card import SYNTHETIC_TAG
-from common.tracking import setup_tracking, tracked_run
-from fusion.choices import CALIBRATIONS
-from fusion.config import TrainFusionConfig
-from fusion.experiment import FusionTrainResult, train_fuser
-from pipelines._register import add_register_args, register_trained
+if TYPE_CHECKING:
+    from fusion.config import TrainFusionConfig
+    from fusion.experiment import FusionTrainResult
 
 EXPERIMENT = "train_fusion"
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m pipelines.train_fusion", description=__doc__.split("\n\n")[0])
-    p.add_argument("--tabular-run", required=True, help="MLflow run id of a pipelines.train_tabular run")
-    p.add_argument(
-        "--imagery-run", required=True, help="MLflow run id of a pipelines.train_imagery run (with OOF predictions)"
-    )
-    p.add_argument("--C", type=float, default=1.0, help="inverse L2 strength of the logistic meta-model")
-    p.add_argument(
-        "--calibration",
+@dataclass
+class TrainFusionOptions:
+    """The flags of ``python -m pipelines.train_fusion`` (logged as the run's ``config.json``)."""
+
+    tabular_run: str = arg("MLflow run id of a pipelines.train_tabular run")
+    imagery_run: str = arg("MLflow run id of a pipelines.train_imagery run (with OOF predictions)")
+    C: float = arg("inverse L2 strength of the logistic meta-model", default=1.0, flag="--C")
+    calibration: Calibration = arg(
+        "extra calibration on top of the logistic meta-model (default none: the LR is itself calibrated)",
         default="none",
-        choices=CALIBRATIONS,
-        help="extra calibration on top of the logistic meta-model (default none: the LR is itself calibrated)",
     )
-    p.add_argument(
-        "--cv", type=positive_int, default=5, help="folds of the fuser's own CV (threshold and reported metrics)"
-    )
-    p.add_argument(
-        "--allow-partial", action="store_true", help="keep regions present in only one OOF table (fit fallbacks only)"
-    )
-    add_register_args(p, "fusion")
-    add_common_args(p)
-    return p
+    cv: int = arg("folds of the fuser's own CV (threshold and reported metrics)", default=5, type=positive_int)
+    allow_partial: bool = arg("keep regions present in only one OOF table (fit fallbacks only)", default=False)
+    register: RegisterFusionOptions = nested(RegisterFusionOptions)
+    run: RunOptions = nested(RunOptions)
 
 
-def config_from_args(args: argparse.Namespace) -> TrainFusionConfig:
-    if not args.C > 0:
-        raise UserError(f"--C must be > 0, got {args.C}")
-    return TrainFusionConfig(
-        tabular_run=args.tabular_run,
-        imagery_run=args.imagery_run,
-        C=args.C,
-        calibration=args.calibration,
-        cv=args.cv,
-        allow_partial=args.allow_partial,
-        seed=args.seed,
-        experiment=args.experiment or EXPERIMENT,
-        run_name=args.run_name,
-        tracking_uri=args.tracking_uri,
-    )
+def library_config(o: TrainFusionOptions, ctx: Context | None = None) -> TrainFusionConfig:
+    """The library's config for these options (what the run logs as params)."""
+    from fusion.config import TrainFusionConfig  # noqa: PLC0415 - pandas loads when the command runs
 
-
-def train(cfg: TrainFusionConfig, log=print, *, verbose: bool = False) -> FusionTrainResult:
-    """Set up the store, open the run and fit the fuser (:func:`fusion.experiment.train_fuser`)."""
-
-    uri = setup_tracking(cfg.tracking_uri, verbose=verbose)
-    with tracked_run(cfg.experiment, cfg, run_name=cfg.run_name):
-        return train_fuser(cfg, tracking_uri=uri, log=log)
+    if not o.C > 0:
+        raise UserError(f"--C must be > 0, got {o.C}")
+    return fill(TrainFusionConfig, o, o.run, experiment=o.run.experiment or EXPERIMENT)
 
 
 def register_fuser(result: FusionTrainResult, cfg: TrainFusionConfig, name: str, log=print) -> str:
     """Register the fuser (its run's artifacts: ``fuser.json`` and plots) with its model card; synthetic when
     either base model's run is tagged synthetic."""
-    client = MlflowClient(mlflow.get_tracking_uri())
+    import mlflow  # noqa: PLC0415 - loaded when the command runs: --help stays fast
+    from mlflow.exceptions import MlflowException  # noqa: PLC0415 - loaded when the command runs
+
+    from common.model_card import SYNTHETIC_TAG  # noqa: PLC0415 - with the registry
+
+    client = mlflow.MlflowClient(mlflow.get_tracking_uri())
     kinds = []
     for run_id in (cfg.tabular_run, cfg.imagery_run):
         try:
@@ -109,16 +88,30 @@ def register_fuser(result: FusionTrainResult, cfg: TrainFusionConfig, name: str,
     )
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    cfg = config_from_args(args)
-    result = train(cfg, log=progress_printer(args.json), verbose=args.verbose)
-    summary = {"run_id": result.run_id, "fusion_model": result.fuser_uri, "metrics": result.metrics}
-    if not args.no_register:
-        summary["registered"] = register_fuser(result, cfg, args.register_name, log=progress_printer(args.json))
-    print_summary(summary, as_json=args.json)
-    return 0
+def run(o: TrainFusionOptions, ctx: Context) -> dict[str, object]:
+    """Fit the fuser (:func:`fusion.experiment.train_fuser`) and register it."""
+    from fusion.experiment import train_fuser  # noqa: PLC0415 - loaded when the command runs: --help stays fast
 
+    result = ctx.result = train_fuser(ctx.config, tracking_uri=ctx.tracking_uri, log=ctx.log)
+    return {"run_id": result.run_id, "fusion_model": result.fuser_uri, "metrics": result.metrics}
+
+
+def register(o: TrainFusionOptions, ctx: Context, summary: dict[str, object]) -> None:
+    """After the run: register the fuser (unless --no-register)."""
+    if not o.register.no_register:
+        summary["registered"] = register_fuser(ctx.result, ctx.config, o.register.register_name, log=ctx.log)
+
+
+COMMAND = Command(
+    "train_fusion",
+    TrainFusionOptions,
+    run,
+    doc=__doc__,
+    experiment=EXPERIMENT,
+    prepare=library_config,
+    finish=register,
+)
+main = COMMAND.main
 
 if __name__ == "__main__":
-    raise SystemExit(run_main(main, sys.argv[1:]))
+    COMMAND.exit()

@@ -30,43 +30,30 @@ Examples::
 
 from __future__ import annotations
 
-import argparse
-import sys
-from collections.abc import Sequence
+import contextlib
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Literal
 
-import mlflow
+from common.cli import RunOptions, UserError, positive_int, unit_float
+from common.options import arg, nested
+from imagery.data.choices import ImageScale, Sensor, TemporalSet
+from imagery.inference.config import TtaMode
+from imagery.training.choices import SPEC_EPOCHS, FoldsOrder, Optimizer, Protocol, Schedule
+from pipelines._command import Command, Context
+from pipelines._register import RegisterImageryOptions, imagery_extra, register_trained
 
-from common.cli import (
-    UserError,
-    add_common_args,
-    csv_list,
-    positive_int,
-    print_summary,
-    progress_printer,
-    run_main,
-    unit_float,
-)
-from common.seed import seed_everything
-from common.tracking import setup_tracking, tracked_run
-from imagery.data.chips import IMAGE_SCALES
-from imagery.data.sen12_temporal import SENSORS, TEMPORAL_SETS
-from imagery.training import (
-    AugmentConfig,
-    DataConfig,
-    FoldsResult,
-    LossConfig,
-    ModelConfig,
-    OptimConfig,
-    TrainConfig,
-    run_folds,
-)
-from imagery.training import distributed as ddp
-from imagery.training.experiment import checkpoint_run_id
-from imagery.training.protocol import PROTOCOL_TAG_VALUES, PROTOCOLS, STUDY_FOLDS
-from imagery.training.study_tables import check_row
-from pipelines._register import add_register_args, imagery_extra, register_trained
+if TYPE_CHECKING:
+    from imagery.training import FoldsResult, TrainConfig
 
-#: Defaults that differ between the protocols (a flag given on the command line always wins).
+EXPERIMENT = "imagery-train"
+#: The choices of --cutmix-mode and --precision, implemented in modules that import torch
+#: (imagery.transforms.augment.CutmixMode, imagery.device.Precision; tests/imagery/test_train.py checks they agree).
+CutmixMode = Literal["study", "mask", "box"]
+TrainPrecision = Literal["auto", "fp32", "bf16"]
+
+#: Defaults that differ between the protocols (a flag given on the command line always wins); ``folds`` under
+#: the study protocol is ``imagery.training.protocol.STUDY_FOLDS`` (5).
 PROTOCOL_DEFAULTS: dict[str, dict[str, object]] = {
     "honest": {
         "folds": 1,
@@ -77,7 +64,7 @@ PROTOCOL_DEFAULTS: dict[str, dict[str, object]] = {
         "precision": "auto",
     },
     "study": {
-        "folds": STUDY_FOLDS,
+        "folds": 5,
         "folds_order": "natural",
         "cutmix": True,
         "cutmix_mode": "study",
@@ -86,330 +73,328 @@ PROTOCOL_DEFAULTS: dict[str, dict[str, object]] = {
     },
 }
 
-EXPERIMENT = "imagery-train"
-DIST_BACKENDS = ("gloo", "nccl")
 
+@dataclass
+class DataOptions:
+    """data"""
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m pipelines.train_imagery", description=__doc__.split("\n\n")[0])
-    d = TrainConfig()
-    g = p.add_argument_group("data")
-    g.add_argument(
-        "--data",
-        default=None,
-        help="L4S folder (official/hf/plain layout), prepare_imagery cache, or a folder of georeferenced "
+    data: str | None = arg(
+        "L4S folder (official/hf/plain layout), prepare_imagery cache, or a folder of georeferenced "
         "image/label GeoTIFF chips (images/ + labels/ or masks/); default: synthetic",
-    )
-    g.add_argument(
-        "--image-bands",
-        type=csv_list,
         default=None,
-        help="chips: band order of the image files, e.g. B04,B03,B02,B08 (aliases ok; '-' skips a band)",
     )
-    g.add_argument(
-        "--image-scale",
-        default="auto",
-        choices=IMAGE_SCALES,
-        help="chips: reflectance, dn (DN/10000), dn-offset ((DN-1000)/10000), l4s, auto (default)",
+    image_bands: list[str] | None = arg(
+        "chips: band order of the image files, e.g. B04,B03,B02,B08 (aliases ok; '-' skips a band)", default=None
     )
-    g.add_argument("--label-map", default=None, help="chips: raw label -> 0/1/ignore, e.g. 0:ignore,1:0,2:1")
-    g.add_argument(
-        "--temporal",
-        default=None,
-        choices=TEMPORAL_SETS,
-        help="Sen12Landslides folder (*_s2_*.nc): post (post-event clear median; default), pre-post (both composites), "
+    image_scale: ImageScale = arg(
+        "chips: reflectance, dn (DN/10000), dn-offset ((DN-1000)/10000), l4s, auto (default)", default="auto"
+    )
+    label_map: str | None = arg("chips: raw label -> 0/1/ignore, e.g. 0:ignore,1:0,2:1", default=None)
+    temporal: TemporalSet | None = arg(
+        "Sen12Landslides folder (*_s2_*.nc): post (post-event clear median; default), pre-post (both composites), "
         "pre-post-diff (both, their differences and dNDVI); stored with the model",
-    )
-    g.add_argument(
-        "--sensor",
         default=None,
-        choices=SENSORS,
-        help="Sen12Landslides folder: s2 (default), s1 (VV/VH dB medians, log-ratio) or s2+s1; stored with the model",
     )
-    g.add_argument("--tile", type=positive_int, default=128, help="chips: the model's tile, px (default 128)")
-    g.add_argument("--layout", default=None, help="force the layout: official, hf, plain or cache")
-    g.add_argument("--split", default="train", help="split of --data to train on (default train)")
-    g.add_argument(
-        "--n-synthetic", type=positive_int, default=d.data.n_synthetic, help="synthetic patches without --data"
+    sensor: Sensor | None = arg(
+        "Sen12Landslides folder: s2 (default), s1 (VV/VH dB medians, log-ratio) or s2+s1; stored with the model",
+        default=None,
     )
-    g.add_argument(
-        "--synthetic-size", type=positive_int, default=d.data.synthetic_size, help="synthetic patch side (px)"
-    )
-    g.add_argument(
-        "--val-fraction", type=float, default=d.data.val_fraction, help="validation share of the training patches"
-    )
-    g.add_argument(
-        "--protocol",
-        default="honest",
-        help="honest (default: validation-split selection) or study (the seed study's protocol: selection on the "
+    tile: int = arg("chips: the model's tile, px (default 128)", default=128, type=positive_int)
+    layout: str | None = arg("force the layout: official, hf, plain or cache", default=None)
+    split: str = arg("split of --data to train on (default train)", default="train")
+    n_synthetic: int = arg("synthetic patches without --data", default=64, type=positive_int)
+    synthetic_size: int = arg("synthetic patch side (px)", default=128, type=positive_int)
+    val_fraction: float = arg("validation share of the training patches", default=0.2)
+    protocol: Protocol = arg(
+        "honest (default: validation-split selection) or study (the seed study's protocol: selection on the "
         "test fold, study_* metrics)",
+        default="honest",
     )
-    g.add_argument(
-        "--folds",
+    folds: int | None = arg(
+        "k-fold cross-validation with k folds (1: a single run; default 1, 5 under --protocol study)",
+        default=None,
         type=positive_int,
-        default=None,
-        help="k-fold cross-validation with k folds (1: a single run; default 1, 5 under --protocol study)",
     )
-    g.add_argument(
-        "--fold",
-        type=int,
+    fold: int | None = arg(
+        "run only this fold of --folds: 0-based, or 1..k under --protocol study (fold 1 = the last block)",
         default=None,
-        help="run only this fold of --folds: 0-based, or 1..k under --protocol study (fold 1 = the last block)",
     )
-    g.add_argument(
-        "--folds-order",
-        default=None,
-        help="shuffled (seeded k-fold; honest default) or natural (contiguous blocks of the naturally sorted file "
+    folds_order: FoldsOrder | None = arg(
+        "shuffled (seeded k-fold; honest default) or natural (contiguous blocks of the naturally sorted file "
         "names, the study's folds)",
-    )
-    g.add_argument(
-        "--normalize", default="none", help="Normalizer mode for the input channels (none reproduces the seed)"
-    )
-    m = p.add_argument_group("model")
-    m.add_argument("--model", default=d.model.name, help="registry name (imagery.models.list_models())")
-    m.add_argument(
-        "--channels", type=int, default=d.model.channel_set, help="channel set: 9, 14, 17, 21, 22, 23, 25 or 26"
-    )
-    m.add_argument(
-        "--bands",
-        type=csv_list,
         default=None,
-        help="train on these bands only, e.g. B2,B3,B4,B8,B11,B12 (default: all bands of the data; channels "
+    )
+    normalize: str = arg("Normalizer mode for the input channels (none reproduces the seed)", default="none")
+
+
+@dataclass
+class ModelOptions:
+    """model"""
+
+    model: str = arg("registry name (imagery.models.list_models())", default="rau_net1")
+    channels: int = arg("channel set: 9, 14, 17, 21, 22, 23, 25 or 26", default=23)
+    bands: list[str] | None = arg(
+        "train on these bands only, e.g. B2,B3,B4,B8,B11,B12 (default: all bands of the data; channels "
         "needing a missing band are left out)",
-    )
-    m.add_argument("--head", default=d.model.head, help="multires, mono or dual")
-    m.add_argument("--attention", default=None, help="se, triple_mha, cbam or none (default: the model's own)")
-    m.add_argument("--bottleneck", action=argparse.BooleanOptionalAction, default=None, help="use the bottleneck block")
-    m.add_argument("--width", type=positive_int, default=None, help="base width F override (tiny models for tests)")
-    m.add_argument("--dropout", type=float, default=None, help="head dropout override (default: the model's own)")
-    m.add_argument(
-        "--attention-site",
         default=None,
-        help="attention placement: unet: decoder (default), encoder, bottleneck, skip, decoder_concat (join with +); "
+    )
+    head: str = arg("multires, mono or dual", default="multires")
+    attention: str | None = arg("se, triple_mha, cbam or none (default: the model's own)", default=None)
+    bottleneck: bool | None = arg("use the bottleneck block (default: the model's own)", default=None)
+    width: int | None = arg("base width F override (tiny models for tests)", default=None, type=positive_int)
+    dropout: float | None = arg("head dropout override (default: the model's own)", default=None)
+    attention_site: str | None = arg(
+        "attention placement: unet: decoder (default), encoder, bottleneck, skip, decoder_concat (join with +); "
         "RAU-Nets: block or decoder_concat",
+        default=None,
     )
-    o = p.add_argument_group("optimisation")
-    o.add_argument(
-        "--loss",
-        default=d.loss.name,
-        help="loss name: the deck's (authors' formulas) ce, focal, iou, focal_iou, log_cosh, tversky, lovasz, "
+
+
+@dataclass
+class OptimOptions:
+    """optimisation"""
+
+    loss: str = arg(
+        "loss name: the deck's (authors' formulas) ce, focal, iou, focal_iou, log_cosh, tversky, lovasz, "
         "boundary, center; the literature's dice, log_cosh_dice, tversky_landslide, lovasz_softmax, "
-        "boundary_weighted, center_weighted; ce_iou, focal_iou_center",
+        "boundary_weighted, center_weighted; ce_iou, focal_iou_center (default %(default)s)",
+        default="focal_iou",
     )
-    o.add_argument(
-        "--loss-mix",
-        "--alpha",
-        dest="loss_mix",
+    loss_mix: float = arg(
+        "mixing weight of the mixture losses: mix*Focal + (1-mix)*IoU for focal_iou (the deck's alpha)",
+        default=0.5,
         type=unit_float,
-        default=d.loss.mix,
-        help="mixing weight of the mixture losses: mix*Focal + (1-mix)*IoU for focal_iou (the deck's alpha)",
+        aliases=("--alpha",),
     )
-    o.add_argument("--optimizer", default=d.optim.optimizer, help="sgd, adagrad, rmsprop, adam, adamw or nadam")
-    o.add_argument("--lr", type=float, default=d.optim.lr, help="base learning rate")
-    o.add_argument("--weight-decay", type=float, default=0.0)
-    o.add_argument(
-        "--schedule",
-        default=d.optim.schedule,
-        help="step (the seed's; boundaries scaled by epochs/65 when shorter), cosine (warm-up) or constant",
+    optimizer: Optimizer = arg("optimiser (default %(default)s)", default="adam")
+    lr: float = arg("base learning rate", default=1e-4)
+    weight_decay: float = arg("weight decay", default=0.0)
+    schedule: Schedule = arg(
+        "step (the seed's; boundaries scaled by epochs/65 when shorter), cosine (warm-up) or constant", default="step"
     )
-    o.add_argument("--warmup-epochs", type=float, default=d.optim.warmup_epochs)
-    o.add_argument("--epochs", type=positive_int, default=d.epochs)
-    o.add_argument("--batch-size", type=positive_int, default=d.batch_size)
-    a = p.add_argument_group("augmentation")
-    a.add_argument("--no-augment", action="store_true", help="switch augmentation off")
-    a.add_argument("--no-rot90", action="store_true", help="no 90-degree rotations")
-    a.add_argument("--flip", action="store_true", help="random flips")
-    a.add_argument("--rotate-any", action="store_true", help="arbitrary-angle rotations")
-    a.add_argument(
-        "--cutmix",
-        action=argparse.BooleanOptionalAction,
-        default=None,
-        help="copy-paste landslides (default: off; on under --protocol study)",
-    )
-    a.add_argument(
-        "--cutmix-mode",
-        default=None,
-        help="study (the authors': 0-2 pastes from landslide-positive training patches; study default), mask "
+    warmup_epochs: float = arg("warm-up epochs of --schedule cosine", default=1.0)
+    epochs: int = arg("training epochs", default=SPEC_EPOCHS, type=positive_int)
+    batch_size: int = arg("patches per batch (under torchrun: the global batch)", default=12, type=positive_int)
+
+
+@dataclass
+class AugmentOptions:
+    """augmentation"""
+
+    augment: bool = arg("augmentation (default on)", default=True)
+    rot90: bool = arg("90-degree rotations (default on)", default=True)
+    flip: bool = arg("random flips", default=False)
+    rotate_any: bool = arg("arbitrary-angle rotations", default=False)
+    cutmix: bool | None = arg("copy-paste landslides (default: off; on under --protocol study)", default=None)
+    cutmix_mode: CutmixMode | None = arg(
+        "study (the authors': 0-2 pastes from landslide-positive training patches; study default), mask "
         "(one paste from a batch member with p 0.7; honest default) or box",
-    )
-    a.add_argument(
-        "--shuffle",
-        action=argparse.BooleanOptionalAction,
         default=None,
-        help="new seeded order every epoch (default on; off under --protocol study: batches in file order)",
     )
-    r = p.add_argument_group("runtime")
-    r.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda[:N]")
-    r.add_argument("--compile", action="store_true", help="torch.compile the model")
-    r.add_argument(
-        "--precision",
-        default=None,
-        help="auto (bf16 on CUDA, fp32 on CPU; the honest default), fp32 (the study's) or bf16",
+    shuffle: bool | None = arg(
+        "new seeded order every epoch (default on; off under --protocol study: batches in file order)", default=None
     )
-    r.add_argument(
-        "--sync-bn",
-        action="store_true",
-        help="torchrun: batch norm with the statistics of the whole global batch (default: each rank's shard)",
-    )
-    r.add_argument("--dist-backend", default=None, help="torchrun: gloo or nccl (default: nccl on CUDA, else gloo)")
-    r.add_argument(
-        "--postprocessing-rows",
-        action="store_true",
-        help="honest runs: also score the deck's post-processing rows on the test folds (test_pp_* metrics)",
-    )
-    r.add_argument(
-        "--study-row",
-        default=None,
-        help="the deck row this run reproduces, table/row (python -m pipelines.study_tables --plan lists them)",
-    )
-    r.add_argument(
-        "--bn-momentum",
-        type=float,
-        default=None,
-        help="BatchNorm momentum override (default: the model's Keras-faithful 0.01; 0.1 for short runs)",
-    )
-    r.add_argument("--checkpoint-dir", default=None, help="checkpoint every epoch here (atomically)")
-    r.add_argument("--resume", action="store_true", help="continue from --checkpoint-dir")
-    r.add_argument(
-        "--tta", default="none", help="TTA stored with the model and used on test folds: none, rot4, rot4flip"
-    )
-    r.add_argument("--vote", action="store_true", help="vote over the multi-resolution outputs at evaluation")
-    r.add_argument("--overlays", type=int, default=4, help="prediction overlay PNGs logged for validation patches")
-    r.add_argument(
-        "--no-log-flavour",
-        action="store_true",
-        help="skip the MLflow PyTorch flavour export (slow on a CPU); the segmenter itself is always logged",
-    )
-    r.add_argument("--no-progress", action="store_true", help="no progress bars")
-    add_register_args(p, "imagery")
-    add_common_args(p)
-    return p
 
 
-def _protocol_default(args: argparse.Namespace, name: str) -> object:
+@dataclass
+class RuntimeOptions:
+    """runtime"""
+
+    device: str = arg("auto (CUDA when present), cpu or cuda[:N]", default="auto")
+    compile: bool = arg("torch.compile the model", default=False)
+    precision: TrainPrecision | None = arg(
+        "auto (bf16 on CUDA, fp32 on CPU; the honest default), fp32 (the study's) or bf16", default=None
+    )
+    sync_bn: bool = arg(
+        "torchrun: batch norm with the statistics of the whole global batch (default: each rank's shard)",
+        default=False,
+    )
+    dist_backend: Literal["gloo", "nccl"] | None = arg(
+        "torchrun: gloo or nccl (default: nccl on CUDA, else gloo)", default=None
+    )
+    postprocessing_rows: bool = arg(
+        "honest runs: also score the deck's post-processing rows on the test folds (test_pp_* metrics)",
+        default=False,
+    )
+    study_row: str | None = arg(
+        "the deck row this run reproduces, table/row (python -m pipelines.study_tables --plan lists them)",
+        default=None,
+    )
+    bn_momentum: float | None = arg(
+        "BatchNorm momentum override (default: the model's Keras-faithful 0.01; 0.1 for short runs)", default=None
+    )
+    checkpoint_dir: str | None = arg("checkpoint every epoch here (atomically)", default=None)
+    resume: bool = arg("continue from --checkpoint-dir", default=False)
+    tta: TtaMode = arg("TTA stored with the model and used on test folds: none, rot4, rot4flip", default="none")
+    vote: bool = arg("vote over the multi-resolution outputs at evaluation", default=False)
+    overlays: int = arg("prediction overlay PNGs logged for validation patches", default=4)
+    log_flavour: bool = arg(
+        "export the MLflow PyTorch flavour (slow on a CPU; --no-log-flavour skips it); the segmenter itself is "
+        "always logged (default on)",
+        default=True,
+    )
+    progress: bool = arg("progress bars (default on)", default=True)
+
+
+@dataclass
+class TrainImageryOptions:
+    """The flags of ``python -m pipelines.train_imagery`` (logged as the run's ``config.json``)."""
+
+    data: DataOptions = nested(DataOptions)
+    model: ModelOptions = nested(ModelOptions)
+    optim: OptimOptions = nested(OptimOptions)
+    augment: AugmentOptions = nested(AugmentOptions)
+    runtime: RuntimeOptions = nested(RuntimeOptions)
+    register: RegisterImageryOptions = nested(RegisterImageryOptions)
+    run: RunOptions = nested(RunOptions)
+
+
+def _protocol_default(o: TrainImageryOptions, value: object, name: str) -> object:
     """The flag's value, or the default of the chosen protocol when it was not given."""
-    value = getattr(args, name)
-    return PROTOCOL_DEFAULTS[args.protocol][name] if value is None else value
+    return PROTOCOL_DEFAULTS[o.data.protocol][name] if value is None else value
 
 
-def config_from_args(args: argparse.Namespace) -> TrainConfig:
-    if args.protocol not in PROTOCOLS:
-        raise UserError(f"--protocol must be one of {', '.join(PROTOCOLS)}; got {args.protocol!r}")
-    if args.dist_backend not in (None, *DIST_BACKENDS):
-        raise UserError(f"--dist-backend must be one of {', '.join(DIST_BACKENDS)}; got {args.dist_backend!r}")
-    if args.study_row is not None:
-        check_row(args.study_row)
+def library_config(o: TrainImageryOptions, ctx: Context | None = None) -> TrainConfig:
+    """The library's config (validated; what the run logs as params), and the torchrun checks."""
+    from imagery.training import AugmentConfig, DataConfig, LossConfig, ModelConfig, OptimConfig, TrainConfig  # noqa: PLC0415 - torch loads when the command runs
+    from imagery.training import distributed as ddp  # noqa: PLC0415 - torch loads when the command runs
+    from imagery.training.study_tables import check_row  # noqa: PLC0415 - MLflow loads when the command runs
+
+    if o.runtime.study_row is not None:
+        check_row(o.runtime.study_row)
+    d, m, a, r = o.data, o.model, o.augment, o.runtime
     cfg = TrainConfig(
         model=ModelConfig(
-            args.model,
-            args.channels,
-            args.head,
-            args.attention,
-            args.bottleneck,
-            args.width,
-            bands=args.bands,
-            dropout=args.dropout,
-            attention_site=args.attention_site,
+            m.model,
+            m.channels,
+            m.head,
+            m.attention,
+            m.bottleneck,
+            m.width,
+            bands=m.bands,
+            dropout=m.dropout,
+            attention_site=m.attention_site,
         ),
-        loss=LossConfig(args.loss, args.loss_mix),
+        loss=LossConfig(o.optim.loss, o.optim.loss_mix),
         optim=OptimConfig(
-            optimizer=args.optimizer,
-            lr=args.lr,
-            weight_decay=args.weight_decay,
-            schedule=args.schedule,
-            warmup_epochs=args.warmup_epochs,
+            optimizer=o.optim.optimizer,
+            lr=o.optim.lr,
+            weight_decay=o.optim.weight_decay,
+            schedule=o.optim.schedule,
+            warmup_epochs=o.optim.warmup_epochs,
         ),
         augment=AugmentConfig(
-            enabled=not args.no_augment,
-            rot90=not args.no_rot90,
-            flip=args.flip,
-            rotate_any=args.rotate_any,
-            cutmix=bool(_protocol_default(args, "cutmix")),
-            cutmix_mode=str(_protocol_default(args, "cutmix_mode")),
+            enabled=a.augment,
+            rot90=a.rot90,
+            flip=a.flip,
+            rotate_any=a.rotate_any,
+            cutmix=bool(_protocol_default(o, a.cutmix, "cutmix")),
+            cutmix_mode=str(_protocol_default(o, a.cutmix_mode, "cutmix_mode")),
         ),
         data=DataConfig(
-            path=args.data,
-            layout=args.layout,
-            split=args.split,
-            n_synthetic=args.n_synthetic,
-            synthetic_size=args.synthetic_size,
-            val_fraction=args.val_fraction,
-            folds=int(_protocol_default(args, "folds")),  # type: ignore[call-overload]
-            fold=args.fold,
-            normalize=args.normalize,
-            folds_order=str(_protocol_default(args, "folds_order")),
-            image_bands=args.image_bands,
-            image_scale=args.image_scale,
-            label_map=args.label_map,
-            tile=args.tile,
-            temporal=args.temporal,
-            sensor=args.sensor,
+            path=d.data,
+            layout=d.layout,
+            split=d.split,
+            n_synthetic=d.n_synthetic,
+            synthetic_size=d.synthetic_size,
+            val_fraction=d.val_fraction,
+            folds=int(_protocol_default(o, d.folds, "folds")),  # type: ignore[call-overload]
+            fold=d.fold,
+            normalize=d.normalize,
+            folds_order=str(_protocol_default(o, d.folds_order, "folds_order")),
+            image_bands=d.image_bands,
+            image_scale=d.image_scale,
+            label_map=d.label_map,
+            tile=d.tile,
+            temporal=d.temporal,
+            sensor=d.sensor,
         ),
-        epochs=args.epochs,
-        batch_size=args.batch_size,
-        seed=args.seed,
-        device=args.device,
-        compile=args.compile,
-        precision=str(_protocol_default(args, "precision")),
-        bn_momentum=args.bn_momentum,
-        checkpoint_dir=args.checkpoint_dir,
-        resume=args.resume,
-        tta=args.tta,
-        vote=args.vote,
-        n_overlays=max(0, args.overlays),
-        progress=not args.no_progress,
-        log_flavour=not args.no_log_flavour,
-        protocol=args.protocol,
-        shuffle=bool(_protocol_default(args, "shuffle")),
-        sync_bn=args.sync_bn,
-        study_row=args.study_row,
-        postprocessing_rows=args.postprocessing_rows,
-    )
-    return cfg.validate()
+        epochs=o.optim.epochs,
+        batch_size=o.optim.batch_size,
+        seed=o.run.seed,
+        device=r.device,
+        compile=r.compile,
+        precision=str(_protocol_default(o, r.precision, "precision")),
+        bn_momentum=r.bn_momentum,
+        checkpoint_dir=r.checkpoint_dir,
+        resume=r.resume,
+        tta=r.tta,
+        vote=r.vote,
+        n_overlays=max(0, r.overlays),
+        progress=r.progress,
+        log_flavour=r.log_flavour,
+        protocol=d.protocol,
+        shuffle=bool(_protocol_default(o, a.shuffle, "shuffle")),
+        sync_bn=r.sync_bn,
+        study_row=r.study_row,
+        postprocessing_rows=r.postprocessing_rows,
+    ).validate()
+    dist = ddp.env_context()
+    if dist.enabled and dist.world_size > cfg.batch_size:
+        ddp.check_world(dist.world_size, cfg.batch_size, dist.world_size)
+    if cfg.sync_bn and not dist.enabled:
+        raise UserError("--sync-bn applies under torchrun (--nproc-per-node >= 2); a single process has one batch")
+    return cfg
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    run(argv)
-    return 0
+@contextlib.contextmanager
+def distributed(o: TrainImageryOptions) -> Iterator[None]:
+    """torch.distributed set up for the whole command under torchrun (nothing for a single process)."""
+    from imagery.training import distributed as ddp  # noqa: PLC0415 - torch loads when the command runs
 
-
-def run(argv: Sequence[str] | None = None) -> FoldsResult:
-    """Parse ``argv``, train and log; returns the result (``main`` is the CLI wrapper).
-
-    ``--resume`` continues the MLflow run (and fold runs) recorded beside the checkpoints, so their
-    epoch metrics stay complete and no killed run is left behind as a separate, half-logged run.
-    Under ``torchrun`` only rank 0 opens MLflow runs and prints the summary; the other ranks train.
-    """
-    args = build_parser().parse_args(argv)
-    cfg = config_from_args(args)
-    ctx = ddp.init_distributed(args.dist_backend)
+    ddp.init_distributed(o.runtime.dist_backend)
     try:
-        if ctx.enabled and ctx.world_size > cfg.batch_size:
-            ddp.check_world(ctx.world_size, cfg.batch_size, ctx.world_size)
-        if cfg.sync_bn and not ctx.enabled:
-            raise UserError("--sync-bn applies under torchrun (--nproc-per-node >= 2); a single process has one batch")
-        seed_everything(cfg.seed)
-        if not ctx.is_main:
-            return run_folds(cfg, args.experiment or EXPERIMENT)
-        setup_tracking(args.tracking_uri, verbose=args.verbose)
-        experiment = args.experiment or EXPERIMENT
-        resume_id = checkpoint_run_id(cfg.checkpoint_dir) if cfg.resume else None
-        with tracked_run(experiment, cfg, run_name=args.run_name, name_hint=cfg.model.name, resume_run_id=resume_id):
-            result = run_folds(cfg, experiment)
-            mlflow.log_metrics(result.metrics)
-            if ctx.enabled:
-                mlflow.set_tags({"ddp_world_size": str(ctx.world_size), "ddp_sync_bn": str(cfg.sync_bn)})
-        out = summary(result, cfg)
-        if not args.no_register and result.model_uris:
-            out["registered"] = register_imagery(result, cfg, args.register_name, log=progress_printer(args.json))
-        print_summary(out, as_json=args.json)
-        return result
+        yield
     finally:
         ddp.shutdown()
 
 
+def is_main_rank(o: TrainImageryOptions) -> bool:
+    """Only rank 0 of a torchrun job opens MLflow runs and prints the summary; the other ranks train."""
+    from imagery.training import distributed as ddp  # noqa: PLC0415 - torch loads when the command runs
+
+    return ddp.env_context().is_main
+
+
+def resume_run_id(o: TrainImageryOptions, cfg: TrainConfig) -> str | None:
+    """``--resume`` continues the MLflow run (and fold runs) recorded beside the checkpoints, so their epoch
+    metrics stay complete and no killed run is left behind as a separate, half-logged run."""
+    from imagery.training.experiment import checkpoint_run_id  # noqa: PLC0415 - torch loads when the command runs
+
+    return checkpoint_run_id(cfg.checkpoint_dir) if cfg.resume else None
+
+
+def train(o: TrainImageryOptions, ctx: Context) -> dict[str, object] | None:
+    """Train and log (:func:`imagery.training.run_folds`); the summary names the segmenter URIs."""
+    import mlflow  # noqa: PLC0415 - loaded when the command runs: --help stays fast
+
+    from imagery.training import distributed as ddp  # noqa: PLC0415 - torch loads when the command runs
+    from imagery.training import run_folds  # noqa: PLC0415 - torch loads when the command runs
+
+    cfg: TrainConfig = ctx.config
+    result = ctx.result = run_folds(cfg, o.run.experiment or EXPERIMENT)
+    if ctx.run is None:  # a torchrun rank other than 0: no run, no summary
+        return None
+    mlflow.log_metrics(result.metrics)
+    dist = ddp.env_context()
+    if dist.enabled:
+        mlflow.set_tags({"ddp_world_size": str(dist.world_size), "ddp_sync_bn": str(cfg.sync_bn)})
+    out = summary(result, cfg)
+    if cfg.checkpoint_dir:
+        out["files"] = [f"{cfg.checkpoint_dir}/"]
+    return out
+
+
+def register(o: TrainImageryOptions, ctx: Context, out: dict[str, object]) -> None:
+    """After the run: register the segmenter with its card (unless --no-register)."""
+    if not o.register.no_register and ctx.result.model_uris:
+        out["registered"] = register_imagery(ctx.result, ctx.config, o.register.register_name, log=ctx.log)
+
+
 def register_imagery(result: FoldsResult, cfg: TrainConfig, name: str, log=print) -> str:
     """Register the first segmenter of ``result`` (the only one unless --folds k) with its model card."""
+    from imagery.training.protocol import PROTOCOL_TAG_VALUES  # noqa: PLC0415 - torch loads when the command runs
+
     model_uri = result.model_uris[0]
     synthetic = cfg.data.path is None
     data_name = cfg.data.path or f"built-in synthetic patches ({cfg.data.n_synthetic}, seed {cfg.seed})"
@@ -433,6 +418,8 @@ def register_imagery(result: FoldsResult, cfg: TrainConfig, name: str, log=print
 def summary(result: FoldsResult, cfg: TrainConfig | None = None) -> dict[str, object]:
     """What the command made: the run id, the segmenter URI(s) to give the next commands, key metrics
     (under the study protocol its ``study_*`` 2-class means, with the protocol named)."""
+    from imagery.training.protocol import PROTOCOL_TAG_VALUES  # noqa: PLC0415 - torch loads when the command runs
+
     study = cfg is not None and cfg.protocol == "study"
     wanted = ("ls_f1", "ls_iou", "patch_auc") + (("f1_2class_mean", "miou_2class", "study_threshold") if study else ())
     keys = sorted(
@@ -447,5 +434,26 @@ def summary(result: FoldsResult, cfg: TrainConfig | None = None) -> dict[str, ob
     return out
 
 
+COMMAND = Command(
+    "train_imagery",
+    TrainImageryOptions,
+    train,
+    doc=__doc__,
+    experiment=EXPERIMENT,
+    prepare=library_config,
+    name_hint=lambda o: o.model.model,
+    resume_run_id=resume_run_id,
+    tracked=is_main_rank,
+    around=distributed,
+    finish=register,
+)
+main = COMMAND.main
+
+
+def run(argv: Sequence[str] | None = None) -> FoldsResult:
+    """Parse ``argv``, train and log; returns the result (for scripts and tests; ``main`` is the CLI)."""
+    return COMMAND.call(list(argv or []))
+
+
 if __name__ == "__main__":
-    raise SystemExit(run_main(main, sys.argv[1:]))
+    COMMAND.exit()

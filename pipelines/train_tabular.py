@@ -18,156 +18,136 @@ Cross-validation is spatial (``--cv spatial --block-size METRES``) by default wh
 
 from __future__ import annotations
 
-import argparse
-import sys
-from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Literal
 
-from common.cli import (
-    add_common_args,
-    csv_list,
-    non_negative_int,
-    positive_int,
-    print_summary,
-    progress_printer,
-    run_main,
-)
-from common.metrics import METRIC_NAMES
-from common.tracking import setup_tracking, tracked_run
-from pipelines._register import add_register_args, register_trained
+from common.cli import RunOptions, non_negative_int, positive_int
+from common.options import arg, nested
+from pipelines._command import Command, Context
+from pipelines._register import RegisterTabularOptions, register_trained
 from tabular.config import DEFAULT_BLOCK_SIZE_M, CVConfig, LGBMParams, ScaleConfig, TrainTabularConfig
 
 if TYPE_CHECKING:
     from tabular.results import TabularTrainResult
 
+EXPERIMENT = "train_tabular"
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m pipelines.train_tabular", description=__doc__.splitlines()[0])
-    p.add_argument("--data", default=None, help="CSV or Parquet region table (default: built-in synthetic table)")
-    p.add_argument(
-        "--target", default="landslide", help="label column: 0/1, true/false or two labels (default %(default)s)"
-    )
-    p.add_argument(
-        "--positive", default=None, help="value of --target that means landslide (when not 0/1 or true/false)"
-    )
-    p.add_argument("--drop", type=csv_list, default=[], help="comma-separated id/coordinate columns to ignore")
-    p.add_argument(
-        "--categorical",
-        type=csv_list,
-        default=None,
-        help="comma-separated categorical columns (default: text/category columns)",
-    )
-    p.add_argument(
-        "--group", default=None, help="column for grouped (spatial) CV: a group never sits on both sides of a split"
-    )
-    p.add_argument(
-        "--id-column", default=None, help="region id column (default: region_id if present, else the row number)"
-    )
-    p.add_argument(
-        "--folds", type=non_negative_int, default=5, help="CV folds (default %(default)s; 0: no CV, large tables only)"
-    )
-    p.add_argument(
-        "--cv",
-        choices=["auto", "stratified", "group", "spatial"],
+
+@dataclass
+class CVOptions:
+    """cross-validation"""
+
+    folds: int = arg("CV folds (default %(default)s; 0: no CV, large tables only)", default=5, type=non_negative_int)
+    cv: Literal["auto", "stratified", "group", "spatial"] = arg(
+        "fold scheme; auto (default): group with --group, else spatial when x/y columns exist, else stratified",
         default="auto",
-        help="fold scheme; auto (default): group with --group, else spatial when x/y columns exist, else stratified",
     )
-    p.add_argument(
-        "--block-size",
-        type=float,
+    block_size: float = arg(
+        "side of the square blocks of spatial CV, in metres (default %(default)s)",
         default=DEFAULT_BLOCK_SIZE_M,
         metavar="METRES",
-        help="side of the square blocks of spatial CV, in metres (default %(default)s)",
     )
-    p.add_argument(
-        "--xy",
-        type=csv_list,
+    xy: list[str] | None = arg(
+        "coordinate columns for spatial CV (default x,y; lon/lat degrees are mapped to metres)",
         default=None,
         metavar="X,Y",
-        help="coordinate columns for spatial CV (default x,y; lon/lat degrees are mapped to metres)",
     )
-    p.add_argument(
-        "--imbalance",
-        choices=["weights", "subsample", "none"],
+
+
+@dataclass
+class LGBMOptions:
+    """LightGBM"""
+
+    learning_rate: float = arg("shrinkage per boosting round", default=LGBMParams.learning_rate)
+    num_leaves: int = arg("maximum leaves per tree", default=LGBMParams.num_leaves, type=positive_int)
+    max_rounds: int = arg("max boosting rounds", default=LGBMParams.num_boost_round, type=positive_int)
+    early_stopping: int = arg("patience in rounds (0: off)", default=LGBMParams.early_stopping_rounds)
+    class_balance: Literal["scale_pos_weight", "none"] = arg(
+        "scale_pos_weight weights positives by n_neg/n_pos; none leaves them", default=LGBMParams.class_balance
+    )
+
+
+@dataclass
+class ScaleOptions:
+    """large tables (Parquet dataset folders, Arrow IPC files)"""
+
+    imbalance: Literal["weights", "subsample", "none"] = arg(
+        "none (default), class weights n_neg/n_pos, or negative subsampling; probabilities are prior-corrected",
         default="none",
-        help="large tables: none (default), class weights n_neg/n_pos, or negative subsampling; probabilities "
-        "are prior-corrected",
     )
-    p.add_argument(
-        "--negatives-per-positive",
-        type=float,
+    negatives_per_positive: float = arg(
+        "with --imbalance subsample: negatives kept per positive (default %(default)s)",
         default=ScaleConfig.negatives_per_positive,
-        help="with --imbalance subsample: negatives kept per positive (default %(default)s)",
     )
-    p.add_argument("--tune", type=non_negative_int, default=0, metavar="N", help="Optuna trials per CV fold (0: off)")
-    p.add_argument(
-        "--engine", choices=["local", "dask"], default="local", help="large tables: stream locally or train on Dask"
-    )
-    p.add_argument("--scheduler", default=None, help="with --engine dask: scheduler address (default: a local cluster)")
-    p.add_argument(
-        "--batch-rows", type=positive_int, default=ScaleConfig.batch_rows, help="large tables: rows read per batch"
-    )
-    p.add_argument(
-        "--n-regions", type=positive_int, default=4000, help="rows of the synthetic table when --data is omitted"
-    )
-    p.add_argument("--top-k", type=positive_int, default=3, help="SHAP reasons per region in explanations.csv")
-    p.add_argument("--learning-rate", type=float, default=LGBMParams.learning_rate)
-    p.add_argument("--num-leaves", type=positive_int, default=LGBMParams.num_leaves)
-    p.add_argument("--max-rounds", type=positive_int, default=LGBMParams.num_boost_round, help="max boosting rounds")
-    p.add_argument(
-        "--early-stopping", type=int, default=LGBMParams.early_stopping_rounds, help="patience in rounds (0: off)"
-    )
-    p.add_argument("--class-balance", choices=["scale_pos_weight", "none"], default=LGBMParams.class_balance)
-    add_register_args(p, "tabular")
-    add_common_args(p)
-    return p
+    tune: int = arg("Optuna trials per CV fold (0: off)", default=0, type=non_negative_int, metavar="N")
+    engine: Literal["local", "dask"] = arg("stream locally or train on Dask", default="local")
+    scheduler: str | None = arg("with --engine dask: scheduler address (default: a local cluster)", default=None)
+    batch_rows: int = arg("rows read per batch", default=ScaleConfig.batch_rows, type=positive_int)
 
 
-def config_from_args(args: argparse.Namespace) -> TrainTabularConfig:
+@dataclass
+class TrainTabularOptions:
+    """The flags of ``python -m pipelines.train_tabular`` (logged as the run's ``config.json``)."""
+
+    data: str | None = arg("CSV or Parquet region table (default: built-in synthetic table)", default=None)
+    target: str = arg("label column: 0/1, true/false or two labels (default %(default)s)", default="landslide")
+    positive: str | None = arg("value of --target that means landslide (when not 0/1 or true/false)", default=None)
+    drop: list[str] = arg("comma-separated id/coordinate columns to ignore", default_factory=list)
+    categorical: list[str] | None = arg(
+        "comma-separated categorical columns (default: text/category columns)", default=None
+    )
+    group: str | None = arg(
+        "column for grouped (spatial) CV: a group never sits on both sides of a split", default=None
+    )
+    id_column: str | None = arg("region id column (default: region_id if present, else the row number)", default=None)
+    n_regions: int = arg("rows of the synthetic table when --data is omitted", default=4000, type=positive_int)
+    top_k: int = arg("SHAP reasons per region in explanations.csv", default=3, type=positive_int)
+    cv: CVOptions = nested(CVOptions)
+    lgbm: LGBMOptions = nested(LGBMOptions)
+    scale: ScaleOptions = nested(ScaleOptions)
+    register: RegisterTabularOptions = nested(RegisterTabularOptions)
+    run: RunOptions = nested(RunOptions)
+
+
+def library_config(o: TrainTabularOptions) -> TrainTabularConfig:
+    """The library's config for these options (what the run logs as params)."""
     return TrainTabularConfig(
-        data=args.data,
-        target=args.target,
-        positive=args.positive,
-        drop=args.drop,
-        categorical=args.categorical,
-        group=args.group,
-        id_column=args.id_column,
-        n_regions=args.n_regions,
-        top_k=args.top_k,
-        seed=args.seed,
-        experiment=args.experiment or "train_tabular",
-        run_name=args.run_name,
-        tracking_uri=args.tracking_uri,
-        cv=CVConfig(n_folds=args.folds, mode=args.cv, block_size_m=args.block_size, coords=args.xy),
+        data=o.data,
+        target=o.target,
+        positive=o.positive,
+        drop=o.drop,
+        categorical=o.categorical,
+        group=o.group,
+        id_column=o.id_column,
+        n_regions=o.n_regions,
+        top_k=o.top_k,
+        seed=o.run.seed,
+        experiment=o.run.experiment or EXPERIMENT,
+        run_name=o.run.run_name,
+        tracking_uri=o.run.tracking_uri,
+        cv=CVConfig(n_folds=o.cv.folds, mode=o.cv.cv, block_size_m=o.cv.block_size, coords=o.cv.xy),
         lgbm=LGBMParams(
-            learning_rate=args.learning_rate,
-            num_leaves=args.num_leaves,
-            num_boost_round=args.max_rounds,
-            early_stopping_rounds=args.early_stopping,
-            class_balance=args.class_balance,
+            learning_rate=o.lgbm.learning_rate,
+            num_leaves=o.lgbm.num_leaves,
+            num_boost_round=o.lgbm.max_rounds,
+            early_stopping_rounds=o.lgbm.early_stopping,
+            class_balance=o.lgbm.class_balance,
         ),
         scale=ScaleConfig(
-            engine=args.engine,
-            scheduler=args.scheduler,
-            batch_rows=args.batch_rows,
-            imbalance=args.imbalance,
-            negatives_per_positive=args.negatives_per_positive,
-            tune_trials=args.tune,
+            engine=o.scale.engine,
+            scheduler=o.scale.scheduler,
+            batch_rows=o.scale.batch_rows,
+            imbalance=o.scale.imbalance,
+            negatives_per_positive=o.scale.negatives_per_positive,
+            tune_trials=o.scale.tune,
         ),
     )
-
-
-def train(cfg: TrainTabularConfig, log: Callable[[str], None] = print, *, verbose: bool = False) -> TabularTrainResult:
-    """Set up the store, open the run and train (:func:`tabular.large.train` picks the path)."""
-    from tabular.large import train as train_model  # noqa: PLC0415 - loaded when the command runs: --help stays fast
-
-    setup_tracking(cfg.tracking_uri, verbose=verbose)
-    with tracked_run(cfg.experiment, cfg, run_name=cfg.run_name):
-        return train_model(cfg, log=log)
 
 
 def format_result(result: TabularTrainResult, experiment: str) -> str:
     """The short result table printed at the end of a run."""
+    from common.metrics import METRIC_NAMES  # noqa: PLC0415 - scikit-learn loads when the command runs
+
     summary = result.summary
     lines = ["", f"metric      mean ± std over {result.n_folds} folds (out-of-fold)", "---------   ----------------"]
     for m in METRIC_NAMES:
@@ -182,31 +162,48 @@ def format_result(result: TabularTrainResult, experiment: str) -> str:
     return "\n".join(lines)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    cfg = config_from_args(args)
-    log = progress_printer(args.json)
-    result = train(cfg, log=log, verbose=args.verbose)
-    if not args.json:
-        print(format_result(result, cfg.experiment), flush=True)
-    means = {f"{m}_mean": result.summary[f"{m}_mean"] for m in METRIC_NAMES}
-    out = {"run_id": result.run_id, "model_uri": result.model_uri, "threshold": result.threshold, "metrics": means}
-    if not args.no_register:
-        out["registered"] = register_trained(
-            "tabular",
-            result.logged_model_uri or result.model_uri,
-            name=args.register_name,
-            card_run_id=result.run_id,
-            data_name=cfg.data or f"built-in synthetic region table ({cfg.n_regions} rows, seed {cfg.seed})",
-            data_kind="real" if cfg.data else "synthetic",
-            metrics=result.summary,
-            protocol=f"{result.n_folds}-fold cross-validation, out-of-fold scores",
-            threshold=result.threshold,
-            log=log,
-        )
-    print_summary(out, as_json=args.json)
-    return 0
+def run(o: TrainTabularOptions, ctx: Context) -> dict[str, object]:
+    """Train (:func:`tabular.large.train` picks the path), print the table, register the model."""
+    from common.metrics import METRIC_NAMES  # noqa: PLC0415 - scikit-learn loads when the command runs
+    from tabular.large import train as train_model  # noqa: PLC0415 - loaded when the command runs: --help stays fast
 
+    cfg: TrainTabularConfig = ctx.config
+    result = ctx.result = train_model(cfg, log=ctx.log)
+    ctx.say(format_result(result, cfg.experiment))
+    means = {f"{m}_mean": result.summary[f"{m}_mean"] for m in METRIC_NAMES}
+    return {"run_id": result.run_id, "model_uri": result.model_uri, "threshold": result.threshold, "metrics": means}
+
+
+def register(o: TrainTabularOptions, ctx: Context, summary: dict[str, object]) -> None:
+    """After the run: register the model with its card (unless --no-register)."""
+    if o.register.no_register:
+        return
+    cfg: TrainTabularConfig = ctx.config
+    result = ctx.result
+    summary["registered"] = register_trained(
+        "tabular",
+        result.logged_model_uri or result.model_uri,
+        name=o.register.register_name,
+        card_run_id=result.run_id,
+        data_name=cfg.data or f"built-in synthetic region table ({cfg.n_regions} rows, seed {cfg.seed})",
+        data_kind="real" if cfg.data else "synthetic",
+        metrics=result.summary,
+        protocol=f"{result.n_folds}-fold cross-validation, out-of-fold scores",
+        threshold=result.threshold,
+        log=ctx.log,
+    )
+
+
+COMMAND = Command(
+    "train_tabular",
+    TrainTabularOptions,
+    run,
+    doc=__doc__,
+    experiment=EXPERIMENT,
+    prepare=lambda o, ctx: library_config(o),
+    finish=register,
+)
+main = COMMAND.main
 
 if __name__ == "__main__":
-    raise SystemExit(run_main(main, sys.argv[1:]))
+    COMMAND.exit()

@@ -15,77 +15,79 @@ Example::
 
 from __future__ import annotations
 
-import argparse
 import math
-import sys
-from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
-import mlflow
-
-from common.atomic import atomic_path
-from common.cli import UserError, add_common_args, print_summary, run_main
-from common.fingerprint import fingerprint_files
-from common.geo import write_gpkg
-from common.seed import seed_everything
-from common.tracking import log_fingerprint, set_run_kind, setup_tracking, tracked_run
-from fusion.validation import validate_inventory
+from common.cli import RunOptions, UserError
+from common.options import arg, nested, to_dict
+from pipelines._command import Command, Context
 
 EXPERIMENT = "validate"
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m pipelines.validate", description=__doc__.split("\n\n")[0])
-    p.add_argument("--detected", required=True, help="detected polygons (GeoPackage, shapefile, GeoJSON; any CRS)")
-    p.add_argument("--reference", required=True, help="reference inventory polygons (any CRS)")
-    p.add_argument("--aoi", default=None, help="polygons of the area to score (default: the area both cover)")
-    p.add_argument("--grid", default=None, help="probability (or 0/1) raster for pixel-level F1/IoU")
-    p.add_argument("--threshold", type=float, default=0.5, help="landslide where --grid >= this (default 0.5)")
-    p.add_argument("--match-iou", type=float, default=0.1, help="IoU that makes a match (default 0.1)")
-    p.add_argument(
-        "--out", default="metrics.csv", help="metrics CSV; the GeoPackage goes beside it (default %(default)s)"
+@dataclass
+class ValidateOptions:
+    """The flags of ``python -m pipelines.validate`` (logged as the run's ``config.json``)."""
+
+    detected: str = arg("detected polygons (GeoPackage, shapefile, GeoJSON; any CRS)")
+    reference: str = arg("reference inventory polygons (any CRS)")
+    aoi: str | None = arg("polygons of the area to score (default: the area both cover)", default=None)
+    grid: str | None = arg("probability (or 0/1) raster for pixel-level F1/IoU", default=None)
+    threshold: float = arg("landslide where --grid >= this (default 0.5)", default=0.5)
+    match_iou: float = arg("IoU that makes a match (default 0.1)", default=0.1)
+    out: str = arg("metrics CSV; the GeoPackage goes beside it (default %(default)s)", default="metrics.csv")
+    gpkg: str | None = arg("polygons with status (default: <out stem>_polygons.gpkg)", default=None)
+    run: RunOptions = nested(RunOptions)
+
+
+def _gpkg(o: ValidateOptions) -> Path:
+    out = Path(o.out)
+    return Path(o.gpkg) if o.gpkg else out.with_name(f"{out.stem}_polygons.gpkg")
+
+
+def logged(o: ValidateOptions, ctx: Context) -> dict[str, object]:
+    """The run's params: the options with the GeoPackage path resolved."""
+    if Path(o.out).suffix.lower() != ".csv":
+        raise UserError(f"--out {o.out}: expected a .csv file name")
+    return {**to_dict(o), "gpkg": str(_gpkg(o))}
+
+
+def run(o: ValidateOptions, ctx: Context) -> dict[str, object]:
+    """Score the inventory (:func:`fusion.validation.validate_inventory`), write and log the table and polygons."""
+    import mlflow  # noqa: PLC0415 - loaded when the command runs: --help stays fast
+
+    from common.atomic import atomic_path  # noqa: PLC0415 - loaded when the command runs
+    from common.fingerprint import fingerprint_files  # noqa: PLC0415 - loaded when the command runs
+    from common.geo import write_gpkg  # noqa: PLC0415 - GDAL loads when the command runs
+    from common.tracking import log_fingerprint, set_run_kind  # noqa: PLC0415 - MLflow loads when the command runs
+    from fusion.validation import validate_inventory  # noqa: PLC0415 - loaded when the command runs
+
+    out, gpkg = Path(o.out), _gpkg(o)
+    inputs = [p for p in (o.detected, o.reference, o.aoi, o.grid) if p]
+    set_run_kind("validate")
+    for path in inputs:
+        if not Path(path).exists():
+            raise UserError(f"{path}: file not found")
+    log_fingerprint(fingerprint_files(inputs, source=o.reference), prefix="validation", context="evaluation")
+    result = ctx.result = validate_inventory(
+        o.detected, o.reference, aoi_path=o.aoi, grid_path=o.grid, match_iou=o.match_iou, threshold=o.threshold
     )
-    p.add_argument("--gpkg", default=None, help="polygons with status (default: <out stem>_polygons.gpkg)")
-    add_common_args(p)
-    return p
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    out = Path(args.out)
-    if out.suffix.lower() != ".csv":
-        raise UserError(f"--out {out}: expected a .csv file name")
-    gpkg = Path(args.gpkg) if args.gpkg else out.with_name(f"{out.stem}_polygons.gpkg")
-    seed_everything(args.seed)
-    setup_tracking(args.tracking_uri, verbose=args.verbose)
-    inputs = [p for p in (args.detected, args.reference, args.aoi, args.grid) if p]
-    with tracked_run(args.experiment or EXPERIMENT, {**vars(args), "gpkg": str(gpkg)}, run_name=args.run_name) as run:
-        set_run_kind("validate")
-        for path in inputs:
-            if not Path(path).exists():
-                raise UserError(f"{path}: file not found")
-        log_fingerprint(fingerprint_files(inputs, source=args.reference), prefix="validation", context="evaluation")
-        result = validate_inventory(
-            args.detected,
-            args.reference,
-            aoi_path=args.aoi,
-            grid_path=args.grid,
-            match_iou=args.match_iou,
-            threshold=args.threshold,
-        )
-        out.parent.mkdir(parents=True, exist_ok=True)
-        with atomic_path(out) as tmp:
-            result.table().to_csv(tmp, index=False)
-        write_gpkg(result.features, gpkg, result.crs, layer="validation")
-        mlflow.log_metrics({k: v for k, v in result.metrics.items() if not math.isnan(v)})
-        mlflow.log_param("metric_crs", result.metric_crs)
-        mlflow.log_artifact(str(out))
-        mlflow.log_artifact(str(gpkg))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(out) as tmp:
+        result.table().to_csv(tmp, index=False)
+    write_gpkg(result.features, gpkg, result.crs, layer="validation")
+    mlflow.log_metrics({k: v for k, v in result.metrics.items() if not math.isnan(v)})
+    mlflow.log_param("metric_crs", result.metric_crs)
+    mlflow.log_artifact(str(out))
+    mlflow.log_artifact(str(gpkg))
     keys = ("tp", "fp", "fn", "precision", "recall", "f1", "recall_area", "pixel_f1", "pixel_iou")
     summary = {k: result.metrics[k] for k in keys if k in result.metrics}
-    print_summary({"run_id": run.info.run_id, "metrics": str(out), "polygons": str(gpkg), **summary}, as_json=args.json)
-    return 0
+    return {"metrics": str(out), "polygons": str(gpkg), **summary, "files": [str(out), str(gpkg)]}
 
+
+COMMAND = Command("validate", ValidateOptions, run, doc=__doc__, experiment=EXPERIMENT, prepare=logged)
+main = COMMAND.main
 
 if __name__ == "__main__":
-    raise SystemExit(run_main(main, sys.argv[1:]))
+    COMMAND.exit()

@@ -1,8 +1,6 @@
-"""``python -m pipelines.<any> --help`` answers at once: parsing --help imports neither torch nor LightGBM
-(they load when a command runs). Covers every ``pipelines/*.py`` command, also ones added later.
-
-MLflow is not checked yet: the commands with model-registry flags (``pipelines._register``, ``common.registry``)
-import it at module level; checking it too is the next step (add "mlflow" to HEAVY once they import it lazily).
+"""``python -m pipelines.<any> --help`` answers at once (under 1 s; measured 0.2-0.7 s): parsing --help imports
+none of torch, LightGBM, MLflow, rasterio (they load when a command runs). Judged by what is imported, not by wall
+time, so that the test holds on a loaded machine. Covers every ``pipelines/*.py`` command, also ones added later.
 """
 
 from __future__ import annotations
@@ -17,13 +15,13 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 COMMANDS = sorted(p.stem for p in (ROOT / "pipelines").glob("*.py") if not p.stem.startswith("_"))
-# commands whose flags are declared by torch modules (model, loss and attention registries), or (quickstart) whose
-# job lives in the command module itself; their --help still loads torch
-SLOW_HELP = {"train_imagery", "study_tables", "quickstart"}
+# commands whose parser is still written by hand and imports heavy modules at module level (changed by other work
+# now; convert them to pipelines._command and remove them here)
+SLOW_HELP = {"evaluate_imagery", "map_event"}
 
 PROBE = """
 import contextlib, io, json, runpy, sys, time
-HEAVY = ("torch", "lightgbm")
+HEAVY = ("torch", "lightgbm", "mlflow", "rasterio")
 out = {}
 for name in sys.argv[1:]:
     t = time.perf_counter()
@@ -49,7 +47,7 @@ def test_help_imports_no_heavy_library() -> None:
     res = subprocess.run(
         [sys.executable, "-c", PROBE, *names], capture_output=True, text=True, timeout=300, env=env, cwd=ROOT
     )
-    assert res.returncode == 0, res.stderr[-2000:]  # HEAVY in PROBE: torch, lightgbm
+    assert res.returncode == 0, res.stderr[-2000:]  # HEAVY in PROBE: torch, lightgbm, mlflow, rasterio
     got = json.loads(res.stdout.strip().splitlines()[-1])
     for name in names:
         assert name in got, f"not reached: {name}"

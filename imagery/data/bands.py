@@ -53,9 +53,18 @@ from collections.abc import Iterable
 import numpy as np
 
 from common.cli import UserError
-
-#: The STAC collection of Sentinel-2 L2A products searched by default (Earth Search v1, Planetary Computer).
-DEFAULT_COLLECTION = "sentinel-2-l2a"
+from imagery.data.choices import (  # noqa: F401 - declared there (no NumPy: --help), re-exported here
+    DEFAULT_COLLECTION,
+    DEFAULT_STAC_URL,
+    IMAGE_SCALES,
+    SCENE_SCALES,
+    SENSORS,
+    TEMPORAL_SETS,
+    ImageScale,
+    SceneScale,
+    Sensor,
+    TemporalSet,
+)
 
 BANDS: tuple[str, ...] = ("B1", "B2", "B3", "B4", "B5", "B6", "B7", "B8", "B9", "B10", "B11", "B12", "slope", "DEM")
 N_BANDS: int = len(BANDS)

@@ -48,10 +48,9 @@ import numpy as np
 
 from common.cli import InputNotFoundError, UserError, errors_message, one_line
 from common.geo import Grid, RasterOnGrid, pixel_size_m, read_raster
-from imagery.data.bands import BANDS, canonical_band, to_model_units
+from imagery.data.bands import BANDS, IMAGE_SCALES, canonical_band, to_model_units
 from imagery.data.patches import IGNORE, PatchSet
 
-IMAGE_SCALES: tuple[str, ...] = ("auto", "reflectance", "dn", "dn-offset", "l4s")
 LABEL_DIRS: tuple[str, ...] = ("labels", "masks")
 _SUFFIXES = (".tif", ".tiff")
 _SKIP = ("-", "skip", "ignore", "none")

@@ -46,7 +46,7 @@ from pathlib import Path
 import numpy as np
 
 from common.cli import UserError
-from imagery.data.bands import TEMPORAL_MARK, is_temporal_band_set
+from imagery.data.bands import SENSORS, TEMPORAL_MARK, TEMPORAL_SETS, is_temporal_band_set
 from imagery.data.patches import PatchSet
 from imagery.data.sen12landslides import (
     S1_BANDS,
@@ -59,8 +59,6 @@ from imagery.data.sen12landslides import (
 
 __all__ = ["TEMPORAL_MARK", "is_temporal_band_set", "load_sen12_temporal", "temporal_channels"]
 
-TEMPORAL_SETS: tuple[str, ...] = ("post", "pre-post", "pre-post-diff")
-SENSORS: tuple[str, ...] = ("s2", "s1", "s2+s1")
 NORM_FILES: tuple[str, ...] = ("norm_data.json", "norm.json", "norm_stats.json")
 SPLIT_FILES: tuple[str, ...] = ("data_paths.json", "splits.json")
 DEFAULT_TASK = "S12LS-LD"

@@ -52,7 +52,7 @@ from typing import Any
 
 from common.cli import InputNotFoundError, UserError, one_line
 from common.geo import Grid, RasterOnGrid
-from imagery.data.bands import KNOWN_BANDS, canonical_band
+from imagery.data.bands import KNOWN_BANDS, SCENE_SCALES, canonical_band
 
 SCL_CLASSES: dict[int, str] = {
     0: "no_data",
@@ -80,7 +80,6 @@ SCL_REASONS: dict[int, str] = {
     10: "cloud",
     11: "snow",
 }
-SCENE_SCALES: tuple[str, ...] = ("auto", "reflectance", "dn", "dn-offset")
 DN_SCALE = 1e-4
 #: Reflectance offset of L2A processing baseline 04.00 and later (BOA_ADD_OFFSET -1000 in digital numbers).
 BASELINE_04_OFFSET = -0.1

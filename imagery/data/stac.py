@@ -40,10 +40,9 @@ from common.cancel import check_cancelled
 from common.cli import InputNotFoundError, UserError, one_line
 from common.geo import CogWriter, Grid, RasterOnGrid, host_allowed, http_timeouts, iter_windows, transform_geometries
 from common.geo.grid import Window
-from imagery.data.bands import DEFAULT_COLLECTION, KNOWN_BANDS, canonical_band
+from imagery.data.bands import DEFAULT_COLLECTION, DEFAULT_STAC_URL, KNOWN_BANDS, canonical_band
 from imagery.data.sentinel2 import SCENE_JSON, href_to_path, item_band_assets, item_scale
 
-DEFAULT_STAC_URL = "https://earth-search.aws.element84.com/v1"
 #: File name of each band written by :func:`write_box` (zero-padded, as in Sentinel-2 products).
 FILE_NAMES = {b: (b if b in ("B8A", "SCL") else f"B{int(b[1:]):02d}") for b in KNOWN_BANDS if b[0] in "BS"}
 

@@ -34,8 +34,9 @@ def test_real_l4s_regions_train_score_fuse(tmp_path: Path, tracking_uri: str) ->
     regions = tmp_path / "regions.csv"
     table.to_csv(regions, index=False)
 
-    tab = train_tabular.train(
-        TrainTabularConfig(
+    tab = train_tabular.COMMAND.call(
+        ["--tracking-uri", tracking_uri, "--experiment", "real", "--no-register"],
+        config=TrainTabularConfig(
             data=str(regions),
             id_column="region_id",
             seed=0,
@@ -50,13 +51,15 @@ def test_real_l4s_regions_train_score_fuse(tmp_path: Path, tracking_uri: str) ->
         imagery_width=2, imagery_epochs=1, imagery_channels=14, imagery_batch_size=4, experiment="real", seed=0
     )
     img = train_imagery_crossfit(cfg, patches)
-    fus = train_fusion.train(
-        TrainFusionConfig(tab.run_id, img.run_id, cv=2, experiment="real", tracking_uri=tracking_uri),
+    fus = train_fusion.COMMAND.call(
+        ["--tabular-run", tab.run_id, "--imagery-run", img.run_id, "--experiment", "real", "--no-register"],
+        config=TrainFusionConfig(tab.run_id, img.run_id, cv=2, experiment="real", tracking_uri=tracking_uri),
         log=lambda _l: None,
     )
     out = tmp_path / "scores.csv"
-    info = score_regions.score(
-        ScoreRegionsConfig(
+    info = score_regions.COMMAND.call(
+        ["--regions", str(regions), "--out", str(out), "--tabular-model", tab.model_uri, "--experiment", "real"],
+        config=ScoreRegionsConfig(
             regions=str(regions),
             out=str(out),
             images=str(root),

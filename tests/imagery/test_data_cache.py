@@ -122,3 +122,13 @@ def test_plot_patch_png(tmp_path: Path) -> None:
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     with pytest.raises(ValueError, match="mask has shape"):
         plot_patch(img, mask=np.zeros((8, 8)))
+
+
+def test_prepare_imagery_dtype_choices_match_the_cache() -> None:
+    """pipelines.prepare_imagery declares --dtype without loading h5py: the same choices as imagery.data.cache."""
+    from typing import get_args
+
+    from imagery.data.cache import CACHE_DTYPES
+    from pipelines.prepare_imagery import CacheDtype
+
+    assert get_args(CacheDtype) == CACHE_DTYPES

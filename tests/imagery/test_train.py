@@ -186,3 +186,22 @@ def test_train_cli_bad_input(tmp_path: Path, tracking_uri: str, capsys) -> None:
     assert (runs["status"] == "FAILED").all() and len(runs) == 1
     assert run_main(main, _cli(tmp_path, "--optimizer", "lbfgs")) == 2
     assert "--optimizer" in capsys.readouterr().err
+
+
+def test_cli_defaults_and_choices_match_the_library() -> None:
+    """train_imagery declares its flags without importing torch: its defaults are TrainConfig's and its
+    --cutmix-mode / --precision choices the implementing modules' (imagery.transforms.augment, imagery.device)."""
+    from typing import get_args
+
+    from common.tracking import config_to_dict
+    from imagery.device import PRECISIONS
+    from imagery.training import TrainConfig
+    from imagery.training.study_tables import DEFAULT_EXPERIMENT
+    from imagery.transforms.augment import CUTMIX_MODES
+    from pipelines import study_tables, train_imagery
+
+    assert study_tables.EXPERIMENT == DEFAULT_EXPERIMENT == train_imagery.EXPERIMENT
+    assert get_args(train_imagery.CutmixMode) == CUTMIX_MODES
+    assert get_args(train_imagery.TrainPrecision) == PRECISIONS
+    cfg = train_imagery.library_config(train_imagery.COMMAND.parse([]))
+    assert config_to_dict(cfg) == config_to_dict(TrainConfig().validate())

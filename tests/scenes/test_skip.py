@@ -13,7 +13,7 @@ from fusion.demo.synthetic_scene import write_synthetic_scene
 from imagery.inference.config import SceneConfig
 from imagery.inference.scene import run_scene
 from imagery.inference.skip import SkipRules, plan_tiles, skip_reason
-from pipelines.predict_scene import build_parser
+from pipelines.predict_scene import COMMAND
 from tests.scenes.helpers import RuleSegmenter, write_tif
 
 SIZE = 192  # 10 m px; tile 64 / overlap 16: tiles start at 0, 48, 96, 128 on both axes
@@ -99,5 +99,6 @@ def test_water_and_flat_tiles_are_skipped_with_their_reason(scene: Path, tmp_pat
 
 
 def test_cli_flags() -> None:
-    args = build_parser().parse_args(["--scene", "s", "--out", "o", "--model", "m", "--no-skip"])
-    assert args.no_skip and args.flat_slope_deg == 5.0 and args.runtime == "auto" and args.precision == "auto"
+    cfg = COMMAND.parse(["--scene", "s", "--out", "o", "--model", "m", "--no-skip"])
+    assert not cfg.tiles.skip and cfg.tiles.flat_slope_deg == 5.0
+    assert cfg.segmenter.engine.runtime == "auto" and cfg.segmenter.engine.precision == "auto"

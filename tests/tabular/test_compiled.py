@@ -165,7 +165,7 @@ def test_predict_cli_compiled_matches_default(
     runs = mlflow.search_runs(experiment_names=["pc"])
     assert sorted(runs["params.compiled"].tolist()) == ["False", "True"]
     assert runs["metrics.compile_seconds"].notna().sum() == 1
-    assert "--compiled" in predict_tabular.build_parser().format_help()
+    assert "--compiled" in predict_tabular.COMMAND.parser().format_help()
     assert run_main(predict_tabular.main, [*argv, "--compile-cache", str(tmp_path / "cc")]) == 2
 
 

@@ -136,8 +136,8 @@ def test_prior_correction_formula_and_calibration():
 def test_subsample_training_is_prior_corrected(carinthia, tracking_uri, tmp_path):
     args = ["--data", str(carinthia), "--imbalance", "subsample", "--negatives-per-positive", "5"]
     args += ["--folds", "2", "--block-size", "600", "--max-rounds", "40", "--early-stopping", "0"]
-    cfg = train_tabular.config_from_args(train_tabular.build_parser().parse_args(args))
-    res = train_tabular.train(cfg, log=lambda s: None)
+    cfg = train_tabular.COMMAND.parse([*args, "--no-register"])
+    res = train_tabular.COMMAND.call(cfg, log=lambda s: None)
     run = mlflow.MlflowClient(tracking_uri).get_run(res.run_id)
     rate = float(run.data.params["train_negative_rate"])
     assert 0 < rate < 0.1 and math.isclose(float(run.data.params["prior_odds_factor"]), rate, rel_tol=1e-9)
@@ -157,8 +157,8 @@ def test_subsample_training_is_prior_corrected(carinthia, tracking_uri, tmp_path
 def test_tune_runs_nested_trials_per_fold(carinthia, tracking_uri):
     args = ["--data", str(carinthia), "--folds", "2", "--block-size", "600", "--max-rounds", "30"]
     args += ["--early-stopping", "5", "--tune", "2"]
-    cfg = train_tabular.config_from_args(train_tabular.build_parser().parse_args(args))
-    res = train_tabular.train(cfg, log=lambda s: None)
+    cfg = train_tabular.COMMAND.parse([*args, "--no-register"])
+    res = train_tabular.COMMAND.call(cfg, log=lambda s: None)
     client = mlflow.MlflowClient(tracking_uri)
     parent = client.get_run(res.run_id)
     children = client.search_runs(
@@ -182,8 +182,8 @@ def test_dask_engine_matches_local_on_same_folds(tmp_path, tracking_uri):
     common += ["--early-stopping", "0", "--num-leaves", "15"]
     results = {}
     for engine in ("local", "dask"):
-        cfg = train_tabular.config_from_args(train_tabular.build_parser().parse_args([*common, "--engine", engine]))
-        results[engine] = train_tabular.train(cfg, log=lambda s: None)
+        cfg = train_tabular.COMMAND.parse([*common, "--engine", engine, "--no-register"])
+        results[engine] = train_tabular.COMMAND.call(cfg, log=lambda s: None)
     local, dask = results["local"].summary["roc_auc_mean"], results["dask"].summary["roc_auc_mean"]
     assert abs(local - dask) <= 0.01, (local, dask)
     client = mlflow.MlflowClient(tracking_uri)
@@ -245,15 +245,15 @@ def test_streamed_path_honours_positive_like_the_in_memory_path(tmp_path, tracki
     for data in (tmp_path / "ds", tmp_path / "one.parquet"):
         args = ["--data", str(data), "--target", "kind", "--positive", "slide", "--folds", "2", "--cv", "stratified"]
         args += ["--max-rounds", "10"]
-        cfg = train_tabular.config_from_args(train_tabular.build_parser().parse_args(args))
-        res = train_tabular.train(cfg, log=lambda s: None)
+        cfg = train_tabular.COMMAND.parse([*args, "--no-register"])
+        res = train_tabular.COMMAND.call(cfg, log=lambda s: None)
         positives.append(int(float(client.get_run(res.run_id).data.params["n_positive"])))
     assert positives == [int((label == "slide").sum())] * 2
     # without --positive, two words neither of which says "positive" are refused the same way on both paths
     for data in (tmp_path / "ds", tmp_path / "one.parquet"):
         with pytest.raises(UserError, match="pass --positive"):
             args = ["--data", str(data), "--target", "kind", "--folds", "2", "--cv", "stratified"]
-            train_tabular.train(train_tabular.config_from_args(train_tabular.build_parser().parse_args(args)))
+            train_tabular.COMMAND.call(train_tabular.COMMAND.parse([*args, "--no-register"]))
 
 
 @pytest.mark.parametrize("rows", ["1000000000000000", "10000000000"])
@@ -346,8 +346,8 @@ def test_dask_engine_stops_early_like_the_local_engine(tmp_path, tracking_uri):
     common += ["--learning-rate", "0.3", "--num-leaves", "63", "--early-stopping", "10"]
     results = {}
     for engine in ("local", "dask"):
-        cfg = train_tabular.config_from_args(train_tabular.build_parser().parse_args([*common, "--engine", engine]))
-        results[engine] = train_tabular.train(cfg, log=lambda s: None)
+        cfg = train_tabular.COMMAND.parse([*common, "--engine", engine, "--no-register"])
+        results[engine] = train_tabular.COMMAND.call(cfg, log=lambda s: None)
     local, dask = results["local"].summary["roc_auc_mean"], results["dask"].summary["roc_auc_mean"]
     assert abs(local - dask) <= 0.015, (local, dask)  # measured: 0.821 local, 0.811 Dask; 0.800 Dask without
     client = mlflow.MlflowClient(tracking_uri)

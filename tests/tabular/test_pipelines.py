@@ -26,9 +26,9 @@ def trained(tmp_path_factory):
     """One small training run shared by the tests below (its own SQLite store)."""
     root = tmp_path_factory.mktemp("train")
     uri = f"sqlite:///{root / 'mlruns' / 'mlflow.db'}"
-    cfg = train_tabular.config_from_args(train_tabular.build_parser().parse_args([*FAST, "--tracking-uri", uri]))
+    cfg = train_tabular.COMMAND.parse([*FAST, "--tracking-uri", uri, "--no-register"])
     lines: list[str] = []
-    result = train_tabular.train(cfg, log=lines.append)
+    result = train_tabular.COMMAND.call(cfg, log=lines.append)
     return {"uri": uri, "result": result, "lines": lines, "root": root}
 
 

@@ -134,9 +134,9 @@ def test_build_train_predict_raster_end_to_end(scene, built, tmp_path):
     uri = built["uri"]
     train_args = ["--data", str(built["out"]), "--folds", "3", "--block-size", "900", "--max-rounds", "60"]
     train_args += ["--early-stopping", "10", "--tracking-uri", uri]
-    cfg = train_tabular.config_from_args(train_tabular.build_parser().parse_args(train_args))
+    cfg = train_tabular.COMMAND.parse([*train_args, "--no-register"])
     lines: list[str] = []
-    result = train_tabular.train(cfg, log=lines.append)
+    result = train_tabular.COMMAND.call(cfg, log=lines.append)
     client = mlflow.MlflowClient(uri)
     run = client.get_run(result.run_id)
     assert run.data.params["cv_mode"] == "spatial"
@@ -276,8 +276,8 @@ def test_real_tables_spatial_cv(folder, file, target, extra, tracking_uri):
 
     path = shared_dataset(folder) / file
     args = ["--data", str(path), "--target", target, "--max-rounds", "200", *extra]
-    cfg = train_tabular.config_from_args(train_tabular.build_parser().parse_args(args))
-    res = train_tabular.train(cfg, log=lambda s: None)
+    cfg = train_tabular.COMMAND.parse([*args, "--no-register"])
+    res = train_tabular.COMMAND.call(cfg, log=lambda s: None)
     run = mlflow.MlflowClient(tracking_uri).get_run(res.run_id)
     assert run.data.params["cv_mode"] == "spatial"
     features = run.data.params["features"].split(",")
@@ -359,8 +359,8 @@ def test_map_of_a_sampled_table_is_refused_then_allowed_with_a_warning(scene, tm
     out = tmp_path / "sampled"
     assert _build(scene, out, "--negatives-per-positive", "2") == 0
     train = ["--data", str(out), "--folds", "2", "--block-size", "900", "--max-rounds", "20"]
-    cfg = train_tabular.config_from_args(train_tabular.build_parser().parse_args(train))
-    res = train_tabular.train(cfg, log=lambda s: None)
+    cfg = train_tabular.COMMAND.parse([*train, "--no-register"])
+    res = train_tabular.COMMAND.call(cfg, log=lambda s: None)
     raster = tmp_path / "maps" / "s.tif"
     args = ["--model", res.model_uri, "--data", str(out), "--out", str(tmp_path / "scores")]
     args += ["--raster-out", str(raster)]
@@ -396,8 +396,8 @@ def test_raster_out_in_a_read_only_folder_names_the_users_path(built, tmp_path, 
         monkeypatch.setattr(tabular.susceptibility.os, "access", lambda p, m: False if Path(p) == ro else real(p, m))
     try:
         train = ["--data", str(built["out"]), "--folds", "0", "--max-rounds", "10"]
-        cfg = train_tabular.config_from_args(train_tabular.build_parser().parse_args(train))
-        res = train_tabular.train(cfg, log=lambda s: None)
+        cfg = train_tabular.COMMAND.parse([*train, "--no-register"])
+        res = train_tabular.COMMAND.call(cfg, log=lambda s: None)
         capsys.readouterr()
         code = run_main(
             predict_tabular.main,
