@@ -133,6 +133,11 @@ def test_synthetic_scene_with_geographic_dem(synthetic: Path, tmp_path: Path) ->
     res = run_scene(cfg, segmenter=seg, log=lambda _: None)
     s = res.summary
     assert s["dem_resampling"] == "bilinear" and s["masked_share"] == 0 and s["landslide_count"] >= 1
+    busy, t = s["model_busy"], s["timings_s"]
+    assert 0 < busy["predict_share"] <= 1 and 0 <= busy["read_wait_share"] < 1  # the model's share of the loop
+    assert (
+        busy["predict_share"] == pytest.approx(t["predict_s"] / t["loop_s"], abs=1e-3) and t["loop_s"] <= t["total_s"]
+    )
     # the windowed result equals the in-memory baseline on the same inputs
     with rasterio.open(res.paths["probability.tif"]) as ds:
         windowed = ds.read(1)
