@@ -143,7 +143,7 @@ def main() -> None:
             drop=["x", "y"],
             seed=0,
             experiment="tabular_memory",
-            tracking_uri=f"file:{tmp}/mlruns",
+            tracking_uri=f"sqlite:///{tmp}/mlflow.db",
             cv=CVConfig(n_folds=args.folds, mode="spatial", block_size_m=1000),
             lgbm=lg,
         )

@@ -26,7 +26,6 @@ dataset (``x``, ``y`` when present, ``p_landslide``, ``label``), optionally comp
 from __future__ import annotations
 
 import contextlib
-import gc
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -45,7 +44,7 @@ from common.cli import UserError
 from common.tracking import log_fingerprint
 from tabular.calibration import correct_prior
 from tabular.config import PredictTabularConfig, TrainTabularConfig
-from tabular.large.core import FoldFit, build_binned_dataset, fit_on_positions
+from tabular.large.core import FoldFit, build_binned_dataset, fit_on_positions, release_memory
 from tabular.large.plan import TablePlan, plan_params, plan_table, subsample_keep, table_fingerprint
 from tabular.large.report import (
     batches_to_frame,
@@ -172,7 +171,7 @@ def train_dataset_model(cfg: TrainTabularConfig, log: Callable[[str], None] = pr
             )
             rounds = max(1, int(round(float(np.mean([f.best_iteration for f in fits])))))
             del fits
-            gc.collect()
+            release_memory()
         else:
             shap_sample = sample_rows(src, plan, sc.shap_rows, cfg.seed)
         log(f"refit on all {ds.num_data():,} rows with {rounds} rounds")
@@ -192,7 +191,7 @@ def train_dataset_model(cfg: TrainTabularConfig, log: Callable[[str], None] = pr
         )
         fit_s = time.perf_counter() - t_fit
         del ds
-        gc.collect()
+        release_memory()
         return finish_training(
             cfg,
             plan,
@@ -220,7 +219,7 @@ def predict_folds(
 ) -> tuple[np.ndarray, pd.DataFrame]:
     """Out-of-fold P(landslide) on the table's prior for every row (one streaming pass), and a SHAP row sample."""
     n = src.num_rows
-    oof = np.full(n, np.nan, dtype=np.float64)
+    oof = np.full(n, np.nan, dtype=np.float32)  # 4 bytes a row: 231 MB less at the study's 57.8M rows
     want = sample_indices(n, sc.shap_rows, seed)
     parts = []
     start = 0
