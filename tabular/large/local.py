@@ -124,6 +124,8 @@ def train_dataset_model(cfg: TrainTabularConfig, log: Callable[[str], None] = pr
 
     summary: dict[str, float] = {}
     threshold = 0.5
+    # row positions in 4 bytes where they fit (LightGBM takes int32 subsets anyway): 231 MB less per array at 57.8M
+    index_dtype = np.int32 if ds.num_data() < 2**31 else np.int64
     rounds = lg.num_boost_round
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
@@ -133,7 +135,7 @@ def train_dataset_model(cfg: TrainTabularConfig, log: Callable[[str], None] = pr
             cv_start = time.perf_counter()
             for i in range(k):
                 t_fold = time.perf_counter()
-                positions = np.flatnonzero(fold_used != i)
+                positions = np.flatnonzero(fold_used != i).astype(index_dtype)
                 fit = fit_on_positions(
                     ds,
                     positions,
@@ -176,7 +178,7 @@ def train_dataset_model(cfg: TrainTabularConfig, log: Callable[[str], None] = pr
         else:
             shap_sample = sample_rows(src, plan, sc.shap_rows, cfg.seed)
         log(f"refit on all {ds.num_data():,} rows with {rounds} rounds")
-        everything = np.arange(ds.num_data())
+        everything = np.arange(ds.num_data(), dtype=index_dtype)
         t_fit = time.perf_counter()
         final = fit_on_positions(
             ds,

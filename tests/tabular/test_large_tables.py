@@ -403,6 +403,14 @@ def test_training_frees_each_fit_and_keeps_float32_out_of_fold_scores(carinthia,
         return oof, sample
 
     monkeypatch.setattr(local, "predict_folds", spy)
+    dtypes = []
+    real_fit = local.fit_on_positions
+
+    def fit_spy(ds, positions, *a, **k):
+        dtypes.append(positions.dtype)
+        return real_fit(ds, positions, *a, **k)
+
+    monkeypatch.setattr(local, "fit_on_positions", fit_spy)
     cfg = TrainTabularConfig(
         data=str(carinthia),
         target="slide",
@@ -415,7 +423,8 @@ def test_training_frees_each_fit_and_keeps_float32_out_of_fold_scores(carinthia,
     with tracked_run(cfg.experiment, cfg):
         large.train(cfg, log=lambda s: None)
     assert seen["oof"].dtype == np.float32 and len(seen["oof"]) == ROWS and np.isfinite(seen["oof"]).all()
-    assert len(trims) >= 5  # after each of the 2 folds and the refit, after the CV and after the refit
+    assert len(trims) >= 6  # after binning, each of the 2 folds and the refit, after the CV and after the refit
+    assert dtypes == [np.int32] * 3  # row positions of the 2 folds and the refit in 4 bytes, not 8
 
 
 def test_release_memory_runs_here():
