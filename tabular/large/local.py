@@ -15,8 +15,9 @@
 5. balances the classes by weights or negative subsampling and prior-corrects the probabilities
    (:mod:`tabular.calibration`; the table's own sampling rate included), logs the Brier score and a
    reliability plot;
-6. refits on every row with the mean best round count and logs the model in the same format as the
-   in-memory path (:mod:`tabular.serving`), with SHAP on a row sample.
+6. refits on every row with the mean best round count, then frees the binned matrix before the out-of-fold
+   pass and the CV report (so their per-row temporaries never sit on top of it), and logs the model in the
+   same format as the in-memory path (:mod:`tabular.serving`), with SHAP on a row sample.
 
 :func:`predict_dataset` (``predict_tabular --data DIR``) scores a table batch by batch into a Parquet
 dataset (``x``, ``y`` when present, ``p_landslide``, ``label``), optionally compiled, and with
@@ -154,7 +155,7 @@ def train_dataset_model(cfg: TrainTabularConfig, log: Callable[[str], None] = pr
                     f"fold {i + 1}/{k}: {int((plan.fold == i).sum()):,} held-out rows, {fit.best_iteration} rounds, "
                     f"{now - t_fold:.1f}s (elapsed {now - cv_start:.1f}s)"
                 )
-            oof, shap_sample = predict_folds(src, encoder, plan, fits, train_rate, sc, cfg.seed)
+                del positions
             fold_rows = [
                 {
                     "fold": i,
@@ -164,19 +165,9 @@ def train_dataset_model(cfg: TrainTabularConfig, log: Callable[[str], None] = pr
                 }
                 for i in range(k)
             ]
-            threshold, summary = log_cv_results(
-                plan,
-                oof,
-                fold_rows,
-                tmp,
-                title=f"reliability, {plan.cv_mode} CV out-of-fold",
-                oof_max_rows=sc.oof_max_rows,
-            )
             rounds = max(1, int(round(float(np.mean([f.best_iteration for f in fits])))))
-            del fits
-            release_memory()
         else:
-            shap_sample = sample_rows(src, plan, sc.shap_rows, cfg.seed)
+            fits, fold_rows = [], []
         log(f"refit on all {ds.num_data():,} rows with {rounds} rounds")
         everything = np.arange(ds.num_data(), dtype=index_dtype)
         t_fit = time.perf_counter()
@@ -193,8 +184,24 @@ def train_dataset_model(cfg: TrainTabularConfig, log: Callable[[str], None] = pr
             seed=cfg.seed,
         )
         fit_s = time.perf_counter() - t_fit
-        del ds
+        # the binned matrix (about 41 bytes a row) goes before the out-of-fold pass and the CV report, whose
+        # per-row temporaries (metrics sort the 57.8M scores) would otherwise sit on top of it
+        del ds, everything
         release_memory()
+        if fits:
+            oof, shap_sample = predict_folds(src, encoder, plan, fits, train_rate, sc, cfg.seed)
+            threshold, summary = log_cv_results(
+                plan,
+                oof,
+                fold_rows,
+                tmp,
+                title=f"reliability, {plan.cv_mode} CV out-of-fold",
+                oof_max_rows=sc.oof_max_rows,
+            )
+            del fits, oof
+            release_memory()
+        else:
+            shap_sample = sample_rows(src, plan, sc.shap_rows, cfg.seed)
         return finish_training(
             cfg,
             plan,
