@@ -3,9 +3,12 @@
 For each model (the width-8 small RAU-Net 1, the small RAU-Net 1, optionally RAU-Net 1; 23 channels,
 multi-resolution head, 128 px, random weights with seed 0) the engine's own measurement runs with every
 candidate (torch fp32 eager, torch bf16 autocast + channels-last where the CPU has bf16, ONNX Runtime fp32
-and int8; ``--compile`` adds ``torch.compile``) and nothing cached: the same batch, the candidates interleaved
+and int8; ``--compile`` adds ``torch.compile``, rejected with the reason where no C++ compiler is found) and nothing cached: the same batch, the candidates interleaved
 (best of ``--rounds``), each checked against fp32 on the reference batch. Printed per path: patches/s,
-GFLOP/s (FLOPs from ``torch.utils.flop_counter``), the ratio to fp32 eager, the parity numbers, and which
+GFLOP/s (FLOPs from ``torch.utils.flop_counter``) and its share of the measured matmul peak of the path's
+dtype, the ratio to fp32 eager, the parity numbers (largest, 99.9th-percentile and mean probability
+difference with the path's bound; mask F1 agreement; landslide F1 against the reference masks beside
+fp32's), the first call's seconds (the compile, for ``torch.compile``), and which
 path the engine keeps. Also printed: this machine's measured matmul peak per dtype (fp32, bf16, int8 where
 torch has an int8 CPU matmul) and the model-only time of a full 10,980 x 10,980 tile (tile 128, overlap 32)
 at each path's throughput (an estimate from throughput: no tile is run).
@@ -111,9 +114,10 @@ def main() -> None:
         if args.compile:
             os.environ[engine.COMPILE_ENV] = "1"
         print(
-            "| model | GFLOP/patch | path | patches/s | GFLOP/s | vs fp32 eager | max dp | mean dp | mask F1 | kept |"
+            "| model | GFLOP/patch | path | patches/s | GFLOP/s | % of dtype peak | vs fp32 eager | max dp (bound) "
+            "| p99.9 dp | mean dp | mask F1 | label F1 (fp32) | first call s | kept |"
         )
-        print("|---|---|---|---|---|---|---|---|---|---|")
+        print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
         for key in args.models:
             name, extra = MODELS[key]
             kw = {"in_channels": 23, "num_classes": 2, "head": "multires", **extra}
@@ -134,10 +138,16 @@ def main() -> None:
                 rate = r.get("patches_per_s")
                 ratio = f"{rate / base:.2f}x" if rate and base else "-"
                 kept = "**kept**" if path == choice.path else ("rejected: " + r["reason"] if "reason" in r else "")
+                peak = peaks.get("int8" if "int8" in path else "bf16" if "bf16" in path else "fp32")
+                share = f"{100 * r['gflops'] / peak:.0f}%" if r.get("gflops") and peak else "-"
+                nan = float("nan")
                 print(
                     f"| {key} ({name}) | {choice.gflop_per_patch:.1f} | {path} | {rate or 0:.2f} | "
-                    f"{r.get('gflops') or 0:.1f} | {ratio} | {r.get('max_prob_diff', float('nan')):.4f} | "
-                    f"{r.get('mean_prob_diff', float('nan')):.5f} | {r.get('f1_agreement', float('nan')):.4f} | {kept} |",
+                    f"{r.get('gflops') or 0:.1f} | {share} | {ratio} | {r.get('max_prob_diff', nan):.4f} "
+                    f"({r.get('max_allowed', nan):g}) | {r.get('p999_prob_diff', nan):.4f} | "
+                    f"{r.get('mean_prob_diff', nan):.5f} | {r.get('f1_agreement', nan):.4f} | "
+                    f"{r.get('f1_labels', nan):.3f} ({r.get('f1_labels_reference', nan):.3f}) | "
+                    f"{r.get('first_call_s', nan):.1f} | {kept} |",
                     flush=True,
                 )
                 tile_min = n_tile / rate / 60 if rate else None

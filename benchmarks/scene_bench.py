@@ -81,10 +81,11 @@ def worker(mode: str, scene: Path, model: Path, out: Path, batch: int, device: s
         res = run_scene(cfg, segmenter=seg, log=lambda _: None)
         tiles = res.summary["tiles"]["predicted"]
         infer = res.summary["timings_s"]["infer_s"]
+        busy = res.summary["model_busy"]["predict_share"]
     else:
         inp = plan_inputs(open_scene(scene), seg, cfg, lambda _: None)
         with _StripReader(inp, cfg) as reader:
-            raw, reason = reader.read(0, inp.grid.height)
+            raw, reason, _ = reader.read(0, inp.grid.height)
         t1 = time.perf_counter()
         calls = []
 
@@ -95,9 +96,17 @@ def worker(mode: str, scene: Path, model: Path, out: Path, batch: int, device: s
         prob = predict_scene(fn, raw, tile=cfg.tile, overlap=cfg.overlap, batch_size=batch)
         prob[reason > 0] = np.nan
         tiles, infer = sum(calls), time.perf_counter() - t1
+        busy = None
     wall = time.perf_counter() - t0
     rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    return {"mode": mode, "wall_s": wall, "tiles": tiles, "tiles_per_s": tiles / infer, "peak_rss_mb": rss_mb}
+    return {
+        "mode": mode,
+        "wall_s": wall,
+        "tiles": tiles,
+        "tiles_per_s": tiles / infer,
+        "peak_rss_mb": rss_mb,
+        "model_busy": busy,
+    }
 
 
 def run_worker(args: list[str]) -> dict:
@@ -140,8 +149,8 @@ def main() -> None:
     )
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, load {os.getloadavg()}")
     print(f"model: small_rau_net1 width {args.width}, {len(BANDS)} bands, batch {args.batch_size}, {args.device}")
-    print("| size (px) | path | wall (s) | tiles | tiles/s | peak RSS (MB) |")
-    print("|---|---|---|---|---|---|")
+    print("| size (px) | path | wall (s) | tiles | tiles/s | peak RSS (MB) | model busy (share of the tile loop) |")
+    print("|---|---|---|---|---|---|---|")
     for size in sizes:
         scene = work / f"scene_{size}"
         width, _, height = size.partition("x")
@@ -157,7 +166,7 @@ def main() -> None:
             )
             print(
                 f"| {size} | {mode} | {r['wall_s']:.1f} | {r['tiles']} | {r['tiles_per_s']:.2f} | "
-                f"{r['peak_rss_mb']:.0f} |",
+                f"{r['peak_rss_mb']:.0f} | {r['model_busy'] if r['model_busy'] is not None else '-'} |",
                 flush=True,
             )
     print(f"load after: {os.getloadavg()}")

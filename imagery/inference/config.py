@@ -21,6 +21,8 @@ PRECISIONS: tuple[str, ...] = get_args(Precision)
 #: mosaic of the 11 real L4S patches predicted whole and cropped by 64 px, 99th percentile of the absolute
 #: difference away from the edges): 0.38 at overlap 32, 0.24 at 48, 0.05 at 64 (2.25x the tiles of 32).
 #: The stride (tile - overlap) should be a multiple of 16, the network's stride.
+#: Re-measured with tile 128/256 x overlap 16/32/64 (``benchmarks/tiling_bench.py``, RESULTS.md "Tile size and
+#: overlap"): only 128/64 keeps the seam p99 under 0.10; tile 256 halves the compute but its seams are 0.15-0.18.
 DEFAULT_OVERLAP = 64
 
 

@@ -187,16 +187,20 @@ class _Reader(CalibrationDataReader):
 class OnnxNetwork:
     """An ONNX Runtime session with the network contract: ``net(x (B, C, H, W) tensor) -> {name: logits}``.
 
-    Runs on the CPU (``CPUExecutionProvider``) with ``threads`` intra-op threads (0 = ONNX Runtime's
-    default, all cores). ``digest`` is the source model's weight digest stored at export (files exported
-    before: the sha256 of the ``.onnx`` file). ``fixed_size``: the tile size a file exported with a fixed
-    height and width takes (``None``: any multiple of :data:`STRIDE`).
+    Runs on the CPU (``CPUExecutionProvider``) with ``threads`` intra-op threads (0 = one per core this
+    process may use), all graph optimizations (fusions, constant folding, layout changes) and sequential
+    execution (on 2 cores parallel operators would only fight for the same cores). ``digest`` is the source
+    model's weight digest stored at export (files exported before: the sha256 of the ``.onnx`` file).
+    ``fixed_size``: the tile size a file exported with a fixed height and width takes (``None``: any
+    multiple of :data:`STRIDE`).
     """
 
     def __init__(self, path: str | os.PathLike[str], threads: int = 0) -> None:
         p = Path(path)
         opts = ort.SessionOptions()
-        opts.intra_op_num_threads = int(threads)
+        opts.intra_op_num_threads = int(threads) or len(os.sched_getaffinity(0))  # one per core this process has
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         opts.log_severity_level = 3
         try:
             self.session = ort.InferenceSession(str(p), sess_options=opts, providers=["CPUExecutionProvider"])

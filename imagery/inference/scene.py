@@ -354,7 +354,7 @@ def predict_windowed(
     polys = StripPolygonizer(grid, min_area_m2=cfg.min_area_m2)
     counts = {"valid": 0, "landslide": 0, **{r: 0 for r in _REASON_ORDER}}
     counts.update({f"skipped_{name}": 0 for name in SKIP_REASONS[1:]})
-    timings = {"read_s": 0.0, "infer_s": 0.0, "write_s": 0.0, "polygon_s": 0.0}
+    timings = {"read_s": 0.0, "read_wait_s": 0.0, "infer_s": 0.0, "predict_s": 0.0, "write_s": 0.0, "polygon_s": 0.0}
     n_tiles = len(rows_at) * len(cols_at)
     predicted = 0
     bar = tqdm(total=n_tiles, unit="tile", desc="tiles", dynamic_ncols=True, disable=not progress, smoothing=0.1)
@@ -395,10 +395,13 @@ def predict_windowed(
             return raw, reason, terrain, time.perf_counter() - t0
 
         written = 0
+        t_loop = time.perf_counter()
         pending = pool.submit(load, rows_at[0])
         for k, (y, final_end) in enumerate(_iter_rows(rows_at, height)):
             check_cancelled()  # a service job past its timeout stops here
+            t0 = time.perf_counter()
             raw, reason, terrain, read_s = pending.result()
+            timings["read_wait_s"] += time.perf_counter() - t0  # the model idle, waiting for the reader
             timings["read_s"] += read_s
             if k + 1 < len(rows_at):
                 pending = pool.submit(load, rows_at[k + 1])
@@ -413,7 +416,9 @@ def predict_windowed(
             for start in range(0, len(boxes), cfg.batch_size):
                 chunk = boxes[start : start + cfg.batch_size]
                 batch = np.stack([padded[:, :, x : x + tw] for x in chunk])
+                t1 = time.perf_counter()
                 prob = segmenter.predict(batch, batch_size=len(chunk), tta=cfg.tta, threshold=threshold)["prob"]
+                timings["predict_s"] += time.perf_counter() - t1
                 for x, p in zip(chunk, prob, strict=True):
                     add_tile(acc, norm, p, weight, 0, x)
                 predicted += len(chunk)
@@ -465,6 +470,7 @@ def predict_windowed(
                 norm[:] = 0
                 skip_buf[:] = 0
         bar.close()
+        timings["loop_s"] = time.perf_counter() - t_loop
         if counts["valid"] == 0:
             masked = _shares(counts, height * width)
             raise UserError(
@@ -484,6 +490,24 @@ def predict_windowed(
             "skipped_by": tiles_skipped,
         },
         "threshold": threshold,
+    }
+
+
+def model_busy(timings: dict[str, float], segmenter: Segmenter) -> dict[str, float | None]:
+    """How much of the tile loop's wall time (``loop_s``: reading, tiling, prediction, blending, writing,
+    polygons) the model was busy: ``predict_share`` (``Segmenter.predict``: preprocessing and the network),
+    ``network_share`` (the network alone, when an engine path counts it), ``read_wait_share`` (waiting for
+    the reader thread). The reader runs one strip ahead in a thread; blending, writing and polygons run in
+    the loop, so ``1 - predict_share`` is what overlapping them more could still gain."""
+    loop = timings.get("loop_s") or 0.0
+    net = getattr(segmenter, "model", None)
+    stats = net.stats() if hasattr(net, "stats") else {}
+    if loop <= 0:
+        return {"predict_share": None, "network_share": None, "read_wait_share": None}
+    return {
+        "predict_share": round(timings["predict_s"] / loop, 4),
+        "network_share": round(stats["seconds"] / loop, 4) if stats.get("seconds") else None,
+        "read_wait_share": round(timings["read_wait_s"] / loop, 4),
     }
 
 
@@ -711,6 +735,7 @@ def run_scene(
             "engine": log_engine_summary(segmenter),
             "tiles": tiles,
             "tiles_per_s": tiles["predicted"] / infer_s if infer_s > 0 else None,
+            "model_busy": model_busy(res["timings"], segmenter),
             "timings_s": {k: round(v, 3) for k, v in res["timings"].items()},
             "outputs": list(OUTPUT_NAMES),
             "model_fit": fit,

@@ -9,6 +9,8 @@ early stopping on an inner split (:func:`inner_split`: whole blocks or groups he
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import gc
 import warnings
 from dataclasses import dataclass
@@ -23,6 +25,22 @@ from tabular.large.source import FeatureEncoder, TableSequence, TableSource
 from tabular.spatial import (
     inner_block_split,
 )
+
+
+def release_memory() -> None:
+    """Collect Python garbage and hand the C heap's free pages back to the system (glibc ``malloc_trim``).
+
+    LightGBM allocates and frees a fold's binned subset, gradients and scores in the C heap; glibc keeps
+    freed chunks mapped, so without the trim the resident size after a fold stays at the fold's peak and
+    the next fold (or the refit) adds to it. No-op where the C library has no ``malloc_trim``."""
+    gc.collect()
+    name = ctypes.util.find_library("c")
+    try:
+        trim = ctypes.CDLL(name).malloc_trim if name else None
+    except (OSError, AttributeError):
+        trim = None
+    if trim is not None:
+        trim(0)
 
 
 def subset_rows(ds: lgb.Dataset, positions: np.ndarray) -> lgb.Dataset:
@@ -135,14 +153,17 @@ def fit_on_positions(
         if early_stopping > 0:
             tr, va = inner_split(positions, groups, labels, valid_fraction, seed)
             dtr, dva = subset_rows(ds, tr), subset_rows(ds, va)
+            del tr, va  # the subsets hold their own int32 copies
             booster = train_early_stopped(p, dtr, dva, rounds=rounds, patience=early_stopping)
             best = int(booster.best_iteration or booster.current_iteration())
         else:
             dtr = subset_rows(ds, positions) if len(positions) != ds.num_data() else ds
             booster = lgb.train(p, dtr, num_boost_round=rounds)
             best = rounds
-    del dtr
-    gc.collect()
+    del dtr, y
+    if early_stopping > 0:
+        del dva
+    release_memory()  # the fold's binned subsets, gradients and scores leave the resident set
     return FoldFit(booster, best, odds_factor(1.0, w), p)
 
 

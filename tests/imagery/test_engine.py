@@ -69,16 +69,63 @@ def test_a_path_failing_parity_is_rejected_and_the_choice_passes(cache: Path) ->
 def test_parity_tolerances() -> None:
     ref = np.full((2, 4, 4), 0.2, np.float32)
     ref[:, :2] = 0.9
-    assert engine.parity(ref, ref + 0.005, 0.5)["passed"]
-    assert not engine.parity(ref, ref + 0.02, 0.5)["passed"]  # mean difference above 0.01
+    assert engine.parity(ref, ref + 0.005, 0.5, precision="bf16")["passed"]
+    assert not engine.parity(ref, ref + 0.005, 0.5, precision="fp32")["passed"]  # fp32 paths: within 1e-3
+    assert engine.parity(ref, ref + 5e-4, 0.5, precision="fp32")["passed"]
+    assert not engine.parity(ref, ref + 0.02, 0.5, precision="bf16")["passed"]  # mean difference above 0.01
     one_flip = ref.copy()
     one_flip[0, 3, 3] = 0.6  # one pixel moves by 0.4 (and flips)
-    assert not engine.parity(ref, one_flip, 0.5)["passed"]
+    assert not engine.parity(ref, one_flip, 0.5, precision="bf16")["passed"]
     big = np.full((1, 100, 100), 0.9, np.float32)
     moved = big.copy()
-    moved[0, 0, 0] = 0.6  # one pixel of 10,000 by 0.3, still a landslide: only the largest difference sees it
-    assert not engine.parity(big, moved, 0.5)["passed"] and engine.parity(big, big - 0.2, 0.5)["f1_agreement"] == 1
+    moved[0, 0, 0] = 0.65  # one pixel of 10,000 by 0.25, still a landslide: only the largest difference sees it
+    res = engine.parity(big, moved, 0.5, precision="bf16")
+    assert not res["passed"] and res["f1_agreement"] == 1 and res["max_allowed"] == 0.20
+    moved[0, 0, 0] = 0.75  # by 0.15: what bf16 meets on the small RAU-Net 1
+    assert engine.parity(big, moved, 0.5, precision="bf16")["passed"]
     assert engine.mask_f1(np.zeros(3, bool), np.zeros(3, bool)) == 1.0
+
+
+def test_parity_checks_the_landslide_f1_against_the_true_masks() -> None:
+    labels = np.zeros((1, 100, 100), bool)
+    labels[0, 0, :40] = True  # 40 true landslide pixels
+    ref = np.full((1, 100, 100), 0.2, np.float32)
+    ref[0, :20] = 0.8  # fp32's mask: 2,000 pixels including the 40 true ones at 0.55 (near the threshold)
+    ref[0, 0, :40] = 0.55
+    other = ref.copy()
+    other[0, 0, :40] = 0.45  # the 40 true pixels drop out: mask F1 agreement 0.990, but label F1 0.039 -> 0
+    res = engine.parity(ref, other, 0.5, precision="bf16")
+    assert res["passed"] and res["f1_agreement"] >= engine.MIN_F1_AGREEMENT  # without labels: passes
+    res = engine.parity(ref, other, 0.5, precision="bf16", labels=labels)
+    assert not res["passed"] and res["f1_labels"] == 0.0 and res["f1_labels_reference"] > engine.MAX_F1_DELTA
+    near = ref.copy()
+    near[0, 0, :4] = 0.45  # 4 of them: label F1 moves by 0.004
+    res = engine.parity(ref, near, 0.5, precision="bf16", labels=labels)
+    assert res["passed"] and abs(res["f1_labels"] - res["f1_labels_reference"]) <= engine.MAX_F1_DELTA
+
+
+def test_bf16_path_runs_a_bf16_copy_and_leaves_the_model_fp32() -> None:
+    seg = _segmenter()
+    net = engine.build_path(seg, "torch-bf16")
+    assert net.bf16 and not net.autocast and net.precision == "bf16"
+    assert next(net.fn.parameters()).dtype == torch.bfloat16 and next(seg.model.parameters()).dtype == torch.float32
+    x, labels = engine.reference_batch(seg, n=2)
+    assert labels.shape == (2, 128, 128) and labels.any()
+    ref = engine.landslide_prob(engine.build_path(seg, "torch-fp32"), x)
+    res = engine.parity(ref, engine.landslide_prob(net, x), seg.threshold, precision="bf16", labels=labels)
+    assert res["passed"] and 0 < res["max_prob_diff"] <= 0.2, res
+
+
+def test_compile_without_a_compiler_is_rejected_with_the_reason(monkeypatch: pytest.MonkeyPatch) -> None:
+    import shutil
+
+    monkeypatch.setattr(shutil, "which", lambda name: None)
+    assert "C++ compiler" in engine.compiler_missing()
+    seg = _segmenter()
+    cands = [c for c in engine.default_candidates(seg, 1.0) if c.name == "torch-fp32"]
+    cands.append(Candidate("torch-compile", lambda: engine.build_path(seg, "torch-compile")))
+    res = engine.measure_candidates(cands, *[engine.reference_inputs(seg, n=1)] * 2, threshold=0.5, gflop=1.0, rounds=1)
+    assert not res["torch-compile"]["passed"] and "C++ compiler" in res["torch-compile"]["reason"]
 
 
 def test_the_choice_is_cached_by_model_digest(cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -106,6 +153,7 @@ def test_overrides_win_over_the_cache(cache: Path) -> None:
     forced = engine.apply_engine(seg, engine.engine_spec(runtime, precision))
     assert forced.engine.path == other and forced.engine.source == "forced"
     assert forced.model.path == other and forced.model.bf16 == (other == "torch-bf16")
+    assert next(seg.model.parameters()).dtype == torch.float32  # the bf16 path casts a copy
     out = forced.predict(np.zeros((2, 14, 128, 128), np.float32))
     assert out["prob"].shape == (2, 128, 128) and np.isfinite(out["prob"]).all()
     summary = engine.engine_summary(forced)

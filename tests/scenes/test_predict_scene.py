@@ -133,6 +133,12 @@ def test_synthetic_scene_with_geographic_dem(synthetic: Path, tmp_path: Path) ->
     res = run_scene(cfg, segmenter=seg, log=lambda _: None)
     s = res.summary
     assert s["dem_resampling"] == "bilinear" and s["masked_share"] == 0 and s["landslide_count"] >= 1
+    busy, t = s["model_busy"], s["timings_s"]
+    assert 0 < busy["predict_share"] <= 1 and 0 <= busy["read_wait_share"] < 1  # the model's share of the loop
+    slack = 0.0011 / t["loop_s"] + 1e-3  # timings_s are rounded to 1 ms
+    assert (
+        busy["predict_share"] == pytest.approx(t["predict_s"] / t["loop_s"], abs=slack) and t["loop_s"] <= t["total_s"]
+    )
     # the windowed result equals the in-memory baseline on the same inputs
     with rasterio.open(res.paths["probability.tif"]) as ds:
         windowed = ds.read(1)

@@ -381,3 +381,53 @@ def test_early_stopping_emulation_keeps_lightgbms_iteration():
         best, auc = early_stopping_iteration(full, X[va], y[va], 200, patience)
         assert best == stopped.best_iteration < 200
         assert auc == pytest.approx(stopped.best_score["valid_0"]["auc"], abs=1e-9)
+
+
+def test_training_frees_each_fit_and_keeps_float32_out_of_fold_scores(carinthia, tracking_uri, monkeypatch):
+    """Memory at scale (issue 22): the C heap is trimmed after every fit (folds and refit) and the out-of-fold
+    scores take 4 bytes a row, so a 57.8M-row training does not carry one fold's peak into the next."""
+    from common.tracking import tracked_run
+    from tabular import large
+    from tabular.config import CVConfig, LGBMParams, TrainTabularConfig
+    from tabular.large import core, local
+
+    trims: list[int] = []
+    monkeypatch.setattr(core, "release_memory", lambda: trims.append(1))
+    monkeypatch.setattr(local, "release_memory", lambda: trims.append(1))
+    seen = {}
+    real = local.predict_folds
+
+    def spy(*a, **k):
+        oof, sample = real(*a, **k)
+        seen["oof"] = oof
+        return oof, sample
+
+    monkeypatch.setattr(local, "predict_folds", spy)
+    dtypes = []
+    real_fit = local.fit_on_positions
+
+    def fit_spy(ds, positions, *a, **k):
+        dtypes.append(positions.dtype)
+        return real_fit(ds, positions, *a, **k)
+
+    monkeypatch.setattr(local, "fit_on_positions", fit_spy)
+    cfg = TrainTabularConfig(
+        data=str(carinthia),
+        target="slide",
+        drop=["x", "y"],
+        seed=0,
+        tracking_uri=tracking_uri,
+        cv=CVConfig(n_folds=2, mode="spatial", block_size_m=600),
+        lgbm=LGBMParams(num_boost_round=20, early_stopping_rounds=5),
+    )
+    with tracked_run(cfg.experiment, cfg):
+        large.train(cfg, log=lambda s: None)
+    assert seen["oof"].dtype == np.float32 and len(seen["oof"]) == ROWS and np.isfinite(seen["oof"]).all()
+    assert len(trims) >= 6  # after binning, each of the 2 folds and the refit, after the CV and after the refit
+    assert dtypes == [np.int32] * 3  # row positions of the 2 folds and the refit in 4 bytes, not 8
+
+
+def test_release_memory_runs_here():
+    from tabular.large.core import release_memory
+
+    assert release_memory() is None  # gc + glibc malloc_trim (a no-op where the C library has none)
