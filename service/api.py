@@ -10,7 +10,9 @@ Endpoints (JSON in and out; errors are ``{"error": "<one line>"}`` with a 4xx st
   ``POST /v1/assess/upload``: the same with an uploaded multi-band GeoTIFF scene.
   ``GET /v1/jobs/{id}``: status, progress, and when done the regions and landslide polygons as GeoJSON
   and links to the files; ``GET /v1/jobs/{id}/files/{name}``: one output file.
-* ``GET /``: the map page (Leaflet, served by the app: no CDN); ``GET /docs``: OpenAPI docs.
+* ``GET /``: the map page (Leaflet, served by the app: no CDN); ``GET /docs`` and ``GET /redoc``: the API's
+  docs, whose Swagger UI and ReDoc files the app serves from the ``fastapi-offline`` package (no CDN, so the
+  docs open offline); ``GET /openapi.json``: the schema.
 
 ``X-API-Key`` is required on ``/v1/*`` when the service has a key, in the header only (never the URL, which
 logs and proxies record); it is compared in constant time. Request bodies are counted as they are read
@@ -34,6 +36,7 @@ from fastapi import Depends, FastAPI, File, Form, Header, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
+from fastapi_offline import FastAPIOffline
 from pydantic import BaseModel, Field, ValidationError
 
 from common.errors import UserError
@@ -126,7 +129,13 @@ def create_app(
     )
     key = cfg.key()
     labels = server_labels(cfg)
-    app = FastAPI(title="Landslide detection", version="1", description=__doc__.split("\n\n")[0])
+    app = FastAPIOffline(  # /docs and /redoc from the package's files, not a CDN; no online validator badge
+        title="Landslide detection",
+        version="1",
+        description=__doc__.split("\n\n")[0],
+        static_url="/docs-static",
+        swagger_ui_parameters={"validatorUrl": None},
+    )
     app.state.store, app.state.scorer = store, scorer
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     app.add_middleware(SecurityHeaders)
