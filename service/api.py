@@ -10,6 +10,10 @@ Endpoints (JSON in and out; errors are ``{"error": "<one line>"}`` with a 4xx st
   ``POST /v1/assess/upload``: the same with an uploaded multi-band GeoTIFF scene.
   ``GET /v1/jobs/{id}``: status, progress, and when done the regions and landslide polygons as GeoJSON
   and links to the files; ``GET /v1/jobs/{id}/files/{name}``: one output file.
+* ``POST /v1/regions``: an uploaded GeoJSON or GeoPackage of region polygons (any CRS for a GeoPackage) to
+  the GeoJSON ``region`` (EPSG:4326, one feature per region, ids kept) that ``/v1/assess`` takes, checked.
+* ``GET /v1/scenes``: the scenes under ``--scenes-root`` (name, date, bounds) and whether the service
+  searches a STAC API (``stac_search``: it was started with ``--stac-url``).
 * ``GET /``: the map page (Leaflet, served by the app: no CDN); ``GET /docs`` and ``GET /redoc``: the API's
   docs, whose Swagger UI and ReDoc files the app serves from the ``fastapi-offline`` package (no CDN, so the
   docs open offline); ``GET /openapi.json``: the schema.
@@ -179,7 +183,12 @@ def create_app(
 
     @app.get("/v1/scenes", dependencies=[Depends(authorized)])
     def scenes() -> dict[str, Any]:
-        return {"scenes": assessor.scenes()}
+        return {"scenes": assessor.scenes(), "stac_search": bool(cfg.stac_url)}
+
+    @app.post("/v1/regions", dependencies=[Depends(authorized)])
+    async def regions_upload(file: Annotated[UploadFile, File()]) -> dict[str, Any]:
+        data = await file.read()
+        return {"region": uploaded_regions(data, store.root / ".uploads", cfg.max_area_km2)}
 
     @app.post("/v1/assess", dependencies=[Depends(authorized)], status_code=202)
     def assess_json(req: AssessRequest) -> dict[str, str]:
@@ -252,6 +261,42 @@ def server_labels(cfg: ServiceConfig) -> dict[str, str]:
             out[os.path.abspath(folder)] = label
             out[os.path.realpath(folder)] = label
     return out
+
+
+def uploaded_regions(data: bytes, folder: Path, max_area_km2: float) -> dict[str, Any]:
+    """The regions of an uploaded GeoJSON (EPSG:4326, read without GDAL) or GeoPackage (any CRS; recognised by
+    its SQLite header and ``GPKG`` application id before GDAL opens it) as a GeoJSON FeatureCollection in
+    EPSG:4326 with a ``region_id`` per feature, checked like an ``/v1/assess`` request's regions."""
+    import shapely.geometry  # noqa: PLC0415 - only for this endpoint
+
+    from service.regions import check_regions, from_geojson, read_regions  # noqa: PLC0415
+
+    if data[:16] == b"SQLite format 3\x00" and data[68:72] == b"GPKG":
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / f"{uuid.uuid4().hex}.gpkg"
+        try:
+            path.write_bytes(data)
+            try:
+                regions = read_regions(path)
+            except UserError:
+                raise UserError("file: a GeoPackage without readable region polygons") from None
+        finally:
+            path.unlink(missing_ok=True)
+    else:
+        try:
+            obj = json.loads(data)
+        except ValueError:
+            raise UserError("file: expected a GeoJSON or GeoPackage of region polygons") from None
+        regions = from_geojson(obj)
+    fc = {
+        "type": "FeatureCollection",
+        "features": [
+            {"type": "Feature", "geometry": shapely.geometry.mapping(r.geometry), "properties": {"region_id": r.id}}
+            for r in regions
+        ],
+    }
+    check_regions(from_geojson(fc), max_area_km2)  # the vertex limit too, as /v1/assess will see them
+    return fc
 
 
 async def _save_upload(upload: UploadFile, folder: Path, limit_mb: float) -> Path:

@@ -88,7 +88,7 @@ from service.regions import (
     parse_date,
     read_regions,
 )
-from service.report import write_report, write_rgb_png
+from service.report import report_warnings, write_report, write_rgb_png
 from service.security import check_stac_url, client_message
 
 WGS84 = "EPSG:4326"
@@ -571,11 +571,14 @@ class Assessor:
         for name in result.out.iterdir():  # the job's files live beside job.json
             shutil.move(str(name), folder / name.name)
         shutil.rmtree(result.out, ignore_errors=True)
+        regions = json.loads((folder / "regions.geojson").read_text(encoding="utf-8"))
         return {
-            "regions": json.loads((folder / "regions.geojson").read_text(encoding="utf-8")),
+            "regions": regions,
             "landslides": json.loads((folder / "landslides.geojson").read_text(encoding="utf-8")),
             "scene_bounds": result.report["scene_bounds"],
             "scene": result.report["scene"],
+            # what report.html shows at its top, for the map page
+            "warnings": report_warnings(result.report, [f["properties"] for f in regions["features"]]),
         }
 
 
