@@ -67,6 +67,7 @@ from service.security import (
 STATIC = Path(__file__).resolve().parent / "static"
 OUTPUT_FILES = (
     "regions.geojson",
+    "regions.gpkg",
     "landslides.geojson",
     "probability.tif",
     "report.html",

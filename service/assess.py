@@ -23,7 +23,8 @@
    (stacker or decision policy, thresholds and the default policy of :mod:`fusion.models`, the cross-check
    of :mod:`fusion.crosscheck`): fused probability, decision, agreement, reason; the top SHAP features.
 
-Outputs (in ``out``): ``regions.geojson`` (regions with every score), ``landslides.geojson`` (detected
+Outputs (in ``out``): ``regions.geojson`` (regions with every score), ``regions.gpkg`` (the same in the
+scene's CRS, styled by decision for QGIS in its ``layer_styles`` table), ``landslides.geojson`` (detected
 polygons inside the regions, EPSG:4326, with the region id), ``probability.tif`` (the cut scene's
 probability COG), ``report.html`` (one self-contained page: map of regions and polygons over the
 scene's RGB, scores, reasons, SHAP features; Leaflet inlined, so it opens offline), ``report.json``,
@@ -63,7 +64,10 @@ from common.geo import (
     buffer_m,
     client_reads,
     geodesic_area_m2,
+    regions_by_decision_qml,
+    transform_geometries,
     write_geojson,
+    write_gpkg,
     zone_of,
 )
 from fusion.models import Models
@@ -399,6 +403,15 @@ def assess(
         write_geojson(
             [Feature(r.geometry, p) for r, p in zip(regions, props, strict=True)], staging / "regions.geojson", WGS84
         )
+        crs = Grid.from_raster(scene_res.paths["probability.tif"]).crs  # the GeoPackage in the scene's CRS
+        projected = transform_geometries([r.geometry for r in regions], WGS84, crs)
+        write_gpkg(
+            [Feature(g, p) for g, p in zip(projected, props, strict=True)],
+            staging / "regions.gpkg",
+            crs,
+            layer="regions",
+            style_qml=regions_by_decision_qml(),  # opens in QGIS coloured by decision
+        )
         slides = _landslides_in(regions, scene_res.paths["landslides.geojson"])
         write_geojson(slides, staging / "landslides.geojson", WGS84)
         shutil.copyfile(scene_res.paths["probability.tif"], staging / "probability.tif")
@@ -453,7 +466,14 @@ def assess(
                 **{f"evidence_{k}": float(v) for k, v in evid.items()},
             }
         )
-        for name in ("regions.geojson", "landslides.geojson", "report.html", "report.json", "overview.png"):
+        for name in (
+            "regions.geojson",
+            "regions.gpkg",
+            "landslides.geojson",
+            "report.html",
+            "report.json",
+            "overview.png",
+        ):
             mlflow.log_artifact(str(out / name))
     return AssessResult(out, table, report)
 

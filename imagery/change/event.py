@@ -38,6 +38,7 @@ from common.geo import (
     RasterOnGrid,
     StripPolygonizer,
     iter_windows,
+    landslides_by_confidence_qml,
     pixel_size_m,
     slope,
     terrain_window,
@@ -235,7 +236,13 @@ def map_event(
         strips.add(detected[row : row + config.block], row)
     with _layer_reader(out, grid, config.susceptibility) as read:
         features = build_inventory(strips.features(), grid, read, pre_dates=pre_dates, post_dates=post_dates)
-    write_gpkg(features, out / "landslides.gpkg", grid.crs, layer="landslides")
+    write_gpkg(  # opens in QGIS by confidence (the polygons' mean probability): low, medium, high from 0.5
+        features,
+        out / "landslides.gpkg",
+        grid.crs,
+        layer="landslides",
+        style_qml=landslides_by_confidence_qml(None, "confidence"),
+    )
     write_geojson(features, out / "landslides.geojson", grid.crs)
     timings["polygons_s"] = time.perf_counter() - t
     timings["total_s"] = time.perf_counter() - t0
