@@ -13,7 +13,8 @@ Endpoints (JSON in and out; errors are ``{"error": "<one line>"}`` with a 4xx st
 * ``POST /v1/regions``: an uploaded GeoJSON or GeoPackage of region polygons (any CRS for a GeoPackage) to
   the GeoJSON ``region`` (EPSG:4326, one feature per region, ids kept) that ``/v1/assess`` takes, checked.
 * ``GET /v1/scenes``: the scenes under ``--scenes-root`` (name, date, bounds) and whether the service
-  searches a STAC API (``stac_search``: it was started with ``--stac-url``).
+  searches a STAC API (``stac_search``: it was started with ``--stac-url``); ``GET /v1/scenes/{name}/quicklook.png``:
+  the scene's true colour over those bounds (EPSG:4326, at most 512 px a side), made once.
 * ``GET /``: the map page (Leaflet, served by the app: no CDN); ``GET /docs`` and ``GET /redoc``: the API's
   docs, whose Swagger UI and ReDoc files the app serves from the ``fastapi-offline`` package (no CDN, so the
   docs open offline); ``GET /openapi.json``: the schema.
@@ -185,6 +186,13 @@ def create_app(
     @app.get("/v1/scenes", dependencies=[Depends(authorized)])
     def scenes() -> dict[str, Any]:
         return {"scenes": assessor.scenes(), "stac_search": bool(cfg.stac_url)}
+
+    @app.get("/v1/scenes/{name}/quicklook.png", dependencies=[Depends(authorized)])
+    def scene_quicklook(name: str) -> FileResponse:
+        make = getattr(assessor, "quicklook", None)  # an assessor without scenes of its own has none
+        if make is None:
+            raise ApiError(404, f"no quick-look for scene {name!r}")
+        return FileResponse(make(name, store.root / ".quicklooks"), media_type="image/png")
 
     @app.post("/v1/regions", dependencies=[Depends(authorized)])
     async def regions_upload(file: Annotated[UploadFile, File()]) -> dict[str, Any]:

@@ -531,6 +531,19 @@ class Assessor:
             out.append({"name": p.name, "date": scene.date, "bbox": [round(v, 6) for v in grid.bounds_in(WGS84)]})
         return out
 
+    def quicklook(self, name: str, folder: Path, max_px: int = 512) -> Path:
+        """Scene ``name``'s true-colour quick-look over its whole extent (PNG on an EPSG:4326 grid, at most
+        ``max_px`` a side, where ``/v1/scenes`` says its ``bbox`` is), made once into ``folder``."""
+        entry = self._scene_path(name)
+        path = folder / f"{name}.png"
+        if not path.is_file():
+            folder.mkdir(parents=True, exist_ok=True)
+            with client_reads(self.sources({"scene": name}, folder)):
+                scene = open_scene(entry)
+                bbox = Grid.from_raster(scene.files[scene.bands[0]].path).bounds_in(WGS84)
+                write_rgb_png(scene, bbox, path, max_px=max_px)
+        return path
+
     def sources(self, request: dict[str, Any], folder: Path) -> ClientSources:
         """Where this request's scene may be read from (module docstring of :mod:`common.geo.client`)."""
         timeout = int(max(1, self.cfg.http_timeout_s))

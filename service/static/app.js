@@ -6,6 +6,7 @@ const map = L.map("map", { worldCopyJump: true }).setView([20, 0], 2);
 L.control.scale().addTo(map);
 let box = null, layers = L.layerGroup().addTo(map), drawing = false, start = null;
 let uploaded = null;  // the uploaded regions (GeoJSON FeatureCollection from POST /v1/regions), else null
+const quicklooks = L.layerGroup().addTo(map);  // the scenes' true colour, before any request
 const preview = L.layerGroup().addTo(map);  // the regions a submit would send: grid cells or uploaded polygons
 const MAX_CELLS = 400;
 
@@ -123,6 +124,16 @@ async function init() {
         const r = L.rectangle([[sc.bbox[1], sc.bbox[0]], [sc.bbox[3], sc.bbox[2]]], { color: "#555", weight: 1, dashArray: "4", fill: false });
         r.bindTooltip(textNode(["scene " + sc.name, sc.date ? "date " + sc.date : "date unknown"])).addTo(outlines);
       }
+    }
+    // the scenes' true-colour quick-looks under their outlines (the newest few), fetched with the key as a header
+    for (const sc of scenes.filter((x) => x.bbox).slice(0, 12)) {
+      fetch("/v1/scenes/" + encodeURIComponent(sc.name) + "/quicklook.png", { headers: headers() })
+        .then((r) => (r.ok ? r.blob() : Promise.reject(new Error(r.statusText))))
+        .then((blob) => {
+          L.imageOverlay(URL.createObjectURL(blob), [[sc.bbox[1], sc.bbox[0]], [sc.bbox[3], sc.bbox[2]]], { opacity: 0.85 })
+            .addTo(quicklooks).bringToBack();
+        })
+        .catch(() => {});  // the outline alone still says where the scene is
     }
     if (s.stac_search) {  // offered only when the service was started with a STAC API to search
       const o = document.createElement("option");

@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 import shapely
 import shapely.geometry
@@ -44,6 +45,14 @@ class PageAssessor:
 
     def scenes(self) -> list[dict[str, Any]]:
         return SCENES
+
+    def quicklook(self, name: str, folder: Path) -> Path:
+        import cv2
+
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / f"{name}.png"
+        cv2.imwrite(str(path), np.full((8, 8, 3), 200, np.uint8))
+        return path
 
     def run(self, request: dict[str, Any], folder: Path, progress) -> dict[str, Any]:
         self.requests.append(request)
@@ -152,6 +161,7 @@ def test_map_page_guides_and_assesses(served: tuple[str, PageAssessor], driver: 
     assert driver.find_element(By.ID, "date").get_attribute("value") == "2024-06-01"
     outlines = driver.find_elements(By.CSS_SELECTOR, '#map path.leaflet-interactive[stroke-dasharray="4"]')
     assert len(outlines) == len(SCENES)
+    wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "#map img.leaflet-image-layer")) == len(SCENES))
     options = [o.text for o in driver.find_elements(By.CSS_SELECTOR, "#scene option")]
     assert len(options) == len(SCENES) and not any("STAC" in o for o in options)  # no STAC URL: not offered
     box = [float(driver.find_element(By.ID, k).get_attribute("value")) for k in ("west", "south", "east", "north")]
