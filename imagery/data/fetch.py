@@ -5,8 +5,11 @@ Used by ``python -m pipelines.fetch_dataset`` (downloads through :mod:`common.do
 **Landslide4Sense** (Zenodo record 10463239, CC-BY-4.0). The file list, exact sizes and md5 checksums are read
 at run time from the record's public API (``{base}/records/10463239``, ``base`` = ``https://zenodo.org/api``):
 those checksums are the host's own. When that listing cannot be read, the names recorded here are used
-(:data:`L4S_FILES`; names from public READMEs citing the record, approximate sizes only, **unverified**: no
-checksum, so the lock file records the first download). Parts: ``train`` -> ``TrainData/``, ``val`` ->
+(:data:`L4S_FILES`: the three names and rounded sizes agree across several independent public projects that
+download the record, checked 2026-12, with the same ``/api/records/10463239/files/<name>/content`` URL form used
+here; no checksum is recorded, so the lock file records the first download). Those projects also say that only
+``TrainData.zip`` carries masks in this record: ``val``/``test`` unpack images only unless mask archives are added.
+Parts: ``train`` -> ``TrainData/``, ``val`` ->
 ``ValidData/``, ``test`` -> ``TestData/``, each with ``img/image_N.h5`` and ``mask/mask_N.h5`` (the ``official``
 layout :mod:`imagery.data.l4s` reads), whatever the folder nesting inside the archives. Every archive whose name
 starts with the split's prefix goes to that split, so mask archives released later land beside the images.
@@ -46,8 +49,8 @@ DATASETS: tuple[str, ...] = get_args(DatasetName)
 ZENODO_RECORD = "10463239"
 L4S_DEFAULT_URL = "https://zenodo.org/api"
 L4S_PARTS = {"train": ("TrainData", "Train"), "val": ("ValidData", "Valid"), "test": ("TestData", "Test")}
-#: Fallback when the record's listing is unreadable: name -> approximate size in bytes (unverified; from public
-#: READMEs citing the record: 2.5 GB, 143.4 MB, 470.9 MB). Never used as an exact size check.
+#: Fallback when the record's listing is unreadable: name -> approximate size in bytes (names and rounded sizes as
+#: independent public projects downloading the record list them: 2.5 GB, 143.4 MB, 470.9 MB). Never an exact check.
 L4S_FILES: dict[str, int] = {"TrainData.zip": 2_500_000_000, "ValidData.zip": 143_400_000, "TestData.zip": 470_900_000}
 
 HF_REPO = "paulhoehn/Sen12Landslides"

@@ -19,13 +19,19 @@ median. Every set ends with ``slope`` (degrees, Horn's method on the patch DEM, 
 carries one). A pixel with no clear step gets the channel's median over the patch (0 when none), so no NaN reaches a
 model; :func:`temporal_channels` reports the share so filled.
 
-What the loader looks for in the data folder (used only when present):
+What the loader looks for (used only when present), in the data folder ``<data>`` and in the dataset's task
+folders ``<data>/<task>/<sensor>/`` and ``<data>/tasks/<task>/<sensor>/`` (``task`` default ``S12LS-LD``, the
+landslide-detection task; ``<sensor>`` ``s2``, or ``s1asc`` for ``--sensor s1``):
 
-* task splits: ``<data>/<split>.txt`` or ``<data>/splits/<split>.txt`` (``--split``, default ``train``), one patch
-  per line, as an S2 file name, its stem, or ``<region>_<id>``; without such a file every patch is used;
-* norm statistics: ``<data>/norm_data.json`` or ``<data>/norm_stats.json``, ``{"<band>": {"mean": m, "std": s}}``
-  for raw band names (``B04``, ``VV``...); a composite channel of that band becomes ``(x - mean) / std``, a
-  difference ``x / std`` (S1 statistics are taken to be in dB). Bands without statistics stay in physical units.
+* task splits, the published format (github.com/PaulH97/Sen12Landslides, checked 2026-12): ``data_paths.json`` or
+  ``splits.json``, ``{"train": [path, ...], "val": [...], "test": [...]}``, matched by file name (``validation``
+  is read as ``val``); or one name per line in ``<split>.txt`` / ``splits/<split>.txt`` (an S2 file name, its stem,
+  or ``<region>_<id>``). Without any split file every patch is used;
+* norm statistics, the published format: ``norm_data.json`` or ``norm.json``, ``{"mean": [...], "std": [...]}`` in
+  the file's band order (S2: B02..B12 then DEM, as stored, 0..10000: divided by 10000 to match the reflectance
+  channels; S1: VV, VH, DEM in linear power, which the dB channels cannot use: not applied, with a warning); or
+  ``{"<band>": {"mean": m, "std": s}}`` in the channels' own units (``norm_stats.json`` too). A composite channel
+  of a band becomes ``(x - mean) / std``, a difference ``x / std``. Bands without statistics stay in physical units.
 """
 
 from __future__ import annotations
@@ -41,13 +47,23 @@ import numpy as np
 from common.cli import UserError
 from imagery.data.bands import TEMPORAL_MARK, is_temporal_band_set
 from imagery.data.patches import PatchSet
-from imagery.data.sen12landslides import S1_BANDS, S2_BANDS, Sen12LandslidesS1, Sen12LandslidesS2, Sen12Patch
+from imagery.data.sen12landslides import (
+    S1_BANDS,
+    S2_BANDS,
+    S2_REFLECTANCE_SCALE,
+    Sen12LandslidesS1,
+    Sen12LandslidesS2,
+    Sen12Patch,
+)
 
 __all__ = ["TEMPORAL_MARK", "is_temporal_band_set", "load_sen12_temporal", "temporal_channels"]
 
 TEMPORAL_SETS: tuple[str, ...] = ("post", "pre-post", "pre-post-diff")
 SENSORS: tuple[str, ...] = ("s2", "s1", "s2+s1")
-NORM_FILES: tuple[str, ...] = ("norm_data.json", "norm_stats.json")
+NORM_FILES: tuple[str, ...] = ("norm_data.json", "norm.json", "norm_stats.json")
+SPLIT_FILES: tuple[str, ...] = ("data_paths.json", "splits.json")
+DEFAULT_TASK = "S12LS-LD"
+_SPLIT_ALIASES = {"validation": "val", "valid": "val"}
 _S2_NAME = re.compile(r"^(?P<region>.+)_s2_(?P<id>[^_]+)\.nc$", re.IGNORECASE)
 
 
@@ -158,30 +174,75 @@ def _slope(p: Sen12Patch) -> np.ndarray:
     return np.asarray(slope(np.asarray(p.dem, dtype=np.float64), abs(t.e), abs(t.a)), dtype=np.float32)
 
 
-def _split_keys(root: Path, split: str) -> set[str] | None:
-    for f in (root / f"{split}.txt", root / "splits" / f"{split}.txt"):
-        if f.is_file():
-            keys = {ln.strip() for ln in f.read_text().splitlines() if ln.strip() and not ln.startswith("#")}
-            return {Path(k).stem for k in keys} | keys
-    if (root / "splits").is_dir():
-        raise UserError(f"{root / 'splits'}: no {split}.txt for --split {split}")
+def _task_dirs(root: Path, task: str, sensor: str) -> list[Path]:
+    """Where split and norm files are looked for, first match wins: the data folder, then the task folders."""
+    sub = "s2" if "s2" in sensor.split("+") else "s1asc"
+    return [root, root / task / sub, root / "tasks" / task / sub]
+
+
+def _split_keys(dirs: list[Path], split: str) -> set[str] | None:
+    for d in dirs:
+        for name in SPLIT_FILES:
+            f = d / name
+            if f.is_file():
+                try:
+                    table = json.loads(f.read_text())
+                    paths = table[_SPLIT_ALIASES.get(split, split)]
+                except (ValueError, KeyError, TypeError):
+                    raise UserError(
+                        f"{f}: expected {{'train': [...], 'val': [...], 'test': [...]}} with {split!r}"
+                    ) from None
+                return {Path(str(p)).name for p in paths} | {Path(str(p)).stem for p in paths}
+        for f in (d / f"{split}.txt", d / "splits" / f"{split}.txt"):
+            if f.is_file():
+                keys = {ln.strip() for ln in f.read_text().splitlines() if ln.strip() and not ln.startswith("#")}
+                return {Path(k).stem for k in keys} | keys
+        if (d / "splits").is_dir():
+            raise UserError(f"{d / 'splits'}: no {split}.txt for --split {split}")
     return None
 
 
-def _norm(root: Path) -> dict[str, dict[str, float]]:
-    for name in NORM_FILES:
-        f = root / name
-        if f.is_file():
-            try:
-                data = json.loads(f.read_text())
-                return {str(k): {"mean": float(v["mean"]), "std": float(v["std"])} for k, v in data.items()}
-            except (ValueError, KeyError, TypeError, AttributeError):
-                raise UserError(f"{f}: expected {{band: {{'mean': m, 'std': s}}}}") from None
+def _norm_from_lists(f: Path, data: dict) -> dict[str, dict[str, float]]:
+    """The published ``{"mean": [...], "std": [...]}`` in stored band order -> per-band stats in channel units."""
+    mean, std = [float(v) for v in data["mean"]], [float(v) for v in data["std"]]
+    if len(mean) != len(std):
+        raise ValueError("mean and std differ in length")
+    if len(mean) in (len(S2_BANDS), len(S2_BANDS) + 1):  # B02..B12 (+ DEM), stored as reflectance x 10000
+        scale = S2_REFLECTANCE_SCALE
+        return {b: {"mean": mean[i] / scale, "std": std[i] / scale} for i, b in enumerate(S2_BANDS)}
+    if len(mean) in (len(S1_BANDS), len(S1_BANDS) + 1):
+        warnings.warn(
+            f"{f}: Sentinel-1 statistics are in linear power; the S1 channels are in dB, so they stay unnormalised",
+            UserWarning,
+            stacklevel=3,
+        )
+        return {}
+    raise ValueError(f"{len(mean)} values match neither the S2 ({len(S2_BANDS)}) nor the S1 ({len(S1_BANDS)}) bands")
+
+
+def _norm(dirs: list[Path]) -> dict[str, dict[str, float]]:
+    for d in dirs:
+        for name in NORM_FILES:
+            f = d / name
+            if f.is_file():
+                try:
+                    data = json.loads(f.read_text())
+                    if isinstance(data.get("mean"), list):
+                        return _norm_from_lists(f, data)
+                    return {str(k): {"mean": float(v["mean"]), "std": float(v["std"])} for k, v in data.items()}
+                except (ValueError, KeyError, TypeError, AttributeError) as exc:
+                    raise UserError(
+                        f"{f}: expected {{'mean': [...], 'std': [...]}} or {{band: {{'mean': m, 'std': s}}}} ({exc})"
+                    ) from None
     return {}
 
 
 def load_sen12_temporal(
-    root: str | os.PathLike[str], temporal: str = "post", sensor: str = "s2", split: str = "train"
+    root: str | os.PathLike[str],
+    temporal: str = "post",
+    sensor: str = "s2",
+    split: str = "train",
+    task: str = DEFAULT_TASK,
 ) -> PatchSet:
     """The labelled patches of a Sen12Landslides folder as channel-first float32 images ``(N, C, H, W)`` (channels
     named in :attr:`PatchSet.bands`) and their masks ``(N, H, W)`` uint8 0/1; ids are the file ids when numeric,
@@ -192,12 +253,13 @@ def load_sen12_temporal(
     files = sorted(f for f in s2_dir.glob("*.nc") if _S2_NAME.match(f.name))
     if not files:
         raise UserError(f"{r}: no Sentinel-2 patch <region>_s2_<id>.nc")
-    keys = _split_keys(r, split)
+    dirs = _task_dirs(r, task, sensor)
+    keys = _split_keys(dirs, split)
     if keys is not None:
         files = [f for f in files if {f.name, f.stem, f.stem.replace("_s2_", "_")} & keys]
         if not files:
             raise UserError(f"{r}: the {split} split file names none of the patches here")
-    norm = _norm(r)
+    norm = _norm(dirs)
     images, masks, ids, names_seen, gsd = [], [], [], None, 10.0
     for i, f in enumerate(files):
         m = _S2_NAME.match(f.name)

@@ -91,6 +91,37 @@ def test_split_files_and_norm_statistics_are_used(tmp_path: Path) -> None:
     assert load_sen12_temporal(fetched, "pre-post", "s2+s1").images.shape == (1, 25, 128, 128)
 
 
+def test_published_task_files_splits_and_norm_lists(tmp_path: Path) -> None:
+    """The formats the dataset's repository publishes: ``<task>/s2/data_paths.json`` ({"train": [paths], ...}) and
+    ``norm_data.json`` ({"mean": [B02..B12, DEM], "std": [...]}, stored units 0..10000)."""
+    import json
+
+    src = shared_dataset(SAMPLE) / "italy_s2_4120.nc"
+    (tmp_path / "s2").mkdir()
+    for name in ("italy_s2_4120.nc", "italy_s2_7.nc"):
+        (tmp_path / "s2" / name).symlink_to(src)
+    task = tmp_path / "tasks" / "S12LS-LD" / "s2"
+    task.mkdir(parents=True)
+    (task / "data_paths.json").write_text(
+        json.dumps({"train": ["data/final/s2/italy_s2_7.nc"], "val": ["data/final/s2/italy_s2_4120.nc"], "test": []})
+    )
+    raw = load_sen12_temporal(tmp_path, "post", "s2", split="train")
+    assert raw.ids.tolist() == [7]
+    assert load_sen12_temporal(tmp_path, "post", "s2", split="validation").ids.tolist() == [4120]
+    mean = [1000.0 + 100 * i for i in range(11)]
+    std = [2000.0] * 11
+    (task / "norm_data.json").write_text(json.dumps({"mean": mean, "std": std}))
+    normed = load_sen12_temporal(tmp_path, "post", "s2", split="train")
+    i = raw.bands.index("B04@post")  # third band: mean 1200, std 2000 in stored units
+    np.testing.assert_allclose(normed.images[0, i], (raw.images[0, i] - 0.12) / 0.2, rtol=1e-5, atol=1e-6)
+    (task / "norm_data.json").write_text(json.dumps({"mean": [1.0] * 5, "std": [1.0] * 5}))
+    with pytest.raises(UserError, match="norm_data.json.*5 values"):
+        load_sen12_temporal(tmp_path, "post", "s2")
+    (task / "data_paths.json").write_text(json.dumps({"train": []}))
+    with pytest.raises(UserError, match="data_paths.json.*'test'"):
+        load_sen12_temporal(tmp_path, "post", "s2", split="test")
+
+
 def test_path_train_on_the_one_real_patch_model_says_temporal(tmp_path: Path, tracking_uri: str, capsys) -> None:
     """PATH TEST, not a model test: the single real patch, linked twice, is both train and validation set."""
     from common.model_card import CARD_ARTIFACT
