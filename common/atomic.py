@@ -8,6 +8,8 @@ the cause, instead of a traceback from deep inside a writer (h5py, torch, matplo
 * :func:`atomic_path` / :func:`atomic_write`: one file.
 * :func:`atomic_dir`: a folder of outputs, published all together (files already in the target folder
   stay; the new ones appear only when every one of them was written).
+* Modes: files and folders published here get the modes plainly created ones would (``0o666`` / ``0o777``
+  less the umask), not ``tempfile``'s owner-only ones, so colleagues on a shared drive can read outputs.
 * :func:`check_free_space`: refuse before writing ``n`` bytes to a disk that cannot hold them.
 * :func:`clean_stale_staging`: remove the hidden staging files/folders a killed process (SIGKILL, power
   loss) left behind. Staging names carry the writer's pid and host (``.<name>.p<pid>@<host>.<random>.tmp``);
@@ -148,15 +150,35 @@ def clean_stale_folder(folder: Path) -> None:
         clean_stale_staging(folder)
 
 
-def _default_mode() -> int:
-    """The mode a plainly created file gets (``0o666`` less the umask), read once at import."""
-    mask = os.umask(0)
+def current_umask() -> int:
+    """The process's umask: from ``/proc/self/status`` where Linux has it (no race with other threads),
+    else by setting and restoring it."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
     os.umask(mask)
-    return 0o666 & ~mask
+    return mask
 
 
-#: Files renamed into place get this mode: ``mkstemp`` makes them owner-only, other programs' files are not.
-FILE_MODE = _default_mode()
+def file_mode() -> int:
+    """The mode a plainly created file gets (``0o666`` less the umask): what files renamed into place get,
+    since ``mkstemp`` makes them owner-only (colleagues on a shared drive could not read them)."""
+    return 0o666 & ~current_umask()
+
+
+def dir_mode() -> int:
+    """The mode a plainly created folder gets (``0o777`` less the umask): what staging folders published by
+    :func:`atomic_dir` get, since ``mkdtemp`` makes them owner-only."""
+    return 0o777 & ~current_umask()
+
+
+#: The file mode under the umask at import (kept for callers; :func:`file_mode` reads the umask in force).
+FILE_MODE = file_mode()
 
 
 @contextlib.contextmanager
@@ -184,7 +206,7 @@ def atomic_path(path: str | os.PathLike[str], suffix: str | None = None) -> Iter
     try:
         yield tmp
         with contextlib.suppress(FileNotFoundError):
-            os.chmod(tmp, FILE_MODE)
+            os.chmod(tmp, file_mode())
         os.replace(tmp, target)
     except BaseException as exc:
         with contextlib.suppress(FileNotFoundError):
@@ -227,6 +249,7 @@ def atomic_dir(path: str | os.PathLike[str], *, replace: bool = False) -> Iterat
         target.parent.mkdir(parents=True, exist_ok=True)
         clean_stale_folder(target.parent)
         tmp = Path(tempfile.mkdtemp(prefix=staging_prefix(target.name), suffix=".tmp", dir=target.parent))
+        os.chmod(tmp, dir_mode())  # mkdtemp's 0700 would survive the rename of replace=True
     except OSError as exc:
         if _is_write_refusal(exc):
             raise write_error(target, exc) from exc

@@ -319,13 +319,17 @@ def default_run_name(experiment: str, hint: str | None = None, data: str | None 
 
 
 def runs_table_url(experiment: str, tracking_uri: str | None = None, ui: str = "http://127.0.0.1:5000") -> str:
-    """The MLflow UI's link to ``experiment``'s runs table (``mlflow ui`` serves ``ui``; MLflow 3 may open
-    an experiment on its GenAI traces otherwise)."""
+    """The MLflow UI's link to ``experiment``'s runs table (``mlflow ui`` serves ``ui``). MLflow 3's UI keeps
+    its GenAI / model-training toggle in the browser's local storage (GenAI in a fresh browser) and never
+    reconciles it with the experiment's ``mlflow.experimentKind`` tag (3.17 and 3.18 alike); the
+    ``workflowType=machine_learning`` query parameter, which its toggle reads first, opens the model-training
+    view whatever the browser stored."""
     try:
         exp = MlflowClient(tracking_uri).get_experiment_by_name(experiment)
     except MlflowException:
         exp = None
-    return f"{ui}/#/experiments/{exp.experiment_id}/runs" if exp is not None else f"{ui}/#/experiments"
+    query = "?workflowType=machine_learning"
+    return f"{ui}/#/experiments/{exp.experiment_id}/runs{query}" if exp is not None else f"{ui}/#/experiments{query}"
 
 
 #: Run tags the project sets: which pipeline made a run, and the sha256 of the model it logged.

@@ -59,7 +59,7 @@ def run(o: ValidateOptions, ctx: Context) -> dict[str, object]:
 
     from common.atomic import atomic_path  # noqa: PLC0415 - loaded when the command runs
     from common.fingerprint import fingerprint_files  # noqa: PLC0415 - loaded when the command runs
-    from common.geo import write_gpkg  # noqa: PLC0415 - GDAL loads when the command runs
+    from common.geo import validation_by_status_qml, write_gpkg  # noqa: PLC0415 - GDAL loads when the command runs
     from common.tracking import log_fingerprint, set_run_kind  # noqa: PLC0415 - MLflow loads when the command runs
     from fusion.validation import validate_inventory  # noqa: PLC0415 - loaded when the command runs
 
@@ -76,7 +76,7 @@ def run(o: ValidateOptions, ctx: Context) -> dict[str, object]:
     out.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(out) as tmp:
         result.table().to_csv(tmp, index=False)
-    write_gpkg(result.features, gpkg, result.crs, layer="validation")
+    write_gpkg(result.features, gpkg, result.crs, layer="validation", style_qml=validation_by_status_qml())
     mlflow.log_metrics({k: v for k, v in result.metrics.items() if not math.isnan(v)})
     mlflow.log_param("metric_crs", result.metric_crs)
     mlflow.log_artifact(str(out))

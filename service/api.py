@@ -10,7 +10,14 @@ Endpoints (JSON in and out; errors are ``{"error": "<one line>"}`` with a 4xx st
   ``POST /v1/assess/upload``: the same with an uploaded multi-band GeoTIFF scene.
   ``GET /v1/jobs/{id}``: status, progress, and when done the regions and landslide polygons as GeoJSON
   and links to the files; ``GET /v1/jobs/{id}/files/{name}``: one output file.
-* ``GET /``: the map page (Leaflet, served by the app: no CDN); ``GET /docs``: OpenAPI docs.
+* ``POST /v1/regions``: an uploaded GeoJSON or GeoPackage of region polygons (any CRS for a GeoPackage) to
+  the GeoJSON ``region`` (EPSG:4326, one feature per region, ids kept) that ``/v1/assess`` takes, checked.
+* ``GET /v1/scenes``: the scenes under ``--scenes-root`` (name, date, bounds) and whether the service
+  searches a STAC API (``stac_search``: it was started with ``--stac-url``); ``GET /v1/scenes/{name}/quicklook.png``:
+  the scene's true colour over those bounds (EPSG:4326, at most 512 px a side), made once.
+* ``GET /``: the map page (Leaflet, served by the app: no CDN); ``GET /docs`` and ``GET /redoc``: the API's
+  docs, whose Swagger UI and ReDoc files the app serves from the ``fastapi-offline`` package (no CDN, so the
+  docs open offline); ``GET /openapi.json``: the schema.
 
 ``X-API-Key`` is required on ``/v1/*`` when the service has a key, in the header only (never the URL, which
 logs and proxies record); it is compared in constant time. Request bodies are counted as they are read
@@ -34,6 +41,7 @@ from fastapi import Depends, FastAPI, File, Form, Header, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
+from fastapi_offline import FastAPIOffline
 from pydantic import BaseModel, Field, ValidationError
 
 from common.errors import UserError
@@ -61,6 +69,7 @@ from service.security import (
 STATIC = Path(__file__).resolve().parent / "static"
 OUTPUT_FILES = (
     "regions.geojson",
+    "regions.gpkg",
     "landslides.geojson",
     "probability.tif",
     "report.html",
@@ -141,7 +150,13 @@ def create_app(
     )
     key = cfg.key()
     labels = server_labels(cfg)
-    app = FastAPI(title="Landslide detection", version="1", description=__doc__.split("\n\n")[0])
+    app = FastAPIOffline(  # /docs and /redoc from the package's files, not a CDN; no online validator badge
+        title="Landslide detection",
+        version="1",
+        description=__doc__.split("\n\n")[0],
+        static_url="/docs-static",
+        swagger_ui_parameters={"validatorUrl": None},
+    )
     app.state.store, app.state.scorer = store, scorer
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     app.add_middleware(SecurityHeaders)
@@ -185,7 +200,19 @@ def create_app(
 
     @app.get("/v1/scenes", dependencies=[Depends(authorized)])
     def scenes() -> dict[str, Any]:
-        return {"scenes": assessor.scenes()}
+        return {"scenes": assessor.scenes(), "stac_search": bool(cfg.stac_url)}
+
+    @app.get("/v1/scenes/{name}/quicklook.png", dependencies=[Depends(authorized)])
+    def scene_quicklook(name: str) -> FileResponse:
+        make = getattr(assessor, "quicklook", None)  # an assessor without scenes of its own has none
+        if make is None:
+            raise ApiError(404, f"no quick-look for scene {name!r}")
+        return FileResponse(make(name, store.root / ".quicklooks"), media_type="image/png")
+
+    @app.post("/v1/regions", dependencies=[Depends(authorized)])
+    async def regions_upload(file: Annotated[UploadFile, File()]) -> dict[str, Any]:
+        data = await file.read()
+        return {"region": uploaded_regions(data, store.root / ".uploads", cfg.max_area_km2)}
 
     @app.post("/v1/assess", dependencies=[Depends(authorized)], status_code=202)
     def assess_json(req: AssessRequest) -> dict[str, str]:
@@ -261,6 +288,42 @@ def server_labels(cfg: ServiceConfig) -> dict[str, str]:
             out[os.path.abspath(folder)] = label
             out[os.path.realpath(folder)] = label
     return out
+
+
+def uploaded_regions(data: bytes, folder: Path, max_area_km2: float) -> dict[str, Any]:
+    """The regions of an uploaded GeoJSON (EPSG:4326, read without GDAL) or GeoPackage (any CRS; recognised by
+    its SQLite header and ``GPKG`` application id before GDAL opens it) as a GeoJSON FeatureCollection in
+    EPSG:4326 with a ``region_id`` per feature, checked like an ``/v1/assess`` request's regions."""
+    import shapely.geometry  # noqa: PLC0415 - only for this endpoint
+
+    from service.regions import check_regions, from_geojson, read_regions  # noqa: PLC0415
+
+    if data[:16] == b"SQLite format 3\x00" and data[68:72] == b"GPKG":
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / f"{uuid.uuid4().hex}.gpkg"
+        try:
+            path.write_bytes(data)
+            try:
+                regions = read_regions(path)
+            except UserError:
+                raise UserError("file: a GeoPackage without readable region polygons") from None
+        finally:
+            path.unlink(missing_ok=True)
+    else:
+        try:
+            obj = json.loads(data)
+        except ValueError:
+            raise UserError("file: expected a GeoJSON or GeoPackage of region polygons") from None
+        regions = from_geojson(obj)
+    fc = {
+        "type": "FeatureCollection",
+        "features": [
+            {"type": "Feature", "geometry": shapely.geometry.mapping(r.geometry), "properties": {"region_id": r.id}}
+            for r in regions
+        ],
+    }
+    check_regions(from_geojson(fc), max_area_km2)  # the vertex limit too, as /v1/assess will see them
+    return fc
 
 
 async def _save_upload(upload: UploadFile, folder: Path, limit_mb: float) -> Path:

@@ -30,7 +30,8 @@
    of :mod:`fusion.crosscheck`, and the change rule :class:`fusion.models.ChangeRule` for the third
    evidence): fused probability, decision, agreement, reason; the top SHAP features.
 
-Outputs (in ``out``): ``regions.geojson`` (regions with every score), ``landslides.geojson`` (detected
+Outputs (in ``out``): ``regions.geojson`` (regions with every score), ``regions.gpkg`` (the same in the
+scene's CRS, styled by decision for QGIS in its ``layer_styles`` table), ``landslides.geojson`` (detected
 polygons inside the regions, EPSG:4326, with the region id), ``probability.tif`` (the cut scene's
 probability COG), ``report.html`` (one self-contained page: map of regions and polygons over the
 scene's RGB, scores, reasons, SHAP features; Leaflet inlined, so it opens offline), ``report.json``,
@@ -71,7 +72,10 @@ from common.geo import (
     buffer_m,
     client_reads,
     geodesic_area_m2,
+    regions_by_decision_qml,
+    transform_geometries,
     write_geojson,
+    write_gpkg,
     zone_of,
 )
 from fusion.models import Models
@@ -98,7 +102,7 @@ from service.regions import (
     parse_date,
     read_regions,
 )
-from service.report import write_report, write_rgb_png
+from service.report import report_warnings, write_report, write_rgb_png
 from service.security import check_stac_url, client_message
 
 WGS84 = "EPSG:4326"
@@ -520,6 +524,15 @@ def assess(
         write_geojson(
             [Feature(r.geometry, p) for r, p in zip(regions, props, strict=True)], staging / "regions.geojson", WGS84
         )
+        crs = Grid.from_raster(scene_res.paths["probability.tif"]).crs  # the GeoPackage in the scene's CRS
+        projected = transform_geometries([r.geometry for r in regions], WGS84, crs)
+        write_gpkg(
+            [Feature(g, p) for g, p in zip(projected, props, strict=True)],
+            staging / "regions.gpkg",
+            crs,
+            layer="regions",
+            style_qml=regions_by_decision_qml(),  # opens in QGIS coloured by decision
+        )
         slides = _landslides_in(regions, scene_res.paths["landslides.geojson"])
         write_geojson(slides, staging / "landslides.geojson", WGS84)
         shutil.copyfile(scene_res.paths["probability.tif"], staging / "probability.tif")
@@ -579,7 +592,14 @@ def assess(
                 **{_metric(f"change_{k}"): float(v) for k, v in changes.items()},
             }
         )
-        for name in ("regions.geojson", "landslides.geojson", "report.html", "report.json", "overview.png"):
+        for name in (
+            "regions.geojson",
+            "regions.gpkg",
+            "landslides.geojson",
+            "report.html",
+            "report.json",
+            "overview.png",
+        ):
             mlflow.log_artifact(str(out / name))
     return AssessResult(out, table, report)
 
@@ -653,6 +673,19 @@ class Assessor:
             out.append({"name": p.name, "date": scene.date, "bbox": [round(v, 6) for v in grid.bounds_in(WGS84)]})
         return out
 
+    def quicklook(self, name: str, folder: Path, max_px: int = 512) -> Path:
+        """Scene ``name``'s true-colour quick-look over its whole extent (PNG on an EPSG:4326 grid, at most
+        ``max_px`` a side, where ``/v1/scenes`` says its ``bbox`` is), made once into ``folder``."""
+        entry = self._scene_path(name)
+        path = folder / f"{name}.png"
+        if not path.is_file():
+            folder.mkdir(parents=True, exist_ok=True)
+            with client_reads(self.sources({"scene": name}, folder)):
+                scene = open_scene(entry)
+                bbox = Grid.from_raster(scene.files[scene.bands[0]].path).bounds_in(WGS84)
+                write_rgb_png(scene, bbox, path, max_px=max_px)
+        return path
+
     def sources(self, request: dict[str, Any], folder: Path) -> ClientSources:
         """Where this request's scene may be read from (module docstring of :mod:`common.geo.client`)."""
         timeout = int(max(1, self.cfg.http_timeout_s))
@@ -722,11 +755,14 @@ class Assessor:
         for name in result.out.iterdir():  # the job's files live beside job.json
             shutil.move(str(name), folder / name.name)
         shutil.rmtree(result.out, ignore_errors=True)
+        regions = json.loads((folder / "regions.geojson").read_text(encoding="utf-8"))
         answer = {
-            "regions": json.loads((folder / "regions.geojson").read_text(encoding="utf-8")),
+            "regions": regions,
             "landslides": json.loads((folder / "landslides.geojson").read_text(encoding="utf-8")),
             "scene_bounds": result.report["scene_bounds"],
             "scene": result.report["scene"],
+            # what report.html shows at its top, for the map page
+            "warnings": report_warnings(result.report, [f["properties"] for f in regions["features"]]),
         }
         if "change" in result.report:
             answer["change"] = result.report["change"]

@@ -43,6 +43,7 @@ from common.geo.style import (
     landslides_by_confidence_qml,
     probability_qml,
     regions_by_decision_qml,
+    validation_by_status_qml,
     write_layer_style,
     write_qml,
 )
@@ -128,6 +129,7 @@ __all__ = [
     "probability_qml",
     "classes_qml",
     "regions_by_decision_qml",
+    "validation_by_status_qml",
     "landslides_by_confidence_qml",
     "write_qml",
     "write_layer_style",

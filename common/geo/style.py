@@ -10,7 +10,8 @@ QGIS picks up a style by itself in two places, and this module writes both:
   :func:`write_layer_style` (sqlite3, after the layer is written; the table and its ``gpkg_contents``
   row are created as QGIS creates them). :func:`categorized_qml` (one colour per attribute value, e.g.
   regions by decision) and :func:`graduated_qml` (value ranges, e.g. landslides by confidence) make
-  the vector styles.
+  the vector styles: :func:`regions_by_decision_qml` (assess), :func:`landslides_by_confidence_qml`
+  (predict_scene's ``mean_prob``, map_event's ``confidence``) and :func:`validation_by_status_qml` (validate).
 
 Colour tables and category names inside the raster itself are set by :class:`common.geo.CogWriter`
 (``colormap=``, the :data:`common.geo.CLASSES_TAG` tag); :func:`hex_rgba` converts ``#rrggbb[aa]``.
@@ -37,6 +38,12 @@ DECISION_STYLE: dict[str | int | None, tuple[str, str]] = {
     None: ("#969696", "unknown: no evidence"),
 }
 CONFIDENCE_COLOURS = ("#fecc5c", "#fd8d3c", "#e31a1c")  # low, medium, high
+# validation polygons by status (fusion.validation): a true positive, a false detection, a missed landslide
+STATUS_STYLE: dict[str | int | None, tuple[str, str]] = {
+    "matched": ("#1a9850", "matched (detected and in the reference)"),
+    "false": ("#d7301f", "false detection (not in the reference)"),
+    "missed": ("#7b3294", "missed (in the reference, not detected)"),
+}
 
 
 def hex_rgba(colour: str) -> tuple[int, int, int, int]:
@@ -211,6 +218,11 @@ def graduated_qml(
 def regions_by_decision_qml(field: str = "decision") -> str:
     """Regions outlined and lightly filled by decision (1 likely, 0 unlikely, empty unknown)."""
     return categorized_qml(field, DECISION_STYLE)
+
+
+def validation_by_status_qml(field: str = "status") -> str:
+    """Validation polygons (detected and reference) by ``status``: matched, false detection, missed."""
+    return categorized_qml(field, STATUS_STYLE, fill_alpha=90)
 
 
 def landslides_by_confidence_qml(threshold: float | None = None, field: str = "mean_prob") -> str:

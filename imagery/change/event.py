@@ -38,6 +38,7 @@ from common.geo import (
     RasterOnGrid,
     StripPolygonizer,
     iter_windows,
+    landslides_by_confidence_qml,
     pixel_size_m,
     slope,
     terrain_window,
@@ -316,7 +317,13 @@ def map_event(
             post_dates=post_dates,
             segmenter_threshold=float(seg_info["threshold"]) if seg_info else 0.5,
         )
-    write_gpkg(features, out / "landslides.gpkg", grid.crs, layer="landslides")
+    write_gpkg(  # opens in QGIS by confidence (the polygons' mean probability): low, medium, high from 0.5
+        features,
+        out / "landslides.gpkg",
+        grid.crs,
+        layer="landslides",
+        style_qml=landslides_by_confidence_qml(None, "confidence"),
+    )
     write_geojson(features, out / "landslides.geojson", grid.crs)
     timings["polygons_s"] = time.perf_counter() - t
     timings["total_s"] = time.perf_counter() - t0

@@ -62,6 +62,20 @@ def test_landslide_found_field_and_quarry_not(world, tmp_path: Path, tracking_ur
         assert r.count == 8
         count = r.read()[-1]
     assert count[55, 65] == 1 and count[75, 30] == 2
+    # landslides.gpkg opens in QGIS by confidence (its default style in layer_styles)
+    import sqlite3
+    import xml.etree.ElementTree as ET
+    from contextlib import closing
+
+    import pyogrio
+
+    assert pyogrio.read_info(out / "landslides.gpkg", layer="landslides")["features"] == 1
+    with closing(sqlite3.connect(out / "landslides.gpkg")) as con:
+        styles = con.execute("SELECT f_table_name, styleQML, useAsDefault FROM layer_styles").fetchall()
+    assert [(t, d) for t, _q, d in styles] == [("landslides", 1)]
+    renderer = ET.fromstring(styles[0][1]).find(".//renderer-v2")
+    assert renderer.get("attr") == "confidence"
+    assert [r.get("label").split(" ")[0] for r in renderer.iter("range")] == ["low", "medium", "high"]
 
 
 def test_susceptibility_is_fused(world, tmp_path: Path, tracking_uri: str) -> None:

@@ -208,4 +208,7 @@ def test_names_say_what_ran_on_what(tracking_uri: str, tmp_path: Path) -> None:
     assert got.info.run_name.startswith("names-check-lsat-")  # pytest runs no pipelines.* command
     assert [i.dataset.name for i in got.inputs.dataset_inputs] == ["lsat-train"]
     exp_id = client.get_experiment_by_name("names-check").experiment_id
-    assert runs_table_url("names-check", tracking_uri) == f"http://127.0.0.1:5000/#/experiments/{exp_id}/runs"
+    assert (
+        runs_table_url("names-check", tracking_uri)
+        == f"http://127.0.0.1:5000/#/experiments/{exp_id}/runs?workflowType=machine_learning"
+    )

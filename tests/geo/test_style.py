@@ -170,3 +170,18 @@ def test_read_vector_skips_the_style_table(tmp_path: Path) -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # pyogrio warns "More than one layer found" when it has to choose
         assert len(read_vector(out).geometries) == 1
+
+
+def test_validation_polygons_open_by_status(tmp_path: Path) -> None:
+    from common.geo import validation_by_status_qml
+    from fusion.validation import STATUS_FALSE, STATUS_MATCHED, STATUS_MISSED
+
+    statuses = (STATUS_MATCHED, STATUS_FALSE, STATUS_MISSED)
+    feats = [Feature(shapely.box(i * 20, 0, i * 20 + 10, 10), {"status": s}) for i, s in enumerate(statuses)]
+    out = write_gpkg(feats, tmp_path / "v.gpkg", "EPSG:32633", layer="validation", style_qml=validation_by_status_qml())
+    assert pyogrio.read_info(out, layer="validation")["features"] == 3
+    (style,) = _styles(out)
+    assert style[0] == "validation" and style[4] == 1
+    renderer = ET.fromstring(style[3]).find(".//renderer-v2")
+    assert renderer.get("attr") == "status"
+    assert [c.get("value") for c in renderer.iter("category")] == list(statuses)  # every status has a colour

@@ -122,6 +122,22 @@ def test_regions_clouds_and_factor_coverage(seg: Path, tmp_path: Path, tracking_
     assert "cloud or no data over the whole region" in rows["cloud"]["note"]
     assert "outside the scene" in rows["outside"]["note"]
     assert "decisions: clear=1, cloud=unknown, outside=unknown" in capsys.readouterr().out
+    # regions.gpkg: the same regions in the scene's CRS, opening in QGIS coloured by decision
+    import sqlite3
+    import xml.etree.ElementTree as ET
+    from contextlib import closing
+
+    info = pyogrio.read_info(out / "regions.gpkg", layer="regions")
+    assert info["features"] == 3 and rasterio.crs.CRS.from_user_input(info["crs"]) == rasterio.crs.CRS.from_user_input(
+        world["crs"]
+    )
+    with closing(sqlite3.connect(out / "regions.gpkg")) as con:
+        styles = con.execute("SELECT f_table_name, styleQML, useAsDefault FROM layer_styles").fetchall()
+    assert [(t, d) for t, _q, d in styles] == [("regions", 1)]
+    renderer = ET.fromstring(styles[0][1]).find(".//renderer-v2")
+    assert renderer.get("attr") == "decision"
+    cats = {c.get("value"): c.get("label") for c in renderer.iter("category")}
+    assert cats == {"1": "landslide likely", "0": "unlikely", "": "unknown: no evidence"}
 
 
 @pytest.mark.parametrize(

@@ -97,6 +97,8 @@ def test_map_page_assesses_a_box(tmp_path: Path, _template_store: Path) -> None:
         wait = WebDriverWait(driver, 60)
         wait.until(lambda d: d.find_element(By.ID, "scene").get_attribute("value") == "29RKH")
         wait.until(lambda d: d.find_element(By.ID, "west").get_attribute("value") != "")
+        # before any request: the scene's true-colour quick-look under its outline
+        wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "#map img.leaflet-image-layer"))
         driver.find_element(By.ID, "date").clear()
         driver.find_element(By.ID, "date").send_keys("2020-03-01")  # the scene is of 2020-02-19
         driver.execute_script("document.getElementById('date').value = '2020-03-01';")

@@ -172,6 +172,12 @@ def test_command_writes_table_gpkg_and_logs(files: dict[str, Path], tmp_path: Pa
         "missed",
         "missed",
     ]
+    import sqlite3
+    from contextlib import closing
+
+    with closing(sqlite3.connect(out.with_name("metrics_polygons.gpkg"))) as con:  # QGIS's default style, by status
+        styles = con.execute("SELECT f_table_name, styleQML, useAsDefault FROM layer_styles").fetchall()
+    assert [(t, d) for t, _q, d in styles] == [("validation", 1)] and 'attr="status"' in styles[0][1]
     import mlflow
 
     runs = mlflow.search_runs(experiment_names=["validate"])
