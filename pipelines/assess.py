@@ -20,186 +20,167 @@ Examples::
 
 from __future__ import annotations
 
-import argparse
-import sys
-from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
 
-from common.cli import UserError, add_common_args, csv_list, positive_int, print_summary, progress_printer, run_main
-from common.seed import seed_everything
-from fusion.choices import POLICIES
-from pipelines._register import model_or_champion
-from pipelines._segmenter_args import add_engine_args, engine_spec_of
+from common.cli import RunOptions, UserError, positive_int
+from common.options import arg, fill, nested
+from fusion.choices import Policy
+from pipelines._command import Command, Context
+from pipelines._segmenter_args import EngineOptions
 from service.config import AssessConfig
 
 EXPERIMENT = "assess"
+_D = AssessConfig()
 
 
-def build_parser() -> argparse.ArgumentParser:
-    d = AssessConfig()
-    p = argparse.ArgumentParser(prog="python -m pipelines.assess", description=__doc__.split("\n\n")[0])
-    where = p.add_argument_group("regions (one of)")
-    where.add_argument("--lat", type=float, default=None, help="latitude of a point (degrees)")
-    where.add_argument("--lon", type=float, default=None, help="longitude of a point (degrees)")
-    where.add_argument("--radius-m", type=float, default=d.radius_m, help="radius around the point, m")
-    where.add_argument("--bbox", type=float, nargs=4, metavar=("W", "S", "E", "N"), default=None)
-    where.add_argument("--regions", default=None, help="polygons (GeoJSON, GeoPackage, shapefile; any CRS)")
-    when = p.add_argument_group("imagery")
-    when.add_argument("--date", required=True, help="YYYY-MM-DD: the latest imagery date to use")
-    when.add_argument("--days-before", type=int, default=d.days_before, help="search window before --date")
-    when.add_argument("--scene", default=None, help="a scene on disk: band folder, .SAFE, GeoTIFF (--bands) or item")
-    when.add_argument("--bands", type=csv_list, default=None, help="band order of a multi-band GeoTIFF --scene")
-    when.add_argument("--items", default=None, help="saved STAC item(s) to pick the scene from")
-    when.add_argument("--stac-url", default=None, help="a STAC API to search (e.g. Earth Search v1)")
-    when.add_argument("--max-cloud", type=float, default=d.max_cloud, help="largest cloud cover %% of a STAC item")
-    when.add_argument("--dem", default=None, help="DEM GeoTIFF (any CRS) for models that use slope/DEM")
-    change = p.add_argument_group("change evidence (with --event-date; from --items or --stac-url, as map_event)")
-    change.add_argument(
-        "--event-date",
-        default=None,
-        help="YYYY-MM-DD: add the change evidence of composites before and after this date (needs --dem)",
+@dataclass
+class RegionOptions:
+    """regions (one of)"""
+
+    lat: float | None = arg("latitude of a point (degrees)", default=None)
+    lon: float | None = arg("longitude of a point (degrees)", default=None)
+    radius_m: float = arg("radius around the point, m", default=_D.radius_m)
+    bbox: list[float] | None = arg(
+        "a box: west, south, east, north (degrees)", default=None, nargs=4, metavar=("W", "S", "E", "N")
     )
-    change.add_argument(
-        "--pre-days", type=positive_int, default=d.pre_days, help="pre-event window, days (default %(default)s)"
+    regions: str | None = arg("polygons (GeoJSON, GeoPackage, shapefile; any CRS)", default=None)
+
+
+@dataclass
+class ImageryOptions:
+    """imagery"""
+
+    date: str = arg("YYYY-MM-DD: the latest imagery date to use")
+    days_before: int = arg("search window before --date", default=_D.days_before)
+    scene: str | None = arg("a scene on disk: band folder, .SAFE, GeoTIFF (--bands) or item", default=None)
+    bands: list[str] | None = arg("band order of a multi-band GeoTIFF --scene", default=None)
+    items: str | None = arg("saved STAC item(s) to pick the scene from", default=None)
+    stac_url: str | None = arg("a STAC API to search (e.g. Earth Search v1)", default=None)
+    max_cloud: float = arg("largest cloud cover % of a STAC item", default=_D.max_cloud)
+    dem: str | None = arg("DEM GeoTIFF (any CRS) for models that use slope/DEM", default=None)
+
+
+@dataclass
+class ChangeOptions:
+    """change evidence (with --event-date; from --items or --stac-url, as map_event)"""
+
+    event_date: str | None = arg(
+        "YYYY-MM-DD: add the change evidence of composites before and after this date (needs --dem)", default=None
     )
-    change.add_argument(
-        "--post-days",
-        type=positive_int,
-        default=d.post_days,
-        help="post-event window, days, cut at --date (default %(default)s)",
+    pre_days: int = arg("pre-event window, days (default %(default)s)", default=_D.pre_days, type=positive_int)
+    post_days: int = arg(
+        "post-event window, days, cut at --date (default %(default)s)", default=_D.post_days, type=positive_int
     )
-    p.add_argument("--factors", nargs="*", default=[], help="factor rasters: NAME=path or path (name = file stem)")
-    p.add_argument("--tabular-model", default=None, help="tabular model URI")
-    p.add_argument(
-        "--imagery-model",
-        default=None,
-        help="segmenter URI (runs:/..., models:/NAME@ALIAS, folder or .onnx); with no model named at all the "
+
+
+@dataclass(kw_only=True)
+class AssessOptions:
+    """The flags of ``python -m pipelines.assess`` (logged as the run's ``config.json``; keyword-only: ``--out``
+    keeps its place in ``--help`` among the flags with defaults)."""
+
+    factors: list[str] = arg("factor rasters: NAME=path or path (name = file stem)", default_factory=list, nargs="*")
+    tabular_model: str | None = arg("tabular model URI", default=None)
+    imagery_model: str | None = arg(
+        "segmenter URI (runs:/..., models:/NAME@ALIAS, folder or .onnx); with no model named at all the "
         "@champion of landslide-imagery (and of landslide-tabular / landslide-fuser where registered) is used",
-    )
-    p.add_argument("--fusion-model", default=None, help="fuser URI (else --policy decides)")
-    p.add_argument(
-        "--policy",
         default=None,
-        choices=POLICIES,
-        help="decision policy (default: stacked with a fuser, else any, or the one model given)",
     )
-    p.add_argument("--out", required=True, help="output folder")
-    add_engine_args(p)
-    p.add_argument("--device", default=d.device, help="auto, cpu or cuda")
-    p.add_argument("--threshold", type=float, default=None, help="override the segmenter's threshold")
-    p.add_argument("--min-area-m2", type=float, default=d.min_area_m2, help="smallest landslide polygon kept")
-    p.add_argument(
-        "--tile", type=positive_int, default=d.tile, help="tile size of the segmenter, px (default %(default)s)"
+    fusion_model: str | None = arg("fuser URI (else --policy decides)", default=None)
+    policy: Policy | None = arg(
+        "decision policy (default: stacked with a fuser, else any, or the one model given)", default=None
     )
-    p.add_argument(
-        "--allow-resolution-mismatch",
-        action="store_true",
-        help="run even when the scene's pixel size is more than 1.5x off the model's training GSD (a warning)",
+    out: str = arg("output folder")
+    device: str = arg("auto, cpu or cuda", default=_D.device)
+    threshold: float | None = arg("override the segmenter's threshold", default=None)
+    min_area_m2: float = arg("smallest landslide polygon kept", default=_D.min_area_m2)
+    tile: int = arg("tile size of the segmenter, px (default %(default)s)", default=_D.tile, type=positive_int)
+    allow_resolution_mismatch: bool = arg(
+        "run even when the scene's pixel size is more than 1.5x off the model's training GSD (a warning)",
+        default=False,
     )
-    p.add_argument("--max-area-km2", type=float, default=d.max_area_km2, help="largest region accepted")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    add_common_args(p)
-    return p
+    max_area_km2: float = arg("largest region accepted", default=_D.max_area_km2)
+    progress: bool = arg("no progress bar", default=True, flag="--no-progress")
+    where: RegionOptions = nested(RegionOptions)
+    imagery: ImageryOptions = nested(ImageryOptions)
+    change: ChangeOptions = nested(ChangeOptions)
+    engine: EngineOptions = nested(EngineOptions)
+    run: RunOptions = nested(RunOptions)
 
 
-def config_from_args(args: argparse.Namespace) -> AssessConfig:
-    # the same check as the API's (service.regions.check_values), before a run is opened
+def config_from_args(o: AssessOptions, **models: str | None) -> AssessConfig:
+    """The library's config for these options (``models``: the resolved model URIs); the checks of the API's
+    requests (:func:`service.regions.check_values`) and the change plan run first, before a run is opened."""
     from service.regions import CLI_NAMES, check_values  # noqa: PLC0415 - shapely/GDAL load when the command runs
 
-    check_values(
-        date=args.date, days_before=args.days_before, radius_m=args.radius_m, scene=args.scene, names=CLI_NAMES
-    )
-    if args.event_date is not None:  # before a run is opened: the one check of service.assess
+    w, im, ch = o.where, o.imagery, o.change
+    check_values(date=im.date, days_before=im.days_before, radius_m=w.radius_m, scene=im.scene, names=CLI_NAMES)
+    if ch.event_date is not None:  # before a run is opened: the one check of service.assess
         from service.assess import event_plan  # noqa: PLC0415 - loaded when the command runs: --help stays fast
 
         event_plan(
             AssessConfig(
-                date=args.date,
-                event_date=args.event_date,
-                pre_days=args.pre_days,
-                post_days=args.post_days,
-                dem=args.dem,
-                scene=args.scene,
+                date=im.date,
+                event_date=ch.event_date,
+                pre_days=ch.pre_days,
+                post_days=ch.post_days,
+                dem=im.dem,
+                scene=im.scene,
             )
         )
-    if args.policy == "stacked" and not args.fusion_model:
+    fusion_model = models.get("fusion_model", o.fusion_model)
+    if o.policy == "stacked" and not fusion_model:
         raise UserError("--policy stacked needs --fusion-model; or pick another --policy")
-    return AssessConfig(
-        date=args.date,
-        regions=args.regions,
-        lat=args.lat,
-        lon=args.lon,
-        radius_m=args.radius_m,
-        bbox=args.bbox,
-        days_before=args.days_before,
-        scene=args.scene,
-        bands=args.bands,
-        items=args.items,
-        stac_url=args.stac_url,
-        max_cloud=args.max_cloud,
-        dem=args.dem,
-        factors=list(args.factors),
-        tabular_model=args.tabular_model,
-        imagery_model=args.imagery_model,
-        fusion_model=args.fusion_model,
-        out=args.out,
-        policy=args.policy,
-        runtime=engine_spec_of(args),
-        device=args.device,
-        threshold=args.threshold,
-        min_area_m2=args.min_area_m2,
-        tile=args.tile,
-        allow_resolution_mismatch=args.allow_resolution_mismatch,
-        max_area_km2=args.max_area_km2,
-        progress=not args.no_progress,
-        seed=args.seed,
-        event_date=args.event_date,
-        pre_days=args.pre_days,
-        post_days=args.post_days,
-    )
+    return fill(AssessConfig, o, w, im, ch, o.run, factors=list(o.factors), runtime=o.engine.spec(), **models)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+def library_config(o: AssessOptions, ctx: Context) -> AssessConfig:
+    """Resolve the models (``@champion`` where none is named) and build the library's config (logged as params)."""
+    from pipelines._register import model_or_champion  # noqa: PLC0415 - MLflow loads when the command runs
+
+    none_named = o.imagery_model is None and o.tabular_model is None and o.fusion_model is None
+    if o.imagery_model is None and not none_named:
+        raise UserError("--imagery-model is needed with --tabular-model/--fusion-model (or name no model: @champion)")
+    models = {
+        "imagery_model": model_or_champion(o.imagery_model, "imagery", "--imagery-model", required=True, log=ctx.log)
+    }
+    for name, kind in (("tabular_model", "tabular"), ("fusion_model", "fusion")):
+        given = getattr(o, name)
+        if given is not None or none_named:
+            option = f"--{name.replace('_', '-')}"
+            models[name] = model_or_champion(given, kind, option, required=False, log=ctx.log)
+    return config_from_args(o, **models)
+
+
+def run(o: AssessOptions, ctx: Context) -> dict[str, object]:
+    """Assess the regions (:func:`service.assess.assess`); the summary holds each region's decision."""
     import pandas as pd  # noqa: PLC0415 - loaded when the command runs: --help stays fast
 
-    from common.tracking import setup_tracking, tracked_run  # noqa: PLC0415 - loaded when the command runs: --help stays fast
-    from service.assess import assess  # noqa: PLC0415 - loaded when the command runs: --help stays fast
+    from service.assess import assess  # noqa: PLC0415 - torch and GDAL load when the command runs
 
-    uri = setup_tracking(args.tracking_uri, verbose=args.verbose)
-    log = progress_printer(args.json)
-    none_named = args.imagery_model is None and args.tabular_model is None and args.fusion_model is None
-    if args.imagery_model is None and not none_named:
-        raise UserError("--imagery-model is needed with --tabular-model/--fusion-model (or name no model: @champion)")
-    args.imagery_model = model_or_champion(args.imagery_model, "imagery", "--imagery-model", required=True, log=log)
-    for flag, kind in (("tabular_model", "tabular"), ("fusion_model", "fusion")):
-        given = getattr(args, flag)
-        if given is not None or none_named:
-            option = f"--{flag.replace('_', '-')}"
-            setattr(args, flag, model_or_champion(given, kind, option, required=False, log=log))
-    cfg = config_from_args(args)
-    seed_everything(cfg.seed)
-    with tracked_run(args.experiment or EXPERIMENT, cfg, run_name=args.run_name) as run:
-        result = assess(cfg, tracking_uri=uri, log=log)
+    result = ctx.result = assess(ctx.config, tracking_uri=ctx.tracking_uri, log=ctx.log)
     table = result.regions
     verdicts = {str(r.region_id): ("unknown" if pd.isna(r.decision) else int(r.decision)) for r in table.itertuples()}
-    print_summary(
-        {
-            "run_id": run.info.run_id,
-            "out": str(result.out),
-            "report": str(result.out / "report.html"),
-            "regions": len(table),
-            "landslides": result.report["landslides"],
-            "decisions": verdicts,
-            **(
-                {"change": dict(zip(table["region_id"].astype(str), table["change"], strict=True))}
-                if "change" in table
-                else {}
-            ),
-        },
-        as_json=args.json,
-    )
-    return 0
+    out = Path(result.out)
+    files = sorted(str(p) for p in out.iterdir() if p.is_file()) if out.is_dir() else []
+    return {
+        "run_id": ctx.run_id,
+        "out": str(result.out),
+        "report": str(result.out / "report.html"),
+        "regions": len(table),
+        "landslides": result.report["landslides"],
+        "decisions": verdicts,
+        **(
+            {"change": dict(zip(table["region_id"].astype(str), table["change"], strict=True))}
+            if "change" in table
+            else {}
+        ),
+        "files": files,
+    }
 
+
+COMMAND = Command("assess", AssessOptions, run, doc=__doc__, experiment=EXPERIMENT, prepare=library_config)
+main = COMMAND.main
 
 if __name__ == "__main__":
-    raise SystemExit(run_main(main, sys.argv[1:]))
+    COMMAND.exit()

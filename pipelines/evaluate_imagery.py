@@ -17,80 +17,64 @@ Example::
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
-import sys
-from collections.abc import Sequence
+from dataclasses import dataclass
 
-from common.cli import add_common_args, csv_list, positive_int, run_main
-from common.seed import seed_everything
-from imagery.data.chips import IMAGE_SCALES
-from imagery.inference import EvalConfig
-from pipelines._segmenter_args import add_segmenter_args, engine_spec_of
+from common.cli import RunOptions, positive_int
+from common.options import arg, fill, nested
+from imagery.data.choices import ImageScale
+from imagery.inference.config import EvalConfig
+from pipelines._command import Command, Context
+from pipelines._segmenter_args import SegmenterOptions
 
 EXPERIMENT = "imagery-evaluate"
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m pipelines.evaluate_imagery", description=__doc__.split("\n\n")[0])
-    p.add_argument(
-        "--data",
-        required=True,
-        help="L4S folder (official/hf/plain layout), prepare_imagery cache, a chip folder (images/ + labels/), or a "
-        "Sen12Landslides folder (*_s2_*.nc) for a temporal model",
+@dataclass
+class EvaluateImageryOptions:
+    """The flags of ``python -m pipelines.evaluate_imagery`` (logged as the run's ``config.json``)."""
+
+    data: str = arg(
+        "L4S folder (official/hf/plain layout), prepare_imagery cache, a chip folder (images/ + labels/), or a "
+        "Sen12Landslides folder (*_s2_*.nc) for a temporal model"
     )
-    p.add_argument("--image-bands", type=csv_list, default=None, help="chips: band order of the image files")
-    p.add_argument("--image-scale", default="auto", choices=IMAGE_SCALES, help="chips: value scale (default auto)")
-    p.add_argument("--label-map", default=None, help="chips: raw label -> 0/1/ignore, e.g. 0:ignore,1:0,2:1")
-    p.add_argument("--tile", type=positive_int, default=128, help="chips: tile size, px (default 128)")
-    p.add_argument("--split", default="test", help="train, validation or test (default test)")
-    p.add_argument("--layout", default=None, help="force the layout: official, hf, plain or cache")
-    add_segmenter_args(p)
-    add_common_args(p)
-    return p
+    image_bands: list[str] | None = arg("chips: band order of the image files", default=None)
+    image_scale: ImageScale = arg("chips: value scale (default auto)", default="auto")
+    label_map: str | None = arg("chips: raw label -> 0/1/ignore, e.g. 0:ignore,1:0,2:1", default=None)
+    tile: int = arg("chips: tile size, px (default 128)", default=128, type=positive_int)
+    split: str = arg("train, validation or test (default test)", default="test")
+    layout: str | None = arg("force the layout: official, hf, plain or cache", default=None)
+    segmenter: SegmenterOptions = nested(SegmenterOptions)
+    run: RunOptions = nested(RunOptions)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    from common.tracking import setup_tracking, tracked_run  # noqa: PLC0415 - loaded when the command runs: --help stays fast
-    from imagery.inference.evaluate import evaluate_split  # noqa: PLC0415 - loaded when the command runs: --help stays fast
+def library_config(o: EvaluateImageryOptions, ctx: Context | None = None) -> EvalConfig:
+    """The library's config for these options (what the run logs as params)."""
+    return fill(EvalConfig, o, o.segmenter, o.run, model_uri=o.segmenter.model, runtime=o.segmenter.engine.spec())
 
-    cfg = EvalConfig(
-        model_uri=args.model,
-        data=args.data,
-        split=args.split,
-        layout=args.layout,
-        image_bands=args.image_bands,
-        image_scale=args.image_scale,
-        label_map=args.label_map,
-        tile=args.tile,
-        tta=args.tta,
-        vote=args.vote,
-        morphology=args.morphology,
-        threshold=args.threshold,
-        batch_size=args.batch_size,
-        device=args.device,
-        runtime=engine_spec_of(args),
-        seed=args.seed,
-    )
-    seed_everything(cfg.seed)
-    uri = setup_tracking(args.tracking_uri, verbose=args.verbose)
-    with tracked_run(args.experiment or EXPERIMENT, cfg, run_name=args.run_name) as run:
-        result = evaluate_split(cfg, tracking_uri=uri)
-    print(
-        json.dumps(
-            {
-                "run_id": run.info.run_id,
-                "n_patches": result.n_patches,
-                **{k: round(float(v), 6) if math.isfinite(v) else None for k, v in result.metrics.items()},
-                "engine": result.engine,
-            },
-            indent=2,
-        )
-    )
-    return 0
 
+def run(o: EvaluateImageryOptions, ctx: Context) -> None:
+    """Score the split (:func:`imagery.inference.evaluate.evaluate_split`) and print the metrics as one JSON object.
+
+    The metrics are printed here, indented, with or without ``--json`` (scripts read them), so the runner prints
+    no second summary; the command writes no files (the metrics go to the MLflow run)."""
+    from imagery.inference.evaluate import evaluate_split  # noqa: PLC0415 - torch loads when the command runs
+
+    result = ctx.result = evaluate_split(ctx.config, tracking_uri=ctx.tracking_uri)
+    summary = {
+        "run_id": ctx.run_id,
+        "n_patches": result.n_patches,
+        **{k: round(float(v), 6) if math.isfinite(v) else None for k, v in result.metrics.items()},
+        "engine": result.engine,
+    }
+    print(json.dumps(summary, indent=2), flush=True)
+
+
+COMMAND = Command(
+    "evaluate_imagery", EvaluateImageryOptions, run, doc=__doc__, experiment=EXPERIMENT, prepare=library_config
+)
+main = COMMAND.main
 
 if __name__ == "__main__":
-    raise SystemExit(run_main(main, sys.argv[1:]))
+    COMMAND.exit()

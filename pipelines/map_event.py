@@ -35,47 +35,35 @@ Example::
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime as dt
-import json
-import shutil
-import sys
 from collections.abc import Callable, Sequence
-from dataclasses import replace
-from functools import partial
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal
 
-import mlflow
-
-from common.atomic import atomic_dir
-from common.cli import UserError, add_common_args, positive_int, print_summary, progress_printer, run_main
-from common.fingerprint import fingerprint_files
-from common.geo import read_vector
-from common.registry import resolve_version
-from common.seed import seed_everything
-from common.tracking import log_fingerprint, setup_tracking, tracked_run
-from fusion.change_fusion import fuse_change
-from imagery.change.acquisition import RESOLUTION_M, EventWindows, area_km2, parse_date, select_observations
+from common.cli import RunOptions, UserError, positive_int
+from common.options import arg, nested, to_dict
 from imagery.change.defaults import MAX_CLOUD, POST_DAYS, PRE_DAYS
-from imagery.change.detector import DetectorParams
-from imagery.change.event import EventConfig, map_event
-from imagery.change.report import write_report
-from imagery.change.segmenter import GateParams, SegmenterSettings, check_bands
-from imagery.change.validation import score_against_reference
-from imagery.data.stac import (
-    DEFAULT_COLLECTION,
-    DEFAULT_STAC_URL,
-    check_bbox,
-    fetch_dem,
-    load_items,
-    search_items,
-)
-from imagery.inference.config import TTA_MODES
-from pipelines._segmenter_args import add_engine_args, engine_spec_of
+from imagery.data.choices import DEFAULT_COLLECTION, DEFAULT_STAC_URL
+from imagery.inference.config import TtaMode
+from pipelines._command import Command, Context
+from pipelines._segmenter_args import EngineOptions
+
+if TYPE_CHECKING:
+    from imagery.change.acquisition import EventWindows
+    from imagery.change.detector import DetectorParams
+    from imagery.change.event import EventConfig
+    from imagery.change.segmenter import SegmenterSettings
 
 EXPERIMENT = "event-map"
 #: Largest area mapped in one run, km2 (memory: about 40 bytes per 10 m pixel, i.e. 200 MB at 500 km2).
 MAX_AREA_KM2 = 500.0
+#: The defaults of ``imagery.change.detector.DetectorParams``, ``imagery.change.segmenter.GateParams`` and
+#: ``SegmenterSettings`` (written here so that --help loads no NumPy; a test checks they agree).
+_DETECTOR = {"min_ndvi_loss": 0.1, "min_slope_deg": 10.0, "min_pre_ndvi": 0.2, "min_clear": 1}
+_GATE = {"score_floor": 0.25, "susceptibility_floor": 0.5, "min_pixels": 5}
+_SEGMENTER = {"weight": 0.5, "batch_size": 8, "device": "auto"}
 
 
 def _float(text: str) -> float:
@@ -85,79 +73,87 @@ def _float(text: str) -> float:
         raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
 
 
-def build_parser() -> argparse.ArgumentParser:
-    d = DetectorParams()
-    p = argparse.ArgumentParser(prog="python -m pipelines.map_event", description=__doc__.split("\n\n")[0])
-    area = p.add_mutually_exclusive_group(required=True)
-    area.add_argument("--bbox", nargs=4, type=float, metavar=("W", "S", "E", "N"), help="area, degrees")
-    area.add_argument("--aoi", help="area as a vector file (any CRS; its bounding box is mapped)")
-    p.add_argument("--event-date", required=True, help="the trigger's date, YYYY-MM-DD")
-    p.add_argument("--out", required=True, help="output folder")
-    p.add_argument(
-        "--pre-days", type=positive_int, default=PRE_DAYS, help="pre-event window, days (default %(default)s)"
+@dataclass(kw_only=True)
+class MapEventOptions:
+    """The flags of ``python -m pipelines.map_event`` (logged as the run's ``config.json``; keyword-only: the
+    required flags keep their place in ``--help``). One of ``--bbox``/``--aoi``, of ``--items``/``--stac-url`` and
+    of ``--dem``/``--dem-collection`` is required (checked before the run opens)."""
+
+    bbox: list[float] | None = arg("area, degrees", default=None, nargs=4, metavar=("W", "S", "E", "N"), type=float)
+    aoi: str | None = arg("area as a vector file (any CRS; its bounding box is mapped)", default=None)
+    event_date: str = arg("the trigger's date, YYYY-MM-DD")
+    out: str = arg("output folder")
+    pre_days: int = arg("pre-event window, days (default %(default)s)", default=PRE_DAYS, type=positive_int)
+    post_days: int = arg("post-event window, days (default %(default)s)", default=POST_DAYS, type=positive_int)
+    items: str | None = arg("saved STAC ItemCollection JSON (hrefs may be local band files)", default=None)
+    stac_url: str | None = arg(f"STAC API to search (e.g. {DEFAULT_STAC_URL})", default=None)
+    stac_timeout: float = arg("seconds to wait for the STAC API (default 60)", default=60.0, type=_float)
+    collection: str = arg("STAC collection (default %(default)s)", default=DEFAULT_COLLECTION)
+    dem: str | None = arg("DEM raster covering the area (any CRS), for slope", default=None)
+    dem_collection: str | None = arg("with --stac-url: DEM collection over the area (cop-dem-glo-30)", default=None)
+    susceptibility: str | None = arg("susceptibility COG (0..1) fused per pixel", default=None)
+    susceptibility_weight: float = arg("fusion weight 0..1 (default 0.5)", default=0.5, type=_float)
+    susceptibility_prior: float = arg("prior the change score assumes (%(default)s)", default=0.5, type=_float)
+    max_cloud: float = arg("largest item eo:cloud_cover, % (default %(default)s)", default=MAX_CLOUD, type=_float)
+    max_area_km2: float = arg("largest area mapped, km2 (default %(default)s)", default=MAX_AREA_KM2, type=_float)
+    min_area_m2: float = arg("smallest polygon kept, m2 (default 500)", default=500.0, type=_float)
+    block: int = arg("block size, pixels (default 512)", default=512, type=positive_int)
+    min_ndvi_loss: float = arg("detector: NDVI loss (%(default)s)", default=_DETECTOR["min_ndvi_loss"], type=_float)
+    min_slope_deg: float = arg(
+        "detector: slope, degrees (%(default)s)", default=_DETECTOR["min_slope_deg"], type=_float
     )
-    p.add_argument(
-        "--post-days", type=positive_int, default=POST_DAYS, help="post-event window, days (default %(default)s)"
+    min_pre_ndvi: float = arg("detector: NDVI before (%(default)s)", default=_DETECTOR["min_pre_ndvi"], type=_float)
+    min_clear: int = arg(
+        "detector: clear views per window (%(default)s)", default=_DETECTOR["min_clear"], type=positive_int
     )
-    src = p.add_mutually_exclusive_group(required=True)
-    src.add_argument("--items", help="saved STAC ItemCollection JSON (hrefs may be local band files)")
-    src.add_argument("--stac-url", help=f"STAC API to search (e.g. {DEFAULT_STAC_URL})")
-    p.add_argument("--stac-timeout", type=_float, default=60.0, help="seconds to wait for the STAC API (default 60)")
-    p.add_argument("--collection", default=DEFAULT_COLLECTION, help="STAC collection (default %(default)s)")
-    dem = p.add_mutually_exclusive_group(required=True)
-    dem.add_argument("--dem", help="DEM raster covering the area (any CRS), for slope")
-    dem.add_argument("--dem-collection", help="with --stac-url: DEM collection over the area (cop-dem-glo-30)")
-    p.add_argument("--susceptibility", default=None, help="susceptibility COG (0..1) fused per pixel")
-    p.add_argument("--susceptibility-weight", type=_float, default=0.5, help="fusion weight 0..1 (default 0.5)")
-    p.add_argument("--susceptibility-prior", type=_float, default=0.5, help="prior the change score assumes (0.5)")
-    p.add_argument(
-        "--max-cloud", type=_float, default=MAX_CLOUD, help="largest item eo:cloud_cover, %% (default %(default)s)"
-    )
-    p.add_argument(
-        "--max-area-km2", type=_float, default=MAX_AREA_KM2, help="largest area mapped, km2 (default %(default)s)"
-    )
-    p.add_argument("--min-area-m2", type=_float, default=500.0, help="smallest polygon kept, m2 (default 500)")
-    p.add_argument("--block", type=positive_int, default=512, help="block size, pixels (default 512)")
-    p.add_argument("--min-ndvi-loss", type=_float, default=d.min_ndvi_loss, help="detector: NDVI loss (0.10)")
-    p.add_argument("--min-slope-deg", type=_float, default=d.min_slope_deg, help="detector: slope, degrees (10)")
-    p.add_argument("--min-pre-ndvi", type=_float, default=d.min_pre_ndvi, help="detector: NDVI before (0.20)")
-    p.add_argument("--min-clear", type=positive_int, default=d.min_clear, help="detector: clear views per window (1)")
-    p.add_argument("--engine", choices=["local", "dask"], default="local", help="where blocks run (default local)")
-    p.add_argument("--scheduler", default=None, help="with --engine dask: scheduler address (default: local cluster)")
-    p.add_argument("--workers", type=positive_int, default=2, help="local Dask cluster: worker processes (default 2)")
-    p.add_argument("--resume", action="store_true", help="reuse the finished blocks of a killed run (same inputs)")
-    p.add_argument("--reference", default=None, help="reference landslide mask raster (0/1) to score the map")
-    g, s = GateParams(), SegmenterSettings()
-    p.add_argument(
-        "--imagery-model",
+    engine: Literal["local", "dask"] = arg("where blocks run (default local)", default="local")
+    scheduler: str | None = arg("with --engine dask: scheduler address (default: local cluster)", default=None)
+    workers: int = arg("local Dask cluster: worker processes (default 2)", default=2, type=positive_int)
+    resume: bool = arg("reuse the finished blocks of a killed run (same inputs)", default=False)
+    reference: str | None = arg("reference landslide mask raster (0/1) to score the map", default=None)
+    imagery_model: str | None = arg(
+        "segmenter URI (runs:/<run_id>, models:/NAME@ALIAS, a folder); default: none, change evidence alone",
         default=None,
-        help="segmenter URI (runs:/<run_id>, models:/NAME@ALIAS, a folder); default: none, change evidence alone",
     )
-    p.add_argument("--segmenter-weight", type=_float, default=s.weight, help="fusion weight of the segmenter (0.5)")
-    p.add_argument("--gate-score", type=_float, default=g.score_floor, help="gate: change score floor (0.25)")
-    p.add_argument(
-        "--gate-susceptibility", type=_float, default=g.susceptibility_floor, help="gate: susceptibility floor (0.5)"
+    segmenter_weight: float = arg(
+        "fusion weight of the segmenter (%(default)s)", default=_SEGMENTER["weight"], type=_float
     )
-    p.add_argument("--gate-min-pixels", type=positive_int, default=g.min_pixels, help="gate: passing pixels (5)")
-    p.add_argument("--no-gate", action="store_true", help="run the segmenter on every observed tile")
-    p.add_argument("--batch-size", type=positive_int, default=s.batch_size, help="segmenter tiles per pass (8)")
-    p.add_argument("--device", default=s.device, help="segmenter device: cuda, cpu or auto (default auto)")
-    p.add_argument("--tta", choices=TTA_MODES, default=None, help="segmenter test-time augmentation (default: stored)")
-    p.add_argument(
-        "--allow-resolution-mismatch", action="store_true", help="run a model trained far from 10 m anyway (warns)"
+    gate_score: float = arg("gate: change score floor (%(default)s)", default=_GATE["score_floor"], type=_float)
+    gate_susceptibility: float = arg(
+        "gate: susceptibility floor (%(default)s)", default=_GATE["susceptibility_floor"], type=_float
     )
-    add_engine_args(p)
-    add_common_args(p)
-    return p
+    gate_min_pixels: int = arg("gate: passing pixels (%(default)s)", default=_GATE["min_pixels"], type=positive_int)
+    no_gate: bool = arg("run the segmenter on every observed tile", default=False)
+    batch_size: int = arg("segmenter tiles per pass (%(default)s)", default=_SEGMENTER["batch_size"], type=positive_int)
+    device: str = arg("segmenter device: cuda, cpu or auto (default auto)", default=_SEGMENTER["device"])
+    tta: TtaMode | None = arg("segmenter test-time augmentation (default: stored)", default=None)
+    allow_resolution_mismatch: bool = arg("run a model trained far from 10 m anyway (warns)", default=False)
+    inference: EngineOptions = nested(EngineOptions)
+    run: RunOptions = nested(RunOptions)
 
 
-def _bbox(args: argparse.Namespace) -> tuple[float, float, float, float]:
-    if args.bbox:
-        return check_bbox(args.bbox)
-    data = read_vector(args.aoi, to_crs="EPSG:4326")
+def _one_of(o: MapEventOptions, *names: str) -> None:
+    """Exactly one of the flags ``names`` (as argparse's mutually exclusive groups said it)."""
+    given = [n for n in names if getattr(o, n) is not None]
+    flags = ["--" + n.replace("_", "-") for n in names]
+    if not given:
+        raise UserError(f"one of the arguments {' '.join(flags)} is required")
+    if len(given) > 1:
+        raise UserError(
+            f"argument --{given[1].replace('_', '-')}: not allowed with argument --{given[0].replace('_', '-')}"
+        )
+
+
+def _bbox(o: MapEventOptions) -> tuple[float, float, float, float]:
+    from common.geo import read_vector  # noqa: PLC0415 - GDAL loads when the command runs
+    from imagery.data.stac import check_bbox  # noqa: PLC0415 - loaded when the command runs
+
+    if o.bbox:
+        return check_bbox(o.bbox)
+    data = read_vector(o.aoi, to_crs="EPSG:4326")
     bounds = [g.bounds for g in data.geometries if g is not None and not g.is_empty]
     if not bounds:
-        raise UserError(f"--aoi {args.aoi}: no geometry")
+        raise UserError(f"--aoi {o.aoi}: no geometry")
     w, s, e, n = (
         min(b[0] for b in bounds),
         min(b[1] for b in bounds),
@@ -167,16 +163,111 @@ def _bbox(args: argparse.Namespace) -> tuple[float, float, float, float]:
     return check_bbox([w, s, e, n])
 
 
-def _fetch_dem(args: argparse.Namespace, bbox: tuple[float, float, float, float], out: Path) -> str:
+@dataclass
+class Plan:
+    """What the flags come to, checked before a run is opened: the area, the event and the library settings."""
+
+    bbox: tuple[float, float, float, float]
+    event: dt.date
+    km2: float
+    detector: DetectorParams
+    seg_cfg: SegmenterSettings
+    cfg: EventConfig
+
+    def params(self, o: MapEventOptions) -> dict[str, Any]:
+        """The run's params: every flag by its name, the area's box and its size."""
+        data = to_dict(o)
+        flat = {k: v for k, v in data.items() if k not in ("inference", "run")}
+        return {**flat, **data["inference"], **data["run"], "bbox": list(self.bbox), "area_km2": round(self.km2, 4)}
+
+
+def plan(o: MapEventOptions) -> Plan:
+    """Check the flags across each other and build the library's settings (one-line errors, no run opened)."""
+    from imagery.change.acquisition import area_km2, parse_date  # noqa: PLC0415 - loaded when the command runs
+    from imagery.change.detector import DetectorParams  # noqa: PLC0415 - loaded when the command runs
+    from imagery.change.event import EventConfig  # noqa: PLC0415 - loaded when the command runs
+    from imagery.change.segmenter import GateParams, SegmenterSettings  # noqa: PLC0415 - loaded when the command runs
+
+    _one_of(o, "bbox", "aoi")
+    _one_of(o, "items", "stac_url")
+    _one_of(o, "dem", "dem_collection")
+    bbox = _bbox(o)
+    event = parse_date(o.event_date)
+    today = dt.datetime.now(dt.UTC).date()
+    if event >= today:
+        raise UserError(f"--event-date {event}: not in the past (today is {today}); no post-event image exists yet")
+    km2 = area_km2(bbox)
+    if km2 > o.max_area_km2:
+        raise UserError(f"area {km2:.1f} km2 is over --max-area-km2 {o.max_area_km2:g}; map it in parts")
+    for flag in ("dem", "susceptibility", "reference"):
+        value = getattr(o, flag)
+        if value and not Path(value).is_file():
+            raise UserError(f"--{flag} {value}: file not found")
+    if not 0 <= o.susceptibility_weight <= 1 or not 0 < o.susceptibility_prior < 1:
+        raise UserError("--susceptibility-weight must be in 0..1 and --susceptibility-prior in (0, 1)")
+    out = Path(o.out)
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out}: exists and is not a folder")
+    try:
+        detector = DetectorParams(
+            min_ndvi_loss=o.min_ndvi_loss,
+            min_slope_deg=o.min_slope_deg,
+            min_pre_ndvi=o.min_pre_ndvi,
+            min_clear=o.min_clear,
+        )
+    except ValueError as exc:
+        raise UserError(f"detector settings: {exc}") from None
+    if o.dem_collection and not o.stac_url:
+        raise UserError("--dem-collection searches a STAC API; use it with --stac-url (or give --dem)")
+    try:
+        gate = GateParams(
+            score_floor=o.gate_score,
+            susceptibility_floor=o.gate_susceptibility,
+            min_pixels=o.gate_min_pixels,
+            enabled=not o.no_gate,
+        )
+    except ValueError as exc:
+        raise UserError(f"segmenter gate: {exc}") from None
+    if not 0 <= o.segmenter_weight <= 1:
+        raise UserError(f"--segmenter-weight must be in 0..1, got {o.segmenter_weight:g}")
+    seg_cfg = SegmenterSettings(
+        model=o.imagery_model,
+        weight=o.segmenter_weight,
+        batch_size=o.batch_size,
+        device=o.device,
+        runtime=o.inference.spec(),
+        tta=o.tta,
+        allow_resolution_mismatch=o.allow_resolution_mismatch,
+    )
+    cfg = EventConfig(
+        bbox=bbox,
+        dem=o.dem or "",
+        susceptibility=o.susceptibility,
+        min_area_m2=o.min_area_m2,
+        block=o.block,
+        detector=detector,
+        gate=gate,
+    )
+    return Plan(bbox, event, km2, detector, seg_cfg, cfg)
+
+
+def logged(o: MapEventOptions, ctx: Context) -> dict[str, Any]:
+    """The checks of :func:`plan`; the run's params (every flag, the area's box and size)."""
+    return plan(o).params(o)
+
+
+def _fetch_dem(o: MapEventOptions, bbox: tuple[float, float, float, float], out: Path) -> str:
     """Mosaic ``--dem-collection`` over the area (padded: the UTM grid's corners reach past the lon/lat box) into a
     hidden file beside ``--out`` (kept after a failure for ``--resume``, removed after success)."""
+    from imagery.data.stac import fetch_dem, search_items  # noqa: PLC0415 - GDAL loads when the command runs
+
     w, s, e, n = bbox
     pad_x, pad_y = 0.05 * (e - w) + 0.001, 0.05 * (n - s) + 0.001
     box = (w - pad_x, s - pad_y, e + pad_x, n + pad_y)
     path = out.absolute().parent / f".{out.name}.dem.tif"
-    if not (args.resume and path.is_file()):
-        dem_items = search_items(args.stac_url, args.dem_collection, box, timeout_s=args.stac_timeout)
-        fetch_dem(dem_items, box, path, collection=args.dem_collection)
+    if not (o.resume and path.is_file()):
+        dem_items = search_items(o.stac_url, o.dem_collection, box, timeout_s=o.stac_timeout)
+        fetch_dem(dem_items, box, path, collection=o.dem_collection)
     return str(path)
 
 
@@ -193,6 +284,9 @@ def _segmenter(
     if not settings.model:
         log("no --imagery-model: the inventory comes from change evidence alone")
         return None, {}
+    from common.registry import resolve_version  # noqa: PLC0415 - MLflow loads only with a model
+    from imagery.change.acquisition import RESOLUTION_M  # noqa: PLC0415 - loaded when the command runs
+    from imagery.change.segmenter import check_bands  # noqa: PLC0415 - loaded when the command runs
     from imagery.inference.event import EventSegmenter  # noqa: PLC0415 - torch loads only with a model
     from imagery.inference.fitness import check_resolution, check_training_data  # noqa: PLC0415 - with a model
 
@@ -232,146 +326,102 @@ def _engine_summary(segment: Any) -> dict[str, Any]:
     return log_engine_summary(segment.segmenter)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    bbox = _bbox(args)
-    event = parse_date(args.event_date)
-    today = dt.datetime.now(dt.UTC).date()
-    if event >= today:
-        raise UserError(f"--event-date {event}: not in the past (today is {today}); no post-event image exists yet")
-    km2 = area_km2(bbox)
-    if km2 > args.max_area_km2:
-        raise UserError(f"area {km2:.1f} km2 is over --max-area-km2 {args.max_area_km2:g}; map it in parts")
-    for flag in ("dem", "susceptibility", "reference"):
-        value = getattr(args, flag)
-        if value and not Path(value).is_file():
-            raise UserError(f"--{flag} {value}: file not found")
-    if not 0 <= args.susceptibility_weight <= 1 or not 0 < args.susceptibility_prior < 1:
-        raise UserError("--susceptibility-weight must be in 0..1 and --susceptibility-prior in (0, 1)")
-    out = Path(args.out)
-    if out.exists() and not out.is_dir():
-        raise UserError(f"--out {out}: exists and is not a folder")
-    try:
-        detector = DetectorParams(
-            min_ndvi_loss=args.min_ndvi_loss,
-            min_slope_deg=args.min_slope_deg,
-            min_pre_ndvi=args.min_pre_ndvi,
-            min_clear=args.min_clear,
+def run(o: MapEventOptions, ctx: Context) -> dict[str, object]:
+    """Select the observations, map the event (:func:`imagery.change.event.map_event`) into ``--out`` at once,
+    score it against ``--reference`` and log it all."""
+    import json  # noqa: PLC0415 - loaded when the command runs
+    import shutil  # noqa: PLC0415 - loaded when the command runs
+    from functools import partial  # noqa: PLC0415 - loaded when the command runs
+
+    import mlflow  # noqa: PLC0415 - loaded when the command runs: --help stays fast
+
+    from common.atomic import atomic_dir  # noqa: PLC0415 - loaded when the command runs
+    from common.fingerprint import fingerprint_files  # noqa: PLC0415 - loaded when the command runs
+    from common.tracking import log_fingerprint  # noqa: PLC0415 - MLflow loads when the command runs
+    from fusion.change_fusion import fuse_change  # noqa: PLC0415 - loaded when the command runs
+    from imagery.change.acquisition import select_observations  # noqa: PLC0415 - loaded when the command runs
+    from imagery.change.event import map_event  # noqa: PLC0415 - GDAL loads when the command runs
+    from imagery.change.report import write_report  # noqa: PLC0415 - loaded when the command runs
+    from imagery.change.validation import score_against_reference  # noqa: PLC0415 - loaded when the command runs
+    from imagery.data.stac import load_items, search_items  # noqa: PLC0415 - loaded when the command runs
+
+    p = plan(o)
+    bbox, event, km2, seg_cfg, cfg = p.bbox, p.event, p.km2, p.seg_cfg, p.cfg
+    log = ctx.log
+    out = Path(o.out)
+    if o.items:
+        items, where = load_items(o.items), o.items
+        log_fingerprint(fingerprint_files([o.items, o.dem], source=o.items), context="event")
+    else:
+        start = (event - dt.timedelta(days=o.pre_days)).isoformat()
+        end = (event + dt.timedelta(days=o.post_days)).isoformat()
+        items = search_items(o.stac_url, o.collection, bbox, start, end, timeout_s=o.stac_timeout)
+        where = str(o.stac_url)
+        if o.dem_collection:
+            cfg = dataclasses.replace(cfg, dem=_fetch_dem(o, bbox, out))
+        log_fingerprint(fingerprint_files([cfg.dem], source=o.stac_url), context="event")
+    windows = select_observations(items, bbox, event, o.pre_days, o.post_days, max_cloud=o.max_cloud, where=where)
+    log(f"{len(windows.pre)} item(s) before, {len(windows.post)} after the event of {event}; {km2:.2f} km2")
+    segment, model_fit = _segmenter(seg_cfg, ctx.tracking_uri, windows, items, where, o.min_area_m2, log)
+    fuse, fuse_settings = None, None
+    if o.susceptibility or segment is not None:
+        fuse = partial(
+            fuse_change,
+            weight=o.susceptibility_weight,
+            prior=o.susceptibility_prior,
+            segmenter_weight=seg_cfg.weight,
         )
-    except ValueError as exc:
-        raise UserError(f"detector settings: {exc}") from None
-    if args.dem_collection and not args.stac_url:
-        raise UserError("--dem-collection searches a STAC API; use it with --stac-url (or give --dem)")
-    try:
-        gate = GateParams(
-            score_floor=args.gate_score,
-            susceptibility_floor=args.gate_susceptibility,
-            min_pixels=args.gate_min_pixels,
-            enabled=not args.no_gate,
+        fuse_settings = {"weight": o.susceptibility_weight, "prior": o.susceptibility_prior}
+        if segment is not None:
+            fuse_settings["segmenter_weight"] = seg_cfg.weight
+    cache_dir = out.absolute().parent / f".{out.name}.blocks"
+    with atomic_dir(out) as staging:  # the outputs appear all together, or not at all
+        result = ctx.result = map_event(
+            windows,
+            cfg,
+            staging,
+            fuse=fuse,
+            fuse_settings=fuse_settings,
+            segment=segment,
+            engine=o.engine,
+            scheduler=o.scheduler,
+            workers=o.workers,
+            cache_dir=cache_dir,
+            resume=o.resume,
+            progress=log if o.run.verbose else lambda _m: None,
         )
-    except ValueError as exc:
-        raise UserError(f"segmenter gate: {exc}") from None
-    if not 0 <= args.segmenter_weight <= 1:
-        raise UserError(f"--segmenter-weight must be in 0..1, got {args.segmenter_weight:g}")
-    seg_cfg = SegmenterSettings(
-        model=args.imagery_model,
-        weight=args.segmenter_weight,
-        batch_size=args.batch_size,
-        device=args.device,
-        runtime=engine_spec_of(args),
-        tta=args.tta,
-        allow_resolution_mismatch=args.allow_resolution_mismatch,
+        if segment is not None:
+            result.summary["segmenter"]["model_fit"] = model_fit
+            result.summary["segmenter"]["engine"] = _engine_summary(segment)
+            sg = result.summary["segmenter"]
+            log(
+                f"segmenter gate: the model ran on {sg['tiles_run']} of {sg['tiles_total']} tiles "
+                f"({sg['skipped_share']:.0%} skipped, {sg['seconds']:.1f} s)"
+            )
+        if o.reference:
+            result.summary["validation"] = score_against_reference(staging, result.grid, o.reference, result.features)
+        (staging / "summary.json").write_text(json.dumps(result.summary, indent=1, default=str), encoding="utf-8")
+        write_report(staging, result.grid, result.features, result.summary)
+    shutil.rmtree(cache_dir, ignore_errors=True)  # finished: the block cache is no longer needed
+    if o.dem_collection:
+        Path(cfg.dem).unlink(missing_ok=True)
+    s = result.summary
+    mlflow.log_metrics(
+        {"n_landslides": s["n_landslides"], "detected_area_m2": s["detected_area_m2"], **s["timings"]}
+        | {f"unobserved_{k}": v for k, v in s["unobserved_share"].items()}
+        | {k: v for k, v in s.get("validation", {}).items() if isinstance(v, int | float)}
+        | (
+            {f"segmenter_{k}": s["segmenter"][k] for k in ("tiles_run", "tiles_skipped", "skipped_share")}
+            if segment is not None
+            else {}
+        )
     )
-    cfg = EventConfig(
-        bbox=bbox,
-        dem=args.dem or "",
-        susceptibility=args.susceptibility,
-        min_area_m2=args.min_area_m2,
-        block=args.block,
-        detector=detector,
-        gate=gate,
-    )
-    config = {**vars(args), "bbox": list(bbox), "area_km2": round(km2, 4)}
-    seed_everything(args.seed)
-    tracking_uri = setup_tracking(args.tracking_uri, verbose=args.verbose)
-    log = progress_printer(args.json)
-    with tracked_run(args.experiment or EXPERIMENT, config, run_name=args.run_name) as run:
-        if args.items:
-            items, where = load_items(args.items), args.items
-            log_fingerprint(fingerprint_files([args.items, args.dem], source=args.items), context="event")
-        else:
-            start = (event - dt.timedelta(days=args.pre_days)).isoformat()
-            end = (event + dt.timedelta(days=args.post_days)).isoformat()
-            items = search_items(args.stac_url, args.collection, bbox, start, end, timeout_s=args.stac_timeout)
-            where = args.stac_url
-            if args.dem_collection:
-                cfg = replace(cfg, dem=_fetch_dem(args, bbox, out))
-            log_fingerprint(fingerprint_files([cfg.dem], source=args.stac_url), context="event")
-        windows = select_observations(
-            items, bbox, event, args.pre_days, args.post_days, max_cloud=args.max_cloud, where=where
-        )
-        log(f"{len(windows.pre)} item(s) before, {len(windows.post)} after the event of {event}; {km2:.2f} km2")
-        segment, model_fit = _segmenter(seg_cfg, tracking_uri, windows, items, where, args.min_area_m2, log)
-        fuse, fuse_settings = None, None
-        if args.susceptibility or segment is not None:
-            fuse = partial(
-                fuse_change,
-                weight=args.susceptibility_weight,
-                prior=args.susceptibility_prior,
-                segmenter_weight=seg_cfg.weight,
-            )
-            fuse_settings = {"weight": args.susceptibility_weight, "prior": args.susceptibility_prior}
-            if segment is not None:
-                fuse_settings["segmenter_weight"] = seg_cfg.weight
-        cache_dir = out.absolute().parent / f".{out.name}.blocks"
-        with atomic_dir(out) as staging:  # the outputs appear all together, or not at all
-            result = map_event(
-                windows,
-                cfg,
-                staging,
-                fuse=fuse,
-                fuse_settings=fuse_settings,
-                segment=segment,
-                engine=args.engine,
-                scheduler=args.scheduler,
-                workers=args.workers,
-                cache_dir=cache_dir,
-                resume=args.resume,
-                progress=log if args.verbose else lambda _m: None,
-            )
-            if segment is not None:
-                result.summary["segmenter"]["model_fit"] = model_fit
-                result.summary["segmenter"]["engine"] = _engine_summary(segment)
-                sg = result.summary["segmenter"]
-                log(
-                    f"segmenter gate: the model ran on {sg['tiles_run']} of {sg['tiles_total']} tiles "
-                    f"({sg['skipped_share']:.0%} skipped, {sg['seconds']:.1f} s)"
-                )
-            if args.reference:
-                result.summary["validation"] = score_against_reference(
-                    staging, result.grid, args.reference, result.features
-                )
-            (staging / "summary.json").write_text(json.dumps(result.summary, indent=1, default=str), encoding="utf-8")
-            write_report(staging, result.grid, result.features, result.summary)
-        shutil.rmtree(cache_dir, ignore_errors=True)  # finished: the block cache is no longer needed
-        if args.dem_collection:
-            Path(cfg.dem).unlink(missing_ok=True)
-        s = result.summary
-        mlflow.log_metrics(
-            {"n_landslides": s["n_landslides"], "detected_area_m2": s["detected_area_m2"], **s["timings"]}
-            | {f"unobserved_{k}": v for k, v in s["unobserved_share"].items()}
-            | {k: v for k, v in s.get("validation", {}).items() if isinstance(v, int | float)}
-            | (
-                {f"segmenter_{k}": s["segmenter"][k] for k in ("tiles_run", "tiles_skipped", "skipped_share")}
-                if segment is not None
-                else {}
-            )
-        )
-        names = ["summary.json", "report.html", "landslides.geojson", "landslides.gpkg", "probability.tif"]
-        for name in [*names, *(["segmenter.tif"] if segment is not None else [])]:
-            mlflow.log_artifact(str(out / name))
-    line = {
-        "run_id": run.info.run_id,
+    names = ["summary.json", "report.html", "landslides.geojson", "landslides.gpkg", "probability.tif"]
+    for name in [*names, *(["segmenter.tif"] if segment is not None else [])]:
+        mlflow.log_artifact(str(out / name))
+    files = sorted(str(f) for f in out.iterdir() if f.is_file()) if out.is_dir() else []
+    return {
+        "run_id": ctx.run_id,
         "out": str(out),
         "landslides": s["n_landslides"],
         "detected_area_m2": s["detected_area_m2"],
@@ -383,10 +433,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         if segment is None
         else f"{seg_cfg.model} on {s['segmenter']['tiles_run']}/{s['segmenter']['tiles_total']} tiles "
         f"({s['segmenter']['skipped_share']:.0%} skipped by the gate)",
+        "files": files,
     }
-    print_summary(line, as_json=args.json)
-    return 0
 
+
+COMMAND = Command("map_event", MapEventOptions, run, doc=__doc__, experiment=EXPERIMENT, prepare=logged)
+main = COMMAND.main
 
 if __name__ == "__main__":
-    raise SystemExit(run_main(main, sys.argv[1:]))
+    COMMAND.exit()

@@ -17,7 +17,7 @@ ROOT = Path(__file__).resolve().parents[1]
 COMMANDS = sorted(p.stem for p in (ROOT / "pipelines").glob("*.py") if not p.stem.startswith("_"))
 # commands whose parser is still written by hand and imports heavy modules at module level (changed by other work
 # now; convert them to pipelines._command and remove them here)
-SLOW_HELP = {"evaluate_imagery", "map_event"}
+SLOW_HELP: set[str] = set()
 
 PROBE = """
 import contextlib, io, json, runpy, sys, time

@@ -241,3 +241,42 @@ def test_dem_collection_from_the_stac_api(world, tmp_path: Path, tracking_uri: s
     feats = json.loads((tmp_path / "out" / "landslides.geojson").read_text())["features"]
     assert len(feats) == 1 and feats[0]["properties"]["mean_slope_deg"] > 25
     assert not list(tmp_path.glob(".out.*"))  # the fetched DEM is removed after success
+
+
+def test_flag_defaults_are_the_library_defaults() -> None:
+    """map_event writes the detector, gate and segmenter defaults out (its --help loads no NumPy): they must agree."""
+    from imagery.change.detector import DetectorParams
+    from imagery.change.segmenter import GateParams, SegmenterSettings
+    from pipelines import map_event
+
+    o = map_event.COMMAND.parse(["--bbox", "0", "0", "1", "1", "--event-date", EVENT, "--out", "o"])
+    d, g, s = DetectorParams(), GateParams(), SegmenterSettings()
+    assert (o.min_ndvi_loss, o.min_slope_deg, o.min_pre_ndvi, o.min_clear) == (
+        d.min_ndvi_loss,
+        d.min_slope_deg,
+        d.min_pre_ndvi,
+        d.min_clear,
+    )
+    assert (o.gate_score, o.gate_susceptibility, o.gate_min_pixels, not o.no_gate) == (
+        g.score_floor,
+        g.susceptibility_floor,
+        g.min_pixels,
+        g.enabled,
+    )
+    assert (o.segmenter_weight, o.batch_size, o.device, o.tta) == (s.weight, s.batch_size, s.device, s.tta)
+
+
+def test_one_of_each_exclusive_pair_is_required(world, tmp_path: Path, tracking_uri: str, capsys) -> None:
+    """--bbox/--aoi, --items/--stac-url, --dem/--dem-collection: one of each, as a one-line error before any run."""
+    import mlflow
+
+    items, dem = world
+    base = ["--event-date", EVENT, "--out", str(tmp_path / "o"), "--tracking-uri", tracking_uri]
+    box = ["--bbox", "11.0", "44.0", "11.01", "44.01"]
+    _fails([*base, "--items", str(items), "--dem", str(dem)], capsys, "--bbox --aoi", "required")
+    _fails([*base, *box, "--aoi", "a.gpkg", "--items", str(items), "--dem", str(dem)], capsys, "--aoi", "not allowed")
+    _fails([*base, *box, "--dem", str(dem)], capsys, "--items --stac-url", "required")
+    _fails([*base, *box, "--items", str(items), "--stac-url", "http://x"], capsys, "--stac-url", "not allowed")
+    _fails([*base, *box, "--items", str(items)], capsys, "--dem --dem-collection", "required")
+    assert mlflow.search_runs(search_all_experiments=True).empty
+    assert not (tmp_path / "o").exists()

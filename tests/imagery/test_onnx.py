@@ -145,7 +145,7 @@ def predict_inputs_like(seg: Segmenter, scene: np.ndarray, tmp_path: Path) -> np
 def test_assess_takes_a_tile_flag() -> None:
     from pipelines import assess
 
-    args = assess.build_parser().parse_args(
+    args = assess.COMMAND.parse(
         [
             "--bbox",
             "0",
