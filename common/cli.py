@@ -106,8 +106,7 @@ def run_main(main: Callable[[Sequence[str] | None], int | None], argv: Sequence[
 class RunOptions:
     """run (MLflow tracking and output)
 
-    The options every command takes (the ``run`` group of its config; :func:`add_common_args` for the commands
-    whose parser is still written by hand).
+    The options every command takes (the ``run`` group of its config).
     """
 
     seed: int = arg("random seed (default %(default)s)", default=42)
@@ -118,24 +117,6 @@ class RunOptions:
     )
     verbose: bool = arg(f"show third-party progress bars and warnings (also ${ENV_DEBUG}=1)", default=False)
     json: bool = arg("end with the summary as one JSON object on stdout", default=False)
-
-
-def add_common_args(parser: argparse.ArgumentParser, *, default_seed: int = 42) -> None:
-    """Flags every command takes: ``--seed``, ``--experiment``, ``--run-name``, ``--tracking-uri``, ``--verbose``."""
-    parser.add_argument("--seed", type=int, default=default_seed, help="random seed (default %(default)s)")
-    parser.add_argument("--experiment", default=None, help="MLflow experiment name")
-    parser.add_argument("--run-name", default=None, help="MLflow run name")
-    parser.add_argument(
-        "--tracking-uri",
-        default=None,
-        help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else sqlite:///mlruns/mlflow.db)",
-    )
-    parser.add_argument(
-        "--verbose",
-        action="store_true",
-        help=f"show third-party progress bars and warnings (also ${ENV_DEBUG}=1)",
-    )
-    parser.add_argument("--json", action="store_true", help="end with the summary as one JSON object on stdout")
 
 
 def progress_printer(to_stderr: bool) -> Callable[[str], None]:

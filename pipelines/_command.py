@@ -21,8 +21,8 @@ Converting a hand-written command (``build_parser`` + ``main``):
 1. Each ``p.add_argument`` becomes a field of an options dataclass: ``name: type = arg(help, default=...)``
    (``type=positive_int`` etc. for checked values, ``Literal[...]`` for ``choices``, ``flag="--no-x"`` for a
    lone negative switch, ``positional=True``); shared flags become nested groups (``run: RunOptions =
-   nested(RunOptions)`` instead of ``add_common_args``; ``SegmenterOptions``/``EngineOptions`` instead of
-   ``add_segmenter_args``/``add_engine_args``); keep the help texts.
+   nested(RunOptions)``; ``SegmenterOptions``/``EngineOptions`` for the segmenter and engine flags); keep the
+   help texts.
 2. ``config_from_args`` becomes ``prepare(o, ctx)``: checks across flags raise ``UserError`` and it returns the
    library config (``fill(LibConfig, o, o.group, o.run, field=...)``) that the run logs as params.
 3. The body of ``main`` inside ``tracked_run`` becomes ``run(o, ctx)``: it reads ``ctx.config``,
