@@ -38,6 +38,9 @@ class PatchSet:
             validation split never holds tiles of a chip that is also trained on).
         gsd_m: ground sampling distance of the patches, m per pixel (10 for L4S and the synthetic patches; a
             chip folder's own pixel size), stored with a model trained on them.
+        channel_norm: ``{band: {"mean": m, "std": s}}`` a dataset's norm statistics already applied to temporal
+            channels (``imagery.data.sen12_temporal``; empty: none), stored with a model trained on them so
+            inference builds its channels the same way.
     """
 
     images: np.ndarray
@@ -47,6 +50,7 @@ class PatchSet:
     bands: tuple[str, ...] = BANDS
     groups: np.ndarray | None = None
     gsd_m: float = 10.0
+    channel_norm: dict[str, dict[str, float]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.images.ndim != 4:
@@ -88,6 +92,7 @@ class PatchSet:
             bands=self.bands,
             groups=None if self.groups is None else self.groups[sel],
             gsd_m=self.gsd_m,
+            channel_norm=self.channel_norm,
         )
 
     def select_bands(self, bands: Sequence[str]) -> PatchSet:
@@ -111,6 +116,7 @@ class PatchSet:
             bands=tuple(bands),
             groups=self.groups,
             gsd_m=self.gsd_m,
+            channel_norm=self.channel_norm,
         )
 
     def select_ids(self, ids: Sequence[int] | np.ndarray) -> PatchSet:

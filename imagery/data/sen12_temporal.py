@@ -347,4 +347,5 @@ def load_sen12_temporal(
         paths=[str(f) for f in files],
         bands=names_seen or (),
         gsd_m=gsd,
+        channel_norm=norm,
     )

@@ -89,6 +89,12 @@ def evaluate_split(cfg: EvalConfig, *, tracking_uri: str | None = None) -> EvalR
             )
         # the pre/post composites of each patch's time series, as train_imagery built them for this model
         patches = load_sen12_temporal(cfg.data, temporal, segmenter.meta.sensor or "s2", split=cfg.split)
+        if not _same_norm(patches.channel_norm, segmenter.meta.channel_norm or {}):
+            raise UserError(
+                f"--data {cfg.data}: its norm statistics ({_norm_text(patches.channel_norm)}) differ from those the "
+                f"model {cfg.model_uri} was trained with ({_norm_text(segmenter.meta.channel_norm or {})}); evaluate "
+                "it on data normalised as for training (the same task folder's norm_data.json, or none)"
+            )
     elif cfg.layout is None and is_chip_folder(cfg.data):
         spec = ChipSpec(
             image_bands=tuple(cfg.image_bands) if cfg.image_bands else None,
@@ -164,3 +170,17 @@ def save_pr_curve(
 
 
 __all__ = ["EvalResult", "evaluate_segmenter", "evaluate_split", "save_pr_curve"]
+
+
+def _same_norm(a: dict[str, dict[str, float]], b: dict[str, dict[str, float]]) -> bool:
+    """Whether two ``{band: {"mean", "std"}}`` tables agree (to float precision; the same bands)."""
+    if set(a) != set(b):
+        return False
+    return all(
+        np.isclose(float(a[k]["mean"]), float(b[k]["mean"])) and np.isclose(float(a[k]["std"]), float(b[k]["std"]))
+        for k in a
+    )
+
+
+def _norm_text(norm: dict[str, dict[str, float]]) -> str:
+    return f"{len(norm)} bands" if norm else "none"

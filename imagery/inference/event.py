@@ -12,8 +12,8 @@ network, built from per-pixel median composites of the clear observations (``ima
   ``imagery.data.sen12_temporal.s2_channels`` builds for training (the one home of that rule), from the post and,
   for ``pre-post`` / ``pre-post-diff``, the pre-event composite, then ``slope``; unobserved values are filled per tile
   as in training (``sen12_temporal.fill_missing``). A model with Sentinel-1 channels (``--sensor s1`` / ``s2+s1``) is
-  refused: map_event reads Sentinel-2 only. Dataset norm statistics (``norm_data.json``) used at training are not
-  stored with a model: train without them for a model meant for map_event.
+  refused: map_event reads Sentinel-2 only. Dataset norm statistics (``norm_data.json``) used at training are stored
+  with the model (``SegmenterMeta.channel_norm``) and applied here the same way.
 
 Tiles: the model's patch size (``SegmenterMeta.patch_size``, 128 px) overlapping by a quarter of it, cut inside each
 block (``imagery.inference.predict.tile_starts``) and blended with ``blend_weights`` / ``add_tile`` (the one tiling
@@ -82,6 +82,7 @@ class EventSegmenter:
         self.digest = str(seg.digest)
         meta = seg.meta
         self.temporal: str | None = meta.temporal
+        self.channel_norm: dict[str, dict[str, float]] = dict(meta.channel_norm or {})
         self.model_bands: tuple[str, ...] = tuple(meta.bands)
         self.tile = int(getattr(seg, "fixed_size", None) or meta.patch_size or 128)
         self.overlap = self.tile // 4
@@ -125,6 +126,7 @@ class EventSegmenter:
             "model": self.uri,
             "digest": self.digest,
             "temporal": self.temporal,
+            "channel_norm": self.channel_norm,
             "inputs": ["pre", "post"] if self.needs_pre else ["post"],
             "model_bands": list(self.model_bands),
             "composite_bands": list(self.bands),
@@ -147,7 +149,7 @@ class EventSegmenter:
             names = [*self.s2_bands, *(("NDVI",) if self.with_ndvi else ())]
             post_d = dict(zip(names, post, strict=True))
             pre_d = dict(zip(names, pre, strict=True)) if pre is not None else {}
-            arrays, _ = s2_channels(pre_d, post_d, self.temporal, bands=self.s2_bands)
+            arrays, _ = s2_channels(pre_d, post_d, self.temporal, self.channel_norm, bands=self.s2_bands)
             return np.stack([*arrays, slope_deg]).astype(np.float32)
         composite = dict(zip(self.bands, post, strict=True))
         layers = []

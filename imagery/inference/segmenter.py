@@ -51,7 +51,9 @@ class SegmenterMeta:
     the training patches, in model units (empty in older models: no domain check); ``training_data``
     ``{"name", "kind": "synthetic"|"real", "fingerprint"}`` of the training set (``None`` in older models).
     ``temporal`` / ``sensor``: set for a model trained on Sen12Landslides time series; such a model refuses a
-    single-date input (:meth:`require_single_date`).
+    single-date input (:meth:`require_single_date`). ``channel_norm``: the dataset norm statistics its temporal
+    channels were built with (``{band: {"mean", "std"}}``, ``imagery.data.sen12_temporal``; empty: none), which
+    inference on composites (``map_event``) applies the same way.
     """
 
     model_name: str
@@ -74,6 +76,7 @@ class SegmenterMeta:
     #: ``s2+s1``) of a model trained on time series (``imagery.data.sen12_temporal``); ``None``: single-date model
     temporal: str | None = None
     sensor: str | None = None
+    channel_norm: dict[str, dict[str, float]] = field(default_factory=dict)
     format_version: int = META_FORMAT
 
     @property

@@ -176,6 +176,7 @@ def _fit(
         training_data=training_data_info(cfg.data, data_digest),
         temporal=(cfg.data.temporal or "post") if is_temporal_band_set(bands) else None,
         sensor=(cfg.data.sensor or "s2") if is_temporal_band_set(bands) else None,
+        channel_norm=dict(fit_set.channel_norm),
     )
     return result, meta, sx, device
 

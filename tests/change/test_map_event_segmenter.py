@@ -174,6 +174,39 @@ def test_resume_fingerprint_holds_the_model_and_the_gate(world, models) -> None:
     assert base != digest(EventConfig(bbox=bbox, dem=str(dem), gate=GateParams(enabled=False)), a)
 
 
+def test_the_norm_statistics_stored_with_a_temporal_model_are_applied(models, tmp_path: Path) -> None:
+    """A model trained on channels normalised by the dataset's norm file (SegmenterMeta.channel_norm) gets its
+    composite channels normalised the same way in map_event, and only then."""
+    import json
+    import shutil
+
+    from imagery.inference.event import EventSegmenter
+
+    normed = tmp_path / "normed"
+    shutil.copytree(models["pre-post"], normed)
+    meta_path = normed / "model_meta.json"
+    meta = json.loads(meta_path.read_text())
+    meta["channel_norm"] = {"B04": {"mean": 0.1, "std": 0.5}}
+    meta_path.write_text(json.dumps(meta))
+    plain = EventSegmenter(str(models["pre-post"]), device="cpu", runtime="torch")
+    seg = EventSegmenter(str(normed), device="cpu", runtime="torch")
+    rng = np.random.default_rng(0)
+    k = len(seg.s2_bands)
+    post, pre = (
+        rng.uniform(0.01, 0.4, (k, 8, 8)).astype(np.float32),
+        rng.uniform(0.01, 0.4, (k, 8, 8)).astype(np.float32),
+    )
+    slope, dem = np.full((8, 8), 20.0, np.float32), np.zeros((8, 8), np.float32)
+    a, b = plain.inputs(post, pre, slope, dem), seg.inputs(post, pre, slope, dem)
+    names = list(plain.model_bands)
+    for name in ("B04@pre", "B04@post"):
+        i = names.index(name)
+        np.testing.assert_allclose(b[i], (a[i] - 0.1) / 0.5, rtol=1e-5)
+    others = [i for i, n in enumerate(names) if not n.startswith("B04@")]
+    np.testing.assert_array_equal(b[others], a[others])
+    assert seg.describe()["channel_norm"] != plain.describe()["channel_norm"]  # part of the --resume fingerprint
+
+
 def test_a_temporal_model_refuses_single_date_data_in_one_line(models, tmp_path: Path, tracking_uri: str, capsys):
     from imagery.data.synthetic import write_synthetic_l4s
     from pipelines import evaluate_imagery

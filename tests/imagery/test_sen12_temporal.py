@@ -3,6 +3,7 @@ path from a folder of .nc patches through train_imagery to a model that says it 
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import mlflow
@@ -94,7 +95,6 @@ def test_split_files_and_norm_statistics_are_used(tmp_path: Path) -> None:
 def test_published_task_files_splits_and_norm_lists(tmp_path: Path) -> None:
     """The formats the dataset's repository publishes: ``<task>/s2/data_paths.json`` ({"train": [paths], ...}) and
     ``norm_data.json`` ({"mean": [B02..B12, DEM], "std": [...]}, stored units 0..10000)."""
-    import json
 
     src = shared_dataset(SAMPLE) / "italy_s2_4120.nc"
     (tmp_path / "s2").mkdir()
@@ -133,6 +133,8 @@ def test_path_train_on_the_one_real_patch_model_says_temporal(tmp_path: Path, tr
     data.mkdir()
     for i in (1, 2):
         (data / f"italy_s2_{i}.nc").symlink_to(src)
+    # the dataset's published norm statistics (B02..B12, DEM; stored units): stored with the model
+    (data / "norm_data.json").write_text(json.dumps({"mean": [1000.0] * 11, "std": [2000.0] * 11}))
     out = run(
         ["--data", str(data), "--temporal", "pre-post-diff", "--width", "4", "--epochs", "1", "--batch-size", "1"]
         + ["--val-fraction", "0.5", "--device", "cpu", "--no-progress", "--overlays", "0", "--no-log-flavour"]
@@ -140,6 +142,7 @@ def test_path_train_on_the_one_real_patch_model_says_temporal(tmp_path: Path, tr
     )
     seg = load_segmenter(out.model_uris[0], device="cpu")
     assert seg.meta.temporal == "pre-post-diff" and seg.meta.sensor == "s2"
+    assert seg.meta.channel_norm["B04"] == pytest.approx({"mean": 0.1, "std": 0.2})  # applied again by map_event
     assert seg.bands == tuple(_expected("pre-post-diff", "s2")) and seg.meta.channels == list(seg.bands)
     x = load_sen12_temporal(data, "pre-post-diff", "s2").images
     pred = seg.predict(x[:1])
@@ -155,6 +158,15 @@ def test_path_train_on_the_one_real_patch_model_says_temporal(tmp_path: Path, tr
     assert run_main(predict_scene.main, scene_args) == 2  # a single-date scene is refused in one line
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "temporal set 'pre-post-diff'" in err[0], err
+    from pipelines import evaluate_imagery
+
+    bare = tmp_path / "bare"  # the same patches without the norm statistics the model was trained with
+    bare.mkdir()
+    (bare / "italy_s2_1.nc").symlink_to(src)
+    ev = ["--data", str(bare), "--model", out.model_uris[0], "--device", "cpu", "--runtime", "torch"]
+    assert run_main(evaluate_imagery.main, ev) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "norm statistics (none) differ" in err[0], err
     client = mlflow.MlflowClient(tracking_uri=mlflow.get_tracking_uri(), registry_uri=mlflow.get_tracking_uri())
     run_id = out.model_uris[0][len("runs:/") :].split("/", 1)[0]
     names = {a.path for a in client.list_artifacts(run_id)}
