@@ -36,7 +36,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
 from common.cli import RunOptions, UserError, positive_int, unit_float
-from common.options import arg, nested
+from common.options import arg, fill, nested
 from imagery.data.choices import ImageScale, Sensor, TemporalSet
 from imagery.inference.config import TtaMode
 from imagery.training.choices import SPEC_EPOCHS, FoldsOrder, Optimizer, Protocol, Schedule
@@ -263,71 +263,36 @@ def library_config(o: TrainImageryOptions, ctx: Context | None = None) -> TrainC
     if o.runtime.study_row is not None:
         check_row(o.runtime.study_row)
     d, m, a, r = o.data, o.model, o.augment, o.runtime
-    cfg = TrainConfig(
-        model=ModelConfig(
-            m.model,
-            m.channels,
-            m.head,
-            m.attention,
-            m.bottleneck,
-            m.width,
-            bands=m.bands,
-            dropout=m.dropout,
-            attention_site=m.attention_site,
-        ),
+
+    def default(value: object, key: str) -> object:  # the protocol's default where the flag was not given
+        return _protocol_default(o, value, key)  # type: ignore[arg-type]
+
+    cfg = fill(
+        TrainConfig,
+        o.optim,
+        r,
+        o.run,
+        model=fill(ModelConfig, m, name=m.model, channel_set=m.channels, use_bottleneck=m.bottleneck),
         loss=LossConfig(o.optim.loss, o.optim.loss_mix),
-        optim=OptimConfig(
-            optimizer=o.optim.optimizer,
-            lr=o.optim.lr,
-            weight_decay=o.optim.weight_decay,
-            schedule=o.optim.schedule,
-            warmup_epochs=o.optim.warmup_epochs,
-        ),
-        augment=AugmentConfig(
+        optim=fill(OptimConfig, o.optim),
+        augment=fill(
+            AugmentConfig,
+            a,
             enabled=a.augment,
-            rot90=a.rot90,
-            flip=a.flip,
-            rotate_any=a.rotate_any,
-            cutmix=bool(_protocol_default(o, a.cutmix, "cutmix")),
-            cutmix_mode=str(_protocol_default(o, a.cutmix_mode, "cutmix_mode")),
+            cutmix=bool(default(a.cutmix, "cutmix")),
+            cutmix_mode=str(default(a.cutmix_mode, "cutmix_mode")),
         ),
-        data=DataConfig(
+        data=fill(
+            DataConfig,
+            d,
             path=d.data,
-            layout=d.layout,
-            split=d.split,
-            n_synthetic=d.n_synthetic,
-            synthetic_size=d.synthetic_size,
-            val_fraction=d.val_fraction,
-            folds=int(_protocol_default(o, d.folds, "folds")),  # type: ignore[call-overload]
-            fold=d.fold,
-            normalize=d.normalize,
-            folds_order=str(_protocol_default(o, d.folds_order, "folds_order")),
-            image_bands=d.image_bands,
-            image_scale=d.image_scale,
-            label_map=d.label_map,
-            tile=d.tile,
-            temporal=d.temporal,
-            sensor=d.sensor,
+            folds=int(default(d.folds, "folds")),  # type: ignore[call-overload]
+            folds_order=str(default(d.folds_order, "folds_order")),
         ),
-        epochs=o.optim.epochs,
-        batch_size=o.optim.batch_size,
-        seed=o.run.seed,
-        device=r.device,
-        compile=r.compile,
-        precision=str(_protocol_default(o, r.precision, "precision")),
-        bn_momentum=r.bn_momentum,
-        checkpoint_dir=r.checkpoint_dir,
-        resume=r.resume,
-        tta=r.tta,
-        vote=r.vote,
+        precision=str(default(r.precision, "precision")),
         n_overlays=max(0, r.overlays),
-        progress=r.progress,
-        log_flavour=r.log_flavour,
         protocol=d.protocol,
-        shuffle=bool(_protocol_default(o, a.shuffle, "shuffle")),
-        sync_bn=r.sync_bn,
-        study_row=r.study_row,
-        postprocessing_rows=r.postprocessing_rows,
+        shuffle=bool(default(a.shuffle, "shuffle")),
     ).validate()
     dist = ddp.env_context()
     if dist.enabled and dist.world_size > cfg.batch_size:
