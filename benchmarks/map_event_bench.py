@@ -124,6 +124,7 @@ def run(
     cmd = [sys.executable, "-m", "pipelines.map_event", "--bbox", *map(str, bbox), "--event-date", "2023-05-16"]
     cmd += ["--items", str(items), "--dem", str(dem), "--out", str(out), "--engine", engine, "--workers", "2"]
     cmd += ["--tracking-uri", f"sqlite:///{out.parent / 'mlflow.db'}", "--pre-days", "90", "--post-days", "90", *extra]
+    cmd += ["--max-area-km2", "30000"]  # two full Sentinel-2 tiles are ~24,000 km2; the default limit is 500
     env = {**os.environ, "PYTHONPATH": str(ROOT), **({"OMP_NUM_THREADS": str(threads)} if threads else {})}
     t = time.perf_counter()
     code = f"import resource,subprocess,sys; r=subprocess.run({cmd!r}, env=None).returncode; " \
