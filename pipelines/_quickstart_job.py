@@ -8,7 +8,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import mlflow
 import numpy as np
@@ -30,13 +30,11 @@ from fusion.scoring import ScoringConfig
 from fusion.stacking import load_fuser
 from imagery.data import PatchSet, write_image
 from imagery.training import DataConfig, FoldsResult, ModelConfig, OptimConfig, TrainConfig, run_folds
+from pipelines._quickstart_config import QuickstartConfig
 from pipelines._register import imagery_extra, register_trained
 from service.assess import AssessConfig, AssessResult, assess
 from tabular.config import CVConfig, TrainTabularConfig
 from tabular.experiment import train_tabular_model
-
-if TYPE_CHECKING:
-    from pipelines.quickstart import QuickstartConfig
 
 #: The date the synthetic world's scene is dated (and assessed at).
 WORLD_DATE = "2024-06-01"
