@@ -37,7 +37,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import datetime as dt
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -275,20 +275,27 @@ def _segmenter(
     settings: SegmenterSettings,
     tracking_uri: str | None,
     windows: EventWindows,
-    items: Sequence[dict],
+    bbox: tuple[float, float, float, float],
     where: str,
     min_area_m2: float,
     log: Callable[[str], None],
 ) -> tuple[Any, dict[str, Any]]:
-    """The ``--imagery-model`` runner and its fitness checks (``imagery.inference.fitness``), or ``(None, {})``."""
+    """The ``--imagery-model`` runner and the fitness checks made before any block runs
+    (``imagery.inference.fitness``: resolution on the event grid, training data), or ``(None, {})``. The warnings
+    are kept in ``model_fit["warnings"]``."""
     if not settings.model:
         log("no --imagery-model: the inventory comes from change evidence alone")
         return None, {}
     from common.registry import resolve_version  # noqa: PLC0415 - MLflow loads only with a model
-    from imagery.change.acquisition import RESOLUTION_M  # noqa: PLC0415 - loaded when the command runs
+    from imagery.change.acquisition import output_grid, synthetic_scene  # noqa: PLC0415 - loaded when it runs
     from imagery.change.segmenter import check_bands  # noqa: PLC0415 - loaded when the command runs
     from imagery.inference.event import EventSegmenter  # noqa: PLC0415 - torch loads only with a model
-    from imagery.inference.fitness import check_resolution, check_training_data  # noqa: PLC0415 - with a model
+    from imagery.inference.fitness import (  # noqa: PLC0415 - torch loads only with a model
+        check_resolution,
+        check_training_data,
+        recording,
+        scene_pixel_m,
+    )
 
     segment = EventSegmenter(
         settings.model,
@@ -299,16 +306,19 @@ def _segmenter(
         tta=settings.tta,
     )
     meta = segment.segmenter.meta
-    fit = check_resolution(
-        RESOLUTION_M,
-        meta,
-        allow=settings.allow_resolution_mismatch,
-        source=f"the event composites ({RESOLUTION_M:g} m grid)",
-        model=settings.model,
-        min_area_m2=min_area_m2,
-    )
-    synthetic = any(bool((it.get("properties") or {}).get("synthetic")) for it in items)
-    fit["training_data"] = check_training_data(meta, scene_synthetic=synthetic, model=settings.model)
+    grid = output_grid(bbox)
+    notes: list[str] = []
+    with recording(notes):
+        fit = check_resolution(
+            scene_pixel_m(grid),
+            meta,
+            allow=settings.allow_resolution_mismatch,
+            source=f"the event grid ({grid.crs})",
+            model=settings.model,
+            min_area_m2=min_area_m2,
+        )
+        fit["training_data"] = check_training_data(meta, scene_synthetic=synthetic_scene(windows), model=settings.model)
+    fit["warnings"] = notes
     check_bands(windows, segment.bands, pre=segment.needs_pre, where=where)
     registered = resolve_version(settings.model, tracking_uri=tracking_uri)
     if registered:
@@ -318,6 +328,28 @@ def _segmenter(
     which = f"{settings.model}: {fit['registered']}" if registered else settings.model
     log(f"segmenter {which} ({kind}, weights {segment.digest[:12]}) runs on {inputs}, gated tiles only")
     return segment, fit
+
+
+def _fit_after(segment: Any, fit: dict[str, Any], result: Any, model: str) -> dict[str, float]:
+    """The fitness checks made from what the blocks saw (``imagery.inference.fitness``, as ``predict_scene`` makes
+    them): the domain of the channels the segmenter was fed, sampled in every block, and the share of observed
+    pixels it flags (probability at or above its threshold); into ``fit``, warnings included. Returns the MLflow
+    metrics of ``fit`` (``fitness.fit_metrics``)."""
+    from imagery.inference.fitness import (  # noqa: PLC0415 - torch loads only with a model
+        DomainCheck,
+        check_flagged_share,
+        fit_metrics,
+        recording,
+    )
+
+    grid, s = result.grid, result.summary
+    domain = DomainCheck(segment.model_bands, segment.segmenter.meta.band_stats, grid.width * grid.height)
+    if result.domain_sample is not None:
+        domain.add_sample(result.domain_sample)
+    with recording(fit.setdefault("warnings", [])):
+        domain.record(fit, model)
+        fit["flagged_share"] = check_flagged_share(s["segmenter"]["flagged_pixels"], s["observed_pixels"])
+    return fit_metrics(fit)
 
 
 def _engine_summary(segment: Any) -> dict[str, Any]:
@@ -341,6 +373,7 @@ def run(o: MapEventOptions, ctx: Context) -> dict[str, object]:
     from fusion.change_fusion import fuse_change  # noqa: PLC0415 - loaded when the command runs
     from imagery.change.acquisition import select_observations  # noqa: PLC0415 - loaded when the command runs
     from imagery.change.event import map_event  # noqa: PLC0415 - GDAL loads when the command runs
+    from imagery.change.inventory import rejected_line  # noqa: PLC0415 - loaded when the command runs
     from imagery.change.report import write_report  # noqa: PLC0415 - loaded when the command runs
     from imagery.change.validation import score_against_reference  # noqa: PLC0415 - loaded when the command runs
     from imagery.data.stac import load_items, search_items  # noqa: PLC0415 - loaded when the command runs
@@ -351,18 +384,21 @@ def run(o: MapEventOptions, ctx: Context) -> dict[str, object]:
     out = Path(o.out)
     if o.items:
         items, where = load_items(o.items), o.items
-        log_fingerprint(fingerprint_files([o.items, o.dem], source=o.items), context="event")
     else:
         start = (event - dt.timedelta(days=o.pre_days)).isoformat()
         end = (event + dt.timedelta(days=o.post_days)).isoformat()
         items = search_items(o.stac_url, o.collection, bbox, start, end, timeout_s=o.stac_timeout)
         where = str(o.stac_url)
+    windows = select_observations(items, bbox, event, o.pre_days, o.post_days, max_cloud=o.max_cloud, where=where)
+    log(f"{len(windows.pre)} item(s) before, {len(windows.post)} after the event of {event}; {km2:.2f} km2")
+    # the model's checks before any work (a refused model leaves nothing behind, not even a fetched DEM)
+    segment, model_fit = _segmenter(seg_cfg, ctx.tracking_uri, windows, bbox, where, o.min_area_m2, log)
+    if o.items:
+        log_fingerprint(fingerprint_files([o.items, o.dem], source=o.items), context="event")
+    else:
         if o.dem_collection:
             cfg = dataclasses.replace(cfg, dem=_fetch_dem(o, bbox, out))
         log_fingerprint(fingerprint_files([cfg.dem], source=o.stac_url), context="event")
-    windows = select_observations(items, bbox, event, o.pre_days, o.post_days, max_cloud=o.max_cloud, where=where)
-    log(f"{len(windows.pre)} item(s) before, {len(windows.post)} after the event of {event}; {km2:.2f} km2")
-    segment, model_fit = _segmenter(seg_cfg, ctx.tracking_uri, windows, items, where, o.min_area_m2, log)
     fuse, fuse_settings = None, None
     if o.susceptibility or segment is not None:
         fuse = partial(
@@ -375,6 +411,7 @@ def run(o: MapEventOptions, ctx: Context) -> dict[str, object]:
         if segment is not None:
             fuse_settings["segmenter_weight"] = seg_cfg.weight
     cache_dir = out.absolute().parent / f".{out.name}.blocks"
+    fit_logged: dict[str, float] = {}  # the model's fitness scores, as predict_scene logs them
     with atomic_dir(out) as staging:  # the outputs appear all together, or not at all
         result = ctx.result = map_event(
             windows,
@@ -391,7 +428,9 @@ def run(o: MapEventOptions, ctx: Context) -> dict[str, object]:
             progress=log if o.run.verbose else lambda _m: None,
         )
         if segment is not None:
+            fit_logged = _fit_after(segment, model_fit, result, str(seg_cfg.model))
             result.summary["segmenter"]["model_fit"] = model_fit
+            result.summary["warnings"] = list(model_fit["warnings"])
             result.summary["segmenter"]["engine"] = _engine_summary(segment)
             sg = result.summary["segmenter"]
             log(
@@ -401,13 +440,16 @@ def run(o: MapEventOptions, ctx: Context) -> dict[str, object]:
         if o.reference:
             result.summary["validation"] = score_against_reference(staging, result.grid, o.reference, result.features)
         (staging / "summary.json").write_text(json.dumps(result.summary, indent=1, default=str), encoding="utf-8")
-        write_report(staging, result.grid, result.features, result.summary)
+        write_report(staging, result.grid, result.features, result.summary, rejected=result.rejected)
     shutil.rmtree(cache_dir, ignore_errors=True)  # finished: the block cache is no longer needed
     if o.dem_collection:
         Path(cfg.dem).unlink(missing_ok=True)
     s = result.summary
     mlflow.log_metrics(
         {"n_landslides": s["n_landslides"], "detected_area_m2": s["detected_area_m2"], **s["timings"]}
+        | {"n_rejected": s["n_rejected"]}
+        | {f"rejected_{k}": v for k, v in s["rejected"].items()}
+        | fit_logged
         | {f"unobserved_{k}": v for k, v in s["unobserved_share"].items()}
         | {k: v for k, v in s.get("validation", {}).items() if isinstance(v, int | float)}
         | (
@@ -416,7 +458,8 @@ def run(o: MapEventOptions, ctx: Context) -> dict[str, object]:
             else {}
         )
     )
-    names = ["summary.json", "report.html", "landslides.geojson", "landslides.gpkg", "probability.tif"]
+    names = ["summary.json", "report.html", "landslides.geojson", "landslides.gpkg", "rejected.geojson"]
+    names.append("probability.tif")
     for name in [*names, *(["segmenter.tif"] if segment is not None else [])]:
         mlflow.log_artifact(str(out / name))
     files = sorted(str(f) for f in out.iterdir() if f.is_file()) if out.is_dir() else []
@@ -424,6 +467,7 @@ def run(o: MapEventOptions, ctx: Context) -> dict[str, object]:
         "run_id": ctx.run_id,
         "out": str(out),
         "landslides": s["n_landslides"],
+        "rejected": rejected_line(s["rejected"]),
         "detected_area_m2": s["detected_area_m2"],
         "items_pre": len(windows.pre),
         "items_post": len(windows.post),

@@ -43,6 +43,7 @@ from common.geo.style import (
     landslides_by_confidence_qml,
     probability_qml,
     regions_by_decision_qml,
+    rejected_by_kind_qml,
     validation_by_status_qml,
     write_layer_style,
     write_qml,
@@ -74,6 +75,7 @@ from common.geo.vector import (
     utm_crs,
     write_geojson,
     write_gpkg,
+    write_gpkg_layers,
 )
 from common.geo.zonal import ZonalRaster, Zone, zonal_majority, zonal_mean, zone_of
 
@@ -117,6 +119,7 @@ __all__ = [
     "utm_crs",
     "write_geojson",
     "write_gpkg",
+    "write_gpkg_layers",
     "read_vector",
     "rasterize",
     "distance_to",
@@ -131,6 +134,7 @@ __all__ = [
     "regions_by_decision_qml",
     "validation_by_status_qml",
     "landslides_by_confidence_qml",
+    "rejected_by_kind_qml",
     "write_qml",
     "write_layer_style",
 ]

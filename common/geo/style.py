@@ -44,6 +44,11 @@ STATUS_STYLE: dict[str | int | None, tuple[str, str]] = {
     "false": ("#d7301f", "false detection (not in the reference)"),
     "missed": ("#7b3294", "missed (in the reference, not detected)"),
 }
+# candidates map_event rejected (imagery.change.inventory), by kind: outlined, barely filled (not landslides)
+REJECTED_STYLE: dict[str | int | None, tuple[str, str]] = {
+    "flat_loss": ("#2c7bb6", "vegetation loss on flat ground: likely harvest or clearing"),
+    "segmenter_only": ("#7b3294", "segmenter-only: older landslide or bare rock"),
+}
 
 
 def hex_rgba(colour: str) -> tuple[int, int, int, int]:
@@ -223,6 +228,11 @@ def regions_by_decision_qml(field: str = "decision") -> str:
 def validation_by_status_qml(field: str = "status") -> str:
     """Validation polygons (detected and reference) by ``status``: matched, false detection, missed."""
     return categorized_qml(field, STATUS_STYLE, fill_alpha=90)
+
+
+def rejected_by_kind_qml(field: str = "kind") -> str:
+    """Rejected candidates (``map_event``'s ``rejected`` layer) by ``kind``: flat-ground loss, segmenter-only."""
+    return categorized_qml(field, REJECTED_STYLE, fill_alpha=30)
 
 
 def landslides_by_confidence_qml(threshold: float | None = None, field: str = "mean_prob") -> str:

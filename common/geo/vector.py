@@ -27,7 +27,7 @@ import csv
 import math
 import warnings
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -436,6 +436,39 @@ def _geometry_type(geoms: np.ndarray) -> tuple[str, bool]:
     return "Unknown", False
 
 
+def _write_layer(
+    tmp: Path,
+    features: Sequence[Feature],
+    crs: str,
+    driver: str,
+    layer: str,
+    layer_options: dict[str, str],
+    promote: bool,
+    *,
+    append: bool = False,
+) -> None:
+    feats = list(features)
+    geoms = np.empty(len(feats), dtype=object)
+    geoms[:] = [f.geometry for f in feats]
+    names, arrays = _field_arrays(feats)
+    gtype, to_multi = _geometry_type(geoms) if len(geoms) else ("Polygon", False)
+    if to_multi and not promote:  # keep each geometry's own type (GeoJSON allows a mix)
+        gtype, to_multi = "Unknown", False
+    pyogrio.raw.write(
+        tmp,
+        shapely.to_wkb(geoms) if len(geoms) else np.array([], dtype=object),
+        arrays,
+        names,
+        layer=layer,
+        driver=driver,
+        geometry_type=gtype,
+        crs=crs,
+        promote_to_multi=to_multi,
+        layer_options=layer_options,
+        append=append,
+    )
+
+
 def _write_ogr(
     features: Sequence[Feature],
     path: PathLike,
@@ -446,28 +479,10 @@ def _write_ogr(
     promote: bool,
     style_qml: str | None = None,
 ) -> Path:
-    feats = list(features)
-    geoms = np.empty(len(feats), dtype=object)
-    geoms[:] = [f.geometry for f in feats]
-    names, arrays = _field_arrays(feats)
-    gtype, to_multi = _geometry_type(geoms) if len(geoms) else ("Polygon", False)
-    if to_multi and not promote:  # keep each geometry's own type (GeoJSON allows a mix)
-        gtype, to_multi = "Unknown", False
     target = Path(path)
     with atomic_path(target) as tmp:
         tmp.unlink()  # GDAL must create the file itself (an empty GeoPackage is not a valid one)
-        pyogrio.raw.write(
-            tmp,
-            shapely.to_wkb(geoms) if len(geoms) else np.array([], dtype=object),
-            arrays,
-            names,
-            layer=layer,
-            driver=driver,
-            geometry_type=gtype,
-            crs=crs,
-            promote_to_multi=to_multi,
-            layer_options=layer_options,
-        )
+        _write_layer(tmp, features, crs, driver, layer, layer_options, promote)
         if style_qml is not None:
             write_layer_style(tmp, layer, style_qml)
     return target
@@ -504,6 +519,21 @@ def write_gpkg(
     GeoPackage is replaced whole (other layers in it are not kept).
     """
     return _write_ogr(list(features), path, normalize_crs(crs), "GPKG", layer, {}, promote=True, style_qml=style_qml)
+
+
+def write_gpkg_layers(path: PathLike, crs: Any, layers: Mapping[str, tuple[Sequence[Feature], str | None]]) -> Path:
+    """Write several layers ``{name: (features, style_qml or None)}`` into one GeoPackage in ``crs``, atomically
+    (all layers or none; an existing file is replaced whole); each as :func:`write_gpkg` writes one."""
+    target = Path(path)
+    crs_text = normalize_crs(crs)
+    with atomic_path(target) as tmp:
+        tmp.unlink()  # GDAL must create the file itself (an empty GeoPackage is not a valid one)
+        for i, (name, (features, _qml)) in enumerate(layers.items()):
+            _write_layer(tmp, features, crs_text, "GPKG", name, {}, True, append=i > 0)
+        for name, (_features, qml) in layers.items():
+            if qml is not None:
+                write_layer_style(tmp, name, qml)
+    return target
 
 
 # -- reading --------------------------------------------------------------------------------------

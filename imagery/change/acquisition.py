@@ -46,6 +46,8 @@ class Observation:
     files: dict[str, BandFile]
     cloud_cover: float | None
     footprint: Any  # shapely geometry in EPSG:4326
+    #: the item says it is synthetic (``properties.synthetic``; the scene metadata ``predict_scene`` reads too)
+    synthetic: bool = False
 
     @property
     def key(self) -> tuple[str, int | None]:
@@ -68,6 +70,13 @@ class EventWindows:
     post_end: dt.date
     pre: tuple[Observation, ...]
     post: tuple[Observation, ...]
+
+
+def synthetic_scene(windows: EventWindows) -> bool:
+    """Whether the event's scene is synthetic: every observation of both windows says so (one real item makes the
+    composites real). A model that learnt from synthetic data only warns on a real scene
+    (``imagery.inference.fitness.check_training_data``)."""
+    return all(o.synthetic for o in (*windows.pre, *windows.post))
 
 
 def parse_date(text: str, flag: str = "--event-date") -> dt.date:
@@ -149,6 +158,7 @@ def select_observations(
             files=dict(scene.files),
             cloud_cover=float(cloud) if cloud is not None else None,
             footprint=shape if shape is not None else area,
+            synthetic=bool(scene.metadata.get("synthetic")),
         )
         (pre if day < event else post).append(obs)
     for name, obs_list, start, end in (("pre", pre, pre_start, pre_end), ("post", post, post_start, post_end)):

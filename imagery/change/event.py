@@ -11,11 +11,13 @@ so a landslide crossing a block or tile border is one polygon, never cut.
 Outputs (in ``out``, which the caller stages atomically): ``pre.tif`` / ``post.tif`` (float32, NaN nodata,
 bands :data:`~imagery.change.composite.LAYERS` with their descriptions, the last one ``clear_count``),
 ``change.tif`` (``dNDVI``, ``rdNDVI``, ``dBSI``, ``slope_deg``), ``probability.tif`` (float32, NaN where
-unobserved), ``landslides.gpkg`` (grid CRS) and ``landslides.geojson`` (EPSG:4326).
+unobserved), ``landslides.gpkg`` (grid CRS; layers ``landslides``, the inventory, and ``rejected``, the candidates
+left out of it with the reason: :func:`imagery.change.inventory.build_rejected`), ``landslides.geojson`` and
+``rejected.geojson`` (EPSG:4326).
 
-Memory: the blocks in flight plus one whole-area array, the detection mask (1 byte per pixel: 240 MB for two
-full Sentinel-2 tiles); polygons are built strip by strip and their statistics read from the written COGs,
-one polygon's window at a time.
+Memory: the blocks in flight plus one whole-area array, the label mask (1 byte per pixel: detected, or the kind of
+rejected candidate; 240 MB for two full Sentinel-2 tiles); polygons are built strip by strip and their statistics
+read from the written COGs, one polygon's window at a time.
 """
 
 from __future__ import annotations
@@ -40,10 +42,11 @@ from common.geo import (
     iter_windows,
     landslides_by_confidence_qml,
     pixel_size_m,
+    rejected_by_kind_qml,
     slope,
     terrain_window,
     write_geojson,
-    write_gpkg,
+    write_gpkg_layers,
 )
 from common.geo.grid import Window
 from imagery.change.acquisition import EventWindows, area_km2, output_grid
@@ -51,10 +54,12 @@ from imagery.change.composite import LAYERS, acquisitions, band_composite, close
 from imagery.change.detector import DetectorParams, change_score, detect, observed
 from imagery.change.engine import BlockCache, Engine, fingerprint, run_blocks
 from imagery.change.indices import dndvi, rdndvi
-from imagery.change.inventory import build_inventory
+from imagery.change.inventory import build_inventory, build_rejected, rejected_counts
 from imagery.change.segmenter import BlockSegmenter, GateParams, tile_passes
 
 CHANGE_LAYERS: tuple[str, ...] = ("dNDVI", "rdNDVI", "dBSI", "slope_deg")
+#: The kinds of rejected candidates, by their code in a block's ``rejected_kind`` (``inventory.REJECTED_REASONS``).
+REJECTED_KINDS: dict[int, str] = {1: "flat_loss", 2: "segmenter_only"}
 #: ``fuse(score, susceptibility) -> probability``, all ``(h, w)`` float32 (susceptibility may be None).
 FuseFn = Callable[[np.ndarray, np.ndarray | None], np.ndarray]
 _I_NDVI, _I_BSI, _I_COUNT = LAYERS.index("NDVI"), LAYERS.index("BSI"), LAYERS.index("clear_count")
@@ -81,6 +86,11 @@ class EventResult:
     grid: Grid
     features: list[Feature]
     summary: dict[str, Any]
+    #: the candidates left out of the inventory (``rejected`` layer), by area
+    rejected: list[Feature] = field(default_factory=list)
+    #: with a segmenter: a strided sample of what it was fed ``(C, k)``, gathered from every block (the domain
+    #: check of ``imagery.inference.fitness``); ``None`` without one
+    domain_sample: np.ndarray | None = None
 
 
 def _observations(windows: EventWindows, name: str) -> list[dict[str, Any]]:
@@ -107,9 +117,12 @@ def process_block(
 ) -> dict[str, np.ndarray]:
     """One block as a task (picklable arguments, opens its own rasters): ``pre``/``post`` ``(8, h, w)``,
     ``change`` ``(4, h, w)``, ``probability`` ``(h, w)``, ``detected`` ``(h, w)`` uint8, ``susceptibility``
-    (NaN without one) and ``rejected`` ``[flat_ground, bare_before]`` pixel counts; timings in ``seconds``
-    (composite, change, segmenter). With ``segment``: ``segmenter`` ``(h, w)`` (its probability on the tiles that
-    passed the gate, NaN elsewhere) and ``tiles`` ``[total, run]``."""
+    (NaN without one), ``rejected`` ``[flat_ground, bare_before]`` pixel counts and ``rejected_kind`` ``(h, w)``
+    uint8 (the candidates left out of the inventory, :data:`REJECTED_KINDS`: 1 vegetation loss where the slope
+    rule fails, 2 the segmenter's probability at or above its threshold where nothing changed, 0 neither);
+    timings in ``seconds`` (composite, change, segmenter). With ``segment``: ``segmenter`` ``(h, w)`` (its
+    probability on the tiles that passed the gate, NaN elsewhere), ``tiles`` ``[total, run]`` and ``domain_sample``
+    ``(C, k)`` (what the network was fed, sampled for the parent's domain check)."""
     p = config.detector
     t = time.perf_counter()
     pre = composite_block(windows.pre, grid, win)
@@ -144,9 +157,14 @@ def process_block(
         prob = fuse(score, sus_or_none)
     prob = np.where(np.isfinite(score), prob, np.nan).astype(np.float32)
     hit = detect(d, sl, ndvi_pre, pre[_I_COUNT], post[_I_COUNT], p)
+    seen = observed(pre[_I_COUNT], post[_I_COUNT], p)
     with np.errstate(invalid="ignore"):
-        loss = (-d >= p.min_ndvi_loss) & observed(pre[_I_COUNT], post[_I_COUNT], p)
-        rejected = [int((loss & (sl < p.min_slope_deg)).sum()), int((loss & (ndvi_pre < p.min_pre_ndvi)).sum())]
+        loss = (-d >= p.min_ndvi_loss) & seen
+        flat = loss & (sl < p.min_slope_deg)
+        rejected = [int(flat.sum()), int((loss & (ndvi_pre < p.min_pre_ndvi)).sum())]
+        kind = np.where(flat & ~hit, 1, 0).astype(np.uint8)
+        if segment is not None:  # a scar to the segmenter, yet no vegetation loss at all
+            kind[(extra["segmenter"] >= float(segment.threshold)) & seen & ~loss & ~hit] = 2
     return {
         "pre": pre,
         "post": post,
@@ -155,6 +173,7 @@ def process_block(
         "detected": hit.astype(np.uint8),
         "susceptibility": s_blk,
         "rejected": np.array(rejected, np.int64),
+        "rejected_kind": kind,
         "seconds": np.array([t_comp, t_change + time.perf_counter() - t, t_seg]),
         **extra,
     }
@@ -181,6 +200,7 @@ def _segment_block(
         if tile_passes(score[r : r + th, c : c + tw], None if sus is None else sus[r : r + th, c : c + tw], gate)
     ]
     prob = np.full((h, w), np.nan, np.float32)
+    sample = np.zeros((0, 0), np.float32)
     if run:
         post = band_composite(windows.post, grid, win, segment.bands, with_ndvi=segment.with_ndvi)
         pre = (
@@ -189,8 +209,15 @@ def _segment_block(
             else None
         )
         dem = dem_m if dem_m is not None else np.full((h, w), np.nan, np.float32)
-        prob = np.asarray(segment(post, pre, slope_deg, dem, run), dtype=np.float32)
-    return {"segmenter": prob, "tiles": np.array([len(tiles), len(run)], np.int64)}
+        p_seg, sample = segment(
+            post, pre, slope_deg, dem, run, origin=(int(win.row_off), int(win.col_off)), grid_shape=grid.shape
+        )
+        prob = np.asarray(p_seg, dtype=np.float32)
+    return {
+        "segmenter": prob,
+        "tiles": np.array([len(tiles), len(run)], np.int64),
+        "domain_sample": np.asarray(sample, np.float32),
+    }
 
 
 def _settings(
@@ -205,7 +232,7 @@ def _settings(
         "items": [[o.item_id, o.date.isoformat(), o.orbit] for o in obs],
         "fusion": fuse_settings,
         "segmenter": segment.describe() if segment is not None else None,
-        "version": 2,
+        "version": 3,
     }
     files = [f.path for o in obs for f in o.files.values()] + [config.dem, config.susceptibility]
     return settings, files
@@ -239,7 +266,8 @@ def map_event(
     p = config.detector
     with _open_dem(config.dem, grid):
         pass  # the coverage check, once, before any block runs
-    detected = np.zeros(grid.shape, dtype=np.uint8)  # the only whole-area array: 1 byte per pixel
+    # the only whole-area array, 1 byte per pixel: 1 detected, 2 / 3 rejected as REJECTED_KINDS 1 / 2, 0 neither
+    labels = np.zeros(grid.shape, dtype=np.uint8)
     counts = np.zeros(3, np.int64)  # unobserved before, unobserved after, observed (finite probability)
     rejected = np.zeros(2, np.int64)
     timings = {"composite_s": 0.0, "change_s": 0.0, "polygons_s": 0.0}
@@ -253,6 +281,10 @@ def map_event(
     out.mkdir(parents=True, exist_ok=True)
     task = partial(process_block, windows=windows, config=config, grid=grid, fuse=fuse, segment=segment)
     seg_tiles = np.zeros(2, np.int64)  # tiles in all blocks, tiles the segmenter ran on
+    seg_info = segment.describe() if segment is not None else None
+    seg_threshold = float(seg_info["threshold"]) if seg_info else 0.5
+    seg_flagged = np.zeros(1, np.int64)  # observed pixels where the segmenter's probability >= its threshold
+    domain_samples: list[np.ndarray] = []
     with contextlib.ExitStack() as stack:
         desc = list(LAYERS)
         w_pre = stack.enter_context(
@@ -285,13 +317,18 @@ def map_event(
             counts[0] += int((np.nan_to_num(r["pre"][_I_COUNT]) < p.min_clear).sum())
             counts[1] += int((np.nan_to_num(r["post"][_I_COUNT]) < p.min_clear).sum())
             counts[2] += int(np.isfinite(r["probability"]).sum())
-            detected[rows, cols] = r["detected"]
+            kind = r["rejected_kind"]
+            labels[rows, cols] = np.where(r["detected"] > 0, 1, np.where(kind > 0, kind + 1, 0))
             rejected = rejected + r["rejected"]
             timings["composite_s"] += float(r["seconds"][0])
             timings["change_s"] += float(r["seconds"][1])
             if w_seg is not None:
                 w_seg.write(r["segmenter"][None], win)
                 seg_tiles[:] += r["tiles"]
+                with np.errstate(invalid="ignore"):
+                    seg_flagged[0] += int((r["segmenter"] >= seg_threshold).sum())
+                if r["domain_sample"].size:
+                    domain_samples.append(r["domain_sample"])
                 timings["segmenter_s"] += float(r["seconds"][2])
             n_done[0] += 1
             progress(f"  block {n_done[0]}/{len(blocks)}: rows {rows.start}-{rows.stop}, cols {cols.start}-{cols.stop}")
@@ -304,27 +341,32 @@ def map_event(
             close_readers()  # this process's; Dask workers close theirs when they exit
     t = time.perf_counter()
     pre_dates, post_dates = _dates(windows, "pre"), _dates(windows, "post")
-    strips = StripPolygonizer(grid, min_area_m2=config.min_area_m2)
-    for row in range(0, grid.height, config.block):
-        strips.add(detected[row : row + config.block], row)
-    seg_info = segment.describe() if segment is not None else None
+    codes = {1: "detected", **{c + 1: k for c, k in REJECTED_KINDS.items() if segment is not None or c == 1}}
+    strips = {name: StripPolygonizer(grid, min_area_m2=config.min_area_m2) for name in codes.values()}
+    for row in range(0, grid.height, config.block):  # one strip of the labels at a time, a mask per kind
+        strip = labels[row : row + config.block]
+        for code, name in codes.items():
+            strips[name].add(strip == code, row)
     with _layer_reader(out, grid, config.susceptibility, segmenter=segment is not None) as read:
         features = build_inventory(
-            strips.features(),
+            strips.pop("detected").features(),
             grid,
             read,
             pre_dates=pre_dates,
             post_dates=post_dates,
-            segmenter_threshold=float(seg_info["threshold"]) if seg_info else 0.5,
+            segmenter_threshold=seg_threshold,
         )
-    write_gpkg(  # opens in QGIS by confidence (the polygons' mean probability): low, medium, high from 0.5
-        features,
+        rejected_features = build_rejected({k: sp.features() for k, sp in strips.items()}, grid, read)
+    write_gpkg_layers(  # landslides open in QGIS by confidence (low, medium, high from 0.5), rejected by kind
         out / "landslides.gpkg",
         grid.crs,
-        layer="landslides",
-        style_qml=landslides_by_confidence_qml(None, "confidence"),
+        {
+            "landslides": (features, landslides_by_confidence_qml(None, "confidence")),
+            "rejected": (rejected_features, rejected_by_kind_qml()),
+        },
     )
     write_geojson(features, out / "landslides.geojson", grid.crs)
+    write_geojson(rejected_features, out / "rejected.geojson", grid.crs)
     timings["polygons_s"] = time.perf_counter() - t
     timings["total_s"] = time.perf_counter() - t0
     timings = {k: round(v, 3) for k, v in timings.items()}
@@ -353,7 +395,9 @@ def map_event(
         "blocks_resumed": len(blocks) - computed,
         "n_landslides": len(features),
         "detected_area_m2": round(float(sum(f.properties["area_m2"] for f in features)), 1),
-        "detected_pixels": int(detected.sum()),
+        "detected_pixels": int((labels == 1).sum()),
+        "n_rejected": len(rejected_features),
+        "rejected": rejected_counts(rejected_features),
         "rejected_pixels": {
             "flat_ground (vegetation loss on flat ground: likely harvest)": int(rejected[0]),
             "bare_before (bare before the event: quarry, river bar, rock)": int(rejected[1]),
@@ -362,9 +406,15 @@ def map_event(
         "pixels": n_px,
         "timings": timings,
         "outputs": ["pre.tif", "post.tif", "change.tif", "probability.tif", "landslides.gpkg", "landslides.geojson"]
+        + ["rejected.geojson"]
         + (["segmenter.tif"] if segment is not None else []),
     }
-    return EventResult(grid, features, summary)
+    if isinstance(summary["segmenter"], dict):
+        summary["segmenter"]["flagged_pixels"] = int(seg_flagged[0])
+    domain = np.concatenate(domain_samples, axis=1) if domain_samples else None
+    if segment is not None and domain is None:
+        domain = np.zeros((0, 0), np.float32)
+    return EventResult(grid, features, summary, rejected_features, domain)
 
 
 def _segmenter_summary(

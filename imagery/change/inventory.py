@@ -13,6 +13,18 @@ probability over the pixels it ran on, when ``--imagery-model`` was given; NaN/n
 whole polygon), ``pre_dates`` / ``post_dates`` (the
 acquisition dates of each window, comma-separated), ``evidence`` (short tags joined by ``+``) and ``reason``
 (the cross-check in words), ``centroid_lon`` / ``centroid_lat``.
+
+**Rejected candidates** (:func:`build_rejected`, the ``rejected`` layer, never mixed into the inventory): regions
+the cross-checks turned down, polygonized the same way (>= ``min_area_m2``, merged across block borders), one
+``kind`` each with its ``reason``:
+
+* ``flat_loss``: vegetation loss (the detector's loss rule met, both windows seen) where the slope rule fails:
+  "vegetation loss on flat ground (slope N deg): likely harvest or clearing";
+* ``segmenter_only`` (with ``--imagery-model``): the segmenter's probability at or above its threshold where no
+  vegetation was lost: "the segmenter sees a scar but nothing changed: older landslide or bare rock".
+
+Columns: ``id`` (1..n by kind, then largest first), ``area_m2``, ``kind``, ``reason``, ``mean_dndvi``,
+``mean_slope_deg``, ``p_segmenter`` (when a segmenter ran), ``centroid_lon`` / ``centroid_lat``.
 """
 
 from __future__ import annotations
@@ -32,6 +44,8 @@ BARE_DBSI = 0.05
 #: Susceptibility read as high / low in the reason.
 HIGH_SUSCEPTIBILITY = 0.5
 LOW_SUSCEPTIBILITY = 0.2
+#: The kinds of rejected candidates and how they read in a summary line, in their order in the layer.
+REJECTED_WORDS: dict[str, str] = {"flat_loss": "vegetation loss on flat ground", "segmenter_only": "segmenter-only"}
 
 
 def reason(props: Mapping[str, Any], segmenter_threshold: float = 0.5) -> tuple[str, str]:
@@ -150,3 +164,64 @@ def build_inventory(
     for i, f in enumerate(out, start=1):
         f.properties["id"] = i
     return out
+
+
+def rejected_reason(kind: str, props: Mapping[str, Any]) -> str:
+    """The reason in words of a rejected candidate of ``kind`` (module docstring)."""
+    if kind == "flat_loss":
+        return f"vegetation loss on flat ground (slope {props['mean_slope_deg']:.0f} deg): likely harvest or clearing"
+    if kind == "segmenter_only":
+        return "the segmenter sees a scar but nothing changed: older landslide or bare rock"
+    raise ValueError(f"unknown rejected kind {kind!r}; expected one of {', '.join(REJECTED_WORDS)}")
+
+
+def build_rejected(
+    polygons: Mapping[str, Sequence[Feature]],
+    grid: Grid,
+    read: Callable[[Window], Mapping[str, np.ndarray]],
+) -> list[Feature]:
+    """The rejected candidates (module docstring) from ``{kind: polygons}`` on ``grid``; ``read`` as for
+    :func:`build_inventory` (``p_segmenter`` is a column when ``read`` returns it). Each polygon reads only its own
+    window. Returns them by kind (:data:`REJECTED_WORDS` order), then largest first, ids 1..n in that order."""
+    out: list[Feature] = []
+    for kind in sorted(polygons, key=list(REJECTED_WORDS).index):
+        feats: list[Feature] = []
+        for feat in polygons[kind]:
+            win = _window_of(feat.geometry, grid)
+            inside = rasterize([feat.geometry], grid.subgrid(win)) > 0
+            layers = read(win)
+            props: dict[str, Any] = {
+                "id": 0,
+                "area_m2": round(float(feat.properties["area_m2"]), 1),
+                "kind": kind,
+                "reason": "",
+                "mean_dndvi": round(_mean(layers["dndvi"], inside), 4),
+                "mean_slope_deg": round(_mean(layers["slope_deg"], inside), 2),
+            }
+            if "p_segmenter" in layers:
+                props["p_segmenter"] = round(_mean(layers["p_segmenter"], inside), 4)
+            props["reason"] = rejected_reason(kind, props)
+            props["centroid_lon"] = feat.properties["centroid_lon"]
+            props["centroid_lat"] = feat.properties["centroid_lat"]
+            feats.append(Feature(feat.geometry, props))
+        feats.sort(key=lambda f: -f.properties["area_m2"])
+        out.extend(feats)
+    for i, f in enumerate(out, start=1):
+        f.properties["id"] = i
+    return out
+
+
+def rejected_counts(features: Sequence[Feature]) -> dict[str, int]:
+    """``{kind: count}`` of rejected candidates, every kind present (0 when none)."""
+    counts = dict.fromkeys(REJECTED_WORDS, 0)
+    for f in features:
+        counts[f.properties["kind"]] += 1
+    return counts
+
+
+def rejected_line(counts: Mapping[str, int]) -> str:
+    """ "12 candidates rejected: 10 vegetation loss on flat ground, 2 segmenter-only" (kinds with none left out)."""
+    total = sum(counts.values())
+    parts = [f"{n} {REJECTED_WORDS.get(k, k)}" for k, n in counts.items() if n]
+    head = f"{total} candidate{'s' if total != 1 else ''} rejected"
+    return f"{head}: {', '.join(parts)}" if parts else head

@@ -1,5 +1,7 @@
-"""``report.html`` of an event: one offline file, before/after true colour side by side with the inventory drawn
-on both, a confidence legend, the polygon table sorted by confidence and the summary.
+"""``report.html`` of an event: one offline file, the warnings to check first (the segmenter's fit to the scene),
+before/after true colour side by side with the inventory drawn on both (the rejected candidates dashed), a
+confidence legend, the polygon table sorted by confidence, the rejected candidates with their reasons and the
+summary.
 
 The true-colour views are read back from ``pre.tif`` / ``post.tif`` onto a coarse grid (at most
 :data:`MAX_PX` pixels on the long side, averaged), so the report costs little memory whatever the area.
@@ -18,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from common.geo import Feature, Grid, RasterOnGrid
+from imagery.change.inventory import rejected_line
 
 MAX_PX = 800
 _RGB = (3, 2, 1)  # B4, B3, B2 in LAYERS order (1-based bands of pre.tif / post.tif)
@@ -30,7 +33,7 @@ def _thumb_grid(grid: Grid) -> Grid:
     return Grid.from_bounds((left, bottom, right, top), grid.crs, res)
 
 
-def _png(path: Path, grid: Grid, features: Sequence[Feature], title: str) -> str:
+def _png(path: Path, grid: Grid, features: Sequence[Feature], title: str, rejected: Sequence[Feature] = ()) -> str:
     import matplotlib  # noqa: PLC0415 - only for the report
 
     matplotlib.use("Agg")
@@ -44,6 +47,11 @@ def _png(path: Path, grid: Grid, features: Sequence[Feature], title: str) -> str
     fig, ax = plt.subplots(figsize=(5, 5 * small.height / small.width + 0.4), dpi=110)
     ax.imshow(img, extent=(left, right, bottom, top))
     cmap = plt.get_cmap("autumn_r")
+    for f in rejected:
+        for g in getattr(f.geometry, "geoms", [f.geometry]):
+            x, y = g.exterior.xy
+            colour = "#2c7bb6" if f.properties["kind"] == "flat_loss" else "#7b3294"
+            ax.plot(x, y, color=colour, lw=0.9, ls="--")
     for f in features:
         geoms = getattr(f.geometry, "geoms", [f.geometry])
         for g in geoms:
@@ -57,10 +65,20 @@ def _png(path: Path, grid: Grid, features: Sequence[Feature], title: str) -> str
     return base64.b64encode(buf.getvalue()).decode("ascii")
 
 
-def write_report(out: Path, grid: Grid, features: Sequence[Feature], summary: dict[str, Any]) -> Path:
-    """Write ``out/report.html`` from ``out/pre.tif``, ``out/post.tif``, the features and the summary."""
-    pre = _png(out / "pre.tif", grid, features, f"before ({', '.join(summary['acquisitions']['pre'][-3:])} ...)")
-    post = _png(out / "post.tif", grid, features, f"after ({', '.join(summary['acquisitions']['post'][:3])} ...)")
+def write_report(
+    out: Path,
+    grid: Grid,
+    features: Sequence[Feature],
+    summary: dict[str, Any],
+    *,
+    rejected: Sequence[Feature] = (),
+) -> Path:
+    """Write ``out/report.html`` from ``out/pre.tif``, ``out/post.tif``, the features, the rejected candidates and
+    the summary (its ``warnings`` listed first)."""
+    pre_title = f"before ({', '.join(summary['acquisitions']['pre'][-3:])} ...)"
+    post_title = f"after ({', '.join(summary['acquisitions']['post'][:3])} ...)"
+    pre = _png(out / "pre.tif", grid, features, pre_title, rejected)
+    post = _png(out / "post.tif", grid, features, post_title, rejected)
     cols = ["id", "confidence", "area_m2", "mean_dndvi", "mean_slope_deg", "clear_obs_pre", "clear_obs_post", "reason"]
     if any("susceptibility" in f.properties for f in features):
         cols.insert(5, "susceptibility")
@@ -77,17 +95,38 @@ def write_report(out: Path, grid: Grid, features: Sequence[Feature], summary: di
         for f in features
     )
     head = "".join(f"<th>{html.escape(c)}</th>" for c in cols)
+    warn = summary.get("warnings") or []
+    warn_html = (
+        '<section class="warnings"><h2>Check before use</h2><ul>'
+        + "".join(f"<li>{html.escape(str(w))}</li>" for w in warn)
+        + "</ul></section>"
+        if warn
+        else ""
+    )
+    r_cols = ["id", "kind", "area_m2", "mean_dndvi", "mean_slope_deg", "reason"]
+    if any("p_segmenter" in f.properties for f in rejected):
+        r_cols.insert(5, "p_segmenter")
+    r_rows = "".join(
+        "<tr>" + "".join(f"<td>{html.escape(str(f.properties.get(c, '')))}</td>" for c in r_cols) + "</tr>"
+        for f in rejected
+    )
+    r_head = "".join(f"<th>{html.escape(c)}</th>" for c in r_cols)
+    r_line = rejected_line(summary.get("rejected") or {})
     text = f"""<!doctype html><html><head><meta charset="utf-8"><title>Event {summary["event_date"]}</title>
 <style>body{{font-family:sans-serif;margin:1em}} img{{max-width:48%;margin:0.5%}} table{{border-collapse:collapse}}
 td,th{{border:1px solid #ccc;padding:2px 6px;font-size:12px}} .legend span{{display:inline-block;width:2em;height:1em}}
+.warnings{{border:1px solid #d08700;background:#fff6e0;padding:.4em 1em;margin:.6em 0}}
 </style></head><body>
 <h1>Landslides after the event of {summary["event_date"]}</h1>
+{warn_html}
 <p>{summary["n_landslides"]} polygon(s), {summary["detected_area_m2"]:.0f} m2 detected over {summary["area_km2"]} km2;
-{html.escape(seg)}.</p>
+{html.escape(seg)}. {html.escape(r_line)} (dashed on the views; not in the inventory).</p>
 <div><img alt="before" src="data:image/png;base64,{pre}"><img alt="after" src="data:image/png;base64,{post}"></div>
 <p class="legend">confidence: <span style="background:#ffff00"></span> low
 <span style="background:#ff8000"></span> medium <span style="background:#ff0000"></span> high</p>
 <h2>Inventory (by confidence)</h2><table><tr>{head}</tr>{rows}</table>
+<h2>Rejected candidates (not landslides by the cross-checks)</h2><p>{html.escape(r_line)}</p>
+<table><tr>{r_head}</tr>{r_rows}</table>
 <h2>Summary</h2><pre>{html.escape(json.dumps(summary, indent=1))}</pre></body></html>
 """
     path = out / "report.html"

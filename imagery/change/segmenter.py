@@ -80,6 +80,8 @@ class BlockSegmenter(Protocol):
     with_ndvi: bool
     #: whether it needs the pre-event composite too (a ``pre-post`` / ``pre-post-diff`` model)
     needs_pre: bool
+    #: its decision threshold on the probability (a pixel at or above it is a scar to the segmenter)
+    threshold: float
 
     def describe(self) -> dict:
         """What the summary and the ``--resume`` fingerprint say about it (model, weights digest, settings)."""
@@ -96,10 +98,15 @@ class BlockSegmenter(Protocol):
         slope_deg: np.ndarray,
         dem_m: np.ndarray,
         tiles: Sequence[Tile],
-    ) -> np.ndarray:
+        *,
+        origin: tuple[int, int] = (0, 0),
+        grid_shape: tuple[int, int] | None = None,
+    ) -> tuple[np.ndarray, np.ndarray]:
         """Landslide probability ``(h, w)`` float32 of the block from the composites of :attr:`bands` (``(B, h, w)``
         reflectance, NaN unobserved), run on ``tiles`` only; NaN outside them and where the post composite is
-        unobserved."""
+        unobserved. And the block's sample of what the network was fed, ``(C, k)`` float32, for the domain check
+        of the parent (``imagery.inference.fitness``): ``origin`` is the block's first (row, col) in the grid of
+        ``grid_shape``, so the sample is the same however the grid is cut into blocks."""
         ...
 
 

@@ -290,7 +290,11 @@ def scene_from_item(item: dict[str, Any], base: Path, source: str, kind: str = "
         processing_baseline=props.get("s2:processing_baseline"),
         files=files,
         scale_source=", ".join(sorted(sources)) or "assumed",
-        metadata={"eo:cloud_cover": props.get("eo:cloud_cover"), "collection": item.get("collection")},
+        metadata={
+            "eo:cloud_cover": props.get("eo:cloud_cover"),
+            "collection": item.get("collection"),
+            "synthetic": bool(props.get("synthetic")),  # as a folder's scene.json says it: only when marked
+        },
     )
 
 

@@ -37,6 +37,7 @@ from imagery.change.segmenter import Tile
 from imagery.data.bands import canonical_band, model_unit_factor, to_model_units
 from imagery.data.sen12_temporal import fill_missing, s2_channels
 from imagery.data.sen12landslides import S2_BANDS
+from imagery.inference.fitness import domain_sample, domain_step
 from imagery.inference.predict import add_tile, blend_weights, tile_starts
 from imagery.inference.scene import B10_FILL
 from imagery.inference.serving import load_segmenter
@@ -171,11 +172,28 @@ class EventSegmenter:
         slope_deg: np.ndarray,
         dem_m: np.ndarray,
         tiles: Sequence[Tile],
-    ) -> np.ndarray:
+        *,
+        origin: tuple[int, int] = (0, 0),
+        grid_shape: tuple[int, int] | None = None,
+    ) -> tuple[np.ndarray, np.ndarray]:
         """Landslide probability ``(h, w)`` on ``tiles`` (blended where they overlap), NaN elsewhere and where the
-        post-event composite is unobserved."""
+        post-event composite is unobserved; and the block's domain sample ``(C, k)`` of the model inputs on those
+        tiles (:func:`imagery.inference.fitness.domain_sample`; ``origin``: the block's first row and column in the
+        grid of ``grid_shape``, so the pixels sampled do not depend on how the grid is cut)."""
         raw = self.inputs(post, pre, slope_deg, dem_m)
         h, w = raw.shape[1:]
+        covered = np.zeros((h, w), bool)
+        for r, c, th, tw in tiles:
+            covered[r : r + th, c : c + tw] = True
+        rows, cols = grid_shape or (h, w)
+        sample = domain_sample(
+            raw,
+            covered & np.isfinite(post[0]),
+            step=domain_step(rows * cols),
+            row_off=origin[0],
+            col_off=origin[1],
+            grid_width=cols,
+        )
         t = self.tile
         weight = blend_weights(t, self.overlap)
         acc = np.zeros((h, w), np.float32)
@@ -194,7 +212,7 @@ class EventSegmenter:
         with np.errstate(invalid="ignore", divide="ignore"):
             out = np.where(norm > 0, acc / norm, np.nan).astype(np.float32)
         out[~np.isfinite(post[0])] = np.nan
-        return out
+        return out, sample
 
 
 __all__ = ["EventSegmenter"]

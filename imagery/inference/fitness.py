@@ -17,17 +17,26 @@
   worst-hit scene; more than :data:`MAX_FLAGGED_SHARE` of the valid pixels flagged is a warning that the map
   is more likely a domain problem than a disaster.
 
-Every score and the warnings are recorded in ``summary.json`` (``model_fit``) and logged to MLflow.
+Every score and the warnings are recorded in ``summary.json`` (``model_fit``) and logged to MLflow
+(:func:`fit_metrics`). ``map_event --imagery-model`` runs the same checks on the event grid and the channels its
+segmenter is fed (``imagery.inference.event``): its blocks may run in Dask workers, so each block returns its
+sample (:func:`domain_sample`, pure: the pixels kept depend on their place in the grid, not on the order blocks
+run in) and the parent scores them (:meth:`DomainCheck.add_sample`); local and Dask engines give the same scores.
+:func:`recording` keeps the warnings' texts for the summary and the report.
 """
 
 from __future__ import annotations
 
+import contextlib
+import re
 import warnings
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
 
 from common.cli import UserError
+from common.geo import Grid, pixel_size_m
 from imagery.inference.segmenter import DEFAULT_GSD_M
 
 #: Largest accepted ratio between the scene's pixel size and the model's training GSD (either way).
@@ -39,6 +48,13 @@ DOMAIN_SCORE_MAX = 3.0
 MAX_FLAGGED_SHARE = 0.10
 #: Valid pixels sampled per band for the domain check (strided through the scene).
 DOMAIN_SAMPLE = 200_000
+
+
+def scene_pixel_m(grid: Grid) -> float:
+    """A grid's pixel size in true metres at its centre row (geometric mean of the two sides)."""
+    dy, dx = pixel_size_m(grid)
+    row = grid.height // 2
+    return float(np.sqrt(float(dy[row]) * float(dx[row])))
 
 
 def model_gsd(meta: Any) -> float:
@@ -91,30 +107,58 @@ def check_training_data(meta: Any, *, scene_synthetic: bool, model: str) -> str 
     return kind
 
 
+def domain_step(n_pixels: int) -> int:
+    """The stride of the domain sample over a scene of ``n_pixels``: about :data:`DOMAIN_SAMPLE` pixels are kept."""
+    return max(1, int(n_pixels) // DOMAIN_SAMPLE)
+
+
+def domain_sample(
+    raw: np.ndarray, valid: np.ndarray, *, step: int, row_off: int = 0, col_off: int = 0, grid_width: int | None = None
+) -> np.ndarray:
+    """The domain sample of one block: ``(C, k)`` values of ``raw`` ``(C, h, w)`` at its ``valid`` ``(h, w)`` pixels
+    whose place in the grid (row-major index ``row * grid_width + col``, the block starting at ``row_off, col_off``)
+    is a multiple of ``step``: every ``step``-th pixel of the scene, whatever the blocks and their order."""
+    h, w = valid.shape
+    width = int(grid_width or w)
+    rows = (np.arange(h, dtype=np.int64) + int(row_off))[:, None] * width
+    index = rows + (np.arange(w, dtype=np.int64) + int(col_off))[None, :]
+    keep = (index % int(step) == 0) & np.asarray(valid, dtype=bool)
+    return np.asarray(raw)[:, keep].astype(np.float32, copy=False)
+
+
 class DomainCheck:
     """Collects a strided sample of each band's valid pixels and scores them against the training statistics.
 
     ``bands``: the model's raw bands in input order; ``stats``: ``SegmenterMeta.band_stats``;
     ``n_pixels``: the scene's pixel count (sets the stride so that about :data:`DOMAIN_SAMPLE` pixels are kept).
+    Fed either row block by row block (:meth:`add`, ``predict_scene``) or with samples taken elsewhere by
+    :func:`domain_sample` (:meth:`add_sample`, ``map_event``'s blocks).
     """
 
     def __init__(self, bands: tuple[str, ...], stats: dict[str, dict[str, float]] | None, n_pixels: int) -> None:
         self.bands = tuple(bands)
         self.stats = dict(stats or {})
-        self.step = max(1, int(n_pixels) // DOMAIN_SAMPLE)
+        self.step = domain_step(n_pixels)
         self._seen = 0
         self._samples: list[list[np.ndarray]] = [[] for _ in self.bands]
 
     def add(self, raw: np.ndarray, valid: np.ndarray) -> None:
-        """Sample ``raw`` ``(C, rows, W)`` (model units) where ``valid`` ``(rows, W)``; once per final row block."""
+        """Sample ``raw`` ``(C, rows, W)`` (model units) where ``valid`` ``(rows, W)``; once per final row block
+        of the full scene width, top to bottom."""
         if not self.stats:
             return
-        flat_valid = valid.reshape(-1)
-        idx = np.arange((-self._seen) % self.step, flat_valid.size, self.step)  # every step-th pixel of the scene
-        self._seen += flat_valid.size
-        idx = idx[flat_valid[idx]]
+        width = valid.shape[1]
+        self.add_sample(domain_sample(raw, valid, step=self.step, row_off=self._seen // width, grid_width=width))
+        self._seen += valid.size
+
+    def add_sample(self, values: np.ndarray) -> None:
+        """Add a block's sample ``(C, k)`` (:func:`domain_sample`; blocks in any order)."""
+        if not self.stats or values.size == 0:
+            return
+        if values.shape[0] != len(self.bands):
+            raise ValueError(f"a domain sample of {values.shape[0]} channels for {len(self.bands)} bands")
         for i in range(len(self.bands)):
-            self._samples[i].append(raw[i].reshape(-1)[idx])
+            self._samples[i].append(values[i])
 
     def scores(self) -> dict[str, float]:
         """``{band: |median(scene) - mean(train)| / std(train)}`` for the bands with statistics and samples."""
@@ -144,6 +188,12 @@ class DomainCheck:
             )
         return far
 
+    def record(self, fit: dict[str, Any], model: str) -> None:
+        """Score, warn and put ``domain_scores``, ``domain_bands_far`` and ``domain_score_max`` into ``fit``."""
+        fit["domain_scores"] = self.scores()
+        fit["domain_bands_far"] = self.warn(fit["domain_scores"], model)
+        fit["domain_score_max"] = DOMAIN_SCORE_MAX
+
 
 def check_flagged_share(landslide: int, valid: int) -> float:
     """Warn when more than :data:`MAX_FLAGGED_SHARE` of the valid pixels are flagged; returns the share."""
@@ -158,6 +208,37 @@ def check_flagged_share(landslide: int, valid: int) -> float:
     return share
 
 
+_METRIC_UNSAFE = re.compile(r"[^0-9A-Za-z_./ -]")
+
+
+def fit_metrics(fit: dict[str, Any]) -> dict[str, float]:
+    """The MLflow metrics of a ``model_fit`` record: ``domain_score_<band>`` (characters MLflow refuses, such as
+    the ``@`` of ``B04@post``, become ``_``), ``flagged_share``, ``gsd_ratio`` and ``scene_pixel_m``."""
+    out = {f"domain_score_{_METRIC_UNSAFE.sub('_', b)}": float(v) for b, v in fit.get("domain_scores", {}).items()}
+    out.update({k: float(fit[k]) for k in ("flagged_share", "gsd_ratio", "scene_pixel_m") if fit.get(k) is not None})
+    return out
+
+
+@contextlib.contextmanager
+def recording(into: list[str]) -> Iterator[None]:
+    """Append the text of every ``UserWarning`` raised inside to ``into`` (for a summary or a report) and raise
+    each again on the way out, so it is still shown (and seen by ``pytest.warns``); also when an error ends it."""
+    kept: list[warnings.WarningMessage] = []
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", UserWarning)
+            try:
+                yield
+            finally:
+                kept = list(caught)
+    finally:
+        for w in kept:
+            text = str(w.message)
+            if issubclass(w.category, UserWarning) and text not in into:
+                into.append(text)
+            warnings.warn(text, w.category, stacklevel=1)
+
+
 __all__ = [
     "DOMAIN_SCORE_MAX",
     "MAX_FLAGGED_SHARE",
@@ -166,5 +247,10 @@ __all__ = [
     "check_flagged_share",
     "check_resolution",
     "check_training_data",
+    "domain_sample",
+    "domain_step",
+    "fit_metrics",
     "model_gsd",
+    "recording",
+    "scene_pixel_m",
 ]

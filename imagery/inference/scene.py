@@ -84,11 +84,12 @@ from imagery.data.sentinel2 import SCL_CLASSES, SCL_REASONS, SceneSource, open_s
 from imagery.inference.config import SceneConfig
 from imagery.inference.engine import log_engine_summary
 from imagery.inference.fitness import (
-    DOMAIN_SCORE_MAX,
     DomainCheck,
     check_flagged_share,
     check_resolution,
     check_training_data,
+    fit_metrics,
+    scene_pixel_m,
 )
 from imagery.inference.predict import add_tile, blend_weights, tile_starts
 from imagery.inference.segmenter import Segmenter
@@ -606,13 +607,6 @@ def write_overview(path: Path, inp: _Inputs, prob_path: Path, features: list[Fea
 
 
 # ----------------------------------------------------------------------------- the command's library call
-def _pixel_m(grid: Grid) -> float:
-    """The scene's pixel size in true metres at its centre row (geometric mean of the two sides)."""
-    dy, dx = pixel_size_m(grid)
-    row = grid.height // 2
-    return float(np.sqrt(float(dy[row]) * float(dx[row])))
-
-
 def _check_cfg(cfg: SceneConfig) -> None:
     if cfg.tile < 16 or cfg.tile % 16:
         raise UserError(f"--tile must be a multiple of 16 (the network halves it 4 times), got {cfg.tile}")
@@ -652,7 +646,7 @@ def run_scene(
     inp = plan_inputs(scene, segmenter, cfg, log)
     grid = inp.grid
     fit = check_resolution(
-        _pixel_m(grid),
+        scene_pixel_m(grid),
         segmenter.meta,
         allow=cfg.allow_resolution_mismatch,
         source=scene.scene_id or str(cfg.scene),  # the id: assess passes a scene cut into a temporary folder
@@ -671,9 +665,7 @@ def run_scene(
             f"in {grid.crs}, bands {', '.join(inp.model_bands)}; scale from {scene.scale_source}"
         )
         res = predict_windowed(segmenter, inp, cfg, staging, progress=cfg.progress, domain=domain)
-        fit["domain_scores"] = domain.scores()
-        fit["domain_bands_far"] = domain.warn(fit["domain_scores"], cfg.model_uri)
-        fit["domain_score_max"] = DOMAIN_SCORE_MAX
+        domain.record(fit, cfg.model_uri)
         fit["flagged_share"] = check_flagged_share(res["counts"]["landslide"], res["counts"]["valid"])
         features = res["features"]
         t0 = time.perf_counter()
@@ -764,8 +756,7 @@ def _log_run(summary: dict[str, Any], paths: dict[str, Path], cfg: SceneConfig) 
     if summary["tiles_per_s"]:
         metrics["tiles_per_s"] = summary["tiles_per_s"]
     fit = summary.get("model_fit", {})
-    metrics.update({f"domain_score_{b}": v for b, v in fit.get("domain_scores", {}).items()})
-    metrics.update({k: fit[k] for k in ("flagged_share", "gsd_ratio", "scene_pixel_m") if k in fit})
+    metrics.update(fit_metrics(fit))
     mlflow.log_metrics({k: float(v) for k, v in metrics.items()})
     mlflow.log_params(
         {"scene_id": summary["scene_id"], "scene_date": str(summary["date"]), "scene_crs": summary["crs"]}

@@ -31,10 +31,12 @@ def _same_outputs(a: Path, b: Path) -> None:
         for band in (1, 4) if name != "probability.tif" else (1,):
             x, y = read_raster(a / name, band).array, read_raster(b / name, band).array
             assert np.array_equal(x, y, equal_nan=True), (name, band)
-    fa = json.loads((a / "landslides.geojson").read_text())["features"]
-    fb = json.loads((b / "landslides.geojson").read_text())["features"]
-    assert [f["properties"] for f in fa] == [f["properties"] for f in fb]
-    assert [f["geometry"] for f in fa] == [f["geometry"] for f in fb]
+    for name in ("landslides.geojson", "rejected.geojson"):
+        fa = json.loads((a / name).read_text())["features"]
+        fb = json.loads((b / name).read_text())["features"]
+        assert [f["properties"] for f in fa] == [f["properties"] for f in fb]
+        assert [f["geometry"] for f in fa] == [f["geometry"] for f in fb]
+    assert len(json.loads((a / "rejected.geojson").read_text())["features"]) == 1  # the harvested field, whole
 
 
 def test_resume_after_a_kill_finishes_the_same(world, tmp_path: Path, tracking_uri: str, monkeypatch) -> None:

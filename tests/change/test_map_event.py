@@ -72,10 +72,60 @@ def test_landslide_found_field_and_quarry_not(world, tmp_path: Path, tracking_ur
     assert pyogrio.read_info(out / "landslides.gpkg", layer="landslides")["features"] == 1
     with closing(sqlite3.connect(out / "landslides.gpkg")) as con:
         styles = con.execute("SELECT f_table_name, styleQML, useAsDefault FROM layer_styles").fetchall()
-    assert [(t, d) for t, _q, d in styles] == [("landslides", 1)]
+    assert [(t, d) for t, _q, d in styles] == [("landslides", 1), ("rejected", 1)]
     renderer = ET.fromstring(styles[0][1]).find(".//renderer-v2")
     assert renderer.get("attr") == "confidence"
     assert [r.get("label").split(" ")[0] for r in renderer.iter("range")] == ["low", "medium", "high"]
+    by_kind = ET.fromstring(styles[1][1]).find(".//renderer-v2")
+    assert by_kind.get("attr") == "kind"
+    assert [c.get("value") for c in by_kind.iter("category")] == ["flat_loss", "segmenter_only"]
+
+
+def _pixel(feature: dict) -> tuple[int, int]:
+    """The (row, col) of a GeoJSON feature's centroid on the synthetic grid."""
+    import shapely
+
+    from common.geo import transform_geometries
+
+    c = transform_geometries(shapely.geometry.shape(feature["geometry"]).centroid, "EPSG:4326", SYN_GRID.crs)
+    t = SYN_GRID.transform
+    return int((c.y - t.f) / t.e), int((c.x - t.c) / t.a)
+
+
+def _in(rc: tuple[int, int], box: tuple[slice, slice]) -> bool:
+    return box[0].start <= rc[0] < box[0].stop and box[1].start <= rc[1] < box[1].stop
+
+
+def test_the_harvested_field_is_a_rejected_candidate_never_a_landslide(world, tmp_path: Path, tracking_uri: str):
+    """The field (vegetation loss on flat ground) is in the ``rejected`` layer with its reason, not in the inventory;
+    both layers in the GeoPackage, the rejected one also as rejected.geojson; counted in the summary and report."""
+    import pyogrio
+
+    items, dem = world
+    out = tmp_path / "out"
+    assert main(_argv(items, dem, out)) == 0
+    rejected = json.loads((out / "rejected.geojson").read_text())["features"]
+    assert len(rejected) == 1, [f["properties"] for f in rejected]
+    props = rejected[0]["properties"]
+    assert props["kind"] == "flat_loss" and _in(_pixel(rejected[0]), FIELD)
+    assert props["reason"] == "vegetation loss on flat ground (slope 0 deg): likely harvest or clearing"
+    assert props["mean_dndvi"] < -0.3 and props["mean_slope_deg"] < 1
+    assert props["area_m2"] == pytest.approx(20 * 20 * 100, rel=0.02)  # geodesic, the 20 x 20 px field
+    assert set(props) == {"id", "area_m2", "kind", "reason", "mean_dndvi", "mean_slope_deg", "centroid_lon",
+                          "centroid_lat"}  # fmt: skip
+    slides = json.loads((out / "landslides.geojson").read_text())["features"]
+    assert not any(_in(_pixel(f), FIELD) for f in slides) and all(_in(_pixel(f), SLIDE) for f in slides)
+    info = pyogrio.read_info(out / "landslides.gpkg", layer="rejected")
+    assert info["features"] == 1 and info["crs"] == SYN_GRID.crs  # the data's CRS
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["n_rejected"] == 1 and summary["rejected"] == {"flat_loss": 1, "segmenter_only": 0}
+    assert "rejected.geojson" in summary["outputs"]
+    report = (out / "report.html").read_text()
+    assert "1 candidate rejected: 1 vegetation loss on flat ground" in report and "likely harvest or clearing" in report
+    # smaller than --min-area-m2: left out like a too small landslide
+    small = tmp_path / "small"
+    assert main(_argv(items, dem, small, "--min-area-m2", "50000")) == 0
+    assert json.loads((small / "rejected.geojson").read_text())["features"] == []
 
 
 def test_susceptibility_is_fused(world, tmp_path: Path, tracking_uri: str) -> None:
