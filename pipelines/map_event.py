@@ -13,11 +13,18 @@ composites (a model trained with ``train_imagery --temporal pre-post|pre-post-di
 change score or the susceptibility passes the segmenter gate (``imagery.change.segmenter``: defaults and reasons;
 ``--gate-score``, ``--gate-susceptibility``, ``--gate-min-pixels``, ``--no-gate``); the share of tiles skipped is
 logged and reported. Its probability is ``segmenter.tif``, ``p_segmenter`` per polygon, and is fused by the rule
-of ``fusion.change_fusion`` (``--segmenter-weight``). The model's fitness is checked as in ``predict_scene``
-(a training resolution far from 10 m is refused, a synthetic-data model warns).
+of ``fusion.change_fusion`` (``--segmenter-weight``). The model's fit to the scene is checked by the functions
+``predict_scene`` uses (``imagery.inference.fitness``): before any work, the event grid's pixel size against the
+model's training GSD (refused past 1.5x either way unless ``--allow-resolution-mismatch``, which warns) and a
+synthetic-data model on real items (warns; the items are synthetic only when every one says so); after the blocks,
+the domain of the channels it was fed (sampled in every block, combined here: the same on both engines) and the
+share of observed pixels it flags (warns above 10 %). Scores and warnings go to ``summary.json``
+(``segmenter.model_fit``, ``warnings``), ``report.html`` and the MLflow run's metrics.
 
 Writes into ``--out`` (all at once, or nothing): ``pre.tif``, ``post.tif``, ``change.tif``, ``probability.tif``,
-``landslides.gpkg``, ``landslides.geojson``, ``summary.json``, ``report.html``; logs them to an MLflow run.
+``landslides.gpkg`` (layers ``landslides`` and ``rejected``: the candidates the cross-checks turned down, vegetation
+loss on flat ground and segmenter-only scars, with their reasons), ``landslides.geojson``, ``rejected.geojson``,
+``summary.json``, ``report.html``; logs them to an MLflow run.
 The area is cut into ``--block`` px blocks, each a task: ``--engine local`` runs them here, ``--engine dask`` on a
 local Dask cluster (``--workers``) or a running one (``--scheduler``), with identical results; finished blocks
 are cached beside ``--out`` (``.<out>.blocks``, removed on success) and ``--resume`` skips them after a kill
@@ -127,7 +134,10 @@ class MapEventOptions:
     batch_size: int = arg("segmenter tiles per pass (%(default)s)", default=_SEGMENTER["batch_size"], type=positive_int)
     device: str = arg("segmenter device: cuda, cpu or auto (default auto)", default=_SEGMENTER["device"])
     tta: TtaMode | None = arg("segmenter test-time augmentation (default: stored)", default=None)
-    allow_resolution_mismatch: bool = arg("run a model trained far from 10 m anyway (warns)", default=False)
+    allow_resolution_mismatch: bool = arg(
+        "run a segmenter whose training GSD is over 1.5x from the event grid's pixel size anyway (warns)",
+        default=False,
+    )
     inference: EngineOptions = nested(EngineOptions)
     run: RunOptions = nested(RunOptions)
 

@@ -403,6 +403,7 @@ def map_event(
             "bare_before (bare before the event: quarry, river bar, rock)": int(rejected[1]),
         },
         "observed_pixels": int(counts[2]),
+        "warnings": [],  # what to check before use (the caller adds the segmenter's fit warnings)
         "pixels": n_px,
         "timings": timings,
         "outputs": ["pre.tif", "post.tif", "change.tif", "probability.tif", "landslides.gpkg", "landslides.geojson"]

@@ -222,12 +222,21 @@ def test_a_temporal_model_refuses_single_date_data_in_one_line(models, tmp_path:
 @pytest.mark.slow  # a local Dask cluster takes about a minute to start on a loaded 2-core machine
 def test_dask_engine_runs_the_segmenter_like_local(world, models, tmp_path: Path, tracking_uri: str) -> None:
     items, dem = world
-    extra = ("--imagery-model", str(models["pre-post"]), "--block", "48")
+    model = _stats_far_on(models["pre-post"], tmp_path / "m", "B04@post")  # domain scores to compare
+    extra = ("--imagery-model", str(model), "--block", "48", "--no-gate")
     assert main(_argv(items, dem, tmp_path / "local", *extra)) == 0
     assert main(_argv(items, dem, tmp_path / "dask", *extra, "--engine", "dask", "--workers", "1")) == 0
     for name in ("segmenter.tif", "probability.tif"):
         np.testing.assert_allclose(_read(tmp_path / "local" / name), _read(tmp_path / "dask" / name), atol=1e-5)
     assert _features(tmp_path / "local") == _features(tmp_path / "dask")
+    local, dask = _summary(tmp_path / "local")["segmenter"], _summary(tmp_path / "dask")["segmenter"]
+    assert local["model_fit"]["domain_scores"] and local["model_fit"] == dask["model_fit"]
+    assert local["flagged_pixels"] == dask["flagged_pixels"]
+    rejected = [json.loads((tmp_path / k / "rejected.geojson").read_text())["features"] for k in ("local", "dask")]
+    assert rejected[0] == rejected[1] and {f["properties"]["kind"] for f in rejected[0]} == {
+        "flat_loss",
+        "segmenter_only",
+    }
 
 
 def test_fusion_rule_with_a_segmenter() -> None:
@@ -321,3 +330,140 @@ def test_a_registered_model_by_alias(world, models, tmp_path: Path, tracking_uri
     seg = json.loads((out / "summary.json").read_text())["segmenter"]
     assert seg["model"] == "models:/event-seg@champion" and seg["model_fit"]["registered"] == "event-seg version 1"
     assert "models:/event-seg@champion: event-seg version 1" in capsys.readouterr().out
+
+
+# -- the model's fit to the scene (imagery.inference.fitness, as predict_scene checks it) ----------------------
+def _summary(out: Path) -> dict:
+    return json.loads((out / "summary.json").read_text())
+
+
+def _last_run():
+    import mlflow
+
+    runs = mlflow.search_runs(experiment_names=["event-map"], output_format="list", order_by=["start_time DESC"])
+    return runs[0]
+
+
+def test_a_20m_model_is_refused_before_any_work_and_runs_with_the_flag(
+    world, models, tmp_path: Path, tracking_uri: str, capsys
+) -> None:
+    items, dem = world
+    model = _edited(models["pre-post"], tmp_path / "m20", gsd_m=20.0)
+    out = tmp_path / "out"
+    assert run_main(main, _argv(items, dem, out, "--imagery-model", str(model))) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "has 10 m pixels" in err[0] and "learnt at 20 m" in err[0], err
+    assert "--allow-resolution-mismatch" in err[0]
+    assert not out.exists() and not list(tmp_path.glob(".out.*"))  # nothing written, no block cache
+    assert _last_run().info.status == "FAILED"
+    with pytest.warns(UserWarning, match=r"learnt at 20 m \(2\.0x.*running anyway \(--allow-resolution-mismatch\)"):
+        argv = _argv(items, dem, out, "--imagery-model", str(model), "--allow-resolution-mismatch")
+        assert main(argv) == 0
+    s = _summary(out)
+    fit = s["segmenter"]["model_fit"]
+    assert fit["scene_pixel_m"] == pytest.approx(10.0) and fit["model_gsd_m"] == 20.0 and fit["gsd_ratio"] == 2.0
+    assert any("running anyway" in w for w in fit["warnings"]) and s["warnings"] == fit["warnings"]
+    report = (out / "report.html").read_text()
+    assert "Check before use" in report and "running anyway (--allow-resolution-mismatch)" in report
+    run = _last_run()
+    assert run.info.status == "FINISHED" and run.data.metrics["gsd_ratio"] == 2.0
+
+
+def test_a_synthetic_model_warns_when_one_item_is_real(world, models, tmp_path: Path, tracking_uri: str) -> None:
+    """The scene is synthetic only when every item says so (the metadata predict_scene reads): one real item in the
+    composites makes it real, and the warning lands in the summary and the report."""
+    items, dem = world
+    data = json.loads(items.read_text())
+    data["features"][-1]["properties"].pop("synthetic")  # the last post-event item: a real acquisition
+    mixed = items.parent / "items_mixed.json"
+    mixed.write_text(json.dumps(data))
+    out = tmp_path / "out"
+    with pytest.warns(UserWarning, match="learnt from synthetic data only"):
+        assert main(_argv(mixed, dem, out, "--imagery-model", str(models["pre-post"]))) == 0
+    s = _summary(out)
+    assert any("a demonstration, not a detection" in w for w in s["segmenter"]["model_fit"]["warnings"])
+    assert "a demonstration, not a detection" in (out / "report.html").read_text()
+
+
+def _stats_far_on(model: Path, dst: Path, band: str) -> Path:
+    """``model`` with training statistics that every channel fits except ``band`` (far above anything)."""
+    names = json.loads((model / "model_meta.json").read_text())["band_order"]
+    stats = {b: {"mean": 0.0, "std": 1e6} for b in names}
+    stats[band] = {"mean": 50.0, "std": 0.5}
+    return _edited(model, dst, band_stats=stats)
+
+
+def test_channels_far_from_the_training_data_are_named(world, models, tmp_path: Path, tracking_uri: str) -> None:
+    items, dem = world
+    model = _stats_far_on(models["pre-post"], tmp_path / "m", "B04@post")
+    out = tmp_path / "out"
+    with pytest.warns(UserWarning, match=r"bands far outside the training data .*: B04@post \d") as rec:
+        assert main(_argv(items, dem, out, "--imagery-model", str(model))) == 0
+    assert not any("B04@pre" in str(w.message) for w in rec)
+    fit = _summary(out)["segmenter"]["model_fit"]
+    names = json.loads((model / "model_meta.json").read_text())["band_order"]
+    assert set(fit["domain_scores"]) == set(names) and fit["domain_bands_far"] == ["B04@post"]
+    assert fit["domain_scores"]["B04@post"] > 3 > fit["domain_scores"]["B04@pre"] and fit["domain_score_max"] == 3.0
+    assert "B04@post" in (out / "report.html").read_text()
+    metrics = _last_run().data.metrics
+    assert metrics["domain_score_B04_post"] == pytest.approx(fit["domain_scores"]["B04@post"])
+    assert metrics["flagged_share"] == pytest.approx(fit["flagged_share"])
+
+
+def test_the_domain_sample_does_not_depend_on_the_blocks() -> None:
+    """Blocks (in any order, on any engine) sample the same pixels as predict_scene's full-width row blocks."""
+    from imagery.inference.fitness import DOMAIN_SAMPLE, DomainCheck, domain_sample
+
+    rng = np.random.default_rng(0)
+    raw = rng.normal(size=(3, 50, 70)).astype(np.float32)
+    valid = rng.random((50, 70)) > 0.3
+    stats = {b: {"mean": 0.0, "std": 1.0} for b in "abc"}
+    a, b = (DomainCheck(tuple("abc"), stats, 7 * DOMAIN_SAMPLE) for _ in range(2))  # every 7th pixel of the grid
+    assert a.step == 7
+    parts = []
+    for r in range(0, 50, 16):
+        for c in range(0, 70, 24):
+            blk = (slice(r, r + 16), slice(c, c + 24))
+            parts.append(domain_sample(raw[:, blk[0], blk[1]], valid[blk], step=7, row_off=r, col_off=c, grid_width=70))
+    for part in reversed(parts):
+        a.add_sample(part)
+    for r in range(0, 50, 10):  # predict_scene's way: full-width row blocks, top to bottom
+        b.add(raw[:, r : r + 10], valid[r : r + 10])
+    whole = domain_sample(raw, valid, step=7)
+    assert sorted(np.concatenate(parts, axis=1)[0].tolist()) == sorted(whole[0].tolist())
+    assert whole.shape[1] == int(valid.ravel()[::7].sum()) and a.scores() == b.scores()
+
+
+def test_a_model_that_flags_everything_warns(world, models, tmp_path: Path, tracking_uri: str) -> None:
+    items, dem = world
+    model = _edited(models["pre-post"], tmp_path / "m", threshold=0.0)  # every probability is a scar
+    out = tmp_path / "out"
+    with pytest.warns(UserWarning, match=r"100\.0% of the valid pixels are flagged"):
+        assert main(_argv(items, dem, out, "--imagery-model", str(model), "--no-gate")) == 0
+    s = _summary(out)
+    assert s["segmenter"]["model_fit"]["flagged_share"] == pytest.approx(1.0)
+    assert s["segmenter"]["flagged_pixels"] == s["observed_pixels"]
+
+
+def test_the_quarry_is_a_segmenter_only_candidate(world, models, tmp_path: Path, tracking_uri: str) -> None:
+    """The quarry (bare before and after) looks like a scar to the segmenter, but nothing changed there: rejected as
+    segmenter-only, never in the inventory; the field is rejected as flat-ground loss."""
+    from tests.change.helpers import FIELD, QUARRY
+    from tests.change.test_map_event import _in, _pixel
+
+    items, dem = world
+    out = tmp_path / "out"
+    assert main(_argv(items, dem, out, "--imagery-model", str(models["pre-post"]), "--no-gate")) == 0
+    rejected = json.loads((out / "rejected.geojson").read_text())["features"]
+    kinds = {f["properties"]["kind"]: f for f in rejected}
+    assert set(kinds) == {"flat_loss", "segmenter_only"}, [f["properties"] for f in rejected]
+    quarry = kinds["segmenter_only"]["properties"]
+    assert _in(_pixel(kinds["segmenter_only"]), QUARRY) and _in(_pixel(kinds["flat_loss"]), FIELD)
+    assert quarry["reason"] == "the segmenter sees a scar but nothing changed: older landslide or bare rock"
+    assert quarry["p_segmenter"] > 0.5 and abs(quarry["mean_dndvi"]) < 0.05
+    assert not any(_in(_pixel(f), QUARRY) for f in json.loads((out / "landslides.geojson").read_text())["features"])
+    s = _summary(out)
+    assert s["rejected"] == {"flat_loss": 1, "segmenter_only": 1}
+    assert (
+        "2 candidates rejected: 1 vegetation loss on flat ground, 1 segmenter-only" in (out / "report.html").read_text()
+    )
