@@ -323,7 +323,7 @@ def _segmenter(
             scene_pixel_m(grid),
             meta,
             allow=settings.allow_resolution_mismatch,
-            source=f"the event grid ({grid.crs})",
+            source=f"of the event (its {grid.crs} grid)",
             model=settings.model,
             min_area_m2=min_area_m2,
         )

@@ -58,7 +58,7 @@ from imagery.change.inventory import build_inventory, build_rejected, rejected_c
 from imagery.change.segmenter import BlockSegmenter, GateParams, tile_passes
 
 CHANGE_LAYERS: tuple[str, ...] = ("dNDVI", "rdNDVI", "dBSI", "slope_deg")
-#: The kinds of rejected candidates, by their code in a block's ``rejected_kind`` (``inventory.REJECTED_REASONS``).
+#: The kinds of rejected candidates, by their code in a block's ``rejected_kind`` (``inventory.REJECTED_WORDS``).
 REJECTED_KINDS: dict[int, str] = {1: "flat_loss", 2: "segmenter_only"}
 #: ``fuse(score, susceptibility) -> probability``, all ``(h, w)`` float32 (susceptibility may be None).
 FuseFn = Callable[[np.ndarray, np.ndarray | None], np.ndarray]
@@ -259,7 +259,11 @@ def map_event(
     block cache (``resume`` reuses its blocks when every input and setting is unchanged; ``fuse_settings``
     describe ``fuse`` for that check); removed after success. ``segment``: the segmenter run on the tiles passing
     ``config.gate`` (:mod:`imagery.change.segmenter`); its probability is written to ``segmenter.tif``, passed to
-    ``fuse`` as ``p_segmenter`` and summarised per polygon (``p_segmenter``).
+    ``fuse`` as ``p_segmenter`` and summarised per polygon (``p_segmenter``); the result carries the blocks' samples
+    of what it was fed (``domain_sample``) and the summary the observed pixels it flags (``flagged_pixels``), for the
+    caller's fitness checks (``imagery.inference.fitness``). The candidates the cross-checks reject (vegetation loss
+    on flat ground; with ``segment``, its scars where nothing changed) are polygonized like the inventory, never
+    mixed into it: ``rejected`` layer, ``rejected.geojson``, ``EventResult.rejected``.
     """
     t0 = time.perf_counter()
     grid = output_grid(config.bbox)
@@ -284,6 +288,7 @@ def map_event(
     seg_info = segment.describe() if segment is not None else None
     seg_threshold = float(seg_info["threshold"]) if seg_info else 0.5
     seg_flagged = np.zeros(1, np.int64)  # observed pixels where the segmenter's probability >= its threshold
+    detected_px = np.zeros(1, np.int64)
     domain_samples: list[np.ndarray] = []
     with contextlib.ExitStack() as stack:
         desc = list(LAYERS)
@@ -319,6 +324,7 @@ def map_event(
             counts[2] += int(np.isfinite(r["probability"]).sum())
             kind = r["rejected_kind"]
             labels[rows, cols] = np.where(r["detected"] > 0, 1, np.where(kind > 0, kind + 1, 0))
+            detected_px[0] += int(np.count_nonzero(r["detected"]))
             rejected = rejected + r["rejected"]
             timings["composite_s"] += float(r["seconds"][0])
             timings["change_s"] += float(r["seconds"][1])
@@ -326,7 +332,7 @@ def map_event(
                 w_seg.write(r["segmenter"][None], win)
                 seg_tiles[:] += r["tiles"]
                 with np.errstate(invalid="ignore"):
-                    seg_flagged[0] += int((r["segmenter"] >= seg_threshold).sum())
+                    seg_flagged[0] += int(((r["segmenter"] >= seg_threshold) & np.isfinite(r["probability"])).sum())
                 if r["domain_sample"].size:
                     domain_samples.append(r["domain_sample"])
                 timings["segmenter_s"] += float(r["seconds"][2])
@@ -395,7 +401,7 @@ def map_event(
         "blocks_resumed": len(blocks) - computed,
         "n_landslides": len(features),
         "detected_area_m2": round(float(sum(f.properties["area_m2"] for f in features)), 1),
-        "detected_pixels": int((labels == 1).sum()),
+        "detected_pixels": int(detected_px[0]),
         "n_rejected": len(rejected_features),
         "rejected": rejected_counts(rejected_features),
         "rejected_pixels": {

@@ -236,7 +236,8 @@ def recording(into: list[str]) -> Iterator[None]:
             text = str(w.message)
             if issubclass(w.category, UserWarning) and text not in into:
                 into.append(text)
-            warnings.warn(text, w.category, stacklevel=1)
+            # shown where it was raised (the check's caller), filtered as this package's warnings are
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno, module=__name__)
 
 
 __all__ = [

@@ -120,6 +120,11 @@ def test_the_harvested_field_is_a_rejected_candidate_never_a_landslide(world, tm
     summary = json.loads((out / "summary.json").read_text())
     assert summary["n_rejected"] == 1 and summary["rejected"] == {"flat_loss": 1, "segmenter_only": 0}
     assert "rejected.geojson" in summary["outputs"]
+    import mlflow
+
+    run = mlflow.search_runs(experiment_names=["event-map"], output_format="list", order_by=["start_time DESC"])[0]
+    assert run.data.metrics["n_rejected"] == 1 and run.data.metrics["rejected_flat_loss"] == 1
+    assert "rejected.geojson" in {a.path for a in mlflow.MlflowClient().list_artifacts(run.info.run_id)}
     report = (out / "report.html").read_text()
     assert "1 candidate rejected: 1 vegetation loss on flat ground" in report and "likely harvest or clearing" in report
     # smaller than --min-area-m2: left out like a too small landslide
