@@ -123,7 +123,9 @@ td,th{{border:1px solid #ccc;padding:2px 6px;font-size:12px}} .legend span{{disp
 {html.escape(seg)}. {html.escape(r_line)} (dashed on the views; not in the inventory).</p>
 <div><img alt="before" src="data:image/png;base64,{pre}"><img alt="after" src="data:image/png;base64,{post}"></div>
 <p class="legend">confidence: <span style="background:#ffff00"></span> low
-<span style="background:#ff8000"></span> medium <span style="background:#ff0000"></span> high</p>
+<span style="background:#ff8000"></span> medium <span style="background:#ff0000"></span> high;
+rejected (dashed): <span style="border:2px dashed #2c7bb6"></span> vegetation loss on flat ground
+<span style="border:2px dashed #7b3294"></span> segmenter-only</p>
 <h2>Inventory (by confidence)</h2><table><tr>{head}</tr>{rows}</table>
 <h2>Rejected candidates (not landslides by the cross-checks)</h2><p>{html.escape(r_line)}</p>
 <table><tr>{r_head}</tr>{r_rows}</table>

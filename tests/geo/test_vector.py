@@ -161,6 +161,37 @@ def test_gpkg_keeps_the_data_crs_and_is_written_atomically(tmp_path, monkeypatch
     assert out.read_bytes() == before and [p.name for p in tmp_path.iterdir()] == ["det.gpkg"]
 
 
+def test_gpkg_layers_in_one_file_all_or_nothing(tmp_path, monkeypatch) -> None:
+    """Several layers (an empty one too) in one GeoPackage, each with its default style; a failure on the second
+    layer leaves no file at all."""
+    import sqlite3
+    from contextlib import closing
+
+    from common.geo import rejected_by_kind_qml, write_gpkg_layers
+
+    grid = utm_grid(width=20, height=20, res=10.0)
+    feats = _features(grid)
+    layers = {"landslides": (feats, rejected_by_kind_qml("id")), "rejected": (feats[:1], None), "none": ([], None)}
+    out = write_gpkg_layers(tmp_path / "two.gpkg", grid.crs, layers)
+    assert [n for n, _g in pyogrio.list_layers(out)][:3] == ["landslides", "rejected", "none"]
+    assert [pyogrio.read_info(out, layer=n)["features"] for n in layers] == [2, 1, 0]
+    assert pyogrio.read_info(out, layer="rejected")["crs"] == "EPSG:32629"
+    with closing(sqlite3.connect(out)) as con:
+        assert con.execute("SELECT f_table_name FROM layer_styles").fetchall() == [("landslides",)]
+    real, calls = pyogrio.raw.write, []
+
+    def second_fails(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise RuntimeError("disk full")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(pyogrio.raw, "write", second_fails)
+    with pytest.raises(RuntimeError, match="disk full"):
+        write_gpkg_layers(tmp_path / "new.gpkg", grid.crs, layers)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["two.gpkg"]
+
+
 # -- reading --------------------------------------------------------------------------------------
 def test_read_vector_csv_lonlat_with_where_and_to_crs(tmp_path) -> None:
     csv = tmp_path / "inv.csv"
