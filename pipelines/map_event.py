@@ -183,7 +183,11 @@ class Plan:
 
 def plan(o: MapEventOptions) -> Plan:
     """Check the flags across each other and build the library's settings (one-line errors, no run opened)."""
-    from imagery.change.acquisition import area_km2, parse_date  # noqa: PLC0415 - loaded when the command runs
+    from imagery.change.acquisition import (  # noqa: PLC0415 - loaded when the command runs
+        area_km2,
+        check_cloud_limit,
+        parse_date,
+    )
     from imagery.change.detector import DetectorParams  # noqa: PLC0415 - loaded when the command runs
     from imagery.change.event import EventConfig  # noqa: PLC0415 - loaded when the command runs
     from imagery.change.segmenter import GateParams, SegmenterSettings  # noqa: PLC0415 - loaded when the command runs
@@ -191,6 +195,19 @@ def plan(o: MapEventOptions) -> Plan:
     _one_of(o, "bbox", "aoi")
     _one_of(o, "items", "stac_url")
     _one_of(o, "dem", "dem_collection")
+    for flag in ("aoi", "items", "dem", "susceptibility", "reference"):
+        value = getattr(o, flag)
+        if value and not Path(value).is_file():
+            raise UserError(f"--{flag} {value}: file not found")
+    if not o.max_area_km2 > 0:
+        raise UserError(f"--max-area-km2 {o.max_area_km2:g}: expected a positive area, km2")
+    if not o.min_area_m2 >= 0:
+        raise UserError(f"--min-area-m2 {o.min_area_m2:g}: expected an area of 0 m2 or more")
+    if not o.stac_timeout > 0:
+        raise UserError(f"--stac-timeout {o.stac_timeout:g}: expected a positive number of seconds")
+    check_cloud_limit(o.max_cloud, "--max-cloud")
+    if o.scheduler and o.engine != "dask":
+        raise UserError(f"--scheduler {o.scheduler}: runs blocks on a Dask cluster; add --engine dask")
     bbox = _bbox(o)
     event = parse_date(o.event_date)
     today = dt.datetime.now(dt.UTC).date()
@@ -199,10 +216,6 @@ def plan(o: MapEventOptions) -> Plan:
     km2 = area_km2(bbox)
     if km2 > o.max_area_km2:
         raise UserError(f"area {km2:.1f} km2 is over --max-area-km2 {o.max_area_km2:g}; map it in parts")
-    for flag in ("dem", "susceptibility", "reference"):
-        value = getattr(o, flag)
-        if value and not Path(value).is_file():
-            raise UserError(f"--{flag} {value}: file not found")
     if not 0 <= o.susceptibility_weight <= 1 or not 0 < o.susceptibility_prior < 1:
         raise UserError("--susceptibility-weight must be in 0..1 and --susceptibility-prior in (0, 1)")
     out = Path(o.out)
@@ -251,9 +264,19 @@ def plan(o: MapEventOptions) -> Plan:
     return Plan(bbox, event, km2, detector, seg_cfg, cfg)
 
 
-def logged(o: MapEventOptions, ctx: Context) -> dict[str, Any]:
-    """The checks of :func:`plan`; the run's params (every flag, the area's box and size)."""
-    return plan(o).params(o)
+class PlannedParams(dict[str, Any]):
+    """The run's params (logged as they are: a mapping) and, in :attr:`plan`, the :class:`Plan` they come from, so
+    that :func:`run` uses the plan checked before the run opened instead of planning (reading ``--aoi``) again."""
+
+    def __init__(self, planned: Plan, o: MapEventOptions) -> None:
+        super().__init__(planned.params(o))
+        self.plan = planned
+
+
+def logged(o: MapEventOptions, ctx: Context) -> PlannedParams:
+    """The checks of :func:`plan`, before the run opens; the run's params (every flag, the area's box and size)
+    carrying the plan to :func:`run`."""
+    return PlannedParams(plan(o), o)
 
 
 def _fetch_dem(o: MapEventOptions, bbox: tuple[float, float, float, float], out: Path) -> str:
@@ -345,7 +368,8 @@ def run(o: MapEventOptions, ctx: Context) -> dict[str, object]:
     from imagery.change.validation import score_against_reference  # noqa: PLC0415 - loaded when the command runs
     from imagery.data.stac import load_items, search_items  # noqa: PLC0415 - loaded when the command runs
 
-    p = plan(o)
+    # planned once, before the run opened (``logged``); a caller's own ``config`` (Command.call) plans here
+    p = ctx.config.plan if isinstance(ctx.config, PlannedParams) else plan(o)
     bbox, event, km2, seg_cfg, cfg = p.bbox, p.event, p.km2, p.seg_cfg, p.cfg
     log = ctx.log
     out = Path(o.out)
