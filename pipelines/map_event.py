@@ -191,6 +191,7 @@ def plan(o: MapEventOptions) -> Plan:
     from imagery.change.detector import DetectorParams  # noqa: PLC0415 - loaded when the command runs
     from imagery.change.event import EventConfig  # noqa: PLC0415 - loaded when the command runs
     from imagery.change.segmenter import GateParams, SegmenterSettings  # noqa: PLC0415 - loaded when the command runs
+    from service.regions import EARLIEST_DATE  # noqa: PLC0415 - loaded when the command runs
 
     _one_of(o, "bbox", "aoi")
     _one_of(o, "items", "stac_url")
@@ -213,6 +214,8 @@ def plan(o: MapEventOptions) -> Plan:
     today = dt.datetime.now(dt.UTC).date()
     if event >= today:
         raise UserError(f"--event-date {event}: not in the past (today is {today}); no post-event image exists yet")
+    if event <= EARLIEST_DATE:
+        raise UserError(f"--event-date {event}: no Sentinel-2 imagery before {EARLIEST_DATE}; expected a later date")
     km2 = area_km2(bbox)
     if km2 > o.max_area_km2:
         raise UserError(f"area {km2:.1f} km2 is over --max-area-km2 {o.max_area_km2:g}; map it in parts")
@@ -349,42 +352,28 @@ def _engine_summary(segment: Any) -> dict[str, Any]:
     return log_engine_summary(segment.segmenter)
 
 
-def run(o: MapEventOptions, ctx: Context) -> dict[str, object]:
-    """Select the observations, map the event (:func:`imagery.change.event.map_event`) into ``--out`` at once,
-    score it against ``--reference`` and log it all."""
+def _map(
+    o: MapEventOptions,
+    ctx: Context,
+    p: Plan,
+    cfg: EventConfig,
+    windows: EventWindows,
+    items: Sequence[dict],
+    where: str,
+    cache_dir: Path,
+) -> tuple[Any, Any]:
+    """The segmenter (if any), the fusion and :func:`imagery.change.event.map_event` into ``--out`` at once, with
+    ``summary.json`` and ``report.html``; returns the result and the segmenter (``None`` without a model)."""
     import json  # noqa: PLC0415 - loaded when the command runs
-    import shutil  # noqa: PLC0415 - loaded when the command runs
     from functools import partial  # noqa: PLC0415 - loaded when the command runs
 
-    import mlflow  # noqa: PLC0415 - loaded when the command runs: --help stays fast
-
     from common.atomic import atomic_dir  # noqa: PLC0415 - loaded when the command runs
-    from common.fingerprint import fingerprint_files  # noqa: PLC0415 - loaded when the command runs
-    from common.tracking import log_fingerprint  # noqa: PLC0415 - MLflow loads when the command runs
     from fusion.change_fusion import fuse_change  # noqa: PLC0415 - loaded when the command runs
-    from imagery.change.acquisition import select_observations  # noqa: PLC0415 - loaded when the command runs
     from imagery.change.event import map_event  # noqa: PLC0415 - GDAL loads when the command runs
     from imagery.change.report import write_report  # noqa: PLC0415 - loaded when the command runs
     from imagery.change.validation import score_against_reference  # noqa: PLC0415 - loaded when the command runs
-    from imagery.data.stac import load_items, search_items  # noqa: PLC0415 - loaded when the command runs
 
-    # planned once, before the run opened (``logged``); a caller's own ``config`` (Command.call) plans here
-    p = ctx.config.plan if isinstance(ctx.config, PlannedParams) else plan(o)
-    bbox, event, km2, seg_cfg, cfg = p.bbox, p.event, p.km2, p.seg_cfg, p.cfg
-    log = ctx.log
-    out = Path(o.out)
-    if o.items:
-        items, where = load_items(o.items), o.items
-        log_fingerprint(fingerprint_files([o.items, o.dem], source=o.items), context="event")
-    else:
-        start = (event - dt.timedelta(days=o.pre_days)).isoformat()
-        end = (event + dt.timedelta(days=o.post_days)).isoformat()
-        items = search_items(o.stac_url, o.collection, bbox, start, end, timeout_s=o.stac_timeout)
-        where = str(o.stac_url)
-        if o.dem_collection:
-            cfg = dataclasses.replace(cfg, dem=_fetch_dem(o, bbox, out))
-        log_fingerprint(fingerprint_files([cfg.dem], source=o.stac_url), context="event")
-    windows = select_observations(items, bbox, event, o.pre_days, o.post_days, max_cloud=o.max_cloud, where=where)
+    log, out, event, km2, seg_cfg = ctx.log, Path(o.out), p.event, p.km2, p.seg_cfg
     log(f"{len(windows.pre)} item(s) before, {len(windows.post)} after the event of {event}; {km2:.2f} km2")
     segment, model_fit = _segmenter(seg_cfg, ctx.tracking_uri, windows, items, where, o.min_area_m2, log)
     fuse, fuse_settings = None, None
@@ -398,7 +387,6 @@ def run(o: MapEventOptions, ctx: Context) -> dict[str, object]:
         fuse_settings = {"weight": o.susceptibility_weight, "prior": o.susceptibility_prior}
         if segment is not None:
             fuse_settings["segmenter_weight"] = seg_cfg.weight
-    cache_dir = out.absolute().parent / f".{out.name}.blocks"
     with atomic_dir(out) as staging:  # the outputs appear all together, or not at all
         result = ctx.result = map_event(
             windows,
@@ -426,6 +414,47 @@ def run(o: MapEventOptions, ctx: Context) -> dict[str, object]:
             result.summary["validation"] = score_against_reference(staging, result.grid, o.reference, result.features)
         (staging / "summary.json").write_text(json.dumps(result.summary, indent=1, default=str), encoding="utf-8")
         write_report(staging, result.grid, result.features, result.summary)
+    return result, segment
+
+
+def run(o: MapEventOptions, ctx: Context) -> dict[str, object]:
+    """Select the observations, map the event (:func:`imagery.change.event.map_event`) into ``--out`` at once,
+    score it against ``--reference`` and log it all. A bad input (``UserError``) leaves nothing behind; a crash or a
+    kill keeps the block cache and a fetched ``--dem-collection`` DEM for ``--resume``."""
+    import shutil  # noqa: PLC0415 - loaded when the command runs
+
+    import mlflow  # noqa: PLC0415 - loaded when the command runs: --help stays fast
+
+    from common.fingerprint import fingerprint_files  # noqa: PLC0415 - loaded when the command runs
+    from common.tracking import log_fingerprint  # noqa: PLC0415 - MLflow loads when the command runs
+    from imagery.change.acquisition import select_observations  # noqa: PLC0415 - loaded when the command runs
+    from imagery.data.stac import load_items, search_items  # noqa: PLC0415 - loaded when the command runs
+
+    # planned once, before the run opened (``logged``); a caller's own ``config`` (Command.call) plans here
+    p = ctx.config.plan if isinstance(ctx.config, PlannedParams) else plan(o)
+    bbox, event, seg_cfg, cfg = p.bbox, p.event, p.seg_cfg, p.cfg
+    out = Path(o.out)
+    if o.items:
+        items, where = load_items(o.items), o.items
+        log_fingerprint(fingerprint_files([o.items, o.dem], source=o.items), context="event")
+    else:
+        start = (event - dt.timedelta(days=o.pre_days)).isoformat()
+        end = (event + dt.timedelta(days=o.post_days)).isoformat()
+        items = search_items(o.stac_url, o.collection, bbox, start, end, timeout_s=o.stac_timeout)
+        where = str(o.stac_url)
+    windows = select_observations(items, bbox, event, o.pre_days, o.post_days, max_cloud=o.max_cloud, where=where)
+    cache_dir = out.absolute().parent / f".{out.name}.blocks"
+    if not o.items:  # the DEM is fetched once the windows have their items (a bad window costs no download)
+        if o.dem_collection:
+            cfg = dataclasses.replace(cfg, dem=_fetch_dem(o, bbox, out))
+        log_fingerprint(fingerprint_files([cfg.dem], source=o.stac_url), context="event")
+    try:
+        result, segment = _map(o, ctx, p, cfg, windows, items, where, cache_dir)
+    except UserError:  # bad input leaves nothing behind; a crash or a kill keeps both for --resume
+        shutil.rmtree(cache_dir, ignore_errors=True)
+        if o.dem_collection:
+            Path(cfg.dem).unlink(missing_ok=True)
+        raise
     shutil.rmtree(cache_dir, ignore_errors=True)  # finished: the block cache is no longer needed
     if o.dem_collection:
         Path(cfg.dem).unlink(missing_ok=True)

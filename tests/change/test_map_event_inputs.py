@@ -169,8 +169,30 @@ def test_bad_flags_are_refused_before_a_run_opens(
     _nothing_left(tmp_path, out)
 
 
-@pytest.mark.parametrize("case", ["no_pre", "no_post", "stac_fails"])
+def _cop_dem_item(tmp_path: Path) -> dict:
+    """A cop-dem-glo-30 item (lon/lat grid, flat) well beyond the synthetic world."""
+    import numpy as np
+    import shapely
+
+    from common.geo import Grid, transform_geometries, write_cog
+
+    w, s, e, n = transform_geometries(shapely.box(*SYN_GRID.bounds), SYN_GRID.crs, "EPSG:4326").buffer(0.01).bounds
+    grid = Grid.from_bounds((w, s, e, n), "EPSG:4326", 1 / 3600)
+    write_cog(tmp_path / "cop.tif", np.full(grid.shape, 100.0, np.float32), grid, nodata=np.nan)
+    return {
+        "type": "Feature",
+        "id": "Copernicus_DSM_test",
+        "collection": "cop-dem-glo-30",
+        "geometry": shapely.geometry.mapping(shapely.box(w, s, e, n)),
+        "bbox": [w, s, e, n],
+        "properties": {"datetime": "2021-04-22T00:00:00Z"},
+        "assets": {"data": {"href": str(tmp_path / "cop.tif"), "roles": ["data"]}},
+    }
+
+
+@pytest.mark.parametrize("case", ["no_pre", "no_post", "stac_fails", "dem_collection_no_post"])
 def test_bad_input_in_the_run_marks_it_failed(case: str, world, tmp_path: Path, tracking_uri: str, capsys) -> None:
+    """One line, exit 2, the run FAILED and nothing left behind (with --dem-collection: no fetched DEM either)."""
     from tests.scenes.stac_server import StacServer
 
     items, dem = world
@@ -182,6 +204,18 @@ def test_bad_input_in_the_run_marks_it_failed(case: str, world, tmp_path: Path, 
     elif case == "no_post":
         assert run_main(map_event.main, [*argv, "--post-days", "5"]) == 2
         _one_line(capsys, "post-event window 2023-05-17..2023-05-21", "widen --post-days")
+    elif case == "dem_collection_no_post":
+        data = json.loads(items.read_text())["features"]
+        for it in data:  # a STAC API serves absolute hrefs
+            for asset in it["assets"].values():
+                asset["href"] = str(items.parent / asset["href"])
+        i = argv.index("--items")
+        argv[i : i + 2] = ["--post-days", "5"]
+        j = argv.index("--dem")
+        argv[j : j + 2] = ["--dem-collection", "cop-dem-glo-30"]
+        with StacServer({"sentinel-2-l2a": data, "cop-dem-glo-30": [_cop_dem_item(tmp_path)]}) as url:
+            assert run_main(map_event.main, [*argv, "--stac-url", url]) == 2
+        _one_line(capsys, "post-event window 2023-05-17..2023-05-21")
     else:  # an API answering 500 to every request: one line naming it
         i = argv.index("--items")
         with StacServer({"sentinel-2-l2a": []}, status=500) as url:
@@ -190,6 +224,17 @@ def test_bad_input_in_the_run_marks_it_failed(case: str, world, tmp_path: Path, 
         _one_line(capsys, "STAC API", url)
     runs = _runs()
     assert [r.info.status for r in runs] == ["FAILED"]
+    _nothing_left(tmp_path, out)
+
+
+def test_event_before_sentinel2_is_refused_before_a_run_opens(world, tmp_path: Path, tracking_uri: str, capsys) -> None:
+    items, dem = world
+    out = tmp_path / "out"
+    argv = _argv(items, dem, out)
+    argv[argv.index("--event-date") + 1] = "2014-08-01"
+    assert run_main(map_event.main, argv) == 2
+    _one_line(capsys, "--event-date 2014-08-01", "no Sentinel-2 imagery before 2015-06-23")
+    assert _runs() == []
     _nothing_left(tmp_path, out)
 
 
