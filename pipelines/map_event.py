@@ -284,13 +284,13 @@ def logged(o: MapEventOptions, ctx: Context) -> PlannedParams:
 
 def _fetch_dem(o: MapEventOptions, bbox: tuple[float, float, float, float], out: Path) -> str:
     """Mosaic ``--dem-collection`` over the area (padded: the UTM grid's corners reach past the lon/lat box) into a
-    hidden file beside ``--out`` (kept after a failure for ``--resume``, removed after success)."""
+    hidden file beside ``--out`` (kept after a crash or kill for ``--resume``, removed after success or bad input)."""
     from imagery.data.stac import fetch_dem, search_items  # noqa: PLC0415 - GDAL loads when the command runs
 
     w, s, e, n = bbox
     pad_x, pad_y = 0.05 * (e - w) + 0.001, 0.05 * (n - s) + 0.001
     box = (w - pad_x, s - pad_y, e + pad_x, n + pad_y)
-    path = out.absolute().parent / f".{out.name}.dem.tif"
+    path = _leftovers(o)[1]
     if not (o.resume and path.is_file()):
         dem_items = search_items(o.stac_url, o.dem_collection, box, timeout_s=o.stac_timeout)
         fetch_dem(dem_items, box, path, collection=o.dem_collection)
@@ -352,28 +352,63 @@ def _engine_summary(segment: Any) -> dict[str, Any]:
     return log_engine_summary(segment.segmenter)
 
 
-def _map(
-    o: MapEventOptions,
-    ctx: Context,
-    p: Plan,
-    cfg: EventConfig,
-    windows: EventWindows,
-    items: Sequence[dict],
-    where: str,
-    cache_dir: Path,
-) -> tuple[Any, Any]:
-    """The segmenter (if any), the fusion and :func:`imagery.change.event.map_event` into ``--out`` at once, with
-    ``summary.json`` and ``report.html``; returns the result and the segmenter (``None`` without a model)."""
+def _leftovers(o: MapEventOptions) -> list[Path]:
+    """What a run keeps beside ``--out`` for ``--resume``: the block cache and a fetched ``--dem-collection`` DEM."""
+    out = Path(o.out).absolute()
+    return [out.parent / f".{out.name}.blocks", out.parent / f".{out.name}.dem.tif"]
+
+
+def run(o: MapEventOptions, ctx: Context) -> dict[str, object]:
+    """:func:`_run`; a bad input (``UserError``) leaves nothing behind, a crash or a kill keeps :func:`_leftovers`
+    for ``--resume``."""
+    import shutil  # noqa: PLC0415 - loaded when the command runs
+
+    try:
+        return _run(o, ctx)
+    except UserError:
+        cache, dem = _leftovers(o)
+        shutil.rmtree(cache, ignore_errors=True)
+        dem.unlink(missing_ok=True)
+        raise
+
+
+def _run(o: MapEventOptions, ctx: Context) -> dict[str, object]:
+    """Select the observations, map the event (:func:`imagery.change.event.map_event`) into ``--out`` at once,
+    score it against ``--reference`` and log it all."""
     import json  # noqa: PLC0415 - loaded when the command runs
+    import shutil  # noqa: PLC0415 - loaded when the command runs
     from functools import partial  # noqa: PLC0415 - loaded when the command runs
 
+    import mlflow  # noqa: PLC0415 - loaded when the command runs: --help stays fast
+
     from common.atomic import atomic_dir  # noqa: PLC0415 - loaded when the command runs
+    from common.fingerprint import fingerprint_files  # noqa: PLC0415 - loaded when the command runs
+    from common.tracking import log_fingerprint  # noqa: PLC0415 - MLflow loads when the command runs
     from fusion.change_fusion import fuse_change  # noqa: PLC0415 - loaded when the command runs
+    from imagery.change.acquisition import select_observations  # noqa: PLC0415 - loaded when the command runs
     from imagery.change.event import map_event  # noqa: PLC0415 - GDAL loads when the command runs
     from imagery.change.report import write_report  # noqa: PLC0415 - loaded when the command runs
     from imagery.change.validation import score_against_reference  # noqa: PLC0415 - loaded when the command runs
+    from imagery.data.stac import load_items, search_items  # noqa: PLC0415 - loaded when the command runs
 
-    log, out, event, km2, seg_cfg = ctx.log, Path(o.out), p.event, p.km2, p.seg_cfg
+    # planned once, before the run opened (``logged``); a caller's own ``config`` (Command.call) plans here
+    p = ctx.config.plan if isinstance(ctx.config, PlannedParams) else plan(o)
+    bbox, event, km2, seg_cfg, cfg = p.bbox, p.event, p.km2, p.seg_cfg, p.cfg
+    log = ctx.log
+    out = Path(o.out)
+    if o.items:
+        items, where = load_items(o.items), o.items
+        log_fingerprint(fingerprint_files([o.items, o.dem], source=o.items), context="event")
+    else:
+        start = (event - dt.timedelta(days=o.pre_days)).isoformat()
+        end = (event + dt.timedelta(days=o.post_days)).isoformat()
+        items = search_items(o.stac_url, o.collection, bbox, start, end, timeout_s=o.stac_timeout)
+        where = str(o.stac_url)
+    windows = select_observations(items, bbox, event, o.pre_days, o.post_days, max_cloud=o.max_cloud, where=where)
+    if not o.items:  # the DEM is fetched once both windows have items (a bad window costs no download)
+        if o.dem_collection:
+            cfg = dataclasses.replace(cfg, dem=_fetch_dem(o, bbox, out))
+        log_fingerprint(fingerprint_files([cfg.dem], source=o.stac_url), context="event")
     log(f"{len(windows.pre)} item(s) before, {len(windows.post)} after the event of {event}; {km2:.2f} km2")
     segment, model_fit = _segmenter(seg_cfg, ctx.tracking_uri, windows, items, where, o.min_area_m2, log)
     fuse, fuse_settings = None, None
@@ -387,6 +422,7 @@ def _map(
         fuse_settings = {"weight": o.susceptibility_weight, "prior": o.susceptibility_prior}
         if segment is not None:
             fuse_settings["segmenter_weight"] = seg_cfg.weight
+    cache_dir = _leftovers(o)[0]
     with atomic_dir(out) as staging:  # the outputs appear all together, or not at all
         result = ctx.result = map_event(
             windows,
@@ -414,47 +450,6 @@ def _map(
             result.summary["validation"] = score_against_reference(staging, result.grid, o.reference, result.features)
         (staging / "summary.json").write_text(json.dumps(result.summary, indent=1, default=str), encoding="utf-8")
         write_report(staging, result.grid, result.features, result.summary)
-    return result, segment
-
-
-def run(o: MapEventOptions, ctx: Context) -> dict[str, object]:
-    """Select the observations, map the event (:func:`imagery.change.event.map_event`) into ``--out`` at once,
-    score it against ``--reference`` and log it all. A bad input (``UserError``) leaves nothing behind; a crash or a
-    kill keeps the block cache and a fetched ``--dem-collection`` DEM for ``--resume``."""
-    import shutil  # noqa: PLC0415 - loaded when the command runs
-
-    import mlflow  # noqa: PLC0415 - loaded when the command runs: --help stays fast
-
-    from common.fingerprint import fingerprint_files  # noqa: PLC0415 - loaded when the command runs
-    from common.tracking import log_fingerprint  # noqa: PLC0415 - MLflow loads when the command runs
-    from imagery.change.acquisition import select_observations  # noqa: PLC0415 - loaded when the command runs
-    from imagery.data.stac import load_items, search_items  # noqa: PLC0415 - loaded when the command runs
-
-    # planned once, before the run opened (``logged``); a caller's own ``config`` (Command.call) plans here
-    p = ctx.config.plan if isinstance(ctx.config, PlannedParams) else plan(o)
-    bbox, event, seg_cfg, cfg = p.bbox, p.event, p.seg_cfg, p.cfg
-    out = Path(o.out)
-    if o.items:
-        items, where = load_items(o.items), o.items
-        log_fingerprint(fingerprint_files([o.items, o.dem], source=o.items), context="event")
-    else:
-        start = (event - dt.timedelta(days=o.pre_days)).isoformat()
-        end = (event + dt.timedelta(days=o.post_days)).isoformat()
-        items = search_items(o.stac_url, o.collection, bbox, start, end, timeout_s=o.stac_timeout)
-        where = str(o.stac_url)
-    windows = select_observations(items, bbox, event, o.pre_days, o.post_days, max_cloud=o.max_cloud, where=where)
-    cache_dir = out.absolute().parent / f".{out.name}.blocks"
-    if not o.items:  # the DEM is fetched once the windows have their items (a bad window costs no download)
-        if o.dem_collection:
-            cfg = dataclasses.replace(cfg, dem=_fetch_dem(o, bbox, out))
-        log_fingerprint(fingerprint_files([cfg.dem], source=o.stac_url), context="event")
-    try:
-        result, segment = _map(o, ctx, p, cfg, windows, items, where, cache_dir)
-    except UserError:  # bad input leaves nothing behind; a crash or a kill keeps both for --resume
-        shutil.rmtree(cache_dir, ignore_errors=True)
-        if o.dem_collection:
-            Path(cfg.dem).unlink(missing_ok=True)
-        raise
     shutil.rmtree(cache_dir, ignore_errors=True)  # finished: the block cache is no longer needed
     if o.dem_collection:
         Path(cfg.dem).unlink(missing_ok=True)
