@@ -404,11 +404,10 @@ def _run(o: MapEventOptions, ctx: Context) -> dict[str, object]:
         end = (event + dt.timedelta(days=o.post_days)).isoformat()
         items = search_items(o.stac_url, o.collection, bbox, start, end, timeout_s=o.stac_timeout)
         where = str(o.stac_url)
-    windows = select_observations(items, bbox, event, o.pre_days, o.post_days, max_cloud=o.max_cloud, where=where)
-    if not o.items:  # the DEM is fetched once both windows have items (a bad window costs no download)
         if o.dem_collection:
             cfg = dataclasses.replace(cfg, dem=_fetch_dem(o, bbox, out))
         log_fingerprint(fingerprint_files([cfg.dem], source=o.stac_url), context="event")
+    windows = select_observations(items, bbox, event, o.pre_days, o.post_days, max_cloud=o.max_cloud, where=where)
     log(f"{len(windows.pre)} item(s) before, {len(windows.post)} after the event of {event}; {km2:.2f} km2")
     segment, model_fit = _segmenter(seg_cfg, ctx.tracking_uri, windows, items, where, o.min_area_m2, log)
     fuse, fuse_settings = None, None
@@ -422,7 +421,7 @@ def _run(o: MapEventOptions, ctx: Context) -> dict[str, object]:
         fuse_settings = {"weight": o.susceptibility_weight, "prior": o.susceptibility_prior}
         if segment is not None:
             fuse_settings["segmenter_weight"] = seg_cfg.weight
-    cache_dir = _leftovers(o)[0]
+    cache_dir = out.absolute().parent / f".{out.name}.blocks"
     with atomic_dir(out) as staging:  # the outputs appear all together, or not at all
         result = ctx.result = map_event(
             windows,
