@@ -72,6 +72,10 @@ class ChangeOptions:
     post_days: int = arg(
         "post-event window, days, cut at --date (default %(default)s)", default=_D.post_days, type=positive_int
     )
+    change_max_cloud: float = arg(
+        "largest eo:cloud_cover of an item in the change composites, % (map_event's --max-cloud; default %(default)s)",
+        default=_D.change_max_cloud,
+    )
 
 
 @dataclass(kw_only=True)
@@ -124,6 +128,7 @@ def config_from_args(o: AssessOptions, **models: str | None) -> AssessConfig:
                 event_date=ch.event_date,
                 pre_days=ch.pre_days,
                 post_days=ch.post_days,
+                change_max_cloud=ch.change_max_cloud,
                 dem=im.dem,
                 scene=im.scene,
             )

@@ -193,26 +193,42 @@ class Plan:
 
 def plan(o: MapEventOptions) -> Plan:
     """Check the flags across each other and build the library's settings (one-line errors, no run opened)."""
-    from imagery.change.acquisition import area_km2, parse_date  # noqa: PLC0415 - loaded when the command runs
+    from imagery.change.acquisition import (  # noqa: PLC0415 - loaded when the command runs
+        area_km2,
+        check_cloud_limit,
+        parse_date,
+    )
     from imagery.change.detector import DetectorParams  # noqa: PLC0415 - loaded when the command runs
     from imagery.change.event import EventConfig  # noqa: PLC0415 - loaded when the command runs
     from imagery.change.segmenter import GateParams, SegmenterSettings  # noqa: PLC0415 - loaded when the command runs
+    from service.regions import EARLIEST_DATE  # noqa: PLC0415 - loaded when the command runs
 
     _one_of(o, "bbox", "aoi")
     _one_of(o, "items", "stac_url")
     _one_of(o, "dem", "dem_collection")
+    for flag in ("aoi", "items", "dem", "susceptibility", "reference"):
+        value = getattr(o, flag)
+        if value and not Path(value).is_file():
+            raise UserError(f"--{flag} {value}: file not found")
+    if not o.max_area_km2 > 0:
+        raise UserError(f"--max-area-km2 {o.max_area_km2:g}: expected a positive area, km2")
+    if not o.min_area_m2 >= 0:
+        raise UserError(f"--min-area-m2 {o.min_area_m2:g}: expected an area of 0 m2 or more")
+    if not o.stac_timeout > 0:
+        raise UserError(f"--stac-timeout {o.stac_timeout:g}: expected a positive number of seconds")
+    check_cloud_limit(o.max_cloud, "--max-cloud")
+    if o.scheduler and o.engine != "dask":
+        raise UserError(f"--scheduler {o.scheduler}: runs blocks on a Dask cluster; add --engine dask")
     bbox = _bbox(o)
     event = parse_date(o.event_date)
     today = dt.datetime.now(dt.UTC).date()
     if event >= today:
         raise UserError(f"--event-date {event}: not in the past (today is {today}); no post-event image exists yet")
+    if event <= EARLIEST_DATE:
+        raise UserError(f"--event-date {event}: no Sentinel-2 imagery before {EARLIEST_DATE}; expected a later date")
     km2 = area_km2(bbox)
     if km2 > o.max_area_km2:
         raise UserError(f"area {km2:.1f} km2 is over --max-area-km2 {o.max_area_km2:g}; map it in parts")
-    for flag in ("dem", "susceptibility", "reference"):
-        value = getattr(o, flag)
-        if value and not Path(value).is_file():
-            raise UserError(f"--{flag} {value}: file not found")
     if not 0 <= o.susceptibility_weight <= 1 or not 0 < o.susceptibility_prior < 1:
         raise UserError("--susceptibility-weight must be in 0..1 and --susceptibility-prior in (0, 1)")
     out = Path(o.out)
@@ -261,20 +277,30 @@ def plan(o: MapEventOptions) -> Plan:
     return Plan(bbox, event, km2, detector, seg_cfg, cfg)
 
 
-def logged(o: MapEventOptions, ctx: Context) -> dict[str, Any]:
-    """The checks of :func:`plan`; the run's params (every flag, the area's box and size)."""
-    return plan(o).params(o)
+class PlannedParams(dict[str, Any]):
+    """The run's params (logged as they are: a mapping) and, in :attr:`plan`, the :class:`Plan` they come from, so
+    that :func:`run` uses the plan checked before the run opened instead of planning (reading ``--aoi``) again."""
+
+    def __init__(self, planned: Plan, o: MapEventOptions) -> None:
+        super().__init__(planned.params(o))
+        self.plan = planned
+
+
+def logged(o: MapEventOptions, ctx: Context) -> PlannedParams:
+    """The checks of :func:`plan`, before the run opens; the run's params (every flag, the area's box and size)
+    carrying the plan to :func:`run`."""
+    return PlannedParams(plan(o), o)
 
 
 def _fetch_dem(o: MapEventOptions, bbox: tuple[float, float, float, float], out: Path) -> str:
     """Mosaic ``--dem-collection`` over the area (padded: the UTM grid's corners reach past the lon/lat box) into a
-    hidden file beside ``--out`` (kept after a failure for ``--resume``, removed after success)."""
+    hidden file beside ``--out`` (kept after a crash or kill for ``--resume``, removed after success or bad input)."""
     from imagery.data.stac import fetch_dem, search_items  # noqa: PLC0415 - GDAL loads when the command runs
 
     w, s, e, n = bbox
     pad_x, pad_y = 0.05 * (e - w) + 0.001, 0.05 * (n - s) + 0.001
     box = (w - pad_x, s - pad_y, e + pad_x, n + pad_y)
-    path = out.absolute().parent / f".{out.name}.dem.tif"
+    path = _leftovers(o)[1]
     if not (o.resume and path.is_file()):
         dem_items = search_items(o.stac_url, o.dem_collection, box, timeout_s=o.stac_timeout)
         fetch_dem(dem_items, box, path, collection=o.dem_collection)
@@ -368,7 +394,27 @@ def _engine_summary(segment: Any) -> dict[str, Any]:
     return log_engine_summary(segment.segmenter)
 
 
+def _leftovers(o: MapEventOptions) -> list[Path]:
+    """What a run keeps beside ``--out`` for ``--resume``: the block cache and a fetched ``--dem-collection`` DEM."""
+    out = Path(o.out).absolute()
+    return [out.parent / f".{out.name}.blocks", out.parent / f".{out.name}.dem.tif"]
+
+
 def run(o: MapEventOptions, ctx: Context) -> dict[str, object]:
+    """:func:`_run`; a bad input (``UserError``) leaves nothing behind, a crash or a kill keeps :func:`_leftovers`
+    for ``--resume``."""
+    import shutil  # noqa: PLC0415 - loaded when the command runs
+
+    try:
+        return _run(o, ctx)
+    except UserError:
+        cache, dem = _leftovers(o)
+        shutil.rmtree(cache, ignore_errors=True)
+        dem.unlink(missing_ok=True)
+        raise
+
+
+def _run(o: MapEventOptions, ctx: Context) -> dict[str, object]:
     """Select the observations, map the event (:func:`imagery.change.event.map_event`) into ``--out`` at once,
     score it against ``--reference`` and log it all."""
     import json  # noqa: PLC0415 - loaded when the command runs
@@ -388,7 +434,8 @@ def run(o: MapEventOptions, ctx: Context) -> dict[str, object]:
     from imagery.change.validation import score_against_reference  # noqa: PLC0415 - loaded when the command runs
     from imagery.data.stac import load_items, search_items  # noqa: PLC0415 - loaded when the command runs
 
-    p = plan(o)
+    # planned once, before the run opened (``logged``); a caller's own ``config`` (Command.call) plans here
+    p = ctx.config.plan if isinstance(ctx.config, PlannedParams) else plan(o)
     bbox, event, km2, seg_cfg, cfg = p.bbox, p.event, p.km2, p.seg_cfg, p.cfg
     log = ctx.log
     out = Path(o.out)

@@ -49,7 +49,7 @@ from common.geo import inspect_upload
 from fusion.models import Models
 from fusion.regions import ID_COLUMN, validate_region_table
 from fusion.scoring import RegionScorer
-from imagery.change.defaults import POST_DAYS, PRE_DAYS
+from imagery.change.defaults import MAX_CLOUD, POST_DAYS, PRE_DAYS
 from imagery.data import read_image
 from service.config import ServiceConfig
 from service.errors import ApiError, install_error_handlers
@@ -97,7 +97,9 @@ class AssessRequest(BaseModel):
     (W, S, E N in degrees); the ``date`` (YYYY-MM-DD) and ``days_before`` it to search imagery; the
     scene: ``scene`` (a name under the server's scenes folder) or ``stac_url``. ``event_date`` (optional,
     YYYY-MM-DD, from 2015-06-23 to before ``date``) adds the change evidence of the windows ``pre_days``
-    before and ``post_days`` after it (``scene`` then names a saved item collection, or ``stac_url`` is searched)."""
+    before and ``post_days`` after it (``scene`` then names a saved item collection, or ``stac_url`` is searched)
+    from the items whose ``eo:cloud_cover`` is at most ``change_max_cloud`` percent (0..100, ``map_event``'s
+    ``--max-cloud`` default)."""
 
     region: dict[str, Any] | None = None
     point: PointRadius | None = None
@@ -109,6 +111,7 @@ class AssessRequest(BaseModel):
     event_date: str | None = None
     pre_days: int = Field(default=PRE_DAYS, ge=1, le=365)
     post_days: int = Field(default=POST_DAYS, ge=1, le=365)
+    change_max_cloud: float = Field(default=MAX_CLOUD, ge=0, le=100)
 
 
 def _check_event_date(text: str | None) -> None:

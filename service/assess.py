@@ -81,7 +81,7 @@ from common.geo import (
 from fusion.models import Models
 from fusion.region_features import IMAGERY_FEATURES, masked_region_features
 from fusion.scoring import RegionScorer, ScoringConfig
-from imagery.change.defaults import POST_DAYS, PRE_DAYS
+from imagery.change.defaults import MAX_CLOUD, POST_DAYS, PRE_DAYS
 from imagery.data.crop import crop_scene
 from imagery.data.sentinel2 import open_scene
 from imagery.data.stac import load_items, pick_item, search_items, write_box
@@ -223,11 +223,15 @@ def event_plan(cfg: AssessConfig) -> EventPlan | None:
     """The checked event of ``cfg`` (``None`` without ``event_date``); one-line errors name the flags.
 
     The event date is a date from Sentinel-2's first (2015-06-23) to today, before ``date`` (the latest
-    imagery date, which ends the post-event window); the windows 1..365 days; a DEM (the detector's slope)
-    and a time series (``items`` or ``stac_url``: a single ``scene`` has one date) are needed.
+    imagery date, which ends the post-event window); the windows 1..365 days; the item cloud limit
+    ``change_max_cloud`` 0..100 %; a DEM (the detector's slope) and a time series (``items`` or ``stac_url``: a
+    single ``scene`` has one date) are needed.
     """
     if cfg.event_date is None:
         return None
+    from imagery.change.acquisition import check_cloud_limit  # noqa: PLC0415 - only with an event date
+
+    check_cloud_limit(cfg.change_max_cloud, "--change-max-cloud")
     event = parse_date(cfg.event_date, "--event-date")
     day = parse_date(cfg.date, "--date")
     for flag, value in (("--pre-days", cfg.pre_days), ("--post-days", cfg.post_days)):
@@ -272,7 +276,14 @@ def change_evidence(
             cfg.stac_url or "", cfg.collection, box_lonlat, start, end, timeout_s=cfg.http_timeout_s, hosts=hosts
         )
     windows = select_observations(
-        items, box_lonlat, plan.event, plan.pre_days, plan.post_days, max_cloud=cfg.change_max_cloud, where=where
+        items,
+        box_lonlat,
+        plan.event,
+        plan.pre_days,
+        plan.post_days,
+        max_cloud=cfg.change_max_cloud,
+        where=where,
+        cloud_flag="--change-max-cloud",
     )
     pre_dates = [g[0].date.isoformat() for g in acquisitions(windows.pre)]
     post_dates = [g[0].date.isoformat() for g in acquisitions(windows.post)]
@@ -739,6 +750,7 @@ class Assessor:
             event_date=event,
             pre_days=int(request.get("pre_days", PRE_DAYS)),
             post_days=int(request.get("post_days", POST_DAYS)),
+            change_max_cloud=float(request.get("change_max_cloud", MAX_CLOUD)),
             bands=[b.strip() for b in request["bands"].split(",")] if request.get("bands") else None,
             max_area_km2=self.cfg.max_area_km2,
             runtime=self.cfg.runtime,

@@ -46,6 +46,7 @@ FLAG_FIELDS = {
     "--event-date": "event_date",
     "--pre-days": "pre_days",
     "--post-days": "post_days",
+    "--change-max-cloud": "change_max_cloud",
     "--dem": "the service's DEM",
 }
 _ABS_PATH = re.compile(r"(?<![\w/:.~-])(?:/[\w.@+~-]+)+/?")

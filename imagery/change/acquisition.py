@@ -87,6 +87,13 @@ def parse_date(text: str, flag: str = "--event-date") -> dt.date:
         raise UserError(f"{flag} {text!r}: expected a date YYYY-MM-DD") from None
 
 
+def check_cloud_limit(value: float, flag: str = "--max-cloud") -> float:
+    """An item cloud limit (``eo:cloud_cover``), percent 0..100; a one-line error naming ``flag`` otherwise."""
+    if not 0.0 <= float(value) <= 100.0:
+        raise UserError(f"{flag} {value:g}: expected a cloud cover in percent, 0 to 100")
+    return float(value)
+
+
 def event_windows(event: dt.date, pre_days: int, post_days: int) -> tuple[dt.date, dt.date, dt.date, dt.date]:
     """``(pre_start, pre_end, post_start, post_end)``, inclusive: ``[event - pre_days, event)`` and
     ``(event, event + post_days]``."""
@@ -125,9 +132,11 @@ def select_observations(
     *,
     max_cloud: float = 100.0,
     where: str = "the items",
+    cloud_flag: str = "--max-cloud",
 ) -> EventWindows:
     """The observations of both windows over the lon/lat ``bbox`` (module docstring); one-line errors for an item
-    without a date and for a window without any item."""
+    without a date and for a window without any item (``cloud_flag``: the option that sets ``max_cloud``, named
+    in the hint)."""
     pre_start, pre_end, post_start, post_end = event_windows(event, pre_days, post_days)
     area = shapely.box(*bbox)
     pre: list[Observation] = []
@@ -163,7 +172,7 @@ def select_observations(
         (pre if day < event else post).append(obs)
     for name, obs_list, start, end in (("pre", pre, pre_start, pre_end), ("post", post, post_start, post_end)):
         if not obs_list:
-            hint = f"widen --{name}-days or raise --max-cloud"
+            hint = f"widen --{name}-days or raise {cloud_flag}"
             if name == "post" and (latest is None or latest <= event):
                 after = latest or event
                 hint = (

@@ -345,3 +345,50 @@ def test_change_reads_never_reuse_a_reader_opened_elsewhere(world, tmp_path: Pat
         assert rows[0]["chg_observed_share"] > 0.9 and rows[0]["chg_flagged_share"] == 0
     finally:
         close_readers()
+
+
+# ------------------------------------------------------------------------------- the change evidence's cloud limit
+def test_change_max_cloud_default_is_declared_once() -> None:
+    from imagery.change.defaults import MAX_CLOUD
+    from pipelines import map_event
+    from service.api import AssessRequest
+    from service.config import AssessConfig
+
+    o = assess.COMMAND.parse(["--date", "2023-06-10", "--out", "o"])
+    m = map_event.COMMAND.parse(["--bbox", "0", "0", "1", "1", "--event-date", EVENT, "--out", "o"])
+    request = AssessRequest(date="2023-06-10")
+    assert o.change.change_max_cloud == m.max_cloud == request.change_max_cloud == AssessConfig().change_max_cloud
+    assert MAX_CLOUD == m.max_cloud
+
+
+def test_change_max_cloud_reaches_the_acquisition(world, tmp_path: Path, tracking_uri: str, capsys) -> None:
+    """The synthetic items have 20 % cloud cover: a limit of 10 % leaves no item before the event (a FAILED run
+    naming the flag); 20 % keeps them (the library config carries it); out of 0-100 is refused before any run."""
+    import mlflow
+
+    argv = _argv(world, tmp_path / "out", "--event-date", EVENT)
+    cfg = assess.config_from_args(assess.COMMAND.parse([*argv, "--change-max-cloud", "20"]))
+    assert cfg.change_max_cloud == 20.0
+    assert run_main(assess.main, [*argv, "--change-max-cloud", "10"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "(cloud cover <= 10%)" in err and "raise --change-max-cloud" in err, err
+    assert [r.info.status for r in mlflow.search_runs(search_all_experiments=True, output_format="list")] == ["FAILED"]
+    for bad in ("150", "-1"):
+        assert run_main(assess.main, [*argv, "--change-max-cloud", bad]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and f"--change-max-cloud {bad}: expected a cloud cover in percent" in err, err
+    assert len(mlflow.search_runs(search_all_experiments=True, output_format="list")) == 1  # no run for those
+    assert not (tmp_path / "out").exists()
+
+
+def test_service_change_max_cloud(world, tmp_path: Path) -> None:
+    client, _root = _service(world, tmp_path)
+    base = {"bbox": _bbox(*SYN_REGIONS["slope"]), "date": "2023-06-10", "scene": "items.json", "event_date": EVENT}
+    for bad in (150, -1, "lots"):
+        r = client.post("/v1/assess", json={**base, "change_max_cloud": bad})
+        assert r.status_code == 422 and "change_max_cloud" in r.json()["error"], r.text
+    r = client.post("/v1/assess", json={**base, "change_max_cloud": 10})  # the items have 20 %: none is kept
+    assert r.status_code == 202, r.text
+    state = _wait(client, r.json()["job_id"])
+    assert state["status"] == "failed" and "(cloud cover <= 10%)" in state["message"], state
+    assert "raise change_max_cloud" in state["message"] and "--" not in state["message"]
