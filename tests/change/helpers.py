@@ -169,3 +169,14 @@ def split_into_two_zones(items_json: Path, folder: Path, *, border_col: int = 66
     out = folder / "items.json"
     out.write_text(json.dumps({"type": "FeatureCollection", "features": features}), encoding="utf-8")
     return out
+
+
+#: The synthetic world's event date (``write_synthetic_items``: pre dates in March-May, post dates after).
+SYN_EVENT = "2023-05-16"
+
+
+def map_event_argv(items: Path, dem: Path, out: Path, *extra: str, block: int = 32) -> list[str]:
+    """``pipelines.map_event``'s arguments over the synthetic world (its box minus a 60 m rim), ``block`` px blocks."""
+    bbox = lonlat_box(SYN_GRID, inset_m=60.0)
+    return ["--bbox", *map(str, bbox), "--event-date", SYN_EVENT, "--items", str(items), "--dem", str(dem),
+            "--out", str(out), "--block", str(block), *extra]  # fmt: skip

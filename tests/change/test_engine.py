@@ -11,7 +11,7 @@ import pytest
 import imagery.change.event as event_mod
 from common.geo import read_raster
 from pipelines.map_event import main
-from tests.change.helpers import SYN_GRID, lonlat_box, write_synthetic_items
+from tests.change.helpers import map_event_argv, write_synthetic_items
 
 
 @pytest.fixture(scope="module")
@@ -20,10 +20,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
 
 
 def _argv(world: tuple[Path, Path], out: Path, *extra: str) -> list[str]:
-    items, dem = world
-    bbox = lonlat_box(SYN_GRID, inset_m=60.0)
-    return ["--bbox", *map(str, bbox), "--event-date", "2023-05-16", "--items", str(items), "--dem", str(dem),
-            "--out", str(out), "--block", "24", *extra]  # fmt: skip
+    return map_event_argv(*world, out, *extra, block=24)
 
 
 def _same_outputs(a: Path, b: Path) -> None:

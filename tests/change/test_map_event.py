@@ -16,14 +16,16 @@ from tests.change.helpers import (
     MEADOW,
     QUARRY,
     SLIDE,
+    SYN_EVENT,
     SYN_GRID,
     lonlat_box,
+    map_event_argv,
     shifted,
     split_into_two_zones,
     write_synthetic_items,
 )
 
-EVENT = "2023-05-16"
+EVENT = SYN_EVENT
 
 
 @pytest.fixture(scope="module")
@@ -32,9 +34,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
 
 
 def _argv(items: Path, dem: Path, out: Path, *extra: str) -> list[str]:
-    bbox = lonlat_box(SYN_GRID, inset_m=60.0)
-    return ["--bbox", *map(str, bbox), "--event-date", EVENT, "--items", str(items), "--dem", str(dem),
-            "--out", str(out), "--block", "32", *extra]  # fmt: skip
+    return map_event_argv(items, dem, out, *extra)
 
 
 def test_landslide_found_field_and_quarry_not(world, tmp_path: Path, tracking_uri: str) -> None:

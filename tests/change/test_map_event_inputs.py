@@ -11,9 +11,9 @@ import pytest
 
 from common.cli import run_main
 from pipelines import map_event
-from tests.change.helpers import SYN_GRID, lonlat_box, write_synthetic_items
+from tests.change.helpers import SYN_EVENT, SYN_GRID, lonlat_box, map_event_argv, write_synthetic_items
 
-EVENT = "2023-05-16"
+EVENT = SYN_EVENT
 
 
 @pytest.fixture(scope="module")
@@ -22,9 +22,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
 
 
 def _argv(items: Path, dem: Path, out: Path, *extra: str) -> list[str]:
-    bbox = lonlat_box(SYN_GRID, inset_m=60.0)
-    return ["--bbox", *map(str, bbox), "--event-date", EVENT, "--items", str(items), "--dem", str(dem),
-            "--out", str(out), "--block", "32", *extra]  # fmt: skip
+    return map_event_argv(items, dem, out, *extra)
 
 
 def _aoi(tmp_path: Path) -> Path:

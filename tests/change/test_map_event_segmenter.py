@@ -15,10 +15,10 @@ import torch
 from common.cli import run_main
 from common.geo import RasterOnGrid
 from pipelines.map_event import main
-from tests.change.helpers import SYN_GRID, lonlat_box, write_synthetic_items
+from tests.change.helpers import SYN_EVENT, SYN_GRID, lonlat_box, map_event_argv, write_synthetic_items
 from tests.change.models import single_date_model, temporal_model
 
-EVENT = "2023-05-16"
+EVENT = SYN_EVENT
 SLIDE_CENTRE = (60, 66)
 QUIET = (5, 5)  # covered only by the tile at (0, 0): no change in it, the gate skips it
 
@@ -51,9 +51,7 @@ def models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 
 def _argv(items: Path, dem: Path, out: Path, *extra: str) -> list[str]:
-    bbox = lonlat_box(SYN_GRID, inset_m=60.0)
-    return ["--bbox", *map(str, bbox), "--event-date", EVENT, "--items", str(items), "--dem", str(dem),
-            "--out", str(out), "--block", "96", "--device", "cpu", "--runtime", "torch", *extra]  # fmt: skip
+    return map_event_argv(items, dem, out, "--device", "cpu", "--runtime", "torch", *extra, block=96)
 
 
 def _read(path: Path) -> np.ndarray:
