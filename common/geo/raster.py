@@ -312,6 +312,18 @@ def _quiet_libtiff() -> Iterator[None]:
                 os.write(fd, b"".join(kept))
 
 
+@contextlib.contextmanager
+def block_cache(mb: int) -> Iterator[None]:
+    """GDAL's raster block cache capped at ``mb`` MB inside the block (``GDAL_CACHEMAX``), for every thread of the
+    process; GDAL's own default is 5 % of the machine's RAM, which grows with the machine, not with the work. An
+    explicit ``GDAL_CACHEMAX`` in the environment wins (nothing is changed), as does ``mb <= 0``."""
+    if mb <= 0 or "GDAL_CACHEMAX" in os.environ:
+        yield
+        return
+    with rasterio.Env(GDAL_CACHEMAX=int(mb) << 20):  # rasterio hands it to GDALSetCacheMax64: bytes
+        yield
+
+
 class CogWriter:
     """Write a raster window by window, ending as a Cloud-Optimized GeoTIFF at ``path``.
 

@@ -14,3 +14,8 @@ POST_DAYS = 45
 #: Largest ``eo:cloud_cover`` of an item in a composite, percent: SCL masks the clouds per pixel, so a cloudy
 #: item still gives its clear pixels.
 MAX_CLOUD = 80.0
+#: GDAL's raster block cache while mapping an event, MB (``common.geo.block_cache``; an explicit ``GDAL_CACHEMAX`` in
+#: the environment wins). GDAL's own default, 5 % of RAM, let the cache take 1.1 GB of a 23 GB machine's RSS over two
+#: full tiles (peak 3.2 GB); at 2 x 4096 px a 64 MB cache ran at the same speed as the default (238 vs 243 s) and
+#: took 666 MB off the peak. 256 MB keeps room for a block's reads (``benchmarks/RESULTS.md``, "Map an event").
+GDAL_CACHE_MB = 256

@@ -39,6 +39,7 @@ from common.geo import (
     Grid,
     RasterOnGrid,
     StripPolygonizer,
+    block_cache,
     iter_windows,
     landslides_by_confidence_qml,
     pixel_size_m,
@@ -51,6 +52,7 @@ from common.geo import (
 from common.geo.grid import Window
 from imagery.change.acquisition import EventWindows, area_km2, output_grid
 from imagery.change.composite import LAYERS, acquisitions, band_composite, close_readers, composite_block
+from imagery.change.defaults import GDAL_CACHE_MB
 from imagery.change.detector import DetectorParams, change_score, detect, observed
 from imagery.change.engine import BlockCache, Engine, fingerprint, run_blocks
 from imagery.change.indices import dndvi, rdndvi
@@ -106,6 +108,7 @@ def _dates(windows: EventWindows, name: str) -> list[str]:
     return [g[0].date.isoformat() for g in acquisitions(obs)]
 
 
+@block_cache(GDAL_CACHE_MB)  # also in a Dask worker: its GDAL cache bounded like the parent's
 def process_block(
     win: Window,
     *,
@@ -238,6 +241,7 @@ def _settings(
     return settings, files
 
 
+@block_cache(GDAL_CACHE_MB)  # readers, writers, COG conversions and the report: a bounded GDAL cache
 def map_event(
     windows: EventWindows,
     config: EventConfig,

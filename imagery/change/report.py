@@ -19,7 +19,8 @@ from typing import Any
 
 import numpy as np
 
-from common.geo import Feature, Grid, RasterOnGrid
+from common.geo import Feature, Grid, RasterOnGrid, block_cache
+from imagery.change.defaults import GDAL_CACHE_MB
 from imagery.change.inventory import rejected_line
 
 MAX_PX = 800
@@ -65,6 +66,7 @@ def _png(path: Path, grid: Grid, features: Sequence[Feature], title: str, reject
     return base64.b64encode(buf.getvalue()).decode("ascii")
 
 
+@block_cache(GDAL_CACHE_MB)  # the true-colour views read the full-size composites: a bounded GDAL cache
 def write_report(
     out: Path,
     grid: Grid,

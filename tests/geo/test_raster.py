@@ -322,3 +322,26 @@ def test_cog_writer_memory_stays_bounded(tmp_path) -> None:
     assert grown_mb < 150, f"peak memory grew by {grown_mb:.0f} MB while writing a 268 MB raster"
     with rasterio.open(tmp_path / "big.tif") as ds:
         assert ds.tags(ns="IMAGE_STRUCTURE").get("LAYOUT") == "COG" and len(ds.overviews(1)) >= 4
+
+
+def test_block_cache_caps_gdal_cache_inside_only(monkeypatch) -> None:
+    """map_event's bound on GDAL's block cache: set inside, GDAL's own outside, an explicit GDAL_CACHEMAX wins."""
+    from rasterio.env import get_gdal_config
+
+    from common.geo import block_cache
+
+    monkeypatch.delenv("GDAL_CACHEMAX", raising=False)
+    before = get_gdal_config("GDAL_CACHEMAX")
+    with block_cache(64):
+        assert get_gdal_config("GDAL_CACHEMAX") == 64 << 20
+    assert get_gdal_config("GDAL_CACHEMAX") == before
+    monkeypatch.setenv("GDAL_CACHEMAX", "32")
+    with block_cache(64):
+        assert get_gdal_config("GDAL_CACHEMAX") == before  # the user's setting is left to GDAL
+
+    @block_cache(48)
+    def inside() -> int:
+        return get_gdal_config("GDAL_CACHEMAX")
+
+    monkeypatch.delenv("GDAL_CACHEMAX")
+    assert inside() == 48 << 20 and inside() == 48 << 20  # as a decorator, on every call
