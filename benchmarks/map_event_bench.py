@@ -12,6 +12,8 @@ A full Sentinel-2 tile is 10980 px; memory grows with the area only through the 
 (width 8, random weights: the time is what is measured) with the pre-post temporal channels of the world's bands runs
 through ``--imagery-model`` on the local engine, gated (the defaults) and with ``--no-gate``, side by side: wall
 time, the segmenter's own time, tiles run of all and the skipped share, with the ratio against ``--no-gate``.
+``--gdal-cache 5%,bounded``: instead of the engines, the local engine once per ``GDAL_CACHEMAX`` value, side by side
+(``bounded``: unset, i.e. map_event's own bound, ``imagery.change.defaults.GDAL_CACHE_MB``; ``5%``: GDAL's default).
 ``--threads`` sets torch's threads in the command (``OMP_NUM_THREADS``; default 1: this machine is shared).
 """
 
@@ -120,12 +122,14 @@ def run(
     out: Path,
     extra: tuple[str, ...] = (),
     threads: int = 0,
+    env_extra: dict[str, str] | None = None,
 ) -> dict:
     cmd = [sys.executable, "-m", "pipelines.map_event", "--bbox", *map(str, bbox), "--event-date", "2023-05-16"]
     cmd += ["--items", str(items), "--dem", str(dem), "--out", str(out), "--engine", engine, "--workers", "2"]
     cmd += ["--tracking-uri", f"sqlite:///{out.parent / 'mlflow.db'}", "--pre-days", "90", "--post-days", "90", *extra]
     cmd += ["--max-area-km2", "30000"]  # two full Sentinel-2 tiles are ~24,000 km2; the default limit is 500
     env = {**os.environ, "PYTHONPATH": str(ROOT), **({"OMP_NUM_THREADS": str(threads)} if threads else {})}
+    env.update(env_extra or {})
     t = time.perf_counter()
     code = f"import resource,subprocess,sys; r=subprocess.run({cmd!r}, env=None).returncode; " \
         "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss // 1024); sys.exit(r)"  # fmt: skip
@@ -180,6 +184,12 @@ def main() -> None:
     p.add_argument("--engines", default="local,dask", help="engines to run, comma-separated (default local,dask)")
     p.add_argument("--segmenter", action="store_true", help="measure the segmenter gate instead of the engines")
     p.add_argument("--threads", type=int, default=1, help="--segmenter: torch threads in the command (default 1)")
+    p.add_argument(
+        "--gdal-cache",
+        default="",
+        help="instead of the engines: the local engine once per GDAL_CACHEMAX value, comma-separated ('bounded': "
+        "unset, map_event's own bound; '5%%': GDAL's default; '64': MB)",
+    )
     args = p.parse_args()
     if args.segmenter:
         gate_bench(args)
@@ -189,18 +199,24 @@ def main() -> None:
         t = time.perf_counter()
         items, dem, bbox = make_world(tmp, args.tile, args.dates)
         print(f"world: 2 tiles of {args.tile} px, {args.dates}+{args.dates} dates, {time.perf_counter() - t:.0f} s")
-        res = {e: run(e, items, dem, bbox, tmp / e) for e in args.engines.split(",")}
+        if args.gdal_cache:
+            res = {}
+            for value in args.gdal_cache.split(","):
+                env = {} if value == "bounded" else {"GDAL_CACHEMAX": value}
+                res[f"cache {value}"] = run("local", items, dem, bbox, tmp / f"c{len(res)}", env_extra=env)
+        else:
+            res = {e: run(e, items, dem, bbox, tmp / e) for e in args.engines.split(",")}
         same = all(
-            json.loads((res["local"]["out"] / "landslides.geojson").read_text())["features"]
+            json.loads((next(iter(res.values()))["out"] / "landslides.geojson").read_text())["features"]
             == json.loads((res[e]["out"] / "landslides.geojson").read_text())["features"]
             for e in res
         )
     base = next(iter(res.values()))
-    print(f"{'engine':8} {'wall s':>8} {'ratio':>6} {'peak MB':>8} {'composite s/tile':>17} {'change s/tile':>14} "
+    print(f"{'engine':12} {'wall s':>8} {'ratio':>6} {'peak MB':>8} {'composite s/tile':>17} {'change s/tile':>14} "
           f"{'polygons s':>11} {'polygons':>9}")  # fmt: skip
     for e, r in res.items():
         print(
-            f"{e:8} {r['wall_s']:8.1f} {r['wall_s'] / base['wall_s']:6.2f} {r['peak_mb']:8d} "
+            f"{e:12} {r['wall_s']:8.1f} {r['wall_s'] / base['wall_s']:6.2f} {r['peak_mb']:8d} "
             f"{r['composite_s'] / 2:17.1f} {r['change_s'] / 2:14.2f} {r['polygons_s']:11.2f} {r['n']:9d}"
         )
     print(f"identical inventories: {same}; load: {os.getloadavg()}")
