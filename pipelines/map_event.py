@@ -51,7 +51,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from common.cli import RunOptions, UserError, positive_int
 from common.options import arg, nested, to_dict
-from imagery.change.defaults import MAX_CLOUD, POST_DAYS, PRE_DAYS
+from imagery.change.defaults import MAX_CLOUD, POST_DAYS, PRE_DAYS, S2_FIRST_DATE
 from imagery.data.choices import DEFAULT_COLLECTION, DEFAULT_STAC_URL
 from imagery.inference.config import TtaMode
 from pipelines._command import Command, Context
@@ -201,7 +201,6 @@ def plan(o: MapEventOptions) -> Plan:
     from imagery.change.detector import DetectorParams  # noqa: PLC0415 - loaded when the command runs
     from imagery.change.event import EventConfig  # noqa: PLC0415 - loaded when the command runs
     from imagery.change.segmenter import GateParams, SegmenterSettings  # noqa: PLC0415 - loaded when the command runs
-    from service.regions import EARLIEST_DATE  # noqa: PLC0415 - loaded when the command runs
 
     _one_of(o, "bbox", "aoi")
     _one_of(o, "items", "stac_url")
@@ -224,8 +223,8 @@ def plan(o: MapEventOptions) -> Plan:
     today = dt.datetime.now(dt.UTC).date()
     if event >= today:
         raise UserError(f"--event-date {event}: not in the past (today is {today}); no post-event image exists yet")
-    if event <= EARLIEST_DATE:
-        raise UserError(f"--event-date {event}: no Sentinel-2 imagery before {EARLIEST_DATE}; expected a later date")
+    if event <= S2_FIRST_DATE:
+        raise UserError(f"--event-date {event}: no Sentinel-2 imagery before {S2_FIRST_DATE}; expected a later date")
     km2 = area_km2(bbox)
     if km2 > o.max_area_km2:
         raise UserError(f"area {km2:.1f} km2 is over --max-area-km2 {o.max_area_km2:g}; map it in parts")

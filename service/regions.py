@@ -37,11 +37,12 @@ from shapely.geometry.base import BaseGeometry
 
 from common.errors import UserError
 from common.geo import geodesic_area_m2, read_vector, to_lonlat, transform_geometries
+from imagery.change.defaults import S2_FIRST_DATE
 
 WGS84 = "EPSG:4326"
 ID_KEYS = ("id", "region_id", "name")
-#: No Sentinel-2 imagery before the launch of Sentinel-2A.
-EARLIEST_DATE = dt.date(2015, 6, 23)
+#: No Sentinel-2 imagery before the launch of Sentinel-2A (declared in ``imagery.change.defaults``).
+EARLIEST_DATE = S2_FIRST_DATE
 #: Radius of a point's circle, metres: at least a 10 m pixel, at most 100 km.
 MIN_RADIUS_M, MAX_RADIUS_M = 10.0, 100_000.0
 MAX_DAYS_BEFORE = 365

@@ -1,10 +1,16 @@
-"""Defaults of the change evidence that commands show in ``--help``, declared once and without imports.
+"""Defaults of the change evidence that commands show in ``--help``, declared once and without heavy imports.
 
 ``pipelines.map_event`` and ``pipelines.assess`` (``--event-date``), and the service's ``/v1/assess``, take the
 same windows (:func:`imagery.change.acquisition.event_windows`) and the same item cloud limit.
 """
 
 from __future__ import annotations
+
+import datetime as dt
+
+#: No Sentinel-2 imagery before the launch of Sentinel-2A (its first acquisitions): an earlier event date or
+#: assessment date has nothing to map.
+S2_FIRST_DATE = dt.date(2015, 6, 23)
 
 #: Days before the event, ``[event - PRE_DAYS, event)``: 90 days give a few clear views even in a cloudy season.
 PRE_DAYS = 90
