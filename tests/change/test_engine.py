@@ -11,12 +11,7 @@ import pytest
 import imagery.change.event as event_mod
 from common.geo import read_raster
 from pipelines.map_event import main
-from tests.change.helpers import map_event_argv, write_synthetic_items
-
-
-@pytest.fixture(scope="module")
-def world(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    return write_synthetic_items(tmp_path_factory.mktemp("world"))
+from tests.change.helpers import map_event_argv
 
 
 def _argv(world: tuple[Path, Path], out: Path, *extra: str) -> list[str]:

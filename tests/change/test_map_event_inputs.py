@@ -16,11 +16,6 @@ from tests.change.helpers import SYN_EVENT, SYN_GRID, lonlat_box, map_event_argv
 EVENT = SYN_EVENT
 
 
-@pytest.fixture(scope="module")
-def world(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    return write_synthetic_items(tmp_path_factory.mktemp("world"))
-
-
 def _argv(items: Path, dem: Path, out: Path, *extra: str) -> list[str]:
     return map_event_argv(items, dem, out, *extra)
 
