@@ -57,7 +57,7 @@ def make_model(folder: Path, width: int) -> Path:
     return folder
 
 
-def worker(mode: str, scene: Path, model: Path, out: Path, batch: int, device: str) -> dict:
+def worker(mode: str, scene: Path, model: Path, out: Path, batch: int, device: str, runtime: str) -> dict:
     import numpy as np
 
     from imagery.data.sentinel2 import open_scene
@@ -66,7 +66,7 @@ def worker(mode: str, scene: Path, model: Path, out: Path, batch: int, device: s
     from imagery.inference.scene import _StripReader, plan_inputs, run_scene
     from imagery.inference.serving import load_segmenter
 
-    seg = load_segmenter(str(model), device=device)
+    seg = load_segmenter(str(model), device=device, runtime=runtime)
     cfg = SceneConfig(
         scene=str(scene),
         model_uri=str(model),
@@ -74,6 +74,7 @@ def worker(mode: str, scene: Path, model: Path, out: Path, batch: int, device: s
         dem=str(scene / "dem.tif"),
         batch_size=batch,
         device=device,
+        runtime=runtime,
         progress=False,
     )
     t0 = time.perf_counter()
@@ -82,6 +83,13 @@ def worker(mode: str, scene: Path, model: Path, out: Path, batch: int, device: s
         tiles = res.summary["tiles"]["predicted"]
         infer = res.summary["timings_s"]["infer_s"]
         busy = res.summary["model_busy"]["predict_share"]
+        eng = res.summary.get("engine", {})
+        extra = {
+            "engine": f"{eng.get('path')} ({eng.get('source')})",
+            "gflops": eng.get("gflops"),
+            "skipped_share": res.summary.get("skipped_share"),
+            "tiles_skipped": res.summary["tiles"].get("skipped"),
+        }
     else:
         inp = plan_inputs(open_scene(scene), seg, cfg, lambda _: None)
         with _StripReader(inp, cfg) as reader:
@@ -97,6 +105,7 @@ def worker(mode: str, scene: Path, model: Path, out: Path, batch: int, device: s
         prob[reason > 0] = np.nan
         tiles, infer = sum(calls), time.perf_counter() - t1
         busy = None
+        extra = {"engine": runtime}
     wall = time.perf_counter() - t0
     rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     return {
@@ -106,6 +115,7 @@ def worker(mode: str, scene: Path, model: Path, out: Path, batch: int, device: s
         "tiles_per_s": tiles / infer,
         "peak_rss_mb": rss_mb,
         "model_busy": busy,
+        **extra,
     }
 
 
@@ -130,12 +140,17 @@ def main() -> None:
     p.add_argument("--width", type=int, default=40, help="small_rau_net1 base width (40 = the small model)")
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--device", default="cpu")
+    p.add_argument(
+        "--runtime",
+        default="auto",
+        help="inference path: auto (the commands' default: measured per machine), torch (fp32 eager), torch:bf16, onnx",
+    )
     p.add_argument("--workdir", default="/tmp/scene_bench")
-    p.add_argument("--worker", nargs=6, metavar=("MODE", "SCENE", "MODEL", "OUT", "BATCH", "DEVICE"))
+    p.add_argument("--worker", nargs=7, metavar=("MODE", "SCENE", "MODEL", "OUT", "BATCH", "DEVICE", "RUNTIME"))
     args = p.parse_args()
     if args.worker:
-        mode, scene, model, out, batch, device = args.worker
-        print(json.dumps(worker(mode, Path(scene), Path(model), Path(out), int(batch), device)))
+        mode, scene, model, out, batch, device, runtime = args.worker
+        print(json.dumps(worker(mode, Path(scene), Path(model), Path(out), int(batch), device, runtime)))
         return
     from fusion.demo.synthetic_scene import write_synthetic_scene
 
@@ -149,8 +164,11 @@ def main() -> None:
     )
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, load {os.getloadavg()}")
     print(f"model: small_rau_net1 width {args.width}, {len(BANDS)} bands, batch {args.batch_size}, {args.device}")
-    print("| size (px) | path | wall (s) | tiles | tiles/s | peak RSS (MB) | model busy (share of the tile loop) |")
-    print("|---|---|---|---|---|---|---|")
+    print(
+        "| size (px) | path | engine | wall (s) | tiles | tiles/s | network GFLOP/s | skipped by rule "
+        "| peak RSS (MB) | model busy (share of the tile loop) |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for size in sizes:
         scene = work / f"scene_{size}"
         width, _, height = size.partition("x")
@@ -162,11 +180,24 @@ def main() -> None:
             if size not in wanted.split(","):
                 continue
             r = run_worker(
-                [mode, str(scene), str(model), str(work / f"out_{size}_{mode}"), str(args.batch_size), args.device]
+                [
+                    mode,
+                    str(scene),
+                    str(model),
+                    str(work / f"out_{size}_{mode}"),
+                    str(args.batch_size),
+                    args.device,
+                    args.runtime,
+                ]
+            )
+            gflops = f"{r['gflops']:.1f}" if r.get("gflops") else "-"
+            skipped = (
+                f"{r['skipped_share']:.1%} ({r['tiles_skipped']} tiles)" if r.get("skipped_share") is not None else "-"
             )
             print(
-                f"| {size} | {mode} | {r['wall_s']:.1f} | {r['tiles']} | {r['tiles_per_s']:.2f} | "
-                f"{r['peak_rss_mb']:.0f} | {r['model_busy'] if r['model_busy'] is not None else '-'} |",
+                f"| {size} | {mode} | {r['engine']} | {r['wall_s']:.1f} | {r['tiles']} | {r['tiles_per_s']:.2f} | "
+                f"{gflops} | {skipped} | {r['peak_rss_mb']:.0f} | "
+                f"{r['model_busy'] if r['model_busy'] is not None else '-'} |",
                 flush=True,
             )
     print(f"load after: {os.getloadavg()}")

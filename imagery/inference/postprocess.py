@@ -14,6 +14,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import cv2
 import numpy as np
 import pandas as pd
@@ -24,7 +26,7 @@ from torch import nn
 from common.cli import UserError
 from imagery.data.patches import IGNORE
 from imagery.inference.config import TTA_MODES
-from imagery.models.heads import patch_probability
+from imagery.models.heads import main_output_only, patch_probability
 
 DEFAULT_THRESHOLDS = np.round(np.arange(0.30, 0.995, 0.01), 2)
 
@@ -65,7 +67,8 @@ def predict_probs(model: nn.Module, x: torch.Tensor, tta: str = "none", vote: bo
     for k, flip in views:
         xv = torch.rot90(x, k, dims=(2, 3)) if k else x
         xv = torch.flip(xv, dims=(3,)) if flip else xv
-        outputs = model(xv)
+        with contextlib.nullcontext() if vote else main_output_only():  # vote reads the 256 / 64 px maps
+            outputs = model(xv)
         p = _landslide_prob(outputs, size, vote)
         p = torch.flip(p, dims=(2,)) if flip else p
         probs.append(torch.rot90(p, -k, dims=(1, 2)) if k else p)

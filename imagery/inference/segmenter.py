@@ -23,7 +23,7 @@ from imagery.data.bands import BANDS, MODEL_UNITS
 from imagery.device import resolve_device
 from imagery.inference.postprocess import apply_threshold, predict_probs
 from imagery.inference.postprocess import morphology as morph
-from imagery.models import patch_probability
+from imagery.models import main_output_only, patch_probability
 from imagery.transforms.normalize import Normalizer
 from imagery.transforms.preprocess import Preprocessor
 
@@ -308,7 +308,7 @@ def infer_probs(
         xb = x[start : start + batch_size].to(device, non_blocking=True)
         if channels_last:
             xb = xb.contiguous(memory_format=torch.channels_last)
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16), main_output_only():
             out = model(xb)
         out = {k: v.float() for k, v in out.items()}
         probs.append(torch.softmax(out["out"], dim=1)[:, 1].cpu())

@@ -34,7 +34,7 @@ from common.atomic import atomic_path, atomic_write
 from common.cli import InputNotFoundError, UserError
 from common.tracking import MODEL_DIGEST_TAG, download_model
 from imagery.inference.segmenter import Segmenter, SegmenterMeta, state_digest
-from imagery.models import create_model
+from imagery.models import create_model, main_output_only
 
 META_NAME = "model_meta.json"
 STATE_NAME = "state_dict.pt"
@@ -49,7 +49,8 @@ class _ProbabilityExport(nn.Module):
         self.net = net
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.softmax(self.net(x)["out"], dim=1)[:, 1]
+        with main_output_only():
+            return torch.softmax(self.net(x)["out"], dim=1)[:, 1]
 
 
 def pip_requirements() -> list[str]:

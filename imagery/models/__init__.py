@@ -23,7 +23,7 @@ from torch import nn
 
 from imagery.models.attention import ATTENTIONS
 from imagery.models.backbones import DeepLabV3
-from imagery.models.heads import HEADS, SegHead, patch_probability
+from imagery.models.heads import HEADS, SegHead, main_output_only, patch_probability
 from imagery.models.rau_net import PRESETS, ResAttUNet, build_res_att_unet
 from imagery.models.unet import UNet
 
@@ -31,6 +31,7 @@ __all__ = [
     "create_model",
     "list_models",
     "patch_probability",
+    "main_output_only",
     "count_parameters",
     "ATTENTIONS",
     "HEADS",

@@ -11,10 +11,21 @@ A head maps the final full-resolution feature map ``(B, C_in, H, W)`` to a dict 
 * ``"dual"``: the mono head plus an image-level branch (a proposal; the authors' code has none):
   global average pool of the (pre-dropout) features -> Linear(C_in -> 64, ReLU) -> Linear(64 -> 1)
   -> ``"patch_logit"`` ``(B,)`` (logit of "the patch contains a landslide").
+
+Inference that reads only the 128-px map (every path but ``vote=True`` post-processing) runs under
+:func:`main_output_only`: in eval mode the multi-resolution head then returns ``{"out": ...}`` alone and
+its 256 / 64 px branches are not computed, with the same ``"out"`` to the bit. They are 11 % of the small
+RAU-Net 1's FLOPs (4.7 of 41.8 GFLOP per 128 px patch) and 39 % of the width-8 model's (0.96 of 2.5), and
+more of its time: the 256 px branch writes a ``(B, 64, 256, 256)`` map whatever the width (bf16, batch 8,
+2 threads, Xeon with AMX: 1.16x faster for the small model, 2.4x for width 8; ``benchmarks/RESULTS.md``).
+Training always computes every output (the multi-resolution loss needs them).
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import Literal, get_args
 
 import torch
@@ -24,6 +35,18 @@ from imagery.models.blocks import SameConv2d, output_conv
 
 Head = Literal["multires", "mono", "dual"]
 HEADS: tuple[str, ...] = get_args(Head)
+_MAIN_ONLY: ContextVar[bool] = ContextVar("seg_head_main_only", default=False)
+
+
+@contextmanager
+def main_output_only() -> Iterator[None]:
+    """Within the block, a head in eval mode computes only ``"out"`` (module docstring): for inference
+    that reads the 128-px map alone. The setting is per thread / task (a :class:`contextvars.ContextVar`)."""
+    token = _MAIN_ONLY.set(True)
+    try:
+        yield
+    finally:
+        _MAIN_ONLY.reset(token)
 
 
 class SegHead(nn.Module):
@@ -58,7 +81,7 @@ class SegHead(nn.Module):
     def forward(self, feats: torch.Tensor) -> dict[str, torch.Tensor]:
         x = self.dropout(feats)
         outputs = {"out": self.out(x)}
-        if self.head == "multires":
+        if self.head == "multires" and (self.training or not _MAIN_ONLY.get()):
             outputs["out_256"] = self.up(x)
             outputs["out_64"] = self.down(x)
         elif self.head == "dual":

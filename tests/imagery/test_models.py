@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch import nn
 
-from imagery.models import count_parameters, create_model, list_models, patch_probability
+from imagery.models import count_parameters, create_model, list_models, main_output_only, patch_probability
 
 # (name, kwargs, PyTorch trainable count from rau-net.md section 4)
 PARAM_COUNTS = [
@@ -205,3 +205,37 @@ def test_unet_attention_sites_run_and_keep_the_default_layout() -> None:
     assert any(k.startswith("att.") for k in default.state_dict())  # models saved before the option still load
     with pytest.raises(ValueError, match="attention_site='middle'"):
         create_model("unet", in_channels=5, attention="se", base_width=4, attention_site="middle")
+
+
+def _branch_calls(model: nn.Module) -> list[str]:
+    calls: list[str] = []
+    for name in ("up", "down"):
+        getattr(model.head, name).register_forward_hook(lambda *_, n=name: calls.append(n))
+    return calls
+
+
+@pytest.mark.parametrize("name", ["small_rau_net1", "unet"])
+def test_main_output_only_skips_the_multires_branches_in_eval(name: str) -> None:
+    torch.manual_seed(0)
+    model = create_model(name, in_channels=5, base_width=4, head="multires").eval()
+    calls = _branch_calls(model)
+    x = torch.randn(2, 5, 32, 32)
+    with torch.inference_mode():
+        full = model(x)
+        with main_output_only():
+            main = model(x)
+        after = model(x)
+    assert sorted(full) == ["out", "out_256", "out_64"] and sorted(after) == sorted(full)
+    assert list(main) == ["out"]
+    assert torch.equal(main["out"], full["out"])  # the same map to the bit
+    assert calls == ["up", "down", "up", "down"]  # the branches ran for the full calls only
+
+
+def test_main_output_only_never_changes_training_or_other_heads() -> None:
+    torch.manual_seed(0)
+    model = create_model("small_rau_net1", in_channels=3, base_width=4, head="multires").train()
+    with main_output_only():
+        assert sorted(model(torch.randn(2, 3, 32, 32))) == ["out", "out_256", "out_64"]  # the loss needs them
+    dual = create_model("small_rau_net1", in_channels=3, base_width=4, head="dual").eval()
+    with torch.inference_mode(), main_output_only():
+        assert sorted(dual(torch.randn(1, 3, 32, 32))) == ["out", "patch_logit"]

@@ -156,3 +156,19 @@ def test_morphology_is_a_true_opening_and_closing(kernel: int) -> None:
     assert np.all(opened <= mask) and np.all(closed >= mask)  # anti-extensive / extensive
     np.testing.assert_array_equal(morphology(opened, "open", kernel), opened)  # idempotent
     np.testing.assert_array_equal(morphology(closed, "close", kernel), closed)
+
+
+def test_predict_probs_computes_the_multires_branches_only_for_vote() -> None:
+    torch.manual_seed(0)
+    model = create_model("small_rau_net1", in_channels=4, base_width=4, head="multires").eval()
+    calls: list[int] = []
+    model.head.up.register_forward_hook(lambda *_: calls.append(1))
+    x = torch.randn(2, 4, 16, 16)
+    plain = predict_probs(model, x)["prob"]
+    assert calls == []  # the 256 px branch was not run: only the 128-px map is read
+    with torch.no_grad():
+        expected = torch.softmax(model(x)["out"], dim=1)[:, 1]
+    torch.testing.assert_close(plain, expected)
+    calls.clear()
+    voted = predict_probs(model, x, vote=True)["prob"]
+    assert calls == [1] and not torch.allclose(voted, plain)
