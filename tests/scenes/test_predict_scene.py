@@ -18,8 +18,8 @@ from common.geo import Grid, RasterOnGrid
 from fusion.demo.synthetic_scene import write_synthetic_scene
 from imagery.data.sentinel2 import open_scene
 from imagery.inference.config import SceneConfig
-from imagery.inference.predict import predict_scene
-from imagery.inference.scene import _StripReader, plan_inputs, run_scene
+from imagery.inference.predict import predict_scene, tile_starts
+from imagery.inference.scene import RollingStrips, _StripReader, plan_inputs, run_scene
 from pipelines.predict_scene import main
 from tests.conftest import shared_dataset
 from tests.scenes.helpers import L2A_BANDS, RuleSegmenter, copy_scene, local_29rkh_item, tiny_model, write_tif
@@ -133,6 +133,7 @@ def test_synthetic_scene_with_geographic_dem(synthetic: Path, tmp_path: Path) ->
     res = run_scene(cfg, segmenter=seg, log=lambda _: None)
     s = res.summary
     assert s["dem_resampling"] == "bilinear" and s["masked_share"] == 0 and s["landslide_count"] >= 1
+    assert s["rows_read"] == s["height"]  # every row read once, though the tiles overlap by 16 px
     busy, t = s["model_busy"], s["timings_s"]
     assert 0 < busy["predict_share"] <= 1 and 0 <= busy["read_wait_share"] < 1  # the model's share of the loop
     slack = 0.0011 / t["loop_s"] + 1e-3  # timings_s are rounded to 1 ms
@@ -147,6 +148,43 @@ def test_synthetic_scene_with_geographic_dem(synthetic: Path, tmp_path: Path) ->
         raw, _, _ = reader.read(0, inp.grid.height)
     baseline = predict_scene(lambda b: seg.predict(b)["prob"], raw, tile=64, overlap=16, batch_size=5)
     np.testing.assert_allclose(windowed, baseline, atol=1e-6)
+
+
+def test_rolling_strips_equal_direct_reads_bit_for_bit(synthetic: Path, tmp_path: Path) -> None:
+    """Overlapping strips joined from the rows already read equal the strips read whole (bands, reasons,
+    water, slope from a DEM in EPSG:4326), with each row read once."""
+    bands = ["B2", "B4", "B8", "B11", "slope", "DEM"]
+    cfg = SceneConfig(scene=str(synthetic), model_uri="rule", out=str(tmp_path / "o"), dem=str(synthetic / "dem.tif"))
+    inp = plan_inputs(open_scene(synthetic), RuleSegmenter(bands), cfg, lambda _: None)
+    height = inp.grid.height
+    with _StripReader(inp, cfg) as reader:
+        strips = RollingStrips(reader.read)
+        for y in tile_starts(height, 128, 64):  # the last start is pulled back to fit: an irregular overlap
+            rows = min(128, height - y)
+            got, want = strips(y, rows), reader.read(y, rows)
+            np.testing.assert_array_equal(got[0], want[0])
+            np.testing.assert_array_equal(got[1], want[1])
+            assert got[2].keys() == want[2].keys() and got[2]["slope"] is not None
+            for name, arr in want[2].items():
+                np.testing.assert_array_equal(got[2][name], arr)
+        assert strips.rows_read == height
+
+
+def test_rolling_strips_read_only_new_rows() -> None:
+    reads: list[tuple[int, int]] = []
+
+    def read(row: int, rows: int):
+        reads.append((row, rows))
+        r = np.arange(row, row + rows, dtype=np.float32)
+        return np.stack([r[:, None] * np.ones(3)] * 2), r.astype(np.uint8)[:, None].repeat(3, 1), {"water": None}
+
+    strips = RollingStrips(read)
+    for row, rows in [(0, 8), (4, 8), (8, 4), (20, 8), (22, 6), (22, 4)]:  # overlap, inside, gap, end, repeat
+        raw, reason, terrain = strips(row, rows)
+        assert raw.shape == (2, rows, 3) and terrain == {"water": None}
+        np.testing.assert_array_equal(raw[0, :, 0], np.arange(row, row + rows))
+        np.testing.assert_array_equal(reason[:, 1], np.arange(row, row + rows))
+    assert reads == [(0, 8), (8, 4), (20, 8)] and strips.rows_read == 20
 
 
 def test_slope_from_a_geographic_dem_equals_utm(tmp_path: Path) -> None:
