@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from common.cli import positive_int, unit_float
 from common.options import arg, nested
 from imagery.inference.config import (
+    DEFAULT_BATCH,
     Morphology,
     Precision,
     Runtime,
@@ -46,7 +47,7 @@ class SegmenterOptions:
     vote: bool | None = arg("vote over the multi-resolution outputs (default: stored with the model)", default=None)
     morphology: Morphology | None = arg("opening/closing of the mask (default: stored with the model)", default=None)
     threshold: float | None = arg("override the stored threshold", default=None, type=unit_float)
-    batch_size: int = arg("patches per forward pass (default %(default)s)", default=16, type=positive_int)
+    batch_size: int = arg("patches per forward pass (default %(default)s)", default=DEFAULT_BATCH, type=positive_int)
     device: str = arg("cuda, cpu or auto (default %(default)s)", default="auto")
     engine: EngineOptions = nested(EngineOptions)
 
@@ -58,6 +59,6 @@ class SceneSegmenterOptions:
     model: str | None = arg(MODEL_HELP + " (default: models:/landslide-imagery@champion)", default=None)
     tta: TtaMode | None = arg("test-time augmentation (default: stored with the model)", default=None)
     threshold: float | None = arg("override the stored threshold", default=None, type=unit_float)
-    batch_size: int = arg("tiles per forward pass (default %(default)s)", default=16, type=positive_int)
+    batch_size: int = arg("tiles per forward pass (default %(default)s)", default=DEFAULT_BATCH, type=positive_int)
     device: str = arg("cuda, cpu or auto (default %(default)s)", default="auto")
     engine: EngineOptions = nested(EngineOptions)

@@ -9,7 +9,7 @@ from urllib.parse import urlsplit
 
 from imagery.change.defaults import MAX_CLOUD, POST_DAYS, PRE_DAYS
 from imagery.data.bands import DEFAULT_COLLECTION
-from imagery.inference.config import DEFAULT_OVERLAP
+from imagery.inference.config import DEFAULT_BATCH, DEFAULT_OVERLAP
 
 ENV_API_KEY = "LANDSLIDE_API_KEY"
 
@@ -118,7 +118,7 @@ class AssessConfig:
     margin_m: float = 200.0
     tile: int = 128
     overlap: int = DEFAULT_OVERLAP
-    batch_size: int = 16
+    batch_size: int = DEFAULT_BATCH
     allow_resolution_mismatch: bool = False
     max_area_km2: float = 2500.0
     http_timeout_s: float = 60.0

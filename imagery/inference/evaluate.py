@@ -27,7 +27,7 @@ from imagery.data import load_patches
 from imagery.data.chips import ChipSpec, is_chip_folder, load_chips
 from imagery.data.patches import IGNORE
 from imagery.data.sen12_temporal import is_sen12_folder, load_sen12_temporal
-from imagery.inference.config import EvalConfig
+from imagery.inference.config import DEFAULT_BATCH, EvalConfig
 from imagery.inference.engine import log_engine_summary
 from imagery.inference.metrics import segmentation_metrics
 from imagery.inference.serving import load_segmenter
@@ -38,7 +38,7 @@ def evaluate_segmenter(
     images: np.ndarray,
     masks: np.ndarray,
     *,
-    batch_size: int = 16,
+    batch_size: int = DEFAULT_BATCH,
     tta: str | None = None,
     vote: bool | None = None,
     morphology: str | None = None,

@@ -29,7 +29,7 @@ from common.cli import InputNotFoundError, UserError
 from common.fingerprint import fingerprint_files
 from common.tracking import log_fingerprint
 from imagery.data import BANDS, N_BANDS, write_mask
-from imagery.inference.config import DEFAULT_OVERLAP, PredictConfig
+from imagery.inference.config import DEFAULT_BATCH, DEFAULT_OVERLAP, PredictConfig
 from imagery.inference.postprocess import apply_threshold
 from imagery.inference.postprocess import morphology as morph
 from imagery.inference.serving import load_segmenter
@@ -144,7 +144,12 @@ def add_tile(acc: np.ndarray, norm: np.ndarray, prob: np.ndarray, weight: np.nda
 
 
 def predict_scene(
-    prob_fn: ProbFn, scene: np.ndarray, *, tile: int = 128, overlap: int = DEFAULT_OVERLAP, batch_size: int = 16
+    prob_fn: ProbFn,
+    scene: np.ndarray,
+    *,
+    tile: int = 128,
+    overlap: int = DEFAULT_OVERLAP,
+    batch_size: int = DEFAULT_BATCH,
 ) -> np.ndarray:
     """Landslide probability ``(H, W)`` float32 for a raw scene ``(14, H, W)``.
 

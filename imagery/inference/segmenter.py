@@ -21,6 +21,7 @@ from torch import nn
 from common.cli import UserError
 from imagery.data.bands import BANDS, MODEL_UNITS
 from imagery.device import resolve_device
+from imagery.inference.config import DEFAULT_BATCH
 from imagery.inference.postprocess import apply_threshold, predict_probs
 from imagery.inference.postprocess import morphology as morph
 from imagery.models import main_output_only, patch_probability
@@ -209,7 +210,7 @@ class Segmenter:
     def predict(
         self,
         images: np.ndarray | torch.Tensor,
-        batch_size: int = 16,
+        batch_size: int = DEFAULT_BATCH,
         tta: str | None = None,
         vote: bool | None = None,
         morphology: str | None = None,
