@@ -331,9 +331,10 @@ def compute_features(x: Any, channel_set: int = DEFAULT_CHANNEL_SET, bands: tupl
     if x.shape[1] != len(band_set):
         raise ValueError(f"features input has {x.shape[1]} channels, expected {len(band_set)} bands {band_set}")
     batch = _Batch(x, band_set)
-    planes = [CHANNELS[n].compute(batch) for n in names]
     if is_torch:
-        out = torch.stack(planes, dim=1).float()
-    else:
-        out = np.stack(planes, axis=1).astype(np.float32)
+        out = torch.stack([CHANNELS[n].compute(batch) for n in names], dim=1).float()
+    else:  # each float64 plane rounded into the float32 result: the values of stack-then-cast, without the copies
+        out = np.empty((x.shape[0], len(names), *x.shape[2:]), dtype=np.float32)
+        for i, n in enumerate(names):
+            out[:, i] = CHANNELS[n].compute(batch)
     return out[0] if single else out
