@@ -87,7 +87,7 @@ COMPILE_BUDGET_S = 120.0
 CACHE_ENV = "LANDSLIDE_ENGINE_CACHE"
 CANDIDATES_ENV = "LANDSLIDE_ENGINE_CANDIDATES"
 COMPILE_ENV = "LANDSLIDE_ENGINE_COMPILE"
-CACHE_FORMAT = 2  # 2: per-precision bounds and the label-F1 check; choices made under format 1 are re-measured
+CACHE_FORMAT = 3  # 3: torch paths timed on the main output only (ONNX computes all); choices of formats 1-2 re-measured
 
 
 # ----------------------------------------------------------------------------- the cache

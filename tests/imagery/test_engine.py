@@ -143,6 +143,11 @@ def test_the_choice_is_cached_by_model_digest(cache: Path, monkeypatch: pytest.M
     assert again.source == "cache" and again.path == first.path
     with pytest.raises(AssertionError, match="measured again"):
         engine.choose_engine(_segmenter(seed=1))  # other weights: not in the cache
+    data = json.loads((cache / "choices.json").read_text())
+    data["format"] = engine.CACHE_FORMAT - 1  # a choice timed by an older engine (e.g. with every head output)
+    (cache / "choices.json").write_text(json.dumps(data))
+    with pytest.raises(AssertionError, match="measured again"):
+        engine.choose_engine(_segmenter())
 
 
 def test_overrides_win_over_the_cache(cache: Path) -> None:
