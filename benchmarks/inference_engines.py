@@ -34,7 +34,7 @@ sys.path.insert(0, str(ROOT))
 
 import torch  # noqa: E402
 
-from imagery.device import cpu_flags, cpu_model_name  # noqa: E402
+from imagery.device import cpu_flags, cpu_has_bf16, cpu_model_name  # noqa: E402
 from imagery.inference import (  # noqa: E402
     Segmenter,
     SegmenterMeta,
@@ -138,7 +138,8 @@ def main() -> None:
                 rate = r.get("patches_per_s")
                 ratio = f"{rate / base:.2f}x" if rate and base else "-"
                 kept = "**kept**" if path == choice.path else ("rejected: " + r["reason"] if "reason" in r else "")
-                peak = peaks.get("int8" if "int8" in path else "bf16" if "bf16" in path else "fp32")
+                bf16 = "bf16" in path or (path == "torch-compile" and cpu_has_bf16())  # compiles the bf16 copy
+                peak = peaks.get("int8" if "int8" in path else "bf16" if bf16 else "fp32")
                 share = f"{100 * r['gflops'] / peak:.0f}%" if r.get("gflops") and peak else "-"
                 nan = float("nan")
                 print(
