@@ -51,6 +51,7 @@ from imagery.data.bands import band_indices
 from imagery.data.synthetic import synth_patch
 from imagery.inference.segmenter import Segmenter, SegmenterMeta, state_digest
 from imagery.transforms import Normalizer, Preprocessor
+from imagery.transforms.features import n_channels
 
 META_KEY = "landslide.segmenter_meta"
 INPUT_NAME = "x"
@@ -106,7 +107,8 @@ def export_onnx(
     """
     net = net.to("cpu").float().eval()
     size = int(meta.patch_size)
-    example = torch.zeros(2, int(meta.channel_set), size, size)
+    # the model's own input channels: the channel set on its band set (22 for the L2A bands without B10, not 23)
+    example = torch.zeros(2, n_channels(int(meta.channel_set), meta.bands or None), size, size)
     names = _output_names(net, example)
     wrapped = _Outputs(net, names).eval()
     target = Path(path)

@@ -213,3 +213,17 @@ def test_int8_calibration_inputs_follow_the_model_band_set() -> None:
     x = calibration_inputs(meta, n=4)
     assert x.shape[:2] == (4, len(channels)) and len(channels) < 23
     assert np.isfinite(x).all()
+
+
+def test_a_band_subset_model_exports_and_matches_torch(tmp_path: Path) -> None:
+    """A model on the L2A bands without B10 has 22 input channels, not its channel set's 23: the export took its
+    example input from the channel set and failed (so --runtime onnx and export_imagery failed on such models)."""
+    from tests.scenes.helpers import L2A_BANDS, tiny_model  # noqa: PLC0415
+
+    folder = tiny_model(tmp_path / "seg", L2A_BANDS, prob=None)
+    seg = load_segmenter(str(folder), device="cpu")
+    assert len(seg.meta.channels) < seg.meta.channel_set  # the case: fewer channels than the set names
+    onnx_seg = load_onnx_segmenter(export_onnx(seg.model, seg.meta, tmp_path / "model.onnx"))
+    raw = np.random.default_rng(0).uniform(0.2, 2.0, (2, len(seg.bands), 64, 64)).astype(np.float32)
+    a, b = seg.predict(raw)["prob"], onnx_seg.predict(raw)["prob"]
+    assert a.shape == b.shape == (2, 64, 64) and np.abs(a - b).max() < 1e-4
