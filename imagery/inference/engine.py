@@ -11,9 +11,11 @@ the same preprocessed inputs and checks each against fp32 eager (the reference) 
   on the small RAU-Net 1 (Xeon with AMX, 2 threads, batch 4) autocast ran 2.9x fp32, the cast model 4.2x,
   with identical probabilities to 1e-4 (``benchmarks/RESULTS.md``);
 * ``torch-compile``: ``torch.compile`` (inductor, needs a C++ compiler) of the fastest eager precision; only
-  when enabled (``LANDSLIDE_ENGINE_COMPILE=1``): on a loaded 2-core CPU inductor takes minutes to compile,
-  and a path is kept only if its first call (the compile) stays under :data:`COMPILE_BUDGET_S`; without
-  ``gcc``/``g++`` on the PATH it is recorded as rejected with that reason;
+  when enabled (``LANDSLIDE_ENGINE_COMPILE=1``), because every process compiles again: on a loaded 2-core CPU
+  inductor took minutes (131 s), on the idle one 15-31 s with its disk cache warm, for 1.34x the eager bf16
+  copy on the small RAU-Net 1 (19.5 vs 14.6 patches/s; ``benchmarks/RESULTS.md``): worth it for a whole
+  tile, not for a few patches. A path is kept only if its first call (the compile) stays under
+  :data:`COMPILE_BUDGET_S`; without ``gcc``/``g++`` on the PATH it is recorded as rejected with that reason;
 * ``onnx-fp32`` and ``onnx-int8``: ONNX Runtime with the export of :mod:`imagery.inference.onnx` (int8:
   static QDQ quantization with per-channel int8 weights, calibrated on synthetic patches; sessions with
   all graph optimizations and one intra-op thread per core); the exported files are cached too. ONNX
