@@ -9,7 +9,7 @@
 * :func:`check_regions`: every region valid, inside -180..180 / -90..90, and at most ``max_area_km2``
   (true, geodesic area).
 * :func:`parse_date`: the date of a request or command, ``YYYY-MM-DD``, not before Sentinel-2
-  (:data:`EARLIEST_DATE`) and not in the future; :func:`check_values`: the one check of an assessment's
+  (``S2_FIRST_DATE``) and not in the future; :func:`check_values`: the one check of an assessment's
   scalar values (date, ``days_before``, ``radius_m``, scene name) used by the API and the command alike.
 
 Antimeridian and poles: a circle is built in true metres and split at 180 degrees; a circle around a pole
@@ -41,8 +41,6 @@ from imagery.change.defaults import S2_FIRST_DATE
 
 WGS84 = "EPSG:4326"
 ID_KEYS = ("id", "region_id", "name")
-#: No Sentinel-2 imagery before the launch of Sentinel-2A (declared in ``imagery.change.defaults``).
-EARLIEST_DATE = S2_FIRST_DATE
 #: Radius of a point's circle, metres: at least a 10 m pixel, at most 100 km.
 MIN_RADIUS_M, MAX_RADIUS_M = 10.0, 100_000.0
 MAX_DAYS_BEFORE = 365
@@ -73,15 +71,15 @@ class Region:
 
 
 def parse_date(text: str, what: str = "date") -> dt.date:
-    """A ``YYYY-MM-DD`` date from :data:`EARLIEST_DATE` to today (``what`` names it in the error)."""
+    """A ``YYYY-MM-DD`` date from ``S2_FIRST_DATE`` to today (``what`` names it in the error)."""
     try:
         day = dt.date.fromisoformat(str(text))
     except ValueError:
         raise UserError(f"{what} {text!r}: expected YYYY-MM-DD") from None
     if day > dt.date.today():
         raise UserError(f"{what} {text} is in the future; expected a date up to today")
-    if day < EARLIEST_DATE:
-        raise UserError(f"{what} {text}: no Sentinel-2 imagery before {EARLIEST_DATE}; expected a later date")
+    if day < S2_FIRST_DATE:
+        raise UserError(f"{what} {text}: no Sentinel-2 imagery before {S2_FIRST_DATE}; expected a later date")
     return day
 
 

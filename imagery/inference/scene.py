@@ -319,17 +319,15 @@ class RollingStrips:
         self.rows_read = 0
 
     def __call__(self, row: int, rows: int) -> Strip:
-        kept = 0
+        strip = None
         if self._last is not None:
-            r0, n0, _ = self._last
-            if r0 <= row < r0 + n0:
+            r0, n0, last = self._last
+            if r0 <= row < r0 + n0:  # the first rows were in the last strip
                 kept = min(r0 + n0, row + rows) - row
-        if kept == 0:
+                old = _rows_of(last, row - r0, row - r0 + kept)
+                strip = old if kept == rows else _join(old, self._fetch(r0 + n0, rows - kept))
+        if strip is None:
             strip = self._fetch(row, rows)
-        else:
-            r0, n0, last = self._last  # type: ignore[misc]
-            old = _rows_of(last, row - r0, row - r0 + kept)
-            strip = old if kept == rows else _join(old, self._fetch(r0 + n0, rows - kept))
         self._last = (row, rows, strip)
         return strip
 
