@@ -66,7 +66,6 @@ def worker(mode: str, scene: Path, model: Path, out: Path, batch: int, device: s
     from imagery.inference.scene import _StripReader, plan_inputs, run_scene
     from imagery.inference.serving import load_segmenter
 
-    seg = load_segmenter(str(model), device=device, runtime=runtime)
     cfg = SceneConfig(
         scene=str(scene),
         model_uri=str(model),
@@ -78,8 +77,8 @@ def worker(mode: str, scene: Path, model: Path, out: Path, batch: int, device: s
         progress=False,
     )
     t0 = time.perf_counter()
-    if mode == "windowed":
-        res = run_scene(cfg, segmenter=seg, log=lambda _: None)
+    if mode == "windowed":  # as pipelines.predict_scene: the model loaded and its engine chosen inside the run
+        res = run_scene(cfg, log=lambda _: None)
         tiles = res.summary["tiles"]["predicted"]
         infer = res.summary["timings_s"]["infer_s"]
         busy = res.summary["model_busy"]["predict_share"]
@@ -91,6 +90,7 @@ def worker(mode: str, scene: Path, model: Path, out: Path, batch: int, device: s
             "tiles_skipped": res.summary["tiles"].get("skipped"),
         }
     else:
+        seg = load_segmenter(str(model), device=device, runtime=runtime)
         inp = plan_inputs(open_scene(scene), seg, cfg, lambda _: None)
         with _StripReader(inp, cfg) as reader:
             raw, reason, _ = reader.read(0, inp.grid.height)

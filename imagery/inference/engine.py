@@ -10,12 +10,16 @@ the same preprocessed inputs and checks each against fp32 eager (the reference) 
   weights, not ``torch.autocast``, because autocast re-casts every weight and activation on every call:
   on the small RAU-Net 1 (Xeon with AMX, 2 threads, batch 4) autocast ran 2.9x fp32, the cast model 4.2x,
   with identical probabilities to 1e-4 (``benchmarks/RESULTS.md``);
-* ``torch-compile``: ``torch.compile`` (inductor, needs a C++ compiler) of the fastest eager precision; only
-  when enabled (``LANDSLIDE_ENGINE_COMPILE=1``), because every process compiles again: on a loaded 2-core CPU
-  inductor took minutes (131 s), on the idle one 15-31 s with its disk cache warm, for 1.34x the eager bf16
-  copy on the small RAU-Net 1 (19.5 vs 14.6 patches/s; ``benchmarks/RESULTS.md``): worth it for a whole
-  tile, not for a few patches. A path is kept only if its first call (the compile) stays under
-  :data:`COMPILE_BUDGET_S`; without ``gcc``/``g++`` on the PATH it is recorded as rejected with that reason;
+* ``torch-compile``: ``torch.compile`` (inductor, needs a C++ compiler) of the fastest eager precision; tried
+  only for a **long run**: when the caller says how many patches it will run (``workload``) and they would take
+  at least :data:`COMPILE_WORTH_S` at the chosen path's measured rate (a whole tile, not a few patches), or
+  when ``LANDSLIDE_ENGINE_COMPILE=1`` (always; ``=0``: never). Every process compiles again: on the idle
+  2-core CPU 15-31 s with inductor's disk cache warm (131 s cold under load), for 1.34x the eager bf16 copy on
+  the small RAU-Net 1 (19.5 vs 14.6 patches/s) and 1.07x on the width-8 one (``benchmarks/RESULTS.md``). The
+  compiled network is checked and timed beside the eager choice (:func:`try_compile`) and kept only if it
+  passes parity, is faster, and its first call (the compile) stayed under :data:`COMPILE_BUDGET_S`; without
+  ``gcc``/``g++`` on the PATH it is recorded as rejected with that reason. Not cached (it is compiled again
+  anyway); the network compiled while measuring is the one that runs;
 * ``onnx-fp32`` and ``onnx-int8``: ONNX Runtime with the export of :mod:`imagery.inference.onnx` (int8:
   static QDQ quantization with per-channel int8 weights, calibrated on synthetic patches; sessions with
   all graph optimizations and one intra-op thread per core); the exported files are cached too. ONNX
@@ -62,7 +66,7 @@ import json
 import os
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -86,6 +90,10 @@ MAX_F1_DELTA = 0.02
 REFERENCE_PATCHES = 8
 TIMING_BATCH = 8
 COMPILE_BUDGET_S = 120.0
+#: A run expected to take at least this long at the eager choice's rate (seconds) also tries ``torch.compile``:
+#: its compile (15-31 s here, at most :data:`COMPILE_BUDGET_S`) is then at most 20 % of the run even where it
+#: gains nothing, and its measured 1.34x on the small RAU-Net 1 saves about 2.5 min of a 10-minute run.
+COMPILE_WORTH_S = 600.0
 CACHE_ENV = "LANDSLIDE_ENGINE_CACHE"
 CANDIDATES_ENV = "LANDSLIDE_ENGINE_CANDIDATES"
 COMPILE_ENV = "LANDSLIDE_ENGINE_COMPILE"
@@ -127,7 +135,9 @@ class EngineNetwork:
     ``digest`` is the digest of the weights it runs (the torch model's, for every path). ``precision``
     (``fp32``, ``bf16``, ``int8``) names the arithmetic, for the parity bound; ``bf16`` runs the network in
     bf16: under ``torch.autocast`` with ``autocast=True``, else by casting the input to bf16 (``fn`` then
-    holds a bf16 copy of the model).
+    holds a bf16 copy of the model). ``pad_batches``: a batch smaller than the largest one seen is padded with
+    zeros to that size (and the output cut back), so that a compiled graph is not compiled again for the last,
+    partial batch of a run.
     """
 
     def __init__(
@@ -142,6 +152,7 @@ class EngineNetwork:
         channels_last: bool = False,
         gflop_per_patch: float = 0.0,
         precision: str | None = None,
+        pad_batches: bool = False,
     ) -> None:
         self.path, self.fn, self.digest, self.device = path, fn, digest, device
         self.bf16, self.autocast, self.channels_last, self.gflop_per_patch = (
@@ -152,12 +163,17 @@ class EngineNetwork:
         )
         self.precision = precision or ("bf16" if bf16 else "fp32")
         self.patches, self.seconds = 0, 0.0
+        self.pad_batches, self._batch = pad_batches, 0
 
     def eval(self) -> EngineNetwork:
         return self
 
     def __call__(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         t0 = time.perf_counter()
+        n = int(x.shape[0])
+        if self.pad_batches and n < self._batch:
+            x = torch.cat([x, x.new_zeros((self._batch - n, *x.shape[1:]))])
+        self._batch = max(self._batch, n)
         if self.channels_last and x.ndim == 4:
             x = x.contiguous(memory_format=torch.channels_last)
         if self.bf16 and not self.autocast:
@@ -165,12 +181,17 @@ class EngineNetwork:
         autocast = self.bf16 and self.autocast
         with torch.inference_mode(), torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=autocast):
             out = self.fn(x)
-        out = {k: v.float() for k, v in out.items()}
+        out = {k: v[:n].float() for k, v in out.items()}
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)  # the time the network took, not the time to queue it
         self.seconds += time.perf_counter() - t0
-        self.patches += int(x.shape[0])
+        self.patches += n
         return out
+
+    def reset(self) -> EngineNetwork:
+        """Zero the counters (a network measured by the engine then runs a command); returns itself."""
+        self.patches, self.seconds = 0, 0.0
+        return self
 
     def stats(self) -> dict[str, Any]:
         """``patches``, ``seconds`` in the network, ``patches_per_s`` and ``gflops`` (None before any run)."""
@@ -230,7 +251,14 @@ def _torch_net(seg: Any, path: str, gflop: float, *, bf16: bool, compiled: bool 
             raise RuntimeError(missing)
         fn = torch.compile(model)
     return EngineNetwork(
-        path, fn, digest=seg.digest, device=seg.device, bf16=bf16, channels_last=True, gflop_per_patch=gflop
+        path,
+        fn,
+        digest=seg.digest,
+        device=seg.device,
+        bf16=bf16,
+        channels_last=True,
+        gflop_per_patch=gflop,
+        pad_batches=compiled,
     )
 
 
@@ -273,14 +301,22 @@ def default_candidates(seg: Any, gflop: float) -> list[Candidate]:
         if os.environ.get(COMPILE_ENV) == "1":
             names.append("torch-compile")
         names += ["onnx-fp32", "onnx-int8"]
-    allowed = os.environ.get(CANDIDATES_ENV)
-    if allowed:
-        wanted = {n.strip() for n in allowed.split(",") if n.strip()}
-        unknown = wanted - set(PATHS)
-        if unknown:
-            raise UserError(f"${CANDIDATES_ENV}: unknown path(s) {sorted(unknown)}; expected {', '.join(PATHS)}")
+    wanted = allowed_paths()
+    if wanted is not None:
         names = [n for n in names if n in wanted] or ["torch-fp32"]
     return [Candidate(n, lambda n=n: build_path(seg, n, gflop)) for n in names]
+
+
+def allowed_paths() -> set[str] | None:
+    """The paths ``$LANDSLIDE_ENGINE_CANDIDATES`` lets ``auto`` choose among (None: any). One-line errors."""
+    allowed = os.environ.get(CANDIDATES_ENV)
+    if not allowed:
+        return None
+    wanted = {n.strip() for n in allowed.split(",") if n.strip()}
+    unknown = wanted - set(PATHS)
+    if unknown:
+        raise UserError(f"${CANDIDATES_ENV}: unknown path(s) {sorted(unknown)}; expected {', '.join(PATHS)}")
+    return wanted
 
 
 # ----------------------------------------------------------------------------- parity and timing
@@ -406,6 +442,11 @@ class EngineChoice:
     batch: int = 0
     candidates: dict[str, dict[str, Any]] = field(default_factory=dict)
     machine: dict[str, Any] = field(default_factory=dict)
+    #: for a long run (:func:`try_compile`): ``patches``, ``expected_s`` at the eager choice, ``compile`` (its
+    #: measurement) and ``kept``; empty otherwise
+    long_run: dict[str, Any] = field(default_factory=dict)
+    #: the network measured for this choice, run as it is (not cached, not part of :meth:`to_dict`)
+    network: EngineNetwork | None = field(default=None, repr=False, compare=False)
 
     @property
     def measured_gflops(self) -> float | None:
@@ -413,7 +454,7 @@ class EngineChoice:
         return self.candidates.get(self.path, {}).get("gflops")
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.name != "network"}
 
 
 def measure_candidates(
@@ -426,11 +467,13 @@ def measure_candidates(
     rounds: int = 2,
     time_rejected: bool = False,
     labels: np.ndarray | None = None,
+    built: dict[str, EngineNetwork] | None = None,
 ) -> dict[str, dict[str, Any]]:
     """Build, check (against the first candidate, the fp32 reference, on ``ref_x``) and time each candidate
     on ``x`` (``rounds`` interleaved timed batches after a warm-up; best time kept). A candidate that fails
     to build or run, or fails parity, is recorded with ``passed: False`` and a ``reason`` (and timed only with
-    ``time_rejected``, for benchmarks)."""
+    ``time_rejected``, for benchmarks). ``built`` (a dict) receives the networks that passed, by name, so that
+    the chosen one runs without being built (or compiled) again."""
     results: dict[str, dict[str, Any]] = {}
     nets: dict[str, EngineNetwork] = {}
     reference: np.ndarray | None = None
@@ -467,6 +510,8 @@ def measure_candidates(
     for name, secs in best.items():
         rate = int(x.shape[0]) / secs
         results[name].update(patches_per_s=round(rate, 3), gflops=round(rate * gflop, 2) if gflop else None)
+    if built is not None:
+        built.update({n: net for n, net in nets.items() if results[n]["passed"]})
     return results
 
 
@@ -491,17 +536,22 @@ def choose_engine(
     use_cache: bool = True,
     reference: int | None = None,
     time_rejected: bool = False,
+    workload: int | None = None,
 ) -> EngineChoice:
     """The fastest path for the torch segmenter ``seg`` that passes the parity check (module docstring);
-    from the cache when this model was measured on this machine before, else measured and cached."""
+    from the cache when this model was measured on this machine before, else measured and cached.
+
+    ``workload``: the patches the caller will run; a long run also tries ``torch.compile`` (:func:`try_compile`).
+    """
     key = cache_key(seg.digest)
     file = cache_file()
     if use_cache and candidates is None:
         hit = _read_cache(file).get("choices", {}).get(key)
         if hit and hit.get("path") in PATHS:
-            choice = EngineChoice(**{k: v for k, v in hit.items() if k in EngineChoice.__dataclass_fields__})
+            stored = {k: v for k, v in hit.items() if k in EngineChoice.__dataclass_fields__ and k != "network"}
+            choice = EngineChoice(**stored)
             choice.source = "cache"
-            return choice
+            return try_compile(seg, choice, workload, rounds=rounds)
     gflop = segmenter_gflop(seg)
     cands = candidates if candidates is not None else default_candidates(seg, gflop)
     if len(cands) == 1:  # nothing to choose among (e.g. $LANDSLIDE_ENGINE_CANDIDATES names one path)
@@ -509,6 +559,7 @@ def choose_engine(
     ref_x, ref_labels = reference_batch(seg, n=reference or REFERENCE_PATCHES)
     batch = batch or TIMING_BATCH
     x = reference_inputs(seg, n=batch, seed=1) if batch != len(ref_x) else ref_x
+    built: dict[str, EngineNetwork] = {}
     results = measure_candidates(
         cands,
         x,
@@ -518,6 +569,7 @@ def choose_engine(
         rounds=rounds,
         time_rejected=time_rejected,
         labels=ref_labels,
+        built=built,
     )
     passing = {n: r for n, r in results.items() if r.get("passed") and r.get("patches_per_s")}
     path = max(passing, key=lambda n: passing[n]["patches_per_s"]) if passing else REFERENCE
@@ -533,7 +585,54 @@ def choose_engine(
                 json.dump(data, fh, indent=2)
         except (OSError, UserError):
             pass  # a read-only cache folder costs a re-measurement next time, nothing else
-    return choice
+    choice.network = built.get(path)
+    return try_compile(seg, choice, workload, rounds=rounds)
+
+
+def compile_allowed() -> bool:
+    """Whether ``auto`` may try ``torch.compile`` at all (not with ``LANDSLIDE_ENGINE_COMPILE=0``, nor where
+    ``$LANDSLIDE_ENGINE_CANDIDATES`` leaves it out)."""
+    wanted = allowed_paths()
+    return os.environ.get(COMPILE_ENV) != "0" and (wanted is None or "torch-compile" in wanted)
+
+
+def try_compile(seg: Any, choice: EngineChoice, workload: int | None, *, rounds: int = 2) -> EngineChoice:
+    """``choice``, or ``torch-compile`` where the run is long and compiling pays (module docstring).
+
+    A run is long when ``workload`` patches at the choice's measured rate would take at least
+    :data:`COMPILE_WORTH_S`. Then the compiled network (of the fastest eager precision) is checked against
+    fp32 and timed beside the choice on the same batches (:func:`measure_candidates`); it is kept where it
+    passes, is faster and compiled within :data:`COMPILE_BUDGET_S`. ``choice.long_run`` records the decision.
+    """
+    rate = choice.candidates.get(choice.path, {}).get("patches_per_s")
+    if not workload or not rate or choice.path == "torch-compile" or seg.device.type != "cpu":
+        return choice
+    expected = workload / float(rate)
+    if expected < COMPILE_WORTH_S or not compile_allowed():
+        return choice
+    gflop = choice.gflop_per_patch
+    names = list(dict.fromkeys([REFERENCE, choice.path, "torch-compile"]))
+    cands = [Candidate(n, lambda n=n: build_path(seg, n, gflop)) for n in names]
+    ref_x, labels = reference_batch(seg, n=REFERENCE_PATCHES)
+    batch = choice.batch or TIMING_BATCH
+    x = reference_inputs(seg, n=batch, seed=1) if batch != len(ref_x) else ref_x
+    built: dict[str, EngineNetwork] = {}
+    results = measure_candidates(
+        cands, x, ref_x, threshold=seg.threshold, gflop=gflop, rounds=rounds, labels=labels, built=built
+    )
+    compiled, eager = results["torch-compile"], results.get(choice.path, {})
+    kept = bool(compiled.get("passed")) and compiled.get("patches_per_s", 0.0) > eager.get("patches_per_s", 0.0)
+    if not kept and compiled.get("passed"):
+        compiled = {**compiled, "reason": f"not faster than {choice.path} on the same batches"}
+    long_run = {"patches": int(workload), "expected_s": round(expected, 1), "compile": compiled, "kept": kept}
+    if not kept:
+        choice.long_run = {**long_run, "eager_patches_per_s": eager.get("patches_per_s")}
+        return choice
+    candidates = {**choice.candidates, "torch-compile": compiled}
+    out = EngineChoice("torch-compile", choice.source, gflop, choice.key, batch, candidates, choice.machine)
+    out.long_run = {**long_run, "eager_patches_per_s": eager.get("patches_per_s")}
+    out.network = built["torch-compile"]
+    return out
 
 
 # ----------------------------------------------------------------------------- overrides and wiring
@@ -570,10 +669,16 @@ def parse_spec(spec: str) -> tuple[str, str]:
 
 
 def apply_engine(
-    seg: Any, spec: str = "auto", *, batch: int | None = None, log: Callable[[str], None] | None = None
+    seg: Any,
+    spec: str = "auto",
+    *,
+    batch: int | None = None,
+    log: Callable[[str], None] | None = None,
+    workload: int | None = None,
 ) -> Any:
     """A segmenter like ``seg`` (a torch one) running on the path ``spec`` names, or on the automatic
     choice (:func:`choose_engine`) for ``auto``; ``seg.engine`` holds the :class:`EngineChoice`.
+    ``workload``: the patches the caller will run (a long run also tries ``torch.compile``).
 
     ``auto`` on a CUDA device runs torch fp32 (the choice is measured for CPUs). The choice is logged to
     the active MLflow run (tags ``engine.path``/``engine.source``, metric ``engine_choice_gflops``).
@@ -589,10 +694,10 @@ def apply_engine(
         gflop = segmenter_gflop(seg)
         choice = EngineChoice(REFERENCE, "device", gflop)
     else:
-        choice = choose_engine(seg, batch=batch or TIMING_BATCH)
-        if log is not None and choice.source == "measured":
+        choice = choose_engine(seg, batch=batch or TIMING_BATCH, workload=workload)
+        if log is not None and (choice.source == "measured" or choice.long_run):
             log(f"inference engine: {describe_choice(choice)}")
-    net = build_path(seg, choice.path, choice.gflop_per_patch)
+    net = choice.network.reset() if choice.network is not None else build_path(seg, choice.path, choice.gflop_per_patch)
     out = Segmenter(net, seg.meta, seg.device)
     out.engine = choice  # type: ignore[attr-defined]
     _log_choice(choice)
@@ -608,6 +713,13 @@ def describe_choice(choice: EngineChoice) -> str:
         else:
             parts.append(f"{name} rejected ({r.get('reason', 'not timed')})")
     extra = f": {'; '.join(parts)}" if parts else ""
+    lr = choice.long_run
+    if lr:
+        why = "kept" if lr["kept"] else f"not kept ({lr['compile'].get('reason', '')})"
+        extra += (
+            f"; a long run ({lr['patches']} patches, ~{lr['expected_s'] / 60:.0f} min eager): torch.compile {why}, "
+            f"{lr['compile'].get('patches_per_s') or 0:.2f} vs {lr.get('eager_patches_per_s') or 0:.2f} patches/s"
+        )
     return f"{choice.path} ({choice.source}){extra}"
 
 
@@ -617,6 +729,8 @@ def _log_choice(choice: EngineChoice) -> None:
     if mlflow.active_run() is None:
         return
     mlflow.set_tags({"engine.path": choice.path, "engine.source": choice.source})
+    if choice.long_run:
+        mlflow.set_tag("engine.long_run_compile", "kept" if choice.long_run["kept"] else "not kept")
     if choice.measured_gflops:
         mlflow.log_metric("engine_choice_gflops", float(choice.measured_gflops))
 
@@ -630,13 +744,16 @@ def engine_summary(seg: Any) -> dict[str, Any]:
     if choice is None:
         runtime = "onnx" if net.__class__.__name__ == "OnnxNetwork" else "torch"
         return {"path": f"{runtime}-fp32", "source": "plain", **stats}
-    return {
+    out = {
         "path": choice.path,
         "source": choice.source,
         "gflop_per_patch": round(choice.gflop_per_patch, 3),
         "choice_gflops": choice.measured_gflops,
         **stats,
     }
+    if choice.long_run:
+        out["long_run"] = choice.long_run
+    return out
 
 
 def log_engine_summary(seg: Any) -> dict[str, Any]:

@@ -107,8 +107,10 @@ def evaluate_split(cfg: EvalConfig, *, tracking_uri: str | None = None) -> EvalR
         patches = load_patches(cfg.data, cfg.split, layout=cfg.layout, require_masks=True)
     if len(patches) == 0:
         raise UserError(f"{cfg.data}: split {cfg.split!r} has no patches")
-    if segmenter is None:
-        segmenter = load_segmenter(cfg.model_uri, device=cfg.device, tracking_uri=tracking_uri, runtime=cfg.runtime)
+    if segmenter is None:  # workload: the patches (times the TTA views, not known yet): a long run may compile
+        segmenter = load_segmenter(
+            cfg.model_uri, device=cfg.device, tracking_uri=tracking_uri, runtime=cfg.runtime, workload=len(patches)
+        )
         segmenter.meta.require_single_date(f"--data {cfg.data}")  # a temporal model needs Sen12Landslides patches
     missing = [b for b in segmenter.bands if b not in patches.bands]
     if missing:

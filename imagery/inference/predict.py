@@ -116,6 +116,12 @@ def tile_starts(length: int, tile: int, overlap: int) -> list[int]:
     return starts
 
 
+def count_tiles(height: int, width: int, tile: int, overlap: int) -> int:
+    """Tiles of ``tile`` px overlapping by ``overlap`` that cover ``height`` x ``width`` px (as :func:`predict_scene`
+    and the windowed scene prediction lay them out; the engine's workload)."""
+    return len(tile_starts(max(height, tile), tile, overlap)) * len(tile_starts(max(width, tile), tile, overlap))
+
+
 def blend_weights(tile: int, overlap: int) -> np.ndarray:
     """``(tile, tile)`` float32 stitching weights: the outer product of a 1-D window that is 1 in the tile's
     centre and falls smoothly to near 0 at its border over ``min(overlap, tile // 2)`` px (a raised cosine,
@@ -245,7 +251,10 @@ def predict_inputs(cfg: PredictConfig, *, tracking_uri: str | None = None) -> Pr
     out = Path(cfg.out)
     if out.exists() and not out.is_dir():
         raise UserError(f"--out {out}: exists and is not a folder")
-    segmenter = load_segmenter(cfg.model_uri, device=cfg.device, tracking_uri=tracking_uri, runtime=cfg.runtime)
+    workload = sum(count_tiles(*it.image.shape[-2:], cfg.tile, cfg.overlap) if it.is_scene else 1 for it in items)
+    segmenter = load_segmenter(
+        cfg.model_uri, device=cfg.device, tracking_uri=tracking_uri, runtime=cfg.runtime, workload=workload
+    )
     log_fingerprint(fingerprint_files([it.source for it in items], source=cfg.input), context="inference")
     opts = {"tta": cfg.tta, "vote": cfg.vote, "morphology": None, "threshold": cfg.threshold}
     t = segmenter.threshold if cfg.threshold is None else cfg.threshold

@@ -82,7 +82,7 @@ from common.geo.grid import Window
 from imagery.data.bands import BANDS, L4S_BAND_MEANS, model_unit_factor
 from imagery.data.sentinel2 import SCL_CLASSES, SCL_REASONS, SceneSource, open_scene
 from imagery.inference.config import SceneConfig
-from imagery.inference.engine import log_engine_summary
+from imagery.inference.engine import apply_engine, log_engine_summary
 from imagery.inference.fitness import (
     DomainCheck,
     check_flagged_share,
@@ -91,7 +91,7 @@ from imagery.inference.fitness import (
     fit_metrics,
     scene_pixel_m,
 )
-from imagery.inference.predict import add_tile, blend_weights, tile_starts
+from imagery.inference.predict import add_tile, blend_weights, count_tiles, tile_starts
 from imagery.inference.segmenter import Segmenter
 from imagery.inference.serving import load_segmenter
 from imagery.inference.skip import SCL_WATER, SKIP_REASONS, SkipRules, plan_tiles, reason_code
@@ -690,8 +690,11 @@ def run_scene(
     t_start = time.perf_counter()
     _check_cfg(cfg)
     scene = open_scene(cfg.scene, bands=cfg.bands, image_scale=cfg.image_scale)
+    # the automatic engine is chosen once the run's length is known (a whole tile also tries torch.compile)
+    deferred = segmenter is None and cfg.runtime == "auto" and not str(cfg.model_uri).endswith(".onnx")
     if segmenter is None:
-        segmenter = load_segmenter(cfg.model_uri, device=cfg.device, tracking_uri=tracking_uri, runtime=cfg.runtime)
+        runtime = "torch" if deferred else cfg.runtime
+        segmenter = load_segmenter(cfg.model_uri, device=cfg.device, tracking_uri=tracking_uri, runtime=runtime)
     fixed = getattr(segmenter, "fixed_size", None)
     if fixed and fixed != cfg.tile:  # an ONNX file exported with a fixed tile size: tile at its size
         log(f"note: the model takes {fixed} px tiles only; --tile {cfg.tile} replaced by {fixed}")
@@ -711,6 +714,9 @@ def run_scene(
     )
     scl_share = precheck_scl(scene, cfg.scl_mask)
     domain = DomainCheck(inp.model_bands, getattr(segmenter.meta, "band_stats", None), grid.width * grid.height)
+    if deferred:  # after every check: a refused run measures nothing
+        tiles = count_tiles(grid.height, grid.width, cfg.tile, cfg.overlap)
+        segmenter = apply_engine(segmenter, "auto", workload=tiles, log=log)
     out = Path(cfg.out)
     with atomic_dir(out) as staging:  # every output appears together, or none does
         log(

@@ -140,6 +140,7 @@ def load_segmenter(
     tracking_uri: str | None = None,
     flag: str = "--model",
     runtime: str = "torch",
+    workload: int | None = None,
 ) -> Segmenter:
     """Rebuild the segmenter logged at ``uri`` (``runs:/<run_id>[/segmenter]``, a run id, ``models:/...``, a
     local folder, or an ``.onnx`` file from ``pipelines.export_imagery``), resolving MLflow URIs against
@@ -152,6 +153,7 @@ def load_segmenter(
     (``"auto"``, ``"onnx"``, ``"torch:bf16"``, ``"onnx:int8"``, see :func:`imagery.inference.engine.engine_spec`)
     runs the network on the path it names, or on the path measured fastest on this machine for ``"auto"``
     (:mod:`imagery.inference.engine`; ``seg.engine`` says which). An ``.onnx`` file always runs on ONNX Runtime.
+    ``workload``: the patches the caller will run, where known: a long run also tries ``torch.compile``.
     """
     from imagery.inference import engine  # noqa: PLC0415 - engine imports serving's neighbours lazily
 
@@ -165,7 +167,8 @@ def load_segmenter(
     if runtime != "torch":
         if rt == "onnx":
             device = "cpu"
-        return engine.apply_engine(load_segmenter(uri, device, tracking_uri=tracking_uri, flag=flag), runtime)
+        seg = load_segmenter(uri, device, tracking_uri=tracking_uri, flag=flag)
+        return engine.apply_engine(seg, runtime, workload=workload)
     with tempfile.TemporaryDirectory() as tmp:
         folder = _segmenter_folder(str(uri), tracking_uri, tmp, flag)
         meta_path, state_path = folder / META_NAME, folder / STATE_NAME

@@ -16,6 +16,7 @@ from imagery.inference import Segmenter, SegmenterMeta, engine, load_segmenter, 
 from imagery.inference.engine import Candidate, EngineNetwork
 from imagery.models import create_model
 
+BUILD_PATH = engine.build_path
 KW = {"in_channels": 23, "num_classes": 2, "head": "multires", "base_width": 8}
 META = SegmenterMeta("small_rau_net1", KW, 23, threshold=0.5, head="multires")
 
@@ -213,3 +214,93 @@ def test_cpu_training_uses_bf16_only_where_the_cpu_has_it(monkeypatch: pytest.Mo
     assert device.use_bf16("auto", cpu) and not device.use_bf16("fp32", cpu)
     monkeypatch.setenv(device.ENV_TRAIN_PRECISION, "fp32")
     assert not device.use_bf16("auto", cpu) and device.use_bf16("bf16", cpu)
+
+
+def _slow(net: EngineNetwork, seconds: float) -> EngineNetwork:
+    """``net`` with ``seconds`` added to every call (an eager path the fake compiled one beats)."""
+    fn = net.fn
+
+    def slower(x: torch.Tensor) -> dict[str, torch.Tensor]:
+        import time
+
+        time.sleep(seconds)
+        return fn(x)
+
+    net.fn = slower
+    return net
+
+
+@pytest.fixture
+def fake_compile(cache: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, int]:
+    """``torch-compile`` built as the fp32 network (no inductor: seconds, not minutes), the eager paths made
+    slower than it; counts the builds of each path. ``auto`` may choose among fp32, bf16 and compile."""
+    monkeypatch.setenv(engine.CANDIDATES_ENV, "torch-fp32,torch-bf16,torch-compile")
+    monkeypatch.delenv(engine.COMPILE_ENV, raising=False)
+    real = engine.build_path
+    builds: dict[str, int] = {}
+
+    def build(seg: Segmenter, path: str, gflop: float = 0.0) -> EngineNetwork:
+        builds[path] = builds.get(path, 0) + 1
+        if path == "torch-compile":
+            net = real(seg, "torch-fp32", gflop)
+            return EngineNetwork(path, net.fn, digest=net.digest, device=net.device, pad_batches=True)
+        return _slow(real(seg, path, gflop), 0.3)  # far slower than any load makes the fp32 network
+
+    monkeypatch.setattr(engine, "build_path", build)
+    return builds
+
+
+def test_a_long_run_tries_compile_and_runs_the_network_it_measured(fake_compile: dict[str, int]) -> None:
+    seg = _segmenter()
+    auto = engine.apply_engine(seg, "auto", workload=10**7)  # 10 million patches: days at any rate
+    lr = auto.engine.long_run
+    assert auto.engine.path == "torch-compile" and lr["kept"] and lr["patches"] == 10**7
+    assert lr["expected_s"] >= engine.COMPILE_WORTH_S and lr["compile"]["passed"]
+    assert fake_compile["torch-compile"] == 1  # the network measured is the one that runs (no second compile)
+    assert auto.model.path == "torch-compile" and auto.model.patches == 0  # the measurement is not counted
+    out = auto.predict(np.zeros((3, 14, 128, 128), np.float32))  # a partial batch: padded, cut back
+    assert out["prob"].shape == (3, 128, 128) and auto.model.patches == 3
+    assert engine.engine_summary(auto)["long_run"]["kept"]
+    assert "torch.compile kept" in engine.describe_choice(auto.engine)
+    stored = json.loads((engine.cache_file()).read_text())["choices"]
+    assert [c["path"] for c in stored.values()] != ["torch-compile"]  # the eager choice is cached, not compile
+
+
+def test_a_short_run_never_compiles(fake_compile: dict[str, int], monkeypatch: pytest.MonkeyPatch) -> None:
+    seg = _segmenter()
+    short = engine.apply_engine(seg, "auto", workload=4)
+    assert short.engine.path != "torch-compile" and not short.engine.long_run and "torch-compile" not in fake_compile
+    monkeypatch.setenv(engine.COMPILE_ENV, "0")  # never, however long
+    never = engine.apply_engine(seg, "auto", workload=10**7)
+    assert never.engine.path != "torch-compile" and "torch-compile" not in fake_compile
+
+
+def test_a_compile_that_fails_leaves_the_eager_choice(fake_compile: dict[str, int], monkeypatch) -> None:
+    import shutil
+
+    seg = _segmenter()
+    choice = engine.choose_engine(seg, batch=2, rounds=1)
+    monkeypatch.setattr(engine, "build_path", BUILD_PATH)  # the real paths, compile included
+    monkeypatch.setattr(shutil, "which", lambda name: None)  # no C++ compiler
+    long = engine.try_compile(seg, choice, 10**7, rounds=1)
+    assert long.path == choice.path and long.long_run and not long.long_run["kept"]
+    assert "C++ compiler" in long.long_run["compile"]["reason"]
+
+
+def test_padded_batches_give_the_unpadded_result() -> None:
+    seg = _segmenter()
+    net = engine.build_path(seg, "torch-fp32")
+    seen: list[int] = []
+    fn = net.fn
+
+    def record(x: torch.Tensor) -> dict[str, torch.Tensor]:
+        seen.append(int(x.shape[0]))
+        return fn(x)
+
+    padded = EngineNetwork("p", record, digest=net.digest, device=net.device, pad_batches=True)
+    x = engine.reference_inputs(seg, n=3)
+    ref = engine.landslide_prob(net, x[:2])
+    padded(x)  # the largest batch so far: 3
+    got = engine.landslide_prob(padded, x[:2])
+    assert seen == [3, 3] and got.shape == ref.shape
+    np.testing.assert_allclose(got, ref, atol=1e-5)

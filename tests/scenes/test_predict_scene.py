@@ -13,7 +13,7 @@ import pytest
 import rasterio
 from affine import Affine
 
-from common.cli import run_main
+from common.cli import UserError, run_main
 from common.geo import Grid, RasterOnGrid
 from fusion.demo.synthetic_scene import write_synthetic_scene
 from imagery.data.sentinel2 import open_scene
@@ -148,6 +148,30 @@ def test_synthetic_scene_with_geographic_dem(synthetic: Path, tmp_path: Path) ->
         raw, _, _ = reader.read(0, inp.grid.height)
     baseline = predict_scene(lambda b: seg.predict(b)["prob"], raw, tile=64, overlap=16, batch_size=5)
     np.testing.assert_allclose(windowed, baseline, atol=1e-6)
+
+
+def test_the_automatic_engine_is_chosen_for_the_run_s_tiles(synthetic: Path, tmp_path: Path, monkeypatch) -> None:
+    """``--runtime auto`` measures once the run's tiles are known (a long run also tries torch.compile), after
+    every check: a refused run measures nothing."""
+    from imagery.inference import scene as scene_mod
+
+    calls: list[int | None] = []
+    real = scene_mod.apply_engine
+
+    def spy(seg, spec="auto", **kw):
+        calls.append(kw.get("workload"))
+        return real(seg, spec, **kw)
+
+    monkeypatch.setattr(scene_mod, "apply_engine", spy)
+    model = tiny_model(tmp_path / "m", ["B2", "B3", "B4", "B8"])
+    cfg = SceneConfig(scene=str(synthetic), model_uri=str(model), out=str(tmp_path / "o"), progress=False)
+    res = run_scene(cfg, log=lambda _: None)
+    n = len(tile_starts(300, cfg.tile, cfg.overlap)) ** 2
+    assert calls == [n] and res.summary["tiles"]["total"] == n and res.summary["engine"]["path"] == "torch-fp32"
+    coarse = tiny_model(tmp_path / "m60", ["B2", "B3", "B4", "B8"], gsd_m=60.0)  # refused: the scene is at 10 m
+    with pytest.raises(UserError, match="resolution"):
+        run_scene(SceneConfig(scene=str(synthetic), model_uri=str(coarse), out=str(tmp_path / "o2")), log=print)
+    assert calls == [n]
 
 
 def test_rolling_strips_equal_direct_reads_bit_for_bit(synthetic: Path, tmp_path: Path) -> None:
