@@ -68,6 +68,45 @@ def test_outside_the_source_is_nan_even_without_nodata(tmp_path) -> None:
     assert np.all(arr[:, :10] == 1) and np.isnan(arr[:, 10:]).all()
 
 
+@pytest.mark.parametrize("resampling", ["nearest", "bilinear", "cubic", "average"])
+def test_a_raster_on_the_grid_s_pixels_reads_directly_with_the_warper_s_values(tmp_path, resampling: str) -> None:
+    """Same CRS and pixel size, origin whole pixels away (the grid itself, a block of it, a grid reaching past
+    the file): read without the warper, the same values as through it, nodata and outside NaN."""
+    src = utm_grid(width=70, height=50, res=10.0, x0=500_000.0, y0=2_750_000.0)
+    rng = np.random.default_rng(0)
+    data = rng.integers(1, 10_000, size=(2, 50, 70)).astype(np.uint16)
+    data[:, 7, 9] = 0
+    path = write_tif(tmp_path / "b.tif", data, src, nodata=0)
+    grids = [src, utm_grid(width=30, height=20, x0=500_000.0 + 40 * 10, y0=2_750_000.0 - 30 * 10)]
+    grids.append(utm_grid(width=90, height=40, x0=500_000.0 - 10 * 10, y0=2_750_000.0 - 20 * 10))  # past 3 edges
+    for grid in grids:
+        with (
+            RasterOnGrid(path, grid, resampling, bands=[2, 1]) as direct,
+            RasterOnGrid(path, grid, resampling, bands=[2, 1], direct=False) as warped,
+        ):
+            assert direct._offset is not None and warped._offset is None
+            for win in [None, Window(3, 2, 17, 11), Window(grid.width - 5, grid.height - 4, 5, 4)]:
+                np.testing.assert_array_equal(direct.read(win), warped.read(win))
+    shifted = utm_grid(width=30, height=20, x0=500_000.0 + 5.0)  # half a pixel off: warped
+    half = utm_grid(width=30, height=20, res=20.0)  # another pixel size: warped
+    for grid in (shifted, half):
+        with RasterOnGrid(path, grid, resampling, bands=1) as r:
+            assert r._offset is None
+
+
+def test_a_raster_with_an_internal_mask_is_warped(tmp_path) -> None:
+    grid = utm_grid(width=20, height=10)
+    path = write_tif(tmp_path / "m.tif", np.ones((10, 20), np.uint8), grid)
+    with rasterio.open(path, "r+") as ds:
+        mask = np.full((10, 20), 255, np.uint8)
+        mask[:, :5] = 0
+        ds.write_mask(mask)
+    with RasterOnGrid(path, grid, "nearest", bands=1) as r:
+        arr = r.read()
+        assert r._offset is None
+    assert np.isnan(arr[:, :5]).all() and (arr[:, 5:] == 1).all()
+
+
 def test_band_selection_and_order(tmp_path) -> None:
     grid = utm_grid(width=8, height=6)
     stack = np.stack([np.full(grid.shape, v, np.int16) for v in (10, 20, 30)])
