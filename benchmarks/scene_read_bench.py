@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import resource
 import sys
 import time
 from pathlib import Path
@@ -28,7 +29,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from common.geo import raster  # noqa: E402
+from common.geo import block_cache, raster  # noqa: E402
 from imagery.data.bands import BANDS  # noqa: E402
 from imagery.data.sentinel2 import open_scene  # noqa: E402
 from imagery.inference.config import SceneConfig  # noqa: E402
@@ -54,7 +55,7 @@ def read_all(scene: Path, rows: int, tile: int = 128, overlap: int = 64) -> tupl
     height = min(rows, inp.grid.height)
     sums = np.zeros(len(inp.model_bands))
     t0 = time.perf_counter()
-    with _StripReader(inp, cfg) as reader:
+    with block_cache(64), _StripReader(inp, cfg) as reader:  # as inside predict_scene's COG writers (64 MB)
         strips = RollingStrips(reader.read)
         for y in tile_starts(max(height, tile), tile, overlap):
             raw, _, _ = strips(y, min(tile, height - y))
@@ -67,24 +68,29 @@ def main() -> None:
     p.add_argument("--scene", required=True, help="a scene folder written by scene_bench.py (with dem.tif)")
     p.add_argument("--rows", type=int, default=2048, help="rows read (default 2048 of 10980)")
     p.add_argument("--repeats", type=int, default=2)
+    p.add_argument("--modes", default="warped,direct", help="modes to run (one per process gives its peak RSS)")
     args = p.parse_args()
+    modes = args.modes.split(",")
     scene = Path(args.scene)
     real = raster.aligned_offset
     best: dict[str, float] = {}
     sums: dict[str, np.ndarray] = {}
     for _ in range(args.repeats):
-        for mode in ("warped", "direct"):
+        for mode in modes:
             raster.aligned_offset = (lambda a, b: None) if mode == "warped" else real  # type: ignore[assignment]
             secs, sums[mode] = read_all(scene, args.rows)
             best[mode] = min(best.get(mode, float("inf")), secs)
     raster.aligned_offset = real
-    same = np.array_equal(sums["warped"], sums["direct"])
+    same = np.array_equal(sums["warped"], sums["direct"]) if len(sums) == 2 else None
+    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs; load {os.getloadavg()}")
     print(f"scene {scene.name}, rows 0-{args.rows}, best of {args.repeats}")
+    print(f"peak RSS of the process: {peak_mb:.0f} MB")
     print("| mode | seconds | vs warped | same values |")
     print("|---|---:|---:|---|")
-    for mode in ("warped", "direct"):
-        print(f"| {mode} | {best[mode]:.2f} | {best['warped'] / best[mode]:.2f}x | {same} |")
+    for mode in modes:
+        ratio = f"{best['warped'] / best[mode]:.2f}x" if "warped" in best else "-"
+        print(f"| {mode} | {best[mode]:.2f} | {ratio} | {same} |")
 
 
 if __name__ == "__main__":

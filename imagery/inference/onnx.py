@@ -194,7 +194,10 @@ class OnnxNetwork:
     execution (on 2 cores parallel operators would only fight for the same cores). ``digest`` is the source
     model's weight digest stored at export (files exported before: the sha256 of the ``.onnx`` file).
     ``fixed_size``: the tile size a file exported with a fixed height and width takes (``None``: any
-    multiple of :data:`STRIDE`).
+    multiple of :data:`STRIDE`). ``shrink_arena``: give the memory arena back after every run (ONNX Runtime's
+    ``memory.enable_memory_arena_shrinkage``): the engine sets it while it measures several sessions side by
+    side, each of whose arenas would otherwise keep a batch's activations (two sessions of the small RAU-Net 1
+    at batch 8: 812 instead of 2,131 MB peak, runs 12 % slower).
     """
 
     def __init__(self, path: str | os.PathLike[str], threads: int = 0) -> None:
@@ -213,13 +216,16 @@ class OnnxNetwork:
         self.digest = str(stored.get("source_digest") or hashlib.sha256(p.read_bytes()).hexdigest())
         h, w = self.session.get_inputs()[0].shape[2:4]
         self.fixed_size: int | None = int(h) if isinstance(h, int) and h == w else None
+        self.shrink_arena = False
+        self._shrink = ort.RunOptions()
+        self._shrink.add_run_config_entry("memory.enable_memory_arena_shrinkage", "cpu:0")
 
     def eval(self) -> OnnxNetwork:
         return self
 
     def __call__(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         arr = np.ascontiguousarray(x.detach().to("cpu", torch.float32).numpy())
-        outs = self.session.run(self.output_names, {INPUT_NAME: arr})
+        outs = self.session.run(self.output_names, {INPUT_NAME: arr}, self._shrink if self.shrink_arena else None)
         return {name: torch.from_numpy(np.asarray(o)) for name, o in zip(self.output_names, outs, strict=True)}
 
 

@@ -227,3 +227,40 @@ def test_a_band_subset_model_exports_and_matches_torch(tmp_path: Path) -> None:
     raw = np.random.default_rng(0).uniform(0.2, 2.0, (2, len(seg.bands), 64, 64)).astype(np.float32)
     a, b = seg.predict(raw)["prob"], onnx_seg.predict(raw)["prob"]
     assert a.shape == b.shape == (2, 64, 64) and np.abs(a - b).max() < 1e-4
+
+
+def test_the_engine_measures_onnx_sessions_with_their_arenas_shrunk(exported: dict) -> None:
+    """While the engine times sessions side by side each gives its memory arena back after a run (the same
+    results); the network it hands over runs with its arena kept."""
+    from imagery.inference import engine
+    from imagery.inference.onnx import OnnxNetwork
+
+    seg = exported["torch"]
+    net = OnnxNetwork(exported["fp32"])
+    x = engine.reference_inputs(seg, n=2)
+    plain = net(x)["out"]
+    net.shrink_arena = True
+    np.testing.assert_array_equal(net(x)["out"], plain)
+    seen: list[bool] = []
+
+    def build() -> engine.EngineNetwork:
+        onnx_net = OnnxNetwork(exported["fp32"])
+        real = onnx_net.session.run
+
+        def run(names, feed, options=None):
+            seen.append(options is not None)
+            return real(names, feed, options)
+
+        onnx_net.session.run = run
+        return engine.EngineNetwork("onnx-fp32", onnx_net, digest=seg.digest, device=torch.device("cpu"))
+
+    cands = [
+        engine.Candidate("torch-fp32", lambda: engine.build_path(seg, "torch-fp32")),
+        engine.Candidate("onnx-fp32", build),
+    ]
+    built: dict = {}
+    res = engine.measure_candidates(cands, x, x, threshold=0.5, gflop=1.0, rounds=1, built=built)
+    assert res["onnx-fp32"]["passed"] and seen and all(seen)  # every measuring run shrank the arena
+    assert built["onnx-fp32"].fn.shrink_arena is False
+    built["onnx-fp32"](x)
+    assert seen[-1] is False
