@@ -35,7 +35,7 @@ import numpy as np
 import rasterio
 import rasterio.shutil
 from pyproj import Transformer
-from rasterio.enums import Resampling
+from rasterio.enums import MaskFlags, Resampling
 from rasterio.vrt import WarpedVRT
 from rasterio.windows import Window
 
@@ -179,7 +179,6 @@ class RasterOnGrid:
                     f"raster {self.path} covers {cover:.1%} of the target grid; expected at least "
                     f"{max(self.min_coverage, 1e-9):.1%} (is it the right area / CRS?)"
                 )
-            xscale, yscale = _kernel_scales(src, self.grid)
             self.src_nodata = src.nodata
             self.src_dtype = src.dtypes[0]
             self.descriptions = tuple(src.descriptions[i - 1] for i in indexes)
@@ -188,7 +187,10 @@ class RasterOnGrid:
             self.tags = src.tags()
             if self.direct and self.src_grid is not None and _no_internal_mask(src, indexes):
                 self._offset = aligned_offset(self.src_grid, self.grid)
+            if self._offset is not None:  # on the grid's pixels: read from the file, no warper to set up
                 self._src = src
+                return self
+            xscale, yscale = _kernel_scales(src, self.grid)
             self._vrt = self._stack.enter_context(
                 WarpedVRT(
                     src,
@@ -229,7 +231,7 @@ class RasterOnGrid:
         Shape ``(rows, cols)`` when ``bands`` was an int, else ``(count, rows, cols)`` in the order of
         ``bands``. The window must lie inside the grid (see :func:`~common.geo.grid.iter_windows`).
         """
-        if self._vrt is None:
+        if self._vrt is None and self._src is None:
             raise RuntimeError("RasterOnGrid.read outside its 'with' block")
         win = _window(window, self.grid)
         with read_errors(self.path):
@@ -268,8 +270,6 @@ def aligned_offset(src: Grid, grid: Grid) -> tuple[int, int] | None:
 
 def _no_internal_mask(src: rasterio.io.DatasetReader, indexes: Sequence[int]) -> bool:
     """True when the bands' validity comes from their nodata value only (no mask band, no alpha)."""
-    from rasterio.enums import MaskFlags  # noqa: PLC0415
-
     ok = {MaskFlags.all_valid, MaskFlags.nodata}
     return all(set(src.mask_flag_enums[i - 1]) <= ok for i in indexes)
 

@@ -560,8 +560,7 @@ def choose_engine(
     if use_cache and candidates is None:
         hit = _read_cache(file).get("choices", {}).get(key)
         if hit and hit.get("path") in PATHS:
-            stored = {k: v for k, v in hit.items() if k in EngineChoice.__dataclass_fields__ and k != "network"}
-            choice = EngineChoice(**stored)
+            choice = EngineChoice(**{k: v for k, v in hit.items() if k in EngineChoice.__dataclass_fields__})
             choice.source = "cache"
             return try_compile(seg, choice, workload, rounds=rounds)
     gflop = segmenter_gflop(seg)
@@ -618,14 +617,15 @@ def try_compile(seg: Any, choice: EngineChoice, workload: int | None, *, rounds:
     passes, is faster and compiled within :data:`COMPILE_BUDGET_S`. ``choice.long_run`` records the decision.
     """
     rate = choice.candidates.get(choice.path, {}).get("patches_per_s")
-    if not workload or not rate or choice.path == "torch-compile" or seg.device.type != "cpu":
-        return choice
+    if not workload or not rate or "torch-compile" in choice.candidates or seg.device.type != "cpu":
+        return choice  # a short run, nothing timed, or compile already measured with the others
     expected = workload / float(rate)
     if expected < COMPILE_WORTH_S or not compile_allowed():
         return choice
     gflop = choice.gflop_per_patch
     names = list(dict.fromkeys([REFERENCE, choice.path, "torch-compile"]))
-    cands = [Candidate(n, lambda n=n: build_path(seg, n, gflop)) for n in names]
+    measured = {choice.path: choice.network} if choice.network is not None else {}  # not built twice
+    cands = [Candidate(n, lambda n=n: measured.get(n) or build_path(seg, n, gflop)) for n in names]
     ref_x, labels = reference_batch(seg, n=REFERENCE_PATCHES)
     batch = choice.batch or TIMING_BATCH
     x = reference_inputs(seg, n=batch, seed=1) if batch != len(ref_x) else ref_x
@@ -637,14 +637,19 @@ def try_compile(seg: Any, choice: EngineChoice, workload: int | None, *, rounds:
     kept = bool(compiled.get("passed")) and compiled.get("patches_per_s", 0.0) > eager.get("patches_per_s", 0.0)
     if not kept and compiled.get("passed"):
         compiled = {**compiled, "reason": f"not faster than {choice.path} on the same batches"}
-    long_run = {"patches": int(workload), "expected_s": round(expected, 1), "compile": compiled, "kept": kept}
+    long_run = {
+        "patches": int(workload),
+        "expected_s": round(expected, 1),
+        "compile": compiled,
+        "kept": kept,
+        "eager_patches_per_s": eager.get("patches_per_s"),
+    }
     if not kept:
-        choice.long_run = {**long_run, "eager_patches_per_s": eager.get("patches_per_s")}
+        choice.long_run = long_run
         return choice
     candidates = {**choice.candidates, "torch-compile": compiled}
     out = EngineChoice("torch-compile", choice.source, gflop, choice.key, batch, candidates, choice.machine)
-    out.long_run = {**long_run, "eager_patches_per_s": eager.get("patches_per_s")}
-    out.network = built["torch-compile"]
+    out.long_run, out.network = long_run, built["torch-compile"]
     return out
 
 
