@@ -31,6 +31,13 @@ DEFAULT_OVERLAP = 64
 #: small RAU-Net 1 14.8 / 14.5 / 12.5; a smaller batch also holds less memory. Results do not depend on it.
 DEFAULT_BATCH = 8
 
+#: GDAL's raster block cache while a scene is predicted (``predict_scene``: the strip reader and the two COG
+#: writers), MB. The reader walks down the scene in strips of 64 rows while every band's 512-row blocks stay in
+#: use for 8 (10 m) to 48 (60 m) strips: one row of blocks of the 11 bands, SCL and the DEM is ~100 MB on a 10980
+#: px tile, so a 64 MB cache decompressed every block again for each strip (161 / 107 / 94 ms per strip at 64 /
+#: 128 / 256 MB, ``benchmarks/scene_read_bench.py``'s strips, loaded). At most this much more resident memory.
+SCENE_CACHE_MB = 256
+
 
 @dataclass
 class EvalConfig:

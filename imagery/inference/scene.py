@@ -24,7 +24,8 @@ Data flow, one row of tiles at a time (never the whole scene in memory):
    and fed to ``common.geo.StripPolygonizer``.
 
 Memory: two strips of the model's bands (``2 x bands x tile x width`` float32), the rolling buffers, a
-batch of tiles through the network, the writers' 64 MB GDAL cache, and the polygons kept; it depends on the
+batch of tiles through the network, GDAL's block cache (``SCENE_CACHE_MB``), a prewarped DEM on disk (4 bytes per
+pixel, removed at the end) and the polygons kept; it depends on the
 scene's width, not its height. Measured on a CPU with the small model: 1.9 GB peak RSS on a strip of the
 full 10980 px tile width (``benchmarks/RESULTS.md``, "Scenes"), under the 3 GB target; ``--batch-size``
 lowers it further.
@@ -81,7 +82,7 @@ from common.geo import (
 from common.geo.grid import Window
 from imagery.data.bands import BANDS, L4S_BAND_MEANS, model_unit_factor
 from imagery.data.sentinel2 import SCL_CLASSES, SCL_REASONS, SceneSource, open_scene
-from imagery.inference.config import SceneConfig
+from imagery.inference.config import SCENE_CACHE_MB, SceneConfig
 from imagery.inference.engine import apply_engine, log_engine_summary
 from imagery.inference.fitness import (
     DomainCheck,
@@ -226,7 +227,7 @@ class _StripReader:
                 self.scl = self._open(f.path, "nearest", f.index, "SCL")
             if self.inp.dem:
                 self.dem = self.stack.enter_context(
-                    RasterOnGrid(self.inp.dem, self.grid, self.inp.dem_resampling, bands=1, exact=True)
+                    RasterOnGrid(self.inp.dem, self.grid, self.inp.dem_resampling, bands=1, exact=True, prewarp=True)
                 )
         except BaseException:
             self.stack.close()
@@ -308,8 +309,9 @@ class RollingStrips:
     terrain {name: (rows, W) or None})``, as :meth:`_StripReader.read`), but reads only the rows the last
     strip did not hold and joins them to the rows it did: with tile 128 / overlap 64 every row belongs to
     two strips, and reading (warping 13 bands, the DEM and its slope onto the grid) was 43 % of a full tile's
-    wall time with the width-8 model. The joined strip equals a direct read bit for bit: every read is exact
-    (:class:`common.geo.RasterOnGrid` with ``exact=True``; :func:`common.geo.terrain_window` reads a halo).
+    wall time with the width-8 model. The joined strip equals a direct read bit for bit: every read gives a pixel
+    the same value whatever the window (:class:`common.geo.RasterOnGrid`: direct, upsampled, prewarped once or
+    ``exact=True``; :func:`common.geo.terrain_window` reads a halo).
     ``rows_read`` counts the rows read.
     """
 
@@ -421,6 +423,7 @@ def predict_windowed(
             np.nan,
             tags={**tags, "units": "probability 0-1", "long_name": "landslide probability", "threshold": threshold},
             qml=probability_qml(threshold),
+            cache_mb=SCENE_CACHE_MB,
         ) as pw,
         CogWriter(
             staging / "mask.tif",
@@ -437,6 +440,7 @@ def predict_windowed(
             },
             colormap={0: "#ffffff00", 1: "#e31a1c"},
             qml=classes_qml({0: ("#ffffff00", MASK_CLASSES["0"]), 1: ("#e31a1c", MASK_CLASSES["1"])}),
+            cache_mb=SCENE_CACHE_MB,
         ) as mw,
     ):
         strips = RollingStrips(reader.read)

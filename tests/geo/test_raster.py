@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import rasterio
@@ -22,7 +24,7 @@ from common.geo import (
     write_cog,
 )
 from tests.conftest import shared_dataset
-from tests.geo.helpers import smooth_field, utm_grid, write_tif
+from tests.geo.helpers import UTM29, smooth_field, utm_grid, write_tif
 
 
 def _assert_same_georef(path, grid: Grid, nodata) -> None:
@@ -84,14 +86,79 @@ def test_a_raster_on_the_grid_s_pixels_reads_directly_with_the_warper_s_values(t
             RasterOnGrid(path, grid, resampling, bands=[2, 1]) as direct,
             RasterOnGrid(path, grid, resampling, bands=[2, 1], direct=False) as warped,
         ):
-            assert direct._offset is not None and warped._offset is None
+            assert direct._blocks is not None and warped._blocks is None
             for win in [None, Window(3, 2, 17, 11), Window(grid.width - 5, grid.height - 4, 5, 4)]:
                 np.testing.assert_array_equal(direct.read(win), warped.read(win))
     shifted = utm_grid(width=30, height=20, x0=500_000.0 + 5.0)  # half a pixel off: warped
     half = utm_grid(width=30, height=20, res=20.0)  # another pixel size: warped
     for grid in (shifted, half):
         with RasterOnGrid(path, grid, resampling, bands=1) as r:
-            assert r._offset is None
+            assert r._blocks is None
+
+
+@pytest.mark.parametrize("factors", [(2, 2), (6, 6), (2, 3)])
+@pytest.mark.parametrize("resampling", ["nearest", "bilinear"])
+def test_a_coarser_raster_on_whole_blocks_of_the_grid_upsamples_with_the_warper_s_values(
+    tmp_path, resampling: str, factors: tuple[int, int]
+) -> None:
+    """A raster whose pixels are fx x fy blocks of the grid's (a 20 m or 60 m band on a 10 m grid), its origin
+    whole grid pixels away: read at its own resolution and upsampled here, with the warper's values (nearest:
+    equal; bilinear: equal at factor 2, else within 1e-3 of a DN; NaN where the warper gives NaN: next to nodata,
+    outside the file)."""
+    fx, fy = factors
+    src = Grid(UTM29, Affine(10.0 * fx, 0, 500_030.0, 0, -10.0 * fy, 2_750_020.0), 23, 17)
+    rng = np.random.default_rng(1)
+    data = rng.integers(1, 10_000, size=(2, 17, 23)).astype(np.uint16)
+    data[:, 5:7, 8] = 0
+    data[:, 0, 3] = data[:, 16, 22] = 0  # nodata on the file's edges
+    path = write_tif(tmp_path / "c.tif", data, src, nodata=0)
+    whole = utm_grid(width=23 * fx + 9, height=17 * fy + 7, x0=500_000.0, y0=2_750_050.0)  # past all 4 edges
+    inner = utm_grid(width=40, height=30, x0=500_000.0 + 20 * 10, y0=2_750_050.0 - 11 * 10)
+    for grid in (whole, inner):
+        with (
+            RasterOnGrid(path, grid, resampling, bands=[2, 1]) as mine,
+            RasterOnGrid(path, grid, resampling, bands=[2, 1], direct=False) as warped,
+        ):
+            assert mine._blocks is not None and mine._blocks[:2] == (fx, fy) and mine._vrt is None
+            for win in [
+                None,
+                Window(3, 2, 17, 11),
+                Window(grid.width - 5, grid.height - 4, 5, 4),
+                Window(0, 7, grid.width, 1),
+            ]:
+                got, want = mine.read(win), warped.read(win)
+                np.testing.assert_array_equal(np.isnan(got), np.isnan(want))
+                if resampling == "nearest" or factors == (2, 2):
+                    np.testing.assert_array_equal(got, want)
+                else:
+                    np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-3)  # OpenCV's float32 weights
+            if grid is whole:
+                assert np.isnan(want).any() and np.isfinite(want).any()
+    with RasterOnGrid(path, whole, "cubic", bands=1) as r:  # a kernel this module does not evaluate: warped
+        assert r._blocks is None and r._vrt is not None
+
+
+def test_prewarp_warps_the_whole_grid_once_with_the_warper_s_values(tmp_path) -> None:
+    """A raster in another CRS read with prewarp=True: the same values as the exact warper within the
+    prewarp's 1/1000 px positions, windows equal to the whole read bit for bit, the temporary copy removed."""
+    src = utm_grid(width=300, height=300, res=30.0)
+    field = smooth_field(src)
+    field[40:44, 100:104] = -9999.0
+    path = write_tif(tmp_path / "dem.tif", field, src, nodata=-9999.0)
+    target = src.to_crs("EPSG:4326")
+    with (
+        RasterOnGrid(path, target, "bilinear", bands=1) as exact,
+        RasterOnGrid(path, target, "bilinear", bands=1, prewarp=True) as pre,
+    ):
+        assert pre._vrt is None and pre._blocks == (1, 1, 0, 0)
+        copy = pre._src.name
+        want, got = exact.read(), pre.read()
+        np.testing.assert_array_equal(np.isnan(got), np.isnan(want))
+        assert np.isnan(got).any() and np.isfinite(got).mean() > 0.9
+        # field gradients are <= ~7 per 30 m pixel: 1/1000 px moves a value by well under 0.05
+        assert float(np.nanmax(np.abs(got - want))) < 0.05
+        np.testing.assert_array_equal(_assemble(pre, tile_windows(target, 64, 8)), got)
+    assert not Path(copy).exists()
 
 
 def test_a_raster_with_an_internal_mask_is_warped(tmp_path) -> None:
@@ -103,7 +170,7 @@ def test_a_raster_with_an_internal_mask_is_warped(tmp_path) -> None:
         ds.write_mask(mask)
     with RasterOnGrid(path, grid, "nearest", bands=1) as r:
         arr = r.read()
-        assert r._offset is None
+        assert r._blocks is None
     assert np.isnan(arr[:, :5]).all() and (arr[:, 5:] == 1).all()
 
 
