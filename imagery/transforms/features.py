@@ -114,17 +114,29 @@ def _ratio(a: Any, b: Any) -> Any:
 class _Batch:
     """One batch ``(B, len(bands), H, W)`` and the intermediates several channels share, each computed once.
 
-    NumPy batches are float64 (the OpenCV path); torch batches float32 on their device.
-    ``gray_u8`` holds the uint8 gray of the seed (``uint8`` for NumPy, uint8 values as float for torch).
+    NumPy computes in float64 (the OpenCV path): each band an engineered channel needs is converted once, on
+    first use; the band channels themselves are the stored values (no float64 round trip: the same float32).
+    Torch batches are float32 on their device. ``gray_u8`` holds the uint8 gray of the seed (``uint8`` for
+    NumPy, uint8 values as float for torch).
     """
 
     def __init__(self, x: Any, bands: tuple[str, ...] = BANDS) -> None:
         self.torch = _is_torch(x)
-        self.x = x.float() if self.torch else x.astype(np.float64, copy=False)
+        self.x = x.float() if self.torch else x
         self.pos = {b: i for i, b in enumerate(bands)}
+        self._f64: dict[str, np.ndarray] = {}
+
+    def raw(self, name: str) -> Any:
+        """Band ``name`` as stored ``(B, H, W)``."""
+        return self.x[:, self.pos[name]]
 
     def band(self, name: str) -> Any:
-        return self.x[:, self.pos[name]]
+        """Band ``name`` ``(B, H, W)`` to compute with: float64 for NumPy, float32 for torch."""
+        if self.torch:
+            return self.raw(name)
+        if name not in self._f64:
+            self._f64[name] = self.raw(name).astype(np.float64)
+        return self._f64[name]
 
     @cached_property
     def gray(self) -> Any:
@@ -232,7 +244,7 @@ class Channel:
 
 
 def _band(name: str) -> Callable[[_Batch], Any]:
-    return lambda b: b.band(name)
+    return lambda b: b.raw(name)
 
 
 _RGB = ("B2", "B3", "B4")

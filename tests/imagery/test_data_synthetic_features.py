@@ -158,3 +158,28 @@ def test_features_reject_bad_shapes() -> None:
         compute_features(np.zeros((1, 13, 8, 8)))
     with pytest.raises(ValueError, match=r"must be \(B, 14, H, W\)"):
         compute_features(np.zeros((8, 8)))  # 2-D
+
+
+def test_cpu_preprocessing_split_over_threads_equals_one_thread() -> None:
+    """A CPU batch is cut into parts preprocessed side by side: bit for bit what one thread gives, NaN and
+    outliers included (cleaning and every feature work patch by patch)."""
+    import torch
+
+    from imagery.transforms.preprocess import Preprocessor
+
+    rng = np.random.default_rng(3)
+    x = np.stack([synth_patch(rng, has_landslide=i % 2 == 0)[0] for i in range(7)])
+    x[1, 3, 5:9, 5:9] = np.nan
+    x[4, 2, 0, 0] = 1e6
+    pre = Preprocessor(23)
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one = pre(x).numpy()
+        torch.set_num_threads(3)
+        split = pre(x).numpy()
+    finally:
+        torch.set_num_threads(threads)
+    assert one.shape == (7, 23, 128, 128) and np.isfinite(one).all()
+    np.testing.assert_array_equal(split, one)
+    np.testing.assert_array_equal(pre(x[2]).numpy(), one[2])  # one (C, H, W) patch
