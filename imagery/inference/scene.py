@@ -17,7 +17,8 @@ Data flow, one row of tiles at a time (never the whole scene in memory):
    every output and their share is reported by reason; they are never "no landslide". Masked pixels are
    set to NaN before the model sees a tile (the cleaning replaces them by the tile's band median), so a
    cloud does not stretch a tile's min-max channels; tiles without any valid pixel are not predicted.
-5. A strip of ``tile`` rows is read (in a background thread, one strip ahead), cut into ``tile`` x ``tile``
+5. A strip of ``tile`` rows is read (in a background thread at a lower CPU priority, one strip ahead, so that it
+   fills the cores the network leaves idle instead of taking them from it), cut into ``tile`` x ``tile``
    tiles overlapping by ``overlap`` px (``tile_starts``: the last one flush with the far edge), predicted
    in batches (on the GPU when present) and blended with ``blend_weights`` into a rolling buffer of
    ``tile`` rows; rows no later tile touches are final and are written to the COGs (``common.geo.CogWriter``)
@@ -80,6 +81,7 @@ from common.geo import (
     write_gpkg,
 )
 from common.geo.grid import Window
+from common.threads import lower_this_thread
 from imagery.data.bands import BANDS, L4S_BAND_MEANS, model_unit_factor
 from imagery.data.sentinel2 import SCL_CLASSES, SCL_REASONS, SceneSource, open_scene
 from imagery.inference.config import SCENE_CACHE_MB, SceneConfig
@@ -415,7 +417,7 @@ def predict_windowed(
     tags = {"scene_id": inp.scene.scene_id, "model": cfg.model_uri}
     with (
         _StripReader(inp, cfg) as reader,
-        ThreadPoolExecutor(max_workers=1) as pool,
+        ThreadPoolExecutor(max_workers=1, initializer=lower_this_thread) as pool,  # fills idle cores
         CogWriter(
             staging / "probability.tif",
             grid,
