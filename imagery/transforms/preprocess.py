@@ -99,6 +99,16 @@ def _pool() -> ThreadPoolExecutor:
         return _POOL
 
 
+def _forget_pool() -> None:
+    """In a forked child (a DataLoader or Dask worker): the parent's pool threads do not exist there."""
+    global _POOL, _POOL_LOCK
+    _POOL, _POOL_LOCK = None, threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_pool)
+
+
 def _split(arr: np.ndarray, parts: int) -> list[np.ndarray]:
     """``arr`` cut along its first axis into at most ``parts`` pieces of at least 2 patches (one piece for a
     single 3-D patch)."""

@@ -183,3 +183,42 @@ def test_cpu_preprocessing_split_over_threads_equals_one_thread() -> None:
     assert one.shape == (7, 23, 128, 128) and np.isfinite(one).all()
     np.testing.assert_array_equal(split, one)
     np.testing.assert_array_equal(pre(x[2]).numpy(), one[2])  # one (C, H, W) patch
+
+
+def _features_in_child(queue) -> None:  # a forked process's preprocessing, after the parent used its pool
+    import torch
+
+    from imagery.transforms.preprocess import Preprocessor
+
+    torch.set_num_threads(2)
+    x = np.stack([synth_patch(np.random.default_rng(i), has_landslide=True)[0] for i in range(4)])
+    queue.put(Preprocessor(23)(x).numpy().sum())
+
+
+@pytest.mark.skipif(not hasattr(__import__("os"), "fork"), reason="fork is Unix's")
+def test_cpu_preprocessing_works_in_a_forked_child_after_the_parent_used_its_threads() -> None:
+    """A child forked after the parent split a batch over its threads (a DataLoader or Dask worker) gets a pool
+    of its own: the parent's threads do not exist there, and a stale pool would hang."""
+    import multiprocessing
+
+    import torch
+
+    from imagery.transforms.preprocess import Preprocessor
+
+    x = np.stack([synth_patch(np.random.default_rng(i), has_landslide=True)[0] for i in range(4)])
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        want = Preprocessor(23)(x).numpy().sum()  # the parent's pool is now running
+    finally:
+        torch.set_num_threads(threads)
+    ctx = multiprocessing.get_context("fork")
+    queue = ctx.Queue()
+    child = ctx.Process(target=_features_in_child, args=(queue,))
+    child.start()
+    child.join(60)
+    alive = child.is_alive()
+    if alive:
+        child.kill()
+    assert not alive and child.exitcode == 0
+    assert queue.get(timeout=5) == want
