@@ -335,21 +335,20 @@ class RasterOnGrid:
             return out
         data, valid = self._read_file(xs.source, ys.source)
         rows, cols = ys.inside, xs.inside
+        own_rows, own_cols = np.ix_(ys.own_pixels(), xs.own_pixels())  # each grid pixel's own source pixel
         if self.resampling == Resampling.nearest:
             data[~valid] = np.nan
-            out[:, rows, cols] = data[:, ys.own_pixels()][:, :, xs.own_pixels()]
+            out[:, rows, cols] = data[:, own_rows, own_cols]
             return out
         size = (data.shape[2] * fx, data.shape[1] * fy)  # OpenCV's (width, height)
         for i in range(len(data)):
             if valid[i].all():
                 up = cv2.resize(data[i], size, interpolation=cv2.INTER_LINEAR)[ys.big, xs.big]
             else:
-                ok = valid[i].astype(np.float32)
-                num = cv2.resize(
-                    np.where(valid[i], data[i], 0.0).astype(np.float32), size, interpolation=cv2.INTER_LINEAR
-                )
-                den = cv2.resize(ok, size, interpolation=cv2.INTER_LINEAR)
-                own = valid[i][ys.own_pixels()][:, xs.own_pixels()]
+                weights = valid[i].astype(np.float32)
+                num = cv2.resize(np.where(valid[i], data[i], np.float32(0)), size, interpolation=cv2.INTER_LINEAR)
+                den = cv2.resize(weights, size, interpolation=cv2.INTER_LINEAR)
+                own = valid[i][own_rows, own_cols]
                 with np.errstate(invalid="ignore", divide="ignore"):
                     up = np.where(own, num[ys.big, xs.big] / den[ys.big, xs.big], np.nan)
             out[i, rows, cols] = up
