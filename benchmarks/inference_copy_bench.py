@@ -77,8 +77,10 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     print(f"machine: {cpu_model_name() or platform.processor()}, {os.cpu_count()} CPUs, torch threads {args.threads}")
     print(f"load at start: {os.getloadavg()}; batch {args.batch}, best of {args.rounds}")
-    print("| model | precision | plain patches/s | inference copy patches/s | ratio | max prob diff (same precision) "
-          "| max prob diff vs plain fp32: copy / plain |")
+    print(
+        "| model | precision | plain patches/s | inference copy patches/s | ratio | max prob diff (same precision) "
+        "| max prob diff vs plain fp32: copy / plain |"
+    )
     print("|---|---|---:|---:|---:|---:|---:|")
     precisions = ["fp32", "bf16"] if cpu_has_bf16() else ["fp32"]
     for key in args.models:

@@ -8,7 +8,11 @@ run, alternating the variants (best of ``--repeats``):
 * ``before``: the reader thread at the process's priority and each batch preprocessed in one thread;
 * ``nice``: the reader thread at a lower priority (``common.threads.lower_this_thread``) only;
 * ``split``: the batch's preprocessing split over torch's threads (``imagery.transforms.preprocess``) only;
-* ``product``: both (the product's default).
+* ``product``: both (the product's default);
+* ``plain``: the product with the engine's torch paths on the model as trained instead of its inference copy
+  (``imagery.models.inference.for_inference``: BatchNorm folded, padding inside the convolutions);
+* ``stream``: the product with each batch run as one (``--lanes 1``) instead of split over one-core lanes
+  (``imagery.inference.lanes``).
 
 Prints wall seconds, the network's patches/s inside the loop, the preprocessing seconds (``predict_s`` minus
 the network's), the reader thread's seconds and each variant's ratio to ``before``.
@@ -30,7 +34,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-VARIANTS = ("before", "nice", "split", "product")
+VARIANTS = ("before", "nice", "split", "product", "plain", "stream")
 
 
 def crop_scene(scene: Path, rows: int, out: Path) -> Path:
@@ -64,7 +68,16 @@ def worker(variant: str, scene: str, model: str, out: str) -> dict:
         scene_mod.lower_this_thread = lambda *a, **k: False  # type: ignore[assignment]
     if variant in ("before", "nice"):
         pre_mod._split = lambda arr, parts: [arr]  # type: ignore[assignment]
-    cfg = SceneConfig(scene=scene, model_uri=model, out=out, dem=str(Path(scene) / "dem.tif"), progress=False)
+    if variant == "plain":
+        import copy
+
+        import imagery.inference.engine as engine_mod
+
+        engine_mod.for_inference = lambda model: copy.deepcopy(model).eval()  # type: ignore[assignment]
+    lanes = 1 if variant in ("before", "nice", "split", "stream") else 0  # lanes came after the first three
+    cfg = SceneConfig(
+        scene=scene, model_uri=model, out=out, dem=str(Path(scene) / "dem.tif"), progress=False, lanes=lanes
+    )
     t0 = time.perf_counter()
     res = scene_mod.run_scene(cfg, log=lambda _: None)
     wall = time.perf_counter() - t0
@@ -76,6 +89,7 @@ def worker(variant: str, scene: str, model: str, out: str) -> dict:
         "preprocess_s": s["timings_s"]["predict_s"] - (eng.get("seconds") or 0.0),
         "read_s": s["timings_s"]["read_s"],
         "tiles": s["tiles"]["predicted"],
+        "lanes": s.get("lanes"),
     }
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from common.cli import positive_int, unit_float
+from common.cli import non_negative_int, positive_int, unit_float
 from common.options import arg, nested
 from imagery.inference.config import (
     DEFAULT_BATCH,
@@ -60,5 +60,11 @@ class SceneSegmenterOptions:
     tta: TtaMode | None = arg("test-time augmentation (default: stored with the model)", default=None)
     threshold: float | None = arg("override the stored threshold", default=None, type=unit_float)
     batch_size: int = arg("tiles per forward pass (default %(default)s)", default=DEFAULT_BATCH, type=positive_int)
+    lanes: int = arg(
+        "CPU lanes: each batch split over N threads of one core each (preprocessing and network; eager torch "
+        "paths); 0: one per torch thread where the path allows it, 1: none (default %(default)s)",
+        default=0,
+        type=non_negative_int,
+    )
     device: str = arg("cuda, cpu or auto (default %(default)s)", default="auto")
     engine: EngineOptions = nested(EngineOptions)

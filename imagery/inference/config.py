@@ -96,8 +96,10 @@ class SceneConfig:
     ``scene``: a band folder, ``.SAFE``, multi-band GeoTIFF (with ``bands`` naming its band order) or STAC
     item JSON (``imagery.data.sentinel2.open_scene``); ``dem``: any DEM GeoTIFF covering the scene, in any
     CRS. ``tile``/``overlap``/``batch_size``: the tiling (rows of tiles, blended overlaps) and tiles per
-    forward pass. ``min_area_m2``: the smallest landslide polygon kept (default 500 m2: five 10 m pixels, the
-    seed's own rule of flagging a patch at 5 landslide pixels). ``scl_mask``: SCL classes masked as nodata.
+    forward pass; ``lanes``: each batch split over this many threads of one core each
+    (:mod:`imagery.inference.lanes`; 0: automatic, 1: none). ``min_area_m2``: the smallest landslide polygon
+    kept (default 500 m2: five 10 m pixels, the seed's own rule of flagging a patch at 5 landslide pixels).
+    ``scl_mask``: SCL classes masked as nodata.
     ``fill_b10``: a model that needs B10 (cirrus) may run on an L2A product, which has none, with B10 filled
     by its L4S mean (a warning; recorded in ``summary.json``); ``False`` makes that an error.
     ``allow_resolution_mismatch``: run a model on a scene whose pixel size is far from the model's training
@@ -113,6 +115,8 @@ class SceneConfig:
     tile: int = 128
     overlap: int = DEFAULT_OVERLAP
     batch_size: int = DEFAULT_BATCH
+    #: CPU lanes (:mod:`imagery.inference.lanes`): 0 = one per torch thread for an eager torch path, 1 = none
+    lanes: int = 0
     device: str = "auto"
     runtime: str = "auto"
     min_area_m2: float = 500.0

@@ -69,6 +69,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields
@@ -83,6 +84,7 @@ from common.atomic import atomic_write
 from common.cli import UserError
 from imagery.device import cpu_flags, cpu_has_bf16, cpu_model_name
 from imagery.inference.config import PRECISIONS, RUNTIMES
+from imagery.inference.lanes import LANE_PATHS, Lanes
 from imagery.models.heads import main_output_only
 from imagery.models.inference import for_inference
 
@@ -137,8 +139,9 @@ def cache_key(digest: str) -> str:
 class EngineNetwork:
     """One numeric path with the network contract: ``net(x (B, C, H, W)) -> {name: float32 logits}``.
 
-    Counts the patches it ran and the seconds spent in the network, so that :meth:`stats` gives the
-    throughput and GFLOP/s (``gflop_per_patch`` from the FLOP counter) achieved during a command.
+    Counts the patches it ran and the wall seconds the network was running (calls from several lanes at once,
+    :mod:`imagery.inference.lanes`, count once), so that :meth:`stats` gives the throughput and GFLOP/s
+    (``gflop_per_patch`` from the FLOP counter) achieved during a command.
     ``digest`` is the digest of the weights it runs (the torch model's, for every path). ``precision``
     (``fp32``, ``bf16``, ``int8``) names the arithmetic, for the parity bound; ``bf16`` runs the network in
     bf16: under ``torch.autocast`` with ``autocast=True``, else by casting the input to bf16 (``fn`` then
@@ -171,12 +174,26 @@ class EngineNetwork:
         self.precision = precision or ("bf16" if bf16 else "fp32")
         self.patches, self.seconds = 0, 0.0
         self.pad_batches, self._batch = pad_batches, 0
+        # calls may overlap (imagery.inference.lanes): ``seconds`` counts the wall time any call was running
+        self._lock, self._running, self._since = threading.Lock(), 0, 0.0
 
     def eval(self) -> EngineNetwork:
         return self
 
     def __call__(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        t0 = time.perf_counter()
+        with self._lock:
+            if self._running == 0:
+                self._since = time.perf_counter()
+            self._running += 1
+        try:
+            return self._run(x)
+        finally:
+            with self._lock:
+                self._running -= 1
+                if self._running == 0:
+                    self.seconds += time.perf_counter() - self._since
+
+    def _run(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         n = int(x.shape[0])
         if self.pad_batches and n < self._batch:
             x = torch.cat([x, x.new_zeros((self._batch - n, *x.shape[1:]))])
@@ -191,8 +208,8 @@ class EngineNetwork:
         out = {k: v[:n].float() for k, v in out.items()}
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)  # the time the network took, not the time to queue it
-        self.seconds += time.perf_counter() - t0
-        self.patches += n
+        with self._lock:
+            self.patches += n
         return out
 
     def reset(self) -> EngineNetwork:
@@ -562,9 +579,11 @@ def choose_engine(
     reference: int | None = None,
     time_rejected: bool = False,
     workload: int | None = None,
+    lanes: int = 1,
 ) -> EngineChoice:
     """The fastest path for the torch segmenter ``seg`` that passes the parity check (module docstring);
     from the cache when this model was measured on this machine before, else measured and cached.
+    ``lanes``: the one-core lanes the caller runs an eager path in (:func:`try_compile`).
 
     ``workload``: the patches the caller will run; a long run also tries ``torch.compile`` (:func:`try_compile`).
     """
@@ -575,7 +594,7 @@ def choose_engine(
         if hit and hit.get("path") in PATHS:
             choice = EngineChoice(**{k: v for k, v in hit.items() if k in EngineChoice.__dataclass_fields__})
             choice.source = "cache"
-            return try_compile(seg, choice, workload, rounds=rounds)
+            return try_compile(seg, choice, workload, rounds=rounds, lanes=lanes)
     gflop = segmenter_gflop(seg)
     cands = candidates if candidates is not None else default_candidates(seg, gflop)
     if len(cands) == 1:  # nothing to choose among (e.g. $LANDSLIDE_ENGINE_CANDIDATES names one path)
@@ -612,7 +631,7 @@ def choose_engine(
             pass  # a read-only cache folder costs a re-measurement next time, nothing else
     choice.network = built.pop(path, None)
     built.clear()  # the other candidates' networks (ONNX Runtime sessions hold their arenas) freed before any compile
-    return try_compile(seg, choice, workload, rounds=rounds)
+    return try_compile(seg, choice, workload, rounds=rounds, lanes=lanes)
 
 
 def compile_allowed() -> bool:
@@ -622,13 +641,17 @@ def compile_allowed() -> bool:
     return os.environ.get(COMPILE_ENV) != "0" and (wanted is None or "torch-compile" in wanted)
 
 
-def try_compile(seg: Any, choice: EngineChoice, workload: int | None, *, rounds: int = 2) -> EngineChoice:
+def try_compile(
+    seg: Any, choice: EngineChoice, workload: int | None, *, rounds: int = 2, lanes: int = 1
+) -> EngineChoice:
     """``choice``, or ``torch-compile`` where the run is long and compiling pays (module docstring).
 
     A run is long when ``workload`` patches at the choice's measured rate would take at least
     :data:`COMPILE_WORTH_S`. Then the compiled network (of the fastest eager precision) is checked against
     fp32 and timed beside the choice on the same batches (:func:`measure_candidates`); it is kept where it
     passes, is faster and compiled within :data:`COMPILE_BUDGET_S`. ``choice.long_run`` records the decision.
+    ``lanes``: the caller runs an eager choice in that many one-core lanes (:mod:`imagery.inference.lanes`; a
+    compiled graph runs as one): the eager network is then also timed in lanes, and compile must beat that.
     """
     rate = choice.candidates.get(choice.path, {}).get("patches_per_s")
     if not workload or not rate or "torch-compile" in choice.candidates or seg.device.type != "cpu":
@@ -656,23 +679,53 @@ def try_compile(seg: Any, choice: EngineChoice, workload: int | None, *, rounds:
         reference=model_reference(seg, ref_x),
     )
     compiled, eager = results["torch-compile"], results.get(choice.path, {})
-    kept = bool(compiled.get("passed")) and compiled.get("patches_per_s", 0.0) > eager.get("patches_per_s", 0.0)
+    eager_rate = eager.get("patches_per_s", 0.0) or 0.0
+    in_lanes = None
+    if lanes > 1 and choice.path in LANE_PATHS and choice.path in built:
+        in_lanes = lanes_rate(built[choice.path], x, lanes, rounds=rounds)
+        eager_rate = max(eager_rate, in_lanes)
+    kept = bool(compiled.get("passed")) and compiled.get("patches_per_s", 0.0) > eager_rate
     if not kept and compiled.get("passed"):
-        compiled = {**compiled, "reason": f"not faster than {choice.path} on the same batches"}
+        where = f" in {lanes} lanes" if in_lanes else ""
+        compiled = {**compiled, "reason": f"not faster than {choice.path}{where} on the same batches"}
     long_run = {
         "patches": int(workload),
         "expected_s": round(expected, 1),
         "compile": compiled,
         "kept": kept,
         "eager_patches_per_s": eager.get("patches_per_s"),
+        "eager_lanes": lanes if in_lanes else 1,
+        "eager_lanes_patches_per_s": round(in_lanes, 3) if in_lanes else None,
     }
     if not kept:
         choice.long_run = long_run
+        choice.network = built.get(choice.path, choice.network)  # the eager network measured is the one that runs
         return choice
     candidates = {**choice.candidates, "torch-compile": compiled}
     out = EngineChoice("torch-compile", choice.source, gflop, choice.key, batch, candidates, choice.machine)
     out.long_run, out.network = long_run, built["torch-compile"]
     return out
+
+
+def lanes_rate(net: EngineNetwork, x: torch.Tensor, lanes: int, *, rounds: int = 2) -> float:
+    """Patches/s of ``net`` on ``x`` split over ``lanes`` one-core lanes (:class:`imagery.inference.lanes.Lanes`),
+    the main output only; best of ``rounds`` after a warm-up. The network's counters are left as they were."""
+    patches, seconds = net.patches, net.seconds
+    best = float("inf")
+
+    def run(part: torch.Tensor) -> None:
+        with main_output_only():  # per thread: set in the lane itself
+            net(part)
+
+    with Lanes(lanes) as pool:
+        parts = pool.split(x)
+        pool.map(run, parts)  # warm-up: each lane's thread meets the network once
+        for _ in range(max(1, rounds)):
+            t0 = time.perf_counter()
+            pool.map(run, parts)
+            best = min(best, time.perf_counter() - t0)
+    net.patches, net.seconds = patches, seconds
+    return int(x.shape[0]) / best
 
 
 # ----------------------------------------------------------------------------- overrides and wiring
@@ -715,10 +768,12 @@ def apply_engine(
     batch: int | None = None,
     log: Callable[[str], None] | None = None,
     workload: int | None = None,
+    lanes: int = 1,
 ) -> Any:
     """A segmenter like ``seg`` (a torch one) running on the path ``spec`` names, or on the automatic
     choice (:func:`choose_engine`) for ``auto``; ``seg.engine`` holds the :class:`EngineChoice`.
-    ``workload``: the patches the caller will run (a long run also tries ``torch.compile``).
+    ``workload``: the patches the caller will run (a long run also tries ``torch.compile``, against the eager
+    path in ``lanes`` one-core lanes where the caller runs it so: :mod:`imagery.inference.lanes`).
 
     ``auto`` on a CUDA device runs torch fp32 (the choice is measured for CPUs). The choice is logged to
     the active MLflow run (tags ``engine.path``/``engine.source``, metric ``engine_choice_gflops``).
@@ -734,7 +789,7 @@ def apply_engine(
         gflop = segmenter_gflop(seg)
         choice = EngineChoice(REFERENCE, "device", gflop)
     else:
-        choice = choose_engine(seg, batch=batch or TIMING_BATCH, workload=workload)
+        choice = choose_engine(seg, batch=batch or TIMING_BATCH, workload=workload, lanes=lanes)
         if log is not None and (choice.source == "measured" or choice.long_run):
             log(f"inference engine: {describe_choice(choice)}")
     net = choice.network.reset() if choice.network is not None else build_path(seg, choice.path, choice.gflop_per_patch)

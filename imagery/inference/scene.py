@@ -94,6 +94,7 @@ from imagery.inference.fitness import (
     fit_metrics,
     scene_pixel_m,
 )
+from imagery.inference.lanes import Lanes, lane_count, planned_lanes
 from imagery.inference.predict import add_tile, blend_weights, count_tiles, tile_starts
 from imagery.inference.segmenter import Segmenter
 from imagery.inference.serving import load_segmenter
@@ -415,9 +416,11 @@ def predict_windowed(
     predicted = 0
     bar = tqdm(total=n_tiles, unit="tile", desc="tiles", dynamic_ncols=True, disable=not progress, smoothing=0.1)
     tags = {"scene_id": inp.scene.scene_id, "model": cfg.model_uri}
+    lanes = Lanes(lane_count(segmenter, cfg.lanes))  # each batch split over the cores, one torch thread each
     with (
         _StripReader(inp, cfg) as reader,
         ThreadPoolExecutor(max_workers=1, initializer=lower_this_thread) as pool,  # fills idle cores
+        lanes,
         CogWriter(
             staging / "probability.tif",
             grid,
@@ -476,7 +479,7 @@ def predict_windowed(
                 chunk = boxes[start : start + cfg.batch_size]
                 batch = np.stack([padded[:, :, x : x + tw] for x in chunk])
                 t1 = time.perf_counter()
-                prob = segmenter.predict(batch, batch_size=len(chunk), tta=cfg.tta, threshold=threshold)["prob"]
+                prob = lanes.predict(segmenter, batch, tta=cfg.tta, threshold=threshold)["prob"]
                 timings["predict_s"] += time.perf_counter() - t1
                 for x, p in zip(chunk, prob, strict=True):
                     add_tile(acc, norm, p, weight, 0, x)
@@ -550,6 +553,7 @@ def predict_windowed(
         },
         "threshold": threshold,
         "rows_read": strips.rows_read,
+        "lanes": lanes.n,
     }
 
 
@@ -722,7 +726,7 @@ def run_scene(
     domain = DomainCheck(inp.model_bands, getattr(segmenter.meta, "band_stats", None), grid.width * grid.height)
     if deferred:  # after every check: a refused run measures nothing
         tiles = count_tiles(grid.height, grid.width, cfg.tile, cfg.overlap)
-        segmenter = apply_engine(segmenter, "auto", workload=tiles, log=log)
+        segmenter = apply_engine(segmenter, "auto", workload=tiles, log=log, lanes=planned_lanes(cfg.lanes))
     out = Path(cfg.out)
     with atomic_dir(out) as staging:  # every output appears together, or none does
         log(
@@ -788,6 +792,7 @@ def run_scene(
             "tile": cfg.tile,
             "overlap": cfg.overlap,
             "batch_size": cfg.batch_size,
+            "lanes": res["lanes"],  # each batch split over this many one-core lanes (imagery.inference.lanes)
             "device": str(segmenter.device),
             "engine": log_engine_summary(segmenter),
             "tiles": tiles,

@@ -308,3 +308,41 @@ def test_padded_batches_give_the_unpadded_result() -> None:
     got = engine.landslide_prob(padded, x[:2])
     assert seen == [3, 3] and got.shape == ref.shape
     np.testing.assert_allclose(got, ref, atol=1e-5)
+
+
+def test_a_long_run_in_lanes_keeps_compile_only_where_it_beats_the_eager_lanes(cache: Path, monkeypatch) -> None:
+    """Eager at 0.3 s per patch (one stream of 2: 3.3 patches/s; two lanes of 1: 6.7), compiled at 0.2 s per
+    patch (5.0): compile beats one eager stream but not two lanes, and the decision follows the caller's lanes."""
+    import time
+
+    monkeypatch.setenv(engine.CANDIDATES_ENV, "torch-fp32,torch-bf16,torch-compile")
+    monkeypatch.delenv(engine.COMPILE_ENV, raising=False)
+    monkeypatch.setattr(engine, "cpu_has_bf16", lambda: True)  # two eager candidates (both built as fp32 here)
+    real = engine.build_path
+
+    def per_patch(net: EngineNetwork, seconds: float) -> EngineNetwork:
+        fn = net.fn
+
+        def slow(x: torch.Tensor) -> dict[str, torch.Tensor]:
+            time.sleep(seconds * x.shape[0])
+            return fn(x)
+
+        net.fn = slow
+        return net
+
+    def build(seg: Segmenter, path: str, gflop: float = 0.0) -> EngineNetwork:
+        net = real(seg, "torch-fp32", gflop)
+        if path == "torch-compile":
+            return per_patch(EngineNetwork(path, net.fn, digest=net.digest, device=net.device), 0.2)
+        return per_patch(net, 0.3)
+
+    monkeypatch.setattr(engine, "build_path", build)
+    seg = _segmenter()
+    one = engine.apply_engine(seg, "auto", workload=10**7, lanes=1)
+    assert one.engine.path == "torch-compile" and one.engine.long_run["eager_lanes"] == 1
+    two = engine.apply_engine(seg, "auto", workload=10**7, lanes=2)
+    lr = two.engine.long_run
+    assert two.engine.path in ("torch-fp32", "torch-bf16") and not lr["kept"] and lr["eager_lanes"] == 2
+    assert lr["eager_lanes_patches_per_s"] > lr["compile"]["patches_per_s"] > lr["eager_patches_per_s"]
+    assert "in 2 lanes" in lr["compile"]["reason"]
+    assert two.model.patches == 0 and two.model.seconds == 0  # the lanes' measurement is not counted

@@ -1,0 +1,103 @@
+"""CPU lanes: a batch split over threads that each preprocess and run their share on one core.
+
+On the CPU a torch network runs each operator over all of torch's threads and joins them after it: for the
+small networks of this project (128 px tiles, 8-64 channels) many short operators, so the cores wait at every
+join, and the preprocessing between two batches (NumPy/OpenCV) is a second fork and join. :class:`Lanes` runs
+``n`` threads (one per core, by default as many as torch's threads), each with **one** torch thread (OpenMP's
+thread count is per calling thread), and splits each batch into ``n`` parts: every lane cleans, engineers
+and runs the network on its part alone, and the lanes join once per batch. Measured on this project's 2-core
+Xeon (AVX-512, AMX; eager bf16 inference copy, batch 8 as two lanes of 4; ``benchmarks/RESULTS.md``):
+preprocessing and network 1.25-1.37x faster for the width-8 small RAU-Net 1 and 1.35-1.49x for the small one.
+
+Lanes run eager torch paths only (:data:`LANE_PATHS`): a ``torch.compile`` graph fixes its thread count when it
+is compiled and ONNX Runtime sessions own their thread pools, so for those (and on a GPU) a batch runs as one.
+The same network object serves every lane (eval mode, no state changed by a forward pass); results are the
+same as one stream to the rounding of the operators' own blocking (tested).
+"""
+
+from __future__ import annotations
+
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import numpy as np
+import torch
+
+#: The engine paths that run in lanes (eager torch; see the module docstring for the others).
+LANE_PATHS: tuple[str, ...] = ("torch-fp32", "torch-bf16")
+
+
+def lane_count(segmenter: Any, requested: int = 0) -> int:
+    """The lanes ``segmenter`` runs in: ``requested`` when >= 1 (1: none), else (``0``, auto) one per torch
+    thread where its network is an eager torch path on the CPU, else 1."""
+    if requested >= 1:
+        return int(requested)
+    device = getattr(segmenter, "device", torch.device("cpu"))
+    engine = getattr(segmenter, "engine", None)
+    path = getattr(engine, "path", None)
+    if torch.device(device).type != "cpu" or path not in LANE_PATHS:
+        return 1
+    return planned_lanes(0)
+
+
+def planned_lanes(requested: int = 0) -> int:
+    """The lanes an eager torch path on the CPU will run in: ``requested`` when >= 1, else one per torch thread."""
+    return int(requested) if requested >= 1 else max(1, torch.get_num_threads())
+
+
+def _one_torch_thread(ready: threading.Barrier) -> None:
+    # torch sets a thread's OpenMP thread count from the process default on the thread's first use (a lazy,
+    # per-thread init): trigger it first, or it would undo the 1 once the caller restores the default
+    torch.get_num_threads()
+    torch.set_num_threads(1)
+    ready.wait(timeout=60)
+
+
+class Lanes:
+    """``n`` lane threads, each with one torch thread (module docstring); a context manager.
+
+    ``Lanes(1)`` starts no thread and runs every call in the caller's thread. The process's torch thread count
+    (``torch.get_num_threads()`` of the caller, and of threads started later) is left as it was.
+    """
+
+    def __init__(self, n: int = 1) -> None:
+        self.n = max(1, int(n))
+        self._pool: ThreadPoolExecutor | None = None
+
+    def __enter__(self) -> Lanes:
+        if self.n > 1:
+            before = torch.get_num_threads()
+            self._pool = ThreadPoolExecutor(max_workers=self.n, thread_name_prefix="lane")
+            ready = threading.Barrier(self.n)
+            for f in [self._pool.submit(_one_torch_thread, ready) for _ in range(self.n)]:
+                f.result()  # all n threads started, each set to one torch thread
+            torch.set_num_threads(before)  # the default for threads started later (and this one) as it was
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            self._pool = None
+
+    def map(self, fn: Any, parts: list[Any]) -> list[Any]:
+        """``[fn(p) for p in parts]``, the parts run side by side in the lanes (in the caller without lanes)."""
+        if self._pool is None or len(parts) < 2:
+            return [fn(p) for p in parts]
+        return list(self._pool.map(fn, parts))
+
+    def split(self, images: Any) -> list[Any]:
+        """``images`` ``(N, ...)`` (NumPy or torch) cut along the first axis into at most ``n`` contiguous parts."""
+        k = min(self.n, len(images))
+        if k <= 1:
+            return [images]
+        return list(torch.tensor_split(images, k)) if isinstance(images, torch.Tensor) else np.array_split(images, k)
+
+    def predict(self, segmenter: Any, images: np.ndarray, **kwargs: Any) -> dict[str, np.ndarray]:
+        """``segmenter.predict(images, **kwargs)`` with the patches split over the lanes; the same keys and
+        shapes (``prob``, ``mask`` ``(N, H, W)``, ``patch_prob`` ``(N,)``), the parts in order."""
+        parts = self.split(images)
+        if len(parts) == 1:
+            return segmenter.predict(images, batch_size=len(images), **kwargs)
+        outs = self.map(lambda p: segmenter.predict(p, batch_size=len(p), **kwargs), parts)
+        return {key: np.concatenate([o[key] for o in outs]) for key in outs[0]}
