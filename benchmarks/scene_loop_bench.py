@@ -129,14 +129,15 @@ def main() -> None:
     print(
         f"scene {Path(args.scene).name}, first {args.rows} rows, model {Path(args.model).name}, best of {args.repeats}"
     )
-    print("| variant | wall (s) | vs before | network patches/s | preprocessing s | reader thread s | tiles |")
-    print("|---|---:|---:|---:|---:|---:|---:|")
+    base = "before" if "before" in best else variants[0]  # the baseline: before, else the first variant named
+    print(f"| variant | wall (s) | vs {base} | network patches/s | preprocessing s | reader thread s | lanes | tiles |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|")
     for v in variants:
         r = best[v]
-        ratio = f"{best['before']['wall_s'] / r['wall_s']:.2f}x" if "before" in best else "-"
+        ratio = f"{best[base]['wall_s'] / r['wall_s']:.2f}x"
         print(
             f"| {v} | {r['wall_s']:.1f} | {ratio} | {r['patches_per_s']:.1f} | {r['preprocess_s']:.1f} | "
-            f"{r['read_s']:.1f} | {r['tiles']} |"
+            f"{r['read_s']:.1f} | {r['lanes']} | {r['tiles']} |"
         )
 
 
