@@ -3,8 +3,8 @@
 On first use of a model on a machine, :func:`choose_engine` times every candidate path on a few batches of
 the same preprocessed inputs and checks each against the model itself in fp32 eager (the reference) on a
 reference batch. Every torch path runs the model's **inference copy** (:func:`imagery.models.inference.for_inference`:
-BatchNorm folded into the convolutions, "same" padding inside them; the same function to float32 rounding, 1.29x
-the eager bf16 speed of the width-8 RAU-Net 1 and 1.34x the small one's on this project's Xeon):
+BatchNorm folded into the convolutions, "same" padding inside them; the same function to float32 rounding,
+1.14-1.32x the eager bf16 speed of the width-8 and the small RAU-Net 1 on this project's Xeon):
 
 * ``torch-fp32``: torch eager, fp32, channels-last, the inference copy (checked against the model like the others);
 * ``torch-bf16``: torch eager on the inference copy with its weights cast to bf16, channels-last, the input

@@ -677,6 +677,8 @@ def _check_cfg(cfg: SceneConfig) -> None:
         raise UserError(f"--overlap must be in [0, {cfg.tile - 1}], got {cfg.overlap}")
     if cfg.batch_size < 1:
         raise UserError(f"--batch-size must be >= 1, got {cfg.batch_size}")
+    if cfg.lanes < 0:
+        raise UserError(f"--lanes must be >= 0 (0: one per core where the path allows it, 1: none), got {cfg.lanes}")
     if cfg.min_area_m2 < 0:
         raise UserError(f"--min-area-m2 must be >= 0, got {cfg.min_area_m2}")
     if cfg.dem and not Path(cfg.dem).exists() and "://" not in cfg.dem:

@@ -16,10 +16,11 @@ further):
    more after than before: the convolution pads both sides by the larger half and the first ``after - before``
    output rows and columns (computed from the extra padding before) are cut off (:class:`PaddedSameConv2d`).
 
-Why: on this project's 2-core Xeon (AVX-512, AMX) the eager bf16 copy of the width-8 RAU-Net 1 spent 13 % of its
-time in ``F.pad`` and 10 % in BatchNorm; the inference copy runs it 1.29x faster (151.7 -> 196.3 patches/s,
-batch 8) and the small RAU-Net 1 1.34x (13.0 -> 17.4), ``benchmarks/RESULTS.md``. The inference engine
-(:mod:`imagery.inference.engine`) runs every torch path on this copy and checks it against the model itself.
+Why: on this project's 2-core Xeon (AVX-512, AMX) the eager bf16 copy of the width-8 small RAU-Net 1 spent 13 %
+of its time in ``F.pad`` and 10 % in BatchNorm; the inference copy runs it 1.14-1.28x faster (136.3 -> 174.4
+patches/s, batch 8) and the small RAU-Net 1 1.28-1.32x (13.6 -> 17.4; ``benchmarks/inference_copy_bench.py``,
+``benchmarks/RESULTS.md``). The inference engine (:mod:`imagery.inference.engine`) runs every torch path on this
+copy and checks it against the model itself.
 """
 
 from __future__ import annotations

@@ -118,3 +118,12 @@ def test_a_scene_in_lanes_writes_the_one_stream_map(synthetic: Path, tmp_path: P
     assert float(np.nanstd(probs[0])) > 1e-3  # a map with something in it
     np.testing.assert_allclose(probs[1], probs[0], atol=1e-5)
     assert summaries[1]["engine"]["patches"] == summaries[0]["engine"]["patches"] == summaries[0]["tiles"]["predicted"]
+
+
+def test_negative_lanes_are_refused(synthetic: Path, tmp_path: Path) -> None:
+    from common.cli import UserError
+
+    cfg = SceneConfig(scene=str(synthetic), model_uri="unused", out=str(tmp_path / "o"), lanes=-1)
+    with pytest.raises(UserError, match="--lanes must be >= 0"):
+        run_scene(cfg, log=lambda _: None)
+    assert not (tmp_path / "o").exists()
