@@ -84,7 +84,7 @@ from common.atomic import atomic_write
 from common.cli import UserError
 from imagery.device import cpu_flags, cpu_has_bf16, cpu_model_name
 from imagery.inference.config import PRECISIONS, RUNTIMES
-from imagery.inference.lanes import LANE_PATHS, Lanes
+from imagery.inference.lanes import LANE_PATHS, Lanes, lane_count
 from imagery.models.heads import main_output_only
 from imagery.models.inference import for_inference
 
@@ -795,6 +795,7 @@ def apply_engine(
     net = choice.network.reset() if choice.network is not None else build_path(seg, choice.path, choice.gflop_per_patch)
     out = Segmenter(net, seg.meta, seg.device)
     out.engine = choice  # type: ignore[attr-defined]
+    out.lanes = lane_count(out)  # eager torch on the CPU: each batch split over one-core lanes
     _log_choice(choice)
     return out
 

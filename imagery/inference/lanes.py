@@ -9,6 +9,11 @@ and runs the network on its part alone, and the lanes join once per batch. Measu
 Xeon (AVX-512, AMX; eager bf16 inference copy, batch 8 as two lanes of 4; ``benchmarks/RESULTS.md``):
 preprocessing and network 1.25-1.37x faster for the width-8 small RAU-Net 1 and 1.35-1.49x for the small one.
 
+Where: :meth:`Segmenter.predict <imagery.inference.segmenter.Segmenter.predict>` splits each batch over the
+process's :func:`shared_lanes` when ``Segmenter.lanes > 1`` (``apply_engine`` sets it from :func:`lane_count`, so
+every command that runs an engine segmenter on the CPU does), and the scene loop splits its batches itself
+(``predict_scene --lanes``); lanes never nest (:func:`in_lane`).
+
 Lanes run eager torch paths only (:data:`LANE_PATHS`): a ``torch.compile`` graph fixes its thread count when it
 is compiled and ONNX Runtime sessions own their thread pools, so for those (and on a GPU) a batch runs as one.
 The same network object serves every lane (eval mode, no state changed by a forward pass); results are the
@@ -17,6 +22,7 @@ same as one stream to the rounding of the operators' own blocking (tested).
 
 from __future__ import annotations
 
+import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -46,11 +52,20 @@ def planned_lanes(requested: int = 0) -> int:
     return int(requested) if requested >= 1 else max(1, torch.get_num_threads())
 
 
+_LANE = threading.local()
+
+
+def in_lane() -> bool:
+    """Whether the calling thread is a lane (work it starts runs there: lanes never nest)."""
+    return bool(getattr(_LANE, "active", False))
+
+
 def _one_torch_thread(ready: threading.Barrier) -> None:
     # torch sets a thread's OpenMP thread count from the process default on the thread's first use (a lazy,
     # per-thread init): trigger it first, or it would undo the 1 once the caller restores the default
     torch.get_num_threads()
     torch.set_num_threads(1)
+    _LANE.active = True
     ready.wait(timeout=60)
 
 
@@ -82,7 +97,7 @@ class Lanes:
 
     def map(self, fn: Any, parts: list[Any]) -> list[Any]:
         """``[fn(p) for p in parts]``, the parts run side by side in the lanes (in the caller without lanes)."""
-        if self._pool is None or len(parts) < 2:
+        if self._pool is None or len(parts) < 2 or in_lane():
             return [fn(p) for p in parts]
         return list(self._pool.map(fn, parts))
 
@@ -101,3 +116,27 @@ class Lanes:
             return segmenter.predict(images, batch_size=len(images), **kwargs)
         outs = self.map(lambda p: segmenter.predict(p, batch_size=len(p), **kwargs), parts)
         return {key: np.concatenate([o[key] for o in outs]) for key in outs[0]}
+
+
+_SHARED: dict[int, Lanes] = {}
+_SHARED_LOCK = threading.Lock()
+
+
+def shared_lanes(n: int) -> Lanes:
+    """A started :class:`Lanes` of ``n`` threads kept for the process: what :meth:`Segmenter.predict
+    <imagery.inference.segmenter.Segmenter.predict>` splits its batches over (``Segmenter.lanes``)."""
+    with _SHARED_LOCK:
+        lanes = _SHARED.get(n)
+        if lanes is None:
+            lanes = _SHARED[n] = Lanes(n).__enter__()
+        return lanes
+
+
+def _forget_shared() -> None:
+    """In a forked child (a DataLoader or Dask worker): the parent's lane threads do not exist there."""
+    global _SHARED, _SHARED_LOCK
+    _SHARED, _SHARED_LOCK = {}, threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_shared)

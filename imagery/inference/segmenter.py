@@ -22,6 +22,7 @@ from common.cli import UserError
 from imagery.data.bands import BANDS, MODEL_UNITS
 from imagery.device import resolve_device
 from imagery.inference.config import DEFAULT_BATCH
+from imagery.inference.lanes import in_lane, shared_lanes
 from imagery.inference.postprocess import apply_threshold, predict_probs
 from imagery.inference.postprocess import morphology as morph
 from imagery.models import main_output_only, patch_probability
@@ -181,6 +182,9 @@ class Segmenter:
         if meta.units != MODEL_UNITS:
             raise UserError(f"model units {meta.units!r} are not supported; this version reads {MODEL_UNITS!r} models")
         self.preprocess = Preprocessor(meta.channel_set, normalizer, bands=meta.bands)
+        #: one-core CPU lanes each batch of :meth:`predict` is split over (:mod:`imagery.inference.lanes`); 1: none.
+        #: ``imagery.inference.engine.apply_engine`` sets it for the path it chose (eager torch on the CPU)
+        self.lanes = 1
 
     @functools.cached_property
     def digest(self) -> str:
@@ -253,10 +257,13 @@ class Segmenter:
         t = self.threshold if threshold is None else float(threshold)
         probs, patch = [], []
         for start in range(0, int(x.shape[0]), batch_size):
-            xb = self.preprocess(x[start : start + batch_size], self.device)
-            if self.channels_last:
-                xb = xb.contiguous(memory_format=torch.channels_last)
-            p, pp = predict_batch(self.model, xb, tta=tta, vote=vote)
+            part = x[start : start + batch_size]
+            if self.lanes > 1 and len(part) > 1 and not in_lane():  # each lane preprocesses and runs its share
+                pool = shared_lanes(self.lanes)
+                outs = pool.map(lambda q: self._predict_part(q, tta, vote), pool.split(part))
+                p, pp = np.concatenate([o[0] for o in outs]), np.concatenate([o[1] for o in outs])
+            else:
+                p, pp = self._predict_part(part, tta, vote)
             probs.append(p)
             patch.append(pp)
         prob = np.concatenate(probs).astype(np.float32) if probs else np.zeros((0, *x.shape[2:]), np.float32)
@@ -268,6 +275,14 @@ class Segmenter:
             "mask": mask,
             "patch_prob": np.concatenate(patch).astype(np.float32) if patch else np.zeros(0, np.float32),
         }
+
+    def _predict_part(self, x: torch.Tensor, tta: str, vote: bool) -> tuple[np.ndarray, np.ndarray]:
+        """Preprocess raw patches ``x`` ``(B, bands, H, W)`` and run them: probabilities ``(B, H, W)`` and
+        patch probabilities ``(B,)`` (in the caller's thread: a lane, or the caller itself)."""
+        xb = self.preprocess(x, self.device)
+        if self.channels_last:
+            xb = xb.contiguous(memory_format=torch.channels_last)
+        return predict_batch(self.model, xb, tta=tta, vote=vote)
 
 
 def predict_batch(

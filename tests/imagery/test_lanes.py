@@ -32,19 +32,32 @@ def _engine_segmenter(path: str = "torch-fp32") -> Segmenter:
     return engine.apply_engine(seg, path.replace("-", ":"))
 
 
-def test_lanes_give_the_one_stream_result_in_order() -> None:
+def test_lanes_give_the_one_stream_result_in_order(monkeypatch: pytest.MonkeyPatch) -> None:
+    import imagery.inference.lanes as lanes_mod
+
     seg = _engine_segmenter()
+    assert seg.lanes == lane_count(seg)  # the engine set it for its eager path
     raw = np.random.default_rng(0).random((5, 14, 64, 64)).astype(np.float32) * 2
+    seg.lanes = 1
     one = seg.predict(raw, batch_size=5)
-    with Lanes(2) as lanes:
+    seg.lanes = 2  # Segmenter.predict splits each batch itself (every command with an engine segmenter)
+    inside = seg.predict(raw, batch_size=5)
+    seen: list[int] = []
+    real = lanes_mod.shared_lanes
+    monkeypatch.setattr("imagery.inference.segmenter.shared_lanes", lambda n: seen.append(n) or real(n))
+    with Lanes(2) as lanes:  # the scene loop splits before calling predict: the lanes do not split again
         assert [len(p) for p in lanes.split(raw)] == [3, 2]
         split = lanes.predict(seg, raw)
-    assert set(split) == set(one)
-    for key in one:  # each patch its own result, in its place (patches differ, so an order swap would show)
-        assert split[key].shape == one[key].shape
-        np.testing.assert_allclose(split[key], one[key], atol=1e-5)
+    assert seen == []  # predict ran inside a lane: no nested split
+    for got in (inside, split):
+        assert set(got) == set(one)
+        for key in one:  # each patch its own result, in its place (patches differ, so an order swap would show)
+            assert got[key].shape == one[key].shape
+            np.testing.assert_allclose(got[key], one[key], atol=1e-5)
     assert not np.allclose(one["prob"][0], one["prob"][1])
-    assert seg.model.patches == 10  # both calls counted, the split one once per patch
+    assert seg.model.patches == 15  # every call counted once per patch
+    seg.predict(raw, batch_size=5)
+    assert seen == [2]  # outside a lane it splits over the shared lanes
 
 
 def test_lane_threads_run_one_torch_thread_and_leave_the_process_as_it_was() -> None:
