@@ -35,16 +35,14 @@ LANE_PATHS: tuple[str, ...] = ("torch-fp32", "torch-bf16")
 
 
 def lane_count(segmenter: Any, requested: int = 0) -> int:
-    """The lanes ``segmenter`` runs in: ``requested`` when >= 1 (1: none), else (``0``, auto) one per torch
-    thread where its network is an eager torch path on the CPU, else 1."""
-    if requested >= 1:
-        return int(requested)
+    """The lanes ``segmenter`` runs in: 1 unless its network is an eager torch path on the CPU; there
+    ``requested`` when >= 1 (1: none), else (``0``, auto) one per torch thread."""
     device = getattr(segmenter, "device", torch.device("cpu"))
     engine = getattr(segmenter, "engine", None)
     path = getattr(engine, "path", None)
     if torch.device(device).type != "cpu" or path not in LANE_PATHS:
         return 1
-    return planned_lanes(0)
+    return planned_lanes(requested)
 
 
 def planned_lanes(requested: int = 0) -> int:

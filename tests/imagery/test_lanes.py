@@ -80,9 +80,9 @@ def test_lane_count_only_for_eager_torch_on_the_cpu(monkeypatch: pytest.MonkeyPa
     assert lane_count(seg, 0) == planned_lanes(0) == torch.get_num_threads()
     assert lane_count(seg, 1) == 1 and lane_count(seg, 3) == 3
     seg.engine.path = "torch-compile"  # a compiled graph fixes its threads; ONNX Runtime owns its pool
-    assert lane_count(seg, 0) == 1
+    assert lane_count(seg, 0) == 1 and lane_count(seg, 2) == 1  # even when asked for
     seg.engine.path = "onnx-int8"
-    assert lane_count(seg, 0) == 1
+    assert lane_count(seg, 0) == 1 and lane_count(seg, 2) == 1
     assert lane_count(object(), 0) == 1  # not an engine segmenter
 
 
