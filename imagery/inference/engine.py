@@ -551,6 +551,36 @@ def measure_candidates(
     return results
 
 
+def _measure(
+    seg: Any,
+    cands: list[Candidate],
+    n_ref: int,
+    batch: int,
+    gflop: float,
+    rounds: int,
+    built: dict[str, EngineNetwork],
+    *,
+    time_rejected: bool = False,
+) -> tuple[dict[str, dict[str, Any]], torch.Tensor]:
+    """:func:`measure_candidates` of ``cands`` for ``seg``: checked on ``n_ref`` reference patches against the model
+    itself (:func:`model_reference`), timed on a batch of ``batch``; returns the results and the timing batch."""
+    ref_x, labels = reference_batch(seg, n=n_ref)
+    x = reference_inputs(seg, n=batch, seed=1) if batch != len(ref_x) else ref_x
+    results = measure_candidates(
+        cands,
+        x,
+        ref_x,
+        threshold=seg.threshold,
+        gflop=gflop,
+        rounds=rounds,
+        time_rejected=time_rejected,
+        labels=labels,
+        built=built,
+        reference=model_reference(seg, ref_x),
+    )
+    return results, x
+
+
 def _shrink_arena(net: EngineNetwork, on: bool) -> None:
     """Set ``shrink_arena`` of an ONNX Runtime network (:class:`imagery.inference.onnx.OnnxNetwork`)."""
     if hasattr(net.fn, "shrink_arena"):
@@ -599,21 +629,10 @@ def choose_engine(
     cands = candidates if candidates is not None else default_candidates(seg, gflop)
     if len(cands) == 1:  # nothing to choose among (e.g. $LANDSLIDE_ENGINE_CANDIDATES names one path)
         return EngineChoice(cands[0].name, "only candidate", gflop)
-    ref_x, ref_labels = reference_batch(seg, n=reference or REFERENCE_PATCHES)
     batch = batch or TIMING_BATCH
-    x = reference_inputs(seg, n=batch, seed=1) if batch != len(ref_x) else ref_x
     built: dict[str, EngineNetwork] = {}
-    results = measure_candidates(
-        cands,
-        x,
-        ref_x,
-        threshold=seg.threshold,
-        gflop=gflop,
-        rounds=rounds,
-        time_rejected=time_rejected,
-        labels=ref_labels,
-        built=built,
-        reference=model_reference(seg, ref_x),
+    results, _ = _measure(
+        seg, cands, reference or REFERENCE_PATCHES, batch, gflop, rounds, built, time_rejected=time_rejected
     )
     passing = {n: r for n, r in results.items() if r.get("passed") and r.get("patches_per_s")}
     path = max(passing, key=lambda n: passing[n]["patches_per_s"]) if passing else REFERENCE
@@ -663,21 +682,9 @@ def try_compile(
     names = [choice.path, "torch-compile"]  # checked against the model itself (model_reference), no fp32 pass
     measured = {choice.path: choice.network} if choice.network is not None else {}  # not built twice
     cands = [Candidate(n, lambda n=n: measured.get(n) or build_path(seg, n, gflop)) for n in names]
-    ref_x, labels = reference_batch(seg, n=REFERENCE_PATCHES)
     batch = choice.batch or TIMING_BATCH
-    x = reference_inputs(seg, n=batch, seed=1) if batch != len(ref_x) else ref_x
     built: dict[str, EngineNetwork] = {}
-    results = measure_candidates(
-        cands,
-        x,
-        ref_x,
-        threshold=seg.threshold,
-        gflop=gflop,
-        rounds=rounds,
-        labels=labels,
-        built=built,
-        reference=model_reference(seg, ref_x),
-    )
+    results, x = _measure(seg, cands, REFERENCE_PATCHES, batch, gflop, rounds, built)
     compiled, eager = results["torch-compile"], results.get(choice.path, {})
     eager_rate = eager.get("patches_per_s", 0.0) or 0.0
     in_lanes = None
