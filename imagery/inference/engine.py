@@ -84,7 +84,7 @@ from common.atomic import atomic_write
 from common.cli import UserError
 from imagery.device import cpu_flags, cpu_has_bf16, cpu_model_name
 from imagery.inference.config import PRECISIONS, RUNTIMES
-from imagery.inference.lanes import LANE_PATHS, Lanes, lane_count
+from imagery.inference.lanes import LANE_PATHS, lane_count, shared_lanes
 from imagery.models.heads import main_output_only
 from imagery.models.inference import for_inference
 
@@ -715,7 +715,7 @@ def try_compile(
 
 
 def lanes_rate(net: EngineNetwork, x: torch.Tensor, lanes: int, *, rounds: int = 2) -> float:
-    """Patches/s of ``net`` on ``x`` split over ``lanes`` one-core lanes (:class:`imagery.inference.lanes.Lanes`),
+    """Patches/s of ``net`` on ``x`` split over ``lanes`` one-core lanes (:func:`imagery.inference.lanes.shared_lanes`),
     the main output only; best of ``rounds`` after a warm-up. The network's counters are left as they were."""
     patches, seconds = net.patches, net.seconds
     best = float("inf")
@@ -724,13 +724,13 @@ def lanes_rate(net: EngineNetwork, x: torch.Tensor, lanes: int, *, rounds: int =
         with main_output_only():  # per thread: set in the lane itself
             net(part)
 
-    with Lanes(lanes) as pool:
-        parts = pool.split(x)
-        pool.map(run, parts)  # warm-up: each lane's thread meets the network once
-        for _ in range(max(1, rounds)):
-            t0 = time.perf_counter()
-            pool.map(run, parts)
-            best = min(best, time.perf_counter() - t0)
+    pool = shared_lanes(lanes)  # the lanes Segmenter.predict will run it in
+    parts = pool.split(x)
+    pool.map(run, parts)  # warm-up: each lane's thread meets the network once
+    for _ in range(max(1, rounds)):
+        t0 = time.perf_counter()
+        pool.map(run, parts)
+        best = min(best, time.perf_counter() - t0)
     net.patches, net.seconds = patches, seconds
     return int(x.shape[0]) / best
 

@@ -11,8 +11,8 @@ preprocessing and network 1.25-1.37x faster for the width-8 small RAU-Net 1 and 
 
 Where: :meth:`Segmenter.predict <imagery.inference.segmenter.Segmenter.predict>` splits each batch over the
 process's :func:`shared_lanes` when ``Segmenter.lanes > 1`` (``apply_engine`` sets it from :func:`lane_count`, so
-every command that runs an engine segmenter on the CPU does), and the scene loop splits its batches itself
-(``predict_scene --lanes``); lanes never nest (:func:`in_lane`).
+every command that runs an engine segmenter on the CPU does; ``predict_scene --lanes`` sets another count through
+:func:`with_lanes`); lanes never nest (:func:`in_lane`).
 
 Lanes run eager torch paths only (:data:`LANE_PATHS`): a ``torch.compile`` graph fixes its thread count when it
 is compiled and ONNX Runtime sessions own their thread pools, so for those (and on a GPU) a batch runs as one.
@@ -22,6 +22,7 @@ same as one stream to the rounding of the operators' own blocking (tested).
 
 from __future__ import annotations
 
+import copy
 import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -43,6 +44,16 @@ def lane_count(segmenter: Any, requested: int = 0) -> int:
     if torch.device(device).type != "cpu" or path not in LANE_PATHS:
         return 1
     return planned_lanes(requested)
+
+
+def with_lanes(segmenter: Any, n: int) -> Any:
+    """``segmenter`` splitting its batches over ``n`` lanes (``Segmenter.lanes``): itself where it already does or
+    has no lanes (a rule segmenter), else a shallow copy (the same network and counters)."""
+    if getattr(segmenter, "lanes", n) == n:
+        return segmenter
+    out = copy.copy(segmenter)
+    out.lanes = n
+    return out
 
 
 def planned_lanes(requested: int = 0) -> int:
@@ -105,15 +116,6 @@ class Lanes:
         if k <= 1:
             return [images]
         return list(torch.tensor_split(images, k)) if isinstance(images, torch.Tensor) else np.array_split(images, k)
-
-    def predict(self, segmenter: Any, images: np.ndarray, **kwargs: Any) -> dict[str, np.ndarray]:
-        """``segmenter.predict(images, **kwargs)`` with the patches split over the lanes; the same keys and
-        shapes (``prob``, ``mask`` ``(N, H, W)``, ``patch_prob`` ``(N,)``), the parts in order."""
-        parts = self.split(images)
-        if len(parts) == 1:
-            return segmenter.predict(images, batch_size=len(images), **kwargs)
-        outs = self.map(lambda p: segmenter.predict(p, batch_size=len(p), **kwargs), parts)
-        return {key: np.concatenate([o[key] for o in outs]) for key in outs[0]}
 
 
 _SHARED: dict[int, Lanes] = {}

@@ -94,7 +94,7 @@ from imagery.inference.fitness import (
     fit_metrics,
     scene_pixel_m,
 )
-from imagery.inference.lanes import Lanes, lane_count, planned_lanes
+from imagery.inference.lanes import lane_count, planned_lanes, with_lanes
 from imagery.inference.predict import add_tile, blend_weights, count_tiles, tile_starts
 from imagery.inference.segmenter import Segmenter
 from imagery.inference.serving import load_segmenter
@@ -416,11 +416,11 @@ def predict_windowed(
     predicted = 0
     bar = tqdm(total=n_tiles, unit="tile", desc="tiles", dynamic_ncols=True, disable=not progress, smoothing=0.1)
     tags = {"scene_id": inp.scene.scene_id, "model": cfg.model_uri}
-    lanes = Lanes(lane_count(segmenter, cfg.lanes))  # each batch split over the cores, one torch thread each
+    n_lanes = lane_count(segmenter, cfg.lanes)  # each batch split over the cores, one torch thread each
+    segmenter = with_lanes(segmenter, n_lanes)
     with (
         _StripReader(inp, cfg) as reader,
         ThreadPoolExecutor(max_workers=1, initializer=lower_this_thread) as pool,  # fills idle cores
-        lanes,
         CogWriter(
             staging / "probability.tif",
             grid,
@@ -479,7 +479,7 @@ def predict_windowed(
                 chunk = boxes[start : start + cfg.batch_size]
                 batch = np.stack([padded[:, :, x : x + tw] for x in chunk])
                 t1 = time.perf_counter()
-                prob = lanes.predict(segmenter, batch, tta=cfg.tta, threshold=threshold)["prob"]
+                prob = segmenter.predict(batch, batch_size=len(chunk), tta=cfg.tta, threshold=threshold)["prob"]
                 timings["predict_s"] += time.perf_counter() - t1
                 for x, p in zip(chunk, prob, strict=True):
                     add_tile(acc, norm, p, weight, 0, x)
@@ -553,7 +553,7 @@ def predict_windowed(
         },
         "threshold": threshold,
         "rows_read": strips.rows_read,
-        "lanes": lanes.n,
+        "lanes": n_lanes,
     }
 
 

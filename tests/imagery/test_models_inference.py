@@ -39,8 +39,8 @@ def test_the_inference_copy_gives_the_models_outputs(name: str) -> None:
         assert out[key].shape == ref[key].shape
         scale = float(ref[key].abs().max())
         assert float((out[key] - ref[key]).abs().max()) <= 1e-5 * max(scale, 1.0), key
-    folded = sum(isinstance(m, nn.BatchNorm2d) for m in copy.modules())
-    assert folded < sum(isinstance(m, nn.BatchNorm2d) for m in model.modules()) or folded == 0
+    left = sum(isinstance(m, nn.BatchNorm2d) for m in copy.modules())  # BatchNorms not folded
+    assert left < sum(isinstance(m, nn.BatchNorm2d) for m in model.modules()) or left == 0
 
 
 def test_rau_net_copy_has_no_batch_norm_nor_pad_and_leaves_the_model_alone() -> None:
