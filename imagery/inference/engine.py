@@ -84,7 +84,7 @@ from common.atomic import atomic_write
 from common.cli import UserError
 from imagery.device import cpu_flags, cpu_has_bf16, cpu_model_name
 from imagery.inference.config import PRECISIONS, RUNTIMES
-from imagery.inference.lanes import LANE_PATHS, lane_count, shared_lanes
+from imagery.inference.lanes import LANE_PATHS, lane_count, planned_lanes, shared_lanes
 from imagery.models.heads import main_output_only
 from imagery.models.inference import for_inference
 
@@ -775,12 +775,13 @@ def apply_engine(
     batch: int | None = None,
     log: Callable[[str], None] | None = None,
     workload: int | None = None,
-    lanes: int = 1,
+    lanes: int = 0,
 ) -> Any:
     """A segmenter like ``seg`` (a torch one) running on the path ``spec`` names, or on the automatic
     choice (:func:`choose_engine`) for ``auto``; ``seg.engine`` holds the :class:`EngineChoice`.
     ``workload``: the patches the caller will run (a long run also tries ``torch.compile``, against the eager
-    path in ``lanes`` one-core lanes where the caller runs it so: :mod:`imagery.inference.lanes`).
+    path in the one-core lanes it will run in). ``lanes``: those lanes (:mod:`imagery.inference.lanes`; 0: one per
+    torch thread, 1: none); the segmenter returned splits its batches over them (``Segmenter.lanes``).
 
     ``auto`` on a CUDA device runs torch fp32 (the choice is measured for CPUs). The choice is logged to
     the active MLflow run (tags ``engine.path``/``engine.source``, metric ``engine_choice_gflops``).
@@ -796,13 +797,13 @@ def apply_engine(
         gflop = segmenter_gflop(seg)
         choice = EngineChoice(REFERENCE, "device", gflop)
     else:
-        choice = choose_engine(seg, batch=batch or TIMING_BATCH, workload=workload, lanes=lanes)
+        choice = choose_engine(seg, batch=batch or TIMING_BATCH, workload=workload, lanes=planned_lanes(lanes))
         if log is not None and (choice.source == "measured" or choice.long_run):
             log(f"inference engine: {describe_choice(choice)}")
     net = choice.network.reset() if choice.network is not None else build_path(seg, choice.path, choice.gflop_per_patch)
     out = Segmenter(net, seg.meta, seg.device)
     out.engine = choice  # type: ignore[attr-defined]
-    out.lanes = lane_count(out)  # eager torch on the CPU: each batch split over one-core lanes
+    out.lanes = lane_count(out, lanes)  # eager torch on the CPU: each batch split over one-core lanes
     _log_choice(choice)
     return out
 

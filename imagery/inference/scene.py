@@ -94,7 +94,7 @@ from imagery.inference.fitness import (
     fit_metrics,
     scene_pixel_m,
 )
-from imagery.inference.lanes import lane_count, planned_lanes, with_lanes
+from imagery.inference.lanes import lane_count, with_lanes
 from imagery.inference.predict import add_tile, blend_weights, count_tiles, tile_starts
 from imagery.inference.segmenter import Segmenter
 from imagery.inference.serving import load_segmenter
@@ -728,7 +728,7 @@ def run_scene(
     domain = DomainCheck(inp.model_bands, getattr(segmenter.meta, "band_stats", None), grid.width * grid.height)
     if deferred:  # after every check: a refused run measures nothing
         tiles = count_tiles(grid.height, grid.width, cfg.tile, cfg.overlap)
-        segmenter = apply_engine(segmenter, "auto", workload=tiles, log=log, lanes=planned_lanes(cfg.lanes))
+        segmenter = apply_engine(segmenter, "auto", workload=tiles, log=log, lanes=cfg.lanes)
     out = Path(cfg.out)
     with atomic_dir(out) as staging:  # every output appears together, or none does
         log(

@@ -346,3 +346,15 @@ def test_a_long_run_in_lanes_keeps_compile_only_where_it_beats_the_eager_lanes(c
     assert lr["eager_lanes_patches_per_s"] > lr["compile"]["patches_per_s"] > lr["eager_patches_per_s"]
     assert "in 2 lanes" in lr["compile"]["reason"]
     assert two.model.patches == 0 and two.model.seconds == 0  # the lanes' measurement is not counted
+
+
+def test_every_long_run_compares_compile_with_the_lanes_it_would_run_in(fake_compile: dict[str, int]) -> None:
+    """``apply_engine`` without ``lanes`` (``predict_imagery``, ``evaluate_imagery``): the eager path runs in one lane
+    per torch thread, so the long-run rule times it in those lanes too."""
+    from imagery.inference.lanes import planned_lanes
+
+    seg = _segmenter()
+    auto = engine.apply_engine(seg, "auto", workload=10**7)
+    assert auto.engine.long_run["eager_lanes"] == planned_lanes(0)
+    eager = engine.apply_engine(seg, "torch:fp32")  # a forced eager path: its batches split over the same lanes
+    assert eager.lanes == planned_lanes(0)
